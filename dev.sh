@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Set-up and everyday commands for graphrec, on a machine that has only Python 3.11.
+#
+#   ./dev.sh retrain [graphrec retrain options]   the retraining flow on the embedded default
+#   ./dev.sh test [pytest options]                the test suite
+#   ./dev.sh graphrec ARGS...                     any graphrec command (./dev.sh graphrec --help)
+#   ./dev.sh env                                  print the environment's folder
+#
+# The first call builds a virtual environment from requirements.lock (several GB: torch brings
+# its CUDA libraries). It lives outside the checkout, in $GRAPHREC_ENV_ROOT (default
+# ~/.cache/graphrec), under a name keyed by the lock file's hash, so later calls and fresh clones
+# on the same machine reuse it and a changed lock builds a new one.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+lock="$here/requirements.lock"
+root="${GRAPHREC_ENV_ROOT:-${XDG_CACHE_HOME:-$HOME/.cache}/graphrec}"
+python="${PYTHON:-}"
+if [ -z "$python" ]; then
+  for candidate in python3.11 python3 python; do
+    if command -v "$candidate" >/dev/null 2>&1 &&
+       "$candidate" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null; then
+      python="$candidate"; break
+    fi
+  done
+fi
+[ -n "$python" ] || { echo "dev.sh: graphrec needs Python 3.11 (set PYTHON=/path/to/python3.11)" >&2; exit 2; }
+
+key="$(cat "$lock" | sha256sum | cut -c1-16)"
+venv="$root/venv-$key"
+mkdir -p "$root"
+
+setup() {
+  # One set-up at a time per machine: a second caller waits for the first to finish.
+  exec 9>"$root/.setup.lock"
+  flock 9
+  if [ ! -f "$venv/.complete" ]; then
+    echo "dev.sh: building the environment in $venv (first run only; a few minutes)" >&2
+    rm -rf "$venv"
+    "$python" -m venv "$venv"
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+      --no-deps -r "$lock" 2>&1 | grep -v "is ignored: it is neither a file nor a directory" >&2 || true
+    "$venv/bin/python" -m pip check >&2
+    touch "$venv/.complete"
+  fi
+  # The project itself is an editable install that points at this checkout (cheap to redo).
+  if [ "$(cat "$venv/.source" 2>/dev/null)" != "$here" ]; then
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps \
+      --no-build-isolation -e "$here" 2>&1 | grep -v "is ignored: it is neither a file nor a directory" >&2 || true
+    "$venv/bin/python" -c 'import flows.cli' || { echo "dev.sh: installing graphrec into $venv failed" >&2; exit 1; }
+    echo "$here" > "$venv/.source"
+  fi
+  exec 9>&-
+}
+
+cmd="${1:-help}"
+[ $# -gt 0 ] && shift
+case "$cmd" in
+  retrain)  setup; cd "$here"; exec "$venv/bin/graphrec" retrain "$@" ;;
+  test)     setup; cd "$here"; exec "$venv/bin/python" -m pytest "$@" ;;
+  graphrec) setup; cd "$here"; exec "$venv/bin/graphrec" "$@" ;;
+  python)   setup; cd "$here"; exec "$venv/bin/python" "$@" ;;
+  env)      echo "$venv" ;;
+  help|-h|--help) sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' ;;
+  *) echo "dev.sh: unknown command '$cmd' (try: ./dev.sh help)" >&2; exit 2 ;;
+esac

@@ -1,0 +1,210 @@
+"""The one configuration of a graphrec run: a pydantic model loaded from YAML, overridable by
+`key=value` strings. Defaults give the embedded setup (synthetic data, everything under
+`.graphrec/`). Unknown keys and bad values are refused with the key's name and what is allowed.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; the message names the key and what is allowed."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SyntheticConfig(_Section):
+    n_users: int = Field(2000, ge=10)
+    n_items: int = Field(800, ge=10)
+    n_universities: int = Field(12, ge=1)
+    n_companies: int = Field(40, ge=1)
+    mean_interactions: float = Field(18.0, gt=2)
+    friends_per_user: float = Field(8.0, ge=0)
+    cold_user_fraction: float = Field(0.05, ge=0, lt=1)
+    cold_item_fraction: float = Field(0.05, ge=0, lt=1)
+    seed: int = 0
+
+
+class SplitConfig(_Section):
+    kind: Literal["temporal", "random"] = "temporal"
+    valid_fraction: float = Field(0.1, ge=0, lt=0.5)
+    test_fraction: float = Field(0.1, ge=0, lt=0.5)
+    seed: int = 0
+
+
+class DataConfig(_Section):
+    source: Literal["synthetic", "gowalla", "ml-100k", "files"] = "synthetic"
+    path: Optional[Path] = Field(None, description="folder of a gowalla / ml-100k data set")
+    interactions: Optional[Path] = Field(None, description="files: CSV or Parquet of interactions")
+    users: Optional[Path] = None
+    items: Optional[Path] = None
+    social: Optional[Path] = None
+    columns: dict[str, str] = Field(
+        default_factory=dict,
+        description="files: rename map from your column names to user_id/item_id/timestamp/event",
+    )
+    synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
+    split: SplitConfig = Field(default_factory=SplitConfig)
+
+
+class ValidationConfig(_Section):
+    min_interactions_per_user: int = Field(3, ge=1)
+    timestamp_min: Optional[int] = Field(0, description="unix seconds; None to skip")
+    timestamp_max: Optional[int] = Field(4102444800, description="unix seconds (2100-01-01)")
+    report_examples: int = Field(5, ge=1)
+
+
+class GraphConfig(_Section):
+    social_edges: bool = False
+
+
+class ModelConfig(_Section):
+    family: Literal["lightgcn"] = "lightgcn"
+    dim: int = Field(64, ge=1)
+    layers: int = Field(3, ge=0)
+
+
+class TrainConfig(_Section):
+    epochs: int = Field(40, ge=1)
+    batch_size: int = Field(2048, ge=1)
+    lr: float = Field(0.005, gt=0)
+    l2: float = Field(1e-4, ge=0)
+    eval_every: int = Field(2, ge=1)
+    patience: int = Field(5, ge=1, description="evaluations without improvement before stopping")
+    monitor: str = "ndcg@20"
+    seed: int = 0
+    threads: Optional[int] = Field(None, ge=1, description="torch threads; None keeps torch's default")
+    progress: bool = True
+
+
+class EvalConfig(_Section):
+    ks: list[int] = Field(default_factory=lambda: [10, 20])
+    chunk_size: int = Field(1024, ge=1, description="users scored at once; bounds peak memory")
+
+    @field_validator("ks")
+    @classmethod
+    def _positive(cls, ks: list[int]) -> list[int]:
+        if not ks or min(ks) < 1:
+            raise ValueError("ks must be a non-empty list of positive integers")
+        return sorted(set(ks))
+
+
+class PromotionConfig(_Section):
+    metric: str = "ndcg@20"
+    split: Literal["valid", "test"] = "test"
+    min_delta: float = Field(0.0, description="challenger must exceed champion by more than this")
+
+
+class StoresConfig(_Section):
+    root: Path = Path(".graphrec")
+    tracking_uri: Optional[str] = Field(None, description="default: sqlite under root")
+    artifact_location: Optional[str] = Field(None, description="default: root/artifacts")
+    experiment: str = "graphrec"
+    registered_model: str = "graphrec-recommender"
+    snapshots: Optional[Path] = Field(None, description="default: root/snapshots")
+
+    def resolved_tracking_uri(self) -> str:
+        return self.tracking_uri or f"sqlite:///{(self.root / 'mlflow.db').resolve()}"
+
+    def resolved_artifact_location(self) -> str:
+        return self.artifact_location or (self.root / "artifacts").resolve().as_uri()
+
+    def resolved_snapshots(self) -> Path:
+        return (self.snapshots or self.root / "snapshots").resolve()
+
+
+class RunConfig(_Section):
+    data: DataConfig = Field(default_factory=DataConfig)
+    validation: ValidationConfig = Field(default_factory=ValidationConfig)
+    graph: GraphConfig = Field(default_factory=GraphConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    promotion: PromotionConfig = Field(default_factory=PromotionConfig)
+    stores: StoresConfig = Field(default_factory=StoresConfig)
+
+    def flat(self) -> dict[str, Any]:
+        """Dotted keys to plain values, e.g. {'model.dim': 64} (for logging as params)."""
+        out: dict[str, Any] = {}
+
+        def walk(prefix: str, value: Any) -> None:
+            if isinstance(value, dict):
+                for k, v in value.items():
+                    walk(f"{prefix}.{k}" if prefix else k, v)
+            else:
+                out[prefix] = str(value) if isinstance(value, Path) else value
+
+        walk("", self.model_dump(mode="json"))
+        return out
+
+
+def _set_dotted(tree: dict, key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = tree
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"cannot set '{key}': '{part}' is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def _describe(error: dict) -> str:
+    key = ".".join(str(p) for p in error["loc"])
+    if error["type"] == "extra_forbidden":
+        section = _section_at(error["loc"][:-1])
+        allowed = ", ".join(section.model_fields) if section else "?"
+        return f"unknown key '{key}'; allowed here: {allowed}"
+    allowed = ""
+    ctx = error.get("ctx") or {}
+    if "expected" in ctx:
+        allowed = f" (allowed: {ctx['expected']})"
+    return f"'{key}': {error['msg']}{allowed}; got {error.get('input')!r}"
+
+
+def _section_at(loc: tuple) -> Optional[type[BaseModel]]:
+    model: Any = RunConfig
+    for part in loc:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        if field is None or not isinstance(field.annotation, type) or not issubclass(field.annotation, BaseModel):
+            return None
+        model = field.annotation
+    return model
+
+
+def load_config(path: Optional[str | Path] = None, overrides: list[str] | None = None) -> RunConfig:
+    """Read YAML (if given), apply `key=value` overrides (values parsed as YAML), validate."""
+    tree: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must hold a mapping of sections, got {type(loaded).__name__}")
+        tree = loaded
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' must look like key=value, e.g. train.epochs=10")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            value = raw
+        _set_dotted(tree, key.strip(), value)
+    try:
+        return RunConfig.model_validate(tree)
+    except ValidationError as exc:
+        lines = [_describe(e) for e in exc.errors()]
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None

@@ -1,0 +1,114 @@
+"""The one data type every loader returns, and its integer-indexed form for training.
+
+`RecData` keeps the raw tables (external ids, any dtype) so that validation can see exactly what
+came in. `RecData.indexed()` maps ids to contiguous integers and yields unique (user, item) pairs
+per split: the form the graph, the models and the metrics work on.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+
+SPLITS = ("train", "valid", "test")
+
+
+@dataclass
+class RecData:
+    name: str
+    users: pd.DataFrame  # column user_id, then optional features
+    items: pd.DataFrame  # column item_id, then optional features
+    interactions: pd.DataFrame  # user_id, item_id, optional timestamp / event / split
+    social: Optional[pd.DataFrame] = None  # src, dst (user ids); one row per friendship
+    meta: dict = field(default_factory=dict)
+
+    def fingerprint(self) -> str:
+        """A content hash of ids and interactions: same data, same fingerprint."""
+        h = hashlib.sha256()
+        for frame, cols in (
+            (self.users, ["user_id"]),
+            (self.items, ["item_id"]),
+            (self.interactions, [c for c in ("user_id", "item_id", "timestamp", "split") if c in self.interactions]),
+            (self.social, ["src", "dst"]),
+        ):
+            if frame is None:
+                h.update(b"none")
+                continue
+            hashed = pd.util.hash_pandas_object(frame[cols].astype(str), index=False).to_numpy()
+            h.update(np.sort(hashed).tobytes())
+        return h.hexdigest()[:16]
+
+    def summary(self) -> dict:
+        counts = self.interactions["split"].value_counts().to_dict() if "split" in self.interactions else {}
+        return {
+            "users": len(self.users),
+            "items": len(self.items),
+            "interactions": len(self.interactions),
+            "social_edges": 0 if self.social is None else len(self.social),
+            **{f"rows_{k}": int(v) for k, v in counts.items()},
+        }
+
+    def indexed(self) -> "IndexedData":
+        user_ids = self.users["user_id"].astype(str).to_numpy()
+        item_ids = self.items["item_id"].astype(str).to_numpy()
+        uidx = pd.Index(user_ids)
+        iidx = pd.Index(item_ids)
+        inter = self.interactions
+        u = uidx.get_indexer(inter["user_id"].astype(str))
+        i = iidx.get_indexer(inter["item_id"].astype(str))
+        if (u < 0).any() or (i < 0).any():
+            raise ValueError("interactions name ids missing from the id tables; validate the data first")
+        split = inter["split"].to_numpy() if "split" in inter else np.full(len(inter), "train")
+        pairs = {}
+        for name in SPLITS:
+            mask = split == name
+            pairs[name] = _unique_pairs(u[mask], i[mask], len(item_ids))
+        # A pair seen in training is not a target of evaluation.
+        train_keys = pairs["train"][:, 0] * len(item_ids) + pairs["train"][:, 1]
+        for name in ("valid", "test"):
+            keys = pairs[name][:, 0] * len(item_ids) + pairs[name][:, 1]
+            pairs[name] = pairs[name][~np.isin(keys, train_keys)]
+        social = np.zeros((0, 2), dtype=np.int64)
+        if self.social is not None and len(self.social):
+            s = uidx.get_indexer(self.social["src"].astype(str))
+            d = uidx.get_indexer(self.social["dst"].astype(str))
+            keep = (s >= 0) & (d >= 0) & (s != d)
+            social = np.stack([s[keep], d[keep]], axis=1).astype(np.int64)
+        return IndexedData(user_ids, item_ids, pairs["train"], pairs["valid"], pairs["test"], social)
+
+
+def _unique_pairs(u: np.ndarray, i: np.ndarray, n_items: int) -> np.ndarray:
+    keys = np.unique(u.astype(np.int64) * n_items + i.astype(np.int64))
+    return np.stack([keys // n_items, keys % n_items], axis=1)
+
+
+@dataclass
+class IndexedData:
+    user_ids: np.ndarray  # external ids as strings, position = index
+    item_ids: np.ndarray
+    train: np.ndarray  # (n, 2) int64 unique (user, item) pairs
+    valid: np.ndarray
+    test: np.ndarray
+    social: np.ndarray  # (m, 2) int64 user pairs
+
+    @property
+    def n_users(self) -> int:
+        return len(self.user_ids)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_ids)
+
+    def split(self, name: str) -> np.ndarray:
+        return {"train": self.train, "valid": self.valid, "test": self.test}[name]
+
+    def seen_before(self, name: str) -> np.ndarray:
+        """Pairs to mask when ranking for split `name`: everything the user had before it."""
+        if name == "valid":
+            return self.train
+        if name == "test":
+            return np.concatenate([self.train, self.valid])
+        return np.zeros((0, 2), dtype=np.int64)

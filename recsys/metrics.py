@@ -1,0 +1,90 @@
+"""Full-ranking metrics: Recall, NDCG, Precision and Hit at several K in one pass.
+
+Every user with at least one target item is ranked against the whole catalogue, with the items
+they had before the evaluated split masked out. Users are scored `chunk_size` at a time, so peak
+memory is chunk_size x n_items scores, never n_users x n_items.
+
+Definitions (per user, then averaged over users with targets), with hits h_r in {0, 1} at rank r:
+  Recall@K    = sum_{r<K} h_r / |targets|
+  Precision@K = sum_{r<K} h_r / K
+  Hit@K       = 1 if any h_r (r<K)
+  NDCG@K      = sum_{r<K} h_r / log2(r + 2)  /  sum_{r<min(K, |targets|)} 1 / log2(r + 2)
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+import torch
+
+
+def _csr(pairs: np.ndarray, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
+    order = np.lexsort((pairs[:, 1], pairs[:, 0]))
+    rows, cols = pairs[order, 0], pairs[order, 1]
+    indptr = np.zeros(n_rows + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=n_rows), out=indptr[1:])
+    return indptr, cols.astype(np.int64)
+
+
+def _rows(indptr: np.ndarray, indices: np.ndarray, users: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """(local row, column) of every entry of the given CSR rows."""
+    counts = indptr[users + 1] - indptr[users]
+    local = np.repeat(np.arange(len(users)), counts)
+    starts = np.repeat(indptr[users], counts)
+    offsets = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+    return torch.from_numpy(local), torch.from_numpy(indices[starts + offsets])
+
+
+@torch.no_grad()
+def evaluate(
+    user_emb: torch.Tensor | np.ndarray,
+    item_emb: torch.Tensor | np.ndarray,
+    targets: np.ndarray,
+    seen: np.ndarray,
+    ks: list[int] = (20,),
+    chunk_size: int = 1024,
+    item_available: Optional[np.ndarray] = None,
+) -> dict[str, float]:
+    """Mean metrics over users that have targets.
+
+    targets, seen: (n, 2) arrays of (user, item) index pairs. item_available: optional boolean
+    mask; unavailable items are never ranked (e.g. items a model has no vector for).
+    """
+    user_emb = torch.as_tensor(user_emb, dtype=torch.float32)
+    item_emb = torch.as_tensor(item_emb, dtype=torch.float32)
+    n_users, n_items = user_emb.shape[0], item_emb.shape[0]
+    ks = sorted(set(int(k) for k in ks))
+    max_k = min(max(ks), n_items)
+    t_ptr, t_idx = _csr(targets, n_users)
+    s_ptr, s_idx = _csr(seen, n_users)
+    eval_users = np.flatnonzero(np.diff(t_ptr) > 0)
+    discount = 1.0 / torch.log2(torch.arange(2, max_k + 2, dtype=torch.float64))
+    ideal = torch.cat([torch.zeros(1, dtype=torch.float64), torch.cumsum(discount, 0)])
+    sums = {f"{m}@{k}": 0.0 for k in ks for m in ("recall", "ndcg", "precision", "hit")}
+    unavailable = None if item_available is None else torch.from_numpy(~np.asarray(item_available, dtype=bool))
+
+    for start in range(0, len(eval_users), chunk_size):
+        users = eval_users[start:start + chunk_size]
+        scores = user_emb[torch.from_numpy(users)] @ item_emb.T
+        r, c = _rows(s_ptr, s_idx, users)
+        scores[r, c] = -torch.inf
+        if unavailable is not None:
+            scores[:, unavailable] = -torch.inf
+        top = torch.topk(scores, max_k, dim=1).indices  # (chunk, max_k)
+        tr, tc = _rows(t_ptr, t_idx, users)
+        hit_matrix = torch.zeros(len(users), n_items, dtype=torch.bool)
+        hit_matrix[tr, tc] = True
+        hits = torch.gather(hit_matrix, 1, top).double()
+        n_targets = torch.from_numpy(np.diff(t_ptr)[users]).double()
+        for k in ks:
+            kk = min(k, max_k)
+            h = hits[:, :kk]
+            n_hit = h.sum(1)
+            dcg = (h * discount[:kk]).sum(1)
+            idcg = ideal[torch.clamp(n_targets, max=kk).long()]
+            sums[f"recall@{k}"] += float((n_hit / n_targets).sum())
+            sums[f"precision@{k}"] += float((n_hit / k).sum())
+            sums[f"hit@{k}"] += float((n_hit > 0).double().sum())
+            sums[f"ndcg@{k}"] += float((dcg / idcg).sum())
+    n = max(len(eval_users), 1)
+    return {name: value / n for name, value in sums.items()}

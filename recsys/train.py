@@ -1,0 +1,138 @@
+"""One training loop for every model family.
+
+An epoch visits every training pair once in a random order, in batches; each batch draws one
+negative per positive, re-embeds the graph (`model.embed`), and takes an Adam step on BPR loss plus
+L2 on the batch's layer-0 embeddings, as in LightGCN's eq. 15 (the penalty is divided by the batch
+size as the reference implementation does). Every `eval_every` epochs the validation split is
+ranked in full; the best state by `monitor` is kept, and training stops after `patience`
+evaluations without improvement. Callbacks receive every epoch's figures (MLflow logging,
+Optuna pruning); a callback may raise StopTraining.
+"""
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Optional, Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from recsys.config import EvalConfig, TrainConfig
+from recsys.data.types import IndexedData
+from recsys.graph.build import RecGraph
+from recsys.metrics import evaluate
+from recsys.negatives import UniformNegatives
+
+
+class StopTraining(Exception):
+    """Raised by a callback to end training early (the best state so far is kept)."""
+
+
+class Callback(Protocol):
+    def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None: ...
+
+
+@dataclass
+class TrainResult:
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int = 0
+    best_score: float = float("-inf")
+    epochs_run: int = 0
+    seconds: float = 0.0
+
+
+def bpr_loss(model, graph: RecGraph, users, pos, neg, l2: float) -> tuple[torch.Tensor, torch.Tensor]:
+    user_emb, item_emb = model.embed(graph)
+    u, p, n = user_emb[users], item_emb[pos], item_emb[neg]
+    ranking = F.softplus(-((u * p).sum(1) - (u * n).sum(1))).mean()  # -log sigmoid(x_up - x_un)
+    u0, p0 = model.layer0(users, pos)
+    _, n0 = model.layer0(users, neg)
+    reg = 0.5 * (u0.pow(2).sum() + p0.pow(2).sum() + n0.pow(2).sum()) / len(users)
+    return ranking, l2 * reg
+
+
+def evaluate_model(model, graph: RecGraph, data: IndexedData, split: str, cfg: EvalConfig) -> dict[str, float]:
+    model.eval()
+    with torch.no_grad():
+        user_emb, item_emb = model.embed(graph)
+    model.train()
+    return evaluate(user_emb, item_emb, data.split(split), data.seen_before(split), cfg.ks, cfg.chunk_size)
+
+
+def fit(
+    model,
+    graph: RecGraph,
+    data: IndexedData,
+    cfg: TrainConfig,
+    eval_cfg: EvalConfig,
+    callbacks: list[Callback] = (),
+    sampler=None,
+    log: Optional[Callable[[str], None]] = None,
+) -> TrainResult:
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    sampler = sampler or UniformNegatives(data.n_items, data.train, seed=cfg.seed)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    has_valid = len(data.valid) > 0
+    result = TrainResult()
+    best_state, bad_evals = None, 0
+    started = time.perf_counter()
+    pairs = data.train
+    n_batches = max(1, -(-len(pairs) // cfg.batch_size))
+    bar = tqdm(total=cfg.epochs, desc="train", unit="epoch", disable=not cfg.progress, leave=False)
+    model.train()
+    try:
+        for epoch in range(1, cfg.epochs + 1):
+            t0 = time.perf_counter()
+            order = rng.permutation(len(pairs))
+            loss_sum = reg_sum = 0.0
+            for b in range(n_batches):
+                batch = pairs[order[b * cfg.batch_size:(b + 1) * cfg.batch_size]]
+                neg = sampler.sample(batch[:, 0], batch[:, 1], model)
+                users, pos = torch.from_numpy(batch[:, 0]), torch.from_numpy(batch[:, 1])
+                ranking, reg = bpr_loss(model, graph, users, pos, torch.from_numpy(neg), cfg.l2)
+                optimizer.zero_grad()
+                (ranking + reg).backward()
+                optimizer.step()
+                loss_sum += float(ranking)
+                reg_sum += float(reg)
+            logs = {"loss": loss_sum / n_batches, "reg_loss": reg_sum / n_batches,
+                    "epoch_seconds": time.perf_counter() - t0}
+            stop = False
+            if has_valid and (epoch % cfg.eval_every == 0 or epoch == cfg.epochs):
+                metrics = evaluate_model(model, graph, data, "valid", eval_cfg)
+                logs.update({f"valid_{k}": v for k, v in metrics.items()})
+                if cfg.monitor not in metrics:
+                    raise ValueError(f"train.monitor={cfg.monitor!r} is not computed; choose one of {sorted(metrics)}")
+                score = metrics[cfg.monitor]
+                if score > result.best_score:
+                    result.best_score, result.best_epoch, bad_evals = score, epoch, 0
+                    best_state = copy.deepcopy(model.state_dict())
+                else:
+                    bad_evals += 1
+                    stop = bad_evals >= cfg.patience
+            result.history.append({"epoch": epoch, **logs})
+            result.epochs_run = epoch
+            bar.update(1)
+            bar.set_postfix(loss=f"{logs['loss']:.4f}", best=f"{result.best_score:.4f}" if has_valid else "-")
+            for cb in callbacks:
+                cb.on_epoch_end(epoch, logs)
+            if stop:
+                if log:
+                    log(f"early stop at epoch {epoch}: best {cfg.monitor}={result.best_score:.4f} at epoch {result.best_epoch}")
+                break
+    except StopTraining:
+        pass
+    finally:
+        bar.close()
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    else:
+        result.best_epoch = result.epochs_run
+    result.seconds = time.perf_counter() - started
+    return result
