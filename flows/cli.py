@@ -1,2 +1,180 @@
-def main():  # placeholder replaced below
-    pass
+"""`graphrec`: the command line. Heavy imports (Prefect, MLflow, torch) happen inside commands, so
+`graphrec --help` and `graphrec recommend` start fast."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+
+def _config(args):
+    from recsys.config import load_config
+
+    return load_config(args.config, args.set)
+
+
+def prepare_prefect(root: Path) -> None:
+    """Keep Prefect's state (its ephemeral server's database) under the project folder unless the
+    user points at a Prefect server with PREFECT_API_URL."""
+    home = Path(os.environ.setdefault("PREFECT_HOME", str((root / "prefect").resolve())))
+    home.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    os.environ.setdefault("PREFECT_LOGGING_TO_API_BATCH_INTERVAL", "0.3")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+
+def cmd_retrain(args) -> int:
+    cfg = _config(args)
+    prepare_prefect(cfg.stores.root)
+    from flows.retrain import retrain_flow
+    from validation.report import DataValidationError
+
+    state = retrain_flow(cfg, return_state=True)
+    if state.is_completed():
+        out = state.result()
+        m = out["metrics"].get(cfg.promotion.split, {})
+        print(f"\nrun {out['run_id']}  model version {out['version']}  "
+              f"{'-> champion' if out['promoted'] else '(champion unchanged)'}")
+        print("  " + "  ".join(f"{k}={v:.4f}" for k, v in m.items() if k.endswith(("@10", "@20"))))
+        print(f"  {out['decision']['reason']}")
+        print(f"  snapshot: {out['snapshot']}")
+        print(f"  MLflow UI: graphrec ui  ->  {out['run_url']}")
+        return 0
+    try:
+        state.result()
+    except DataValidationError as exc:
+        print(f"\nstopped at validation; nothing was trained or registered.\n{exc}", file=sys.stderr)
+        return 3
+    except Exception as exc:  # the flow's own logs carry the traceback
+        print(f"\nretrain failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    return 1
+
+
+def cmd_recommend(args) -> int:
+    from deploy.snapshot import Snapshot, SnapshotError, UnknownUserError
+    from recsys.config import load_config
+
+    cfg = load_config(args.config, args.set)
+    try:
+        snap = Snapshot.open(cfg.stores.resolved_snapshots())
+        recs = snap.recommend(args.user, args.k)
+    except (SnapshotError, UnknownUserError) as exc:
+        print(f"graphrec recommend: {exc}", file=sys.stderr)
+        return 2
+    m = snap.manifest
+    print(f"top {len(recs)} for user {args.user} (model {m['model_name']} v{m['model_version']}, snapshot {m['name']})")
+    print(recs.to_string(index=False))
+    return 0
+
+
+def cmd_validate(args) -> int:
+    from recsys.data.loaders import load_data
+    from validation.data import validate_data
+
+    cfg = _config(args)
+    data = load_data(cfg.data)
+    report = validate_data(data, cfg.validation,
+                           require_timestamp=cfg.data.split.kind == "temporal" and "split" not in data.interactions)
+    print(report.to_markdown() if args.markdown else report.summary())
+    return 0 if report.success else 3
+
+
+def cmd_generate(args) -> int:
+    from recsys.data.loaders import save_files
+    from recsys.data.synthetic import generate
+
+    cfg = _config(args)
+    data = generate(**cfg.data.synthetic.model_dump())
+    paths = save_files(data, args.out)
+    print(f"wrote {data.summary()} to:")
+    for name, path in paths.items():
+        print(f"  {name}: {path}")
+    return 0
+
+
+def cmd_ui(args) -> int:
+    cfg = _config(args)
+    cfg.stores.root.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", cfg.stores.resolved_tracking_uri(),
+           "--default-artifact-root", cfg.stores.resolved_artifact_location(),
+           "--host", args.host, "--port", str(args.port)]
+    print("starting:", " ".join(cmd))
+    os.execv(sys.executable, cmd)
+
+
+def cmd_models(args) -> int:
+    from mlflow.tracking import MlflowClient
+
+    from deploy.tracking import configure
+
+    cfg = _config(args)
+    configure(cfg.stores)
+    client = MlflowClient()
+    name = cfg.stores.registered_model
+    versions = client.search_model_versions(f"name='{name}'")
+    if not versions:
+        print(f"no versions of {name} yet")
+        return 0
+    aliases = {}
+    for alias, version in client.get_registered_model(name).aliases.items():
+        aliases.setdefault(str(version), []).append(alias)
+    print(f"{'version':>7}  {'aliases':<22} {'decision':<9} {'gate':<28} run")
+    for v in sorted(versions, key=lambda v: int(v.version)):
+        t = v.tags
+        gate = f"{t.get('gate.metric', '')}={t.get('gate.challenger_value', '')[:6]}"
+        print(f"{v.version:>7}  {','.join(aliases.get(str(v.version), [])):<22} "
+              f"{t.get('promotion.decision', ''):<9} {gate:<28} {v.run_id}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="graphrec",
+        description="Graph recommenders retrained by a Prefect flow, tracked and registered in MLflow.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def add(name: str, func, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--config", "-c", metavar="FILE", help="YAML config (default: the embedded setup)")
+        p.add_argument("--set", "-s", metavar="KEY=VALUE", action="append", default=[],
+                       help="override a config key, e.g. --set train.epochs=10 (repeatable)")
+        p.set_defaults(func=func)
+        return p
+
+    add("retrain", cmd_retrain, "run the retraining flow: validate, build graph, train, evaluate, register, "
+                                "promote, refresh the embedding snapshot")
+    p = add("recommend", cmd_recommend, "top-k items for a user, from the CURRENT embedding snapshot")
+    p.add_argument("--user", "-u", required=True, help="user id")
+    p.add_argument("-k", type=int, default=10, help="how many items (default 10)")
+    p = add("validate", cmd_validate, "run the data validation suites only and print the report")
+    p.add_argument("--markdown", action="store_true", help="print the full markdown report")
+    p = add("generate", cmd_generate, "write the synthetic professional network as Parquet files")
+    p.add_argument("--out", required=True, type=Path, help="output folder")
+    add("models", cmd_models, "list registered versions with aliases and gate results")
+    p = add("ui", cmd_ui, "start the MLflow UI on the configured store")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=5000)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 0
+    from recsys.config import ConfigError
+    from recsys.data.loaders import DataLoadError
+
+    try:
+        return args.func(args)
+    except (ConfigError, DataLoadError) as exc:
+        print(f"graphrec {args.command}: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

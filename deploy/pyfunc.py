@@ -1,0 +1,74 @@
+"""The registered model: an MLflow pyfunc that answers top-K items for user ids.
+
+It carries the trained embeddings (and each user's seen items, which it never recommends), so
+serving needs numpy and MLflow only: no torch, no DGL. Input: a DataFrame with a `user_id` column;
+parameter `k`; output: one row per (user, rank) with item_id and score.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+
+from recsys.ranking import recommend
+
+EMBEDDINGS = "embeddings"
+
+
+def save_embeddings(path: Path, user_ids, user_vectors, item_ids, item_vectors, seen_pairs: np.ndarray) -> Path:
+    """seen_pairs: (n, 2) index pairs into user_ids / item_ids."""
+    np.savez(
+        path,
+        user_ids=np.asarray(user_ids).astype(str),
+        item_ids=np.asarray(item_ids).astype(str),
+        user_vectors=np.asarray(user_vectors, dtype=np.float32),
+        item_vectors=np.asarray(item_vectors, dtype=np.float32),
+        seen=np.asarray(seen_pairs, dtype=np.int64).reshape(-1, 2),
+    )
+    return Path(path)
+
+
+class RecommenderModel(mlflow.pyfunc.PythonModel):
+    def load_context(self, context) -> None:
+        self.load(context.artifacts[EMBEDDINGS])
+
+    def load(self, path: str) -> "RecommenderModel":
+        with np.load(path, allow_pickle=False) as z:
+            self.user_ids = z["user_ids"]
+            self.item_ids = z["item_ids"]
+            self.user_vectors = z["user_vectors"]
+            self.item_vectors = z["item_vectors"]
+            seen = z["seen"]
+        self._row = pd.Index(self.user_ids)
+        order = np.argsort(seen[:, 0], kind="stable")
+        self._seen_items = seen[order, 1]
+        self._seen_ptr = np.searchsorted(seen[order, 0], np.arange(len(self.user_ids) + 1))
+        return self
+
+    def seen_pairs(self) -> np.ndarray:
+        users = np.repeat(np.arange(len(self.user_ids)), np.diff(self._seen_ptr))
+        return np.stack([users, self._seen_items], axis=1)
+
+    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+        k = int((params or {}).get("k", 10))
+        if "user_id" not in model_input:
+            raise ValueError("input needs a 'user_id' column")
+        asked = model_input["user_id"].astype(str).to_numpy()
+        rows = self._row.get_indexer(asked)
+        if (rows < 0).any():
+            unknown = asked[rows < 0][:10].tolist()
+            raise ValueError(f"unknown user ids (not in this model version): {unknown}")
+        exclude = [self._seen_items[self._seen_ptr[r]:self._seen_ptr[r + 1]] for r in rows]
+        idx, scores = recommend(self.user_vectors[rows], self.item_vectors, k, exclude)
+        users = np.repeat(asked, idx.shape[1])
+        ranks = np.tile(np.arange(1, idx.shape[1] + 1), len(asked))
+        flat_idx, flat_scores = idx.reshape(-1), scores.reshape(-1)
+        keep = flat_idx >= 0
+        return pd.DataFrame({
+            "user_id": users[keep],
+            "rank": ranks[keep].astype(np.int64),
+            "item_id": self.item_ids[flat_idx[keep]],
+            "score": flat_scores[keep].astype(np.float64),
+        })

@@ -1,0 +1,149 @@
+"""MLflow tracking: the store, the run, per-epoch curves, plots and the logged model."""
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Optional
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.entities import Metric
+from mlflow.models import infer_signature
+from mlflow.tracking import MlflowClient
+
+from deploy.pyfunc import EMBEDDINGS, RecommenderModel, save_embeddings
+from recsys.config import RunConfig, StoresConfig
+
+os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
+
+
+def configure(stores: StoresConfig) -> str:
+    """Point MLflow at the configured store; create the experiment if needed; return its id."""
+    stores.root.mkdir(parents=True, exist_ok=True)
+    uri = stores.resolved_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    client = MlflowClient()
+    exp = client.get_experiment_by_name(stores.experiment)
+    if exp is not None:
+        return exp.experiment_id
+    return client.create_experiment(stores.experiment, artifact_location=stores.resolved_artifact_location())
+
+
+def start_run(cfg: RunConfig, data_summary: dict, fingerprint: str, run_name: Optional[str] = None) -> str:
+    experiment_id = configure(cfg.stores)
+    client = MlflowClient()
+    run = client.create_run(experiment_id, run_name=run_name, tags={
+        "graphrec.model_family": cfg.model.family,
+        "graphrec.data_source": cfg.data.source,
+        "graphrec.data_fingerprint": fingerprint,
+    })
+    params = {k: ("None" if v is None else str(v))[:500] for k, v in cfg.flat().items()}
+    params.update({f"data.{k}": str(v) for k, v in data_summary.items()})
+    params["data.fingerprint"] = fingerprint
+    items = list(params.items())
+    for start in range(0, len(items), 100):
+        client.log_batch(run.info.run_id, params=[mlflow.entities.Param(k, v) for k, v in items[start:start + 100]])
+    return run.info.run_id
+
+
+class EpochLogger:
+    """Training callback: every epoch's figures become MLflow metrics with step = epoch."""
+
+    def __init__(self, run_id: str):
+        self.run_id = run_id
+        self.client = MlflowClient()
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
+        now = int(time.time() * 1000)
+        metrics = [Metric(key.replace("@", "_at_"), float(v), now, epoch) for key, v in logs.items()]
+        self.client.log_batch(self.run_id, metrics=metrics)
+
+
+def metric_key(name: str) -> str:
+    """MLflow metric names allow no '@'; recall@20 is logged as recall_at_20."""
+    return name.replace("@", "_at_")
+
+
+def log_results(run_id: str, history: list[dict], metrics: dict[str, dict[str, float]], extra: dict[str, float]) -> None:
+    """Final metrics per split, the training-curve plot and a metrics table as artifacts."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    client = MlflowClient()
+    now = int(time.time() * 1000)
+    flat = [Metric(metric_key(f"{split}_{k}"), float(v), now, 0) for split, m in metrics.items() for k, v in m.items()]
+    flat += [Metric(k, float(v), now, 0) for k, v in extra.items()]
+    client.log_batch(run_id, metrics=flat)
+
+    hist = pd.DataFrame(history)
+    valid_cols = [c for c in hist.columns if c.startswith("valid_ndcg@") or c.startswith("valid_recall@")]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    axes[0].plot(hist["epoch"], hist["loss"], label="BPR loss")
+    axes[0].plot(hist["epoch"], hist["reg_loss"], label="L2 term")
+    axes[0].set_xlabel("epoch")
+    axes[0].set_title("training loss")
+    axes[0].legend()
+    for col in valid_cols:
+        points = hist[["epoch", col]].dropna()
+        axes[1].plot(points["epoch"], points[col], marker="o", label=col)
+    axes[1].set_xlabel("epoch")
+    axes[1].set_title("validation metrics")
+    if valid_cols:
+        axes[1].legend()
+    fig.tight_layout()
+    client.log_figure(run_id, fig, "plots/training_curves.png")
+    plt.close(fig)
+
+    table = pd.DataFrame(metrics).T.rename_axis("split").reset_index()
+    client.log_table(run_id, data=table, artifact_file="metrics/metrics_table.json")
+    client.log_text(run_id, _markdown_table(table), "metrics/metrics_table.md")
+
+
+def _markdown_table(frame: pd.DataFrame) -> str:
+    cols = list(frame.columns)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for _, row in frame.iterrows():
+        lines.append("| " + " | ".join(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def log_and_register_model(
+    run_id: str,
+    registered_name: str,
+    user_ids, user_vectors, item_ids, item_vectors, seen_pairs: np.ndarray,
+) -> str:
+    """Log the pyfunc (signature and input example included) and register it; return the version."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = save_embeddings(Path(tmp) / "embeddings.npz", user_ids, user_vectors, item_ids, item_vectors, seen_pairs)
+        model = RecommenderModel().load(str(path))
+        example = pd.DataFrame({"user_id": np.asarray(user_ids).astype(str)[:3]})
+        signature = infer_signature(example, model.predict(None, example, {"k": 10}), params={"k": 10})
+        with mlflow.start_run(run_id=run_id):
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=RecommenderModel(),
+                artifacts={EMBEDDINGS: str(path)},
+                signature=signature,
+                input_example=example,
+                pip_requirements=["mlflow", "numpy<2", "pandas<3", "pyarrow"],
+                registered_model_name=registered_name,
+            )
+    return str(info.registered_model_version)
+
+
+def load_registered(registered_name: str, alias_or_version: str) -> RecommenderModel:
+    """The python model behind `models:/name@alias` (or a version number)."""
+    ref = f"@{alias_or_version}" if not str(alias_or_version).isdigit() else f"/{alias_or_version}"
+    loaded = mlflow.pyfunc.load_model(f"models:/{registered_name}{ref}")
+    return loaded.unwrap_python_model()
+
+
+def run_link(run_id: str, ui: str = "http://127.0.0.1:5000") -> str:
+    run = MlflowClient().get_run(run_id)
+    return f"{ui}/#/experiments/{run.info.experiment_id}/runs/{run_id}"

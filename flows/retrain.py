@@ -1,0 +1,160 @@
+"""The retraining flow: validate -> build graph -> train -> evaluate -> register -> promote -> refresh.
+
+Each task is a few lines calling recsys/, validation/ and deploy/. I/O tasks retry; a data
+validation failure does not (the data will not fix itself): it publishes its report as a markdown
+artifact and fails the flow before anything is trained or registered.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+from recsys.config import RunConfig
+from recsys.data.types import IndexedData, RecData
+
+
+@dataclass
+class Trained:
+    model: object
+    graph: object
+    result: object
+
+
+@task(retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
+def load_data(cfg: RunConfig) -> RecData:
+    from recsys.data.loaders import load_data as load
+
+    return load(cfg.data)
+
+
+@task(cache_policy=NO_CACHE)
+def validate(data: RecData, cfg: RunConfig):
+    from validation.data import raise_if_failed, validate_data
+
+    needs_time = cfg.data.split.kind == "temporal" and "split" not in data.interactions
+    report = validate_data(data, cfg.validation, require_timestamp=needs_time)
+    create_markdown_artifact(markdown=report.to_markdown(), key="data-validation",
+                             description=report.summary().splitlines()[0])
+    return raise_if_failed(report)
+
+
+@task(cache_policy=NO_CACHE)
+def build_graph(data: RecData, cfg: RunConfig) -> tuple[RecData, IndexedData, object]:
+    from recsys.data.loaders import with_split
+    from recsys.graph.build import build_graph as build
+
+    data = with_split(data, cfg.data)
+    indexed = data.indexed()
+    return data, indexed, build(indexed, social_edges=cfg.graph.social_edges)
+
+
+@task(retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
+def start_run(cfg: RunConfig, data: RecData) -> str:
+    from deploy.tracking import start_run as start
+
+    return start(cfg, data.summary(), data.fingerprint())
+
+
+@task(cache_policy=NO_CACHE)
+def train(indexed: IndexedData, graph, cfg: RunConfig, run_id: str) -> Trained:
+    from deploy.tracking import EpochLogger
+    from recsys.models import build_model
+    from recsys.train import fit
+
+    model = build_model(cfg.model.family, indexed.n_users, indexed.n_items, dim=cfg.model.dim, layers=cfg.model.layers)
+    result = fit(model, graph, indexed, cfg.train, cfg.eval, callbacks=[EpochLogger(run_id)],
+                 log=get_run_logger().info)
+    return Trained(model, graph, result)
+
+
+@task(cache_policy=NO_CACHE)
+def evaluate(trained: Trained, indexed: IndexedData, cfg: RunConfig, run_id: str) -> dict[str, dict[str, float]]:
+    from deploy.tracking import log_results
+    from recsys.train import evaluate_model
+
+    metrics = {s: evaluate_model(trained.model, trained.graph, indexed, s, cfg.eval)
+               for s in ("valid", "test") if len(indexed.split(s))}
+    r = trained.result
+    log_results(run_id, r.history, metrics,
+                {"best_epoch": r.best_epoch, "epochs_run": r.epochs_run, "train_seconds": r.seconds})
+    return metrics
+
+
+@task(cache_policy=NO_CACHE)
+def register(trained: Trained, indexed: IndexedData, cfg: RunConfig, run_id: str) -> str:
+    import torch
+
+    from deploy.tracking import log_and_register_model
+
+    trained.model.eval()
+    with torch.no_grad():
+        users, items = trained.model.embed(trained.graph)
+    return log_and_register_model(run_id, cfg.stores.registered_model, indexed.user_ids, users.numpy(),
+                                  indexed.item_ids, items.numpy(), indexed.train)
+
+
+@task(retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
+def promote(version: str, metrics: dict, indexed: IndexedData, cfg: RunConfig):
+    from deploy.champion import score_version
+    from deploy.registry import promote_if_better
+
+    p = cfg.promotion
+    if p.split not in metrics:
+        raise ValueError(f"promotion.split={p.split} has no evaluation targets in this data")
+    if p.metric not in metrics[p.split]:
+        raise ValueError(f"promotion.metric={p.metric!r} is not computed; choose one of {sorted(metrics[p.split])}")
+    name = cfg.stores.registered_model
+    return promote_if_better(
+        name, version, p.metric, metrics[p.split][p.metric],
+        lambda champion: score_version(name, champion, indexed, p.split, cfg.eval)[p.metric],
+        p.min_delta,
+    )
+
+
+@task(retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
+def refresh(indexed: IndexedData, fingerprint: str, cfg: RunConfig):
+    from deploy.champion import refresh_snapshot
+
+    return refresh_snapshot(cfg.stores.registered_model, cfg.stores.resolved_snapshots(), indexed, fingerprint)
+
+
+def _summary_markdown(cfg, metrics, decision, run_url, snapshot, written) -> str:
+    ks = cfg.eval.ks
+    names = [f"{m}@{k}" for k in ks for m in ("recall", "ndcg", "precision", "hit")]
+    lines = ["# graphrec retrain", "", f"MLflow run: [{run_url}]({run_url})", "",
+             "| split | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+    for split, m in metrics.items():
+        lines.append(f"| {split} | " + " | ".join(f"{m[n]:.4f}" for n in names) + " |")
+    verdict = "promoted to champion" if decision.promoted else "kept as challenger (champion unchanged)"
+    lines += ["", f"**Model version {decision.version}: {verdict}.** {decision.reason}", "",
+              f"Snapshot: `{snapshot.name}` ({'written' if written else 'unchanged'})"]
+    return "\n".join(lines)
+
+
+@flow(name="graphrec-retrain", log_prints=True)
+def retrain_flow(config: Optional[RunConfig] = None) -> dict:
+    cfg = config or RunConfig()
+    logger = get_run_logger()
+    data = load_data(cfg)
+    validate(data, cfg)
+    data, indexed, graph = build_graph(data, cfg)
+    logger.info(f"data {data.name}: {data.summary()}")
+    run_id = start_run(cfg, data)
+    trained = train(indexed, graph, cfg, run_id)
+    metrics = evaluate(trained, indexed, cfg, run_id)
+    version = register(trained, indexed, cfg, run_id)
+    decision = promote(version, metrics, indexed, cfg)
+    snapshot, written = refresh(indexed, data.fingerprint(), cfg)
+
+    from deploy.tracking import run_link
+
+    url = run_link(run_id)
+    create_markdown_artifact(markdown=_summary_markdown(cfg, metrics, decision, url, snapshot, written),
+                             key="retrain-summary", description=decision.reason)
+    logger.info(f"version {version}: {decision.reason}; snapshot {snapshot.name}")
+    return {"run_id": run_id, "version": version, "promoted": decision.promoted, "metrics": metrics,
+            "decision": decision.as_dict(), "snapshot": str(snapshot), "run_url": url}

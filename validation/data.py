@@ -1,0 +1,172 @@
+"""Great Expectations suites for the raw tables of a RecData, run on in-memory DataFrames.
+
+Interactions: required columns and types, no null ids, ids present in the id tables, no
+duplicate (user, item, timestamp), timestamps in range, and a minimum number of distinct items per
+user (checked on a derived per-user activity table). Id tables: the id column exists, is complete
+and unique. Social edges: both ends are known users.
+"""
+from __future__ import annotations
+
+import logging
+from functools import lru_cache
+from typing import Optional
+
+import pandas as pd
+
+from recsys.config import ValidationConfig
+from recsys.data.types import RecData
+from validation.report import CheckResult, DataValidationError, ValidationReport
+
+ID_TYPES = ["int64", "int32", "Int64", "Int32", "object", "str", "string", "StringDtype"]
+TIME_TYPES = ["int64", "int32", "Int64", "float64", "datetime64[ns]", "datetime64[us]", "datetime64[s]"]
+
+
+@lru_cache(maxsize=1)
+def _context():
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)
+    ctx = gx.get_context(mode="ephemeral")
+    ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
+    return ctx
+
+
+def _run(table: str, frame: pd.DataFrame, expectations: list, n_examples: int) -> list[CheckResult]:
+    import great_expectations as gx
+
+    ctx = _context()
+    source_name = f"graphrec-{table}"
+    try:
+        source = ctx.data_sources.get(source_name)
+    except (KeyError, ValueError):
+        source = ctx.data_sources.add_pandas(source_name)
+    try:
+        asset = source.get_asset(table)
+    except (LookupError, ValueError):
+        asset = source.add_dataframe_asset(table)
+    try:
+        definition = asset.get_batch_definition("whole")
+    except (KeyError, ValueError):
+        definition = asset.add_batch_definition_whole_dataframe("whole")
+    suite = gx.ExpectationSuite(name=f"graphrec-{table}")
+    for exp in expectations:
+        suite.add_expectation(exp)
+    batch = definition.get_batch(batch_parameters={"dataframe": frame})
+    result = batch.validate(suite, result_format={"result_format": "SUMMARY", "partial_unexpected_count": n_examples})
+    checks = []
+    for r in result.results:
+        kwargs = r.expectation_config.kwargs
+        column = kwargs.get("column") or ",".join(kwargs.get("column_list", []) or []) or None
+        res = r.result or {}
+        detail = _expected(r.expectation_config.type, kwargs)
+        info = r.exception_info or {}
+        if isinstance(info, dict) and info.get("raised_exception"):
+            detail += f"; could not run: {str(info.get('exception_message'))[:200]}"
+        checks.append(CheckResult(
+            table=table,
+            expectation=r.expectation_config.type,
+            column=column,
+            success=bool(r.success),
+            unexpected_count=res.get("unexpected_count"),
+            unexpected_percent=res.get("unexpected_percent"),
+            examples=[_plain(v) for v in (res.get("partial_unexpected_list") or [])][:n_examples],
+            observed=_plain(res.get("observed_value")),
+            detail=detail,
+        ))
+    return checks
+
+
+def _expected(kind: str, kwargs: dict) -> str:
+    if kind == "expect_column_values_to_be_in_type_list":
+        return "expected type in " + "/".join(kwargs["type_list"][:4])
+    if kind == "expect_column_values_to_be_between":
+        return f"expected between {kwargs.get('min_value')} and {kwargs.get('max_value')}"
+    if kind == "expect_column_values_to_be_in_set":
+        return "expected an id present in the id table"
+    if kind == "expect_table_row_count_to_be_between":
+        return f"expected at least {kwargs.get('min_value')} rows"
+    if kind == "expect_column_to_exist":
+        return "column is required"
+    return ""
+
+
+def _plain(value):
+    if hasattr(value, "item"):
+        try:
+            return value.item()
+        except (ValueError, AttributeError):
+            return str(value)
+    if isinstance(value, float) and value != value:
+        return "NaN"
+    return value
+
+
+def _id_table_checks(name: str, frame: pd.DataFrame, id_col: str) -> list:
+    import great_expectations.expectations as gxe
+
+    exps = [gxe.ExpectTableRowCountToBeBetween(min_value=1), gxe.ExpectColumnToExist(column=id_col)]
+    if id_col in frame:
+        exps += [
+            gxe.ExpectColumnValuesToNotBeNull(column=id_col),
+            gxe.ExpectColumnValuesToBeUnique(column=id_col),
+            gxe.ExpectColumnValuesToBeInTypeList(column=id_col, type_list=ID_TYPES),
+        ]
+    return exps
+
+
+def validate_data(data: RecData, cfg: Optional[ValidationConfig] = None, require_timestamp: bool = False) -> ValidationReport:
+    """Run every suite; return the report (raise_if_failed turns it into DataValidationError)."""
+    import great_expectations.expectations as gxe
+
+    cfg = cfg or ValidationConfig()
+    n = cfg.report_examples
+    checks: list[CheckResult] = []
+    checks += _run("users", data.users, _id_table_checks("users", data.users, "user_id"), n)
+    checks += _run("items", data.items, _id_table_checks("items", data.items, "item_id"), n)
+
+    inter = data.interactions
+    required = ["user_id", "item_id"] + (["timestamp"] if require_timestamp else [])
+    exps = [gxe.ExpectTableRowCountToBeBetween(min_value=1)]
+    exps += [gxe.ExpectColumnToExist(column=c) for c in required]
+    for col, ids in (("user_id", data.users), ("item_id", data.items)):
+        if col not in inter:
+            continue
+        exps += [gxe.ExpectColumnValuesToNotBeNull(column=col),
+                 gxe.ExpectColumnValuesToBeInTypeList(column=col, type_list=ID_TYPES)]
+        if col in ids:
+            known = ids[col].dropna().unique().tolist()
+            exps.append(gxe.ExpectColumnValuesToBeInSet(column=col, value_set=known))
+    if "timestamp" in inter:
+        exps += [gxe.ExpectColumnValuesToNotBeNull(column="timestamp"),
+                 gxe.ExpectColumnValuesToBeInTypeList(column="timestamp", type_list=TIME_TYPES)]
+        if pd.api.types.is_numeric_dtype(inter["timestamp"]) and (cfg.timestamp_min is not None or cfg.timestamp_max is not None):
+            exps.append(gxe.ExpectColumnValuesToBeBetween(
+                column="timestamp", min_value=cfg.timestamp_min, max_value=cfg.timestamp_max))
+    if "user_id" in inter and "item_id" in inter:
+        key = ["user_id", "item_id"] + [c for c in ("timestamp", "event", "split") if c in inter]
+        exps.append(gxe.ExpectCompoundColumnsToBeUnique(column_list=key))
+    checks += _run("interactions", inter, exps, n)
+
+    if "user_id" in inter and "item_id" in inter and len(inter):
+        activity = inter.dropna(subset=["user_id", "item_id"]).groupby("user_id")["item_id"].nunique()
+        activity = activity.rename("distinct_items").reset_index()
+        checks += _run("user_activity", activity, [
+            gxe.ExpectColumnValuesToBeBetween(column="distinct_items", min_value=cfg.min_interactions_per_user)
+        ], n)
+
+    if data.social is not None:
+        exps = [gxe.ExpectColumnToExist(column=c) for c in ("src", "dst")]
+        known = data.users["user_id"].dropna().unique().tolist() if "user_id" in data.users else []
+        for col in ("src", "dst"):
+            if col in data.social:
+                exps += [gxe.ExpectColumnValuesToNotBeNull(column=col),
+                         gxe.ExpectColumnValuesToBeInSet(column=col, value_set=known)]
+        checks += _run("social", data.social, exps, n)
+    return ValidationReport(data.name, checks)
+
+
+def raise_if_failed(report: ValidationReport) -> ValidationReport:
+    if not report.success:
+        raise DataValidationError(report)
+    return report
