@@ -1,0 +1,33 @@
+import subprocess
+import sys
+
+from flows.cli import build_parser, main
+
+
+def test_help_lists_every_command(capsys):
+    parser = build_parser()
+    text = parser.format_help()
+    for command in ("retrain", "recommend", "validate", "generate", "models", "ui"):
+        assert command in text
+    for command in ("retrain", "recommend", "validate", "generate", "models", "ui"):
+        sub = subprocess.run([sys.executable, "-m", "flows.cli", command, "--help"], capture_output=True, text=True)
+        assert sub.returncode == 0 and "--set" in sub.stdout
+
+
+def test_config_errors_exit_2_with_the_key(capsys):
+    assert main(["validate", "--set", "model.dimm=3"]) == 2
+    assert "unknown key 'model.dimm'" in capsys.readouterr().err
+
+
+def test_recommend_without_snapshot_says_what_to_do(tmp_path, capsys):
+    assert main(["recommend", "--user", "u1", "--set", f"stores.root={tmp_path}"]) == 2
+    assert "graphrec retrain" in capsys.readouterr().err
+
+
+def test_generate_then_validate_files(tmp_path, capsys):
+    small = ["--set", "data.synthetic.n_users=100", "--set", "data.synthetic.n_items=60"]
+    assert main(["generate", "--out", str(tmp_path), *small]) == 0
+    files = ["--set", "data.source=files", "--set", f"data.interactions={tmp_path}/interactions.parquet",
+             "--set", f"data.users={tmp_path}/users.parquet", "--set", f"data.items={tmp_path}/items.parquet"]
+    assert main(["validate", *files]) == 0
+    assert "passed all" in capsys.readouterr().out

@@ -1,0 +1,100 @@
+"""The real retraining flow, end to end: Prefect's ephemeral API, MLflow on SQLite in a temporary
+folder, real Great Expectations and DGL.
+
+Run 1 trains on files exported from the synthetic network: champion v1 and its snapshot.
+Run 2 is fed a corrupted interactions file: it stops at validation with the report, registers
+nothing, and CURRENT still names v1's snapshot, which still answers recommend.
+"""
+import os
+
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from flows.cli import prepare_prefect
+from recsys.config import load_config
+from recsys.data.loaders import save_files
+from validation.report import DataValidationError
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory, small_network):
+    root = tmp_path_factory.mktemp("graphrec")
+    files = save_files(small_network, root / "data")
+    prepare_prefect(root)
+    return root, files
+
+
+def aliases(client, name) -> dict[str, str]:
+    return {alias: str(v) for alias, v in client.get_registered_model(name).aliases.items()}
+
+
+def config(root, interactions, files, **extra):
+    sets = [
+        "data.source=files", f"data.interactions={interactions}", f"data.users={files['users']}",
+        f"data.items={files['items']}", f"data.social={files['social']}",
+        "train.epochs=6", "train.eval_every=2", "train.progress=false", "model.dim=16",
+        f"stores.root={root / 'store'}",
+    ] + [f"{k}={v}" for k, v in extra.items()]
+    return load_config(None, sets)
+
+
+def test_two_runs_champion_then_rejected_data(workspace):
+    from deploy.snapshot import Snapshot, current_name
+    from flows.retrain import retrain_flow
+
+    root, files = workspace
+    cfg = config(root, files["interactions"], files)
+
+    state = retrain_flow(cfg, return_state=True)
+    assert state.is_completed(), state
+    out = state.result()
+    assert out["version"] == "1" and out["promoted"]
+    client = MlflowClient(cfg.stores.resolved_tracking_uri())
+    name = cfg.stores.registered_model
+    assert aliases(client, name) == {"champion": "1", "challenger": "1"}
+    run = client.get_run(out["run_id"])
+    assert run.data.params["model.family"] == "lightgcn" and run.data.params["data.fingerprint"]
+    assert "test_ndcg_at_20" in run.data.metrics
+    assert len(client.get_metric_history(out["run_id"], "loss")) == 6
+    artifacts = {a.path for a in client.list_artifacts(out["run_id"], "plots")}
+    assert "plots/training_curves.png" in artifacts
+    v1 = client.get_model_version(name, "1")
+    assert v1.tags["promotion.decision"] == "promoted"
+    snapshot_name = current_name(cfg.stores.resolved_snapshots())
+    before = Snapshot.open(cfg.stores.resolved_snapshots()).recommend("u000001", k=5)
+    assert len(before) == 5
+
+    # Run 2: unknown ids and a null id in the interactions file.
+    bad = pd.read_parquet(files["interactions"])
+    bad["user_id"] = bad["user_id"].astype(object)
+    bad.loc[0, "user_id"] = None
+    bad.loc[1, "item_id"] = "j424242"
+    bad_path = root / "data" / "corrupted.csv"
+    bad.to_csv(bad_path, index=False)
+    state = retrain_flow(config(root, bad_path, files), return_state=True)
+    assert state.is_failed()
+    with pytest.raises(DataValidationError) as err:
+        state.result()
+    assert "j424242" in str(err.value)
+    assert [str(v.version) for v in client.search_model_versions(f"name='{name}'")] == ["1"]
+    assert aliases(client, name) == {"champion": "1", "challenger": "1"}
+    assert current_name(cfg.stores.resolved_snapshots()) == snapshot_name
+    after = Snapshot.open(cfg.stores.resolved_snapshots()).recommend("u000001", k=5)
+    pd.testing.assert_frame_equal(before, after)
+
+
+def test_a_worse_challenger_never_becomes_champion(workspace):
+    from flows.retrain import retrain_flow
+
+    root, files = workspace
+    # One epoch with a tiny learning rate is worse than the six-epoch champion of the test above.
+    cfg = config(root, files["interactions"], files, **{"train.epochs": 1, "train.lr": 1e-5})
+    out = retrain_flow(cfg, return_state=True).result()
+    client = MlflowClient(cfg.stores.resolved_tracking_uri())
+    name = cfg.stores.registered_model
+    assert not out["promoted"]
+    assert aliases(client, name) == {"champion": "1", "challenger": out["version"]}
+    tags = client.get_model_version(name, out["version"]).tags
+    assert tags["promotion.decision"] == "rejected"
+    assert float(tags["gate.champion_value"]) >= float(tags["gate.challenger_value"])
