@@ -1,8 +1,12 @@
 """The registered model: an MLflow pyfunc that answers top-K items for user ids.
 
 It carries the trained embeddings (and each user's seen items, which it never recommends), so
-serving needs numpy and MLflow only: no torch, no DGL. Input: a DataFrame with a `user_id` column;
-parameter `k`; output: one row per (user, rank) with item_id and score.
+serving known users needs numpy and MLflow only: no torch, no DGL. Input: a DataFrame with a
+`user_id` column; parameter `k`; output: one row per (user, rank) with item_id and score.
+
+Inductive families also carry a bundle (recsys.inductive): a user the model has never seen is
+embedded at predict time from the profile columns of the input row, plus optional `items` and
+`friends` columns (lists of known ids), without retraining.
 """
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ import pandas as pd
 from recsys.ranking import recommend
 
 EMBEDDINGS = "embeddings"
+BUNDLE = "bundle"
 
 
 def save_embeddings(path: Path, user_ids, user_vectors, item_ids, item_vectors, seen_pairs: np.ndarray) -> Path:
@@ -32,9 +37,14 @@ def save_embeddings(path: Path, user_ids, user_vectors, item_ids, item_vectors, 
 
 class RecommenderModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
-        self.load(context.artifacts[EMBEDDINGS])
+        self.load(context.artifacts[EMBEDDINGS], context.artifacts.get(BUNDLE))
 
-    def load(self, path: str) -> "RecommenderModel":
+    def load(self, path: str, bundle: str | None = None) -> "RecommenderModel":
+        self.bundle = None
+        if bundle:
+            from recsys.inductive import Bundle
+
+            self.bundle = Bundle.load(bundle)
         with np.load(path, allow_pickle=False) as z:
             self.user_ids = z["user_ids"]
             self.item_ids = z["item_ids"]
@@ -57,11 +67,21 @@ class RecommenderModel(mlflow.pyfunc.PythonModel):
             raise ValueError("input needs a 'user_id' column")
         asked = model_input["user_id"].astype(str).to_numpy()
         rows = self._row.get_indexer(asked)
-        if (rows < 0).any():
-            unknown = asked[rows < 0][:10].tolist()
-            raise ValueError(f"unknown user ids (not in this model version): {unknown}")
+        vectors = self.user_vectors[np.maximum(rows, 0)].copy()
         exclude = [self._seen_items[self._seen_ptr[r]:self._seen_ptr[r + 1]] for r in rows]
-        idx, scores = recommend(self.user_vectors[rows], self.item_vectors, k, exclude)
+        new = np.flatnonzero(rows < 0)
+        if len(new):
+            if self.bundle is None:
+                raise ValueError(f"unknown user ids (not in this model version, whose family cannot embed new "
+                                 f"users; they appear after the next retrain): {asked[new][:10].tolist()}")
+            fresh = model_input.iloc[new].reset_index(drop=True)
+            items = _lists(fresh, "items")
+            vectors[new] = self.bundle.embed_new_users(fresh, items, _lists(fresh, "friends"))
+            item_pos = pd.Index(self.item_ids)
+            for r, its in zip(new, items):
+                known = item_pos.get_indexer([str(i) for i in its])
+                exclude[r] = known[known >= 0]
+        idx, scores = recommend(vectors, self.item_vectors, k, exclude)
         users = np.repeat(asked, idx.shape[1])
         ranks = np.tile(np.arange(1, idx.shape[1] + 1), len(asked))
         flat_idx, flat_scores = idx.reshape(-1), scores.reshape(-1)
@@ -72,3 +92,9 @@ class RecommenderModel(mlflow.pyfunc.PythonModel):
             "item_id": self.item_ids[flat_idx[keep]],
             "score": flat_scores[keep].astype(np.float64),
         })
+
+
+def _lists(frame: pd.DataFrame, column: str) -> list[list[str]]:
+    if column not in frame:
+        return [[] for _ in range(len(frame))]
+    return [list(v) if isinstance(v, (list, tuple, np.ndarray)) else [] for v in frame[column]]

@@ -14,7 +14,7 @@ from mlflow.entities import Metric
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
-from deploy.pyfunc import EMBEDDINGS, RecommenderModel, save_embeddings
+from deploy.pyfunc import BUNDLE, EMBEDDINGS, RecommenderModel, save_embeddings
 from recsys.config import RunConfig, StoresConfig
 
 os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
@@ -117,24 +117,50 @@ def log_and_register_model(
     run_id: str,
     registered_name: str,
     user_ids, user_vectors, item_ids, item_vectors, seen_pairs: np.ndarray,
+    version_tags: Optional[dict[str, str]] = None,
+    bundle=None,
 ) -> str:
-    """Log the pyfunc (signature and input example included) and register it; return the version."""
+    """Log the pyfunc (signature and input example included) and register it; return the version.
+    `bundle` (recsys.inductive.Bundle) makes the model embed unseen users at predict time."""
     with tempfile.TemporaryDirectory() as tmp:
         path = save_embeddings(Path(tmp) / "embeddings.npz", user_ids, user_vectors, item_ids, item_vectors, seen_pairs)
+        artifacts = {EMBEDDINGS: str(path)}
+        if bundle is not None:
+            artifacts[BUNDLE] = str(bundle.save(Path(tmp) / "bundle.pt"))
         model = RecommenderModel().load(str(path))
         example = pd.DataFrame({"user_id": np.asarray(user_ids).astype(str)[:3]})
         signature = infer_signature(example, model.predict(None, example, {"k": 10}), params={"k": 10})
+        if bundle is not None:
+            signature = _with_optional_profile(signature, bundle)
         with mlflow.start_run(run_id=run_id):
             info = mlflow.pyfunc.log_model(
                 name="model",
                 python_model=RecommenderModel(),
-                artifacts={EMBEDDINGS: str(path)},
+                artifacts=artifacts,
                 signature=signature,
                 input_example=example,
                 pip_requirements=["mlflow", "numpy<2", "pandas<3", "pyarrow"],
                 registered_model_name=registered_name,
             )
-    return str(info.registered_model_version)
+    version = str(info.registered_model_version)
+    client = MlflowClient()
+    for key, value in (version_tags or {}).items():
+        client.set_model_version_tag(registered_name, version, key, value)
+    return version
+
+
+def _with_optional_profile(signature, bundle):
+    """Inputs for inductive models: user_id, plus optional profile columns, items and friends."""
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import Array, ColSpec, Schema
+
+    cols = [ColSpec("string", "user_id")]
+    enc = bundle.user_encoder
+    for col in (enc.spec.columns() if enc else []):
+        kind = "double" if col in enc.spec.numeric else "string"
+        cols.append(ColSpec(kind, col, required=False))
+    cols += [ColSpec(Array("string"), "items", required=False), ColSpec(Array("string"), "friends", required=False)]
+    return ModelSignature(inputs=Schema(cols), outputs=signature.outputs, params=signature.params)
 
 
 def load_registered(registered_name: str, alias_or_version: str) -> RecommenderModel:

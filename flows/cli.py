@@ -28,6 +28,7 @@ def cmd_retrain(args) -> int:
     cfg = _config(args)
     prepare_prefect(cfg.stores.root)
     from flows.retrain import retrain_flow
+    from recsys.data.loaders import DataLoadError
     from validation.report import DataValidationError
 
     state = retrain_flow(cfg, return_state=True)
@@ -46,6 +47,9 @@ def cmd_retrain(args) -> int:
     except DataValidationError as exc:
         print(f"\nstopped at validation; nothing was trained or registered.\n{exc}", file=sys.stderr)
         return 3
+    except DataLoadError as exc:
+        print(f"\ngraphrec retrain: {exc}", file=sys.stderr)
+        return 2
     except Exception as exc:  # the flow's own logs carry the traceback
         print(f"\nretrain failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1

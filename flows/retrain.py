@@ -24,7 +24,21 @@ class Trained:
     result: object
 
 
-@task(retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
+def _transient(task, task_run, state) -> bool:
+    """Retry I/O hiccups, not input that is wrong (a missing or empty file stays wrong)."""
+    from recsys.config import ConfigError
+    from recsys.data.loaders import DataLoadError
+
+    try:
+        state.result()
+    except (DataLoadError, ConfigError, FileNotFoundError):
+        return False
+    except Exception:
+        return True
+    return False
+
+
+@task(retries=2, retry_delay_seconds=2, retry_condition_fn=_transient, cache_policy=NO_CACHE)
 def load_data(cfg: RunConfig) -> RecData:
     from recsys.data.loaders import load_data as load
 
@@ -43,13 +57,10 @@ def validate(data: RecData, cfg: RunConfig):
 
 
 @task(cache_policy=NO_CACHE)
-def build_graph(data: RecData, cfg: RunConfig) -> tuple[RecData, IndexedData, object]:
-    from recsys.data.loaders import with_split
-    from recsys.graph.build import build_graph as build
+def build_graph(data: RecData, cfg: RunConfig):
+    from recsys.prepare import prepare
 
-    data = with_split(data, cfg.data)
-    indexed = data.indexed()
-    return data, indexed, build(indexed, social_edges=cfg.graph.social_edges)
+    return prepare(data, cfg)
 
 
 @task(retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
@@ -65,19 +76,26 @@ def train(indexed: IndexedData, graph, cfg: RunConfig, run_id: str) -> Trained:
     from recsys.models import build_model
     from recsys.train import fit
 
-    model = build_model(cfg.model.family, indexed.n_users, indexed.n_items, dim=cfg.model.dim, layers=cfg.model.layers)
+    model = build_model(cfg.model, graph, seed=cfg.train.seed)
     result = fit(model, graph, indexed, cfg.train, cfg.eval, callbacks=[EpochLogger(run_id)],
                  log=get_run_logger().info)
     return Trained(model, graph, result)
 
 
 @task(cache_policy=NO_CACHE)
-def evaluate(trained: Trained, indexed: IndexedData, cfg: RunConfig, run_id: str) -> dict[str, dict[str, float]]:
+def evaluate(trained: Trained, prepared, cfg: RunConfig, run_id: str) -> dict[str, dict[str, float]]:
+    """Validation and test metrics; test again for warm and cold users apart when there are cold
+    users with test targets (a cold-start split)."""
     from deploy.tracking import log_results
     from recsys.train import evaluate_model
 
+    indexed = prepared.indexed
     metrics = {s: evaluate_model(trained.model, trained.graph, indexed, s, cfg.eval)
                for s in ("valid", "test") if len(indexed.split(s))}
+    cold_with_targets = prepared.cold_users[indexed.test[:, 0]].any() if len(indexed.test) else False
+    if cold_with_targets:
+        for name, mask in (("test_warm", ~prepared.cold_users), ("test_cold", prepared.cold_users)):
+            metrics[name] = evaluate_model(trained.model, trained.graph, indexed, "test", cfg.eval, user_mask=mask)
     r = trained.result
     log_results(run_id, r.history, metrics,
                 {"best_epoch": r.best_epoch, "epochs_run": r.epochs_run, "train_seconds": r.seconds})
@@ -85,16 +103,24 @@ def evaluate(trained: Trained, indexed: IndexedData, cfg: RunConfig, run_id: str
 
 
 @task(cache_policy=NO_CACHE)
-def register(trained: Trained, indexed: IndexedData, cfg: RunConfig, run_id: str) -> str:
+def register(trained: Trained, prepared, cfg: RunConfig, run_id: str) -> str:
     import torch
 
     from deploy.tracking import log_and_register_model
+    from recsys.inductive import Bundle
 
-    trained.model.eval()
+    model, indexed = trained.model, prepared.indexed
+    model.eval()
     with torch.no_grad():
-        users, items = trained.model.embed(trained.graph)
+        users, items = model.embed(trained.graph)
+    bundle = None
+    if model.inductive:
+        g = trained.graph
+        bundle = Bundle(cfg.model.model_dump(), model.state_dict(), indexed, g.use_social, g.user_features,
+                        g.item_features, prepared.user_encoder)
+    tags = {"graphrec.family": cfg.model.family, "graphrec.inductive": str(model.inductive).lower()}
     return log_and_register_model(run_id, cfg.stores.registered_model, indexed.user_ids, users.numpy(),
-                                  indexed.item_ids, items.numpy(), indexed.train)
+                                  indexed.item_ids, items.numpy(), indexed.train, tags, bundle)
 
 
 @task(retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
@@ -119,7 +145,11 @@ def promote(version: str, metrics: dict, indexed: IndexedData, cfg: RunConfig):
 def refresh(indexed: IndexedData, fingerprint: str, cfg: RunConfig):
     from deploy.champion import refresh_snapshot
 
-    return refresh_snapshot(cfg.stores.registered_model, cfg.stores.resolved_snapshots(), indexed, fingerprint)
+    folder, written, missing = refresh_snapshot(cfg.stores.registered_model, cfg.stores.resolved_snapshots(),
+                                                indexed, fingerprint)
+    if missing:
+        get_run_logger().warning(missing)
+    return folder, written
 
 
 def _summary_markdown(cfg, metrics, decision, run_url, snapshot, written) -> str:
@@ -141,12 +171,13 @@ def retrain_flow(config: Optional[RunConfig] = None) -> dict:
     logger = get_run_logger()
     data = load_data(cfg)
     validate(data, cfg)
-    data, indexed, graph = build_graph(data, cfg)
+    prepared = build_graph(data, cfg)
+    data, indexed, graph = prepared.data, prepared.indexed, prepared.graph
     logger.info(f"data {data.name}: {data.summary()}")
     run_id = start_run(cfg, data)
     trained = train(indexed, graph, cfg, run_id)
-    metrics = evaluate(trained, indexed, cfg, run_id)
-    version = register(trained, indexed, cfg, run_id)
+    metrics = evaluate(trained, prepared, cfg, run_id)
+    version = register(trained, prepared, cfg, run_id)
     decision = promote(version, metrics, indexed, cfg)
     snapshot, written = refresh(indexed, data.fingerprint(), cfg)
 

@@ -35,12 +35,14 @@ class SplitConfig(_Section):
     kind: Literal["temporal", "random"] = "temporal"
     valid_fraction: float = Field(0.1, ge=0, lt=0.5)
     test_fraction: float = Field(0.1, ge=0, lt=0.5)
+    cold_user_fraction: float = Field(0.0, ge=0, lt=0.5, description="users held out of training entirely")
+    cold_item_fraction: float = Field(0.0, ge=0, lt=0.5, description="items held out of training entirely")
     seed: int = 0
 
 
 class DataConfig(_Section):
-    source: Literal["synthetic", "gowalla", "ml-100k", "files"] = "synthetic"
-    path: Optional[Path] = Field(None, description="folder of a gowalla / ml-100k data set")
+    source: Literal["synthetic", "gowalla", "ml-100k", "lastfm", "files"] = "synthetic"
+    path: Optional[Path] = Field(None, description="folder of a gowalla / ml-100k / lastfm data set")
     interactions: Optional[Path] = Field(None, description="files: CSV or Parquet of interactions")
     users: Optional[Path] = None
     items: Optional[Path] = None
@@ -57,17 +59,53 @@ class ValidationConfig(_Section):
     min_interactions_per_user: int = Field(3, ge=1)
     timestamp_min: Optional[int] = Field(0, description="unix seconds; None to skip")
     timestamp_max: Optional[int] = Field(4102444800, description="unix seconds (2100-01-01)")
+    max_feature_null_fraction: float = Field(0.5, ge=0, le=1, description="per feature column")
     report_examples: int = Field(5, ge=1)
+
+
+class ColdStartConfig(_Section):
+    enabled: bool = False
+    k: int = Field(10, ge=1, description="at most k heuristic edges per cold node")
+    user_attributes: Optional[list[str]] = Field(
+        None, description="user columns to match on; default: the users table's categorical columns")
 
 
 class GraphConfig(_Section):
     social_edges: bool = False
+    cold_start: ColdStartConfig = Field(default_factory=ColdStartConfig)
+
+
+class FeaturesConfig(_Section):
+    enabled: bool = True
+    text: bool = Field(True, description="encode text columns with all-MiniLM-L6-v2")
+    max_categories: int = Field(64, ge=1)
+
+
+class LightGCNOptions(_Section):
+    use_features: bool = Field(False, description="the W + ReLU variant over ID embeddings and features")
+
+
+class SageOptions(_Section):
+    aggregator: Literal["mean", "sum", "max", "pool"] = "mean"
+    fanouts: list[int] = Field(default_factory=lambda: [20, 10], description="one per layer; sets the depth")
+    chunk_size: int = Field(4096, ge=1, description="nodes per step of layer-wise inference")
+
+
+class PinSageOptions(_Section):
+    num_neighbors: int = Field(10, ge=1, description="T: most-visited items kept as neighbours")
+    num_walks: int = Field(50, ge=1)
+    restart_prob: float = Field(0.5, gt=0, le=1)
+    num_traversals: int = Field(3, ge=1)
+    margin: float = Field(0.5, ge=0)
 
 
 class ModelConfig(_Section):
-    family: Literal["lightgcn"] = "lightgcn"
+    family: Literal["lightgcn", "gcn", "sage", "pinsage"] = "lightgcn"
     dim: int = Field(64, ge=1)
-    layers: int = Field(3, ge=0)
+    layers: int = Field(3, ge=0, description="lightgcn, gcn and pinsage; sage takes len(sage.fanouts)")
+    lightgcn: LightGCNOptions = Field(default_factory=LightGCNOptions)
+    sage: SageOptions = Field(default_factory=SageOptions)
+    pinsage: PinSageOptions = Field(default_factory=PinSageOptions)
 
 
 class TrainConfig(_Section):
@@ -115,6 +153,9 @@ class StoresConfig(_Section):
     def resolved_artifact_location(self) -> str:
         return self.artifact_location or (self.root / "artifacts").resolve().as_uri()
 
+    def text_cache(self) -> Path:
+        return (self.root / "text_cache").resolve()
+
     def resolved_snapshots(self) -> Path:
         return (self.snapshots or self.root / "snapshots").resolve()
 
@@ -123,6 +164,7 @@ class RunConfig(_Section):
     data: DataConfig = Field(default_factory=DataConfig)
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
     graph: GraphConfig = Field(default_factory=GraphConfig)
+    features: FeaturesConfig = Field(default_factory=FeaturesConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)

@@ -44,8 +44,9 @@ def evaluate(
     ks: list[int] = (20,),
     chunk_size: int = 1024,
     item_available: Optional[np.ndarray] = None,
+    user_mask: Optional[np.ndarray] = None,
 ) -> dict[str, float]:
-    """Mean metrics over users that have targets.
+    """Mean metrics over users that have targets (and are in `user_mask`, if given).
 
     targets, seen: (n, 2) arrays of (user, item) index pairs. item_available: optional boolean
     mask; unavailable items are never ranked (e.g. items a model has no vector for).
@@ -57,7 +58,8 @@ def evaluate(
     max_k = min(max(ks), n_items)
     t_ptr, t_idx = _csr(targets, n_users)
     s_ptr, s_idx = _csr(seen, n_users)
-    eval_users = np.flatnonzero(np.diff(t_ptr) > 0)
+    has_targets = np.diff(t_ptr) > 0
+    eval_users = np.flatnonzero(has_targets if user_mask is None else has_targets & np.asarray(user_mask, bool))
     discount = 1.0 / torch.log2(torch.arange(2, max_k + 2, dtype=torch.float64))
     ideal = torch.cat([torch.zeros(1, dtype=torch.float64), torch.cumsum(discount, 0)])
     sums = {f"{m}@{k}": 0.0 for k in ks for m in ("recall", "ndcg", "precision", "hit")}

@@ -1,9 +1,10 @@
 """One training loop for every model family.
 
 An epoch visits every training pair once in a random order, in batches; each batch draws one
-negative per positive, re-embeds the graph (`model.embed`), and takes an Adam step on BPR loss plus
-L2 on the batch's layer-0 embeddings, as in LightGCN's eq. 15 (the penalty is divided by the batch
-size as the reference implementation does). Every `eval_every` epochs the validation split is
+negative per positive and takes an Adam step on the family's `batch_loss` (by default BPR over
+`model.embed`, plus L2 on the batch's layer-0 embeddings as in LightGCN's eq. 15, divided by the
+batch size as the reference implementation does). The batch's edge ids are passed along so that
+sampling families can hide the edges being predicted. Every `eval_every` epochs the validation split is
 ranked in full; the best state by `monitor` is kept, and training stops after `patience`
 evaluations without improvement. Callbacks receive every epoch's figures (MLflow logging,
 Optuna pruning); a callback may raise StopTraining.
@@ -17,7 +18,6 @@ from typing import Callable, Optional, Protocol
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from recsys.config import EvalConfig, TrainConfig
@@ -44,22 +44,14 @@ class TrainResult:
     seconds: float = 0.0
 
 
-def bpr_loss(model, graph: RecGraph, users, pos, neg, l2: float) -> tuple[torch.Tensor, torch.Tensor]:
-    user_emb, item_emb = model.embed(graph)
-    u, p, n = user_emb[users], item_emb[pos], item_emb[neg]
-    ranking = F.softplus(-((u * p).sum(1) - (u * n).sum(1))).mean()  # -log sigmoid(x_up - x_un)
-    u0, p0 = model.layer0(users, pos)
-    _, n0 = model.layer0(users, neg)
-    reg = 0.5 * (u0.pow(2).sum() + p0.pow(2).sum() + n0.pow(2).sum()) / len(users)
-    return ranking, l2 * reg
-
-
-def evaluate_model(model, graph: RecGraph, data: IndexedData, split: str, cfg: EvalConfig) -> dict[str, float]:
+def evaluate_model(model, graph: RecGraph, data: IndexedData, split: str, cfg: EvalConfig,
+                   user_mask: Optional[np.ndarray] = None) -> dict[str, float]:
     model.eval()
     with torch.no_grad():
         user_emb, item_emb = model.embed(graph)
     model.train()
-    return evaluate(user_emb, item_emb, data.split(split), data.seen_before(split), cfg.ks, cfg.chunk_size)
+    return evaluate(user_emb, item_emb, data.split(split), data.seen_before(split), cfg.ks, cfg.chunk_size,
+                    user_mask=user_mask)
 
 
 def fit(
@@ -89,13 +81,17 @@ def fit(
     try:
         for epoch in range(1, cfg.epochs + 1):
             t0 = time.perf_counter()
+            if hasattr(model, "on_epoch_start"):
+                model.on_epoch_start(graph, epoch)
             order = rng.permutation(len(pairs))
             loss_sum = reg_sum = 0.0
             for b in range(n_batches):
-                batch = pairs[order[b * cfg.batch_size:(b + 1) * cfg.batch_size]]
+                idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+                batch = pairs[idx]
                 neg = sampler.sample(batch[:, 0], batch[:, 1], model)
                 users, pos = torch.from_numpy(batch[:, 0]), torch.from_numpy(batch[:, 1])
-                ranking, reg = bpr_loss(model, graph, users, pos, torch.from_numpy(neg), cfg.l2)
+                ranking, reg = model.batch_loss(graph, users, pos, torch.from_numpy(neg), torch.from_numpy(idx))
+                reg = cfg.l2 * reg
                 optimizer.zero_grad()
                 (ranking + reg).backward()
                 optimizer.step()

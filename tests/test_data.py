@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recsys.data.loaders import DataLoadError, load_files, load_gowalla, load_ml100k, save_files
+from recsys.data.loaders import DataLoadError, load_files, load_gowalla, load_lastfm, load_ml100k, save_files
 from recsys.data.split import assign_split
 from recsys.data.synthetic import generate
 from tests.conftest import shared
@@ -74,3 +74,11 @@ def test_ml100k_loader_reads_ratings_and_features():
     assert (len(data.users), len(data.items), len(data.interactions)) == (943, 1682, 100000)
     assert {"age", "gender", "occupation"} <= set(data.users.columns)
     assert data.items.set_index("item_id").loc[1, "genres"] == "Animation|Children's|Comedy"
+
+
+def test_lastfm_loader_brings_its_social_graph():
+    data = load_lastfm(shared("lastfm"))
+    assert (len(data.users), len(data.items)) == (1892, 4489)
+    assert (data.interactions["split"] == "train").sum() == 42135
+    assert (data.interactions["split"] == "test").sum() == 10533
+    assert len(data.social) == 12717  # 25,434 directed rows = 12,717 friendships

@@ -7,6 +7,7 @@ nothing, and CURRENT still names v1's snapshot, which still answers recommend.
 """
 import os
 
+import mlflow
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
@@ -59,6 +60,10 @@ def test_two_runs_champion_then_rejected_data(workspace):
     assert len(client.get_metric_history(out["run_id"], "loss")) == 6
     artifacts = {a.path for a in client.list_artifacts(out["run_id"], "plots")}
     assert "plots/training_curves.png" in artifacts
+    mlflow.set_tracking_uri(cfg.stores.resolved_tracking_uri())
+    served = mlflow.pyfunc.load_model(f"models:/{name}@champion").predict(
+        pd.DataFrame({"user_id": ["u000001", "u000002"]}), params={"k": 3})
+    assert served.groupby("user_id")["rank"].apply(list).to_dict() == {"u000001": [1, 2, 3], "u000002": [1, 2, 3]}
     v1 = client.get_model_version(name, "1")
     assert v1.tags["promotion.decision"] == "promoted"
     snapshot_name = current_name(cfg.stores.resolved_snapshots())
@@ -98,3 +103,26 @@ def test_a_worse_challenger_never_becomes_champion(workspace):
     tags = client.get_model_version(name, out["version"]).tags
     assert tags["promotion.decision"] == "rejected"
     assert float(tags["gate.champion_value"]) >= float(tags["gate.challenger_value"])
+
+
+def test_sage_through_the_flow_serves_a_user_it_has_never_seen(workspace):
+    from flows.retrain import retrain_flow
+
+    root, files = workspace
+    cfg = config(root, files["interactions"], files, **{
+        "model.family": "sage", "model.sage.fanouts": "[5, 5]", "train.epochs": 2,
+        "stores.registered_model": "sage-model", "stores.root": str(root / "sage-store")})
+    out = retrain_flow(cfg, return_state=True).result()
+    assert out["version"] == "1" and out["promoted"]
+    mlflow.set_tracking_uri(cfg.stores.resolved_tracking_uri())
+    model = mlflow.pyfunc.load_model("models:/sage-model@champion")
+    tags = MlflowClient().get_model_version("sage-model", "1").tags
+    assert tags["graphrec.family"] == "sage" and tags["graphrec.inductive"] == "true"
+    newcomer = pd.DataFrame({
+        "user_id": ["brand-new"], "university": ["University of Calder"], "company": ["Novalabs"],
+        "title": ["Data Scientist"], "headline": ["Data Scientist at Novalabs | statistics, SQL, PyTorch"],
+        "items": [["j000001", "j000002"]], "friends": [["u000003"]],
+    })
+    recs = model.predict(newcomer, params={"k": 5})
+    assert recs["user_id"].tolist() == ["brand-new"] * 5
+    assert not set(recs["item_id"]) & {"j000001", "j000002"}  # what they already saw is not offered again

@@ -33,7 +33,7 @@ def five_node_graph():
 
 def test_normalised_adjacency_matches_the_hand_computed_matrix():
     _, graph = five_node_graph()
-    np.testing.assert_allclose(graph.norm_adj().to_dense().numpy(), HAND_ADJ, atol=1e-7)
+    np.testing.assert_allclose(graph.norm_adj().matrix.to_dense().numpy(), HAND_ADJ, atol=1e-7)
 
 
 def test_one_layer_by_hand():

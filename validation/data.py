@@ -3,7 +3,7 @@
 Interactions: required columns and types, no null ids, ids present in the id tables, no
 duplicate (user, item, timestamp), timestamps in range, and a minimum number of distinct items per
 user (checked on a derived per-user activity table). Id tables: the id column exists, is complete
-and unique. Social edges: both ends are known users.
+and unique; every feature column is mostly present (at most `max_feature_null_fraction` nulls). Social edges: both ends are known users.
 """
 from __future__ import annotations
 
@@ -102,7 +102,8 @@ def _plain(value):
     return value
 
 
-def _id_table_checks(name: str, frame: pd.DataFrame, id_col: str) -> list:
+def _id_table_checks(frame: pd.DataFrame, id_col: str, max_null_fraction: float) -> list:
+    """The id column is complete and unique; each feature column is mostly present."""
     import great_expectations.expectations as gxe
 
     exps = [gxe.ExpectTableRowCountToBeBetween(min_value=1), gxe.ExpectColumnToExist(column=id_col)]
@@ -112,6 +113,8 @@ def _id_table_checks(name: str, frame: pd.DataFrame, id_col: str) -> list:
             gxe.ExpectColumnValuesToBeUnique(column=id_col),
             gxe.ExpectColumnValuesToBeInTypeList(column=id_col, type_list=ID_TYPES),
         ]
+    exps += [gxe.ExpectColumnValuesToNotBeNull(column=c, mostly=1 - max_null_fraction)
+             for c in frame.columns if c != id_col]
     return exps
 
 
@@ -122,8 +125,8 @@ def validate_data(data: RecData, cfg: Optional[ValidationConfig] = None, require
     cfg = cfg or ValidationConfig()
     n = cfg.report_examples
     checks: list[CheckResult] = []
-    checks += _run("users", data.users, _id_table_checks("users", data.users, "user_id"), n)
-    checks += _run("items", data.items, _id_table_checks("items", data.items, "item_id"), n)
+    checks += _run("users", data.users, _id_table_checks(data.users, "user_id", cfg.max_feature_null_fraction), n)
+    checks += _run("items", data.items, _id_table_checks(data.items, "item_id", cfg.max_feature_null_fraction), n)
 
     inter = data.interactions
     required = ["user_id", "item_id"] + (["timestamp"] if require_timestamp else [])

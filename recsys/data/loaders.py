@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from recsys.config import DataConfig
-from recsys.data.split import assign_split
+from recsys.data.split import assign_split, hold_out_cold
 from recsys.data.types import RecData
 
 
@@ -41,6 +41,28 @@ def load_gowalla(folder: str | Path) -> RecData:
         pd.DataFrame({"user_id": np.arange(n_users)}),
         pd.DataFrame({"item_id": np.arange(n_items)}),
         inter,
+    )
+
+
+def load_lastfm(folder: str | Path) -> RecData:
+    """LightGCN-PyTorch's LastFM: data1.txt / test1.txt (user, artist, weight; 1-based) as the
+    train/test split, and trustnetwork.txt as real user-user friendships."""
+    folder = Path(folder)
+    frames = []
+    for name, split in (("data1.txt", "train"), ("test1.txt", "test")):
+        part = pd.read_csv(_existing(folder / name), sep="\t", header=None, names=["user_id", "item_id", "weight"])
+        frames.append(part.assign(split=split))
+    inter = pd.concat(frames, ignore_index=True)
+    trust = pd.read_csv(_existing(folder / "trustnetwork.txt"), sep="\t", header=None, names=["src", "dst"])
+    pairs = np.unique(np.sort(trust[["src", "dst"]].to_numpy(), axis=1), axis=0)  # one row per friendship
+    n_users = int(max(inter["user_id"].max(), pairs.max()))
+    n_items = int(inter["item_id"].max())
+    return RecData(
+        "lastfm",
+        pd.DataFrame({"user_id": np.arange(1, n_users + 1)}),
+        pd.DataFrame({"item_id": np.arange(1, n_items + 1)}),
+        inter,
+        pd.DataFrame({"src": pairs[:, 0], "dst": pairs[:, 1]}),
     )
 
 
@@ -121,22 +143,28 @@ def load_data(cfg: DataConfig) -> RecData:
         from recsys.data.synthetic import generate
 
         return generate(**cfg.synthetic.model_dump())
-    if cfg.source in ("gowalla", "ml-100k"):
+    folder_loaders = {"gowalla": load_gowalla, "ml-100k": load_ml100k, "lastfm": load_lastfm}
+    if cfg.source in folder_loaders:
         if cfg.path is None:
             raise DataLoadError(f"data.source={cfg.source} needs data.path, the folder holding its files")
-        return load_gowalla(cfg.path) if cfg.source == "gowalla" else load_ml100k(cfg.path)
+        return folder_loaders[cfg.source](cfg.path)
     if cfg.interactions is None:
         raise DataLoadError("data.source=files needs data.interactions (a .csv or .parquet file)")
     return load_files(cfg.interactions, cfg.users, cfg.items, cfg.social, cfg.columns)
 
 
 def with_split(data: RecData, cfg: DataConfig) -> RecData:
-    """Add the configured split unless the source brings its own (a `split` column)."""
-    if "split" in data.interactions:
-        return data
+    """Add the configured split unless the source brings its own (a `split` column); then hold
+    out cold users and items if the config asks for a cold-start split."""
     s = cfg.split
-    inter = assign_split(data.interactions, s.kind, s.valid_fraction, s.test_fraction, s.seed)
-    return RecData(data.name, data.users, data.items, inter, data.social, data.meta)
+    inter = data.interactions
+    if "split" not in inter:
+        inter = assign_split(inter, s.kind, s.valid_fraction, s.test_fraction, s.seed)
+    meta = dict(data.meta)
+    if s.cold_user_fraction > 0 or s.cold_item_fraction > 0:
+        inter, users, items = hold_out_cold(inter, s.cold_user_fraction, s.cold_item_fraction, s.seed)
+        meta.update(held_out_users=len(users), held_out_items=len(items))
+    return RecData(data.name, data.users, data.items, inter, data.social, meta)
 
 
 def _existing(path: Path) -> Path:

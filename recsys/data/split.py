@@ -45,3 +45,22 @@ def assign_split(
         pairs[["user_id", "item_id", "split"]], on=["user_id", "item_id"], how="left"
     )
     return out
+
+
+def hold_out_cold(
+    interactions: pd.DataFrame,
+    user_fraction: float = 0.0,
+    item_fraction: float = 0.0,
+    seed: int = 0,
+) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """Cold-start split: a fraction of users (and of items) leave training entirely; all their
+    interactions become test targets. Returns the relabelled table and the held-out ids."""
+    rng = np.random.default_rng(seed + 1)
+    out = interactions.copy()
+    held = []
+    for col, fraction in (("user_id", user_fraction), ("item_id", item_fraction)):
+        ids = pd.unique(out[col])
+        chosen = rng.choice(ids, size=int(round(len(ids) * fraction)), replace=False) if fraction > 0 else ids[:0]
+        out.loc[out[col].isin(chosen), "split"] = "test"
+        held.append(np.asarray(chosen))
+    return out, held[0], held[1]

@@ -1,4 +1,11 @@
-"""The interaction graph in DGL, and the normalised adjacency LightGCN propagates over."""
+"""The interaction graph in DGL, and the matrices and views the model families propagate over.
+
+Node types `user` and `item`; edge types:
+  user -interacts-> item, item -interacted_by-> user   training pairs, both directions
+  user -friend-> user                                   social edges, both directions (optional)
+  user -similar_user-> user, item -similar_item-> item heuristic cold-start edges, warm -> cold,
+                                                        with a `weight` (optional, see cold_start.py)
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -13,30 +20,83 @@ from recsys.data.types import IndexedData
 USER_ITEM = ("user", "interacts", "item")
 ITEM_USER = ("item", "interacted_by", "user")
 FRIEND = ("user", "friend", "user")
+SIMILAR_USER = ("user", "similar_user", "user")
+SIMILAR_ITEM = ("item", "similar_item", "item")
+
+
+@dataclass
+class SparseOperator:
+    """A sparse matrix and its transpose (the same object when symmetric), for y = A x with autograd."""
+
+    matrix: torch.Tensor
+    transpose: torch.Tensor
 
 
 @dataclass
 class RecGraph:
-    """A DGL heterograph of training edges, plus derived matrices cached on first use."""
+    """A DGL heterograph of training edges, node features, and derived views cached on first use."""
 
     g: dgl.DGLHeteroGraph
     n_users: int
     n_items: int
     use_social: bool = False
-    _norm_adj: Optional[torch.Tensor] = field(default=None, repr=False)
+    user_features: Optional[torch.Tensor] = None
+    item_features: Optional[torch.Tensor] = None
+    _cache: dict = field(default_factory=dict, repr=False)
 
     @property
     def n_nodes(self) -> int:
         return self.n_users + self.n_items
 
-    def norm_adj(self) -> torch.Tensor:
-        if self._norm_adj is None:
-            self._norm_adj = normalized_adjacency(self)
-        return self._norm_adj
+    @property
+    def has_cold_start_edges(self) -> bool:
+        return SIMILAR_USER in self.g.canonical_etypes or SIMILAR_ITEM in self.g.canonical_etypes
+
+    def norm_adj(self, self_loops: bool = False) -> SparseOperator:
+        key = ("norm_adj", self_loops)
+        if key not in self._cache:
+            self._cache[key] = normalized_adjacency(self, self_loops)
+        return self._cache[key]
+
+    def homogeneous(self) -> dgl.DGLGraph:
+        """One node space (users 0..n_users-1, then items) with every edge type, for samplers."""
+        if "homogeneous" not in self._cache:
+            src, dst, w = _all_edges(self)
+            hg = dgl.graph((src, dst), num_nodes=self.n_nodes)
+            hg.edata["weight"] = w
+            self._cache["homogeneous"] = hg
+        return self._cache["homogeneous"]
 
 
-def build_graph(data: IndexedData, social_edges: bool = False) -> RecGraph:
-    """User->item and item->user edges from training pairs; user<->user friendships if asked."""
+def _offset(ntype: str, graph: RecGraph) -> int:
+    return 0 if ntype == "user" else graph.n_users
+
+
+def _all_edges(graph: RecGraph) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Edges of every type in the shared node space, interaction edges first in training order
+    (edge k and edge m + k are the two directions of training pair k)."""
+    order = [USER_ITEM, ITEM_USER, FRIEND, SIMILAR_USER, SIMILAR_ITEM]
+    src, dst, w = [], [], []
+    for etype in order:
+        if etype not in graph.g.canonical_etypes or (etype == FRIEND and not graph.use_social):
+            continue
+        s, d = graph.g.edges(etype=etype)
+        src.append(s + _offset(etype[0], graph))
+        dst.append(d + _offset(etype[2], graph))
+        data = graph.g.edges[etype].data
+        w.append(data["weight"].float() if "weight" in data else torch.ones(len(s)))
+    return torch.cat(src).long(), torch.cat(dst).long(), torch.cat(w)
+
+
+def build_graph(
+    data: IndexedData,
+    social_edges: bool = False,
+    cold_edges: Optional[dict] = None,
+    user_features: Optional[np.ndarray] = None,
+    item_features: Optional[np.ndarray] = None,
+) -> RecGraph:
+    """Training pairs in both directions; friendships if asked; cold-start edges if given as
+    {SIMILAR_USER: (src, dst, weight), SIMILAR_ITEM: (...)} (see cold_start.py)."""
     u = torch.from_numpy(data.train[:, 0])
     i = torch.from_numpy(data.train[:, 1])
     edges = {USER_ITEM: (u, i), ITEM_USER: (i, u)}
@@ -44,28 +104,60 @@ def build_graph(data: IndexedData, social_edges: bool = False) -> RecGraph:
         s = torch.from_numpy(np.concatenate([data.social[:, 0], data.social[:, 1]]))
         d = torch.from_numpy(np.concatenate([data.social[:, 1], data.social[:, 0]]))
         edges[FRIEND] = (s, d)
+    weights = {}
+    for etype, (s, d, w) in (cold_edges or {}).items():
+        edges[etype] = (torch.as_tensor(s, dtype=torch.int64), torch.as_tensor(d, dtype=torch.int64))
+        weights[etype] = torch.as_tensor(w, dtype=torch.float32)
     g = dgl.heterograph(edges, num_nodes_dict={"user": data.n_users, "item": data.n_items})
-    return RecGraph(g, data.n_users, data.n_items, social_edges)
+    for etype, w in weights.items():
+        g.edges[etype].data["weight"] = w
+    as_tensor = lambda x: None if x is None else torch.as_tensor(x, dtype=torch.float32)  # noqa: E731
+    return RecGraph(g, data.n_users, data.n_items, social_edges, as_tensor(user_features), as_tensor(item_features))
 
 
-def normalized_adjacency(graph: RecGraph) -> torch.Tensor:
+def normalized_adjacency(graph: RecGraph, self_loops: bool = False) -> SparseOperator:
     """D^-1/2 A D^-1/2 over users then items (node u is row u, item i is row n_users + i), as CSR.
 
-    A is symmetric: both directions of every edge are in the DGL graph. Isolated nodes (cold users
-    and items) have degree zero and get an all-zero row, so they keep only their layer-0 embedding.
+    A holds the training edges (and friendships) in both directions, so this part is symmetric.
+    Isolated nodes (cold users and items) have degree zero and an all-zero row, so they keep only
+    their layer-0 embedding, unless cold-start edges are present: then a cold node's row averages
+    its warm neighbours by edge weight (a row-normalised, one-way block, hence the transpose).
+    With `self_loops`, A + I is normalised instead (Kipf and Welling's GCN).
     """
-    g, nu = graph.g, graph.n_users
+    g, nu, n = graph.g, graph.n_users, graph.n_nodes
     src, dst = g.edges(etype=USER_ITEM)
-    rows = [src, dst + nu]
-    cols = [dst + nu, src]
+    rows, cols = [src, dst + nu], [dst + nu, src]
     if graph.use_social and FRIEND in g.canonical_etypes:
         s, d = g.edges(etype=FRIEND)
         rows.append(s)
         cols.append(d)
-    rows_t = torch.cat(rows).long()
-    cols_t = torch.cat(cols).long()
-    deg = torch.bincount(rows_t, minlength=graph.n_nodes).float()
+    if self_loops:
+        rows.append(torch.arange(n))
+        cols.append(torch.arange(n))
+    r, c = torch.cat(rows).long(), torch.cat(cols).long()
+    deg = torch.bincount(r, minlength=n).float()
     inv_sqrt = torch.where(deg > 0, deg.pow(-0.5), torch.zeros_like(deg))
-    values = inv_sqrt[rows_t] * inv_sqrt[cols_t]
-    coo = torch.sparse_coo_tensor(torch.stack([rows_t, cols_t]), values, (graph.n_nodes, graph.n_nodes))
-    return coo.coalesce().to_sparse_csr()
+    values = inv_sqrt[r] * inv_sqrt[c]
+    symmetric = not graph.has_cold_start_edges
+    for etype in (SIMILAR_USER, SIMILAR_ITEM):
+        if etype not in g.canonical_etypes:
+            continue
+        s, d = g.edges(etype=etype)
+        w = g.edges[etype].data["weight"].float()
+        off = _offset(etype[0], graph)
+        dst_rows = d.long() + off
+        row_sum = torch.zeros(n).index_add_(0, dst_rows, w)
+        r = torch.cat([r, dst_rows])
+        c = torch.cat([c, s.long() + off])
+        values = torch.cat([values, w / row_sum[dst_rows]])
+    matrix = _csr(r, c, values, n)
+    return SparseOperator(matrix, matrix if symmetric else _csr(c, r, values, n))
+
+
+def _csr(rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, n: int) -> torch.Tensor:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
+        coo = torch.sparse_coo_tensor(torch.stack([rows, cols]), values, (n, n))
+        return coo.coalesce().to_sparse_csr()

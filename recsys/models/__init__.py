@@ -1,10 +1,34 @@
-"""Model families. Each is a torch Module with `embed(graph) -> (user_emb, item_emb)`."""
+"""Model families. Each is a RecModel (a torch Module) with `embed(graph) -> (user_emb, item_emb)`."""
 from __future__ import annotations
 
+FAMILIES = ("lightgcn", "gcn", "sage", "pinsage")
 
-def build_model(family: str, n_users: int, n_items: int, **params):
-    if family == "lightgcn":
+
+def build_model(cfg, graph, seed: int = 0):
+    """cfg: recsys.config.ModelConfig; graph: the RecGraph it will train on (sizes, features)."""
+    nu, ni = graph.n_users, graph.n_items
+    if cfg.family == "lightgcn":
         from recsys.models.lightgcn import LightGCN
 
-        return LightGCN(n_users, n_items, **params)
-    raise ValueError(f"unknown model family {family!r}; available: lightgcn")
+        use = cfg.lightgcn.use_features
+        if use and graph.user_features is None and graph.item_features is None:
+            raise ValueError("model.lightgcn.use_features=true, but the data has no node features")
+        return LightGCN(nu, ni, cfg.dim, cfg.layers, graph.user_features if use else None,
+                        graph.item_features if use else None)
+    if cfg.family == "gcn":
+        from recsys.models.gcn import GCN
+
+        return GCN(nu, ni, cfg.dim, cfg.layers)
+    if cfg.family == "sage":
+        from recsys.models.sage import GraphSAGE
+
+        s = cfg.sage
+        return GraphSAGE(nu, ni, cfg.dim, len(s.fanouts), s.aggregator, tuple(s.fanouts), graph.user_features,
+                         graph.item_features, s.chunk_size)
+    if cfg.family == "pinsage":
+        from recsys.models.pinsage import PinSage
+
+        p = cfg.pinsage
+        return PinSage(nu, ni, cfg.dim, cfg.layers, p.num_neighbors, p.num_walks, p.restart_prob,
+                       p.num_traversals, p.margin, graph.item_features, seed)
+    raise ValueError(f"unknown model family {cfg.family!r}; available: {', '.join(FAMILIES)}")

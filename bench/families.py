@@ -1,0 +1,86 @@
+"""Every model family on ML-100K and Gowalla: Recall@20, NDCG@20, seconds per epoch, peak RSS.
+
+ML-100K: every rating an interaction, per-user random 80/10/10 split (seed 0), user and movie
+attributes as features, early stopping on validation NDCG@20. Gowalla: the LightGCN paper's split,
+no features (GraphSAGE and PinSage then learn ID embeddings as layer 0), a fixed small epoch
+budget per family (2 cores cannot run 1000 epochs of each): the figures compare speed and early
+quality, not converged quality. Each case runs in its own process so its peak RSS is its own.
+
+    ./dev.sh python bench/families.py [--datasets ml-100k gowalla] [--gowalla-epochs 3]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import SHARED_DATA, peak_rss_mb, write_results  # noqa: E402
+from bench.runner import child_main, markdown_table, run_case  # noqa: E402
+
+FAMILIES = [("lightgcn", {}), ("lightgcn+features", {"lightgcn": {"use_features": True}}), ("gcn", {}),
+            ("sage", {"sage": {"aggregator": "mean", "fanouts": [20, 10]}}), ("pinsage", {})]
+
+
+def case(spec: dict) -> dict:
+    from recsys.config import RunConfig
+    from recsys.data.loaders import load_data
+    from recsys.models import build_model
+    from recsys.prepare import prepare
+    from recsys.train import evaluate_model, fit
+
+    family = spec["family"].split("+")[0]
+    cfg = RunConfig.model_validate({
+        "data": {"source": spec["dataset"], "path": str(SHARED_DATA / spec["dataset"]),
+                 "split": {"kind": "random", "valid_fraction": 0.1, "test_fraction": 0.1}},
+        "features": {"text": True},
+        "model": {"family": family, "dim": 64, "layers": 3 if family == "lightgcn" else 2, **spec["options"]},
+        "train": {"epochs": spec["epochs"], "batch_size": 2048, "lr": spec["lr"], "l2": 1e-4,
+                  "eval_every": spec["eval_every"], "patience": 5, "progress": False},
+        "eval": {"ks": [20]},
+        "stores": {"root": str(Path(__file__).resolve().parent / "results" / ".cache")},
+    })
+    prepared = prepare(load_data(cfg.data), cfg)
+    model = build_model(cfg.model, prepared.graph)
+    result = fit(model, prepared.graph, prepared.indexed, cfg.train, cfg.eval)
+    t0 = time.perf_counter()
+    m = evaluate_model(model, prepared.graph, prepared.indexed, "test", cfg.eval)
+    return {"recall@20": round(m["recall@20"], 4), "ndcg@20": round(m["ndcg@20"], 4),
+            "epoch_seconds": round(sum(h["epoch_seconds"] for h in result.history) / len(result.history), 2),
+            "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
+            "eval_seconds": round(time.perf_counter() - t0, 2), "peak_rss_mb": round(peak_rss_mb(), 1)}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--datasets", nargs="+", default=["ml-100k", "gowalla"])
+    p.add_argument("--ml100k-epochs", type=int, default=60)
+    p.add_argument("--gowalla-epochs", type=int, default=3)
+    args = p.parse_args()
+    rows = []
+    for dataset in args.datasets:
+        for family, options in FAMILIES:
+            if dataset == "gowalla" and family == "lightgcn+features":
+                continue  # Gowalla has no features
+            gowalla = dataset == "gowalla"
+            spec = {"dataset": dataset, "family": family, "options": options,
+                    "epochs": args.gowalla_epochs if gowalla else args.ml100k_epochs,
+                    "eval_every": 10**6 if gowalla else 2, "lr": 0.001 if gowalla else 0.005}
+            result = run_case("bench.families", spec)
+            print({k: v for k, v in result.items() if k not in ("options",)}, flush=True)
+            rows.append(result)
+    figures = {"cases": [{k: v for k, v in r.items()} for r in rows]}
+    table = markdown_table(rows, ["dataset", "family", "recall@20", "ndcg@20", "epoch_seconds", "epochs_run",
+                                  "peak_rss_mb"])
+    write_results("families", figures, table, "Model families on ML-100K and Gowalla",
+                  notes=f"Gowalla: {args.gowalla_epochs} epochs per family, lr 0.001, no validation; "
+                        "ML-100K: up to {0} epochs, early stopping on validation NDCG@20.".format(args.ml100k_epochs))
+
+
+if __name__ == "__main__":
+    if "--case" in sys.argv:
+        child_main(case)
+    else:
+        main()

@@ -1,0 +1,53 @@
+"""Run one benchmark case in a fresh process, so that its peak RSS is its own.
+
+A case is a JSON spec; the child prints one JSON line of figures, which the parent collects.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_case(module: str, spec: dict, timeout: float = 3600) -> dict:
+    """`python -m <module> --case '<json>'` in a child; returns its figures (or the error)."""
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", module, "--case", json.dumps(spec)], cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        return {**spec, "error": (proc.stderr or proc.stdout)[-2000:], "wall_seconds": time.perf_counter() - t0}
+    return {**spec, **json.loads(lines[-1]), "wall_seconds": round(time.perf_counter() - t0, 1)}
+
+
+def child_main(case: Callable[[dict], dict]) -> None:
+    """In the child: run the case named by --case and print its figures as one JSON line."""
+    spec = json.loads(sys.argv[sys.argv.index("--case") + 1])
+    torch.set_num_threads(int(spec.get("threads", 2)))
+    torch.manual_seed(0)
+    np.random.seed(0)
+    print(json.dumps(case(spec)))
+
+
+def markdown_table(rows: list[dict], columns: list[str]) -> list[tuple[str, str]]:
+    """(label, value) rows for bench.common.write_results: one row per case, values joined."""
+    out = []
+    for r in rows:
+        label = " / ".join(str(r.get(c)) for c in columns[:2])
+        if "error" in r:
+            out.append((label, "failed: " + r["error"].strip().splitlines()[-1][:120]))
+        else:
+            out.append((label, " | ".join(f"{c}={_fmt(r.get(c))}" for c in columns[2:])))
+    return out
+
+
+def _fmt(v) -> str:
+    return f"{v:.4f}" if isinstance(v, float) and abs(v) < 10 else (f"{v:.1f}" if isinstance(v, float) else str(v))

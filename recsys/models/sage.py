@@ -1,0 +1,125 @@
+"""GraphSAGE (Hamilton et al., NeurIPS 2017): the inductive baseline.
+
+A node's layer-k vector is W_self h_v + W_neigh AGG({h_u : u in N(v)}), with AGG one of
+  mean, sum, max  element-wise over the neighbours' vectors;
+  pool            element-wise max after a learned transform ReLU(Q h_u + q).
+Layer 0 is a per-type linear projection of node features (attributes, text embeddings), so a node
+added after training gets a vector from its features and edges, without retraining. A node type
+without features falls back to learned ID embeddings (and is then transductive).
+
+Training runs on mini-batches: for the batch's users, positive and negative items, DGL's
+NeighborSampler draws `fanouts` neighbours per layer (the batch's own training edges are hidden,
+both directions, so a positive is never read off its own edge). Inference for the whole graph goes
+layer by layer over all nodes in chunks, as DGL's GraphSAGE example does, so memory is bounded by
+the chunk, not by the neighbourhood's growth.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import dgl
+import dgl.function as fn
+import torch
+from torch import nn
+
+from recsys.graph.build import RecGraph
+from recsys.models.base import RecModel, bpr
+
+AGGREGATORS = ("mean", "sum", "max", "pool")
+_REDUCE = {"mean": fn.mean, "sum": fn.sum, "max": fn.max, "pool": fn.max}
+
+
+class SAGELayer(nn.Module):
+    def __init__(self, in_dim: int, out_dim: int, aggregator: str = "mean"):
+        super().__init__()
+        if aggregator not in AGGREGATORS:
+            raise ValueError(f"unknown aggregator {aggregator!r}; choose one of {AGGREGATORS}")
+        self.aggregator = aggregator
+        self.pool = nn.Linear(in_dim, in_dim) if aggregator == "pool" else None
+        self.self_lin = nn.Linear(in_dim, out_dim)
+        self.neigh_lin = nn.Linear(in_dim, out_dim, bias=False)
+
+    def forward(self, block, h_src: torch.Tensor) -> torch.Tensor:
+        """`block`: a DGL block (sampled) or a whole graph; destination nodes come first in h_src."""
+        with block.local_scope():
+            h_dst = h_src[: block.num_dst_nodes()]
+            block.srcdata["h"] = torch.relu(self.pool(h_src)) if self.pool is not None else h_src
+            block.update_all(fn.copy_u("h", "m"), _REDUCE[self.aggregator]("m", "neigh"))
+            return self.self_lin(h_dst) + self.neigh_lin(block.dstdata["neigh"])
+
+
+class GraphSAGE(RecModel):
+    def __init__(self, n_users: int, n_items: int, dim: int = 64, layers: int = 2, aggregator: str = "mean",
+                 fanouts: tuple[int, ...] = (20, 10), user_features: Optional[torch.Tensor] = None,
+                 item_features: Optional[torch.Tensor] = None, chunk_size: int = 4096):
+        super().__init__()
+        if len(fanouts) != layers:
+            raise ValueError(f"fanouts {list(fanouts)} must name one fan-out per layer ({layers})")
+        self.n_users, self.n_items, self.dim = n_users, n_items, dim
+        self.fanouts, self.chunk_size = list(fanouts), chunk_size
+        self.user_input = _Input(n_users, dim, user_features)
+        self.item_input = _Input(n_items, dim, item_features)
+        self.inductive = self.user_input.from_features and self.item_input.from_features
+        self.layers = nn.ModuleList(SAGELayer(dim, dim, aggregator) for _ in range(layers))
+
+    def input_vectors(self, nodes: torch.Tensor, graph: RecGraph) -> torch.Tensor:
+        """Layer-0 vectors of nodes in the shared node space (users first, then items)."""
+        is_user = nodes < graph.n_users
+        out = torch.empty(len(nodes), self.dim)
+        out[is_user] = self.user_input(nodes[is_user], graph.user_features)
+        out[~is_user] = self.item_input(nodes[~is_user] - graph.n_users, graph.item_features)
+        return out
+
+    def _forward(self, blocks, h: torch.Tensor) -> torch.Tensor:
+        for k, (layer, block) in enumerate(zip(self.layers, blocks)):
+            h = layer(block, h)
+            if k < len(self.layers) - 1:
+                h = torch.relu(h)
+        return h
+
+    def batch_loss(self, graph: RecGraph, users, pos, neg, edge_ids=None):
+        hg = graph.homogeneous()
+        seeds, inverse = torch.unique(torch.cat([users, pos + graph.n_users, neg + graph.n_users]),
+                                      return_inverse=True)
+        exclude = None
+        if edge_ids is not None:  # training pair k is edge k (user->item) and edge m + k (item->user)
+            exclude = torch.cat([edge_ids, edge_ids + graph.g.num_edges("interacts")])
+        sampler = dgl.dataloading.NeighborSampler(self.fanouts)
+        input_nodes, _, blocks = sampler.sample(hg, seeds, exclude_eids=exclude)
+        out = self._forward(blocks, self.input_vectors(input_nodes, graph))
+        b = len(users)
+        u, p, n = out[inverse[:b]], out[inverse[b:2 * b]], out[inverse[2 * b:]]
+        return bpr(u, p, n), 0.5 * (u.pow(2).sum() + p.pow(2).sum() + n.pow(2).sum()) / b
+
+    def embed(self, graph: RecGraph) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every node, layer by layer over the full neighbourhood, `chunk_size` nodes at a time."""
+        hg = graph.homogeneous()
+        nodes = torch.arange(hg.num_nodes())
+        h = torch.cat([self.input_vectors(chunk, graph) for chunk in nodes.split(self.chunk_size)])
+        full = dgl.dataloading.MultiLayerFullNeighborSampler(1)
+        for k, layer in enumerate(self.layers):
+            out = torch.empty(hg.num_nodes(), self.dim)
+            for chunk in nodes.split(self.chunk_size):
+                src, _, (block,) = full.sample(hg, chunk)
+                y = layer(block, h[src])
+                out[chunk] = torch.relu(y) if k < len(self.layers) - 1 else y
+            h = out
+        return h[: graph.n_users], h[graph.n_users:]
+
+
+class _Input(nn.Module):
+    """Layer 0 for one node type: a projection of its features, or ID embeddings without them."""
+
+    def __init__(self, n: int, dim: int, features: Optional[torch.Tensor]):
+        super().__init__()
+        self.from_features = features is not None and features.shape[1] > 0
+        if self.from_features:
+            self.proj = nn.Linear(features.shape[1], dim)
+        else:
+            self.emb = nn.Embedding(n, dim)
+            nn.init.normal_(self.emb.weight, std=0.1)
+
+    def forward(self, index: torch.Tensor, features: Optional[torch.Tensor]) -> torch.Tensor:
+        if self.from_features:
+            return self.proj(features[index])
+        return self.emb(index)

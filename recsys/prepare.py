@@ -1,0 +1,69 @@
+"""From validated data to what a model trains on: split, index, features, cold-start edges, graph."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+from recsys.config import RunConfig
+from recsys.data.loaders import with_split
+from recsys.data.types import IndexedData, RecData
+from recsys.features import FeatureEncoder, infer_spec
+from recsys.graph.build import SIMILAR_ITEM, SIMILAR_USER, RecGraph, build_graph
+from recsys.graph.cold_start import attribute_edges, cold_nodes, similarity_edges
+from recsys.text import TextEncoder
+
+
+@dataclass
+class Prepared:
+    data: RecData  # with its split
+    indexed: IndexedData
+    graph: RecGraph
+    user_encoder: Optional[FeatureEncoder]
+    item_encoder: Optional[FeatureEncoder]
+    cold_users: np.ndarray  # boolean masks: no training interactions
+    cold_items: np.ndarray
+
+
+def needs_features(cfg: RunConfig) -> bool:
+    """Only compute features (text encoding is the slow part) when something will read them."""
+    m = cfg.model
+    return cfg.features.enabled and (
+        m.family in ("sage", "pinsage") or (m.family == "lightgcn" and m.lightgcn.use_features)
+        or cfg.graph.cold_start.enabled)
+
+
+def node_features(frame, id_col: str, cfg: RunConfig, text: Optional[TextEncoder]):
+    """(encoder, matrix) for an id table, or (None, None) when it has no usable feature columns."""
+    if not needs_features(cfg):
+        return None, None
+    spec = infer_spec(frame, id_col, cfg.features.max_categories)
+    if not cfg.features.text:
+        spec.text = []
+    if not spec.columns():
+        return None, None
+    encoder = FeatureEncoder(spec, cfg.features.max_categories).fit(frame)
+    return encoder, encoder.transform(frame, text)
+
+
+def prepare(data: RecData, cfg: RunConfig) -> Prepared:
+    data = with_split(data, cfg.data)
+    indexed = data.indexed()
+    text = TextEncoder(cfg.stores.text_cache()) if cfg.features.text and needs_features(cfg) else None
+    user_enc, user_x = node_features(data.users, "user_id", cfg, text)
+    item_enc, item_x = node_features(data.items, "item_id", cfg, text)
+    cold_users = cold_nodes(indexed.n_users, indexed.train[:, 0])
+    cold_items = cold_nodes(indexed.n_items, indexed.train[:, 1])
+    edges = {}
+    cs = cfg.graph.cold_start
+    if cs.enabled:
+        columns = cs.user_attributes if cs.user_attributes is not None else (
+            user_enc.spec.categorical if user_enc else [])
+        columns = [c for c in columns if c in data.users.columns]
+        activity = np.bincount(indexed.train[:, 0], minlength=indexed.n_users)
+        edges[SIMILAR_USER] = attribute_edges(data.users[columns].reset_index(drop=True), cold_users, activity, cs.k)
+        if item_x is not None and item_x.shape[1] > 0:
+            edges[SIMILAR_ITEM] = similarity_edges(item_x, cold_items, cs.k)
+    graph = build_graph(indexed, cfg.graph.social_edges, edges, user_x, item_x)
+    return Prepared(data, indexed, graph, user_enc, item_enc, cold_users, cold_items)

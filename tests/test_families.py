@@ -1,0 +1,151 @@
+"""Each family's forward pass against a small case checked by hand, then its properties."""
+import math
+
+import dgl
+import numpy as np
+import pytest
+import torch
+
+from recsys.config import EvalConfig, RunConfig, TrainConfig
+from recsys.data.types import IndexedData
+from recsys.graph.build import build_graph
+from recsys.models import FAMILIES, build_model
+from recsys.models.gcn import GCN
+from recsys.models.pinsage import PinSage, WeightedPoolingConv
+from recsys.models.sage import SAGELayer, GraphSAGE
+from recsys.prepare import prepare
+from recsys.train import evaluate_model, fit
+
+EMPTY = np.zeros((0, 2), dtype=np.int64)
+
+
+def five_node_data():
+    train = np.array([[0, 0], [0, 1], [1, 1], [1, 2]])
+    return IndexedData(np.array(["u0", "u1"]), np.array(["i0", "i1", "i2"]), train, EMPTY, EMPTY, EMPTY)
+
+
+def test_gcn_two_layers_match_the_dense_formula():
+    # A + I on the 5-node graph: degrees become 3, 3, 2, 3, 2.
+    a = np.zeros((5, 5))
+    for u, i in [(0, 0), (0, 1), (1, 1), (1, 2)]:
+        a[u, 2 + i] = a[2 + i, u] = 1
+    a += np.eye(5)
+    d = a.sum(1)
+    a_hat = a / np.sqrt(np.outer(d, d))
+    assert a_hat[0, 2] == pytest.approx(1 / math.sqrt(3 * 2))
+    graph = build_graph(five_node_data())
+    np.testing.assert_allclose(graph.norm_adj(self_loops=True).matrix.to_dense().numpy(), a_hat, atol=1e-7)
+
+    torch.manual_seed(0)
+    model = GCN(2, 3, dim=3, layers=2)
+    users, items = model.embed(graph)
+    e = torch.cat([model.user_emb.weight, model.item_emb.weight]).detach().double().numpy()
+    w1, w2 = (w.weight.detach().double().numpy().T for w in model.weights)
+    expected = a_hat @ np.maximum(a_hat @ e @ w1, 0) @ w2
+    np.testing.assert_allclose(torch.cat([users, items]).detach().numpy(), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("aggregator, expected", [
+    # node 0 has in-neighbours 1 (h=2) and 2 (h=-4); self h=1; weights 1, biases 0:
+    ("mean", 1 + (2 - 4) / 2),
+    ("sum", 1 + (2 - 4)),
+    ("max", 1 + 2),
+    ("pool", 1 + max(max(2, 0), max(-4, 0))),  # max of ReLU(identity transform)
+])
+def test_sage_aggregators_by_hand(aggregator, expected):
+    g = dgl.graph((torch.tensor([1, 2]), torch.tensor([0, 0])), num_nodes=3)
+    layer = SAGELayer(1, 1, aggregator)
+    with torch.no_grad():
+        for lin in (layer.self_lin, layer.neigh_lin, layer.pool):
+            if lin is not None:
+                lin.weight.fill_(1.0)
+                if lin.bias is not None:
+                    lin.bias.zero_()
+    out = layer(g, torch.tensor([[1.0], [2.0], [-4.0]]))
+    assert out[0, 0].item() == pytest.approx(expected)
+    assert out[1, 0].item() == pytest.approx(2.0)  # no in-neighbours: self term only
+
+
+def test_pinsage_importance_pooling_by_hand():
+    # item 0 has neighbours 1 (visited 3 times) and 2 (visited once); Q = identity, W picks the pooled half.
+    g = dgl.graph((torch.tensor([1, 2]), torch.tensor([0, 0])), num_nodes=3)
+    g.edata["weights"] = torch.tensor([3, 1])
+    conv = WeightedPoolingConv(1)
+    with torch.no_grad():
+        conv.Q.weight.fill_(1.0)
+        conv.Q.bias.zero_()
+        conv.W.weight.copy_(torch.tensor([[0.0, 1.0]]))
+        conv.W.bias.zero_()
+    h = torch.tensor([[5.0], [2.0], [6.0]])
+    pooled = (3 * 2.0 + 1 * 6.0) / 4
+    out = conv(g, h)
+    assert out[0, 0].item() == pytest.approx(pooled / abs(pooled))  # then L2-normalised (1-D: sign)
+
+
+@pytest.fixture(scope="module")
+def prepared(small_network):
+    cfg = RunConfig.model_validate({"features": {"text": False}, "model": {"family": "sage"}})
+    return prepare(small_network, cfg)
+
+
+def test_pinsage_neighbourhoods_and_user_vectors(prepared):
+    graph = prepared.graph
+    model = PinSage(graph.n_users, graph.n_items, dim=8, layers=1, num_neighbors=5, num_walks=20,
+                    item_features=graph.item_features)
+    (nbrs,) = model.neighbourhoods(graph)
+    assert nbrs.num_nodes() == graph.n_items
+    assert int(nbrs.in_degrees().max()) <= 5 and bool((nbrs.edata["weights"] > 0).all())
+    users, items = model.embed(graph)
+    u, i = graph.g.edges(etype="interacts")
+    first = int(u[0])
+    mine = i[u == first].long()
+    torch.testing.assert_close(users[first], items[mine].mean(0))
+
+
+def test_sage_embeds_a_new_node_without_retraining(prepared):
+    graph, data = prepared.graph, prepared.indexed
+    model = GraphSAGE(graph.n_users, graph.n_items, dim=8, layers=2, fanouts=(5, 5),
+                      user_features=graph.user_features, item_features=graph.item_features, chunk_size=97)
+    fit(model, graph, data, TrainConfig(epochs=2, batch_size=1024, progress=False, eval_every=10), EvalConfig())
+    assert model.inductive
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+
+    # A new member: a copy of user 0's profile, with three of user 1's jobs.
+    new_items = data.train[data.train[:, 0] == 1][:3, 1]
+    grown = IndexedData(np.append(data.user_ids, "newcomer"), data.item_ids,
+                        np.concatenate([data.train, np.stack([np.full(3, data.n_users), new_items], 1)]),
+                        EMPTY, EMPTY, EMPTY)
+    user_x = torch.cat([graph.user_features, graph.user_features[:1]])
+    grown_graph = build_graph(grown, user_features=user_x, item_features=graph.item_features)
+    with torch.no_grad():
+        users, items = model.embed(grown_graph)  # chunked, layer by layer
+        hg = grown_graph.homogeneous()
+        h = model.input_vectors(torch.arange(hg.num_nodes()), grown_graph)
+        whole = model._forward([hg, hg], h)  # the trained model on the whole grown graph at once
+    torch.testing.assert_close(users[-1], whole[grown.n_users - 1])
+    torch.testing.assert_close(torch.cat([users, items]), whole)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert users[-1].abs().sum() > 0
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_every_family_trains_and_beats_random(family, prepared):
+    cfg = RunConfig.model_validate({"model": {"family": family, "dim": 16, "layers": 2,
+                                              "sage": {"fanouts": [10, 5]}}})
+    graph, data = prepared.graph, prepared.indexed
+    model = build_model(cfg.model, graph)
+    fit(model, graph, data, TrainConfig(epochs=4, batch_size=512, lr=0.01, progress=False, eval_every=10),
+        EvalConfig())
+    m = evaluate_model(model, graph, data, "test", EvalConfig(ks=[20]))
+    random_recall = 20 / data.n_items
+    assert m["recall@20"] > 1.5 * random_recall, (family, m)
+
+
+def test_lightgcn_with_features_uses_them(prepared):
+    cfg = RunConfig.model_validate({"model": {"dim": 8, "layers": 2, "lightgcn": {"use_features": True}}})
+    graph = prepared.graph
+    model = build_model(cfg.model, graph)
+    users, items = model.embed(graph)
+    assert users.shape[1] == 16 and items.shape[1] == 16
+    (users.sum() + items.sum()).backward()
+    assert model.user_proj.weight.grad.abs().sum() > 0 and model.item_proj.weight.grad.abs().sum() > 0
