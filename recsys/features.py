@@ -1,6 +1,6 @@
 """Node features from id tables: categorical attributes, multi-valued tags, numbers and text.
 
-Columns are sorted into kinds by `infer_spec` (or named explicitly):
+Columns are sorted into kinds by `infer_spec`:
   categorical  one-hot over the most frequent values (the rest share an 'other' slot)
   multi        multi-hot over '|'-separated tags (ML-100K genres)
   numeric      standardised (mean 0, std 1), missing values at 0
@@ -40,12 +40,14 @@ def infer_spec(frame: pd.DataFrame, id_col: str, max_categories: int = 64, min_t
             spec.numeric.append(col)
             continue
         as_text = values.astype(str)
+        many = values.nunique() > max_categories
+        wordy = as_text.str.contains(" ", regex=False).mean() > 0.5
         if as_text.str.contains("|", regex=False).mean() > 0.2 and as_text.str.len().mean() < min_text_length * 2:
             spec.multi.append(col)
-        elif as_text.str.len().mean() >= min_text_length:
-            spec.text.append(col)
-        elif values.nunique() <= max(max_categories, 1) or as_text.str.len().mean() < min_text_length:
-            spec.categorical.append(col)
+        elif as_text.str.len().mean() >= min_text_length or (many and wordy):
+            spec.text.append(col)  # prose, or many distinct phrases (movie titles)
+        else:
+            spec.categorical.append(col)  # codes and short labels: the most frequent get one-hot slots
     return spec
 
 
