@@ -39,6 +39,12 @@ def write_results(name: str, figures: dict, table_rows: list[tuple[str, str]], t
               "machine": machine(), "threads": torch.get_num_threads()}
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(record, indent=2) + "\n")
+    write_markdown(name, record, table_rows, title, notes)
+    return path
+
+
+def write_markdown(name: str, record: dict, table_rows: list[tuple[str, str]], title: str, notes: str = "") -> None:
+    """The table beside the JSON (also used to re-render it from a saved record)."""
     lines = [f"# {title}", "", f"{record['date']} on {record['machine']['cpu']} "
              f"({record['machine']['cores']} cores, {record['machine']['memory_gb']} GB), torch threads {record['threads']}",
              "", "| figure | value |", "|---|---:|"]
@@ -47,4 +53,3 @@ def write_results(name: str, figures: dict, table_rows: list[tuple[str, str]], t
         lines += ["", notes]
     (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
-    return path

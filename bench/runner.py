@@ -45,7 +45,7 @@ def markdown_table(rows: list[dict], columns: list[str]) -> list[tuple[str, str]
         if "error" in r:
             out.append((label, "failed: " + r["error"].strip().splitlines()[-1][:120]))
         else:
-            out.append((label, " | ".join(f"{c}={_fmt(r.get(c))}" for c in columns[2:])))
+            out.append((label, ", ".join(f"{c} {_fmt(r.get(c))}" for c in columns[2:])))
     return out
 
 

@@ -31,3 +31,16 @@ def test_generate_then_validate_files(tmp_path, capsys):
              "--set", f"data.users={tmp_path}/users.parquet", "--set", f"data.items={tmp_path}/items.parquet"]
     assert main(["validate", *files]) == 0
     assert "passed all" in capsys.readouterr().out
+
+
+def test_retrain_on_an_empty_file_is_refused_without_retries(tmp_path, capsys):
+    from flows.cli import prepare_prefect
+
+    prepare_prefect(tmp_path)
+    empty = tmp_path / "interactions.csv"
+    empty.write_text("")
+    code = main(["retrain", "--set", "data.source=files", "--set", f"data.interactions={empty}",
+                 "--set", f"stores.root={tmp_path / 'store'}"])
+    assert code == 2
+    assert "is empty" in capsys.readouterr().err
+    assert not (tmp_path / "store" / "snapshots").exists()

@@ -154,9 +154,14 @@ def validate_data(data: RecData, cfg: Optional[ValidationConfig] = None, require
     if "user_id" in inter and "item_id" in inter and len(inter):
         activity = inter.dropna(subset=["user_id", "item_id"]).groupby("user_id")["item_id"].nunique()
         activity = activity.rename("distinct_items").reset_index()
-        checks += _run("user_activity", activity, [
+        activity_checks = _run("user_activity", activity, [
             gxe.ExpectColumnValuesToBeBetween(column="distinct_items", min_value=cfg.min_interactions_per_user)
         ], n)
+        low = activity[activity["distinct_items"] < cfg.min_interactions_per_user].head(n)
+        for check in activity_checks:  # name the users, not just their counts
+            if not check.success:
+                check.examples = [f"{u} ({k} items)" for u, k in zip(low["user_id"], low["distinct_items"])]
+        checks += activity_checks
 
     if data.social is not None:
         exps = [gxe.ExpectColumnToExist(column=c) for c in ("src", "dst")]
