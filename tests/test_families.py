@@ -149,3 +149,11 @@ def test_lightgcn_with_features_uses_them(prepared):
     assert users.shape[1] == 16 and items.shape[1] == 16
     (users.sum() + items.sum()).backward()
     assert model.user_proj.weight.grad.abs().sum() > 0 and model.item_proj.weight.grad.abs().sum() > 0
+
+
+def test_the_seed_fixes_the_initial_weights(prepared):
+    cfg = RunConfig().model
+    a, b = (build_model(cfg, prepared.graph, seed=3) for _ in range(2))
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    c = build_model(cfg, prepared.graph, seed=4)
+    assert not torch.equal(a.user_emb.weight, c.user_emb.weight)

@@ -5,7 +5,11 @@ FAMILIES = ("lightgcn", "gcn", "sage", "pinsage")
 
 
 def build_model(cfg, graph, seed: int = 0):
-    """cfg: recsys.config.ModelConfig; graph: the RecGraph it will train on (sizes, features)."""
+    """cfg: recsys.config.ModelConfig; graph: the RecGraph it will train on (sizes, features).
+    The seed fixes the initial weights, so a rerun on the same data trains the same model."""
+    import torch
+
+    torch.manual_seed(seed)
     nu, ni = graph.n_users, graph.n_items
     if cfg.family == "lightgcn":
         from recsys.models.lightgcn import LightGCN
