@@ -179,8 +179,9 @@ class Snapshot:
 
     def recommend(self, user_id: str, k: int = 10, exclude_seen: bool = True) -> pd.DataFrame:
         user_id = str(user_id)
-        index = pd.Index(self.user_ids)
-        row = index.get_indexer([user_id])[0]
+        if not hasattr(self, "_rows"):
+            self._rows = pd.Index(self.user_ids)
+        row = self._rows.get_indexer([user_id])[0]
         if row < 0:
             raise UnknownUserError(
                 f"user {user_id!r} is not in snapshot {self.manifest['name']} ({len(self.user_ids)} users); "
