@@ -108,6 +108,29 @@ class ModelConfig(_Section):
     pinsage: PinSageOptions = Field(default_factory=PinSageOptions)
 
 
+class NegativesConfig(_Section):
+    kind: Literal["uniform", "popularity", "in_batch", "model", "ppr"] = "uniform"
+    per_positive: int = Field(1, ge=1, description="negatives drawn per positive (ppr: set by its curriculum)")
+    popularity_exponent: float = Field(0.75, ge=0)
+    candidates: int = Field(32, ge=1, description="model: uniform candidates scored per positive")
+    temperature: Optional[float] = Field(None, gt=0, description="model: None keeps the hardest candidate")
+    max_score_percentile: Optional[float] = Field(None, gt=0, le=100, description="model: false-negative guard")
+    refresh_every: int = Field(10, ge=1, description="model: batches between score refreshes")
+    band: list[float] = Field(default_factory=lambda: [0.05, 0.12], description="ppr: rank band, catalogue fractions")
+    pool_size: int = Field(32, ge=1)
+    ppr_alpha: float = Field(0.15, gt=0, lt=1)
+    ppr_iterations: int = Field(10, ge=1)
+    curriculum: bool = True
+    max_hard: int = Field(3, ge=0)
+
+    @field_validator("band")
+    @classmethod
+    def _band(cls, band: list[float]) -> list[float]:
+        if len(band) != 2 or not 0 <= band[0] < band[1] <= 1:
+            raise ValueError("band must be [low, high] with 0 <= low < high <= 1 (fractions of the catalogue)")
+        return band
+
+
 class TrainConfig(_Section):
     epochs: int = Field(40, ge=1)
     batch_size: int = Field(2048, ge=1)
@@ -119,6 +142,7 @@ class TrainConfig(_Section):
     seed: int = 0
     threads: Optional[int] = Field(None, ge=1, description="torch threads; None keeps torch's default")
     progress: bool = True
+    negatives: NegativesConfig = Field(default_factory=NegativesConfig)
 
 
 class EvalConfig(_Section):

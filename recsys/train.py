@@ -24,7 +24,7 @@ from recsys.config import EvalConfig, TrainConfig
 from recsys.data.types import IndexedData
 from recsys.graph.build import RecGraph
 from recsys.metrics import evaluate
-from recsys.negatives import UniformNegatives
+from recsys.negatives import ScoreView, build_sampler
 
 
 class StopTraining(Exception):
@@ -42,6 +42,15 @@ class TrainResult:
     best_score: float = float("-inf")
     epochs_run: int = 0
     seconds: float = 0.0
+
+
+def draw_negatives(sampler, batch: np.ndarray, scores, per_positive: int) -> np.ndarray:
+    """(batch, k) negatives: the sampler's own k if it returns several, else per_positive draws."""
+    first = sampler.sample(batch[:, 0], batch[:, 1], scores)
+    if first.ndim == 2:
+        return first
+    draws = [first] + [sampler.sample(batch[:, 0], batch[:, 1], scores) for _ in range(per_positive - 1)]
+    return np.stack(draws, axis=1)
 
 
 def evaluate_model(model, graph: RecGraph, data: IndexedData, split: str, cfg: EvalConfig,
@@ -68,7 +77,8 @@ def fit(
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    sampler = sampler or UniformNegatives(data.n_items, data.train, seed=cfg.seed)
+    sampler = sampler or build_sampler(cfg.negatives, data.n_users, data.n_items, data.train, seed=cfg.seed)
+    scores = ScoreView(model, graph, cfg.negatives.refresh_every)  # computed only if a sampler asks
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     has_valid = len(data.valid) > 0
     result = TrainResult()
@@ -83,14 +93,18 @@ def fit(
             t0 = time.perf_counter()
             if hasattr(model, "on_epoch_start"):
                 model.on_epoch_start(graph, epoch)
+            sampler.set_epoch(epoch)
             order = rng.permutation(len(pairs))
             loss_sum = reg_sum = 0.0
             for b in range(n_batches):
                 idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
                 batch = pairs[idx]
-                neg = sampler.sample(batch[:, 0], batch[:, 1], model)
-                users, pos = torch.from_numpy(batch[:, 0]), torch.from_numpy(batch[:, 1])
-                ranking, reg = model.batch_loss(graph, users, pos, torch.from_numpy(neg), torch.from_numpy(idx))
+                neg = draw_negatives(sampler, batch, scores, cfg.negatives.per_positive)
+                k = neg.shape[1]  # several negatives per positive: the positive pairs repeat k times
+                users = torch.from_numpy(np.repeat(batch[:, 0], k))
+                pos = torch.from_numpy(np.repeat(batch[:, 1], k))
+                ranking, reg = model.batch_loss(graph, users, pos, torch.from_numpy(neg.reshape(-1)),
+                                                torch.from_numpy(idx))
                 reg = cfg.l2 * reg
                 optimizer.zero_grad()
                 (ranking + reg).backward()

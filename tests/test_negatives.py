@@ -1,0 +1,89 @@
+"""Negative samplers: never a positive, the right distribution, harder when asked."""
+import numpy as np
+import pytest
+import torch
+
+from recsys.config import DataConfig, EvalConfig, NegativesConfig, TrainConfig
+from recsys.data.loaders import with_split
+from recsys.graph.build import build_graph
+from recsys.models.lightgcn import LightGCN
+from recsys.negatives import (ModelMinedNegatives, PopularityNegatives, PPRNegatives, ScoreView,
+                              UniformNegatives, build_sampler)
+from recsys.train import fit
+
+
+@pytest.fixture(scope="module")
+def trained(small_network):
+    data = with_split(small_network, DataConfig()).indexed()
+    graph = build_graph(data)
+    model = LightGCN(data.n_users, data.n_items, dim=16, layers=2)
+    fit(model, graph, data, TrainConfig(epochs=8, batch_size=512, lr=0.01, progress=False, eval_every=100), EvalConfig())
+    return data, graph, model
+
+
+@pytest.mark.parametrize("kind", ["uniform", "popularity", "in_batch", "model", "ppr"])
+def test_no_sampled_negative_is_ever_a_positive(kind, trained):
+    data, graph, model = trained
+    sampler = build_sampler(NegativesConfig(kind=kind, curriculum=False, max_hard=2), data.n_users, data.n_items,
+                            data.train, seed=1)
+    positives = set(map(tuple, data.train))
+    batch = data.train[np.random.default_rng(0).permutation(len(data.train))[:3000]]
+    neg = sampler.sample(batch[:, 0], batch[:, 1], ScoreView(model, graph))
+    neg = neg.reshape(len(batch), -1)
+    assert not any((u, i) in positives for u, row in zip(batch[:, 0], neg) for i in row)
+
+
+def test_popularity_frequencies_match_the_smoothed_power_law():
+    counts = np.array([0, 1, 3, 7, 15, 31, 63, 127, 255, 511])
+    pairs = np.stack([np.ones(counts.sum(), int), np.repeat(np.arange(10), counts)], 1)  # user 1 has them all
+    sampler = PopularityNegatives(10, pairs, exponent=0.75, seed=0)
+    draws = sampler.sample(np.zeros(200_000, dtype=int))  # user 0 has no positives: no redraws
+    expected = (counts + 1.0) ** 0.75
+    expected = expected / expected.sum() * len(draws)
+    observed = np.bincount(draws, minlength=10)
+    chi2 = ((observed - expected) ** 2 / expected).sum()
+    assert chi2 < 27.88  # chi-square, 9 degrees of freedom, p = 0.001
+    assert observed[9] > 10 * observed[0]
+
+
+def test_model_mined_negatives_score_higher_than_uniform_ones(trained):
+    data, graph, model = trained
+    users = np.repeat(np.arange(data.n_users), 5)
+    view = ScoreView(model, graph)
+    uniform = UniformNegatives(data.n_items, data.train, seed=2).sample(users)
+    hardest = ModelMinedNegatives(data.n_items, data.train, candidates=16, seed=2).sample(users, None, view)
+    softer = ModelMinedNegatives(data.n_items, data.train, candidates=16, temperature=1.0, seed=2).sample(users, None, view)
+    guarded = ModelMinedNegatives(data.n_items, data.train, candidates=16, max_score_percentile=75,
+                                  seed=2).sample(users, None, view)
+    score = lambda items: view(users, items[:, None]).mean()  # noqa: E731
+    assert score(hardest) > score(softer) > score(uniform)
+    assert score(hardest) > score(guarded) > score(uniform)  # the guard drops the top quarter
+
+
+def test_ppr_curriculum_adds_one_hard_negative_per_epoch_up_to_the_cap(trained):
+    data, _, _ = trained
+    sampler = PPRNegatives(data.n_users, data.n_items, data.train, band=(0.05, 0.3), pool_size=8, max_hard=2)
+    users = np.arange(10)
+    shapes = []
+    for epoch in (1, 2, 3, 4):
+        sampler.set_epoch(epoch)
+        shapes.append(sampler.sample(users).reshape(10, -1).shape[1])
+    assert shapes == [1, 2, 3, 3]
+
+
+def test_ppr_band_items_are_neither_top_nor_bottom_ranked(trained):
+    data, _, _ = trained
+    sampler = PPRNegatives(data.n_users, data.n_items, data.train, band=(0.1, 0.2), pool_size=16)
+    # The pool holds items from the band of ranks only: never a user's own top-ranked training item.
+    own = {(u, i) for u, i in data.train}
+    in_pool_and_own = sum((u, i) in own for u in range(data.n_users) for i in sampler.pool[u])
+    assert in_pool_and_own < 0.02 * sampler.pool.size
+
+
+def test_training_with_several_negatives_per_positive(trained):
+    data, graph, _ = trained
+    model = LightGCN(data.n_users, data.n_items, dim=8, layers=1)
+    cfg = TrainConfig(epochs=2, batch_size=512, progress=False, eval_every=100,
+                      negatives=NegativesConfig(kind="popularity", per_positive=4))
+    result = fit(model, graph, data, cfg, EvalConfig())
+    assert result.epochs_run == 2 and np.isfinite(result.history[-1]["loss"])
