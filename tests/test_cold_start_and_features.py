@@ -6,9 +6,9 @@ import torch
 
 from recsys.config import RunConfig
 from recsys.data.types import IndexedData
-from recsys.features import FeatureEncoder, FeatureSpec, infer_spec
+from recsys.features import FeatureEncoder, infer_spec
 from recsys.graph.build import SIMILAR_USER, build_graph
-from recsys.graph.cold_start import attribute_edges, cold_nodes, similarity_edges
+from recsys.graph.cold_start import attribute_edges, similarity_edges
 from recsys.models.lightgcn import LightGCN
 from recsys.prepare import prepare
 from recsys.text import TextEncoder

@@ -1,5 +1,4 @@
 """The synthetic network, the loaders on the real public data sets, and the split."""
-import numpy as np
 import pandas as pd
 import pytest
 

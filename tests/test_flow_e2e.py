@@ -5,7 +5,6 @@ Run 1 trains on files exported from the synthetic network: champion v1 and its s
 Run 2 is fed a corrupted interactions file: it stops at validation with the report, registers
 nothing, and CURRENT still names v1's snapshot, which still answers recommend.
 """
-import os
 
 import mlflow
 import pandas as pd

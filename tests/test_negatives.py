@@ -1,7 +1,6 @@
 """Negative samplers: never a positive, the right distribution, harder when asked."""
 import numpy as np
 import pytest
-import torch
 
 from recsys.config import DataConfig, EvalConfig, NegativesConfig, TrainConfig
 from recsys.data.loaders import with_split
@@ -71,10 +70,11 @@ def test_ppr_curriculum_adds_one_hard_negative_per_epoch_up_to_the_cap(trained):
     assert shapes == [1, 2, 3, 3]
 
 
-def test_ppr_band_items_are_neither_top_nor_bottom_ranked(trained):
+def test_ppr_pool_avoids_the_users_own_top_ranked_items(trained):
     data, _, _ = trained
     sampler = PPRNegatives(data.n_users, data.n_items, data.train, band=(0.1, 0.2), pool_size=16)
-    # The pool holds items from the band of ranks only: never a user's own top-ranked training item.
+    # The pool holds band ranks only; a user's training items rank at the top, so they are (almost) never in it,
+    # while a pool drawn at random would hold them at the data's density (several percent).
     own = {(u, i) for u, i in data.train}
     in_pool_and_own = sum((u, i) in own for u in range(data.n_users) for i in sampler.pool[u])
     assert in_pool_and_own < 0.02 * sampler.pool.size
