@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from recsys.graph.build import RecGraph, SparseOperator
-from recsys.models.base import RecModel
+from recsys.models.base import RecModel, bpr
 
 
 class SpMM(torch.autograd.Function):
@@ -25,6 +25,112 @@ class SpMM(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         return None, torch.sparse.mm(ctx.op.transpose, grad)
+
+
+class RowProducts:
+    """Products with a few rows of a CSR operator A, in both directions, for a batch's rows r:
+    A[r] x (a row slice of the CSR) and A[r]^T h = (A^T)[:, r] h. The second uses each stored
+    entry's mirror position in A^T's CSR (computed once), so no sort is needed per batch."""
+
+    def __init__(self, op: SparseOperator):
+        self.a, self.at = op.matrix, op.transpose
+        n = self.a.shape[0]
+        self.n = n
+        crow, col = self.a.crow_indices(), self.a.col_indices()
+        row = torch.repeat_interleave(torch.arange(n), crow.diff())
+        t_crow, t_col = self.at.crow_indices(), self.at.col_indices()
+        self.t_row = torch.repeat_interleave(torch.arange(n), t_crow.diff())
+        self.mirror = torch.searchsorted(self.t_row * n + t_col, col * n + row)
+        self._buffers: dict = {}
+
+    def buffer(self, k: int, like: torch.Tensor) -> torch.Tensor:
+        """Scratch space reused across batches (nothing returned to autograd lives in it)."""
+        b = self._buffers.get(k)
+        if b is None or b.shape != like.shape or b.dtype != like.dtype:
+            b = self._buffers[k] = torch.empty_like(like)
+        return b
+
+    def matmul(self, x: torch.Tensor, k: int) -> torch.Tensor:
+        """A x into scratch buffer k."""
+        out = self.buffer(k, x)
+        return torch.addmm(out, self.a, x, beta=0, out=out)
+
+    def slice(self, r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(A[r] as a len(r) x n CSR, positions of its entries in A's storage)."""
+        crow = self.a.crow_indices()
+        starts, lens = crow[r], crow[r + 1] - crow[r]
+        new_crow = torch.zeros(len(r) + 1, dtype=crow.dtype)
+        torch.cumsum(lens, 0, out=new_crow[1:])
+        pos = torch.repeat_interleave(starts - new_crow[:-1], lens) + torch.arange(int(new_crow[-1]))
+        sub = torch.sparse_csr_tensor(new_crow, self.a.col_indices()[pos], self.a.values()[pos],
+                                      size=(len(r), self.n))
+        return sub, pos
+
+    def transposed(self, r: torch.Tensor, pos: torch.Tensor, h: torch.Tensor, k: int | None = None) -> torch.Tensor:
+        """A[r]^T h for h of shape (len(r), d): an n x d result (in scratch buffer k if given), from
+        A^T's entries in the columns r, which are the mirrors of A[r]'s entries, in storage order."""
+        tpos = torch.sort(self.mirror[pos]).values
+        local = torch.empty(self.n, dtype=torch.long)
+        local[r] = torch.arange(len(r))
+        crow = torch.zeros(self.n + 1, dtype=torch.long)
+        torch.cumsum(torch.bincount(self.t_row[tpos], minlength=self.n), 0, out=crow[1:])
+        block = torch.sparse_csr_tensor(crow, local[self.at.col_indices()[tpos]], self.at.values()[tpos],
+                                        size=(self.n, len(r)))
+        out = torch.empty(self.n, h.shape[1]) if k is None else self.buffer(k, torch.empty(self.n, h.shape[1]))
+        return torch.addmm(out, block, h, beta=0, out=out)
+
+
+def row_products(op: SparseOperator) -> RowProducts:
+    if getattr(op, "_rows", None) is None:
+        op._rows = RowProducts(op)
+    return op._rows
+
+
+class BatchRows(torch.autograd.Function):
+    """LightGCN's final embedding at rows r only, with its exact gradient to layer 0.
+
+    Forward: layers 1..K-1 over the whole graph, layer K only at r (a row slice). Backward, with
+    h = grad / (K + 1) placed at r (call it y): the gradient is sum_k (A^T)^k y, by Horner's rule
+    D = y + A^T D repeated K times, whose first product A^T y = A[r]^T h touches only r's edges.
+    So K = 3 costs 4 whole-graph products per batch instead of 6, with the same numbers. Also
+    returns layer 0 at r, so the L2 term needs no whole-table gradient of its own.
+    """
+
+    @staticmethod
+    def forward(ctx, user_w, item_w, r, rows: RowProducts, layers: int):
+        n_users = user_w.shape[0]
+        e0 = rows.buffer(0, torch.empty(rows.n, user_w.shape[1]))
+        torch.cat([user_w, item_w], out=e0)
+        acc = e0[r]
+        first = acc.clone()
+        x = e0
+        for k in range(1, layers):
+            x = rows.matmul(x, 1 + k % 2)
+            acc += x[r]
+        if layers:
+            sub, pos = rows.slice(r)
+            acc += torch.sparse.mm(sub, x)
+            ctx.pos = pos
+        ctx.rows, ctx.layers, ctx.n_users = rows, layers, n_users
+        ctx.save_for_backward(r)
+        return acc / (layers + 1), first
+
+    @staticmethod
+    def backward(ctx, grad, grad_first):
+        (r,) = ctx.saved_tensors
+        rows, layers = ctx.rows, ctx.layers
+        h = grad / (layers + 1)
+        if layers == 0:
+            d = torch.zeros(rows.n, h.shape[1]).index_add_(0, r, h)
+        else:
+            d = rows.transposed(r, ctx.pos, h, k=None if layers == 1 else 5)
+            d.index_add_(0, r, h)
+            for k in range(1, layers):
+                out = torch.empty_like(d) if k == layers - 1 else rows.buffer(3 + k % 2, d)
+                d = torch.addmm(out, rows.at, d, beta=0, out=out)
+                d.index_add_(0, r, h)
+        d.index_add_(0, r, grad_first)
+        return d[: ctx.n_users], d[ctx.n_users:], None, None, None
 
 
 def propagate(op: SparseOperator, x: torch.Tensor, layers: int) -> torch.Tensor:
@@ -78,6 +184,17 @@ class LightGCN(RecModel):
                 total = total + x
             out = total / (self.layers + 1)
         return out[: self.n_users], out[self.n_users:]
+
+    def batch_loss(self, graph, users, pos, neg, edge_ids=None):
+        """BPR + L2 as the paper, computing the final embeddings only at the batch's rows."""
+        if self.with_features:
+            return super().batch_loss(graph, users, pos, neg, edge_ids)
+        rows = torch.cat([users, pos + self.n_users, neg + self.n_users])
+        uniq, inverse = torch.unique(rows, return_inverse=True)
+        final, first = BatchRows.apply(self.user_emb.weight, self.item_emb.weight, uniq,
+                                       row_products(graph.norm_adj()), self.layers)
+        u, p, n = final[inverse].split(len(users))
+        return bpr(u, p, n), 0.5 * first[inverse].pow(2).sum() / len(users)
 
     def regularised(self, users, pos, neg) -> list[torch.Tensor]:
         """The paper's L2 is on the batch's layer-0 (ID) embeddings."""
