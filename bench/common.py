@@ -30,7 +30,8 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def write_results(name: str, figures: dict, table_rows: list[tuple[str, str]], title: str, notes: str = "") -> Path:
+def write_results(name: str, figures: dict, table_rows: list[tuple], title: str, notes: str = "",
+                  header: tuple = ("figure", "value")) -> Path:
     """bench/results/<name>.json (figures + date, machine, threads) and a Markdown table beside it."""
     import torch
 
@@ -39,16 +40,17 @@ def write_results(name: str, figures: dict, table_rows: list[tuple[str, str]], t
               "machine": machine(), "threads": torch.get_num_threads()}
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(record, indent=2) + "\n")
-    write_markdown(name, record, table_rows, title, notes)
+    write_markdown(name, record, table_rows, title, notes, header)
     return path
 
 
-def write_markdown(name: str, record: dict, table_rows: list[tuple[str, str]], title: str, notes: str = "") -> None:
+def write_markdown(name: str, record: dict, table_rows: list[tuple], title: str, notes: str = "",
+                   header: tuple = ("figure", "value")) -> None:
     """The table beside the JSON (also used to re-render it from a saved record)."""
     lines = [f"# {title}", "", f"{record['date']} on {record['machine']['cpu']} "
              f"({record['machine']['cores']} cores, {record['machine']['memory_gb']} GB), torch threads {record['threads']}",
-             "", "| figure | value |", "|---|---:|"]
-    lines += [f"| {k} | {v} |" for k, v in table_rows]
+             "", "| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in table_rows]
     if notes:
         lines += ["", notes]
     (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")

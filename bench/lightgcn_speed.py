@@ -57,7 +57,7 @@ def reference_batch(model: LightGCN, coo: torch.Tensor, users, pos, neg) -> torc
 
 
 def graphrec_batch(model: LightGCN, graph, users, pos, neg) -> torch.Tensor:
-    ranking, reg = model.batch_loss(graph, users, pos, neg)
+    ranking, reg = model.batch_loss(graph, users, pos, neg.unsqueeze(1))
     return ranking + L2 * reg
 
 

@@ -103,6 +103,7 @@ class ModelConfig(_Section):
     family: Literal["lightgcn", "gcn", "sage", "pinsage"] = "lightgcn"
     dim: int = Field(64, ge=1)
     layers: int = Field(3, ge=0, description="lightgcn, gcn and pinsage; sage takes len(sage.fanouts)")
+    score: Literal["dot", "cosine"] = Field("dot", description="cosine: embeddings scaled to unit length")
     lightgcn: LightGCNOptions = Field(default_factory=LightGCNOptions)
     sage: SageOptions = Field(default_factory=SageOptions)
     pinsage: PinSageOptions = Field(default_factory=PinSageOptions)
@@ -142,6 +143,8 @@ class TrainConfig(_Section):
     seed: int = 0
     threads: Optional[int] = Field(None, ge=1, description="torch threads; None keeps torch's default")
     progress: bool = True
+    loss: Literal["bpr", "softmax"] = Field("bpr", description="bpr (PinSage: hinge) or sampled softmax")
+    temperature: float = Field(0.1, gt=0, description="softmax: logits are scores / temperature")
     negatives: NegativesConfig = Field(default_factory=NegativesConfig)
 
 

@@ -1,4 +1,4 @@
-"""Full-ranking metrics: Recall, NDCG, Precision and Hit at several K in one pass.
+"""Full-ranking metrics (Recall, NDCG, Precision and Hit at several K in one pass) and AUC.
 
 Every user with at least one target item is ranked against the whole catalogue, with the items
 they had before the evaluated split masked out. Users are scored `chunk_size` at a time, so peak
@@ -90,3 +90,20 @@ def evaluate(
             sums[f"ndcg@{k}"] += float((dcg / idcg).sum())
     n = max(len(eval_users), 1)
     return {name: value / n for name, value in sums.items()}
+
+
+def auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """Area under the ROC curve: the probability that a random positive scores above a random
+    negative, ties counting one half (the Mann-Whitney U statistic over n_pos * n_neg)."""
+    labels = np.asarray(labels).astype(bool).ravel()
+    scores = np.asarray(scores, dtype=np.float64).ravel()
+    n_pos = int(labels.sum())
+    n_neg = len(labels) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    values, inverse, counts = np.unique(scores, return_inverse=True, return_counts=True)
+    # average 1-based rank of each distinct value: ranks first+1 .. first+count
+    first = np.cumsum(counts) - counts
+    mean_rank = first + (counts + 1) / 2.0
+    rank_sum = mean_rank[inverse][labels].sum()
+    return float((rank_sum - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))

@@ -1,9 +1,9 @@
 """One training loop for every model family.
 
-An epoch visits every training pair once in a random order, in batches; each batch draws one
-negative per positive and takes an Adam step on the family's `batch_loss` (by default BPR over
-`model.embed`, plus L2 on the batch's layer-0 embeddings as in LightGCN's eq. 15, divided by the
-batch size as the reference implementation does). The batch's edge ids are passed along so that
+An epoch visits every training pair once in a random order, in batches; each batch draws k
+negatives per positive and takes an Adam step on the family's `batch_loss`: the objective
+(`train.loss`: BPR or sampled softmax, see recsys/models/base.py) plus L2 on the batch's layer-0
+embeddings as in LightGCN's eq. 15, divided by the batch size as the reference implementation does. The batch's edge ids are passed along so that
 sampling families can hide the edges being predicted. Every `eval_every` epochs the validation split is
 ranked in full; the best state by `monitor` is kept, and training stops after `patience`
 evaluations without improvement. Callbacks receive every epoch's figures (MLflow logging,
@@ -77,6 +77,7 @@ def fit(
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
+    model.set_objective(cfg.loss, cfg.temperature)
     sampler = sampler or build_sampler(cfg.negatives, data.n_users, data.n_items, data.train, seed=cfg.seed)
     scores = ScoreView(model, graph, cfg.negatives.refresh_every)  # computed only if a sampler asks
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
@@ -100,11 +101,8 @@ def fit(
                 idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
                 batch = pairs[idx]
                 neg = draw_negatives(sampler, batch, scores, cfg.negatives.per_positive)
-                k = neg.shape[1]  # several negatives per positive: the positive pairs repeat k times
-                users = torch.from_numpy(np.repeat(batch[:, 0], k))
-                pos = torch.from_numpy(np.repeat(batch[:, 1], k))
-                ranking, reg = model.batch_loss(graph, users, pos, torch.from_numpy(neg.reshape(-1)),
-                                                torch.from_numpy(idx))
+                ranking, reg = model.batch_loss(graph, torch.from_numpy(batch[:, 0]), torch.from_numpy(batch[:, 1]),
+                                                torch.from_numpy(neg), torch.from_numpy(idx))
                 reg = cfg.l2 * reg
                 optimizer.zero_grad()
                 (ranking + reg).backward()

@@ -87,15 +87,19 @@ def _full_batch_loss(model, graph, users, pos, neg):
     return RecModel.batch_loss(model, graph, users, pos, neg)
 
 
-def _check_batch_rows_against_full_propagation(graph, n_users, n_items, layers, seed=0):
+def _check_batch_rows_against_full_propagation(graph, n_users, n_items, layers, seed=0, k=1,
+                                               objective="bpr", cosine=False):
     torch.manual_seed(seed)
     fast = LightGCN(n_users, n_items, dim=8, layers=layers)
     slow = LightGCN(n_users, n_items, dim=8, layers=layers)
     slow.load_state_dict(fast.state_dict())
+    for m in (fast, slow):
+        m.set_objective(objective, 0.2)
+        m.cosine = cosine
     g = torch.Generator().manual_seed(seed)
     users = torch.randint(n_users, (40,), generator=g)  # repeats on purpose
     pos = torch.randint(n_items, (40,), generator=g)
-    neg = torch.randint(n_items, (40,), generator=g)
+    neg = torch.randint(n_items, (40, k), generator=g)
     (a, ra), (b, rb) = fast.batch_loss(graph, users, pos, neg), _full_batch_loss(slow, graph, users, pos, neg)
     assert abs(a.item() - b.item()) < 1e-6 and abs(ra.item() - rb.item()) < 1e-6
     (a + 0.3 * ra).backward()
@@ -109,6 +113,9 @@ def test_batch_rows_only_training_step_equals_full_propagation(small_network):
     graph = build_graph(data)
     for layers in (0, 1, 2, 3):
         _check_batch_rows_against_full_propagation(graph, data.n_users, data.n_items, layers)
+    # several negatives per positive, the softmax objective and cosine scores go through the same path
+    _check_batch_rows_against_full_propagation(graph, data.n_users, data.n_items, 3, k=4, objective="softmax",
+                                               cosine=True)
 
 
 def test_batch_rows_only_with_one_way_cold_start_edges(small_network):

@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from recsys.metrics import evaluate
+from recsys.metrics import auc, evaluate
 
 # One-dimensional embeddings make the score of item i for user u simply u * v_i.
 ITEMS = np.array([[5.0], [4.0], [3.0], [2.0], [1.0]])   # user 0 ranks items 0 > 1 > 2 > 3 > 4
@@ -53,3 +53,13 @@ def test_chunk_size_does_not_change_the_result():
     chunked = evaluate(users, items, targets, seen, ks=[5, 10], chunk_size=7)
     assert whole == pytest.approx(chunked)
     assert 0 < whole["recall@10"] < 1
+
+
+def test_auc_by_hand():
+    # positives score 0.9 and 0.4; negatives 0.5, 0.4, 0.1.
+    # pairs (pos, neg): 0.9 beats all three; 0.4 beats 0.1, ties 0.4 (one half), loses to 0.5 -> 4.5 / 6
+    labels = np.array([1, 0, 1, 0, 0])
+    scores = np.array([0.9, 0.5, 0.4, 0.4, 0.1])
+    assert auc(labels, scores) == pytest.approx(4.5 / 6)
+    assert auc(labels, -scores) == pytest.approx(1.5 / 6)
+    assert math.isnan(auc(np.ones(3), np.arange(3)))

@@ -1,6 +1,7 @@
 """The training loop: it learns something popularity cannot, stops early, and obeys callbacks."""
 import numpy as np
 import pytest
+import torch
 
 from recsys.config import EvalConfig, TrainConfig
 from recsys.data.loaders import with_split
@@ -55,3 +56,19 @@ def test_callbacks_see_every_epoch_and_can_stop_training(prepared):
     result = fit(model, graph, data, TrainConfig(epochs=10, eval_every=1, progress=False), EvalConfig(), [rec])
     assert [e for e, _ in rec.epochs] == [1, 2] and result.epochs_run == 2
     assert all(np.isfinite(loss) for _, loss in rec.epochs)
+
+
+def test_objectives_by_hand():
+    import math
+
+    from recsys.models.base import RecModel
+    m = RecModel()
+    u, p = torch.tensor([[1.0, 0.0]]), torch.tensor([[2.0, 0.0]])
+    n = torch.tensor([[[0.0, 3.0], [1.0, 0.0]]])        # scores: positive 2, negatives 0 and 1
+    assert math.isclose(m.ranking_loss(u, p, n).item(), (math.log1p(math.exp(-2)) + math.log1p(math.exp(-1))) / 2,
+                        rel_tol=1e-6)
+    m.set_objective("softmax", temperature=0.5)         # logits 4, 0, 2
+    expected = -math.log(math.exp(4) / (math.exp(4) + 1 + math.exp(2)))
+    assert math.isclose(m.ranking_loss(u, p, n).item(), expected, rel_tol=1e-6)
+    m.cosine = True                                     # cosines 1, 0, 1 -> logits 2, 0, 2
+    assert math.isclose(m.ranking_loss(u, p, n).item(), -math.log(math.exp(2) / (2 * math.exp(2) + 1)), rel_tol=1e-6)

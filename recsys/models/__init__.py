@@ -7,6 +7,12 @@ FAMILIES = ("lightgcn", "gcn", "sage", "pinsage")
 def build_model(cfg, graph, seed: int = 0):
     """cfg: recsys.config.ModelConfig; graph: the RecGraph it will train on (sizes, features).
     The seed fixes the initial weights, so a rerun on the same data trains the same model."""
+    model = _build(cfg, graph, seed)
+    model.cosine = cfg.score == "cosine"
+    return model
+
+
+def _build(cfg, graph, seed: int):
     import torch
 
     torch.manual_seed(seed)

@@ -1,4 +1,15 @@
-"""What every model family shares: the `embed` interface and a BPR batch loss built on it."""
+"""What every model family shares: the `embed` interface, the ranking objectives and the L2 term.
+
+A family implements `encode(graph) -> (user_vectors, item_vectors)`; `embed` is what everything
+downstream scores with (evaluation, snapshots, the served model): the same vectors, or the same
+vectors scaled to unit length when the model scores by cosine. Scores are dot products of the
+embeddings either way.
+
+A training batch is B positives (user, item) and a (B, k) array of negatives. Objectives:
+  bpr      mean over the B * k pairs of -log sigmoid(s(u, p) - s(u, n))   (PinSage: its hinge)
+  softmax  sampled softmax: cross-entropy of the positive among itself and its k negatives, with
+           logits s / temperature (with cosine scores this is the InfoNCE / SSM loss)
+"""
 from __future__ import annotations
 
 from typing import Optional
@@ -7,35 +18,63 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+OBJECTIVES = ("bpr", "softmax")
+
 
 class RecModel(nn.Module):
-    """A family: `embed(graph) -> (user_emb, item_emb)`; scores are dot products.
-
-    `inductive` families can embed nodes added to the graph after training, from their features
-    and edges; transductive ones hold one learned vector per training node and must retrain.
-    """
+    """`inductive` families can embed nodes added to the graph after training, from their features
+    and edges; transductive ones hold one learned vector per training node and must retrain."""
 
     inductive = False
+    cosine = False        # score by cosine: embed() returns unit-length vectors
+    objective = "bpr"
+    temperature = 0.1
 
-    def embed(self, graph) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode(self, graph) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
 
+    def embed(self, graph) -> tuple[torch.Tensor, torch.Tensor]:
+        users, items = self.encode(graph)
+        if self.cosine:
+            return F.normalize(users, dim=-1), F.normalize(items, dim=-1)
+        return users, items
+
+    def set_objective(self, objective: str, temperature: float = 0.1) -> None:
+        if objective not in OBJECTIVES:
+            raise ValueError(f"unknown objective {objective!r}; choose one of {', '.join(OBJECTIVES)}")
+        self.objective, self.temperature = objective, temperature
+
     def regularised(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> list[torch.Tensor]:
-        """Tensors whose squared norm the L2 term penalises for this batch (LightGCN: layer 0)."""
+        """(user, positive, negative) tensors whose squared norm the L2 term penalises (LightGCN: layer 0)."""
         return []
 
     def batch_loss(self, graph, users, pos, neg, edge_ids: Optional[torch.Tensor] = None):
-        """(ranking loss, L2 term before its coefficient) for a batch of (user, pos, neg)."""
-        user_emb, item_emb = self.embed(graph)
-        return bpr(user_emb[users], item_emb[pos], item_emb[neg]), self.l2_term(users, pos, neg)
+        """(ranking loss, L2 term before its coefficient) for B positives and (B, k) negatives."""
+        user_emb, item_emb = self.encode(graph)
+        return self.ranking_loss(user_emb[users], item_emb[pos], item_emb[neg]), self.l2_term(users, pos, neg)
+
+    def ranking_loss(self, u: torch.Tensor, p: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+        """u, p: (B, d); n: (B, k, d)."""
+        if self.cosine:
+            u, p, n = F.normalize(u, dim=-1), F.normalize(p, dim=-1), F.normalize(n, dim=-1)
+        pos = (u * p).sum(-1, keepdim=True)
+        neg = torch.einsum("bd,bkd->bk", u, n)
+        if self.objective == "softmax":
+            logits = torch.cat([pos, neg], dim=1) / self.temperature
+            return F.cross_entropy(logits, torch.zeros(len(u), dtype=torch.long))
+        return self.pairwise(pos, neg)
+
+    def pairwise(self, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
+        """BPR: mean of -log sigmoid(s(u, p) - s(u, n)) over every (positive, negative) pair."""
+        return F.softplus(neg - pos).mean()
 
     def l2_term(self, users, pos, neg) -> torch.Tensor:
         tensors = self.regularised(users, pos, neg)
-        if not tensors:
-            return torch.zeros(())
-        return 0.5 * sum(t.pow(2).sum() for t in tensors) / len(users)
+        return l2(*tensors) if tensors else torch.zeros(())
 
 
-def bpr(u: torch.Tensor, p: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
-    """Bayesian personalised ranking: mean of -log sigmoid(<u, p> - <u, n>)."""
-    return F.softplus(-((u * p).sum(1) - (u * n).sum(1))).mean()
+def l2(u: torch.Tensor, p: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+    """LightGCN's L2: half the squared norms over the batch size, each negative weighted 1/k so that
+    k negatives per positive cost what one does (the same as repeating each positive k times)."""
+    k = n.shape[1] if n.dim() == 3 else 1
+    return 0.5 * (u.pow(2).sum() + p.pow(2).sum() + n.pow(2).sum() / k) / len(u)

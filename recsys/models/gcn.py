@@ -24,7 +24,7 @@ class GCN(RecModel):
         nn.init.normal_(self.item_emb.weight, std=0.1)
         self.weights = nn.ModuleList(nn.Linear(dim, dim, bias=False) for _ in range(layers))
 
-    def embed(self, graph: RecGraph) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode(self, graph: RecGraph) -> tuple[torch.Tensor, torch.Tensor]:
         adj = graph.norm_adj(self_loops=True)
         h = torch.cat([self.user_emb.weight, self.item_emb.weight])
         for k, w in enumerate(self.weights):

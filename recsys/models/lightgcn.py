@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from recsys.graph.build import RecGraph, SparseOperator
-from recsys.models.base import RecModel, bpr
+from recsys.models.base import RecModel, l2
 
 
 class SpMM(torch.autograd.Function):
@@ -172,7 +172,7 @@ class LightGCN(RecModel):
             parts.append(proj(feats) if proj is not None else torch.zeros(n, ids.shape[1]))
         return torch.cat([ids, torch.cat(parts)], dim=1)
 
-    def embed(self, graph: RecGraph) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode(self, graph: RecGraph) -> tuple[torch.Tensor, torch.Tensor]:
         """Final (user, item) embeddings after K propagation steps over the whole graph."""
         e0 = self._layer0(graph)
         if not self.with_features:
@@ -186,15 +186,20 @@ class LightGCN(RecModel):
         return out[: self.n_users], out[self.n_users:]
 
     def batch_loss(self, graph, users, pos, neg, edge_ids=None):
-        """BPR + L2 as the paper, computing the final embeddings only at the batch's rows."""
+        """The objective + L2 on layer 0 (the paper's eq. 15), with final embeddings computed only at
+        the batch's rows (see BatchRows)."""
         if self.with_features:
             return super().batch_loss(graph, users, pos, neg, edge_ids)
-        rows = torch.cat([users, pos + self.n_users, neg + self.n_users])
+        b, k = neg.shape
+        rows = torch.cat([users, pos + self.n_users, neg.reshape(-1) + self.n_users])
         uniq, inverse = torch.unique(rows, return_inverse=True)
         final, first = BatchRows.apply(self.user_emb.weight, self.item_emb.weight, uniq,
                                        row_products(graph.norm_adj()), self.layers)
-        u, p, n = final[inverse].split(len(users))
-        return bpr(u, p, n), 0.5 * first[inverse].pow(2).sum() / len(users)
+        out = []
+        for t in (final[inverse], first[inverse]):
+            u, p, n = t.split([b, b, b * k])
+            out.append((u, p, n.reshape(b, k, -1)))
+        return self.ranking_loss(*out[0]), l2(*out[1])
 
     def regularised(self, users, pos, neg) -> list[torch.Tensor]:
         """The paper's L2 is on the batch's layer-0 (ID) embeddings."""

@@ -86,7 +86,7 @@ class PinSage(RecModel):
         sums = torch.zeros(graph.n_users, items.shape[1]).index_add_(0, u.long(), items[i.long()])
         return sums, torch.bincount(u.long(), minlength=graph.n_users).unsqueeze(1).float()
 
-    def embed(self, graph: RecGraph) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode(self, graph: RecGraph) -> tuple[torch.Tensor, torch.Tensor]:
         """A user is the mean of their training items; a user without any gets the zero vector."""
         items = self.item_vectors(graph)
         sums, counts = self._user_sums(graph, items)
@@ -97,5 +97,9 @@ class PinSage(RecModel):
         sums, counts = self._user_sums(graph, items)
         # Leave the positive out of the user's mean, or the model would learn to find it in itself.
         u = (sums[users] - items[pos]) / (counts[users] - 1).clamp(min=1)
-        margin = torch.relu((u * items[neg]).sum(1) - (u * items[pos]).sum(1) + self.margin).mean()
-        return margin, 0.5 * self.item_emb(torch.cat([pos, neg])).pow(2).sum() / len(users)
+        reg = 0.5 * (self.item_emb(pos).pow(2).sum() + self.item_emb(neg).pow(2).sum() / neg.shape[1]) / len(users)
+        return self.ranking_loss(u, items[pos], items[neg]), reg
+
+    def pairwise(self, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
+        """PinSage's max-margin hinge in place of BPR: max(0, s(u, n) - s(u, p) + margin)."""
+        return torch.relu(neg - pos + self.margin).mean()

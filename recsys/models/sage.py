@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from recsys.graph.build import RecGraph
-from recsys.models.base import RecModel, bpr
+from recsys.models.base import RecModel, l2
 
 AGGREGATORS = ("mean", "sum", "max", "pool")
 _REDUCE = {"mean": fn.mean, "sum": fn.sum, "max": fn.max, "pool": fn.max}
@@ -79,7 +79,8 @@ class GraphSAGE(RecModel):
 
     def batch_loss(self, graph: RecGraph, users, pos, neg, edge_ids=None):
         hg = graph.homogeneous()
-        seeds, inverse = torch.unique(torch.cat([users, pos + graph.n_users, neg + graph.n_users]),
+        b, k = neg.shape
+        seeds, inverse = torch.unique(torch.cat([users, pos + graph.n_users, neg.reshape(-1) + graph.n_users]),
                                       return_inverse=True)
         exclude = None
         if edge_ids is not None:  # training pair k is edge k (user->item) and edge m + k (item->user)
@@ -87,11 +88,11 @@ class GraphSAGE(RecModel):
         sampler = dgl.dataloading.NeighborSampler(self.fanouts)
         input_nodes, _, blocks = sampler.sample(hg, seeds, exclude_eids=exclude)
         out = self._forward(blocks, self.input_vectors(input_nodes, graph))
-        b = len(users)
-        u, p, n = out[inverse[:b]], out[inverse[b:2 * b]], out[inverse[2 * b:]]
-        return bpr(u, p, n), 0.5 * (u.pow(2).sum() + p.pow(2).sum() + n.pow(2).sum()) / b
+        u, p, n = out[inverse].split([b, b, b * k])
+        n = n.reshape(b, k, -1)
+        return self.ranking_loss(u, p, n), l2(u, p, n)
 
-    def embed(self, graph: RecGraph) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode(self, graph: RecGraph) -> tuple[torch.Tensor, torch.Tensor]:
         """Every node, layer by layer over the full neighbourhood, `chunk_size` nodes at a time."""
         hg = graph.homogeneous()
         nodes = torch.arange(hg.num_nodes())
