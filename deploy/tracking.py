@@ -1,9 +1,11 @@
 """MLflow tracking: the store, the run, per-epoch curves, plots and the logged model."""
 from __future__ import annotations
 
+import fcntl
 import os
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
@@ -26,21 +28,55 @@ def configure(stores: StoresConfig) -> str:
     uri = stores.resolved_tracking_uri()
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
+    with _first_use_lock(uri):
+        return _experiment_id(stores)
+
+
+@contextmanager
+def _first_use_lock(uri: str):
+    """Two processes opening a new SQLite store at once race on creating its tables: let the first
+    one finish. (A server database such as PostgreSQL handles this itself.)"""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    lock = Path(uri[len("sqlite:///"):] + ".lock")
+    with open(lock, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _experiment_id(stores: StoresConfig) -> str:
     client = MlflowClient()
     exp = client.get_experiment_by_name(stores.experiment)
     if exp is not None:
         return exp.experiment_id
-    return client.create_experiment(stores.experiment, artifact_location=stores.resolved_artifact_location())
+    try:
+        return client.create_experiment(stores.experiment, artifact_location=stores.resolved_artifact_location())
+    except mlflow.exceptions.MlflowException:  # another process created it a moment ago
+        exp = client.get_experiment_by_name(stores.experiment)
+        if exp is None:
+            raise
+        return exp.experiment_id
 
 
-def start_run(cfg: RunConfig, data_summary: dict, fingerprint: str, run_name: Optional[str] = None) -> str:
+def start_run(cfg: RunConfig, data_summary: dict, fingerprint: str, run_name: Optional[str] = None,
+              parent_run_id: Optional[str] = None, tags: Optional[dict[str, str]] = None) -> str:
+    """A run with the whole config as params; a child of `parent_run_id` if given (MLflow's UI
+    nests it under the parent, e.g. a search trial under its study)."""
     experiment_id = configure(cfg.stores)
     client = MlflowClient()
-    run = client.create_run(experiment_id, run_name=run_name, tags={
+    all_tags = {
         "graphrec.model_family": cfg.model.family,
         "graphrec.data_source": cfg.data.source,
         "graphrec.data_fingerprint": fingerprint,
-    })
+        **(tags or {}),
+    }
+    if parent_run_id:
+        all_tags["mlflow.parentRunId"] = parent_run_id
+    run = client.create_run(experiment_id, run_name=run_name, tags=all_tags)
     params = {k: ("None" if v is None else str(v))[:500] for k, v in cfg.flat().items()}
     params.update({f"data.{k}": str(v) for k, v in data_summary.items()})
     params["data.fingerprint"] = fingerprint

@@ -56,6 +56,39 @@ def cmd_retrain(args) -> int:
     return 1
 
 
+def cmd_search(args) -> int:
+    overrides = list(args.set)
+    for key, value in (("family", args.family), ("trials", args.trials), ("timeout", args.timeout),
+                       ("study", args.study), ("runner", args.runner), ("workers", args.workers)):
+        if value is not None:
+            overrides.append(f"search.{key}={value}")
+    from recsys.config import load_config
+
+    cfg = load_config(args.config, overrides)
+    prepare_prefect(cfg.stores.root)
+    from flows.search import search_flow
+    from validation.report import DataValidationError
+
+    state = search_flow(cfg, return_state=True)
+    try:
+        out = state.result()
+    except DataValidationError as exc:
+        print(f"\nstopped at validation; no trial was run.\n{exc}", file=sys.stderr)
+        return 3
+    except Exception as exc:
+        print(f"\nsearch failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    print(f"\nstudy {out['study']}: " + ", ".join(f"{n} {k}" for k, n in out["trials"].items() if n))
+    if "best_params" in out:
+        print(f"  best trial {out['best_trial']}: {cfg.train.monitor}={out['best_value']:.4f}  {out['best_params']}")
+    if "retrain" in out:
+        r = out["retrain"]
+        print(f"  best configuration retrained: run {r['run_id']}, model version {r['version']} "
+              f"{'-> champion' if r['promoted'] else '(challenger; champion unchanged)'}")
+        print(f"  {r['decision']['reason']}")
+    return 0
+
+
 def cmd_recommend(args) -> int:
     from deploy.snapshot import Snapshot, SnapshotError, UnknownUserError
     from recsys.config import load_config
@@ -150,6 +183,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     add("retrain", cmd_retrain, "run the retraining flow: validate, build graph, train, evaluate, register, "
                                 "promote, refresh the embedding snapshot")
+    p = add("search", cmd_search, "Optuna search over one model family; trials are MLflow child runs; the best "
+                                  "configuration is retrained, registered as challenger and gated")
+    p.add_argument("--family", choices=["lightgcn", "gcn", "sage", "pinsage"], help="default: search.family")
+    p.add_argument("--trials", type=int, help="finished trials the study should hold (default: search.trials)")
+    p.add_argument("--timeout", type=float, help="seconds for this invocation")
+    p.add_argument("--study", help="study name (default <experiment>-<family>); an existing one is resumed")
+    p.add_argument("--runner", choices=["local", "prefect"], help="run trials in-process or as Prefect tasks")
+    p.add_argument("--workers", type=int, help="prefect runner: trials in flight at once")
     p = add("recommend", cmd_recommend, "top-k items for a user, from the CURRENT embedding snapshot")
     p.add_argument("--user", "-u", required=True, help="user id")
     p.add_argument("-k", type=int, default=10, help="how many items (default 10)")

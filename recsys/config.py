@@ -85,10 +85,40 @@ class LightGCNOptions(_Section):
     use_features: bool = Field(False, description="the W + ReLU variant over ID embeddings and features")
 
 
+def lightgcn_space(trial) -> dict[str, Any]:
+    """Optuna search space for LightGCN (and GCN): depth, width, optimiser, negatives."""
+    space = {"model.layers": trial.suggest_int("model.layers", 1, 4),
+             "model.dim": trial.suggest_categorical("model.dim", [32, 64, 128]),
+             "train.lr": trial.suggest_float("train.lr", 1e-3, 2e-2, log=True),
+             "train.l2": trial.suggest_float("train.l2", 1e-6, 1e-3, log=True),
+             "train.negatives.per_positive": trial.suggest_categorical("train.negatives.per_positive", [1, 4]),
+             "train.negatives.kind": trial.suggest_categorical("train.negatives.kind",
+                                                               ["uniform", "popularity", "model", "ppr"])}
+    kind = space["train.negatives.kind"]
+    if kind == "popularity":
+        space["train.negatives.popularity_exponent"] = trial.suggest_float("train.negatives.popularity_exponent", 0, 1)
+    elif kind == "model":
+        space["train.negatives.candidates"] = trial.suggest_categorical("train.negatives.candidates", [8, 16, 32, 64])
+        space["train.negatives.temperature"] = trial.suggest_float("train.negatives.temperature", 0.1, 2.0, log=True)
+    elif kind == "ppr":
+        low = trial.suggest_float("train.negatives.band_low", 0.01, 0.2, log=True)
+        space["train.negatives.band"] = [low, min(1.0, 2.5 * low)]
+    return space
+
+
 class SageOptions(_Section):
     aggregator: Literal["mean", "sum", "max", "pool"] = "mean"
     fanouts: list[int] = Field(default_factory=lambda: [20, 10], description="one per layer; sets the depth")
     chunk_size: int = Field(4096, ge=1, description="nodes per step of layer-wise inference")
+
+
+def sage_space(trial) -> dict[str, Any]:
+    """GraphSAGE: aggregator and neighbour fan-outs, width and learning rate."""
+    fanouts = trial.suggest_categorical("model.sage.fanouts", ["10,5", "20,10", "25,15", "15,10,5"])
+    return {"model.sage.aggregator": trial.suggest_categorical("model.sage.aggregator", ["mean", "sum", "max", "pool"]),
+            "model.sage.fanouts": [int(f) for f in fanouts.split(",")],
+            "model.dim": trial.suggest_categorical("model.dim", [32, 64, 128]),
+            "train.lr": trial.suggest_float("train.lr", 1e-3, 2e-2, log=True)}
 
 
 class PinSageOptions(_Section):
@@ -97,6 +127,16 @@ class PinSageOptions(_Section):
     restart_prob: float = Field(0.5, gt=0, le=1)
     num_traversals: int = Field(3, ge=1)
     margin: float = Field(0.5, ge=0)
+
+
+def pinsage_space(trial) -> dict[str, Any]:
+    """PinSage: T neighbours, walks, restart probability, depth, width."""
+    return {"model.pinsage.num_neighbors": trial.suggest_int("model.pinsage.num_neighbors", 3, 20),
+            "model.pinsage.num_walks": trial.suggest_categorical("model.pinsage.num_walks", [20, 50, 100]),
+            "model.pinsage.restart_prob": trial.suggest_float("model.pinsage.restart_prob", 0.2, 0.8),
+            "model.layers": trial.suggest_int("model.layers", 1, 3),
+            "model.dim": trial.suggest_categorical("model.dim", [32, 64, 128]),
+            "train.lr": trial.suggest_float("train.lr", 1e-3, 2e-2, log=True)}
 
 
 class ModelConfig(_Section):
@@ -173,6 +213,7 @@ class StoresConfig(_Section):
     experiment: str = "graphrec"
     registered_model: str = "graphrec-recommender"
     snapshots: Optional[Path] = Field(None, description="default: root/snapshots")
+    optuna_storage: Optional[str] = Field(None, description="an SQLAlchemy URL; default: sqlite under root")
 
     def resolved_tracking_uri(self) -> str:
         return self.tracking_uri or f"sqlite:///{(self.root / 'mlflow.db').resolve()}"
@@ -183,8 +224,33 @@ class StoresConfig(_Section):
     def text_cache(self) -> Path:
         return (self.root / "text_cache").resolve()
 
+    def resolved_optuna_storage(self) -> str:
+        if self.optuna_storage:
+            return self.optuna_storage
+        self.root.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{(self.root / 'optuna.db').resolve()}"
+
     def resolved_snapshots(self) -> Path:
         return (self.snapshots or self.root / "snapshots").resolve()
+
+
+class SearchConfig(_Section):
+    family: Literal["lightgcn", "gcn", "sage", "pinsage"] = "lightgcn"
+    trials: int = Field(20, ge=1, description="the study's target of finished (complete or pruned) trials")
+    timeout: Optional[float] = Field(None, gt=0, description="seconds for this invocation")
+    study: Optional[str] = Field(None, description="default: <experiment>-<family>")
+    seed: int = Field(0, description="TPE sampler seed")
+    pruner_startup_trials: int = Field(3, ge=0, description="trials finished before any is pruned")
+    pruner_warmup_epochs: int = Field(2, ge=0, description="epochs a trial runs before it may be pruned")
+    heartbeat_seconds: int = Field(10, ge=1, description="a trial's process records it is alive this often")
+    grace_seconds: Optional[int] = Field(None, ge=1, description="silence after which a running trial is "
+                                                                 "marked failed (default 2 x heartbeat)")
+    runner: Literal["local", "prefect"] = Field("local", description="prefect: trials as Prefect tasks")
+    workers: int = Field(1, ge=1, description="prefect runner: trials in flight at once")
+    register_best: bool = Field(True, description="retrain the best trial, register it, run the gate")
+
+    def study_name(self, experiment: str) -> str:
+        return self.study or f"{experiment}-{self.family}"
 
 
 class RunConfig(_Section):
@@ -197,6 +263,7 @@ class RunConfig(_Section):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     promotion: PromotionConfig = Field(default_factory=PromotionConfig)
     stores: StoresConfig = Field(default_factory=StoresConfig)
+    search: SearchConfig = Field(default_factory=SearchConfig)
 
     def flat(self) -> dict[str, Any]:
         """Dotted keys to plain values, e.g. {'model.dim': 64} (for logging as params)."""
@@ -277,3 +344,17 @@ def load_config(path: Optional[str | Path] = None, overrides: list[str] | None =
     except ValidationError as exc:
         lines = [_describe(e) for e in exc.errors()]
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None
+
+
+SEARCH_SPACES = {"lightgcn": lightgcn_space, "gcn": lightgcn_space, "sage": sage_space, "pinsage": pinsage_space}
+
+
+def with_overrides(cfg: RunConfig, values: dict[str, Any]) -> RunConfig:
+    """A copy of cfg with dotted keys set (e.g. from a search trial), validated again."""
+    tree = cfg.model_dump()
+    for key, value in values.items():
+        _set_dotted(tree, key, value)
+    try:
+        return RunConfig.model_validate(tree)
+    except ValidationError as exc:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(_describe(e) for e in exc.errors())) from None

@@ -1,0 +1,243 @@
+"""Hyperparameter search: an Optuna study over one model family, every trial an MLflow child run.
+
+    graphrec search --family lightgcn --trials 20 [--timeout 3600]
+
+* The study lives in an RDB (SQLite under `.graphrec/` by default, any SQLAlchemy URL such as
+  PostgreSQL unchanged). Its target is `search.trials` finished trials (complete or pruned), so a
+  killed search run again resumes: the killed trial's heartbeat stops, it is marked failed after
+  the grace period, and numbering continues. Several processes may work on one study at once.
+* TPE with a seed; a median pruner fed by the validation metric the training loop reports every
+  `train.eval_every` epochs.
+* MLflow: a parent run per study (found again on resume) holds Optuna's plots (history, parameter
+  importance, parallel coordinates); each trial is a child run with its params, per-epoch curves,
+  and its state (complete, pruned, failed).
+* Finally the best trial's configuration is retrained by the retraining flow, so it is registered
+  as `challenger` and goes through the same promotion gate as any scheduled run.
+"""
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+from typing import Optional
+
+import optuna
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from flows.retrain import build_graph, load_data, retrain_flow, validate
+from recsys.config import SEARCH_SPACES, RunConfig, with_overrides
+
+FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+
+
+def open_study(cfg: RunConfig) -> optuna.Study:
+    s = cfg.search
+    url = cfg.stores.resolved_optuna_storage()
+    engine_kwargs = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else {}
+    for attempt in range(5):  # two workers starting at once may race to create the tables
+        try:
+            storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs,
+                                                 heartbeat_interval=s.heartbeat_seconds, grace_period=s.grace_seconds)
+            break
+        except Exception:
+            if attempt == 4:
+                raise
+            time.sleep(1 + attempt)
+    return optuna.create_study(
+        study_name=s.study_name(cfg.stores.experiment), storage=storage, direction="maximize",
+        sampler=optuna.samplers.TPESampler(seed=s.seed),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=s.pruner_startup_trials,
+                                           n_warmup_steps=s.pruner_warmup_epochs),
+        load_if_exists=True)
+
+
+def finished_trials(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=FINISHED))
+
+
+class PruningReporter:
+    """Training callback: reports each validation evaluation to Optuna and stops a bad trial."""
+
+    def __init__(self, trial: optuna.Trial, monitor: str):
+        self.trial, self.key = trial, f"valid_{monitor}"
+
+    def on_epoch_end(self, epoch: int, logs: dict) -> None:
+        if self.key in logs:
+            self.trial.report(logs[self.key], epoch)
+            if self.trial.should_prune():
+                raise optuna.TrialPruned(f"epoch {epoch}: {self.key}={logs[self.key]:.4f} below the median")
+
+
+def make_objective(cfg: RunConfig, prepared, parent_run_id: str, log=print):
+    """The function Optuna calls per trial: sample a config, train with pruning, log a child run."""
+    from mlflow.tracking import MlflowClient
+
+    from deploy.tracking import EpochLogger, metric_key, start_run
+    from recsys.models import build_model
+    from recsys.train import fit
+
+    space = SEARCH_SPACES[cfg.search.family]
+    data, indexed, graph = prepared.data, prepared.indexed, prepared.graph
+
+    def objective(trial: optuna.Trial) -> float:
+        values = space(trial)
+        tcfg = with_overrides(cfg, {"model.family": cfg.search.family, **values, "train.progress": False})
+        run_id = start_run(tcfg, data.summary(), data.fingerprint(), run_name=f"trial {trial.number}",
+                           parent_run_id=parent_run_id,
+                           tags={"graphrec.study": trial.study.study_name, "graphrec.trial": str(trial.number)})
+        trial.set_user_attr("mlflow_run_id", run_id)
+        client = MlflowClient()
+        try:
+            model = build_model(tcfg.model, graph, seed=tcfg.train.seed)
+            result = fit(model, graph, indexed, tcfg.train, tcfg.eval,
+                         callbacks=[EpochLogger(run_id), PruningReporter(trial, tcfg.train.monitor)])
+        except optuna.TrialPruned:
+            client.set_tag(run_id, "graphrec.trial_state", "PRUNED")
+            client.set_terminated(run_id, "KILLED")
+            log(f"trial {trial.number} pruned: {values}")
+            raise
+        except Exception as exc:
+            client.set_tag(run_id, "graphrec.trial_state", "FAIL")
+            client.set_tag(run_id, "graphrec.error", f"{type(exc).__name__}: {exc}"[:500])
+            client.set_terminated(run_id, "FAILED")
+            raise
+        client.log_metric(run_id, metric_key(f"best_valid_{tcfg.train.monitor}"), result.best_score)
+        client.log_metric(run_id, "best_epoch", result.best_epoch)
+        client.set_tag(run_id, "graphrec.trial_state", "COMPLETE")
+        client.set_terminated(run_id, "FINISHED")
+        log(f"trial {trial.number}: {tcfg.train.monitor}={result.best_score:.4f} at epoch {result.best_epoch}")
+        return result.best_score
+
+    return objective
+
+
+def run_trials(study: optuna.Study, objective, target: int, timeout: Optional[float]) -> None:
+    """Work on the study until it holds `target` finished trials (counting other workers' too)."""
+    if finished_trials(study) >= target:
+        return
+    stop = optuna.study.MaxTrialsCallback(target, states=FINISHED)
+    study.optimize(objective, timeout=timeout, callbacks=[stop], catch=(RuntimeError, ValueError),
+                   gc_after_trial=True)
+
+
+@task(cache_policy=NO_CACHE)
+def trial_worker(cfg: RunConfig, prepared, parent_run_id: str) -> int:
+    """One worker of the Prefect runner: its own study handle on the shared storage."""
+    study = open_study(cfg)
+    run_trials(study, make_objective(cfg, prepared, parent_run_id, get_run_logger().info), cfg.search.trials,
+               cfg.search.timeout)
+    return finished_trials(study)
+
+
+def study_parent_run(cfg: RunConfig, study: optuna.Study, data) -> str:
+    """The study's MLflow parent run: the one tagged with this study name, or a new one."""
+    from mlflow.tracking import MlflowClient
+
+    from deploy.tracking import configure, start_run
+
+    experiment_id = configure(cfg.stores)
+    client = MlflowClient()
+    query = f"tags.`graphrec.study` = '{study.study_name}' and tags.`graphrec.role` = 'study'"
+
+    def oldest():
+        runs = client.search_runs([experiment_id], query, order_by=["attributes.start_time ASC"], max_results=1)
+        return runs[0].info.run_id if runs else None
+
+    found = oldest()
+    if found:
+        return found
+    mine = start_run(cfg, data.summary(), data.fingerprint(), run_name=f"study {study.study_name}",
+                     tags={"graphrec.study": study.study_name, "graphrec.role": "study",
+                           "graphrec.search_family": cfg.search.family})
+    first = oldest()
+    if first != mine:  # another worker created the study's run at the same moment: keep the older one
+        client.delete_run(mine)
+    return first
+
+
+def log_study(study: optuna.Study, parent_run_id: str) -> dict:
+    """Optuna's plots and a trials table on the parent run; a summary back."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from mlflow.entities import Metric, Param
+    from mlflow.tracking import MlflowClient
+    from optuna.visualization import matplotlib as ovm
+
+    client = MlflowClient()
+    trials = study.trials_dataframe(attrs=("number", "value", "state", "duration", "params"))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "trials.csv"
+        trials.to_csv(path, index=False)
+        client.log_artifact(parent_run_id, str(path), "study")
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    plots = {"history": ovm.plot_optimization_history, "importance": ovm.plot_param_importances,
+             "parallel_coordinate": ovm.plot_parallel_coordinate}
+    logged = []
+    for name, plot in plots.items():
+        try:
+            ax = plot(study)
+        except (ValueError, RuntimeError, ZeroDivisionError) as exc:  # e.g. importance needs 2+ complete trials
+            client.set_tag(parent_run_id, f"graphrec.plot_{name}", f"skipped: {exc}"[:250])
+            continue
+        fig = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
+        fig.set_size_inches(9, 5)
+        fig.tight_layout()
+        client.log_figure(parent_run_id, fig, f"study/{name}.png")
+        plt.close(fig)
+        logged.append(name)
+    states = {s.name.lower(): len(study.get_trials(deepcopy=False, states=(s,))) for s in optuna.trial.TrialState}
+    now = int(time.time() * 1000)
+    client.log_batch(parent_run_id, metrics=[Metric(f"trials_{k}", v, now, 0) for k, v in states.items()])
+    summary = {"study": study.study_name, "trials": states, "plots": logged}
+    if complete:
+        best = study.best_trial
+        client.log_metric(parent_run_id, "best_value", best.value)
+        client.log_batch(parent_run_id, params=[Param(f"best.{k}", str(v)) for k, v in best.params.items()])
+        summary.update(best_value=best.value, best_trial=best.number, best_params=best.params)
+    return summary
+
+
+def best_config(cfg: RunConfig, study: optuna.Study) -> RunConfig:
+    """The configuration of the best trial, rebuilt from its parameters by replaying the space."""
+    values = SEARCH_SPACES[cfg.search.family](optuna.trial.FixedTrial(study.best_trial.params))
+    return with_overrides(cfg, {"model.family": cfg.search.family, **values})
+
+
+@flow(name="graphrec-search", log_prints=True)
+def search_flow(config: Optional[RunConfig] = None) -> dict:
+    cfg = config or RunConfig()
+    logger = get_run_logger()
+    data = load_data(cfg)
+    validate(data, cfg)
+    prepared = build_graph(data, cfg)
+    study = open_study(cfg)
+    parent = study_parent_run(cfg, study, prepared.data)
+    before = finished_trials(study)
+    logger.info(f"study {study.study_name}: {before} of {cfg.search.trials} trials already finished")
+    if cfg.search.runner == "prefect":
+        from prefect.task_runners import ThreadPoolTaskRunner
+
+        @flow(name="graphrec-search-trials", task_runner=ThreadPoolTaskRunner(max_workers=cfg.search.workers))
+        def trials_flow():
+            futures = [trial_worker.submit(cfg, prepared, parent) for _ in range(cfg.search.workers)]
+            return [f.result() for f in futures]
+
+        trials_flow()
+    else:
+        run_trials(study, make_objective(cfg, prepared, parent, logger.info), cfg.search.trials, cfg.search.timeout)
+    summary = log_study(study, parent)
+    summary["parent_run_id"] = parent
+    if cfg.search.register_best and "best_params" in summary:
+        best = retrain_flow(best_config(cfg, study))
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient()
+        client.set_tag(best["run_id"], "mlflow.parentRunId", parent)
+        client.set_tag(best["run_id"], "graphrec.study", study.study_name)
+        client.set_tag(best["run_id"], "graphrec.role", "best-trial-retrain")
+        summary["retrain"] = {k: best[k] for k in ("run_id", "version", "promoted", "decision")}
+    logger.info(f"study {study.study_name}: {summary['trials']}")
+    return summary

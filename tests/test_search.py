@@ -1,0 +1,146 @@
+"""The search flow with real Optuna (SQLite storage), MLflow (SQLite store) and Prefect.
+
+1. A three-trial study run through the Prefect task runner with two workers: three finished
+   trials, each an MLflow child run of the study's parent run, Optuna's plots on the parent, and
+   the best configuration retrained, registered and gated.
+2. A search process killed in the middle of a trial: run again, the study marks the killed trial
+   failed (its heartbeat stopped) and continues the numbering.
+3. Two search processes on one study at once: no duplicated trial numbers, no lost trials.
+"""
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+
+from flows.cli import main as cli_main
+from flows.cli import prepare_prefect
+from recsys.config import load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["data.synthetic.n_users=300", "data.synthetic.n_items=150", "data.synthetic.n_universities=4",
+        "data.synthetic.n_companies=8", "features.text=false", "model.dim=16", "train.eval_every=1",
+        "train.progress=false", "search.heartbeat_seconds=1", "search.grace_seconds=3"]
+
+
+def sets(root: Path, *extra: str) -> list[str]:
+    return [f"stores.root={root}", *TINY, *extra]
+
+
+def cli_args(root: Path, *extra: str) -> list[str]:
+    out = []
+    for item in sets(root, *extra):
+        out += ["--set", item]
+    return out
+
+
+def study(root: Path, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{root / 'optuna.db'}")
+
+
+@pytest.fixture(scope="module")
+def prefect_home(tmp_path_factory):
+    home = tmp_path_factory.mktemp("prefect")
+    prepare_prefect(home)
+    return home
+
+
+def test_three_trial_study_through_prefect_workers(tmp_path, prefect_home):
+    root = tmp_path / "store"
+    code = cli_main(["search", "--family", "lightgcn", "--trials", "3", "--runner", "prefect", "--workers", "2",
+                     *cli_args(root, "train.epochs=3")])
+    assert code == 0
+    s = study(root, "graphrec-lightgcn")
+    states = [t.state for t in s.trials]
+    finished = [t for t in s.trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
+    assert len(finished) >= 3 and optuna.trial.TrialState.RUNNING not in states
+    assert sorted(t.number for t in s.trials) == list(range(len(s.trials)))
+
+    cfg = load_config(None, sets(root))
+    client = MlflowClient(cfg.stores.resolved_tracking_uri())
+    exp = client.get_experiment_by_name(cfg.stores.experiment)
+    parent = client.search_runs([exp.experiment_id], "tags.`graphrec.role` = 'study'")
+    assert len(parent) == 1
+    parent_id = parent[0].info.run_id
+    children = client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{parent_id}'")
+    trial_runs = [r for r in children if "graphrec.trial" in r.data.tags]
+    assert len(trial_runs) == len(s.trials)
+    for run in trial_runs:
+        trial = s.trials[int(run.data.tags["graphrec.trial"])]
+        assert run.data.tags["graphrec.trial_state"] == trial.state.name
+        assert run.data.params["train.lr"] == str(trial.params["train.lr"])
+        assert client.get_metric_history(run.info.run_id, "loss")
+    plots = {a.path for a in client.list_artifacts(parent_id, "study")}
+    assert {"study/history.png", "study/trials.csv"} <= plots
+    # the best configuration went through the retraining flow: registered and gated
+    best = [r for r in children if r.data.tags.get("graphrec.role") == "best-trial-retrain"]
+    assert len(best) == 1
+    assert best[0].data.params["model.dim"] == str(s.best_trial.params["model.dim"])
+    model = client.get_registered_model(cfg.stores.registered_model)
+    assert set(model.aliases) == {"champion", "challenger"}
+
+
+def _spawn(root: Path, *args: str, worker: int = 0) -> subprocess.Popen:
+    # each worker process its own ephemeral Prefect API (workers on a team share a Prefect server)
+    env = {**os.environ, "PREFECT_HOME": str(root.parent / f"prefect-{worker}")}
+    return subprocess.Popen([sys.executable, "-m", "flows.cli", "search", *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def _running_trials(db: Path) -> int:
+    if not db.exists():
+        return 0
+    try:
+        with sqlite3.connect(db, timeout=30) as con:
+            return con.execute("select count(*) from trials where state = 'RUNNING'").fetchone()[0]
+    except sqlite3.OperationalError:  # tables not created yet
+        return 0
+
+
+def test_a_killed_search_resumes_and_marks_the_killed_trial_failed(tmp_path, prefect_home):
+    root = tmp_path / "store"
+    slow = _spawn(root, "--trials", "2", *cli_args(root, "train.epochs=500", "train.patience=500",
+                                                   "search.register_best=false"))
+    deadline = time.time() + 240
+    while _running_trials(root / "optuna.db") == 0:
+        assert slow.poll() is None, slow.stdout.read()
+        assert time.time() < deadline, "no trial started"
+        time.sleep(0.5)
+    time.sleep(2)
+    os.killpg(slow.pid, signal.SIGKILL)
+    slow.wait()
+    time.sleep(4)  # longer than search.grace_seconds: the killed trial's heartbeat is stale
+
+    code = cli_main(["search", "--trials", "2", *cli_args(root, "train.epochs=2", "search.register_best=false")])
+    assert code == 0
+    trials = study(root, "graphrec-lightgcn").trials
+    assert trials[0].state == optuna.trial.TrialState.FAIL
+    assert [t.number for t in trials] == [0, 1, 2]
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials[1:])
+
+
+def test_two_processes_share_one_study(tmp_path, prefect_home):
+    root = tmp_path / "store"
+    args = ("--trials", "4", *cli_args(root, "train.epochs=2", "search.register_best=false"))
+    first = _spawn(root, *args)
+    time.sleep(1)
+    second = _spawn(root, *args, worker=1)
+    outputs = [p.communicate(timeout=400)[0] for p in (first, second)]
+    assert [p.returncode for p in (first, second)] == [0, 0], outputs
+    trials = study(root, "graphrec-lightgcn").trials
+    numbers = [t.number for t in trials]
+    assert numbers == list(range(len(trials))) and len(set(numbers)) == len(numbers)
+    assert len(trials) >= 4
+    assert all(t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED) for t in trials), trials
+    # every trial has its MLflow child run: none lost between the two writers
+    cfg = load_config(None, sets(root))
+    client = MlflowClient(cfg.stores.resolved_tracking_uri())
+    exp = client.get_experiment_by_name(cfg.stores.experiment)
+    runs = client.search_runs([exp.experiment_id], "tags.`graphrec.study` = 'graphrec-lightgcn'")
+    assert sorted(int(r.data.tags["graphrec.trial"]) for r in runs if "graphrec.trial" in r.data.tags) == numbers
