@@ -89,13 +89,13 @@ def start_run(cfg: RunConfig, data_summary: dict, fingerprint: str, run_name: Op
 class EpochLogger:
     """Training callback: every epoch's figures become MLflow metrics with step = epoch."""
 
-    def __init__(self, run_id: str):
-        self.run_id = run_id
+    def __init__(self, run_id: str, prefix: str = ""):
+        self.run_id, self.prefix = run_id, prefix
         self.client = MlflowClient()
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
         now = int(time.time() * 1000)
-        metrics = [Metric(key.replace("@", "_at_"), float(v), now, epoch) for key, v in logs.items()]
+        metrics = [Metric(self.prefix + metric_key(key), float(v), now, epoch) for key, v in logs.items()]
         self.client.log_batch(self.run_id, metrics=metrics)
 
 
@@ -139,6 +139,39 @@ def log_results(run_id: str, history: list[dict], metrics: dict[str, dict[str, f
     table = pd.DataFrame(metrics).T.rename_axis("split").reset_index()
     client.log_table(run_id, data=table, artifact_file="metrics/metrics_table.json")
     client.log_text(run_id, _markdown_table(table), "metrics/metrics_table.md")
+
+
+def log_multitask(run_id: str, heads, head_kind: str) -> None:
+    """AUC per split and task, the gate-utilisation heatmap (MMoE) and the head's weights."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import torch
+
+    from recsys.multitask import TASKS
+
+    client = MlflowClient()
+    now = int(time.time() * 1000)
+    client.log_batch(run_id, metrics=[Metric(f"{split}_auc_{task}", float(v), now, 0)
+                                      for split, m in heads.aucs.items() for task, v in m.items()])
+    client.set_tag(run_id, "graphrec.head", head_kind)
+    if heads.gates is not None:
+        fig, ax = plt.subplots(figsize=(1.2 + 0.7 * heads.gates.shape[1], 2.6))
+        im = ax.imshow(heads.gates, cmap="viridis", vmin=0, vmax=max(float(heads.gates.max()), 1e-6))
+        ax.set_yticks(range(len(TASKS)), TASKS)
+        ax.set_xticks(range(heads.gates.shape[1]), [f"e{e}" for e in range(heads.gates.shape[1])])
+        for (t, e), v in np.ndenumerate(heads.gates):
+            ax.text(e, t, f"{v:.2f}", ha="center", va="center", color="w", fontsize=8)
+        ax.set_title("mean gate weight per task and expert (test rows)")
+        fig.colorbar(im, ax=ax)
+        fig.tight_layout()
+        client.log_figure(run_id, fig, "plots/gate_utilisation.png")
+        plt.close(fig)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "head.pt"
+        torch.save(heads.model.head.state_dict(), path)
+        client.log_artifact(run_id, str(path), "multitask")
 
 
 def _markdown_table(frame: pd.DataFrame) -> str:

@@ -22,6 +22,7 @@ class Trained:
     model: object
     graph: object
     result: object
+    heads: object = None  # recsys.multitask.NetworkHeadResult for the mmoe family
 
 
 def _transient(task, task_run, state) -> bool:
@@ -71,15 +72,23 @@ def start_run(cfg: RunConfig, data: RecData) -> str:
 
 
 @task(cache_policy=NO_CACHE)
-def train(indexed: IndexedData, graph, cfg: RunConfig, run_id: str) -> Trained:
+def train(prepared, cfg: RunConfig, run_id: str) -> Trained:
+    """The family's model; for mmoe, its bottom (the retrieval embeddings) and then the task heads."""
     from deploy.tracking import EpochLogger
     from recsys.models import build_model
     from recsys.train import fit
 
+    graph = prepared.graph
     model = build_model(cfg.model, graph, seed=cfg.train.seed)
-    result = fit(model, graph, indexed, cfg.train, cfg.eval, callbacks=[EpochLogger(run_id)],
+    result = fit(model, graph, prepared.indexed, cfg.train, cfg.eval, callbacks=[EpochLogger(run_id)],
                  log=get_run_logger().info)
-    return Trained(model, graph, result)
+    heads = None
+    if cfg.model.family == "mmoe":
+        from recsys.multitask import fit_network_heads
+
+        heads = fit_network_heads(prepared.tasks, model, graph, cfg.model.mmoe, cfg.train.seed,
+                                  on_epoch=EpochLogger(run_id, prefix="head_").on_epoch_end)
+    return Trained(model, graph, result, heads)
 
 
 @task(cache_policy=NO_CACHE)
@@ -99,6 +108,10 @@ def evaluate(trained: Trained, prepared, cfg: RunConfig, run_id: str) -> dict[st
     r = trained.result
     log_results(run_id, r.history, metrics,
                 {"best_epoch": r.best_epoch, "epochs_run": r.epochs_run, "train_seconds": r.seconds})
+    if trained.heads is not None:
+        from deploy.tracking import log_multitask
+
+        log_multitask(run_id, trained.heads, cfg.model.mmoe.head)
     return metrics
 
 
@@ -175,7 +188,7 @@ def retrain_flow(config: Optional[RunConfig] = None) -> dict:
     data, indexed, graph = prepared.data, prepared.indexed, prepared.graph
     logger.info(f"data {data.name}: {data.summary()}")
     run_id = start_run(cfg, data)
-    trained = train(indexed, graph, cfg, run_id)
+    trained = train(prepared, cfg, run_id)
     metrics = evaluate(trained, prepared, cfg, run_id)
     version = register(trained, prepared, cfg, run_id)
     decision = promote(version, metrics, indexed, cfg)

@@ -139,14 +139,50 @@ def pinsage_space(trial) -> dict[str, Any]:
             "train.lr": trial.suggest_float("train.lr", 1e-3, 2e-2, log=True)}
 
 
+class MMoEOptions(_Section):
+    """The multi-task family: a GNN bottom (trained for retrieval as its own family would be) and a
+    head on (user, candidate) pairs for two tasks, job click and friend request."""
+    bottom: Literal["lightgcn", "sage"] = "lightgcn"
+    head: Literal["mmoe", "shared_bottom", "single_task"] = "mmoe"
+    experts: int = Field(4, ge=1)
+    expert_dim: int = Field(16, ge=1)
+    expert_hidden: list[int] = Field(default_factory=lambda: [32])
+    tower_hidden: list[int] = Field(default_factory=lambda: [8])
+    dropout: float = Field(0.0, ge=0, lt=1)
+    task_weights: list[float] = Field(default_factory=lambda: [1.0, 1.0], description="job_click, friend_request")
+    freeze_bottom: bool = Field(True, description="false: the task losses also train the bottom (end to end)")
+    epochs: int = Field(30, ge=1)
+    lr: float = Field(0.003, gt=0)
+    batch_size: int = Field(256, ge=1)
+    patience: int = Field(5, ge=1)
+    friend_negatives: int = Field(1, ge=1, description="random non-friends per friendship")
+
+    @field_validator("task_weights")
+    @classmethod
+    def _two_weights(cls, w: list[float]) -> list[float]:
+        if len(w) != 2 or min(w) < 0:
+            raise ValueError("task_weights needs two non-negative numbers: job_click, friend_request")
+        return w
+
+
+def mmoe_space(trial) -> dict[str, Any]:
+    """MMoE: experts, expert width, the friend task's weight, the bottom family."""
+    return {"model.mmoe.experts": trial.suggest_int("model.mmoe.experts", 2, 8),
+            "model.mmoe.expert_dim": trial.suggest_categorical("model.mmoe.expert_dim", [8, 16, 32]),
+            "model.mmoe.task_weights": [1.0, trial.suggest_float("model.mmoe.friend_weight", 0.25, 4.0, log=True)],
+            "model.mmoe.bottom": trial.suggest_categorical("model.mmoe.bottom", ["lightgcn", "sage"]),
+            "model.mmoe.lr": trial.suggest_float("model.mmoe.lr", 1e-3, 1e-2, log=True)}
+
+
 class ModelConfig(_Section):
-    family: Literal["lightgcn", "gcn", "sage", "pinsage"] = "lightgcn"
+    family: Literal["lightgcn", "gcn", "sage", "pinsage", "mmoe"] = "lightgcn"
     dim: int = Field(64, ge=1)
     layers: int = Field(3, ge=0, description="lightgcn, gcn and pinsage; sage takes len(sage.fanouts)")
     score: Literal["dot", "cosine"] = Field("dot", description="cosine: embeddings scaled to unit length")
     lightgcn: LightGCNOptions = Field(default_factory=LightGCNOptions)
     sage: SageOptions = Field(default_factory=SageOptions)
     pinsage: PinSageOptions = Field(default_factory=PinSageOptions)
+    mmoe: MMoEOptions = Field(default_factory=MMoEOptions)
 
 
 class NegativesConfig(_Section):
@@ -235,7 +271,7 @@ class StoresConfig(_Section):
 
 
 class SearchConfig(_Section):
-    family: Literal["lightgcn", "gcn", "sage", "pinsage"] = "lightgcn"
+    family: Literal["lightgcn", "gcn", "sage", "pinsage", "mmoe"] = "lightgcn"
     trials: int = Field(20, ge=1, description="the study's target of finished (complete or pruned) trials")
     timeout: Optional[float] = Field(None, gt=0, description="seconds for this invocation")
     study: Optional[str] = Field(None, description="default: <experiment>-<family>")
@@ -346,7 +382,8 @@ def load_config(path: Optional[str | Path] = None, overrides: list[str] | None =
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None
 
 
-SEARCH_SPACES = {"lightgcn": lightgcn_space, "gcn": lightgcn_space, "sage": sage_space, "pinsage": pinsage_space}
+SEARCH_SPACES = {"lightgcn": lightgcn_space, "gcn": lightgcn_space, "sage": sage_space, "pinsage": pinsage_space,
+                 "mmoe": mmoe_space}
 
 
 def with_overrides(cfg: RunConfig, values: dict[str, Any]) -> RunConfig:

@@ -109,7 +109,7 @@ def fit_head(model: nn.Module, train: Rows, valid: Rows, weights: Optional[Seque
 
 def gate_utilisation(model: nn.Module, x: np.ndarray, batch_size: int = 8192) -> Optional[np.ndarray]:
     """(tasks, experts) mean gate weight of an MMoE head over rows x; None for other heads."""
-    if not hasattr(model, "gate_weights"):
+    if not hasattr(getattr(model, "head", model), "gate_weights"):
         return None
     with torch.no_grad():
         parts = [model.gate_weights(torch.from_numpy(x[s:s + batch_size])).sum(0)
@@ -197,3 +197,147 @@ def split_rows(n: int, fractions: Sequence[float] = (0.6, 0.2, 0.2), seed: int =
     order = np.random.default_rng(seed).permutation(n)
     cuts = np.round(np.cumsum(fractions)[:-1] * n).astype(int)
     return np.split(order, cuts)
+
+
+# ---------------------------------------------------------------- tasks on the interaction graph
+
+TASKS = ("job_click", "friend_request")
+
+
+@dataclass
+class NetworkTasks:
+    """Rows per split for both tasks. Row inputs are index triples (user, candidate, candidate is a
+    user) stored as float32 (exact below 2^24), decoded by GraphMultiTask; labels NaN for the other
+    task. `train_social` holds the friendships the graph may use (the held-out ones are labels)."""
+    rows: dict[str, Rows]
+    train_social: np.ndarray
+
+
+def network_tasks(interactions: pd.DataFrame, indexed, seed: int = 0,
+                  fractions: Sequence[float] = (0.8, 0.1, 0.1), friend_negatives: int = 1) -> NetworkTasks:
+    """job click: the (user, job) pairs of each interaction split, label = any click or apply among
+    the pair's events (a view alone is 0). friend request: friendships split at random (seed) into
+    train/valid/test, each positive (u, v) with `friend_negatives` random non-friends (u, w)."""
+    if "event" not in interactions or not interactions["event"].isin(["click", "apply"]).any():
+        raise ValueError("the job-click task needs an 'event' column with click (or apply) events, as the "
+                         "synthetic network has; this data has none")
+    n_items = indexed.n_items
+    uidx, iidx = pd.Index(indexed.user_ids), pd.Index(indexed.item_ids)
+    u = uidx.get_indexer(interactions["user_id"].astype(str))
+    i = iidx.get_indexer(interactions["item_id"].astype(str))
+    clicked = np.unique(u[interactions["event"].isin(["click", "apply"]).to_numpy()].astype(np.int64) * n_items
+                        + i[interactions["event"].isin(["click", "apply"]).to_numpy()])
+    rng = np.random.default_rng(seed)
+    social = indexed.social
+    # one direction per friendship, so a pair and its mirror land in the same split
+    undirected = np.unique(np.sort(social, axis=1), axis=0) if len(social) else np.zeros((0, 2), np.int64)
+    parts = split_rows(len(undirected), fractions, seed)
+    friends = set(map(tuple, undirected.tolist()))
+    rows = {}
+    for name, part in zip(("train", "valid", "test"), parts):
+        pairs = indexed.split(name)
+        click_y = np.isin(pairs[:, 0] * n_items + pairs[:, 1], clicked).astype(np.float32)
+        pos = undirected[part]
+        neg_u = np.repeat(pos[:, 0], friend_negatives)
+        neg_v = rng.integers(indexed.n_users, size=len(neg_u))
+        bad = np.array([(min(a, b), max(a, b)) in friends or a == b for a, b in zip(neg_u, neg_v)], dtype=bool)
+        neg_u, neg_v = neg_u[~bad], neg_v[~bad]
+        users = np.concatenate([pairs[:, 0], pos[:, 0], neg_u])
+        cands = np.concatenate([pairs[:, 1], pos[:, 1], neg_v])
+        is_user = np.concatenate([np.zeros(len(pairs)), np.ones(len(pos) + len(neg_u))])
+        y = np.full((len(users), 2), np.nan, dtype=np.float32)
+        y[:len(pairs), 0] = click_y
+        y[len(pairs):, 1] = np.concatenate([np.ones(len(pos)), np.zeros(len(neg_u))])
+        rows[name] = Rows(np.stack([users, cands, is_user], axis=1).astype(np.float32), y)
+    train_social = undirected[parts[0]]
+    train_social = np.concatenate([train_social, train_social[:, ::-1]]) if len(train_social) else social[:0]
+    return NetworkTasks(rows, train_social)
+
+
+class GraphMultiTask(nn.Module):
+    """A multi-task head on a shared GNN bottom. Input rows are (user, candidate, candidate is a
+    user) index triples; the head sees [u, c, u * c, user features, candidate features] where u, c
+    are the bottom's embeddings (a candidate user's from the user table, a job's from the item
+    table) and the candidate's feature block is that of its kind (zeros for the other kind).
+
+    frozen: the bottom's embeddings are computed once and only the head trains; otherwise every
+    forward pass re-embeds the graph and gradients reach the bottom (end to end)."""
+
+    def __init__(self, bottom: nn.Module, graph, head_factory: Callable[[int], nn.Module], frozen: bool = True):
+        super().__init__()
+        self.bottom, self.graph, self.frozen = bottom, graph, frozen
+        self.user_x = graph.user_features if graph.user_features is not None else torch.zeros(graph.n_users, 0)
+        self.item_x = graph.item_features if graph.item_features is not None else torch.zeros(graph.n_items, 0)
+        if frozen:
+            for p in bottom.parameters():
+                p.requires_grad_(False)
+            self._cached = self._embed()
+        dim = self._embed()[0].shape[1] if not frozen else self._cached[0].shape[1]
+        self.d_in = 3 * dim + 2 * self.user_x.shape[1] + self.item_x.shape[1]
+        self.head = head_factory(self.d_in)
+
+    def _embed(self):
+        if self.frozen and getattr(self, "_cached", None) is not None:
+            return self._cached
+        with torch.set_grad_enabled(not self.frozen and self.training):
+            return self.bottom.embed(self.graph)
+
+    def inputs(self, rows: torch.Tensor) -> torch.Tensor:
+        users_emb, items_emb = self._embed()
+        u, c, is_user = rows[:, 0].long(), rows[:, 1].long(), rows[:, 2] > 0.5
+        ue = users_emb[u]
+        ce = torch.where(is_user[:, None], users_emb[c.clamp(max=len(users_emb) - 1)],
+                         items_emb[c.clamp(max=len(items_emb) - 1)])
+        cand_user_x = self.user_x[c.clamp(max=len(self.user_x) - 1)] * is_user[:, None]
+        cand_item_x = self.item_x[c.clamp(max=len(self.item_x) - 1)] * ~is_user[:, None]
+        return torch.cat([ue, ce, ue * ce, self.user_x[u], cand_user_x, cand_item_x], dim=1)
+
+    def forward(self, rows: torch.Tensor) -> torch.Tensor:
+        return self.head(self.inputs(rows))
+
+    def gate_weights(self, rows: torch.Tensor) -> torch.Tensor:
+        return self.head.gate_weights(self.inputs(rows))
+
+
+@dataclass
+class NetworkHeadResult:
+    model: nn.Module                       # GraphMultiTask (the first one for single-task heads)
+    aucs: dict[str, dict[str, float]]      # split -> {task: AUC}
+    gates: Optional[np.ndarray]            # (tasks, experts) mean gate weight on the test rows
+    history: list[dict]
+    best_epoch: int
+
+
+def fit_network_heads(tasks: NetworkTasks, bottom: nn.Module, graph, opts, seed: int = 0,
+                      on_epoch: Optional[Callable[[int, dict], None]] = None) -> NetworkHeadResult:
+    """Train the configured head (recsys.config.MMoEOptions) on both tasks over a trained bottom.
+    Single-task heads: one model per task (each sees only its task's rows)."""
+    from recsys.models.mmoe import build_head
+
+    n_tasks = len(TASKS)
+    kinds = build_head(opts.head, 1, n_tasks)  # only to know how many models the kind needs
+    models, per_task = [], len(kinds) > 1
+    for t in range(len(kinds)):
+        torch.manual_seed(seed + t)
+        width = 1 if per_task else n_tasks
+        models.append(GraphMultiTask(bottom, graph, lambda d, w=width: build_head(
+            "shared_bottom" if per_task else opts.head, d, w, opts.experts, opts.expert_dim, opts.expert_hidden,
+            opts.tower_hidden, opts.dropout)[0], frozen=opts.freeze_bottom))
+    aucs: dict[str, dict[str, float]] = {}
+    history, best_epoch = [], 0
+    for t, model in enumerate(models):
+        cols = [t] if per_task else list(range(n_tasks))
+        weights = [opts.task_weights[c] for c in cols]
+        split_rows_ = {k: Rows(r.x, r.y[:, cols]) for k, r in tasks.rows.items()}
+        if per_task:  # a task's own rows only
+            split_rows_ = {k: r.take(np.flatnonzero(~np.isnan(r.y[:, 0]))) for k, r in split_rows_.items()}
+        res = fit_head(model, split_rows_["train"], split_rows_["valid"], weights, opts.epochs, opts.batch_size,
+                       opts.lr, patience=opts.patience, seed=seed, on_epoch=on_epoch if t == 0 else None)
+        history += res.history
+        best_epoch = max(best_epoch, res.best_epoch)
+        for split, r in split_rows_.items():
+            if len(r):
+                for c, a in zip(cols, task_aucs(predict(model, r.x), r.y)):
+                    aucs.setdefault(split, {})[TASKS[c]] = a
+    gates = gate_utilisation(models[0], tasks.rows["test"].x)
+    return NetworkHeadResult(models[0], aucs, gates, history, best_epoch)

@@ -24,13 +24,14 @@ class Prepared:
     item_encoder: Optional[FeatureEncoder]
     cold_users: np.ndarray  # boolean masks: no training interactions
     cold_items: np.ndarray
+    tasks: Optional[object] = None  # recsys.multitask.NetworkTasks for the mmoe family
 
 
 def needs_features(cfg: RunConfig) -> bool:
     """Only compute features (text encoding is the slow part) when something will read them."""
     m = cfg.model
     return cfg.features.enabled and (
-        m.family in ("sage", "pinsage") or (m.family == "lightgcn" and m.lightgcn.use_features)
+        m.family in ("sage", "pinsage", "mmoe") or (m.family == "lightgcn" and m.lightgcn.use_features)
         or cfg.graph.cold_start.enabled)
 
 
@@ -50,6 +51,15 @@ def node_features(frame, id_col: str, cfg: RunConfig, text: Optional[TextEncoder
 def prepare(data: RecData, cfg: RunConfig) -> Prepared:
     data = with_split(data, cfg.data)
     indexed = data.indexed()
+    tasks = None
+    if cfg.model.family == "mmoe":  # held-out friendships are labels: keep them out of the graph
+        from dataclasses import replace
+
+        from recsys.multitask import network_tasks
+
+        tasks = network_tasks(data.interactions, indexed, cfg.data.split.seed,
+                              friend_negatives=cfg.model.mmoe.friend_negatives)
+        indexed = replace(indexed, social=tasks.train_social)
     text = TextEncoder(cfg.stores.text_cache()) if cfg.features.text and needs_features(cfg) else None
     user_enc, user_x = node_features(data.users, "user_id", cfg, text)
     item_enc, item_x = node_features(data.items, "item_id", cfg, text)
@@ -66,4 +76,4 @@ def prepare(data: RecData, cfg: RunConfig) -> Prepared:
         if item_x is not None and item_x.shape[1] > 0:
             edges[SIMILAR_ITEM] = similarity_edges(item_x, cold_items, cs.k)
     graph = build_graph(indexed, cfg.graph.social_edges, edges, user_x, item_x)
-    return Prepared(data, indexed, graph, user_enc, item_enc, cold_users, cold_items)
+    return Prepared(data, indexed, graph, user_enc, item_enc, cold_users, cold_items, tasks)

@@ -1,12 +1,14 @@
 """Model families. Each is a RecModel (a torch Module) with `embed(graph) -> (user_emb, item_emb)`."""
 from __future__ import annotations
 
-FAMILIES = ("lightgcn", "gcn", "sage", "pinsage")
+FAMILIES = ("lightgcn", "gcn", "sage", "pinsage", "mmoe")
 
 
 def build_model(cfg, graph, seed: int = 0):
     """cfg: recsys.config.ModelConfig; graph: the RecGraph it will train on (sizes, features).
     The seed fixes the initial weights, so a rerun on the same data trains the same model."""
+    if cfg.family == "mmoe":  # the bottom; the heads are trained on top of it (recsys/multitask.py)
+        cfg = cfg.model_copy(update={"family": cfg.mmoe.bottom})
     model = _build(cfg, graph, seed)
     model.cosine = cfg.score == "cosine"
     return model
