@@ -80,7 +80,7 @@ def cmd_search(args) -> int:
         return 1
     print(f"\nstudy {out['study']}: " + ", ".join(f"{n} {k}" for k, n in out["trials"].items() if n))
     if "best_params" in out:
-        print(f"  best trial {out['best_trial']}: {cfg.train.monitor}={out['best_value']:.4f}  {out['best_params']}")
+        print(f"  best trial {out['best_trial']}: {out['objective']}={out['best_value']:.4f}  {out['best_params']}")
     if "retrain" in out:
         r = out["retrain"]
         print(f"  best configuration retrained: run {r['run_id']}, model version {r['version']} "
@@ -185,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 "promote, refresh the embedding snapshot")
     p = add("search", cmd_search, "Optuna search over one model family; trials are MLflow child runs; the best "
                                   "configuration is retrained, registered as challenger and gated")
-    p.add_argument("--family", choices=["lightgcn", "gcn", "sage", "pinsage"], help="default: search.family")
+    p.add_argument("--family", choices=["lightgcn", "gcn", "sage", "pinsage", "mmoe"], help="default: search.family")
     p.add_argument("--trials", type=int, help="finished trials the study should hold (default: search.trials)")
     p.add_argument("--timeout", type=float, help="seconds for this invocation")
     p.add_argument("--study", help="study name (default <experiment>-<family>); an existing one is resumed")

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 import optuna
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -59,8 +60,8 @@ def finished_trials(study: optuna.Study) -> int:
 class PruningReporter:
     """Training callback: reports each validation evaluation to Optuna and stops a bad trial."""
 
-    def __init__(self, trial: optuna.Trial, monitor: str):
-        self.trial, self.key = trial, f"valid_{monitor}"
+    def __init__(self, trial: optuna.Trial, key: str):
+        self.trial, self.key = trial, key
 
     def on_epoch_end(self, epoch: int, logs: dict) -> None:
         if self.key in logs:
@@ -77,8 +78,11 @@ def make_objective(cfg: RunConfig, prepared, parent_run_id: str, log=print):
     from recsys.models import build_model
     from recsys.train import fit
 
+    from recsys.multitask import fit_network_heads
+
     space = SEARCH_SPACES[cfg.search.family]
     data, indexed, graph = prepared.data, prepared.indexed, prepared.graph
+    multitask = cfg.search.family == "mmoe"
 
     def objective(trial: optuna.Trial) -> float:
         values = space(trial)
@@ -90,8 +94,16 @@ def make_objective(cfg: RunConfig, prepared, parent_run_id: str, log=print):
         client = MlflowClient()
         try:
             model = build_model(tcfg.model, graph, seed=tcfg.train.seed)
-            result = fit(model, graph, indexed, tcfg.train, tcfg.eval,
-                         callbacks=[EpochLogger(run_id), PruningReporter(trial, tcfg.train.monitor)])
+            if multitask:  # the bottom as usual, then the heads; the study optimises their validation AUC
+                fit(model, graph, indexed, tcfg.train, tcfg.eval, callbacks=[EpochLogger(run_id)])
+                heads = fit_network_heads(prepared.tasks, model, graph, tcfg.model.mmoe, tcfg.train.seed,
+                                          on_epoch=_both(EpochLogger(run_id, prefix="head_"),
+                                                         PruningReporter(trial, "valid_mean_auc")))
+                score, best_epoch = float(np.mean(list(heads.aucs["valid"].values()))), heads.best_epoch
+            else:
+                result = fit(model, graph, indexed, tcfg.train, tcfg.eval,
+                             callbacks=[EpochLogger(run_id), PruningReporter(trial, f"valid_{tcfg.train.monitor}")])
+                score, best_epoch = result.best_score, result.best_epoch
         except optuna.TrialPruned:
             client.set_tag(run_id, "graphrec.trial_state", "PRUNED")
             client.set_terminated(run_id, "KILLED")
@@ -102,14 +114,27 @@ def make_objective(cfg: RunConfig, prepared, parent_run_id: str, log=print):
             client.set_tag(run_id, "graphrec.error", f"{type(exc).__name__}: {exc}"[:500])
             client.set_terminated(run_id, "FAILED")
             raise
-        client.log_metric(run_id, metric_key(f"best_valid_{tcfg.train.monitor}"), result.best_score)
-        client.log_metric(run_id, "best_epoch", result.best_epoch)
+        client.log_metric(run_id, metric_key(f"best_valid_{objective_name(tcfg)}"), score)
+        client.log_metric(run_id, "best_epoch", best_epoch)
         client.set_tag(run_id, "graphrec.trial_state", "COMPLETE")
         client.set_terminated(run_id, "FINISHED")
-        log(f"trial {trial.number}: {tcfg.train.monitor}={result.best_score:.4f} at epoch {result.best_epoch}")
-        return result.best_score
+        log(f"trial {trial.number}: {objective_name(tcfg)}={score:.4f} at epoch {best_epoch}")
+        return score
 
     return objective
+
+
+def objective_name(cfg: RunConfig) -> str:
+    """What a study maximises: the family's validation ranking metric, or for mmoe the mean
+    validation AUC of its two tasks."""
+    return "mean_auc" if cfg.search.family == "mmoe" else cfg.train.monitor
+
+
+def _both(*callbacks):
+    def call(epoch: int, logs: dict) -> None:
+        for cb in callbacks:
+            cb.on_epoch_end(epoch, logs)
+    return call
 
 
 def run_trials(study: optuna.Study, objective, target: int, timeout: Optional[float]) -> None:
@@ -209,6 +234,7 @@ def best_config(cfg: RunConfig, study: optuna.Study) -> RunConfig:
 @flow(name="graphrec-search", log_prints=True)
 def search_flow(config: Optional[RunConfig] = None) -> dict:
     cfg = config or RunConfig()
+    cfg = with_overrides(cfg, {"model.family": cfg.search.family})  # data preparation depends on it (mmoe)
     logger = get_run_logger()
     data = load_data(cfg)
     validate(data, cfg)
@@ -230,6 +256,7 @@ def search_flow(config: Optional[RunConfig] = None) -> dict:
         run_trials(study, make_objective(cfg, prepared, parent, logger.info), cfg.search.trials, cfg.search.timeout)
     summary = log_study(study, parent)
     summary["parent_run_id"] = parent
+    summary["objective"] = objective_name(cfg)
     if cfg.search.register_best and "best_params" in summary:
         best = retrain_flow(best_config(cfg, study))
         from mlflow.tracking import MlflowClient

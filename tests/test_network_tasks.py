@@ -1,0 +1,66 @@
+"""The two tasks of the professional network, and the MMoE family through the retraining flow."""
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from recsys.config import RunConfig
+from recsys.data.types import IndexedData
+from recsys.multitask import network_tasks
+from recsys.prepare import prepare
+
+
+def test_job_click_labels_and_friendship_split_by_hand():
+    # u0 viewed j0 and clicked it; u0 viewed j1 only; u1 viewed j1 and applied. Friends: u0-u1, u1-u2.
+    interactions = pd.DataFrame({"user_id": ["u0", "u0", "u0", "u1", "u1"], "item_id": ["j0", "j0", "j1", "j1", "j1"],
+                                 "event": ["view", "click", "view", "view", "apply"]})
+    train = np.array([[0, 0], [0, 1], [1, 1]])
+    social = np.array([[0, 1], [1, 0], [1, 2], [2, 1]])
+    empty = np.zeros((0, 2), dtype=np.int64)
+    data = IndexedData(np.array(["u0", "u1", "u2"]), np.array(["j0", "j1"]), train, empty, empty, social)
+    tasks = network_tasks(interactions, data, seed=0, fractions=(1.0, 0.0, 0.0))
+    rows = tasks.rows["train"]
+    clicks = rows.y[~np.isnan(rows.y[:, 0])]
+    np.testing.assert_array_equal(clicks[:, 0], [1, 0, 1])
+    assert np.isnan(clicks[:, 1]).all()
+    friends = rows.x[rows.y[:, 1] == 1]
+    assert sorted(map(tuple, friends[:, :2].astype(int).tolist())) == [(0, 1), (1, 2)]
+    assert (friends[:, 2] == 1).all()
+    # a negative is never a friend nor the member themself
+    for u, v, _ in rows.x[rows.y[:, 1] == 0].astype(int):
+        assert u != v and (min(u, v), max(u, v)) not in {(0, 1), (1, 2)}
+
+
+def test_held_out_friendships_never_reach_the_graph(small_network):
+    cfg = RunConfig.model_validate({"model": {"family": "mmoe"}, "graph": {"social_edges": True},
+                                    "features": {"text": False}})
+    p = prepare(small_network, cfg)
+    held = np.concatenate([r.x[r.y[:, 1] == 1][:, :2] for k, r in p.tasks.rows.items() if k != "train"]).astype(int)
+    assert len(held) > 0
+    src, dst = p.graph.g.edges(etype="friend")
+    in_graph = set(zip(src.tolist(), dst.tolist()))
+    assert not any((u, v) in in_graph or (v, u) in in_graph for u, v in held)
+    assert len(in_graph) == len(p.tasks.train_social)
+
+
+@pytest.mark.usefixtures("small_network")
+def test_mmoe_family_through_the_flow(tmp_path, small_network):
+    from flows.cli import prepare_prefect
+    from flows.retrain import retrain_flow
+    from recsys.config import load_config
+    from recsys.data.loaders import save_files
+
+    files = save_files(small_network, tmp_path / "data")
+    prepare_prefect(tmp_path)
+    cfg = load_config(None, [
+        "data.source=files", f"data.interactions={files['interactions']}", f"data.users={files['users']}",
+        f"data.items={files['items']}", f"data.social={files['social']}", "model.family=mmoe",
+        "graph.social_edges=true", "features.text=false", "train.epochs=4", "model.dim=16", "model.mmoe.epochs=4",
+        "train.progress=false", f"stores.root={tmp_path / 'store'}"])
+    out = retrain_flow(cfg)
+    client = MlflowClient(cfg.stores.resolved_tracking_uri())
+    run = client.get_run(out["run_id"])
+    for task in ("job_click", "friend_request"):
+        assert 0.5 < run.data.metrics[f"test_auc_{task}"] <= 1.0
+    assert {a.path for a in client.list_artifacts(out["run_id"], "plots")} >= {"plots/gate_utilisation.png"}
+    assert out["version"] == "1" and out["promoted"]  # the bottom's embeddings serve retrieval as usual
