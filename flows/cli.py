@@ -24,36 +24,40 @@ def prepare_prefect(root: Path) -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 
+def _finished(state, command: str, stopped: str):
+    """(the flow's result, None) when it completed, else (None, exit code) after saying why."""
+    from recsys.data.loaders import DataLoadError
+    from validation.report import DataValidationError
+
+    try:
+        return state.result(), None
+    except DataValidationError as exc:
+        print(f"\nstopped at validation; {stopped}\n{exc}", file=sys.stderr)
+        return None, 3
+    except DataLoadError as exc:
+        print(f"\ngraphrec {command}: {exc}", file=sys.stderr)
+        return None, 2
+    except Exception as exc:  # the flow's own logs carry the traceback
+        print(f"\n{command} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return None, 1
+
+
 def cmd_retrain(args) -> int:
     cfg = _config(args)
     prepare_prefect(cfg.stores.root)
     from flows.retrain import retrain_flow
-    from recsys.data.loaders import DataLoadError
-    from validation.report import DataValidationError
 
-    state = retrain_flow(cfg, return_state=True)
-    if state.is_completed():
-        out = state.result()
-        m = out["metrics"].get(cfg.promotion.split, {})
-        print(f"\nrun {out['run_id']}  model version {out['version']}  "
-              f"{'-> champion' if out['promoted'] else '(champion unchanged)'}")
-        print("  " + "  ".join(f"{k}={v:.4f}" for k, v in m.items() if k.endswith(("@10", "@20"))))
-        print(f"  {out['decision']['reason']}")
-        print(f"  snapshot: {out['snapshot']}")
-        print(f"  MLflow UI: graphrec ui  ->  {out['run_url']}")
-        return 0
-    try:
-        state.result()
-    except DataValidationError as exc:
-        print(f"\nstopped at validation; nothing was trained or registered.\n{exc}", file=sys.stderr)
-        return 3
-    except DataLoadError as exc:
-        print(f"\ngraphrec retrain: {exc}", file=sys.stderr)
-        return 2
-    except Exception as exc:  # the flow's own logs carry the traceback
-        print(f"\nretrain failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
-    return 1
+    out, code = _finished(retrain_flow(cfg, return_state=True), "retrain", "nothing was trained or registered.")
+    if code is not None:
+        return code
+    m = out["metrics"].get(cfg.promotion.split, {})
+    print(f"\nrun {out['run_id']}  model version {out['version']}  "
+          f"{'-> champion' if out['promoted'] else '(champion unchanged)'}")
+    print("  " + "  ".join(f"{k}={v:.4f}" for k, v in m.items() if k.endswith(("@10", "@20"))))
+    print(f"  {out['decision']['reason']}")
+    print(f"  snapshot: {out['snapshot']}")
+    print(f"  MLflow UI: graphrec ui  ->  {out['run_url']}")
+    return 0
 
 
 def cmd_search(args) -> int:
@@ -67,17 +71,10 @@ def cmd_search(args) -> int:
     cfg = load_config(args.config, overrides)
     prepare_prefect(cfg.stores.root)
     from flows.search import search_flow
-    from validation.report import DataValidationError
 
-    state = search_flow(cfg, return_state=True)
-    try:
-        out = state.result()
-    except DataValidationError as exc:
-        print(f"\nstopped at validation; no trial was run.\n{exc}", file=sys.stderr)
-        return 3
-    except Exception as exc:
-        print(f"\nsearch failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
+    out, code = _finished(search_flow(cfg, return_state=True), "search", "no trial was run.")
+    if code is not None:
+        return code
     print(f"\nstudy {out['study']}: " + ", ".join(f"{n} {k}" for k, n in out["trials"].items() if n))
     if "best_params" in out:
         print(f"  best trial {out['best_trial']}: {out['objective']}={out['best_value']:.4f}  {out['best_params']}")
