@@ -285,11 +285,13 @@ class GraphMultiTask(nn.Module):
     def inputs(self, rows: torch.Tensor) -> torch.Tensor:
         users_emb, items_emb = self._embed()
         u, c, is_user = rows[:, 0].long(), rows[:, 1].long(), rows[:, 2] > 0.5
+        # Both lookups run for every row and one of them is discarded, so a job index must also be
+        # a valid row of the user tables and vice versa: clamp, the discarded value does not matter.
+        as_user, as_item = c.clamp(max=len(users_emb) - 1), c.clamp(max=len(items_emb) - 1)
         ue = users_emb[u]
-        ce = torch.where(is_user[:, None], users_emb[c.clamp(max=len(users_emb) - 1)],
-                         items_emb[c.clamp(max=len(items_emb) - 1)])
-        cand_user_x = self.user_x[c.clamp(max=len(self.user_x) - 1)] * is_user[:, None]
-        cand_item_x = self.item_x[c.clamp(max=len(self.item_x) - 1)] * ~is_user[:, None]
+        ce = torch.where(is_user[:, None], users_emb[as_user], items_emb[as_item])
+        cand_user_x = self.user_x[as_user] * is_user[:, None]
+        cand_item_x = self.item_x[as_item] * ~is_user[:, None]
         return torch.cat([ue, ce, ue * ce, self.user_x[u], cand_user_x, cand_item_x], dim=1)
 
     def forward(self, rows: torch.Tensor) -> torch.Tensor:
