@@ -258,7 +258,9 @@ class GraphMultiTask(nn.Module):
     """A multi-task head on a shared GNN bottom. Input rows are (user, candidate, candidate is a
     user) index triples; the head sees [u, c, u * c, user features, candidate features] where u, c
     are the bottom's embeddings (a candidate user's from the user table, a job's from the item
-    table) and the candidate's feature block is that of its kind (zeros for the other kind).
+    table) and the candidate's feature block is that of its kind (zeros for the other kind). For a
+    candidate member, the product of the two members' feature vectors is added: with one-hot
+    attributes it is "same university", "same company", the signal friendships form on.
 
     frozen: the bottom's embeddings are computed once and only the head trains; otherwise every
     forward pass re-embeds the graph and gradients reach the bottom (end to end)."""
@@ -273,7 +275,7 @@ class GraphMultiTask(nn.Module):
                 p.requires_grad_(False)
             self._cached = self._embed()
         dim = self._embed()[0].shape[1] if not frozen else self._cached[0].shape[1]
-        self.d_in = 3 * dim + 2 * self.user_x.shape[1] + self.item_x.shape[1]
+        self.d_in = 3 * dim + 3 * self.user_x.shape[1] + self.item_x.shape[1]
         self.head = head_factory(self.d_in)
 
     def _embed(self):
@@ -292,7 +294,8 @@ class GraphMultiTask(nn.Module):
         ce = torch.where(is_user[:, None], users_emb[as_user], items_emb[as_item])
         cand_user_x = self.user_x[as_user] * is_user[:, None]
         cand_item_x = self.item_x[as_item] * ~is_user[:, None]
-        return torch.cat([ue, ce, ue * ce, self.user_x[u], cand_user_x, cand_item_x], dim=1)
+        ux = self.user_x[u]
+        return torch.cat([ue, ce, ue * ce, ux, cand_user_x, ux * cand_user_x, cand_item_x], dim=1)
 
     def forward(self, rows: torch.Tensor) -> torch.Tensor:
         return self.head(self.inputs(rows))
