@@ -154,7 +154,9 @@ def log_multitask(run_id: str, heads, head_kind: str) -> None:
     client = MlflowClient()
     now = int(time.time() * 1000)
     client.log_batch(run_id, metrics=[Metric(f"{split}_auc_{task}", float(v), now, 0)
-                                      for split, m in heads.aucs.items() for task, v in m.items()])
+                                      for split, m in heads.aucs.items() for task, v in m.items()]
+                         + [Metric(metric_key(f"test_friend_{k}"), float(v), now, 0)
+                            for k, v in heads.friend_ranking.items()])
     client.set_tag(run_id, "graphrec.head", head_kind)
     if heads.gates is not None:
         fig, ax = plt.subplots(figsize=(1.2 + 0.7 * heads.gates.shape[1], 2.6))

@@ -12,7 +12,7 @@ Definitions (per user, then averaged over users with targets), with hits h_r in 
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -53,7 +53,23 @@ def evaluate(
     """
     user_emb = torch.as_tensor(user_emb, dtype=torch.float32)
     item_emb = torch.as_tensor(item_emb, dtype=torch.float32)
-    n_users, n_items = user_emb.shape[0], item_emb.shape[0]
+    return evaluate_scores(lambda users: user_emb[torch.from_numpy(users)] @ item_emb.T, user_emb.shape[0],
+                           item_emb.shape[0], targets, seen, ks, chunk_size, item_available, user_mask)
+
+
+@torch.no_grad()
+def evaluate_scores(
+    score: Callable[[np.ndarray], torch.Tensor],
+    n_users: int,
+    n_items: int,
+    targets: np.ndarray,
+    seen: np.ndarray,
+    ks: list[int] = (20,),
+    chunk_size: int = 1024,
+    item_available: Optional[np.ndarray] = None,
+    user_mask: Optional[np.ndarray] = None,
+) -> dict[str, float]:
+    """The same metrics for any scorer: score(user indices) -> (len(users), n_items) scores."""
     ks = sorted(set(int(k) for k in ks))
     max_k = min(max(ks), n_items)
     t_ptr, t_idx = _csr(targets, n_users)
@@ -67,7 +83,7 @@ def evaluate(
 
     for start in range(0, len(eval_users), chunk_size):
         users = eval_users[start:start + chunk_size]
-        scores = user_emb[torch.from_numpy(users)] @ item_emb.T
+        scores = score(users).clone()
         r, c = _rows(s_ptr, s_idx, users)
         scores[r, c] = -torch.inf
         if unavailable is not None:

@@ -277,6 +277,7 @@ class GraphMultiTask(nn.Module):
         dim = self._embed()[0].shape[1] if not frozen else self._cached[0].shape[1]
         self.d_in = 3 * dim + 3 * self.user_x.shape[1] + self.item_x.shape[1]
         self.head = head_factory(self.d_in)
+        self.head_tasks = self.head(torch.zeros(1, self.d_in)).shape[1]
 
     def _embed(self):
         if self.frozen and getattr(self, "_cached", None) is not None:
@@ -308,9 +309,37 @@ class GraphMultiTask(nn.Module):
 class NetworkHeadResult:
     model: nn.Module                       # GraphMultiTask (the first one for single-task heads)
     aucs: dict[str, dict[str, float]]      # split -> {task: AUC}
+    friend_ranking: dict[str, float]       # test Recall/NDCG@20 of the friend-request head
     gates: Optional[np.ndarray]            # (tasks, experts) mean gate weight on the test rows
     history: list[dict]
     best_epoch: int
+
+
+def friend_ranking(model: "GraphMultiTask", tasks: NetworkTasks, split: str = "test", ks: Sequence[int] = (20,),
+                   chunk_size: int = 16) -> dict[str, float]:
+    """The friend-request head as a recommender: for each member with held-out friendships in
+    `split`, every other member is scored and ranked (training friendships and the member
+    themself masked); Recall/NDCG@K of the held-out friends."""
+    from recsys.metrics import evaluate_scores
+
+    n = model.user_x.shape[0]
+    rows = tasks.rows[split]
+    held = rows.x[rows.y[:, 1] == 1][:, :2].astype(np.int64)
+    targets = np.concatenate([held, held[:, ::-1]])
+    seen = np.concatenate([tasks.train_social, np.stack([np.arange(n)] * 2, axis=1)])
+    friend = TASKS.index("friend_request")
+    column = friend if model.head_tasks > 1 else 0
+
+    def score(users: np.ndarray) -> torch.Tensor:
+        u = np.repeat(users, n)
+        c = np.tile(np.arange(n), len(users))
+        x = torch.from_numpy(np.stack([u, c, np.ones(len(u))], axis=1).astype(np.float32))
+        return model(x)[:, column].reshape(len(users), n)
+
+    model.eval()
+    out = evaluate_scores(score, n, n, targets, seen, list(ks), chunk_size)
+    model.train()
+    return {k: v for k, v in out.items() if k.startswith(("recall", "ndcg"))}
 
 
 def fit_network_heads(tasks: NetworkTasks, bottom: nn.Module, graph, opts, seed: int = 0,
@@ -345,4 +374,5 @@ def fit_network_heads(tasks: NetworkTasks, bottom: nn.Module, graph, opts, seed:
                 for c, a in zip(cols, task_aucs(predict(model, r.x), r.y)):
                     aucs.setdefault(split, {})[TASKS[c]] = a
     gates = gate_utilisation(models[0], tasks.rows["test"].x)
-    return NetworkHeadResult(models[0], aucs, gates, history, best_epoch)
+    ranking = friend_ranking(models[-1], tasks)  # single-task: the last model is the friend task's
+    return NetworkHeadResult(models[0], aucs, ranking, gates, history, best_epoch)

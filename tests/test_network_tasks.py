@@ -64,3 +64,26 @@ def test_mmoe_family_through_the_flow(tmp_path, small_network):
         assert 0.5 < run.data.metrics[f"test_auc_{task}"] <= 1.0
     assert {a.path for a in client.list_artifacts(out["run_id"], "plots")} >= {"plots/gate_utilisation.png"}
     assert out["version"] == "1" and out["promoted"]  # the bottom's embeddings serve retrieval as usual
+
+
+def test_friend_ranking_metrics_by_hand():
+    # A head that scores (u, v) by v's index: member 2 ranks first for everyone, then 1, then 0.
+    import torch
+
+    from recsys.multitask import NetworkTasks, Rows, friend_ranking
+
+    class ByIndex(torch.nn.Module):
+        user_x = torch.zeros(3, 0)
+        head_tasks = 2
+
+        def forward(self, rows):
+            return torch.stack([torch.zeros(len(rows)), rows[:, 1]], dim=1)
+
+    # held-out friendship 0-1; training friendship 0-2 masked. For 0: candidates {1} (2 and self
+    # masked) -> hit at rank 1. For 1: candidates 2, 0 -> friend 0 at rank 2.
+    x = np.array([[0, 1, 1]], dtype=np.float32)
+    tasks = NetworkTasks({"test": Rows(x, np.array([[np.nan, 1.0]], dtype=np.float32))},
+                         np.array([[0, 2], [2, 0]]))
+    out = friend_ranking(ByIndex(), tasks, ks=[1, 2])
+    assert out["recall@1"] == pytest.approx(0.5) and out["recall@2"] == pytest.approx(1.0)
+    assert out["ndcg@2"] == pytest.approx((1 + 1 / np.log2(3)) / 2)
