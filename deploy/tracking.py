@@ -159,13 +159,13 @@ def log_multitask(run_id: str, heads, head_kind: str) -> None:
                             for k, v in heads.friend_ranking.items()])
     client.set_tag(run_id, "graphrec.head", head_kind)
     if heads.gates is not None:
-        fig, ax = plt.subplots(figsize=(1.2 + 0.7 * heads.gates.shape[1], 2.6))
+        fig, ax = plt.subplots(figsize=(3.0 + 0.7 * heads.gates.shape[1], 2.8))
         im = ax.imshow(heads.gates, cmap="viridis", vmin=0, vmax=max(float(heads.gates.max()), 1e-6))
         ax.set_yticks(range(len(TASKS)), TASKS)
         ax.set_xticks(range(heads.gates.shape[1]), [f"e{e}" for e in range(heads.gates.shape[1])])
         for (t, e), v in np.ndenumerate(heads.gates):
             ax.text(e, t, f"{v:.2f}", ha="center", va="center", color="w", fontsize=8)
-        ax.set_title("mean gate weight per task and expert (test rows)")
+        ax.set_title("mean gate weight (test rows)", fontsize=10)
         fig.colorbar(im, ax=ax)
         fig.tight_layout()
         client.log_figure(run_id, fig, "plots/gate_utilisation.png")
