@@ -73,6 +73,7 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=2048)
     p.add_argument("--sampler", default="uniform", help="train.negatives.kind")
     p.add_argument("--per-positive", type=int, default=1)
+    p.add_argument("--candidates", type=int, default=32, help="model sampler: candidates scored, hardest kept")
     p.add_argument("--loss", choices=["bpr", "softmax"], default="bpr")
     p.add_argument("--temperature", type=float, default=0.1, help="softmax loss temperature")
     p.add_argument("--score", choices=["dot", "cosine"], default="dot")
@@ -101,7 +102,8 @@ def main() -> None:
     model.cosine = args.score == "cosine"
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, l2=args.l2, seed=2020,
                       threads=args.threads, loss=args.loss, temperature=args.temperature,
-                      negatives={"kind": args.sampler, "per_positive": args.per_positive})
+                      negatives={"kind": args.sampler, "per_positive": args.per_positive,
+                                 "candidates": args.candidates})
     curve = TestCurve(model, graph, data, args.eval_every, args.chunk_size)
     result = fit(model, graph, data, cfg, EvalConfig(ks=[20]), callbacks=[curve])
 
@@ -126,7 +128,8 @@ def main() -> None:
         "paper_recall@20": 0.1830,
         "paper_ndcg@20": 0.1554,
         "settings": {"dim": 64, "layers": 3, "lr": args.lr, "batch_size": args.batch_size, "l2": args.l2,
-                     "negatives": f"{args.sampler}, {args.per_positive}", "loss": args.loss,
+                     "negatives": f"{args.sampler}, {args.per_positive}"
+                     + (f", hardest of {args.candidates}" if args.sampler == "model" else ""), "loss": args.loss,
                      "temperature": args.temperature if args.loss == "softmax" else None, "score": args.score},
         "sampler": args.sampler,
         "test_curve": curve.points,
