@@ -54,7 +54,7 @@ def prefect_home(tmp_path_factory):
 def test_three_trial_study_through_prefect_workers(tmp_path, prefect_home):
     root = tmp_path / "store"
     code = cli_main(["search", "--family", "lightgcn", "--trials", "3", "--runner", "prefect", "--workers", "2",
-                     *cli_args(root, "train.epochs=3")])
+                     *cli_args(root, "train.epochs=3", "search.grace_seconds=60")])
     assert code == 0
     s = study(root, "graphrec-lightgcn")
     states = [t.state for t in s.trials]
@@ -127,7 +127,9 @@ def test_a_killed_search_resumes_and_marks_the_killed_trial_failed(tmp_path, pre
 
 def test_two_processes_share_one_study(tmp_path, prefect_home):
     root = tmp_path / "store"
-    args = ("--trials", "4", *cli_args(root, "train.epochs=2", "search.register_best=false"))
+    # a generous grace period: under load, a live worker's heartbeat must not look stale to the other
+    args = ("--trials", "4", *cli_args(root, "train.epochs=2", "search.register_best=false",
+                                       "search.heartbeat_seconds=2", "search.grace_seconds=60"))
     first = _spawn(root, *args)
     time.sleep(1)
     second = _spawn(root, *args, worker=1)
