@@ -278,7 +278,7 @@ class SearchConfig(_Section):
     seed: int = Field(0, description="TPE sampler seed")
     pruner_startup_trials: int = Field(3, ge=0, description="trials finished before any is pruned")
     pruner_warmup_epochs: int = Field(2, ge=0, description="epochs a trial runs before it may be pruned")
-    heartbeat_seconds: int = Field(10, ge=1, description="a trial's process records it is alive this often")
+    heartbeat_seconds: int = Field(30, ge=1, description="a trial's process records it is alive this often")
     grace_seconds: Optional[int] = Field(None, ge=1, description="silence after which a running trial is "
                                                                  "marked failed (default 2 x heartbeat)")
     runner: Literal["local", "prefect"] = Field("local", description="prefect: trials as Prefect tasks")
