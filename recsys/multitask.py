@@ -349,9 +349,9 @@ def fit_network_heads(tasks: NetworkTasks, bottom: nn.Module, graph, opts, seed:
     from recsys.models.mmoe import build_head
 
     n_tasks = len(TASKS)
-    kinds = build_head(opts.head, 1, n_tasks)  # only to know how many models the kind needs
-    models, per_task = [], len(kinds) > 1
-    for t in range(len(kinds)):
+    per_task = opts.head == "single_task"
+    models = []
+    for t in range(n_tasks if per_task else 1):
         torch.manual_seed(seed + t)
         width = 1 if per_task else n_tasks
         models.append(GraphMultiTask(bottom, graph, lambda d, w=width: build_head(
