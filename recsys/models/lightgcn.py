@@ -43,16 +43,16 @@ class RowProducts:
         self.mirror = torch.searchsorted(self.t_row * n + t_col, col * n + row)
         self._buffers: dict = {}
 
-    def buffer(self, k: int, like: torch.Tensor) -> torch.Tensor:
-        """Scratch space reused across batches (nothing returned to autograd lives in it)."""
+    def buffer(self, k: int, width: int) -> torch.Tensor:
+        """An n x width scratch matrix reused across batches (nothing returned to autograd lives in it)."""
         b = self._buffers.get(k)
-        if b is None or b.shape != like.shape or b.dtype != like.dtype:
-            b = self._buffers[k] = torch.empty_like(like)
+        if b is None or b.shape[1] != width:
+            b = self._buffers[k] = torch.empty(self.n, width)
         return b
 
     def matmul(self, x: torch.Tensor, k: int) -> torch.Tensor:
         """A x into scratch buffer k."""
-        out = self.buffer(k, x)
+        out = self.buffer(k, x.shape[1])
         return torch.addmm(out, self.a, x, beta=0, out=out)
 
     def slice(self, r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -76,7 +76,7 @@ class RowProducts:
         torch.cumsum(torch.bincount(self.t_row[tpos], minlength=self.n), 0, out=crow[1:])
         block = torch.sparse_csr_tensor(crow, local[self.at.col_indices()[tpos]], self.at.values()[tpos],
                                         size=(self.n, len(r)))
-        out = torch.empty(self.n, h.shape[1]) if k is None else self.buffer(k, torch.empty(self.n, h.shape[1]))
+        out = torch.empty(self.n, h.shape[1]) if k is None else self.buffer(k, h.shape[1])
         return torch.addmm(out, block, h, beta=0, out=out)
 
 
@@ -99,7 +99,7 @@ class BatchRows(torch.autograd.Function):
     @staticmethod
     def forward(ctx, user_w, item_w, r, rows: RowProducts, layers: int):
         n_users = user_w.shape[0]
-        e0 = rows.buffer(0, torch.empty(rows.n, user_w.shape[1]))
+        e0 = rows.buffer(0, user_w.shape[1])
         torch.cat([user_w, item_w], out=e0)
         acc = e0[r]
         first = acc.clone()
@@ -126,10 +126,11 @@ class BatchRows(torch.autograd.Function):
             d = rows.transposed(r, ctx.pos, h, k=None if layers == 1 else 5)
             d.index_add_(0, r, h)
             for k in range(1, layers):
-                out = torch.empty_like(d) if k == layers - 1 else rows.buffer(3 + k % 2, d)
+                out = torch.empty_like(d) if k == layers - 1 else rows.buffer(3 + k % 2, d.shape[1])
                 d = torch.addmm(out, rows.at, d, beta=0, out=out)
                 d.index_add_(0, r, h)
-        d.index_add_(0, r, grad_first)
+        if grad_first is not None:  # layer 0 at r was used (the L2 term)
+            d.index_add_(0, r, grad_first)
         return d[: ctx.n_users], d[ctx.n_users:], None, None, None
 
 
