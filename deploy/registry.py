@@ -1,20 +1,27 @@
-"""Aliases and the promotion gate.
+"""Aliases, promotion decisions and rollback in the MLflow registry.
 
-A new version becomes `challenger`. It takes `champion` only if its gate metric, measured on the
-current evaluation split, beats the champion's measured on the same split now (the champion is
-re-scored, not trusted from its old run, since the data may have moved). The decision, both
-figures and the reason are recorded as tags on the new version, whichever way it goes.
+A new version becomes `challenger`; it takes `champion` only if every gate passes (or a person
+forces it, with a reason that is recorded). The decision and every gate's figures are written as
+tags on the version *before* any alias moves, and `champion` moves last, in one call: if the
+tracking store fails part-way, the champion is the old one or the new one, never a version
+without its record. The version that loses `champion` is remembered on the new champion
+(`promotion.previous_champion`), which is what `rollback` follows.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Callable, Optional
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Optional
 
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from deploy.errors import RegistryError
+from deploy.gates import Gate
+
 CHAMPION = "champion"
 CHALLENGER = "challenger"
+PREVIOUS = "promotion.previous_champion"
 
 
 @dataclass
@@ -22,13 +29,41 @@ class PromotionDecision:
     promoted: bool
     version: str
     previous_champion: Optional[str]
-    metric: str
-    challenger_value: float
-    champion_value: Optional[float]
     reason: str
+    gates: list[Gate] = field(default_factory=list)
+    forced: Optional[str] = None  # the reason given with --force
+
+    def gate(self, name: str) -> Optional[Gate]:
+        return next((g for g in self.gates if g.name == name), None)
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        return {"promoted": self.promoted, "version": self.version, "previous_champion": self.previous_champion,
+                "reason": self.reason, "forced": self.forced, "gates": [g.as_dict() for g in self.gates]}
+
+    def tags(self) -> dict[str, str]:
+        tags = {"promotion.decision": "promoted" if self.promoted else "rejected",
+                "promotion.reason": self.reason[:4000],
+                "promotion.decided_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        if self.forced:
+            tags["promotion.forced"] = self.forced[:4000]
+        for g in self.gates:
+            tags[f"gate.{g.name}.passed"] = str(g.passed).lower()
+            tags[f"gate.{g.name}.detail"] = g.detail[:4000]
+            for key, value in g.figures.items():
+                tags[f"gate.{g.name}.{key}"] = "" if value is None else str(value)
+        return tags
+
+    def to_markdown(self) -> str:
+        verdict = "**promoted to champion**" if self.promoted else "**rejected** (champion unchanged)"
+        lines = [f"# Promotion of version {self.version}", "", f"{verdict}: {self.reason}", ""]
+        if self.forced:
+            lines += [f"Forced by hand: {self.forced}", ""]
+        lines += ["| gate | passed | detail |", "|---|---|---|"]
+        for g in self.gates:
+            figures = ", ".join(f"{k}={v}" for k, v in g.figures.items())
+            lines.append(f"| {g.name} | {'yes' if g.passed else 'NO'} | {g.detail.replace('|', '/')[:300]}"
+                         f"<br>{figures} |")
+        return "\n".join(lines)
 
 
 def alias_version(name: str, alias: str) -> Optional[str]:
@@ -38,41 +73,64 @@ def alias_version(name: str, alias: str) -> Optional[str]:
         return None
 
 
-def promote_if_better(
-    name: str,
-    version: str,
-    metric: str,
-    challenger_value: float,
-    score_champion: Callable[[str], float],
-    min_delta: float = 0.0,
-) -> PromotionDecision:
-    """Set `challenger` on version; move `champion` to it if it wins the gate."""
+def require_version(name: str, version: str):
+    """The registered version, or a RegistryError that lists the versions there are."""
     client = MlflowClient()
-    client.set_registered_model_alias(name, CHALLENGER, version)
-    champion = alias_version(name, CHAMPION)
-    champion_value = None
-    if champion is None:
-        promoted, reason = True, "no champion yet: the first version becomes champion"
-    elif champion == version:
-        promoted, reason = True, "already champion"
-    else:
-        champion_value = float(score_champion(champion))
-        promoted = challenger_value > champion_value + min_delta
-        cmp = ">" if promoted else "<="
-        reason = (f"{metric}: challenger v{version} {challenger_value:.4f} {cmp} champion v{champion} "
-                  f"{champion_value:.4f} + {min_delta:g}")
-    decision = PromotionDecision(promoted, version, champion, metric, challenger_value, champion_value, reason)
-    tags = {
-        "promotion.decision": "promoted" if promoted else "rejected",
-        "promotion.reason": reason,
-        "gate.metric": metric,
-        "gate.challenger_value": f"{challenger_value:.6f}",
-        "gate.champion_value": "" if champion_value is None else f"{champion_value:.6f}",
-        "gate.champion_version": champion or "",
-    }
-    for key, value in tags.items():
+    try:
+        return client.get_model_version(name, str(version))
+    except MlflowException:
+        try:
+            known = sorted(int(v.version) for v in client.search_model_versions(f"name='{name}'"))
+        except MlflowException:
+            known = []
+        listing = ", ".join(map(str, known)) if known else "none"
+        raise RegistryError(f"registered model {name!r} has no version {version!r} (versions: {listing}); "
+                            "`graphrec models` lists them") from None
+
+
+def decide(version: str, gates: list[Gate], champion: Optional[str], force: Optional[str] = None) -> PromotionDecision:
+    failed = [g.name for g in gates if not g.passed]
+    if champion == version:
+        return PromotionDecision(True, version, None, "already champion", gates, force)
+    if not failed:
+        reason = "all gates passed: " + "; ".join(g.detail.splitlines()[0] for g in gates)
+        return PromotionDecision(True, version, champion, reason, gates)
+    reason = "failed gates: " + "; ".join(f"{g.name} ({g.detail.splitlines()[0]})" for g in gates if not g.passed)
+    if force:
+        return PromotionDecision(True, version, champion, "forced despite " + reason, gates, force)
+    return PromotionDecision(False, version, champion, reason, gates)
+
+
+def apply(name: str, decision: PromotionDecision) -> PromotionDecision:
+    """Record the decision on the version, then move the aliases (champion last)."""
+    client = MlflowClient()
+    version = decision.version
+    for key, value in decision.tags().items():
         client.set_model_version_tag(name, version, key, value)
-    client.update_model_version(name, version, description=f"{tags['promotion.decision']}: {reason}")
-    if promoted:
+    if decision.promoted and decision.previous_champion and decision.previous_champion != version:
+        client.set_model_version_tag(name, version, PREVIOUS, decision.previous_champion)
+    client.update_model_version(name, version, description=f"{decision.tags()['promotion.decision']}: "
+                                                           f"{decision.reason}"[:5000])
+    if alias_version(name, CHAMPION) != version:
+        client.set_registered_model_alias(name, CHALLENGER, version)
+    if decision.promoted:
         client.set_registered_model_alias(name, CHAMPION, version)
     return decision
+
+
+def rollback(name: str, reason: str = "") -> tuple[str, str]:
+    """Move `champion` back to the version it replaced. Returns (from_version, to_version)."""
+    client = MlflowClient()
+    current = alias_version(name, CHAMPION)
+    if current is None:
+        raise RegistryError(f"registered model {name!r} has no champion: nothing to roll back")
+    previous = client.get_model_version(name, current).tags.get(PREVIOUS)
+    if not previous:
+        raise RegistryError(f"champion v{current} of {name!r} replaced no earlier champion: nothing to roll back to")
+    require_version(name, previous)
+    stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    client.set_model_version_tag(name, current, "promotion.rolled_back_at", stamp)
+    if reason:
+        client.set_model_version_tag(name, current, "promotion.rollback_reason", reason[:4000])
+    client.set_registered_model_alias(name, CHAMPION, previous)
+    return current, previous

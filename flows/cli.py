@@ -26,6 +26,7 @@ def prepare_prefect(root: Path) -> None:
 
 def _finished(state, command: str, stopped: str):
     """(the flow's result, None) when it completed, else (None, exit code) after saying why."""
+    from deploy.errors import RegistryError
     from recsys.data.loaders import DataLoadError
     from validation.report import DataValidationError
 
@@ -34,7 +35,7 @@ def _finished(state, command: str, stopped: str):
     except DataValidationError as exc:
         print(f"\nstopped at validation; {stopped}\n{exc}", file=sys.stderr)
         return None, 3
-    except DataLoadError as exc:
+    except (DataLoadError, RegistryError) as exc:
         print(f"\ngraphrec {command}: {exc}", file=sys.stderr)
         return None, 2
     except Exception as exc:  # the flow's own logs carry the traceback
@@ -98,6 +99,8 @@ def cmd_recommend(args) -> int:
         print(f"graphrec recommend: {exc}", file=sys.stderr)
         return 2
     m = snap.manifest
+    if snap.fallback_from:
+        print(f"warning: {snap.problem}; serving the previous snapshot instead", file=sys.stderr)
     print(f"top {len(recs)} for user {args.user} (model {m['model_name']} v{m['model_version']}, snapshot {m['name']})")
     print(recs.to_string(index=False))
     return 0
@@ -154,12 +157,77 @@ def cmd_models(args) -> int:
     aliases = {}
     for alias, version in client.get_registered_model(name).aliases.items():
         aliases.setdefault(str(version), []).append(alias)
-    print(f"{'version':>7}  {'aliases':<22} {'decision':<9} {'gate':<28} run")
+    metric = cfg.promotion.metric
+    print(f"{'version':>7}  {'aliases':<20} {'family':<8} {'decision':<9} {metric:>9} {'champion':>9} "
+          f"{'embed':<5} {'canary':<6} note")
     for v in sorted(versions, key=lambda v: int(v.version)):
         t = v.tags
-        gate = f"{t.get('gate.metric', '')}={t.get('gate.challenger_value', '')[:6]}"
-        print(f"{v.version:>7}  {','.join(aliases.get(str(v.version), [])):<22} "
-              f"{t.get('promotion.decision', ''):<9} {gate:<28} {v.run_id}")
+        note = []
+        if t.get("promotion.forced"):
+            note.append(f"forced: {t['promotion.forced']}")
+        if t.get("promotion.rolled_back_at"):
+            note.append(f"rolled back {t['promotion.rolled_back_at']}")
+        if t.get("promotion.previous_champion"):
+            note.append(f"replaced v{t['promotion.previous_champion']}")
+        print(f"{v.version:>7}  {','.join(sorted(aliases.get(str(v.version), []))):<20} "
+              f"{t.get('graphrec.family', ''):<8} {t.get('promotion.decision', ''):<9} "
+              f"{t.get('gate.metric.challenger', '')[:9]:>9} {t.get('gate.metric.champion', '')[:9]:>9} "
+              f"{t.get('gate.embedding.passed', ''):<5} {t.get('gate.canary.passed', ''):<6} {'; '.join(note)}")
+    return 0
+
+
+def _ops_flow(args, flow_name: str, **kwargs):
+    cfg = _config(args)
+    prepare_prefect(cfg.stores.root)
+    import flows.ops as ops
+
+    return _finished(getattr(ops, flow_name)(config=cfg, return_state=True, **kwargs), args.command,
+                     "nothing was changed.")
+
+
+def cmd_refresh(args) -> int:
+    out, code = _ops_flow(args, "refresh_flow")
+    if code is None:
+        print(f"snapshot: {out['snapshot']} ({'written' if out['written'] else 'unchanged: already current'})")
+    return code or 0
+
+
+def cmd_promote(args) -> int:
+    if args.force and not args.reason:
+        print("graphrec promote: --force needs --reason \"why\" (it is recorded on the version)", file=sys.stderr)
+        return 2
+    out, code = _ops_flow(args, "promote_flow", version=str(args.version), force=args.reason if args.force else None)
+    if code is not None:
+        return code
+    d = out["decision"]
+    for g in d["gates"]:
+        print(f"  {g['name']:<9} {'pass' if g['passed'] else 'FAIL'}  {g['detail'].splitlines()[0]}")
+    print(f"version {d['version']}: {'champion' if d['promoted'] else 'not promoted'} ({d['reason']})")
+    if "snapshot" in out:
+        print(f"snapshot: {out['snapshot']}")
+    return 0 if d["promoted"] else 4
+
+
+def cmd_rollback(args) -> int:
+    out, code = _ops_flow(args, "rollback_flow", reason=args.reason or "")
+    if code is None:
+        print(f"champion v{out['from']} -> v{out['to']}; CURRENT: {out['snapshot']}")
+    return code or 0
+
+
+def cmd_serve(args) -> int:
+    cfg = _config(args)
+    prepare_prefect(cfg.stores.root)
+    from prefect import serve
+
+    from flows.ops import deployments
+
+    found = deployments(cfg)
+    for d in found:
+        print(f"serving {d.flow_name}/{d.name} on {d.schedules[0].schedule}")
+    if os.environ.get("PREFECT_API_URL") is None:
+        print("no PREFECT_API_URL: using a local ephemeral Prefect server (see README: Schedules)")
+    serve(*found)
     return 0
 
 
@@ -196,6 +264,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("generate", cmd_generate, "write the synthetic professional network as Parquet files")
     p.add_argument("--out", required=True, type=Path, help="output folder")
     add("models", cmd_models, "list registered versions with aliases and gate results")
+    add("refresh", cmd_refresh, "write a new embedding snapshot from the champion for today's data (inductive "
+                                "champions embed new users and items); no training")
+    p = add("promote", cmd_promote, "put a registered version through the promotion gates and make it champion "
+                                    "if they pass; its snapshot becomes CURRENT")
+    p.add_argument("--version", "-v", required=True, help="registered model version")
+    p.add_argument("--force", action="store_true", help="promote even if gates fail (needs --reason)")
+    p.add_argument("--reason", help="why; recorded on the version")
+    p = add("rollback", cmd_rollback, "move champion back to the version it replaced, and CURRENT to its snapshot")
+    p.add_argument("--reason", help="why; recorded on the version rolled back")
+    add("serve", cmd_serve, "serve the retrain and refresh flows as Prefect deployments on their cron schedules "
+                            "(schedule.* in the config); runs until stopped")
     p = add("ui", cmd_ui, "start the MLflow UI on the configured store")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=5000)
@@ -208,12 +287,13 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return 0
+    from deploy.errors import RegistryError
     from recsys.config import ConfigError
     from recsys.data.loaders import DataLoadError
 
     try:
         return args.func(args)
-    except (ConfigError, DataLoadError) as exc:
+    except (ConfigError, DataLoadError, RegistryError) as exc:
         print(f"graphrec {args.command}: {exc}", file=sys.stderr)
         return 2
 

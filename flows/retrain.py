@@ -13,7 +13,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from recsys.config import RunConfig
+from recsys.config import ConfigError, RunConfig
 from recsys.data.types import IndexedData, RecData
 
 
@@ -27,12 +27,12 @@ class Trained:
 
 def _transient(task, task_run, state) -> bool:
     """Retry I/O hiccups, not input that is wrong (a missing or empty file stays wrong)."""
-    from recsys.config import ConfigError
     from recsys.data.loaders import DataLoadError
+    from deploy.errors import RegistryError
 
     try:
         state.result()
-    except (DataLoadError, ConfigError, FileNotFoundError):
+    except (DataLoadError, RegistryError, FileNotFoundError, ValueError):  # ConfigError is a ValueError
         return False
     except Exception:
         return True
@@ -130,36 +130,45 @@ def register(trained: Trained, prepared, cfg: RunConfig, run_id: str) -> str:
     if model.inductive:
         g = trained.graph
         bundle = Bundle(cfg.model.model_dump(), model.state_dict(), indexed, g.use_social, g.user_features,
-                        g.item_features, prepared.user_encoder)
+                        g.item_features, prepared.user_encoder, prepared.item_encoder)
     tags = {"graphrec.family": cfg.model.family, "graphrec.inductive": str(model.inductive).lower()}
     return log_and_register_model(run_id, cfg.stores.registered_model, indexed.user_ids, users.numpy(),
                                   indexed.item_ids, items.numpy(), indexed.train, tags, bundle)
 
 
-@task(retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
+@task(retries=2, retry_delay_seconds=2, retry_condition_fn=_transient, cache_policy=NO_CACHE)
 def promote(version: str, metrics: dict, indexed: IndexedData, cfg: RunConfig):
-    from deploy.champion import score_version
-    from deploy.registry import promote_if_better
+    """Metric, embedding and canary gates; the decision goes to the version's tags and to a
+    Prefect artifact."""
+    from deploy.champion import promote_version
 
     p = cfg.promotion
     if p.split not in metrics:
-        raise ValueError(f"promotion.split={p.split} has no evaluation targets in this data")
-    if p.metric not in metrics[p.split]:
-        raise ValueError(f"promotion.metric={p.metric!r} is not computed; choose one of {sorted(metrics[p.split])}")
-    name = cfg.stores.registered_model
-    return promote_if_better(
-        name, version, p.metric, metrics[p.split][p.metric],
-        lambda champion: score_version(name, champion, indexed, p.split, cfg.eval)[p.metric],
-        p.min_delta,
-    )
+        raise ConfigError(f"promotion.split={p.split} has no evaluation targets in this data")
+    decision = promote_version(cfg.stores.registered_model, version, indexed, p, cfg.eval,
+                               challenger_metrics=metrics[p.split])
+    create_markdown_artifact(markdown=decision.to_markdown(), key="promotion-gates",
+                             description=decision.reason[:250])
+    return decision
 
 
-@task(retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
-def refresh(indexed: IndexedData, fingerprint: str, cfg: RunConfig):
+@task(retries=2, retry_delay_seconds=2, retry_condition_fn=_transient, cache_policy=NO_CACHE)
+def refresh(indexed: IndexedData, fingerprint: str, cfg: RunConfig, data: Optional[RecData] = None):
+    """The champion's vectors as the CURRENT snapshot. Given today's `data`, an inductive champion
+    re-embeds every user and item of it (new ones included) instead of writing its stored vectors."""
     from deploy.champion import refresh_snapshot
+    from deploy.tracking import configure
+
+    configure(cfg.stores)
+    reembed = None
+    if data is not None:
+        from recsys.serving import reembed as embed
+
+        def reembed(bundle):
+            return embed(bundle, data, cfg)
 
     folder, written, missing = refresh_snapshot(cfg.stores.registered_model, cfg.stores.resolved_snapshots(),
-                                                indexed, fingerprint)
+                                                indexed, fingerprint, cfg.refresh, reembed, cfg.refresh.version)
     if missing:
         get_run_logger().warning(missing)
     return folder, written
@@ -202,3 +211,4 @@ def retrain_flow(config: Optional[RunConfig] = None) -> dict:
     logger.info(f"version {version}: {decision.reason}; snapshot {snapshot.name}")
     return {"run_id": run_id, "version": version, "promoted": decision.promoted, "metrics": metrics,
             "decision": decision.as_dict(), "snapshot": str(snapshot), "run_url": url}
+

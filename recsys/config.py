@@ -236,10 +236,68 @@ class EvalConfig(_Section):
         return sorted(set(ks))
 
 
+class EmbeddingGateConfig(_Section):
+    min_norm: float = Field(1e-6, ge=0, description="smallest L2 norm a served vector may have")
+    max_norm: float = Field(1e4, gt=0, description="largest L2 norm a served vector may have")
+
+
+class CanaryConfig(_Section):
+    users: int = Field(200, ge=1, description="users sampled for the canary recommendations")
+    k: int = Field(20, ge=1)
+    seed: int = 0
+
+
 class PromotionConfig(_Section):
+    """A challenger becomes champion only if every gate passes: metric, embedding, canary."""
+
     metric: str = "ndcg@20"
     split: Literal["valid", "test"] = "test"
-    min_delta: float = Field(0.0, description="challenger must exceed champion by more than this")
+    tolerance: float = Field(0.0, ge=0, description="pass if challenger >= champion - tolerance (same split, "
+                                                     "champion re-scored on today's data)")
+    embedding: EmbeddingGateConfig = Field(default_factory=EmbeddingGateConfig)
+    canary: CanaryConfig = Field(default_factory=CanaryConfig)
+
+
+class AnnConfig(_Section):
+    """The item index a snapshot serves from (faiss, inner product)."""
+
+    kind: Literal["auto", "exact", "hnsw", "ivf"] = Field(
+        "auto", description="auto: exact below `exact_below` items, HNSW above")
+    exact_below: int = Field(50_000, ge=0)
+    hnsw_m: int = Field(32, ge=4, description="HNSW links per node")
+    ef_construction: int = Field(80, ge=8)
+    ef_search: int = Field(128, ge=8)
+    ivf_lists: Optional[int] = Field(None, ge=1, description="IVF cells; default 4 * sqrt(items)")
+    nprobe: int = Field(16, ge=1)
+    recall_sample: int = Field(1000, ge=1, description="users whose ANN top-10 is checked against exact search")
+
+
+class RefreshConfig(_Section):
+    """The batch embedding refresh: chunked, partitioned, indexed, retained."""
+
+    chunk_rows: int = Field(131_072, ge=1, description="vectors computed and written per Parquet part")
+    keep: int = Field(5, ge=1, description="snapshots kept (CURRENT is always kept)")
+    lock_timeout: float = Field(600.0, ge=0, description="seconds to wait for a running refresh; 0 refuses at once")
+    threads: Optional[int] = Field(None, ge=1, description="faiss / torch threads; default all cores")
+    version: Optional[str] = Field(None, description="refresh from this registered version instead of the champion")
+    ann: AnnConfig = Field(default_factory=AnnConfig)
+
+
+class ScheduleConfig(_Section):
+    """`graphrec serve`: the retrain and refresh deployments and their cron schedules."""
+
+    name: str = Field("graphrec", description="prefix of the deployment names")
+    retrain_cron: str = Field("0 3 * * *", description="cron for the retrain flow (default 03:00 daily)")
+    refresh_cron: Optional[str] = Field("0 * * * *", description="cron for refresh only (default hourly); "
+                                                                 "null: no refresh deployment")
+    timezone: str = "UTC"
+
+    @field_validator("retrain_cron", "refresh_cron")
+    @classmethod
+    def _cron(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and len(value.split()) not in (5, 6):
+            raise ValueError(f"{value!r} is not a cron expression (5 fields: minute hour day month weekday)")
+        return value
 
 
 class StoresConfig(_Section):
@@ -298,6 +356,8 @@ class RunConfig(_Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     promotion: PromotionConfig = Field(default_factory=PromotionConfig)
+    refresh: RefreshConfig = Field(default_factory=RefreshConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     stores: StoresConfig = Field(default_factory=StoresConfig)
     search: SearchConfig = Field(default_factory=SearchConfig)
 

@@ -31,6 +31,7 @@ class Bundle:
     user_features: Optional[torch.Tensor]
     item_features: Optional[torch.Tensor]
     user_encoder: Optional[FeatureEncoder]
+    item_encoder: Optional[FeatureEncoder] = None  # bundles registered before the refresh re-embedded lack it
 
     def save(self, path: str | Path) -> Path:
         torch.save(self.__dict__, path)

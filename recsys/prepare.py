@@ -35,8 +35,12 @@ def needs_features(cfg: RunConfig) -> bool:
         or cfg.graph.cold_start.enabled)
 
 
-def node_features(frame, id_col: str, cfg: RunConfig, text: Optional[TextEncoder]):
-    """(encoder, matrix) for an id table, or (None, None) when it has no usable feature columns."""
+def node_features(frame, id_col: str, cfg: RunConfig, text: Optional[TextEncoder],
+                  encoder: Optional[FeatureEncoder] = None):
+    """(encoder, matrix) for an id table, or (None, None) when it has no usable feature columns.
+    A given (already fitted) encoder is applied as it is, as serving a trained model requires."""
+    if encoder is not None:
+        return encoder, encoder.transform(frame.reindex(columns=[id_col, *encoder.spec.columns()]), text)
     if not needs_features(cfg):
         return None, None
     spec = infer_spec(frame, id_col, cfg.features.max_categories)
@@ -48,11 +52,18 @@ def node_features(frame, id_col: str, cfg: RunConfig, text: Optional[TextEncoder
     return encoder, encoder.transform(frame, text)
 
 
-def prepare(data: RecData, cfg: RunConfig) -> Prepared:
+def prepare(data: RecData, cfg: RunConfig, encoders: tuple = (None, None), serving: bool = False) -> Prepared:
+    """`serving`: every interaction is a graph edge (no held-out splits), for embedding with a
+    trained model; `encoders`: that model's fitted (user, item) feature encoders."""
     data = with_split(data, cfg.data)
     indexed = data.indexed()
+    if serving:
+        from dataclasses import replace
+
+        everything = np.concatenate([indexed.train, indexed.valid, indexed.test])
+        indexed = replace(indexed, train=everything, valid=everything[:0], test=everything[:0])
     tasks = None
-    if cfg.model.family == "mmoe":  # held-out friendships are labels: keep them out of the graph
+    if cfg.model.family == "mmoe" and not serving:  # held-out friendships are labels: keep them out of the graph
         from dataclasses import replace
 
         from recsys.multitask import network_tasks
@@ -60,9 +71,10 @@ def prepare(data: RecData, cfg: RunConfig) -> Prepared:
         tasks = network_tasks(data.interactions, indexed, cfg.data.split.seed,
                               friend_negatives=cfg.model.mmoe.friend_negatives)
         indexed = replace(indexed, social=tasks.train_social)
-    text = TextEncoder(cfg.stores.text_cache()) if cfg.features.text and needs_features(cfg) else None
-    user_enc, user_x = node_features(data.users, "user_id", cfg, text)
-    item_enc, item_x = node_features(data.items, "item_id", cfg, text)
+    wants_text = any(e is not None and e.spec.text for e in encoders) or (cfg.features.text and needs_features(cfg))
+    text = TextEncoder(cfg.stores.text_cache()) if wants_text else None
+    user_enc, user_x = node_features(data.users, "user_id", cfg, text, encoders[0])
+    item_enc, item_x = node_features(data.items, "item_id", cfg, text, encoders[1])
     cold_users = cold_nodes(indexed.n_users, indexed.train[:, 0])
     cold_items = cold_nodes(indexed.n_items, indexed.train[:, 1])
     edges = {}

@@ -101,7 +101,9 @@ def test_a_worse_challenger_never_becomes_champion(workspace):
     assert aliases(client, name) == {"champion": "1", "challenger": out["version"]}
     tags = client.get_model_version(name, out["version"]).tags
     assert tags["promotion.decision"] == "rejected"
-    assert float(tags["gate.champion_value"]) >= float(tags["gate.challenger_value"])
+    assert tags["gate.metric.passed"] == "false"
+    assert float(tags["gate.metric.champion"]) > float(tags["gate.metric.challenger"])
+    assert tags["gate.embedding.passed"] == "true" and tags["gate.canary.passed"] == "true"
 
 
 def test_sage_through_the_flow_serves_a_user_it_has_never_seen(workspace):

@@ -32,7 +32,8 @@ def _context():
     return ctx
 
 
-def _run(table: str, frame: pd.DataFrame, expectations: list, n_examples: int) -> list[CheckResult]:
+def run_suite(table: str, frame: pd.DataFrame, expectations: list, n_examples: int) -> list[CheckResult]:
+    """Validate an in-memory frame against `expectations` (one suite named after `table`)."""
     import great_expectations as gx
 
     ctx = _context()
@@ -86,6 +87,8 @@ def _expected(kind: str, kwargs: dict) -> str:
         return "expected an id present in the id table"
     if kind == "expect_table_row_count_to_be_between":
         return f"expected at least {kwargs.get('min_value')} rows"
+    if kind == "expect_table_row_count_to_equal":
+        return f"expected exactly {kwargs.get('value')} rows"
     if kind == "expect_column_to_exist":
         return "column is required"
     return ""
@@ -125,8 +128,8 @@ def validate_data(data: RecData, cfg: Optional[ValidationConfig] = None, require
     cfg = cfg or ValidationConfig()
     n = cfg.report_examples
     checks: list[CheckResult] = []
-    checks += _run("users", data.users, _id_table_checks(data.users, "user_id", cfg.max_feature_null_fraction), n)
-    checks += _run("items", data.items, _id_table_checks(data.items, "item_id", cfg.max_feature_null_fraction), n)
+    checks += run_suite("users", data.users, _id_table_checks(data.users, "user_id", cfg.max_feature_null_fraction), n)
+    checks += run_suite("items", data.items, _id_table_checks(data.items, "item_id", cfg.max_feature_null_fraction), n)
 
     inter = data.interactions
     required = ["user_id", "item_id"] + (["timestamp"] if require_timestamp else [])
@@ -149,12 +152,12 @@ def validate_data(data: RecData, cfg: Optional[ValidationConfig] = None, require
     if "user_id" in inter and "item_id" in inter:
         key = ["user_id", "item_id"] + [c for c in ("timestamp", "event", "split") if c in inter]
         exps.append(gxe.ExpectCompoundColumnsToBeUnique(column_list=key))
-    checks += _run("interactions", inter, exps, n)
+    checks += run_suite("interactions", inter, exps, n)
 
     if "user_id" in inter and "item_id" in inter and len(inter):
         activity = inter.dropna(subset=["user_id", "item_id"]).groupby("user_id")["item_id"].nunique()
         activity = activity.rename("distinct_items").reset_index()
-        activity_checks = _run("user_activity", activity, [
+        activity_checks = run_suite("user_activity", activity, [
             gxe.ExpectColumnValuesToBeBetween(column="distinct_items", min_value=cfg.min_interactions_per_user)
         ], n)
         low = activity[activity["distinct_items"] < cfg.min_interactions_per_user].head(n)
@@ -170,7 +173,7 @@ def validate_data(data: RecData, cfg: Optional[ValidationConfig] = None, require
             if col in data.social:
                 exps += [gxe.ExpectColumnValuesToNotBeNull(column=col),
                          gxe.ExpectColumnValuesToBeInSet(column=col, value_set=known)]
-        checks += _run("social", data.social, exps, n)
+        checks += run_suite("social", data.social, exps, n)
     return ValidationReport(data.name, checks)
 
 

@@ -1,0 +1,98 @@
+"""The three promotion gates. A challenger becomes champion only if all of them pass.
+
+- metric: challenger >= champion - tolerance on the same split of today's data (the champion is
+  re-scored now, not trusted from its old run);
+- embedding: Great Expectations on the challenger's vectors (no NaN or inf, norms in range,
+  one vector per catalogue user and item);
+- canary: top-k for a sample of users is non-empty, well formed (known, distinct items, finite
+  scores best first) and holds no item the user has already interacted with.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Optional
+
+import numpy as np
+
+from recsys.config import CanaryConfig, EmbeddingGateConfig
+from recsys.ranking import recommend
+
+
+@dataclass
+class Gate:
+    name: str
+    passed: bool
+    detail: str
+    figures: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def metric_gate(metric: str, challenger: float, champion: Optional[float], champion_version: Optional[str],
+                tolerance: float) -> Gate:
+    figures = {"metric": metric, "challenger": round(challenger, 6), "tolerance": tolerance}
+    if champion is None:
+        return Gate("metric", True, f"{metric} {challenger:.4f}; no champion to compare with", figures)
+    figures.update(champion=round(champion, 6), champion_version=champion_version)
+    passed = challenger >= champion - tolerance
+    cmp = ">=" if passed else "<"
+    return Gate("metric", passed, f"{metric}: challenger {challenger:.4f} {cmp} champion v{champion_version} "
+                                  f"{champion:.4f} - {tolerance:g}", figures)
+
+
+def embedding_gate(user_ids, user_vectors, item_ids, item_vectors, n_users: int, n_items: int,
+                   cfg: EmbeddingGateConfig) -> Gate:
+    from validation.embeddings import validate_vectors
+
+    report = validate_vectors("challenger vectors", {"users": (user_ids, user_vectors, n_users),
+                                                     "items": (item_ids, item_vectors, n_items)},
+                              cfg.min_norm, cfg.max_norm)
+    figures = {"users": len(user_ids), "items": len(item_ids), "catalogue_users": n_users,
+               "catalogue_items": n_items, "checks": len(report.checks), "failed": len(report.failures)}
+    for kind, vectors in (("user", user_vectors), ("item", item_vectors)):
+        with np.errstate(over="ignore", invalid="ignore"):
+            norms = np.linalg.norm(np.asarray(vectors, dtype=np.float64), axis=1) if len(vectors) else np.zeros(1)
+        finite = norms[np.isfinite(norms)]
+        figures[f"{kind}_norm_min"] = round(float(finite.min()), 6) if len(finite) else None
+        figures[f"{kind}_norm_max"] = round(float(finite.max()), 6) if len(finite) else None
+        figures[f"{kind}_nonfinite"] = int((~np.isfinite(norms)).sum())
+    detail = "vectors pass all checks" if report.success else report.summary()
+    return Gate("embedding", report.success, detail, figures)
+
+
+def canary_gate(user_vectors: np.ndarray, item_vectors: np.ndarray, seen: np.ndarray, available: np.ndarray,
+                cfg: CanaryConfig) -> Gate:
+    """`user_vectors` / `item_vectors` aligned to the catalogue; `seen` the (user, item) pairs that
+    must never be recommended; `available` marks items the model can rank."""
+    n_users, n_items = len(user_vectors), len(item_vectors)
+    rng = np.random.default_rng(cfg.seed)
+    users = np.sort(rng.choice(n_users, size=min(cfg.users, n_users), replace=False))
+    seen = seen[np.argsort(seen[:, 0], kind="stable")]
+    lo, hi = np.searchsorted(seen[:, 0], users), np.searchsorted(seen[:, 0], users, side="right")
+    unavailable = np.flatnonzero(~available)
+    masked = [np.union1d(seen[a:b, 1], unavailable) for a, b in zip(lo, hi)]
+    idx, scores = recommend(user_vectors[users], item_vectors, cfg.k, masked)
+    problems: list[str] = []
+    empty = 0
+    for row, u in enumerate(users):
+        expected = min(cfg.k, n_items - len(masked[row]))
+        got = idx[row][idx[row] >= 0]
+        s = scores[row][: len(got)]
+        if len(got) == 0 and expected > 0:
+            empty += 1
+            problems.append(f"user {u}: empty list")
+        elif len(got) < expected:
+            problems.append(f"user {u}: {len(got)} items, expected {expected}")
+        if len(np.unique(got)) != len(got):
+            problems.append(f"user {u}: repeated items")
+        if len(got) and (got.max() >= n_items or got.min() < 0):
+            problems.append(f"user {u}: unknown item index")
+        if not np.isfinite(s).all() or (np.diff(s) > 1e-6).any():
+            problems.append(f"user {u}: scores not finite or not best first")
+        if np.isin(got, masked[row]).any():
+            problems.append(f"user {u}: recommends an item already seen or unavailable")
+    figures = {"users": len(users), "k": cfg.k, "empty_lists": empty, "problems": len(problems)}
+    detail = (f"{len(users)} users, top-{cfg.k}: all lists well formed" if not problems else
+              f"{len(problems)} problems in {len(users)} users' lists, e.g. " + "; ".join(problems[:5]))
+    return Gate("canary", not problems, detail, figures)

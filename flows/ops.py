@@ -1,0 +1,130 @@
+"""Operations around the retrain flow: refresh only, promote by hand, roll back, and serving all
+of them on schedules.
+
+Each is a Prefect flow, so a run leaves its record (logs, a markdown artifact) in the same place
+as the scheduled retrains, whether it was started by a schedule or by a person at the CLI.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+from flows.retrain import load_data, refresh, validate
+from recsys.config import RunConfig
+
+
+def _today(cfg: RunConfig):
+    """Today's data, validated and split as the retrain flow splits it."""
+    from recsys.data.loaders import with_split
+
+    data = load_data(cfg)
+    validate(data, cfg)
+    return with_split(data, cfg.data)
+
+
+def _snapshot_markdown(title: str, folder: Path, written: bool) -> str:
+    from deploy.snapshot import read_manifest
+
+    m = read_manifest(folder.parent, folder.name)
+    return "\n".join([
+        f"# {title}", "", f"Snapshot `{folder.name}` ({'written' if written else 'unchanged'}), "
+                          f"model {m['model_name']} v{m['model_version']}", "",
+        "| users | items | vectors | ANN | ANN recall@10 | MB |", "|---:|---:|---|---|---:|---:|",
+        f"| {m['counts']['users']} | {m['counts']['items']} | {m.get('vectors')} | {m['ann']['kind']} | "
+        f"{m['ann'].get('recall@10', '')} | {m['bytes'] / 2**20:.1f} |"])
+
+
+@flow(name="graphrec-refresh", log_prints=True)
+def refresh_flow(config: Optional[RunConfig] = None) -> dict:
+    """Validate today's data and write the champion's vectors for it as a new snapshot; an
+    inductive champion re-embeds new users and items. Nothing is trained."""
+    cfg = config or RunConfig()
+    data = _today(cfg)
+    folder, written = refresh(data.indexed(), data.fingerprint(), cfg, data)
+    create_markdown_artifact(markdown=_snapshot_markdown("graphrec refresh", folder, written),
+                             key="refresh-summary", description=folder.name)
+    return {"snapshot": str(folder), "written": written}
+
+
+@task(cache_policy=NO_CACHE)
+def gate(version: str, indexed, cfg: RunConfig, force: Optional[str]):
+    from deploy.champion import promote_version
+    from deploy.tracking import configure
+
+    configure(cfg.stores)
+    return promote_version(cfg.stores.registered_model, version, indexed, cfg.promotion, cfg.eval, force=force)
+
+
+@flow(name="graphrec-promote", log_prints=True)
+def promote_flow(version: str, config: Optional[RunConfig] = None, force: Optional[str] = None) -> dict:
+    """Put `version` through the gates on today's data; `force` (a reason) overrides failed gates
+    and is recorded. A promoted version's snapshot is written at once."""
+    cfg = config or RunConfig()
+    data = _today(cfg)
+    indexed = data.indexed()
+    decision = gate(str(version), indexed, cfg, force)
+    create_markdown_artifact(markdown=decision.to_markdown(), key="promotion-gates",
+                             description=decision.reason[:250])
+    out = {"decision": decision.as_dict(), "promoted": decision.promoted}
+    if decision.promoted:
+        folder, written = refresh(indexed, data.fingerprint(), cfg)
+        out["snapshot"] = str(folder)
+    return out
+
+
+@task(cache_policy=NO_CACHE)
+def move_champion_back(cfg: RunConfig, reason: str) -> tuple[str, str]:
+    from deploy.registry import rollback
+    from deploy.tracking import configure
+
+    configure(cfg.stores)
+    return rollback(cfg.stores.registered_model, reason)
+
+
+@task(cache_policy=NO_CACHE)
+def point_current_at(cfg: RunConfig, version: str) -> Optional[Path]:
+    from deploy.champion import restore_snapshot
+
+    return restore_snapshot(cfg.stores.registered_model, version, cfg.stores.resolved_snapshots(), cfg.refresh)
+
+
+@flow(name="graphrec-rollback", log_prints=True)
+def rollback_flow(config: Optional[RunConfig] = None, reason: str = "") -> dict:
+    """`champion` back to the version it replaced, and CURRENT back to that version's newest
+    intact snapshot (written anew from today's data if none is left)."""
+    cfg = config or RunConfig()
+    logger = get_run_logger()
+    undone, restored = move_champion_back(cfg, reason)
+    folder = point_current_at(cfg, restored)
+    written = False
+    if folder is None:
+        logger.info(f"no intact snapshot of v{restored} is left: writing one from today's data")
+        data = _today(cfg)
+        folder, written = refresh(data.indexed(), data.fingerprint(), cfg)
+    create_markdown_artifact(
+        markdown=f"# Rollback\n\nchampion v{undone} -> v{restored}. {reason}\n\n"
+                 + _snapshot_markdown("snapshot", folder, written), key="rollback", description=f"v{undone} -> v{restored}")
+    return {"from": undone, "to": restored, "snapshot": str(folder)}
+
+
+def deployments(cfg: RunConfig) -> list:
+    """The retrain and refresh deployments, each on its cron schedule from the config. A retrain
+    never overlaps the previous one (concurrency limit 1)."""
+    from prefect.schedules import Cron
+
+    from flows.retrain import retrain_flow
+
+    s = cfg.schedule
+    params = {"config": cfg.model_dump(mode="json")}
+    out = [retrain_flow.to_deployment(name=f"{s.name}-retrain", schedule=Cron(s.retrain_cron, timezone=s.timezone),
+                                      parameters=params, concurrency_limit=1,
+                                      description="scheduled retraining: validate, train, gate, refresh")]
+    if s.refresh_cron:
+        out.append(refresh_flow.to_deployment(name=f"{s.name}-refresh", schedule=Cron(s.refresh_cron, timezone=s.timezone),
+                                              parameters=params, concurrency_limit=1,
+                                              description="re-embed new users and items with the champion"))
+    return out
