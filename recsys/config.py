@@ -282,6 +282,11 @@ class RefreshConfig(_Section):
     version: Optional[str] = Field(None, description="refresh from this registered version instead of the champion")
     ann: AnnConfig = Field(default_factory=AnnConfig)
 
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version_text(cls, value):
+        return str(value) if isinstance(value, int) else value
+
 
 class ScheduleConfig(_Section):
     """`graphrec serve`: the retrain and refresh deployments and their cron schedules."""
