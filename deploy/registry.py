@@ -66,11 +66,18 @@ class PromotionDecision:
         return "\n".join(lines)
 
 
+_ABSENT = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")  # no such model / version / alias
+
+
 def alias_version(name: str, alias: str) -> Optional[str]:
+    """The version behind an alias; None only if the store says it has none (a store that cannot
+    be reached raises: "no champion" must never be concluded from a failed request)."""
     try:
         return str(MlflowClient().get_model_version_by_alias(name, alias).version)
-    except MlflowException:
-        return None
+    except MlflowException as exc:
+        if exc.error_code in _ABSENT:
+            return None
+        raise
 
 
 def require_version(name: str, version: str):
@@ -78,11 +85,10 @@ def require_version(name: str, version: str):
     client = MlflowClient()
     try:
         return client.get_model_version(name, str(version))
-    except MlflowException:
-        try:
-            known = sorted(int(v.version) for v in client.search_model_versions(f"name='{name}'"))
-        except MlflowException:
-            known = []
+    except MlflowException as exc:
+        if exc.error_code not in _ABSENT:
+            raise
+        known = sorted(int(v.version) for v in client.search_model_versions(f"name='{name}'"))
         listing = ", ".join(map(str, known)) if known else "none"
         raise RegistryError(f"registered model {name!r} has no version {version!r} (versions: {listing}); "
                             "`graphrec models` lists them") from None

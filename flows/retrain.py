@@ -6,6 +6,7 @@ artifact and fails the flow before anything is trained or registered.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Optional
 
@@ -115,6 +116,23 @@ def evaluate(trained: Trained, prepared, cfg: RunConfig, run_id: str) -> dict[st
     return metrics
 
 
+@contextmanager
+def _registry_change(cfg: RunConfig, action: str):
+    """A failure of the tracking store while the registry changes, said plainly: nothing moved."""
+    from mlflow.exceptions import MlflowException
+
+    from deploy.errors import TrackingStoreError
+
+    try:
+        yield
+    except (MlflowException, OSError) as exc:
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        raise TrackingStoreError(
+            f"the MLflow tracking store at {cfg.stores.resolved_tracking_uri()} failed while {action} ({first}). "
+            "The champion, its aliases and the CURRENT snapshot are unchanged; run again when the store is "
+            "reachable") from exc
+
+
 @task(cache_policy=NO_CACHE)
 def register(trained: Trained, prepared, cfg: RunConfig, run_id: str) -> str:
     import torch
@@ -132,8 +150,9 @@ def register(trained: Trained, prepared, cfg: RunConfig, run_id: str) -> str:
         bundle = Bundle(cfg.model.model_dump(), model.state_dict(), indexed, g.use_social, g.user_features,
                         g.item_features, prepared.user_encoder, prepared.item_encoder)
     tags = {"graphrec.family": cfg.model.family, "graphrec.inductive": str(model.inductive).lower()}
-    return log_and_register_model(run_id, cfg.stores.registered_model, indexed.user_ids, users.numpy(),
-                                  indexed.item_ids, items.numpy(), indexed.train, tags, bundle)
+    with _registry_change(cfg, "registering the model"):
+        return log_and_register_model(run_id, cfg.stores.registered_model, indexed.user_ids, users.numpy(),
+                                      indexed.item_ids, items.numpy(), indexed.train, tags, bundle)
 
 
 @task(retries=2, retry_delay_seconds=2, retry_condition_fn=_transient, cache_policy=NO_CACHE)
@@ -145,8 +164,9 @@ def promote(version: str, metrics: dict, indexed: IndexedData, cfg: RunConfig):
     p = cfg.promotion
     if p.split not in metrics:
         raise ConfigError(f"promotion.split={p.split} has no evaluation targets in this data")
-    decision = promote_version(cfg.stores.registered_model, version, indexed, p, cfg.eval,
-                               challenger_metrics=metrics[p.split])
+    with _registry_change(cfg, "gating and moving aliases"):
+        decision = promote_version(cfg.stores.registered_model, version, indexed, p, cfg.eval,
+                                   challenger_metrics=metrics[p.split])
     create_markdown_artifact(markdown=decision.to_markdown(), key="promotion-gates",
                              description=decision.reason[:250])
     return decision
