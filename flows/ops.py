@@ -13,7 +13,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from flows.retrain import load_data, refresh, validate
+from flows.retrain import load_data, refresh, validate, write_refresh
 from recsys.config import RunConfig
 
 
@@ -38,13 +38,26 @@ def _snapshot_markdown(title: str, folder: Path, written: bool) -> str:
         f"{m['ann'].get('recall@10', '')} | {m['bytes'] / 2**20:.1f} |"])
 
 
+@flow(name="graphrec-refresh-chunks")
+def refresh_chunks(cfg: RunConfig, data) -> tuple:
+    """The refresh with its layer-wise chunks as tasks on this flow's task runner (Dask)."""
+    from flows.runners import map_on_runner
+
+    return write_refresh(data.indexed(), data.fingerprint(), cfg, data, map_on_runner)
+
+
 @flow(name="graphrec-refresh", log_prints=True)
 def refresh_flow(config: Optional[RunConfig] = None) -> dict:
     """Validate today's data and write the champion's vectors for it as a new snapshot; an
     inductive champion re-embeds new users and items. Nothing is trained."""
     cfg = config or RunConfig()
     data = _today(cfg)
-    folder, written = refresh(data.indexed(), data.fingerprint(), cfg, data)
+    if cfg.compute.runner == "dask":
+        from flows.runners import task_runner
+
+        folder, written = refresh_chunks.with_options(task_runner=task_runner(cfg.compute))(cfg, data)
+    else:
+        folder, written = refresh(data.indexed(), data.fingerprint(), cfg, data)
     create_markdown_artifact(markdown=_snapshot_markdown("graphrec refresh", folder, written),
                              key="refresh-summary", description=folder.name)
     return {"snapshot": str(folder), "written": written}

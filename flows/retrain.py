@@ -172,10 +172,11 @@ def promote(version: str, metrics: dict, indexed: IndexedData, cfg: RunConfig):
     return decision
 
 
-@task(retries=2, retry_delay_seconds=2, retry_condition_fn=_transient, cache_policy=NO_CACHE)
-def refresh(indexed: IndexedData, fingerprint: str, cfg: RunConfig, data: Optional[RecData] = None):
+def write_refresh(indexed: IndexedData, fingerprint: str, cfg: RunConfig, data: Optional[RecData] = None,
+                  map_chunks=None):
     """The champion's vectors as the CURRENT snapshot. Given today's `data`, an inductive champion
-    re-embeds every user and item of it (new ones included) instead of writing its stored vectors."""
+    re-embeds every user and item of it (new ones included, `map_chunks` running the chunks)
+    instead of writing its stored vectors. Returns (folder, written)."""
     from deploy.champion import refresh_snapshot
     from deploy.tracking import configure
 
@@ -185,13 +186,17 @@ def refresh(indexed: IndexedData, fingerprint: str, cfg: RunConfig, data: Option
         from recsys.serving import reembed as embed
 
         def reembed(bundle):
-            return embed(bundle, data, cfg)
+            return embed(bundle, data, cfg, map_chunks)
 
     folder, written, missing = refresh_snapshot(cfg.stores.registered_model, cfg.stores.resolved_snapshots(),
                                                 indexed, fingerprint, cfg.refresh, reembed, cfg.refresh.version)
     if missing:
         get_run_logger().warning(missing)
     return folder, written
+
+
+refresh = task(write_refresh, name="refresh", retries=2, retry_delay_seconds=2, retry_condition_fn=_transient,
+               cache_policy=NO_CACHE)
 
 
 def _summary_markdown(cfg, metrics, decision, run_url, snapshot, written) -> str:

@@ -243,10 +243,10 @@ def search_flow(config: Optional[RunConfig] = None) -> dict:
     parent = study_parent_run(cfg, study, prepared.data)
     before = finished_trials(study)
     logger.info(f"study {study.study_name}: {before} of {cfg.search.trials} trials already finished")
-    if cfg.search.runner == "prefect":
-        from prefect.task_runners import ThreadPoolTaskRunner
+    if cfg.search.runner == "prefect" or cfg.compute.runner == "dask":
+        from flows.runners import task_runner
 
-        @flow(name="graphrec-search-trials", task_runner=ThreadPoolTaskRunner(max_workers=cfg.search.workers))
+        @flow(name="graphrec-search-trials", task_runner=task_runner(cfg.compute, cfg.search.workers))
         def trials_flow():
             futures = [trial_worker.submit(cfg, prepared, parent) for _ in range(cfg.search.workers)]
             return [f.result() for f in futures]

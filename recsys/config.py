@@ -305,6 +305,15 @@ class ScheduleConfig(_Section):
         return value
 
 
+class ComputeConfig(_Section):
+    """Where the parallel parts run: the refresh's chunks and the search's trials."""
+
+    runner: Literal["local", "dask"] = Field("local", description="dask: Prefect's DaskTaskRunner")
+    workers: int = Field(2, ge=1, description="local Dask cluster: worker processes (one thread each)")
+    address: Optional[str] = Field(None, description="an existing Dask scheduler, e.g. tcp://10.0.0.5:8786; "
+                                                     "default: a local cluster started for the flow")
+
+
 class StoresConfig(_Section):
     root: Path = Path(".graphrec")
     tracking_uri: Optional[str] = Field(None, description="default: sqlite under root")
@@ -363,6 +372,7 @@ class RunConfig(_Section):
     promotion: PromotionConfig = Field(default_factory=PromotionConfig)
     refresh: RefreshConfig = Field(default_factory=RefreshConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    compute: ComputeConfig = Field(default_factory=ComputeConfig)
     stores: StoresConfig = Field(default_factory=StoresConfig)
     search: SearchConfig = Field(default_factory=SearchConfig)
 

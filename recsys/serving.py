@@ -21,8 +21,9 @@ class ReembedError(ValueError):
     """Today's data does not fit the model (a feature it needs is gone)."""
 
 
-def reembed(bundle: Bundle, data: RecData, cfg: RunConfig) -> tuple[IndexedData, np.ndarray, np.ndarray]:
-    """(today's ids, user vectors, item vectors) for every user and item of `data`."""
+def reembed(bundle: Bundle, data: RecData, cfg: RunConfig, map_chunks=None) -> tuple[IndexedData, np.ndarray, np.ndarray]:
+    """(today's ids, user vectors, item vectors) for every user and item of `data`. `map_chunks`
+    runs the layer-wise chunks elsewhere (GraphSAGE; see GraphSAGE.encode)."""
     if bundle.item_features is not None and bundle.item_encoder is None:
         raise ReembedError("this model version was registered without its item feature encoder; "
                            "retrain it once to re-embed new items")
@@ -36,5 +37,6 @@ def reembed(bundle: Bundle, data: RecData, cfg: RunConfig) -> tuple[IndexedData,
         raise ReembedError(f"today's features do not fit the trained model: {str(exc).splitlines()[0]}") from None
     model.eval()
     with torch.no_grad():
-        users, items = model.embed(prepared.graph)
+        options = {"map_chunks": map_chunks} if map_chunks is not None and hasattr(model, "layer_chunk") else {}
+        users, items = model.embed(prepared.graph, **options)
     return prepared.indexed, users.numpy(), items.numpy()

@@ -33,8 +33,9 @@ class RecModel(nn.Module):
     def encode(self, graph) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
 
-    def embed(self, graph) -> tuple[torch.Tensor, torch.Tensor]:
-        users, items = self.encode(graph)
+    def embed(self, graph, **options) -> tuple[torch.Tensor, torch.Tensor]:
+        """Final vectors; `options` go to the family's encode (GraphSAGE: `map_chunks`)."""
+        users, items = self.encode(graph, **options)
         if self.cosine:
             return F.normalize(users, dim=-1), F.normalize(items, dim=-1)
         return users, items

@@ -15,6 +15,7 @@ the chunk, not by the neighbourhood's growth.
 """
 from __future__ import annotations
 
+from functools import partial
 from typing import Optional
 
 import dgl
@@ -92,19 +93,24 @@ class GraphSAGE(RecModel):
         n = n.reshape(b, k, -1)
         return self.ranking_loss(u, p, n), l2(u, p, n)
 
-    def encode(self, graph: RecGraph) -> tuple[torch.Tensor, torch.Tensor]:
-        """Every node, layer by layer over the full neighbourhood, `chunk_size` nodes at a time."""
-        hg = graph.homogeneous()
-        nodes = torch.arange(hg.num_nodes())
-        h = torch.cat([self.input_vectors(chunk, graph) for chunk in nodes.split(self.chunk_size)])
-        full = dgl.dataloading.MultiLayerFullNeighborSampler(1)
-        for k, layer in enumerate(self.layers):
-            out = torch.empty(hg.num_nodes(), self.dim)
-            for chunk in nodes.split(self.chunk_size):
-                src, _, (block,) = full.sample(hg, chunk)
-                y = layer(block, h[src])
-                out[chunk] = torch.relu(y) if k < len(self.layers) - 1 else y
-            h = out
+    def input_chunk(self, graph: RecGraph, nodes: torch.Tensor) -> torch.Tensor:
+        return self.input_vectors(nodes, graph)
+
+    def layer_chunk(self, graph: RecGraph, h: torch.Tensor, k: int, nodes: torch.Tensor) -> torch.Tensor:
+        """Layer k's output for `nodes`, from every node's layer k-1 vectors `h` (full neighbourhood)."""
+        src, _, (block,) = dgl.dataloading.MultiLayerFullNeighborSampler(1).sample(graph.homogeneous(), nodes)
+        y = self.layers[k](block, h[src])
+        return torch.relu(y) if k < len(self.layers) - 1 else y
+
+    def encode(self, graph: RecGraph, map_chunks=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every node, layer by layer over the full neighbourhood, `chunk_size` nodes at a time.
+        `map_chunks(fn, chunks)` returns [fn(c) for c in chunks], in order; by default here, in
+        this process; the Dask refresh passes one that runs the chunks as tasks on its workers."""
+        map_chunks = map_chunks or (lambda fn, chunks: [fn(c) for c in chunks])
+        chunks = list(torch.arange(graph.homogeneous().num_nodes()).split(self.chunk_size))
+        h = torch.cat(map_chunks(partial(self.input_chunk, graph), chunks))
+        for k in range(len(self.layers)):
+            h = torch.cat(map_chunks(partial(self.layer_chunk, graph, h, k), chunks))
         return h[: graph.n_users], h[graph.n_users:]
 
 
