@@ -16,6 +16,8 @@
 """
 from __future__ import annotations
 
+import os
+import socket
 import tempfile
 import time
 from pathlib import Path
@@ -89,7 +91,8 @@ def make_objective(cfg: RunConfig, prepared, parent_run_id: str, log=print):
         tcfg = with_overrides(cfg, {"model.family": cfg.search.family, **values, "train.progress": False})
         run_id = start_run(tcfg, data.summary(), data.fingerprint(), run_name=f"trial {trial.number}",
                            parent_run_id=parent_run_id,
-                           tags={"graphrec.study": trial.study.study_name, "graphrec.trial": str(trial.number)})
+                           tags={"graphrec.study": trial.study.study_name, "graphrec.trial": str(trial.number),
+                                 "graphrec.role": "trial", "graphrec.worker": f"{socket.gethostname()}:{os.getpid()}"})
         trial.set_user_attr("mlflow_run_id", run_id)
         client = MlflowClient()
         try:

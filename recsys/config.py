@@ -29,6 +29,8 @@ class SyntheticConfig(_Section):
     cold_user_fraction: float = Field(0.05, ge=0, lt=1)
     cold_item_fraction: float = Field(0.05, ge=0, lt=1)
     seed: int = 0
+    candidates: Optional[int] = Field(None, ge=10, description="views drawn from this many random jobs per block "
+                                                                "of members (large catalogues)")
 
 
 class SplitConfig(_Section):

@@ -81,7 +81,10 @@ def generate(
     cold_item_fraction: float = 0.05,
     seed: int = 0,
     latent_dim: int = 16,
+    candidates: int | None = None,
 ) -> RecData:
+    """`candidates`: draw each block of 1,024 members' views from that many random jobs instead
+    of all of them (for catalogues of 10^5 jobs and more, where scoring every job is too slow)."""
     rng = np.random.default_rng(seed)
     field_names = list(FIELDS)
     n_fields = len(field_names)
@@ -158,14 +161,20 @@ def generate(
     rows_u, rows_i, rows_s = [], [], []
     for start in range(0, len(warm_users), 1024):  # chunks bound memory at 1024 x items
         chunk = warm_users[start:start + 1024]
-        appeal = scale * taste[chunk] @ j_vec[warm_items].T + popularity[warm_items]
+        pool = warm_items
+        if candidates is not None and candidates < len(warm_items):
+            pool = np.sort(rng.choice(warm_items, size=candidates, replace=False))
+        appeal = scale * taste[chunk] @ j_vec[pool].T + popularity[pool]
         gumbel = appeal + rng.gumbel(size=appeal.shape)
-        need = counts[start:start + 1024]
-        order = np.argsort(-gumbel, axis=1)
+        need = np.minimum(counts[start:start + 1024], len(pool))
+        top = min(int(need.max()), len(pool))
+        order = np.argpartition(-gumbel, top - 1, axis=1)[:, :top] if top < len(pool) else \
+            np.argsort(-gumbel, axis=1)
+        order = np.take_along_axis(order, np.argsort(-np.take_along_axis(gumbel, order, 1), axis=1), 1)
         for row, (user, k) in enumerate(zip(chunk, need)):
             picked = order[row, :k]
             rows_u.append(np.full(k, user))
-            rows_i.append(warm_items[picked])
+            rows_i.append(pool[picked])
             rows_s.append(appeal[row, picked])
     pu, pi, ps = np.concatenate(rows_u), np.concatenate(rows_i), np.concatenate(rows_s)
     match = 1 / (1 + np.exp(-(ps - np.median(ps))))
