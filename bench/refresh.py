@@ -45,6 +45,9 @@ def generate_files(n_users: int, folder: Path) -> dict:
     from recsys.data.loaders import save_files
     from recsys.data.synthetic import generate
 
+    names = ("interactions", "users", "items", "social")
+    if all((folder / f"{n}.parquet").is_file() for n in names):  # made by an earlier run with --work
+        return {n: str(folder / f"{n}.parquet") for n in names}
     t0 = time.perf_counter()
     data = generate(n_users=n_users, **NETWORK)
     files = save_files(data, folder)
@@ -92,8 +95,12 @@ def worker(store: Path, files: dict, threads: int, queries: int) -> dict:
     from recsys.serving import reembed
     from validation.data import raise_if_failed, validate_data
 
+    import shutil
+
     torch.set_num_threads(threads)
-    cfg = load_config(None, settings(store, files, threads))
+    target = store / f"bench-snapshots-{os.getpid()}"  # a fresh root: the refresh always writes
+    shutil.rmtree(target, ignore_errors=True)
+    cfg = load_config(None, settings(store, files, threads) + [f"stores.snapshots={target}"])
     configure(cfg.stores)
     phases = {}
     t0 = time.perf_counter()
@@ -134,6 +141,7 @@ def worker(store: Path, files: dict, threads: int, queries: int) -> dict:
         snap.recommend(u, k=10)
         latencies.append((time.perf_counter() - q) * 1000)
     n_users = manifest["counts"]["users"]
+    shutil.rmtree(target, ignore_errors=True)
     return {
         "users": n_users, "items": manifest["counts"]["items"], "interactions": int(len(data.interactions)),
         "refresh_seconds": round(refresh_seconds, 1),
@@ -169,7 +177,7 @@ def main() -> None:
     for k, n in enumerate(sorted(args.sizes)):
         print(f"size {n}:", flush=True)
         files = generate_files(n, work / f"data-{n}")
-        if k == 0:
+        if k == 0 and not (store / "snapshots").is_dir():
             train_champion(store, files, work / "train", args.threads)
         env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
         proc = subprocess.run([sys.executable, __file__, "--worker", str(store), json.dumps(files),

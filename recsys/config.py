@@ -268,7 +268,7 @@ class AnnConfig(_Section):
     exact_below: int = Field(50_000, ge=0)
     hnsw_m: int = Field(32, ge=4, description="HNSW links per node")
     ef_construction: int = Field(80, ge=8)
-    ef_search: int = Field(128, ge=8)
+    ef_search: int = Field(256, ge=8)
     ivf_lists: Optional[int] = Field(None, ge=1, description="IVF cells; default 4 * sqrt(items)")
     nprobe: int = Field(16, ge=1)
     recall_sample: int = Field(1000, ge=1, description="users whose ANN top-10 is checked against exact search")

@@ -32,7 +32,7 @@ def test_each_kind_of_damage_is_reported(small_network):
     report = validate_data(with_interactions(small_network, inter), require_timestamp=True)
     bad = failed(report)
     assert bad[("interactions", "user_id", "expect_column_values_to_not_be_null")].unexpected_count == 1
-    unknown = bad[("interactions", "item_id", "expect_column_values_to_be_in_set")]
+    unknown = bad[("interactions", "item_id", "expect_column_values_to_be_in_id_table")]
     assert unknown.unexpected_count == 1 and unknown.examples == ["j999999"]
     assert bad[("interactions", "timestamp", "expect_column_values_to_be_between")].examples == [-3]
     dup = bad[("interactions", "user_id,item_id,timestamp,event", "expect_compound_columns_to_be_unique")]
