@@ -81,8 +81,22 @@ def train(prepared, cfg: RunConfig, run_id: str) -> Trained:
 
     graph = prepared.graph
     model = build_model(cfg.model, graph, seed=cfg.train.seed)
-    result = fit(model, graph, prepared.indexed, cfg.train, cfg.eval, callbacks=[EpochLogger(run_id)],
-                 log=get_run_logger().info)
+    llm = cfg.model.family == "llm"
+    if llm and cfg.model.llm.mode == "text":  # graph as text trains nothing
+        from recsys.train import TrainResult
+
+        result = TrainResult()
+    else:
+        result = fit(model, graph, prepared.indexed, cfg.train, cfg.eval, callbacks=[EpochLogger(run_id)],
+                     log=get_run_logger().info)
+    if llm:
+        from recsys.models.llm import train_llm
+
+        model, history = train_llm(prepared, cfg.model.llm, model, cfg.stores.text_cache(), cfg.train.seed,
+                                   get_run_logger().info)
+        logger = EpochLogger(run_id, prefix="prefix_")
+        for h in history:
+            logger.on_epoch_end(h["epoch"], h)
     heads = None
     if cfg.model.family == "mmoe":
         from recsys.multitask import fit_network_heads

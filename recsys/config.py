@@ -176,8 +176,25 @@ def mmoe_space(trial) -> dict[str, Any]:
             "model.mmoe.lr": trial.suggest_float("model.mmoe.lr", 1e-3, 1e-2, log=True)}
 
 
+class LLMOptions(_Section):
+    """The language-model family: graph as text (no training) or GNN embeddings as a soft prompt
+    for the frozen MiniLM (only the projection trains)."""
+    mode: Literal["text", "prefix"] = "prefix"
+    bottom: Literal["lightgcn", "sage"] = Field("sage", description="prefix: the GNN whose embeddings it reads")
+    prefix_tokens: int = Field(4, ge=1)
+    max_tokens: int = Field(64, ge=8, description="profile tokens read after the prefix")
+    epochs: int = Field(3, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    batch_size: int = Field(64, ge=2)
+    temperature: float = Field(0.05, gt=0)
+    negatives: int = Field(256, ge=1, description="random jobs added to each batch's softmax")
+    max_friends: int = Field(5, ge=0, description="text: friends written into a member's text")
+    max_items: int = Field(8, ge=0, description="text: jobs written into a member's text")
+    max_chars: int = Field(600, ge=50)
+
+
 class ModelConfig(_Section):
-    family: Literal["lightgcn", "gcn", "sage", "pinsage", "mmoe"] = "lightgcn"
+    family: Literal["lightgcn", "gcn", "sage", "pinsage", "mmoe", "llm"] = "lightgcn"
     dim: int = Field(64, ge=1)
     layers: int = Field(3, ge=0, description="lightgcn, gcn and pinsage; sage takes len(sage.fanouts)")
     score: Literal["dot", "cosine"] = Field("dot", description="cosine: embeddings scaled to unit length")
@@ -185,6 +202,7 @@ class ModelConfig(_Section):
     sage: SageOptions = Field(default_factory=SageOptions)
     pinsage: PinSageOptions = Field(default_factory=PinSageOptions)
     mmoe: MMoEOptions = Field(default_factory=MMoEOptions)
+    llm: LLMOptions = Field(default_factory=LLMOptions)
 
 
 class NegativesConfig(_Section):

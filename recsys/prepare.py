@@ -31,7 +31,7 @@ def needs_features(cfg: RunConfig) -> bool:
     """Only compute features (text encoding is the slow part) when something will read them."""
     m = cfg.model
     return cfg.features.enabled and (
-        m.family in ("sage", "pinsage", "mmoe") or (m.family == "lightgcn" and m.lightgcn.use_features)
+        m.family in ("sage", "pinsage", "mmoe", "llm") or (m.family == "lightgcn" and m.lightgcn.use_features)
         or cfg.graph.cold_start.enabled)
 
 

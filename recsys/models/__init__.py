@@ -1,7 +1,7 @@
 """Model families. Each is a RecModel (a torch Module) with `embed(graph) -> (user_emb, item_emb)`."""
 from __future__ import annotations
 
-FAMILIES = ("lightgcn", "gcn", "sage", "pinsage", "mmoe")
+FAMILIES = ("lightgcn", "gcn", "sage", "pinsage", "mmoe", "llm")
 
 
 def build_model(cfg, graph, seed: int = 0):
@@ -9,6 +9,8 @@ def build_model(cfg, graph, seed: int = 0):
     The seed fixes the initial weights, so a rerun on the same data trains the same model."""
     if cfg.family == "mmoe":  # the bottom; the heads are trained on top of it (recsys/multitask.py)
         cfg = cfg.model_copy(update={"family": cfg.mmoe.bottom})
+    if cfg.family == "llm":  # the GNN the prefix reads (recsys/models/llm.py)
+        cfg = cfg.model_copy(update={"family": cfg.llm.bottom})
     model = _build(cfg, graph, seed)
     model.cosine = cfg.score == "cosine"
     return model
