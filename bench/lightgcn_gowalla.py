@@ -78,6 +78,8 @@ def main() -> None:
     p.add_argument("--temperature", type=float, default=0.1, help="softmax loss temperature")
     p.add_argument("--score", choices=["dot", "cosine"], default="dot")
     p.add_argument("--l2", type=float, default=1e-4)
+    p.add_argument("--lr-milestones", type=int, nargs="*", default=[], help="epochs after which lr is scaled")
+    p.add_argument("--lr-gamma", type=float, default=0.1)
     p.add_argument("--eval-every", type=int, default=0,
                    help="rank test.txt every N epochs to record recall against wall clock (as the paper's code does)")
     p.add_argument("--name", default="lightgcn_gowalla", help="results file name")
@@ -101,6 +103,7 @@ def main() -> None:
     model = LightGCN(data.n_users, data.n_items, dim=64, layers=3)
     model.cosine = args.score == "cosine"
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, l2=args.l2, seed=2020,
+                      lr_milestones=args.lr_milestones, lr_gamma=args.lr_gamma,
                       threads=args.threads, loss=args.loss, temperature=args.temperature,
                       negatives={"kind": args.sampler, "per_positive": args.per_positive,
                                  "candidates": args.candidates})
@@ -127,7 +130,8 @@ def main() -> None:
         "loss_by_epoch": [round(h["loss"], 5) for h in result.history],
         "paper_recall@20": 0.1830,
         "paper_ndcg@20": 0.1554,
-        "settings": {"dim": 64, "layers": 3, "lr": args.lr, "batch_size": args.batch_size, "l2": args.l2,
+        "settings": {"dim": 64, "layers": 3, "lr": args.lr, "lr_milestones": args.lr_milestones,
+                     "lr_gamma": args.lr_gamma, "batch_size": args.batch_size, "l2": args.l2,
                      "negatives": f"{args.sampler}, {args.per_positive}"
                      + (f", hardest of {args.candidates}" if args.sampler == "model" else ""), "loss": args.loss,
                      "temperature": args.temperature if args.loss == "softmax" else None, "score": args.score},

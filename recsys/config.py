@@ -232,6 +232,9 @@ class TrainConfig(_Section):
     epochs: int = Field(40, ge=1)
     batch_size: int = Field(2048, ge=1)
     lr: float = Field(0.005, gt=0)
+    lr_milestones: list[int] = Field(default_factory=list, description="epochs after which lr is multiplied "
+                                                                      "by lr_gamma")
+    lr_gamma: float = Field(0.1, gt=0, le=1)
     l2: float = Field(1e-4, ge=0)
     eval_every: int = Field(2, ge=1)
     patience: int = Field(5, ge=1, description="evaluations without improvement before stopping")

@@ -81,6 +81,7 @@ def fit(
     sampler = sampler or build_sampler(cfg.negatives, data.n_users, data.n_items, data.train, seed=cfg.seed)
     scores = ScoreView(model, graph, cfg.negatives.refresh_every)  # computed only if a sampler asks
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, cfg.lr_milestones, cfg.lr_gamma)
     has_valid = len(data.valid) > 0
     result = TrainResult()
     best_state, bad_evals = None, 0
@@ -110,7 +111,8 @@ def fit(
                 loss_sum += float(ranking)
                 reg_sum += float(reg)
             logs = {"loss": loss_sum / n_batches, "reg_loss": reg_sum / n_batches,
-                    "epoch_seconds": time.perf_counter() - t0}
+                    "epoch_seconds": time.perf_counter() - t0, "lr": optimizer.param_groups[0]["lr"]}
+            schedule.step()
             stop = False
             if has_valid and (epoch % cfg.eval_every == 0 or epoch == cfg.epochs):
                 metrics = evaluate_model(model, graph, data, "valid", eval_cfg)

@@ -72,3 +72,12 @@ def test_objectives_by_hand():
     assert math.isclose(m.ranking_loss(u, p, n).item(), expected, rel_tol=1e-6)
     m.cosine = True                                     # cosines 1, 0, 1 -> logits 2, 0, 2
     assert math.isclose(m.ranking_loss(u, p, n).item(), -math.log(math.exp(2) / (2 * math.exp(2) + 1)), rel_tol=1e-6)
+
+
+def test_learning_rate_steps_down_at_the_milestones(prepared):
+    data, graph = prepared
+    model = LightGCN(data.n_users, data.n_items, dim=8, layers=1)
+    cfg = TrainConfig(epochs=4, batch_size=4096, lr=0.01, lr_milestones=[1, 3], lr_gamma=0.5, eval_every=10,
+                      progress=False)
+    result = fit(model, graph, data, cfg, EvalConfig(ks=[20]))
+    assert [h["lr"] for h in result.history] == pytest.approx([0.01, 0.005, 0.005, 0.0025])
