@@ -29,8 +29,8 @@ for db in mlflow optuna; do as_pg "$pgbin/createdb" -h 127.0.0.1 -p "$port" -U g
 server_version="$(as_pg "$pgbin/postgres" --version)"
 
 sets=(--set "stores.root=$work/store"
-      --set "stores.tracking_uri=postgresql://graphrec@127.0.0.1:$port/graphrec_mlflow"
-      --set "stores.optuna_storage=postgresql://graphrec@127.0.0.1:$port/graphrec_optuna"
+      --set "stores.tracking_uri=postgresql+psycopg2://graphrec@127.0.0.1:$port/graphrec_mlflow"
+      --set "stores.optuna_storage=postgresql+psycopg2://graphrec@127.0.0.1:$port/graphrec_optuna"
       --set search.register_best=false --set train.progress=false --set features.text=false
       --set train.threads=1)
 # Create the tables once before two processes race to do it.
