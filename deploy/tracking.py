@@ -117,6 +117,11 @@ def log_results(run_id: str, history: list[dict], metrics: dict[str, dict[str, f
     flat += [Metric(k, float(v), now, 0) for k, v in extra.items()]
     client.log_batch(run_id, metrics=flat)
 
+    table = pd.DataFrame(metrics).T.rename_axis("split").reset_index()
+    client.log_table(run_id, data=table, artifact_file="metrics/metrics_table.json")
+    client.log_text(run_id, _markdown_table(table), "metrics/metrics_table.md")
+    if not history:  # nothing was trained (the llm family's graph-as-text)
+        return
     hist = pd.DataFrame(history)
     valid_cols = [c for c in hist.columns if c.startswith("valid_ndcg@") or c.startswith("valid_recall@")]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
@@ -135,10 +140,6 @@ def log_results(run_id: str, history: list[dict], metrics: dict[str, dict[str, f
     fig.tight_layout()
     client.log_figure(run_id, fig, "plots/training_curves.png")
     plt.close(fig)
-
-    table = pd.DataFrame(metrics).T.rename_axis("split").reset_index()
-    client.log_table(run_id, data=table, artifact_file="metrics/metrics_table.json")
-    client.log_text(run_id, _markdown_table(table), "metrics/metrics_table.md")
 
 
 def log_multitask(run_id: str, heads, head_kind: str) -> None:

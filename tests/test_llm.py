@@ -64,9 +64,11 @@ def test_llm_family_through_the_flow(tmp_path, mode):
     from recsys.config import load_config
 
     prepare_prefect(tmp_path)
-    sets = [f"stores.root={tmp_path}", "data.synthetic.n_users=300", "data.synthetic.n_items=150",
-            "data.synthetic.n_universities=4", "data.synthetic.n_companies=8", "model.family=llm",
-            f"model.llm.mode={mode}", "model.llm.epochs=1", "model.sage.fanouts=[5, 5]", "model.dim=16",
+    sets = [f"stores.root={tmp_path}", "data.synthetic.n_users=200", "data.synthetic.n_items=100",
+            "data.synthetic.n_universities=4", "data.synthetic.n_companies=8", "data.synthetic.mean_interactions=6",
+            "model.family=llm",
+            f"model.llm.mode={mode}", "model.llm.epochs=1", "model.llm.batch_size=512", "model.llm.max_tokens=16",
+            "model.llm.negatives=64", "model.sage.fanouts=[5, 5]", "model.dim=16", "features.text=false",
             "train.epochs=1", "train.progress=false"]
     argv = ["retrain"]
     for item in sets:
