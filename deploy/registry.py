@@ -110,13 +110,12 @@ def decide(version: str, gates: list[Gate], champion: Optional[str], force: Opti
 def apply(name: str, decision: PromotionDecision) -> PromotionDecision:
     """Record the decision on the version, then move the aliases (champion last)."""
     client = MlflowClient()
-    version = decision.version
-    for key, value in decision.tags().items():
+    version, tags = decision.version, decision.tags()
+    for key, value in tags.items():
         client.set_model_version_tag(name, version, key, value)
     if decision.promoted and decision.previous_champion and decision.previous_champion != version:
         client.set_model_version_tag(name, version, PREVIOUS, decision.previous_champion)
-    client.update_model_version(name, version, description=f"{decision.tags()['promotion.decision']}: "
-                                                           f"{decision.reason}"[:5000])
+    client.update_model_version(name, version, description=f"{tags['promotion.decision']}: {decision.reason}"[:5000])
     if alias_version(name, CHAMPION) != version:
         client.set_registered_model_alias(name, CHALLENGER, version)
     if decision.promoted:

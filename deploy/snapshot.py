@@ -362,8 +362,9 @@ class Snapshot:
     """A snapshot opened for serving: vectors memory-mapped, the ANN index loaded once on first
     use. Answers top-k for known users, never returning what they have already seen."""
 
-    def __init__(self, root: Path, name: str, fallback_from: Optional[str] = None, problem: Optional[str] = None):
-        self.root, self.path = Path(root), Path(root) / name
+    def __init__(self, root: Path, name: str, fallback_from: Optional[str] = None, problem: Optional[str] = None,
+                 threads: Optional[int] = None):
+        self.root, self.path, self.threads = Path(root), Path(root) / name, threads
         self.manifest = read_manifest(root, name)
         self.fallback_from, self.problem = fallback_from, problem
         self.user_vectors = np.load(self.path / "users.npy", mmap_mode="r")
@@ -383,17 +384,14 @@ class Snapshot:
         problem = verify(root, name) if verify_files else (
             None if read_manifest(root, name) else f"snapshot {name} has no readable manifest.json")
         if problem is None:
-            snap = cls(root, name)
-        else:
-            older = [m["name"] for m in snapshots(root) if m["name"] != name]
-            good = next((n for n in older if verify(root, n) is None), None)
-            if good is None:
-                raise SnapshotError(f"{problem}; refused, and no older snapshot in {root} passes its checksums. "
-                                    "Run a refresh to write a new one")
-            log.error("%s; refused: serving the previous snapshot %s", problem, good)
-            snap = cls(root, good, fallback_from=name, problem=problem)
-        snap.threads = threads
-        return snap
+            return cls(root, name, threads=threads)
+        older = [m["name"] for m in snapshots(root) if m["name"] != name]
+        good = next((n for n in older if verify(root, n) is None), None)
+        if good is None:
+            raise SnapshotError(f"{problem}; refused, and no older snapshot in {root} passes its checksums. "
+                                "Run a refresh to write a new one")
+        log.error("%s; refused: serving the previous snapshot %s", problem, good)
+        return cls(root, good, fallback_from=name, problem=problem, threads=threads)
 
     @property
     def name(self) -> str:
@@ -414,7 +412,7 @@ class Snapshot:
     @property
     def index(self):
         if self._index is None and (self.path / "items.faiss").is_file():
-            self._index = ann.load(self.path / "items.faiss", getattr(self, "threads", None))
+            self._index = ann.load(self.path / "items.faiss", self.threads)
         return self._index
 
     def rows(self, user_ids: Iterable[str]) -> np.ndarray:
