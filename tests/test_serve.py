@@ -70,8 +70,9 @@ def test_serve_creates_scheduled_deployments_and_runs_them(tmp_path, prefect_ser
         with temporary_settings(updates={PREFECT_API_URL: url}):
             with get_client(sync_client=True) as client:
                 retrain = _wait(lambda: client.read_deployment_by_name("graphrec-retrain/graphrec-retrain"), 120,
-                                "the retrain deployment")
-                refresh = client.read_deployment_by_name("graphrec-refresh/graphrec-refresh")
+                                "the retrain deployment")  # serve creates them one after the other
+                refresh = _wait(lambda: client.read_deployment_by_name("graphrec-refresh/graphrec-refresh"), 60,
+                                "the refresh deployment")
             assert [(s.schedule.cron, s.schedule.timezone) for s in retrain.schedules] == [("30 2 * * 1", "Europe/Paris")]
             assert [s.schedule.cron for s in refresh.schedules] == ["*/15 * * * *"]
             assert retrain.parameters["config"]["train"]["epochs"] == 2
