@@ -85,6 +85,7 @@ class FeaturesConfig(_Section):
 
 class LightGCNOptions(_Section):
     use_features: bool = Field(False, description="the W + ReLU variant over ID embeddings and features")
+    transform: bool = Field(False, description="W + ReLU per layer even without features (implied by use_features)")
 
 
 def lightgcn_space(trial) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from flows.cli import main as cli_main
 from flows.cli import prepare_prefect
 from recsys.config import load_config
 from recsys.data.loaders import save_files
+from tests.conftest import TINY_DATA
 
 TINY = ["features.text=false", "model.dim=16", "train.progress=false", "train.eval_every=1"]
 
@@ -40,8 +41,7 @@ def test_dask_refresh_gives_the_serial_vectors(tmp_path, small_network):
 def test_search_trials_on_dask_workers(tmp_path):
     root = tmp_path / "store"
     prepare_prefect(root)
-    sets = ["data.synthetic.n_users=300", "data.synthetic.n_items=150", "data.synthetic.n_universities=4",
-            "data.synthetic.n_companies=8", "search.trials=2", "search.register_best=false",
+    sets = [*TINY_DATA, "search.trials=2", "search.register_best=false",
             "search.workers=2", "compute.runner=dask", "train.epochs=2"]
     assert run(root, "search", *sets) == 0
     cfg = load_config(None, [f"stores.root={root}"])

@@ -37,6 +37,7 @@ WRITER = r"""
 import sys, time, numpy as np, pandas as pd
 from deploy.snapshot import SnapshotWriter, write_snapshot
 from recsys.config import RefreshConfig
+from tests.conftest import TINY_NETWORK
 root, mode, version, timeout = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
 rng = np.random.default_rng(int(version))
 n_users, n_items, dim = 4000, 300, 32
@@ -210,9 +211,7 @@ def test_tracking_server_lost_while_registering_moves_no_alias(tmp_path, trackin
     prepare_prefect(tmp_path)
     sets = [f"stores.root={tmp_path}", f"stores.tracking_uri=http://127.0.0.1:{proxy.server_address[1]}",
             f"stores.registered_model=cut-{cut_at.split('/')[-1]}", f"stores.experiment=cut-{cut_at.split('/')[-1]}",
-            "data.synthetic.n_users=300", "data.synthetic.n_items=150", "data.synthetic.n_universities=4",
-            "data.synthetic.n_companies=8", "features.text=false", "model.dim=16", "train.epochs=2",
-            "train.progress=false"]
+            *TINY_NETWORK, "train.epochs=2"]
     cfg = load_config(None, sets)
     assert retrain_flow(cfg, return_state=True).result()["promoted"]
     snapshot = current_name(cfg.stores.resolved_snapshots())

@@ -127,3 +127,22 @@ def test_batch_rows_only_with_one_way_cold_start_edges(small_network):
     p = prepare(small_network, cfg)
     assert p.graph.norm_adj().transpose is not p.graph.norm_adj().matrix
     _check_batch_rows_against_full_propagation(p.graph, p.indexed.n_users, p.indexed.n_items, 3)
+
+
+def test_transform_variant_equals_the_dense_reference_with_weights_and_relu():
+    # transform=True without features: E(k+1) = ReLU(A E(k) W_k + b_k), mean over layers 0..K.
+    data, graph = five_node_graph()
+    torch.manual_seed(0)
+    model = LightGCN(2, 3, dim=4, layers=2, transform=True)
+    users, items = model.embed(graph)
+    a = torch.tensor(HAND_ADJ, dtype=torch.float32)
+    x = torch.cat([model.user_emb.weight, model.item_emb.weight]).detach()
+    total = x
+    for w in model.weights:
+        x = torch.relu(a @ x @ w.weight.detach().T + w.bias.detach())
+        total = total + x
+    np.testing.assert_allclose(torch.cat([users, items]).detach().numpy(), (total / 3).numpy(), atol=1e-6)
+    # the weights train: a batch loss reaches them
+    ranking, _ = model.batch_loss(graph, torch.tensor([0]), torch.tensor([0]), torch.tensor([[2]]))
+    ranking.backward()
+    assert model.weights[0].weight.grad is not None and model.weights[0].weight.grad.abs().sum() > 0

@@ -13,10 +13,9 @@ from flows.cli import main as cli_main
 from flows.cli import prepare_prefect
 from recsys.config import CanaryConfig, EmbeddingGateConfig, load_config
 from recsys.data.loaders import save_files
+from tests.conftest import TINY_NETWORK
 
-TINY = ["data.synthetic.n_users=300", "data.synthetic.n_items=150", "data.synthetic.n_universities=4",
-        "data.synthetic.n_companies=8", "features.text=false", "model.dim=16", "train.eval_every=1",
-        "train.progress=false", "train.epochs=4"]
+TINY = [*TINY_NETWORK, "train.eval_every=1", "train.epochs=4"]
 
 
 def run(root, command, *args, sets=()):

@@ -22,11 +22,10 @@ from mlflow.tracking import MlflowClient
 from flows.cli import main as cli_main
 from flows.cli import prepare_prefect
 from recsys.config import load_config
+from tests.conftest import TINY_NETWORK
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["data.synthetic.n_users=300", "data.synthetic.n_items=150", "data.synthetic.n_universities=4",
-        "data.synthetic.n_companies=8", "features.text=false", "model.dim=16", "train.eval_every=1",
-        "train.progress=false", "search.heartbeat_seconds=1", "search.grace_seconds=3"]
+TINY = [*TINY_NETWORK, "train.eval_every=1", "search.heartbeat_seconds=1", "search.grace_seconds=3"]
 
 
 def sets(root: Path, *extra: str) -> list[str]:

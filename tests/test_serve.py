@@ -10,11 +10,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from tests.conftest import TINY_NETWORK
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["data.synthetic.n_users=300", "data.synthetic.n_items=150", "data.synthetic.n_universities=4",
-        "data.synthetic.n_companies=8", "features.text=false", "model.dim=16", "train.epochs=2",
-        "train.progress=false"]
+TINY = [*TINY_NETWORK, "train.epochs=2"]
 
 
 def _free_port() -> int:

@@ -28,7 +28,7 @@ def _build(cfg, graph, seed: int):
         if use and graph.user_features is None and graph.item_features is None:
             raise ValueError("model.lightgcn.use_features=true, but the data has no node features")
         return LightGCN(nu, ni, cfg.dim, cfg.layers, graph.user_features if use else None,
-                        graph.item_features if use else None)
+                        graph.item_features if use else None, transform=cfg.lightgcn.transform)
     if cfg.family == "gcn":
         from recsys.models.gcn import GCN
 

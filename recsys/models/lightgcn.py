@@ -144,13 +144,14 @@ def propagate(op: SparseOperator, x: torch.Tensor, layers: int) -> torch.Tensor:
 
 
 class LightGCN(RecModel):
-    """Plain LightGCN by default. With node features (`user_features` / `item_features` given),
-    the variant that brings a weight matrix and ReLU back per layer: layer 0 is the ID embedding
-    concatenated with a linear projection of the features, E(k+1) = ReLU(A E(k) W_k), and the
-    final embedding is still the mean over layers. Output width: dim, or 2 * dim with features."""
+    """Plain LightGCN by default. With `transform`, a weight matrix and ReLU per layer come back:
+    E(k+1) = ReLU(A E(k) W_k), the final embedding still the mean over layers. With node features
+    (`user_features` / `item_features` given; implies `transform`), layer 0 is the ID embedding
+    concatenated with a linear projection of the features. Output width: dim, or 2 * dim with features."""
 
     def __init__(self, n_users: int, n_items: int, dim: int = 64, layers: int = 3,
-                 user_features: torch.Tensor | None = None, item_features: torch.Tensor | None = None):
+                 user_features: torch.Tensor | None = None, item_features: torch.Tensor | None = None,
+                 transform: bool = False):
         super().__init__()
         self.n_users, self.n_items, self.layers = n_users, n_items, layers
         self.user_emb = nn.Embedding(n_users, dim)
@@ -161,7 +162,10 @@ class LightGCN(RecModel):
         if self.with_features:
             self.user_proj = nn.Linear(user_features.shape[1], dim) if user_features is not None else None
             self.item_proj = nn.Linear(item_features.shape[1], dim) if item_features is not None else None
-            self.weights = nn.ModuleList(nn.Linear(2 * dim, 2 * dim) for _ in range(layers))
+        self.transform = transform or self.with_features
+        if self.transform:
+            width = 2 * dim if self.with_features else dim
+            self.weights = nn.ModuleList(nn.Linear(width, width) for _ in range(layers))
 
     def _layer0(self, graph: RecGraph) -> torch.Tensor:
         ids = torch.cat([self.user_emb.weight, self.item_emb.weight])
@@ -176,7 +180,7 @@ class LightGCN(RecModel):
     def encode(self, graph: RecGraph) -> tuple[torch.Tensor, torch.Tensor]:
         """Final (user, item) embeddings after K propagation steps over the whole graph."""
         e0 = self._layer0(graph)
-        if not self.with_features:
+        if not self.transform:
             out = propagate(graph.norm_adj(), e0, self.layers)
         else:
             x, total = e0, e0
@@ -189,7 +193,7 @@ class LightGCN(RecModel):
     def batch_loss(self, graph, users, pos, neg, edge_ids=None):
         """The objective + L2 on layer 0 (the paper's eq. 15), with final embeddings computed only at
         the batch's rows (see BatchRows)."""
-        if self.with_features:
+        if self.transform:
             return super().batch_loss(graph, users, pos, neg, edge_ids)
         b, k = neg.shape
         rows = torch.cat([users, pos + self.n_users, neg.reshape(-1) + self.n_users])
