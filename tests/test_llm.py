@@ -54,6 +54,23 @@ def test_only_the_projection_trains_and_the_prefix_matters(minilm):
     assert not torch.allclose(same_text[0], same_text[1])  # the soft tokens change what the transformer reads
 
 
+def test_a_step_reads_each_member_once_with_all_their_jobs(minilm):
+    tokenizer, bert = minilm
+    torch.manual_seed(0)
+    model = PrefixEncoder(4, tokens=1, max_tokens=8, tokenizer=tokenizer, transformer=bert)
+    read = []
+    forward = model.forward
+    model.forward = lambda gnn, texts: (read.append(list(texts)), forward(gnn, texts))[1]
+    pairs = np.array([[0, 0], [0, 1], [0, 2], [2, 3], [0, 1], [3, 0], [3, 4]])  # member 1 has no jobs; (0, 1) twice
+    texts = ["member a", "member b", "member c", "member d"]
+    items = torch.nn.functional.normalize(torch.randn(5, 384), dim=-1)
+    history = fit_prefix(model, torch.randn(4, 4), texts, items, pairs, epochs=2, batch_size=2, negatives=3)
+    assert len(history) == 2 and all(np.isfinite(h["loss"]) for h in history)
+    assert [len(batch) for batch in read] == [2, 1, 2, 1]  # 3 members with jobs, 2 a step: 7 pairs, 4 reads
+    for epoch in (read[:2], read[2:]):
+        assert sorted(t for batch in epoch for t in batch) == ["member a", "member c", "member d"]
+
+
 @pytest.mark.parametrize("mode", ["text", "prefix"])
 def test_llm_family_through_the_flow(tmp_path, mode):
     from mlflow.tracking import MlflowClient

@@ -136,30 +136,37 @@ class PrefixEncoder(nn.Module):
 def fit_prefix(model: PrefixEncoder, gnn_users: torch.Tensor, texts: list[str], item_vectors: torch.Tensor,
                pairs: np.ndarray, epochs: int = 3, lr: float = 1e-3, batch_size: int = 64, temperature: float = 0.05,
                negatives: int = 256, seed: int = 0, log: Optional[Callable[[str], None]] = None) -> list[dict]:
-    """Train the projection only: for each (member, job) pair, softmax over the batch's jobs and
-    `negatives` random jobs. Returns the loss per epoch."""
+    """Train the projection only. A step reads `batch_size` members through the transformer, once
+    each, and scores all their (member, job) pairs: for each pair, a softmax over the batch's jobs
+    and `negatives` random jobs, the member's other jobs left out. Reading a member once per step
+    rather than once per pair matters: the frozen transformer's forward and backward passes are
+    nearly all the time, and a member has many jobs. Returns the loss per epoch."""
     import time
 
     gen = torch.Generator().manual_seed(seed)
-    params = list(model.proj.parameters())
-    opt = torch.optim.Adam(params, lr=lr)
-    pairs = torch.as_tensor(np.asarray(pairs, dtype=np.int64).reshape(-1, 2))
+    opt = torch.optim.Adam(model.proj.parameters(), lr=lr)
+    pairs = torch.unique(torch.as_tensor(np.asarray(pairs, dtype=np.int64).reshape(-1, 2)), dim=0)  # by member
+    members, counts = torch.unique_consecutive(pairs[:, 0], return_counts=True)
+    starts = torch.cumsum(counts, 0) - counts
     n_items = len(item_vectors)
     history = []
     model.train()
     for epoch in range(1, epochs + 1):
         t0, total, steps = time.perf_counter(), 0.0, 0
-        order = torch.randperm(len(pairs), generator=gen)
+        order = torch.randperm(len(members), generator=gen)
         for a in range(0, len(order), batch_size):
-            batch = pairs[order[a:a + batch_size]]
-            users, pos = batch[:, 0], batch[:, 1]
-            extra = torch.randint(n_items, (negatives,), generator=gen)
-            candidates = torch.cat([pos, extra])
-            u = model(gnn_users[users], [texts[i] for i in users.tolist()])
-            logits = u @ item_vectors[candidates].T / temperature
-            same = pos.unsqueeze(1) == candidates.unsqueeze(0)  # the own job, and repeats of it, are not negatives
-            target = torch.arange(len(batch))
-            logits = logits.masked_fill(same & (target.unsqueeze(1) != torch.arange(len(candidates))), float("-inf"))
+            chosen = order[a:a + batch_size]
+            rows = torch.cat([torch.arange(s, s + c) for s, c in zip(starts[chosen].tolist(), counts[chosen].tolist())])
+            slot = torch.repeat_interleave(torch.arange(len(chosen)), counts[chosen])  # pair -> member in batch
+            pos = pairs[rows, 1]
+            jobs = torch.unique(pos)
+            candidates = torch.cat([jobs, torch.randint(n_items, (negatives,), generator=gen)])
+            target = torch.searchsorted(jobs, pos)
+            u = model(gnn_users[members[chosen]], [texts[i] for i in members[chosen].tolist()])
+            logits = u[slot] @ item_vectors[candidates].T / temperature
+            # the member's other jobs (wherever they appear among the candidates) are not negatives
+            theirs = torch.isin(slot.unsqueeze(1) * n_items + candidates.unsqueeze(0), slot * n_items + pos)
+            logits = logits.masked_fill(theirs & (target.unsqueeze(1) != torch.arange(len(candidates))), float("-inf"))
             loss = F.cross_entropy(logits, target)
             opt.zero_grad()
             loss.backward()
