@@ -130,6 +130,10 @@ class PinSageOptions(_Section):
     restart_prob: float = Field(0.5, gt=0, le=1)
     num_traversals: int = Field(3, ge=1)
     margin: float = Field(0.5, ge=0)
+    pooling: Literal["importance", "mean", "uniform"] = Field(
+        "importance", description="importance: random-walk neighbours weighted by visit counts; mean: the "
+                                  "same neighbours, equal weights; uniform: T items drawn uniformly from the "
+                                  "2-hop item-user-item neighbourhood, equal weights")
 
 
 def pinsage_space(trial) -> dict[str, Any]:

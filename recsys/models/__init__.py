@@ -44,5 +44,5 @@ def _build(cfg, graph, seed: int):
 
         p = cfg.pinsage
         return PinSage(nu, ni, cfg.dim, cfg.layers, p.num_neighbors, p.num_walks, p.restart_prob,
-                       p.num_traversals, p.margin, graph.item_features, seed)
+                       p.num_traversals, p.margin, graph.item_features, seed, pooling=p.pooling)
     raise ValueError(f"unknown model family {cfg.family!r}; available: {', '.join(FAMILIES)}")

@@ -7,6 +7,12 @@ probability; DGL's PinSAGESampler), and the visit counts weight the neighbours:
     h_N(v)  = sum_u c_uv ReLU(Q h_u + q) / sum_u c_uv           (importance pooling)
     h_v'    = normalise(ReLU(W [h_v || h_N(v)] + w))
 
+`pooling` chooses the neighbourhood and its weights, to test what importance pooling buys:
+  importance  the T most visited items, weighted by visit counts (the paper's; the default)
+  mean        the same T random-walk neighbours, equal weights
+  uniform     T items drawn uniformly (without replacement) from the distinct items two hops away
+              (item -> user -> item, the item itself left out), equal weights: GraphSAGE-style sampling
+
 Layer 0 is a projection of item features (plus learned ID embeddings when there are none).
 Users get vectors from their items (the mean of their training items' final vectors), so scores
 stay dot products and the family fits the common interface. The loss is PinSage's max-margin:
@@ -24,6 +30,8 @@ from torch import nn
 
 from recsys.graph.build import ITEM_USER, USER_ITEM, RecGraph
 from recsys.models.base import RecModel
+
+POOLING = ("importance", "mean", "uniform")
 
 
 class WeightedPoolingConv(nn.Module):
@@ -46,9 +54,12 @@ class WeightedPoolingConv(nn.Module):
 class PinSage(RecModel):
     def __init__(self, n_users: int, n_items: int, dim: int = 64, layers: int = 2, num_neighbors: int = 10,
                  num_walks: int = 50, restart_prob: float = 0.5, num_traversals: int = 3, margin: float = 0.5,
-                 item_features: Optional[torch.Tensor] = None, seed: int = 0):
+                 item_features: Optional[torch.Tensor] = None, seed: int = 0, pooling: str = "importance"):
         super().__init__()
+        if pooling not in POOLING:
+            raise ValueError(f"unknown pooling {pooling!r}; choose one of {POOLING}")
         self.n_users, self.n_items = n_users, n_items
+        self.pooling = pooling
         self.walk = dict(num_traversals=num_traversals, termination_prob=restart_prob,
                          num_random_walks=num_walks, num_neighbors=num_neighbors)
         self.margin, self.seed = margin, seed
@@ -57,13 +68,32 @@ class PinSage(RecModel):
         nn.init.normal_(self.item_emb.weight, std=0.1)
         self.convs = nn.ModuleList(WeightedPoolingConv(dim) for _ in range(layers))
         self._neighbourhoods: Optional[list[dgl.DGLGraph]] = None
+        self._two_hop: Optional[tuple[RecGraph, dgl.DGLGraph]] = None  # uniform: built once per graph
 
     def neighbourhoods(self, graph: RecGraph) -> list[dgl.DGLGraph]:
-        """One item-item graph per layer: each item's T most visited items and the visit counts."""
+        """One item-item graph per layer, edges neighbour -> item with their pooling `weights`:
+        each item's T neighbours under the model's `pooling` (see the module docstring)."""
+        items = torch.arange(graph.n_items)
+        if self.pooling == "uniform":
+            two_hop = self.two_hop_items(graph)
+            drawn = [dgl.sampling.sample_neighbors(two_hop, items, self.walk["num_neighbors"]) for _ in self.convs]
+            for nbrs in drawn:
+                nbrs.edata["weights"] = torch.ones(nbrs.num_edges(), dtype=torch.int64)
+            return drawn
         bipartite = dgl.edge_type_subgraph(graph.g, [USER_ITEM, ITEM_USER])
         sampler = dgl.sampling.PinSAGESampler(bipartite, "item", "user", **self.walk)
-        items = torch.arange(graph.n_items)
-        return [sampler(items) for _ in self.convs]
+        drawn = [sampler(items) for _ in self.convs]
+        if self.pooling == "mean":
+            for nbrs in drawn:
+                nbrs.edata["weights"] = torch.ones_like(nbrs.edata["weights"])
+        return drawn
+
+    def two_hop_items(self, graph: RecGraph) -> dgl.DGLGraph:
+        """Item -> item wherever the two share a user (each pair once, no self-loops)."""
+        if self._two_hop is None or self._two_hop[0] is not graph:
+            reachable = dgl.metapath_reachable_graph(graph.g, [ITEM_USER, USER_ITEM])
+            self._two_hop = (graph, dgl.remove_self_loop(reachable))
+        return self._two_hop[1]
 
     def on_epoch_start(self, graph: RecGraph, epoch: int) -> None:
         dgl.seed(self.seed + epoch)
