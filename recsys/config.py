@@ -190,7 +190,7 @@ class LLMOptions(_Section):
     max_tokens: int = Field(64, ge=8, description="profile tokens read after the prefix")
     epochs: int = Field(3, ge=1)
     lr: float = Field(1e-3, gt=0)
-    batch_size: int = Field(64, ge=2)
+    batch_size: int = Field(64, ge=2, description="prefix mode: members per step, each with all their training jobs")
     temperature: float = Field(0.05, gt=0)
     negatives: int = Field(256, ge=1, description="random jobs added to each batch's softmax")
     max_friends: int = Field(5, ge=0, description="text: friends written into a member's text")
