@@ -28,6 +28,7 @@ from mlflow.tracking import MlflowClient
 from deploy.snapshot import Snapshot, current_name, snapshots
 from flows.cli import prepare_prefect
 from recsys.config import load_config
+from tests.conftest import TINY_NETWORK
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,7 +38,6 @@ WRITER = r"""
 import sys, time, numpy as np, pandas as pd
 from deploy.snapshot import SnapshotWriter, write_snapshot
 from recsys.config import RefreshConfig
-from tests.conftest import TINY_NETWORK
 root, mode, version, timeout = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
 rng = np.random.default_rng(int(version))
 n_users, n_items, dim = 4000, 300, 32
