@@ -25,7 +25,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import SHARED_DATA  # noqa: E402
-from bench.runner import child_main, run_case  # noqa: E402
+from bench.runner import child_main, run_arms  # noqa: E402
 
 CLAIM = {
     "id": 2,
@@ -226,17 +226,7 @@ def verdict(rows: list[dict]) -> tuple[bool, str]:
 
 
 def main() -> None:
-    rows = []
-    t0 = time.perf_counter()
-    for spec in specs():
-        row = run_case("bench.claim_inductive", spec)
-        print({k: v for k, v in row.items() if k != "error"} | ({"error": row["error"][-400:]} if "error" in row else {}),
-              flush=True)
-        rows.append(row)
-    held, text = verdict(rows)
-    print(f"verdict: {'held' if held else 'not held'}: {text}")
-    print(f"wall seconds: {time.perf_counter() - t0:.1f}")
-
+    run_arms("bench.claim_inductive", specs(), verdict)
 
 if __name__ == "__main__":
     if "--case" in sys.argv:

@@ -20,7 +20,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.runner import child_main, run_case  # noqa: E402
+from bench.runner import child_main, run_arms  # noqa: E402
 
 CLAIM = {
     "id": 8, "title": "MMoE vs shared bottom, conflicting and aligned tasks",
@@ -97,10 +97,7 @@ def verdict(rows: list[dict]) -> tuple[bool, str]:
 
 
 def main() -> None:
-    rows = [{**s, **run_case("bench.claim_mmoe", s)} for s in specs()]
-    for r in rows:
-        print(r)
-    print(verdict(rows))
+    run_arms("bench.claim_mmoe", specs(), verdict)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import SHARED_DATA  # noqa: E402
-from bench.runner import child_main, run_case  # noqa: E402
+from bench.runner import child_main, run_arms  # noqa: E402
 
 CLAIM = {
     "id": 3,
@@ -193,17 +193,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--datasets", nargs="+", default=["ml-100k"])
     args = p.parse_args()
-    rows = []
-    t0 = time.perf_counter()
-    for spec in specs(tuple(args.datasets)):
-        row = run_case("bench.claim_pinsage", spec)
-        print({k: v for k, v in row.items() if k != "error"} | ({"error": row["error"][-400:]} if "error" in row else {}),
-              flush=True)
-        rows.append(row)
-    held, text = verdict(rows)
-    print(f"verdict: {'held' if held else 'not held'}: {text}")
-    print(f"wall seconds: {time.perf_counter() - t0:.1f}")
-
+    run_arms("bench.claim_pinsage", specs(tuple(args.datasets)), verdict)
 
 if __name__ == "__main__":
     if "--case" in sys.argv:

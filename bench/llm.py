@@ -25,7 +25,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import peak_rss_mb, write_results  # noqa: E402
-from bench.runner import child_main, run_case  # noqa: E402
+from bench.runner import child_main, run_arms  # noqa: E402
 
 GNN, TEXT, PREFIX = "gnn (GraphSAGE)", "graph as text", "GNN as prefix"
 
@@ -152,11 +152,7 @@ def main() -> None:
     p.add_argument("--users", type=int, default=2000)
     args = p.parse_args()
 
-    rows = []
-    for spec in specs(args.epochs, args.prefix_epochs, args.threads, args.users):
-        row = run_case("bench.llm", spec)
-        print({k: v for k, v in row.items() if k != "error"}, row.get("error", "")[-500:], flush=True)
-        rows.append(row)
+    rows = run_arms("bench.llm", specs(args.epochs, args.prefix_epochs, args.threads, args.users), verdict)
     holds, reason = verdict(rows)
     ok = [r for r in rows if "error" not in r]
     first = ok[0] if ok else {}

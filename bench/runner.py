@@ -28,6 +28,23 @@ def run_case(module: str, spec: dict, timeout: float = 3600) -> dict:
     return {**spec, **json.loads(lines[-1]), "wall_seconds": round(time.perf_counter() - t0, 1)}
 
 
+def run_arms(module: str, specs: list[dict], verdict: Callable[[list[dict]], tuple[bool, str]]) -> list[dict]:
+    """A claim's arms, each in its own process (see bench/claims.py): prints every row, the verdict and
+    the wall time; returns the rows (spec + figures, or spec + error)."""
+    t0, rows = time.perf_counter(), []
+    for spec in specs:
+        row = run_case(module, spec)
+        shown = {k: v for k, v in row.items() if k != "error"}
+        if "error" in row:
+            shown["error"] = row["error"][-400:]
+        print(shown, flush=True)
+        rows.append(row)
+    held, text = verdict(rows)
+    print(f"verdict: {'held' if held else 'did not hold'}: {text}")
+    print(f"wall seconds: {time.perf_counter() - t0:.1f}")
+    return rows
+
+
 def child_main(case: Callable[[dict], dict]) -> None:
     """In the child: run the case named by --case and print its figures as one JSON line."""
     spec = json.loads(sys.argv[sys.argv.index("--case") + 1])

@@ -20,3 +20,12 @@ def test_a_section_shows_every_arm_and_the_verdict():
              "rows": [{"arm": "a", "recall@20": 0.12345}, {"arm": "b", "error": "x\nValueError: bad"}]}
     text = section(entry)
     assert "did not hold" in text and "| a | 0.1235 |" in text and "failed: ValueError: bad" in text
+
+
+def test_arms_that_crash_are_reported_as_failed_not_held(capsys):
+    from bench.claim_mmoe import specs, verdict
+    from bench.runner import run_arms
+
+    rows = run_arms("bench.no_such_claim_module", specs()[:1], verdict)
+    assert "No module named" in rows[0]["error"]
+    assert "did not hold: arm(s)" in capsys.readouterr().out
