@@ -36,6 +36,7 @@ def case(spec: dict) -> dict:
         "data": {"source": spec["dataset"], "path": str(SHARED_DATA / spec["dataset"]),
                  "split": {"kind": "random", "valid_fraction": 0.1, "test_fraction": 0.1}},
         "features": {"text": True},
+        "graph": spec.get("graph", {}),
         "model": {"family": family, "dim": 64, "layers": 3 if family == "lightgcn" else 2, **spec["options"]},
         "train": {"epochs": spec["epochs"], "batch_size": 2048, "lr": spec["lr"], "l2": 1e-4,
                   "eval_every": spec["eval_every"], "patience": 5, "progress": False},

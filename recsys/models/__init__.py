@@ -38,7 +38,7 @@ def _build(cfg, graph, seed: int):
 
         s = cfg.sage
         return GraphSAGE(nu, ni, cfg.dim, len(s.fanouts), s.aggregator, tuple(s.fanouts), graph.user_features,
-                         graph.item_features, s.chunk_size)
+                         graph.item_features, s.chunk_size, seed)
     if cfg.family == "pinsage":
         from recsys.models.pinsage import PinSage
 

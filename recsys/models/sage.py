@@ -52,16 +52,20 @@ class SAGELayer(nn.Module):
 class GraphSAGE(RecModel):
     def __init__(self, n_users: int, n_items: int, dim: int = 64, layers: int = 2, aggregator: str = "mean",
                  fanouts: tuple[int, ...] = (20, 10), user_features: Optional[torch.Tensor] = None,
-                 item_features: Optional[torch.Tensor] = None, chunk_size: int = 4096):
+                 item_features: Optional[torch.Tensor] = None, chunk_size: int = 4096, seed: int = 0):
         super().__init__()
         if len(fanouts) != layers:
             raise ValueError(f"fanouts {list(fanouts)} must name one fan-out per layer ({layers})")
         self.n_users, self.n_items, self.dim = n_users, n_items, dim
-        self.fanouts, self.chunk_size = list(fanouts), chunk_size
+        self.fanouts, self.chunk_size, self.seed = list(fanouts), chunk_size, seed
         self.user_input = _Input(n_users, dim, user_features)
         self.item_input = _Input(n_items, dim, item_features)
         self.inductive = self.user_input.from_features and self.item_input.from_features
         self.layers = nn.ModuleList(SAGELayer(dim, dim, aggregator) for _ in range(layers))
+
+    def on_epoch_start(self, graph: RecGraph, epoch: int) -> None:
+        """Neighbour sampling draws from DGL's own generator: seeded per epoch, so runs repeat."""
+        dgl.seed(self.seed + epoch)
 
     def input_vectors(self, nodes: torch.Tensor, graph: RecGraph) -> torch.Tensor:
         """Layer-0 vectors of nodes in the shared node space (users first, then items)."""
