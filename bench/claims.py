@@ -23,7 +23,7 @@ from typing import Callable
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import RESULTS, write_results  # noqa: E402
-from bench.runner import run_case  # noqa: E402
+from bench.runner import run_case, settle  # noqa: E402
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "claims.md"
 EXPERIMENT = "graphrec-claims"
@@ -39,7 +39,7 @@ class Claim:
     module: str  # whose case() runs each arm
     specs: list[dict]
     columns: list[str]
-    verdict: Callable[[list[dict]], tuple[bool, str]]
+    verdict: Callable[[list[dict]], tuple[bool, str]]  # given rows that all have figures (see settle)
 
     @classmethod
     def of(cls, module: str) -> "Claim":
@@ -48,11 +48,6 @@ class Claim:
         c = m.CLAIM
         return cls(c["id"], c["title"], c["claim"], c["data"], c["protocol"], module, m.specs(), m.COLUMNS,
                    m.verdict)
-
-
-def failed(rows: list[dict]) -> str | None:
-    bad = [r["arm"] for r in rows if "error" in r]
-    return f"arm(s) {', '.join(bad)} failed" if bad else None
 
 
 def by_arm(rows: list[dict]) -> dict[str, dict]:
@@ -67,8 +62,6 @@ def _family(dataset: str, family: str, options: dict, arm: str, epochs: int = 60
 
 # --- claim 1: aggregators -------------------------------------------------------------------------
 def aggregators_verdict(rows: list[dict]) -> tuple[bool, str]:
-    if failed(rows):
-        return False, failed(rows)
     parts, held = [], True
     for data in dict.fromkeys(r["arm"].split(" / ")[0] for r in rows):
         scores = {r["options"]["sage"]["aggregator"]: r["recall@20"] for r in rows if r["arm"].startswith(data + " /")}
@@ -99,8 +92,6 @@ AGGREGATORS = Claim(
 
 # --- claim 4: LightGCN without W/ReLU vs with ---------------------------------------------------
 def lightgcn_verdict(rows: list[dict]) -> tuple[bool, str]:
-    if failed(rows):
-        return False, failed(rows)
     a = by_arm(rows)
     id_plain, id_w = a["lastfm / plain"]["recall@20"], a["lastfm / W+ReLU"]["recall@20"]
     ml_plain, ml_w = a["ml-100k / plain"]["recall@20"], a["ml-100k / W+ReLU"]["recall@20"]
@@ -134,8 +125,6 @@ LIGHTGCN = Claim(
 
 # --- claim 5: fan-out memory -------------------------------------------------------------------------
 def fanout_verdict(rows: list[dict]) -> tuple[bool, str]:
-    if failed(rows):
-        return False, failed(rows)
     for r in rows:
         r["training_extra_mb"] = round(r["peak_rss_mb_training"] - r["rss_mb_before_training"], 1)
     a = by_arm(rows)
@@ -164,8 +153,6 @@ FANOUT = Claim(
 
 # --- claim 6: heuristic cold-start edges ------------------------------------------------------------
 def cold_verdict(rows: list[dict]) -> tuple[bool, str]:
-    if failed(rows):
-        return False, failed(rows)
     parts, held = [], True
     for dataset in dict.fromkeys(r["dataset"] for r in rows):
         w = next(r for r in rows if r["dataset"] == dataset and r["edges"])
@@ -195,8 +182,6 @@ COLD = Claim(
 
 # --- claim 7: hard negatives ------------------------------------------------------------------------
 def negatives_verdict(rows: list[dict]) -> tuple[bool, str]:
-    if failed(rows):
-        return False, failed(rows)
     a = {r["sampler"]: r for r in rows}
     uni, hard = a["uniform"], a["model (32 cand., softmax T=0.5, guard 95th pct)"]
     too, cur = a["too hard (256 cand., top-1)"], a["ppr band + curriculum"]
@@ -257,7 +242,7 @@ def run_claim(claim: Claim, mlflow) -> dict:
                 if "error" in row:
                     mlflow.set_tag("error", row["error"][-500:])
             rows.append(row)
-        held, why = claim.verdict(rows)
+        held, why = settle(rows, claim.verdict)
         entry = {"id": claim.id, "title": claim.title, "claim": claim.claim, "data": claim.data,
                  "protocol": claim.protocol, "held": bool(held), "verdict": why, "columns": claim.columns,
                  "rows": rows, "seconds": round(time.perf_counter() - t0, 1),

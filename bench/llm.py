@@ -25,7 +25,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import peak_rss_mb, write_results  # noqa: E402
-from bench.runner import child_main, run_arms  # noqa: E402
+from bench.runner import child_main, run_arms, settle  # noqa: E402
 
 GNN, TEXT, PREFIX = "gnn (GraphSAGE)", "graph as text", "GNN as prefix"
 
@@ -126,14 +126,7 @@ def case(spec: dict) -> dict:
 
 def verdict(rows: list[dict]) -> tuple[bool, str]:
     """Holds if GNN-as-prefix beats graph-as-text on warm members' recall@20."""
-    by_arm = {}
-    for row in rows:
-        if "error" in row:
-            return False, f"arm {row.get('arm', '?')} failed"
-        by_arm[row.get("arm")] = row
-    for arm in (TEXT, PREFIX):
-        if arm not in by_arm:
-            return False, f"arm {arm} missing"
+    by_arm = {row["arm"]: row for row in rows}
     text, prefix = by_arm[TEXT], by_arm[PREFIX]
     holds = prefix["warm_recall@20"] > text["warm_recall@20"]
     gnn = f"; GraphSAGE alone has {by_arm[GNN]['warm_recall@20']:.4f} warm and {by_arm[GNN]['cold_recall@20']:.4f} " \
@@ -153,7 +146,7 @@ def main() -> None:
     args = p.parse_args()
 
     rows = run_arms("bench.llm", specs(args.epochs, args.prefix_epochs, args.threads, args.users), verdict)
-    holds, reason = verdict(rows)
+    holds, reason = settle(rows, verdict)
     ok = [r for r in rows if "error" not in r]
     first = ok[0] if ok else {}
     figures = {"data": {k: first.get(k) for k in ("members", "jobs", "cold_members", "cold_with_test_targets")},

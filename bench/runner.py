@@ -28,6 +28,13 @@ def run_case(module: str, spec: dict, timeout: float = 3600) -> dict:
     return {**spec, **json.loads(lines[-1]), "wall_seconds": round(time.perf_counter() - t0, 1)}
 
 
+def settle(rows: list[dict], verdict: Callable[[list[dict]], tuple[bool, str]]) -> tuple[bool, str]:
+    """A claim's verdict: never held when an arm failed (its row has an "error"); otherwise the
+    claim's own rule, which may then assume every arm's figures are there."""
+    bad = [r["arm"] for r in rows if "error" in r]
+    return (False, f"arm(s) {', '.join(bad)} failed") if bad else verdict(rows)
+
+
 def run_arms(module: str, specs: list[dict], verdict: Callable[[list[dict]], tuple[bool, str]]) -> list[dict]:
     """A claim's arms, each in its own process (see bench/claims.py): prints every row, the verdict and
     the wall time; returns the rows (spec + figures, or spec + error)."""
@@ -39,7 +46,7 @@ def run_arms(module: str, specs: list[dict], verdict: Callable[[list[dict]], tup
             shown["error"] = row["error"][-400:]
         print(shown, flush=True)
         rows.append(row)
-    held, text = verdict(rows)
+    held, text = settle(rows, verdict)
     print(f"verdict: {'held' if held else 'did not hold'}: {text}")
     print(f"wall seconds: {time.perf_counter() - t0:.1f}")
     return rows

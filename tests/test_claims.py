@@ -1,6 +1,7 @@
 """The claims report's wiring: nine claims, each with arms and a verdict that refuses failed runs.
 (The experiments themselves run in bench/claims.py, not here.)"""
 from bench.claims import all_claims, section
+from bench.runner import settle
 
 
 def test_nine_claims_each_with_labelled_arms_and_a_verdict_that_refuses_failures():
@@ -10,7 +11,7 @@ def test_nine_claims_each_with_labelled_arms_and_a_verdict_that_refuses_failures
         arms = [s["arm"] for s in c.specs]
         assert arms and len(set(arms)) == len(arms), c.id
         assert c.columns and c.claim and c.protocol and c.data
-        held, why = c.verdict([{**s, "error": "Traceback ...\nRuntimeError: boom"} for s in c.specs])
+        held, why = settle([{**s, "error": "Traceback ...\nRuntimeError: boom"} for s in c.specs], c.verdict)
         assert held is False and "failed" in why, (c.id, why)
 
 
