@@ -13,10 +13,12 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -30,25 +32,75 @@ from recsys.models.lightgcn import LightGCN  # noqa: E402
 from recsys.train import fit  # noqa: E402
 
 
+class Averages:
+    """Exponential moving averages of the model's parameters (Polyak averaging), one per decay,
+    updated after every optimizer step; the decay warms up as min(d, (1 + t) / (10 + t))."""
+
+    def __init__(self, model, decays: list[float]):
+        self.params = list(model.parameters())
+        self.shadow = {d: [p.detach().clone() for p in self.params] for d in decays}
+        self.steps = 0
+        self.handle = register_optimizer_step_post_hook(self.update)
+
+    def update(self, optimizer, args, kwargs) -> None:
+        self.steps += 1
+        with torch.no_grad():
+            for d, shadow in self.shadow.items():
+                weight = 1 - min(d, (1 + self.steps) / (10 + self.steps))
+                torch._foreach_lerp_(shadow, [p.detach() for p in self.params], weight)
+
+    @contextmanager
+    def swapped(self, decay: float):
+        """The model's parameters replaced by the average for `decay` inside the block."""
+        with torch.no_grad():
+            saved = [p.detach().clone() for p in self.params]
+            for p, s in zip(self.params, self.shadow[decay]):
+                p.copy_(s)
+            try:
+                yield
+            finally:
+                for p, s in zip(self.params, saved):
+                    p.copy_(s)
+
+
+def rank(model, graph, data, chunk: int) -> dict:
+    model.eval()
+    with torch.no_grad():
+        users, items = model.embed(graph)
+    model.train()
+    return evaluate(users, items, data.test, data.train, [20], chunk_size=chunk)
+
+
 class TestCurve:
     """Callback: recall@20 on test.txt every `every` epochs, against training wall clock (excluding
-    the evaluations themselves)."""
+    the evaluations themselves). With parameter averages, each is ranked too; `headline` (None: the
+    trained parameters, else a decay) gives the point's recall@20 / ndcg@20."""
 
-    def __init__(self, model, graph, data, every: int, chunk_size: int):
+    def __init__(self, model, graph, data, every: int, chunk_size: int, averages: Averages | None = None,
+                 headline: float | None = None):
         self.model, self.graph, self.data, self.every, self.chunk = model, graph, data, every, chunk_size
+        self.averages, self.headline = averages, headline
         self.points: list[dict] = []
         self.train_seconds = 0.0
+
+    def rank_all(self) -> dict:
+        """{None: metrics of the trained parameters, decay: metrics of that average, ...}"""
+        out = {None: rank(self.model, self.graph, self.data, self.chunk)}
+        for d in self.averages.shadow if self.averages else ():
+            with self.averages.swapped(d):
+                out[d] = rank(self.model, self.graph, self.data, self.chunk)
+        return out
 
     def on_epoch_end(self, epoch: int, logs: dict) -> None:
         self.train_seconds += logs["epoch_seconds"]
         if self.every and epoch % self.every == 0:
-            self.model.eval()
-            with torch.no_grad():
-                users, items = self.model.embed(self.graph)
-            self.model.train()
-            m = evaluate(users, items, self.data.test, self.data.train, [20], chunk_size=self.chunk)
-            self.points.append({"epoch": epoch, "train_seconds": round(self.train_seconds, 1),
-                                "recall@20": round(m["recall@20"], 5), "ndcg@20": round(m["ndcg@20"], 5)})
+            ranked = self.rank_all()
+            m = ranked[self.headline]
+            point = {"epoch": epoch, "train_seconds": round(self.train_seconds, 1),
+                     "recall@20": round(m["recall@20"], 5), "ndcg@20": round(m["ndcg@20"], 5)}
+            for d, m in ranked.items():
+                point["raw" if d is None else f"ema{d}"] = [round(m["recall@20"], 5), round(m["ndcg@20"], 5)]
+            self.points.append(point)
             print(self.points[-1], flush=True)
 
     def first_reaching(self, target: float):
@@ -82,6 +134,12 @@ def main() -> None:
     p.add_argument("--lr-gamma", type=float, default=0.1)
     p.add_argument("--eval-every", type=int, default=0,
                    help="rank test.txt every N epochs to record recall against wall clock (as the paper's code does)")
+    p.add_argument("--seed", type=int, default=2020, help="initialisation, batch order and sampling seed")
+    p.add_argument("--ema", type=float, nargs="*", default=[],
+                   help="also rank with exponential moving averages of the parameters at these decays")
+    p.add_argument("--headline-ema", type=float, default=None,
+                   help="report the average at this decay (one of --ema) as the result instead of the trained "
+                        "parameters")
     p.add_argument("--name", default="lightgcn_gowalla", help="results file name")
     p.add_argument("--explore", action="store_true",
                    help="choose settings without test.txt: hold out 10%% of train.txt (random pairs, seed 0) and "
@@ -99,23 +157,25 @@ def main() -> None:
     print(f"gowalla: {data.n_users} users, {data.n_items} items, {len(data.train)} train, {len(data.test)} test "
           f"(loaded in {load_seconds:.1f} s)")
 
-    torch.manual_seed(2020)
+    torch.manual_seed(args.seed)
     model = LightGCN(data.n_users, data.n_items, dim=64, layers=3)
     model.cosine = args.score == "cosine"
-    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, l2=args.l2, seed=2020,
+    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, l2=args.l2, seed=args.seed,
                       lr_milestones=args.lr_milestones, lr_gamma=args.lr_gamma,
                       threads=args.threads, loss=args.loss, temperature=args.temperature,
                       negatives={"kind": args.sampler, "per_positive": args.per_positive,
                                  "candidates": args.candidates})
-    curve = TestCurve(model, graph, data, args.eval_every, args.chunk_size)
+    if args.headline_ema is not None and args.headline_ema not in args.ema:
+        p.error("--headline-ema must be one of the --ema decays")
+    averages = Averages(model, args.ema) if args.ema else None
+    curve = TestCurve(model, graph, data, args.eval_every, args.chunk_size, averages, args.headline_ema)
     result = fit(model, graph, data, cfg, EvalConfig(ks=[20]), callbacks=[curve])
 
     t1 = time.perf_counter()
-    model.eval()
-    with torch.no_grad():
-        users, items = model.embed(graph)
-    metrics = evaluate(users, items, data.test, data.train, [20], chunk_size=args.chunk_size)
+    rank(model, graph, data, args.chunk_size)
     eval_seconds = time.perf_counter() - t1
+    final = curve.rank_all()
+    metrics = final[args.headline_ema]
 
     epoch_seconds = sum(h["epoch_seconds"] for h in result.history) / len(result.history)
     figures = {
@@ -136,6 +196,10 @@ def main() -> None:
                      + (f", hardest of {args.candidates}" if args.sampler == "model" else ""), "loss": args.loss,
                      "temperature": args.temperature if args.loss == "softmax" else None, "score": args.score},
         "sampler": args.sampler,
+        "parameters_ranked": "trained" if args.headline_ema is None else f"moving average, decay {args.headline_ema}",
+        "final_by_average": {"raw" if d is None else f"ema{d}": [round(m["recall@20"], 5), round(m["ndcg@20"], 5)]
+                             for d, m in final.items()},
+        "seed": args.seed,
         "test_curve": curve.points,
         "seconds_to_recall_0.17": curve.first_reaching(0.17),
         "seconds_to_recall_0.18": curve.first_reaching(0.18),
