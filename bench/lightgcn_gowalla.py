@@ -107,6 +107,21 @@ class TestCurve:
         return next((p["train_seconds"] for p in self.points if p["recall@20"] >= target), None)
 
 
+VALIDATION = "validation: 10% of train.txt held out at random (seed 0), test.txt not read"
+
+
+def chosen_on(name: str) -> dict:
+    """What a validation (--explore) run recorded: its command and curve."""
+    import json
+
+    from bench.common import RESULTS
+
+    record = json.loads((RESULTS / f"{name}.json").read_text())
+    if record.get("split") != VALIDATION and "--explore" not in record["command"]:
+        raise SystemExit(f"{name} is not a validation run (--explore); settings must not be chosen on test.txt")
+    return {"name": name, "split": VALIDATION, "command": record["command"], "curve": record["test_curve"]}
+
+
 def explore_split(data: IndexedData) -> IndexedData:
     """train.txt split 90/10 at random; the 10% stands in for the test split."""
     rng = np.random.default_rng(0)
@@ -141,12 +156,16 @@ def main() -> None:
                    help="report the average at this decay (one of --ema) as the result instead of the trained "
                         "parameters")
     p.add_argument("--name", default="lightgcn_gowalla", help="results file name")
+    p.add_argument("--chosen-on", nargs="*", default=[], metavar="NAME",
+                   help="--explore result files (bench/results/NAME.json) that chose these settings; their "
+                        "commands and validation curves are copied into this run's results")
     p.add_argument("--explore", action="store_true",
                    help="choose settings without test.txt: hold out 10%% of train.txt (random pairs, seed 0) and "
                         "report that split everywhere test figures would go; test.txt is not read")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
 
+    chosen = [chosen_on(name) for name in args.chosen_on]  # read first: fail before training, not after
     t0 = time.perf_counter()
     data = load_gowalla(args.data).indexed()
     if args.explore:
@@ -214,11 +233,17 @@ def main() -> None:
     title = (f"LightGCN on Gowalla (lr {args.lr}, batch {args.batch_size}, {args.sampler} x{args.per_positive}, "
              f"{args.loss}{f' T={args.temperature}' if args.loss == 'softmax' else ''}, {args.score})")
     figures["command"] = "./dev.sh python bench/lightgcn_gowalla.py " + " ".join(sys.argv[1:])
-    write_results(args.name, figures, rows, title,
-                  notes=(f"test.txt also ranked every {args.eval_every} epochs for the recall-vs-time curve (JSON "
-                         "`test_curve`), as the paper's code does; no epoch is chosen by it: figures are after "
-                         "the last epoch." if args.eval_every else
-                         "Test split used once, after the budget; no validation-based epoch selection."))
+    figures["split"] = (VALIDATION if args.explore else "test.txt (the paper's protocol)")
+    figures["epochs_chosen_on"] = chosen
+    split = "the validation split (10% of train.txt; test.txt not read)" if args.explore else "test.txt"
+    if args.eval_every:
+        notes = (f"{split} ranked every {args.eval_every} epochs for the recall-vs-time curve (JSON `test_curve`), "
+                 "as the paper's code does; no epoch is chosen by it: figures are after the last epoch.")
+    else:
+        notes = f"{split} ranked once, after the budget."
+    if args.chosen_on:
+        notes += " Settings and epoch budget chosen on the validation runs " + ", ".join(args.chosen_on) + "."
+    write_results(args.name, figures, rows, title, notes=notes)
     save_curve(args.name, figures, title)
 
 
