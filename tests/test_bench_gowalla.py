@@ -1,5 +1,5 @@
 """The Gowalla benchmark's parameter averages: the arithmetic of the moving average, and that ranking with
-an average leaves the trained parameters as they were."""
+an average leaves the trained parameters as they were; the paper's epoch choice on a test curve."""
 import torch
 
 from bench.lightgcn_gowalla import Averages
@@ -26,3 +26,15 @@ def test_moving_average_follows_each_step_and_swapping_restores_the_trained_para
         assert torch.equal(model.weight, trained)
     finally:
         averages.handle.remove()  # the hook is global to all optimizers
+
+
+def test_best_evaluation_is_the_highest_recall_point_with_its_own_ndcg():
+    from bench.lightgcn_gowalla import best_evaluation
+
+    points = [{"epoch": e, "recall@20": r, "ndcg@20": n, "train_seconds": 60.0 * e}
+              for e, r, n in [(1, 0.10, 0.09), (2, 0.18, 0.14), (3, 0.17, 0.16)]]
+    best = best_evaluation(points)
+    # chosen by recall@20, as the paper's early stopping does: epoch 2, not epoch 3's higher NDCG
+    assert (best["epoch"], best["recall@20"], best["ndcg@20"], best["train_seconds"]) == (2, 0.18, 0.14, 120.0)
+    assert best["evaluations"] == 3
+    assert best_evaluation([]) is None
