@@ -14,7 +14,7 @@ from deploy.gates import canary_gate, embedding_gate, metric_gate
 from deploy.registry import CHAMPION, PromotionDecision, alias_version, apply, decide, require_version
 from deploy.snapshot import read_manifest, refresh_lock, snapshots, switch_current, verify, write_snapshot
 from deploy.tracking import load_registered
-from recsys.config import EvalConfig, PromotionConfig, RefreshConfig
+from recsys.config import ConfigError, EvalConfig, PromotionConfig, RefreshConfig
 from recsys.data.types import IndexedData
 from recsys.metrics import evaluate
 
@@ -47,13 +47,13 @@ def promote_version(name: str, version: str, data: IndexedData, promotion: Promo
     require_version(name, version)
     split = promotion.split
     if not len(data.split(split)):
-        raise ValueError(f"promotion.split={split} has no evaluation targets in this data")
+        raise ConfigError(f"promotion.split={split} has no evaluation targets in this data")
     challenger = load_registered(name, version)
     users, items, available = align(challenger, data)
     metrics = challenger_metrics or evaluate(users, items, data.split(split), data.seen_before(split), eval_cfg.ks,
                                              eval_cfg.chunk_size, item_available=available)
     if promotion.metric not in metrics:
-        raise ValueError(f"promotion.metric={promotion.metric!r} is not computed; choose one of {sorted(metrics)}")
+        raise ConfigError(f"promotion.metric={promotion.metric!r} is not computed; choose one of {sorted(metrics)}")
     champion = alias_version(name, CHAMPION)
     champion_value = None
     if champion is not None and champion != str(version):

@@ -27,6 +27,7 @@ def prepare_prefect(root: Path) -> None:
 def _finished(state, command: str, stopped: str):
     """(the flow's result, None) when it completed, else (None, exit code) after saying why."""
     from deploy.errors import RegistryError
+    from recsys.config import ConfigError
     from recsys.data.loaders import DataLoadError
     from validation.report import DataValidationError
 
@@ -35,7 +36,7 @@ def _finished(state, command: str, stopped: str):
     except DataValidationError as exc:
         print(f"\nstopped at validation; {stopped}\n{exc}", file=sys.stderr)
         return None, 3
-    except (DataLoadError, RegistryError) as exc:
+    except (DataLoadError, RegistryError, ConfigError) as exc:  # bad input or settings, found inside the flow
         print(f"\ngraphrec {command}: {exc}", file=sys.stderr)
         return None, 2
     except Exception as exc:  # the flow's own logs carry the traceback

@@ -67,7 +67,8 @@ def store(tmp_path_factory):
 
 def client_for(root):
     cfg = load_config(None, [f"stores.root={root}"])
-    return MlflowClient(cfg.stores.resolved_tracking_uri()), cfg
+    uri = cfg.stores.resolved_tracking_uri()
+    return MlflowClient(uri, registry_uri=uri), cfg  # not the registry another test pointed MLflow at
 
 
 def aliases(root):
@@ -150,3 +151,12 @@ def test_refresh_reembeds_new_users_with_an_inductive_champion(tmp_path, small_n
     assert len(recs) == 10 and not set(recs["item_id"]) & their_items
     assert run(root, "refresh", sets=sets[1]) == 0  # same champion, same data: nothing new written
     assert read_manifest(snapshots)["name"] == manifest["name"]
+
+
+def test_promote_with_a_metric_that_is_not_computed_names_the_ones_that_are(store, capsys):
+    before = aliases(store)
+    capsys.readouterr()
+    assert run(store, "promote", "--version", "2", sets=["promotion.metric=recall@7"]) == 2
+    err = capsys.readouterr().err
+    assert "promotion.metric='recall@7' is not computed; choose one of" in err and "recall@20" in err
+    assert aliases(store) == before  # nothing moved
