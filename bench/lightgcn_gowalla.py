@@ -7,6 +7,12 @@ The paper reports Recall@20 0.1830 / NDCG@20 0.1554 after about 1000 epochs; thi
 graphrec's loop stands after the budget given here.
 
     ./dev.sh python bench/lightgcn_gowalla.py --epochs 20
+
+The best run so far (bench/results/lightgcn_gowalla.json; settings and budget from the validation run
+explore_m64x4_l2_5e-4):
+
+    ./dev.sh python bench/lightgcn_gowalla.py --sampler model --candidates 64 --per-positive 4 --lr 0.002 \\
+        --l2 5e-4 --eval-every 1 --ema 0.998 --headline-ema 0.998 --chosen-on explore_m64x4_l2_5e-4
 """
 from __future__ import annotations
 
@@ -124,6 +130,23 @@ def best_evaluation(points: list[dict]) -> dict | None:
             "train_seconds": best["train_seconds"], "evaluations": len(points), "rule": PAPER_RULE}
 
 
+HELD_OUT = 0.1  # share of train.txt the validation split holds out
+
+
+def validated_budget(curve: list[dict], series: str) -> tuple[int, str]:
+    """(epochs, how): the validation curve's best epoch by recall@20 of `series` ("raw" or "ema<decay>",
+    else the curve's headline), carried over in optimizer steps: the validation run trains on
+    1 - HELD_OUT of train.txt, so the same number of steps is that share of its epochs on all of it."""
+    def recall(point):
+        return point[series][0] if series in point else point["recall@20"]
+
+    best = max(curve, key=recall)
+    epochs = max(1, round(best["epoch"] * (1 - HELD_OUT)))
+    return epochs, (f"best validation epoch {best['epoch']} (recall@20 {recall(best):.4f}, {series}) x "
+                    f"{1 - HELD_OUT:g} (the validation run's share of train.txt, so the same optimizer steps) "
+                    f"= {epochs} epochs")
+
+
 def chosen_on(name: str) -> dict:
     """What a validation (--explore) run recorded: its command and curve."""
     import json
@@ -139,14 +162,16 @@ def chosen_on(name: str) -> dict:
 def explore_split(data: IndexedData) -> IndexedData:
     """train.txt split 90/10 at random; the 10% stands in for the test split."""
     rng = np.random.default_rng(0)
-    held = rng.random(len(data.train)) < 0.1
+    held = rng.random(len(data.train)) < HELD_OUT
     train, valid = data.train[~held], data.train[held]
     return IndexedData(data.user_ids, data.item_ids, train, valid[:0], valid, data.social)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--epochs", type=int, default=20, help="epoch budget (default 20)")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="epoch budget (default: from the first --chosen-on validation run, see validated_budget; "
+                        "else 20)")
     p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     p.add_argument("--data", type=Path, default=SHARED_DATA / "gowalla")
     p.add_argument("--chunk-size", type=int, default=1024, help="users ranked at once in evaluation")
@@ -180,6 +205,18 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     chosen = [chosen_on(name) for name in args.chosen_on]  # read first: fail before training, not after
+    budget_rule = "given on the command line"
+    if chosen:
+        series = "raw" if args.headline_ema is None else f"ema{args.headline_ema}"
+        budget, how = validated_budget(chosen[0]["curve"], series)
+        if args.epochs is None:
+            args.epochs, budget_rule = budget, how
+        elif args.epochs != budget:
+            budget_rule = f"given on the command line; the validation rule would give {budget} ({how})"
+        else:
+            budget_rule = how
+    elif args.epochs is None:
+        args.epochs, budget_rule = 20, "the default"
     t0 = time.perf_counter()
     data = load_gowalla(args.data).indexed()
     if args.explore:
@@ -255,6 +292,7 @@ def main() -> None:
     figures["command"] = "./dev.sh python bench/lightgcn_gowalla.py " + " ".join(sys.argv[1:])
     figures["split"] = VALIDATION if args.explore else "test.txt (the paper's protocol)"
     figures["epochs_chosen_on"] = chosen
+    figures["epoch_budget_rule"] = budget_rule
     split = "the validation split (10% of train.txt; test.txt not read)" if args.explore else "test.txt"
     if args.eval_every:
         notes = (f"{split} ranked every {args.eval_every} epochs for the recall-vs-time curve (JSON `test_curve`), "

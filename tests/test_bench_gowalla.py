@@ -38,3 +38,14 @@ def test_best_evaluation_is_the_highest_recall_point_with_its_own_ndcg():
     assert (best["epoch"], best["recall@20"], best["ndcg@20"], best["train_seconds"]) == (2, 0.18, 0.14, 120.0)
     assert best["evaluations"] == 3
     assert best_evaluation([]) is None
+
+
+def test_validated_budget_takes_the_best_epoch_of_the_series_and_carries_its_steps_over():
+    from bench.lightgcn_gowalla import validated_budget
+
+    curve = [{"epoch": e, "recall@20": r, "raw": [r, 0.0], "ema0.998": [a, 0.0]}
+             for e, r, a in [(5, 0.19, 0.18), (10, 0.21, 0.20), (15, 0.20, 0.22), (20, 0.19, 0.21)]]
+    assert validated_budget(curve, "raw")[0] == 9  # epoch 10 on 90% of train.txt: 9 epochs on all of it
+    epochs, how = validated_budget(curve, "ema0.998")
+    assert epochs == 14 and "best validation epoch 15" in how  # 13.5 rounds to even
+    assert validated_budget(curve, "ema0.5")[0] == 9  # a series the curve lacks: its headline recall@20
