@@ -1,5 +1,6 @@
 """The Gowalla benchmark's parameter averages: the arithmetic of the moving average, and that ranking with
-an average leaves the trained parameters as they were; the paper's epoch choice on a test curve."""
+an average leaves the trained parameters as they were; the paper's epoch choice on a test curve; the epoch
+budget carried over from a validation curve."""
 import torch
 
 from bench.lightgcn_gowalla import Averages
