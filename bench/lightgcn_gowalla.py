@@ -114,7 +114,8 @@ class TestCurve:
         return next((p["train_seconds"] for p in self.points if p["recall@20"] >= target), None)
 
 
-VALIDATION = "validation: 10% of train.txt held out at random (seed 0), test.txt not read"
+HELD_OUT = 0.1  # share of train.txt the validation split holds out
+VALIDATION = f"validation: {HELD_OUT:.0%} of train.txt held out at random (seed 0), test.txt not read"
 PAPER_RULE = ("epoch chosen on test.txt as the paper's code does (NGCF/LightGCN: test recall@20 evaluated during "
               "training, early stopping on it, the best evaluation reported)")
 
@@ -128,9 +129,6 @@ def best_evaluation(points: list[dict]) -> dict | None:
     best = max(points, key=lambda p: p["recall@20"])
     return {"epoch": best["epoch"], "recall@20": best["recall@20"], "ndcg@20": best["ndcg@20"],
             "train_seconds": best["train_seconds"], "evaluations": len(points), "rule": PAPER_RULE}
-
-
-HELD_OUT = 0.1  # share of train.txt the validation split holds out
 
 
 def validated_budget(curve: list[dict], series: str) -> tuple[int, str]:
@@ -160,7 +158,7 @@ def chosen_on(name: str) -> dict:
 
 
 def explore_split(data: IndexedData) -> IndexedData:
-    """train.txt split 90/10 at random; the 10% stands in for the test split."""
+    """train.txt split at random; the HELD_OUT share stands in for the test split."""
     rng = np.random.default_rng(0)
     held = rng.random(len(data.train)) < HELD_OUT
     train, valid = data.train[~held], data.train[held]
@@ -199,7 +197,7 @@ def main() -> None:
                    help="--explore result files (bench/results/NAME.json) that chose these settings; their "
                         "commands and validation curves are copied into this run's results")
     p.add_argument("--explore", action="store_true",
-                   help="choose settings without test.txt: hold out 10%% of train.txt (random pairs, seed 0) and "
+                   help=f"choose settings without test.txt: hold out {HELD_OUT * 100:.0f}%% of train.txt (random pairs, seed 0) and "
                         "report that split everywhere test figures would go; test.txt is not read")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -293,7 +291,7 @@ def main() -> None:
     figures["split"] = VALIDATION if args.explore else "test.txt (the paper's protocol)"
     figures["epochs_chosen_on"] = chosen
     figures["epoch_budget_rule"] = budget_rule
-    split = "the validation split (10% of train.txt; test.txt not read)" if args.explore else "test.txt"
+    split = f"the validation split ({HELD_OUT:.0%} of train.txt; test.txt not read)" if args.explore else "test.txt"
     if args.eval_every:
         notes = (f"{split} ranked every {args.eval_every} epochs for the recall-vs-time curve (JSON `test_curve`), "
                  "as the paper's code does. Headline figures are after the last epoch.")
