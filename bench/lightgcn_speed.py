@@ -7,8 +7,10 @@ loss is checked to agree between them before anything is timed. What differs is 
 * reference semantics (as LightGCN-PyTorch does it): the normalised adjacency as a COO sparse
   tensor, gradients by torch's autograd through `torch.sparse.mm`; measured over a bounded number
   of batches and scaled to an epoch (396 batches), to keep the benchmark short;
-* graphrec: CSR adjacency and a backward pass that multiplies by the (symmetric) matrix again
-  (recsys/models/lightgcn.py), one full epoch through recsys.train.fit.
+* graphrec: CSR adjacency, final embeddings and their gradient computed for the batch's rows only
+  (4 whole-graph products per batch instead of 6, recsys/models/lightgcn.py), compiled sparse
+  products (recsys/kernels.py), one full epoch through recsys.train.fit; then the same epoch with
+  torch's sparse products in place of the compiled ones.
 
 Same data, same sampler, same threads, same process. Then the full-ranking evaluation of all
 29,858 users: its time and its peak memory above the trained model's (RSS sampled every 5 ms).
@@ -18,9 +20,11 @@ Same data, same sampler, same threads, same process. Then the full-ranking evalu
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +34,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import SHARED_DATA, write_results  # noqa: E402
+from recsys import kernels  # noqa: E402
 from recsys.config import EvalConfig, TrainConfig  # noqa: E402
 from recsys.data.loaders import load_gowalla  # noqa: E402
 from recsys.graph.build import build_graph  # noqa: E402
@@ -59,6 +64,26 @@ def reference_batch(model: LightGCN, coo: torch.Tensor, users, pos, neg) -> torc
 def graphrec_batch(model: LightGCN, graph, users, pos, neg) -> torch.Tensor:
     ranking, reg = model.batch_loss(graph, users, pos, neg.unsqueeze(1))
     return ranking + L2 * reg
+
+
+def graphrec_epoch_seconds(graph, data) -> tuple[float, LightGCN]:
+    torch.manual_seed(0)
+    model = LightGCN(data.n_users, data.n_items, DIM, LAYERS)
+    result = fit(model, graph, data, TrainConfig(epochs=1, batch_size=BATCH, lr=LR, l2=L2, progress=False),
+                 EvalConfig(ks=[20]))
+    return result.history[0]["epoch_seconds"], model
+
+
+@contextmanager
+def torch_products():
+    """graphrec's loop with torch.sparse.mm in place of the compiled products."""
+    os.environ[kernels.SWITCH] = "0"
+    kernels.compiled.cache_clear()
+    try:
+        yield
+    finally:
+        del os.environ[kernels.SWITCH]
+        kernels.compiled.cache_clear()
 
 
 def current_rss_mb() -> float:
@@ -135,12 +160,12 @@ def main() -> None:
     half = len(batches) // 2
     ref_seconds = reference_batches(batches[:half])
 
-    # graphrec: one whole epoch through the training loop.
-    torch.manual_seed(0)
-    ours = LightGCN(data.n_users, data.n_items, DIM, LAYERS)
-    result = fit(ours, graph, data, TrainConfig(epochs=1, batch_size=BATCH, lr=LR, l2=L2, progress=False),
-                 EvalConfig(ks=[20]))
-    graphrec_epoch = result.history[0]["epoch_seconds"]
+    # graphrec: one whole epoch through the training loop, with the compiled products and then
+    # with torch's (MKL's) in their place, to show what each part of the loop brings.
+    assert kernels.compiled() is not None, "the compiled products did not build (see the warning)"
+    graphrec_epoch, ours = graphrec_epoch_seconds(graph, data)
+    with torch_products():
+        graphrec_torch_epoch, _ = graphrec_epoch_seconds(graph, data)
 
     ref_seconds += reference_batches(batches[half:])
     ref_batch_seconds = ref_seconds / len(batches)
@@ -159,6 +184,8 @@ def main() -> None:
         "graphrec_epoch_seconds": round(graphrec_epoch, 1),
         "graphrec_batch_ms": round(graphrec_epoch / n_batches * 1000, 1),
         "speedup": round(reference_epoch / graphrec_epoch, 2),
+        "graphrec_torch_products_epoch_seconds": round(graphrec_torch_epoch, 1),
+        "speedup_torch_products": round(reference_epoch / graphrec_torch_epoch, 2),
         "eval_seconds": round(eval_seconds, 2),
         "eval_peak_extra_mb": round(eval_extra, 1),
         "eval_users": int(len(np.unique(data.test[:, 0]))),
@@ -169,6 +196,9 @@ def main() -> None:
     rows = [("reference semantics, s/epoch (scaled from %d batches)" % len(batches), f"{reference_epoch:.1f}"),
             ("graphrec, s/epoch (measured)", f"{graphrec_epoch:.1f}"),
             ("speedup", f"{figures['speedup']:.2f}x"),
+            ("graphrec with torch's sparse products instead of the compiled ones, s/epoch",
+             f"{graphrec_torch_epoch:.1f}"),
+            ("speedup with torch's sparse products", f"{figures['speedup_torch_products']:.2f}x"),
             ("full evaluation of %d users (s)" % figures["eval_users"], f"{eval_seconds:.2f}"),
             ("evaluation peak above the model (MB)", f"{eval_extra:.0f}")]
     write_results("lightgcn_speed", figures, rows, "LightGCN on Gowalla: reference loop semantics vs graphrec",

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from recsys.graph.build import RecGraph, SparseOperator
+from recsys.kernels import csr_mm, masked_mm
 from recsys.models.base import RecModel, l2
 
 
@@ -20,64 +21,46 @@ class SpMM(torch.autograd.Function):
     @staticmethod
     def forward(ctx, op: SparseOperator, x: torch.Tensor) -> torch.Tensor:
         ctx.op = op
-        return torch.sparse.mm(op.matrix, x)
+        return csr_mm(op.matrix, x)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        return None, torch.sparse.mm(ctx.op.transpose, grad)
+        return None, csr_mm(ctx.op.transpose, grad)
 
 
 class RowProducts:
-    """Products with a few rows of a CSR operator A, in both directions, for a batch's rows r:
-    A[r] x (a row slice of the CSR) and A[r]^T h = (A^T)[:, r] h. The second uses each stored
-    entry's mirror position in A^T's CSR (computed once), so no sort is needed per batch."""
+    """Products with a CSR operator A for a batch's rows r, in both directions: A[r] x, and
+    A[r]^T h = A^T y for the y that holds h at the rows r and zero elsewhere. Scratch matrices are
+    reused across batches (nothing returned to autograd lives in them)."""
 
     def __init__(self, op: SparseOperator):
         self.a, self.at = op.matrix, op.transpose
-        n = self.a.shape[0]
-        self.n = n
-        crow, col = self.a.crow_indices(), self.a.col_indices()
-        row = torch.repeat_interleave(torch.arange(n), crow.diff())
-        t_crow, t_col = self.at.crow_indices(), self.at.col_indices()
-        self.t_row = torch.repeat_interleave(torch.arange(n), t_crow.diff())
-        self.mirror = torch.searchsorted(self.t_row * n + t_col, col * n + row)
+        self.n = self.a.shape[0]
+        self.local = torch.full((self.n,), -1, dtype=torch.long)  # row -> its place in r, or -1
         self._buffers: dict = {}
 
     def buffer(self, k: int, width: int) -> torch.Tensor:
-        """An n x width scratch matrix reused across batches (nothing returned to autograd lives in it)."""
+        """Scratch matrix k, n x width."""
         b = self._buffers.get(k)
         if b is None or b.shape[1] != width:
             b = self._buffers[k] = torch.empty(self.n, width)
         return b
 
     def matmul(self, x: torch.Tensor, k: int) -> torch.Tensor:
-        """A x into scratch buffer k."""
-        out = self.buffer(k, x.shape[1])
-        return torch.addmm(out, self.a, x, beta=0, out=out)
+        """A x into scratch matrix k."""
+        return csr_mm(self.a, x, out=self.buffer(k, x.shape[1]))
 
-    def slice(self, r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(A[r] as a len(r) x n CSR, positions of its entries in A's storage)."""
-        crow = self.a.crow_indices()
-        starts, lens = crow[r], crow[r + 1] - crow[r]
-        new_crow = torch.zeros(len(r) + 1, dtype=crow.dtype)
-        torch.cumsum(lens, 0, out=new_crow[1:])
-        pos = torch.repeat_interleave(starts - new_crow[:-1], lens) + torch.arange(int(new_crow[-1]))
-        sub = torch.sparse_csr_tensor(new_crow, self.a.col_indices()[pos], self.a.values()[pos],
-                                      size=(len(r), self.n))
-        return sub, pos
+    def at_rows(self, r: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """A[r] x, len(r) x d."""
+        return csr_mm(self.a, x, rows=r)
 
-    def transposed(self, r: torch.Tensor, pos: torch.Tensor, h: torch.Tensor, k: int | None = None) -> torch.Tensor:
-        """A[r]^T h for h of shape (len(r), d): an n x d result (in scratch buffer k if given), from
-        A^T's entries in the columns r, which are the mirrors of A[r]'s entries, in storage order."""
-        tpos = torch.sort(self.mirror[pos]).values
-        local = torch.empty(self.n, dtype=torch.long)
-        local[r] = torch.arange(len(r))
-        crow = torch.zeros(self.n + 1, dtype=torch.long)
-        torch.cumsum(torch.bincount(self.t_row[tpos], minlength=self.n), 0, out=crow[1:])
-        block = torch.sparse_csr_tensor(crow, local[self.at.col_indices()[tpos]], self.at.values()[tpos],
-                                        size=(self.n, len(r)))
-        out = torch.empty(self.n, h.shape[1]) if k is None else self.buffer(k, h.shape[1])
-        return torch.addmm(out, block, h, beta=0, out=out)
+    def transposed(self, r: torch.Tensor, h: torch.Tensor, k: int | None = None) -> torch.Tensor:
+        """A[r]^T h for h of shape (len(r), d), r without repeats: n x d (in scratch matrix k if given)."""
+        self.local[r] = torch.arange(len(r))
+        try:
+            return masked_mm(self.at, self.local, h, out=None if k is None else self.buffer(k, h.shape[1]))
+        finally:
+            self.local[r] = -1
 
 
 def row_products(op: SparseOperator) -> RowProducts:
@@ -91,7 +74,7 @@ class BatchRows(torch.autograd.Function):
 
     Forward: layers 1..K-1 over the whole graph, layer K only at r (a row slice). Backward, with
     h = grad / (K + 1) placed at r (call it y): the gradient is sum_k (A^T)^k y, by Horner's rule
-    D = y + A^T D repeated K times, whose first product A^T y = A[r]^T h touches only r's edges.
+    D = y + A^T D repeated K times, whose first product A^T y = A[r]^T h gathers only r's rows.
     So K = 3 costs 4 whole-graph products per batch instead of 6, with the same numbers. Also
     returns layer 0 at r, so the L2 term needs no whole-table gradient of its own.
     """
@@ -108,9 +91,7 @@ class BatchRows(torch.autograd.Function):
             x = rows.matmul(x, 1 + k % 2)
             acc += x[r]
         if layers:
-            sub, pos = rows.slice(r)
-            acc += torch.sparse.mm(sub, x)
-            ctx.pos = pos
+            acc += rows.at_rows(r, x)
         ctx.rows, ctx.layers, ctx.n_users = rows, layers, n_users
         ctx.save_for_backward(r)
         return acc / (layers + 1), first
@@ -123,11 +104,11 @@ class BatchRows(torch.autograd.Function):
         if layers == 0:
             d = torch.zeros(rows.n, h.shape[1]).index_add_(0, r, h)
         else:
-            d = rows.transposed(r, ctx.pos, h, k=None if layers == 1 else 5)
+            d = rows.transposed(r, h, k=None if layers == 1 else 5)
             d.index_add_(0, r, h)
             for k in range(1, layers):
                 out = torch.empty_like(d) if k == layers - 1 else rows.buffer(3 + k % 2, d.shape[1])
-                d = torch.addmm(out, rows.at, d, beta=0, out=out)
+                d = csr_mm(rows.at, d, out=out)
                 d.index_add_(0, r, h)
         if grad_first is not None:  # layer 0 at r was used (the L2 term)
             d.index_add_(0, r, grad_first)

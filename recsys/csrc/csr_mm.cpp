@@ -1,0 +1,133 @@
+// Sparse (CSR, float32) x dense (float32, row-major) products for graph propagation on the CPU.
+//
+// Each output row is a weighted sum of rows of x. With 64-wide embeddings a row of x is four
+// 16-float vectors, so one output row is accumulated in four registers while the row's stored
+// entries are walked, and the x rows a few entries ahead are prefetched: the work is a chain of
+// gathers from x, and hiding their latency is what matters. Rows are handed to threads in small
+// dynamic chunks, because degrees in interaction graphs are skewed.
+//
+//   rows_mm(crow, col, val, x, rows, out):   out[l] = A[rows[l]] x   (every row when rows is empty)
+//   masked_mm(crow, col, val, local, h, out): out[i] = sum over row i's entries whose column c has
+//                                             local[c] >= 0 of val * h[local[c]]
+//
+// masked_mm is A y for a y that is zero except at a few rows (h placed at the rows c with
+// local[c] >= 0) without materialising y. The sum over a row's entries runs in storage order.
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+#include <omp.h>
+#ifdef __AVX512F__
+#include <immintrin.h>
+#endif
+
+namespace {
+
+constexpr int64_t kAhead = 8;  // entries to look ahead when prefetching rows of x
+
+// out_row = sum over entries j in [s, e) (where pick(j) >= 0) of val[j] * src[pick(j)], d floats.
+template <typename Pick>
+inline void accumulate(const float* val, const float* src, int64_t d, int64_t s, int64_t e,
+                       Pick pick, float* out_row) {
+  int64_t c = 0;
+#ifdef __AVX512F__
+  for (; c + 64 <= d; c += 64) {
+    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps(),
+           a3 = _mm512_setzero_ps();
+    for (int64_t j = s; j < e; ++j) {
+      if (j + kAhead < e) {
+        const int64_t ahead = pick(j + kAhead);
+        if (ahead >= 0) {
+          const char* p = reinterpret_cast<const char*>(src + ahead * d + c);
+          _mm_prefetch(p, _MM_HINT_T0);
+          _mm_prefetch(p + 64, _MM_HINT_T0);
+          _mm_prefetch(p + 128, _MM_HINT_T0);
+          _mm_prefetch(p + 192, _MM_HINT_T0);
+        }
+      }
+      const int64_t r = pick(j);
+      if (r < 0) continue;
+      const float* x = src + r * d + c;
+      const __m512 v = _mm512_set1_ps(val[j]);
+      a0 = _mm512_fmadd_ps(v, _mm512_loadu_ps(x), a0);
+      a1 = _mm512_fmadd_ps(v, _mm512_loadu_ps(x + 16), a1);
+      a2 = _mm512_fmadd_ps(v, _mm512_loadu_ps(x + 32), a2);
+      a3 = _mm512_fmadd_ps(v, _mm512_loadu_ps(x + 48), a3);
+    }
+    _mm512_storeu_ps(out_row + c, a0);
+    _mm512_storeu_ps(out_row + c + 16, a1);
+    _mm512_storeu_ps(out_row + c + 32, a2);
+    _mm512_storeu_ps(out_row + c + 48, a3);
+  }
+#endif
+  if (c < d) {  // what is left of the width (all of it without AVX-512): plain loops
+    float* o = out_row + c;
+    const int64_t w = d - c;
+    for (int64_t t = 0; t < w; ++t) o[t] = 0.f;
+    for (int64_t j = s; j < e; ++j) {
+      const int64_t r = pick(j);
+      if (r < 0) continue;
+      const float* x = src + r * d + c;
+      const float v = val[j];
+#pragma omp simd
+      for (int64_t t = 0; t < w; ++t) o[t] += v * x[t];
+    }
+  }
+}
+
+void check(const torch::Tensor& crow, const torch::Tensor& col, const torch::Tensor& val,
+           const torch::Tensor& dense, const torch::Tensor& out) {
+  TORCH_CHECK(crow.dtype() == torch::kInt64 && col.dtype() == torch::kInt64, "indices must be int64");
+  TORCH_CHECK(val.dtype() == torch::kFloat32 && dense.dtype() == torch::kFloat32 &&
+                  out.dtype() == torch::kFloat32, "values must be float32");
+  TORCH_CHECK(crow.is_contiguous() && col.is_contiguous() && val.is_contiguous() &&
+                  dense.is_contiguous() && out.is_contiguous(), "tensors must be contiguous");
+  TORCH_CHECK(dense.dim() == 2 && out.dim() == 2 && dense.size(1) == out.size(1), "widths differ");
+}
+
+}  // namespace
+
+torch::Tensor rows_mm(torch::Tensor crow, torch::Tensor col, torch::Tensor val, torch::Tensor x,
+                      torch::Tensor rows, torch::Tensor out) {
+  check(crow, col, val, x, out);
+  const bool all = rows.numel() == 0;
+  const int64_t m = all ? crow.size(0) - 1 : rows.size(0);
+  TORCH_CHECK(out.size(0) == m, "out has ", out.size(0), " rows, expected ", m);
+  const int64_t d = x.size(1);
+  const int64_t* cp = crow.data_ptr<int64_t>();
+  const int64_t* ci = col.data_ptr<int64_t>();
+  const int64_t* rp = all ? nullptr : rows.data_ptr<int64_t>();
+  const float* vp = val.data_ptr<float>();
+  const float* xp = x.data_ptr<float>();
+  float* op = out.data_ptr<float>();
+  const int threads = at::get_num_threads();
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 64)
+  for (int64_t l = 0; l < m; ++l) {
+    const int64_t i = all ? l : rp[l];
+    accumulate(vp, xp, d, cp[i], cp[i + 1], [ci](int64_t j) { return ci[j]; }, op + l * d);
+  }
+  return out;
+}
+
+torch::Tensor masked_mm(torch::Tensor crow, torch::Tensor col, torch::Tensor val, torch::Tensor local,
+                        torch::Tensor h, torch::Tensor out) {
+  check(crow, col, val, h, out);
+  TORCH_CHECK(local.dtype() == torch::kInt64 && local.is_contiguous(), "local must be contiguous int64");
+  const int64_t m = crow.size(0) - 1, d = h.size(1);
+  TORCH_CHECK(out.size(0) == m, "out has ", out.size(0), " rows, expected ", m);
+  const int64_t* cp = crow.data_ptr<int64_t>();
+  const int64_t* ci = col.data_ptr<int64_t>();
+  const int64_t* lp = local.data_ptr<int64_t>();
+  const float* vp = val.data_ptr<float>();
+  const float* hp = h.data_ptr<float>();
+  float* op = out.data_ptr<float>();
+  const int threads = at::get_num_threads();
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 64)
+  for (int64_t i = 0; i < m; ++i) {
+    accumulate(vp, hp, d, cp[i], cp[i + 1], [ci, lp](int64_t j) { return lp[ci[j]]; }, op + i * d);
+  }
+  return out;
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("rows_mm", &rows_mm, "out[l] = A[rows[l]] x for a CSR A (every row when rows is empty)");
+  m.def("masked_mm", &masked_mm, "A y for y zero except rows c with local[c] >= 0, where it is h[local[c]]");
+}

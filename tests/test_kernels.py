@@ -1,0 +1,65 @@
+"""The compiled CSR products against dense matrix products, and torch's stand-ins for them."""
+import pytest
+import torch
+
+from recsys import kernels
+from recsys.kernels import csr_mm, masked_mm
+
+
+def _random_csr(m, n, density, seed):
+    g = torch.Generator().manual_seed(seed)
+    dense = torch.rand(m, n, generator=g) * (torch.rand(m, n, generator=g) < density)
+    dense[3] = 0  # an empty row
+    return dense, dense.to_sparse_csr()
+
+
+@pytest.fixture(params=["compiled", "torch"])
+def mode(request, monkeypatch):
+    """Both paths: the compiled kernel (which must build on this machine) and torch's products."""
+    kernels.compiled.cache_clear()
+    if request.param == "torch":
+        monkeypatch.setenv(kernels.SWITCH, "0")
+        assert kernels.compiled() is None
+    else:
+        assert kernels.compiled() is not None, "the kernel did not build (see the warning)"
+    yield request.param
+    kernels.compiled.cache_clear()
+
+
+@pytest.mark.parametrize("width", [64, 16, 70, 128])  # 70: a 64-wide block and a 6-wide rest
+def test_product_equals_the_dense_one(mode, width):
+    dense, a = _random_csr(40, 30, 0.3, seed=width)
+    x = torch.randn(30, width)
+    assert torch.allclose(csr_mm(a, x), dense @ x, atol=1e-5)
+    out = torch.full((40, width), float("nan"))  # every row written, empty ones included
+    assert csr_mm(a, x, out=out) is out
+    assert torch.allclose(out, dense @ x, atol=1e-5)
+
+
+def test_chosen_rows_with_repeats(mode):
+    dense, a = _random_csr(40, 30, 0.3, seed=1)
+    x = torch.randn(30, 64)
+    rows = torch.tensor([5, 3, 5, 39, 0])
+    assert torch.allclose(csr_mm(a, x, rows=rows), (dense @ x)[rows], atol=1e-5)
+
+
+def test_masked_product_equals_the_product_with_a_mostly_zero_matrix(mode):
+    dense, a = _random_csr(40, 30, 0.3, seed=2)
+    h = torch.randn(4, 64)
+    at = torch.tensor([7, 0, 29, 12])
+    local = torch.full((30,), -1, dtype=torch.long)
+    local[at] = torch.arange(4)
+    y = torch.zeros(30, 64)
+    y[at] = h
+    assert torch.allclose(masked_mm(a, local, h), dense @ y, atol=1e-5)
+
+
+def test_a_build_that_fails_warns_and_torch_takes_over(monkeypatch, tmp_path):
+    kernels.compiled.cache_clear()
+    monkeypatch.setattr(kernels, "SOURCE", tmp_path / "missing.cpp")
+    with pytest.warns(RuntimeWarning, match="could not be built"):
+        assert kernels.compiled() is None
+    dense, a = _random_csr(10, 10, 0.5, seed=3)
+    x = torch.randn(10, 64)
+    assert torch.allclose(csr_mm(a, x), dense @ x, atol=1e-5)
+    kernels.compiled.cache_clear()
