@@ -1,4 +1,5 @@
-"""Compiled sparse x dense products for graph propagation (source: recsys/csrc/csr_mm.cpp).
+"""Compiled sparse x dense products for graph propagation, and candidate scoring for hard
+negatives (source: recsys/csrc/csr_mm.cpp).
 
 torch's CSR product (MKL) spends most of its time waiting on the rows of x it gathers; the
 compiled kernel prefetches them and keeps a 64-wide output row in registers, about 3x faster on
@@ -98,3 +99,10 @@ def masked_mm(a: torch.Tensor, local: torch.Tensor, h: torch.Tensor,
         return out.copy_(torch.sparse.mm(a, y))
     return compiled().masked_mm(a.crow_indices(), a.col_indices(), a.values(), local.contiguous(),
                                 h.contiguous(), out)
+
+
+def gather_dot(q: torch.Tensor, table: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """(B, M) scores q[b] . table[idx[b, m]] for q (B, d), table (N, d), idx (B, M). No autograd."""
+    if q.dtype != torch.float32 or table.dtype != torch.float32 or compiled() is None:
+        return torch.einsum("bd,bmd->bm", q, table[idx])
+    return compiled().gather_dot(q.contiguous(), table.contiguous(), idx.contiguous())

@@ -20,20 +20,22 @@ from typing import Any, Callable, Optional
 import numpy as np
 import torch
 
+from recsys.kernels import gather_dot
+
 
 class PositiveSet:
     """Membership test for (user, item) pairs via a sorted array of keys user * n_items + item."""
 
     def __init__(self, pairs: np.ndarray, n_items: int):
         self.n_items = n_items
-        self.keys = np.unique(pairs[:, 0].astype(np.int64) * n_items + pairs[:, 1])
+        self.keys = torch.from_numpy(np.unique(pairs[:, 0].astype(np.int64) * n_items + pairs[:, 1]))
 
     def contains(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-        keys = users.astype(np.int64) * self.n_items + items
+        keys = torch.from_numpy(np.ascontiguousarray(users, dtype=np.int64) * self.n_items + items)
         if not len(self.keys):
             return np.zeros(keys.shape, dtype=bool)
-        pos = np.minimum(np.searchsorted(self.keys, keys), len(self.keys) - 1)
-        return self.keys[pos] == keys
+        pos = torch.searchsorted(self.keys, keys).clamp_(max=len(self.keys) - 1)  # on torch's threads
+        return (self.keys[pos] == keys).numpy()
 
 
 class Sampler:
@@ -50,15 +52,16 @@ class Sampler:
 
     def repair(self, users: np.ndarray, neg: np.ndarray) -> np.ndarray:
         """Replace every negative that is a positive of its user by a uniform non-positive draw."""
-        users_b = np.broadcast_to(users.reshape(-1, *([1] * (neg.ndim - 1))), neg.shape)
-        bad = self.positives.contains(users_b, neg)
-        for _ in range(self.max_redraws):
-            if not bad.any():
-                return neg
-            neg[bad] = self.rng.integers(self.n_items, size=int(bad.sum()))
-            bad = self.positives.contains(users_b, neg)
-        # a user who has (almost) every item: keep the draw, it cannot be helped
-        return neg
+        owners = np.broadcast_to(users.reshape(-1, *([1] * (neg.ndim - 1))), neg.shape).reshape(-1)
+        flat = neg.reshape(-1)
+        bad = np.flatnonzero(self.positives.contains(owners, flat))
+        for _ in range(self.max_redraws):  # redraw, and check again, only what was a positive
+            if not len(bad):
+                break
+            flat[bad] = self.rng.integers(self.n_items, size=len(bad))
+            bad = bad[self.positives.contains(owners[bad], flat[bad])]
+        # what is still bad belongs to a user who has (almost) every item: kept, it cannot be helped
+        return flat.reshape(neg.shape)
 
 
 class UniformNegatives(Sampler):
@@ -174,8 +177,7 @@ class ScoreView:
             with torch.no_grad():
                 self.users, self.items = (t.detach() for t in self.model.embed(self.graph))
         self.calls += 1
-        u = self.users[torch.from_numpy(users)]
-        return torch.einsum("bd,bmd->bm", u, self.items[torch.from_numpy(items)]).numpy()
+        return gather_dot(self.users[torch.from_numpy(users)], self.items, torch.from_numpy(items)).numpy()
 
 
 def build_sampler(cfg, n_users: int, n_items: int, train_pairs: np.ndarray, seed: int = 0) -> Sampler:

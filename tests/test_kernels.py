@@ -63,3 +63,12 @@ def test_a_build_that_fails_warns_and_torch_takes_over(monkeypatch, tmp_path):
     x = torch.randn(10, 64)
     assert torch.allclose(csr_mm(a, x), dense @ x, atol=1e-5)
     kernels.compiled.cache_clear()
+
+
+@pytest.mark.parametrize("width", [64, 20])  # 20: a 16-wide block and a 4-wide rest
+def test_gather_dot_scores_each_candidate_against_its_query(mode, width):
+    g = torch.Generator().manual_seed(width)
+    q, table = torch.randn(5, width, generator=g), torch.randn(30, width, generator=g)
+    idx = torch.randint(30, (5, 12), generator=g)
+    expected = torch.tensor([[float(q[b] @ table[idx[b, m]]) for m in range(12)] for b in range(5)])
+    assert torch.allclose(kernels.gather_dot(q, table, idx), expected, atol=1e-5)

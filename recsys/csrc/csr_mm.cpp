@@ -12,6 +12,11 @@
 //
 // masked_mm is A y for a y that is zero except at a few rows (h placed at the rows c with
 // local[c] >= 0) without materialising y. The sum over a row's entries runs in storage order.
+//
+//   gather_dot(q, table, idx):               out[b, m] = q[b] . table[idx[b, m]]
+//
+// gather_dot scores many candidates per query (a hard-negative sampler's inner loop) without
+// copying the candidates' rows out of the table first.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 #include <omp.h>
@@ -37,10 +42,10 @@ inline void accumulate(const float* val, const float* src, int64_t d, int64_t s,
         const int64_t ahead = pick(j + kAhead);
         if (ahead >= 0) {
           const char* p = reinterpret_cast<const char*>(src + ahead * d + c);
-          _mm_prefetch(p, _MM_HINT_T0);
-          _mm_prefetch(p + 64, _MM_HINT_T0);
-          _mm_prefetch(p + 128, _MM_HINT_T0);
-          _mm_prefetch(p + 192, _MM_HINT_T0);
+          __builtin_prefetch(p);
+          __builtin_prefetch(p + 64);
+          __builtin_prefetch(p + 128);
+          __builtin_prefetch(p + 192);
         }
       }
       const int64_t r = pick(j);
@@ -127,7 +132,45 @@ torch::Tensor masked_mm(torch::Tensor crow, torch::Tensor col, torch::Tensor val
   return out;
 }
 
+torch::Tensor gather_dot(torch::Tensor q, torch::Tensor table, torch::Tensor idx) {
+  TORCH_CHECK(q.dtype() == torch::kFloat32 && table.dtype() == torch::kFloat32, "values must be float32");
+  TORCH_CHECK(idx.dtype() == torch::kInt64, "indices must be int64");
+  TORCH_CHECK(q.is_contiguous() && table.is_contiguous() && idx.is_contiguous(), "tensors must be contiguous");
+  TORCH_CHECK(q.dim() == 2 && table.dim() == 2 && idx.dim() == 2 && q.size(1) == table.size(1) &&
+                  idx.size(0) == q.size(0), "shapes: q (B, d), table (N, d), idx (B, M)");
+  const int64_t b_count = idx.size(0), m = idx.size(1), d = q.size(1);
+  auto out = torch::empty({b_count, m}, q.options());
+  const float* qp = q.data_ptr<float>();
+  const float* tp = table.data_ptr<float>();
+  const int64_t* ip = idx.data_ptr<int64_t>();
+  float* op = out.data_ptr<float>();
+  const int threads = at::get_num_threads();
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int64_t b = 0; b < b_count; ++b) {
+    const float* qb = qp + b * d;
+    const int64_t* ib = ip + b * m;
+    for (int64_t j = 0; j < m; ++j) {
+      if (j + kAhead < m) {
+        const char* p = reinterpret_cast<const char*>(tp + ib[j + kAhead] * d);
+        for (int64_t c = 0; c < d; c += 16) __builtin_prefetch(p + 4 * c);
+      }
+      const float* row = tp + ib[j] * d;
+      int64_t c = 0;
+      float sum = 0.f;
+#ifdef __AVX512F__
+      __m512 acc = _mm512_setzero_ps();
+      for (; c + 16 <= d; c += 16) acc = _mm512_fmadd_ps(_mm512_loadu_ps(qb + c), _mm512_loadu_ps(row + c), acc);
+      sum = _mm512_reduce_add_ps(acc);
+#endif
+      for (; c < d; ++c) sum += qb[c] * row[c];
+      op[b * m + j] = sum;
+    }
+  }
+  return out;
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("rows_mm", &rows_mm, "out[l] = A[rows[l]] x for a CSR A (every row when rows is empty)");
+  m.def("gather_dot", &gather_dot, "out[b, m] = q[b] . table[idx[b, m]]");
   m.def("masked_mm", &masked_mm, "A y for y zero except rows c with local[c] >= 0, where it is h[local[c]]");
 }
