@@ -78,12 +78,12 @@ def graphrec_epoch_seconds(graph, data) -> tuple[float, LightGCN]:
 def torch_products():
     """graphrec's loop with torch.sparse.mm in place of the compiled products."""
     os.environ[kernels.SWITCH] = "0"
-    kernels.compiled.cache_clear()
+    kernels.reset()
     try:
         yield
     finally:
         del os.environ[kernels.SWITCH]
-        kernels.compiled.cache_clear()
+        kernels.reset()
 
 
 def current_rss_mb() -> float:

@@ -15,6 +15,7 @@ import functools
 import hashlib
 import io
 import os
+import threading
 import warnings
 from pathlib import Path
 from typing import Optional
@@ -47,9 +48,23 @@ def _put_ninja_on_path() -> None:
         os.environ["PATH"] = os.pathsep.join([ninja.BIN_DIR, os.environ.get("PATH", "")])
 
 
-@functools.lru_cache(maxsize=None)
+_build_lock = threading.Lock()  # one build per process, even when tasks start in threads
+
+
 def compiled():
     """The compiled module, or None (switched off, or it could not be built: a warning says why)."""
+    with _build_lock:
+        return _load()
+
+
+def reset() -> None:
+    """Forget the loaded module, so that the next call looks at GRAPHREC_KERNELS again."""
+    with _build_lock:
+        _load.cache_clear()
+
+
+@functools.lru_cache(maxsize=None)
+def _load():
     if os.environ.get(SWITCH, "1") == "0":
         return None
     try:
@@ -64,7 +79,7 @@ def compiled():
     except Exception as exc:  # no compiler, no ninja, a read-only cache: torch's products still work
         warnings.warn(f"graphrec: the compiled sparse products could not be built ({type(exc).__name__}: {exc}); "
                       f"using torch.sparse.mm, which is slower. Install g++ and ninja, or set {SWITCH}=0 to "
-                      "silence this.", RuntimeWarning, stacklevel=2)
+                      "silence this.", RuntimeWarning, stacklevel=3)
         return None
 
 

@@ -16,14 +16,14 @@ def _random_csr(m, n, density, seed):
 @pytest.fixture(params=["compiled", "torch"])
 def mode(request, monkeypatch):
     """Both paths: the compiled kernel (which must build on this machine) and torch's products."""
-    kernels.compiled.cache_clear()
+    kernels.reset()
     if request.param == "torch":
         monkeypatch.setenv(kernels.SWITCH, "0")
         assert kernels.compiled() is None
     else:
         assert kernels.compiled() is not None, "the kernel did not build (see the warning)"
     yield request.param
-    kernels.compiled.cache_clear()
+    kernels.reset()
 
 
 @pytest.mark.parametrize("width", [64, 16, 70, 128])  # 70: a 64-wide block and a 6-wide rest
@@ -55,14 +55,14 @@ def test_masked_product_equals_the_product_with_a_mostly_zero_matrix(mode):
 
 
 def test_a_build_that_fails_warns_and_torch_takes_over(monkeypatch, tmp_path):
-    kernels.compiled.cache_clear()
+    kernels.reset()
     monkeypatch.setattr(kernels, "SOURCE", tmp_path / "missing.cpp")
     with pytest.warns(RuntimeWarning, match="could not be built"):
         assert kernels.compiled() is None
     dense, a = _random_csr(10, 10, 0.5, seed=3)
     x = torch.randn(10, 64)
     assert torch.allclose(csr_mm(a, x), dense @ x, atol=1e-5)
-    kernels.compiled.cache_clear()
+    kernels.reset()
 
 
 @pytest.mark.parametrize("width", [64, 20])  # 20: a 16-wide block and a 4-wide rest
