@@ -83,6 +83,12 @@ def _load():
         return None
 
 
+def _check_bounds(idx: torch.Tensor, size: int, what: str) -> None:
+    """The compiled code reads wherever an index points: an index out of range is refused here."""
+    if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= size):
+        raise IndexError(f"{what} out of range: [{int(idx.min())}, {int(idx.max())}] for size {size}")
+
+
 def _usable(a: torch.Tensor, x: torch.Tensor) -> bool:
     return (a.layout == torch.sparse_csr and a.dtype == torch.float32 and x.dtype == torch.float32
             and a.crow_indices().dtype == torch.int64 and compiled() is not None)
@@ -97,6 +103,8 @@ def csr_mm(a: torch.Tensor, x: torch.Tensor, out: Optional[torch.Tensor] = None,
     if not _usable(a, x):
         product = torch.sparse.mm(a, x)
         return out.copy_(product if rows is None else product[rows])
+    if rows is not None:
+        _check_bounds(rows, a.shape[0], "rows")
     return compiled().rows_mm(a.crow_indices(), a.col_indices(), a.values(), x.contiguous(),
                               torch.empty(0, dtype=torch.long) if rows is None else rows.contiguous(), out)
 
@@ -120,4 +128,5 @@ def gather_dot(q: torch.Tensor, table: torch.Tensor, idx: torch.Tensor) -> torch
     """(B, M) scores q[b] . table[idx[b, m]] for q (B, d), table (N, d), idx (B, M). No autograd."""
     if q.dtype != torch.float32 or table.dtype != torch.float32 or compiled() is None:
         return torch.einsum("bd,bmd->bm", q, table[idx])
+    _check_bounds(idx, table.shape[0], "candidates")
     return compiled().gather_dot(q.contiguous(), table.contiguous(), idx.contiguous())

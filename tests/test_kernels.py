@@ -72,3 +72,11 @@ def test_gather_dot_scores_each_candidate_against_its_query(mode, width):
     idx = torch.randint(30, (5, 12), generator=g)
     expected = torch.tensor([[float(q[b] @ table[idx[b, m]]) for m in range(12)] for b in range(5)])
     assert torch.allclose(kernels.gather_dot(q, table, idx), expected, atol=1e-5)
+
+
+def test_indices_out_of_range_are_refused_not_read(mode):
+    _, a = _random_csr(10, 10, 0.5, seed=4)
+    with pytest.raises(IndexError):
+        csr_mm(a, torch.randn(10, 64), rows=torch.tensor([0, 10]))
+    with pytest.raises(IndexError):
+        kernels.gather_dot(torch.randn(2, 64), torch.randn(5, 64), torch.tensor([[0, 1], [5, 2]]))
