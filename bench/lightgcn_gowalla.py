@@ -9,10 +9,10 @@ graphrec's loop stands after the budget given here.
     ./dev.sh python bench/lightgcn_gowalla.py --epochs 20
 
 The best run so far (bench/results/lightgcn_gowalla.json; settings and budget from the validation run
-explore_m64x8_l2_5e-4, the best of the validation runs):
+explore_m64x8_l2_1e-3, the best of the validation runs):
 
     ./dev.sh python bench/lightgcn_gowalla.py --sampler model --candidates 64 --per-positive 8 --lr 0.002 \\
-        --l2 5e-4 --eval-every 1 --ema 0.998 --headline-ema 0.998 --chosen-on explore_m64x8_l2_5e-4
+        --l2 1e-3 --eval-every 1 --ema 0.998 --headline-ema 0.998 --chosen-on explore_m64x8_l2_1e-3
 """
 from __future__ import annotations
 
