@@ -88,6 +88,24 @@ void check(const torch::Tensor& crow, const torch::Tensor& col, const torch::Ten
   TORCH_CHECK(dense.dim() == 2 && out.dim() == 2 && dense.size(1) == out.size(1), "widths differ");
 }
 
+// out row l = the (picked) entries of A's row row_of(l) times rows of src, for l < out.size(0).
+template <typename RowOf, typename Pick>
+torch::Tensor row_sums(const torch::Tensor& crow, const torch::Tensor& val, const torch::Tensor& src,
+                       torch::Tensor out, RowOf row_of, Pick pick) {
+  const int64_t m = out.size(0), d = src.size(1);
+  const int64_t* cp = crow.data_ptr<int64_t>();
+  const float* vp = val.data_ptr<float>();
+  const float* sp = src.data_ptr<float>();
+  float* op = out.data_ptr<float>();
+  const int threads = at::get_num_threads();
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 64)
+  for (int64_t l = 0; l < m; ++l) {
+    const int64_t i = row_of(l);
+    accumulate(vp, sp, d, cp[i], cp[i + 1], pick, op + l * d);
+  }
+  return out;
+}
+
 }  // namespace
 
 torch::Tensor rows_mm(torch::Tensor crow, torch::Tensor col, torch::Tensor val, torch::Tensor x,
@@ -96,40 +114,20 @@ torch::Tensor rows_mm(torch::Tensor crow, torch::Tensor col, torch::Tensor val, 
   const bool all = rows.numel() == 0;
   const int64_t m = all ? crow.size(0) - 1 : rows.size(0);
   TORCH_CHECK(out.size(0) == m, "out has ", out.size(0), " rows, expected ", m);
-  const int64_t d = x.size(1);
-  const int64_t* cp = crow.data_ptr<int64_t>();
   const int64_t* ci = col.data_ptr<int64_t>();
   const int64_t* rp = all ? nullptr : rows.data_ptr<int64_t>();
-  const float* vp = val.data_ptr<float>();
-  const float* xp = x.data_ptr<float>();
-  float* op = out.data_ptr<float>();
-  const int threads = at::get_num_threads();
-#pragma omp parallel for num_threads(threads) schedule(dynamic, 64)
-  for (int64_t l = 0; l < m; ++l) {
-    const int64_t i = all ? l : rp[l];
-    accumulate(vp, xp, d, cp[i], cp[i + 1], [ci](int64_t j) { return ci[j]; }, op + l * d);
-  }
-  return out;
+  return row_sums(crow, val, x, out, [rp](int64_t l) { return rp ? rp[l] : l; },
+                  [ci](int64_t j) { return ci[j]; });
 }
 
 torch::Tensor masked_mm(torch::Tensor crow, torch::Tensor col, torch::Tensor val, torch::Tensor local,
                         torch::Tensor h, torch::Tensor out) {
   check(crow, col, val, h, out);
   TORCH_CHECK(local.dtype() == torch::kInt64 && local.is_contiguous(), "local must be contiguous int64");
-  const int64_t m = crow.size(0) - 1, d = h.size(1);
-  TORCH_CHECK(out.size(0) == m, "out has ", out.size(0), " rows, expected ", m);
-  const int64_t* cp = crow.data_ptr<int64_t>();
+  TORCH_CHECK(out.size(0) == crow.size(0) - 1, "out has ", out.size(0), " rows, expected ", crow.size(0) - 1);
   const int64_t* ci = col.data_ptr<int64_t>();
   const int64_t* lp = local.data_ptr<int64_t>();
-  const float* vp = val.data_ptr<float>();
-  const float* hp = h.data_ptr<float>();
-  float* op = out.data_ptr<float>();
-  const int threads = at::get_num_threads();
-#pragma omp parallel for num_threads(threads) schedule(dynamic, 64)
-  for (int64_t i = 0; i < m; ++i) {
-    accumulate(vp, hp, d, cp[i], cp[i + 1], [ci, lp](int64_t j) { return lp[ci[j]]; }, op + i * d);
-  }
-  return out;
+  return row_sums(crow, val, h, out, [](int64_t l) { return l; }, [ci, lp](int64_t j) { return lp[ci[j]]; });
 }
 
 torch::Tensor gather_dot(torch::Tensor q, torch::Tensor table, torch::Tensor idx) {
