@@ -20,11 +20,9 @@ Same data, same sampler, same threads, same process. Then the full-ranking evalu
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import threading
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -72,18 +70,6 @@ def graphrec_epoch_seconds(graph, data) -> tuple[float, LightGCN]:
     result = fit(model, graph, data, TrainConfig(epochs=1, batch_size=BATCH, lr=LR, l2=L2, progress=False),
                  EvalConfig(ks=[20]))
     return result.history[0]["epoch_seconds"], model
-
-
-@contextmanager
-def torch_products():
-    """graphrec's loop with torch.sparse.mm in place of the compiled products."""
-    os.environ[kernels.SWITCH] = "0"
-    kernels.reset()
-    try:
-        yield
-    finally:
-        del os.environ[kernels.SWITCH]
-        kernels.reset()
 
 
 def current_rss_mb() -> float:
@@ -164,7 +150,7 @@ def main() -> None:
     # with torch's (MKL's) in their place, to show what each part of the loop brings.
     assert kernels.compiled() is not None, "the compiled products did not build (see the warning)"
     graphrec_epoch, ours = graphrec_epoch_seconds(graph, data)
-    with torch_products():
+    with kernels.torch_products():
         graphrec_torch_epoch, _ = graphrec_epoch_seconds(graph, data)
 
     ref_seconds += reference_batches(batches[half:])

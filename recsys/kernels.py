@@ -64,6 +64,22 @@ def reset() -> None:
         _load.cache_clear()
 
 
+@contextlib.contextmanager
+def torch_products():
+    """Inside the block, torch's products stand in for the compiled ones (comparisons, tests)."""
+    before = os.environ.get(SWITCH)
+    os.environ[SWITCH] = "0"
+    reset()
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ[SWITCH]
+        else:
+            os.environ[SWITCH] = before
+        reset()
+
+
 @functools.lru_cache(maxsize=None)
 def _load():
     if os.environ.get(SWITCH, "1") == "0":
@@ -90,9 +106,12 @@ def _check_bounds(idx: torch.Tensor, size: int, what: str) -> None:
         raise IndexError(f"{what} out of range: [{int(idx.min())}, {int(idx.max())}] for size {size}")
 
 
-def _usable(a: torch.Tensor, x: torch.Tensor) -> bool:
-    return (a.layout == torch.sparse_csr and a.dtype == torch.float32 and x.dtype == torch.float32
-            and a.crow_indices().dtype == torch.int64 and compiled() is not None)
+def _compiled_for(a: torch.Tensor, x: torch.Tensor):
+    """The compiled module if it can take this product (float32 CSR with int64 indices), else None."""
+    if (a.layout == torch.sparse_csr and a.dtype == torch.float32 and x.dtype == torch.float32
+            and a.crow_indices().dtype == torch.int64):
+        return compiled()
+    return None
 
 
 def csr_mm(a: torch.Tensor, x: torch.Tensor, out: Optional[torch.Tensor] = None,
@@ -101,12 +120,13 @@ def csr_mm(a: torch.Tensor, x: torch.Tensor, out: Optional[torch.Tensor] = None,
     m = a.shape[0] if rows is None else len(rows)
     if out is None:
         out = torch.empty(m, x.shape[1], dtype=x.dtype)
-    if not _usable(a, x):
+    module = _compiled_for(a, x)
+    if module is None:
         product = torch.sparse.mm(a, x)
         return out.copy_(product if rows is None else product[rows])
     if rows is not None:
         _check_bounds(rows, a.shape[0], "rows")
-    return compiled().rows_mm(a.crow_indices(), a.col_indices(), a.values(), x.contiguous(),
+    return module.rows_mm(a.crow_indices(), a.col_indices(), a.values(), x.contiguous(),
                               torch.empty(0, dtype=torch.long) if rows is None else rows.contiguous(), out)
 
 
@@ -116,18 +136,20 @@ def masked_mm(a: torch.Tensor, local: torch.Tensor, h: torch.Tensor,
     without building y (when compiled). No autograd."""
     if out is None:
         out = torch.empty(a.shape[0], h.shape[1], dtype=h.dtype)
-    if not _usable(a, h):
+    module = _compiled_for(a, h)
+    if module is None:
         at = (local >= 0).nonzero().squeeze(1)
         y = torch.zeros(a.shape[1], h.shape[1], dtype=h.dtype)
         y[at] = h[local[at]]
         return out.copy_(torch.sparse.mm(a, y))
-    return compiled().masked_mm(a.crow_indices(), a.col_indices(), a.values(), local.contiguous(),
+    return module.masked_mm(a.crow_indices(), a.col_indices(), a.values(), local.contiguous(),
                                 h.contiguous(), out)
 
 
 def gather_dot(q: torch.Tensor, table: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     """(B, M) scores q[b] . table[idx[b, m]] for q (B, d), table (N, d), idx (B, M). No autograd."""
-    if q.dtype != torch.float32 or table.dtype != torch.float32 or compiled() is None:
+    module = compiled() if q.dtype == table.dtype == torch.float32 else None
+    if module is None:
         return torch.einsum("bd,bmd->bm", q, table[idx])
     _check_bounds(idx, table.shape[0], "candidates")
-    return compiled().gather_dot(q.contiguous(), table.contiguous(), idx.contiguous())
+    return module.gather_dot(q.contiguous(), table.contiguous(), idx.contiguous())

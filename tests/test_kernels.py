@@ -14,16 +14,15 @@ def _random_csr(m, n, density, seed):
 
 
 @pytest.fixture(params=["compiled", "torch"])
-def mode(request, monkeypatch):
+def mode(request):
     """Both paths: the compiled kernel (which must build on this machine) and torch's products."""
-    kernels.reset()
     if request.param == "torch":
-        monkeypatch.setenv(kernels.SWITCH, "0")
-        assert kernels.compiled() is None
+        with kernels.torch_products():
+            assert kernels.compiled() is None
+            yield request.param
     else:
         assert kernels.compiled() is not None, "the kernel did not build (see the warning)"
-    yield request.param
-    kernels.reset()
+        yield request.param
 
 
 @pytest.mark.parametrize("width", [64, 16, 70, 128])  # 70: a 64-wide block and a 6-wide rest
