@@ -16,7 +16,9 @@ temporary name, fsyncs every file, renames the folder into place and only then r
 naming a complete snapshot. Older snapshots beyond `keep` are removed after the switch.
 
 Reading (Snapshot.open) verifies the checksums of the snapshot CURRENT names; if they do not
-match, it refuses that snapshot and serves the newest older one that does, and says so.
+match, it refuses that snapshot and serves the newest older one that does, and says so. A CURRENT
+that is empty, unreadable or names no snapshot (while intact snapshots exist) is treated the same
+way: the newest intact snapshot is served, with a warning naming the pointer's problem.
 """
 from __future__ import annotations
 
@@ -302,10 +304,28 @@ def switch_current(root: Path, name: str) -> None:
 
 
 def current_name(root: Path) -> Optional[str]:
+    """The snapshot CURRENT names; None when there is no CURRENT or it is empty. Bytes that are
+    not UTF-8 are kept as replacement characters (such a name matches no snapshot)."""
     pointer = Path(root) / CURRENT
-    if not pointer.is_file():
+    try:
+        raw = pointer.read_bytes()
+    except OSError:
         return None
-    return pointer.read_text().strip() or None
+    return raw.decode("utf-8", errors="replace").strip() or None
+
+
+def _pointer_problem(root: Path) -> str:
+    """Why CURRENT names no snapshot: missing, empty, unreadable."""
+    pointer = Path(root) / CURRENT
+    if not pointer.exists():
+        return f"{pointer} is missing"
+    if not pointer.is_file():
+        return f"{pointer} is not a file"
+    try:
+        pointer.read_bytes()
+    except OSError as exc:
+        return f"{pointer} cannot be read ({exc.strerror})"
+    return f"{pointer} is empty"
 
 
 def read_manifest(root: Path, name: Optional[str] = None) -> Optional[dict]:
@@ -380,9 +400,19 @@ class Snapshot:
         root = Path(root)
         name = current_name(root)
         if name is None:
-            raise SnapshotError(f"no snapshot yet in {root}: run `graphrec retrain` (or `graphrec refresh`) first")
-        problem = verify(root, name) if verify_files else (
-            None if read_manifest(root, name) else f"snapshot {name} has no readable manifest.json")
+            problem = _pointer_problem(root)
+            good = next((m["name"] for m in snapshots(root) if verify(root, m["name"]) is None), None)
+            if good is None:
+                detail = "" if problem.endswith("is missing") else f" ({problem})"
+                raise SnapshotError(f"no snapshot yet in {root}{detail}: run `graphrec retrain` (or `graphrec refresh`) "
+                                    "first")
+            log.error("%s; serving the newest intact snapshot %s", problem, good)
+            return cls(root, good, fallback_from=CURRENT, problem=problem, threads=threads)
+        if "/" in name or "\x00" in name or name in (".", ".."):
+            problem = f"{root / CURRENT} names {name[:80]!r}, which is not a snapshot name"
+        else:
+            problem = verify(root, name) if verify_files else (
+                None if read_manifest(root, name) else f"snapshot {name} has no readable manifest.json")
         if problem is None:
             return cls(root, name, threads=threads)
         older = [m["name"] for m in snapshots(root) if m["name"] != name]

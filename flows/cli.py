@@ -8,10 +8,19 @@ import sys
 from pathlib import Path
 
 
+# Commands that write the store (MLflow, Prefect state, snapshots): a store they could not write is
+# refused before anything starts, naming the path (ConfigError: exit 2).
+WRITES_STORE = ("retrain", "search", "refresh", "promote", "rollback", "serve")
+MAX_K = 10_000  # recommend -k: beyond this a list is no recommendation, and faiss would allocate k per user
+
+
 def _config(args):
     from recsys.config import load_config
 
-    return load_config(args.config, args.set)
+    cfg = load_config(args.config, args.set)
+    if getattr(args, "command", None) in WRITES_STORE:
+        cfg.stores.check_writable()
+    return cfg
 
 
 def prepare_prefect(root: Path) -> None:
@@ -71,6 +80,7 @@ def cmd_search(args) -> int:
     from recsys.config import load_config
 
     cfg = load_config(args.config, overrides)
+    cfg.stores.check_writable()
     prepare_prefect(cfg.stores.root)
     from flows.search import search_flow
 
@@ -89,6 +99,9 @@ def cmd_search(args) -> int:
 
 
 def cmd_recommend(args) -> int:
+    if not 1 <= args.k <= MAX_K:
+        print(f"graphrec recommend: -k {args.k} is out of range; ask for 1 to {MAX_K} items", file=sys.stderr)
+        return 2
     from deploy.snapshot import Snapshot, SnapshotError, UnknownUserError
     from recsys.config import load_config
 
@@ -101,7 +114,8 @@ def cmd_recommend(args) -> int:
         return 2
     m = snap.manifest
     if snap.fallback_from:
-        print(f"warning: {snap.problem}; serving the previous snapshot instead", file=sys.stderr)
+        instead = "the newest intact snapshot" if snap.fallback_from == "CURRENT" else "the previous snapshot"
+        print(f"warning: {snap.problem}; serving {instead} instead ({snap.name})", file=sys.stderr)
     print(f"top {len(recs)} for user {args.user} (model {m['model_name']} v{m['model_version']}, snapshot {m['name']})")
     print(recs.to_string(index=False))
     return 0
@@ -123,9 +137,23 @@ def cmd_generate(args) -> int:
     from recsys.data.loaders import save_files
     from recsys.data.synthetic import generate
 
+    out = args.out
+    if out.exists() and not out.is_dir():
+        print(f"graphrec generate: --out {out} is an existing file; give a folder (new, or existing: its "
+              "interactions/users/items/social.parquet are replaced)", file=sys.stderr)
+        return 2
     cfg = _config(args)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".graphrec-write-test"
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        print(f"graphrec generate: --out {out} cannot be written ({exc.strerror}); give a writable folder",
+              file=sys.stderr)
+        return 2
     data = generate(**cfg.data.synthetic.model_dump())
-    paths = save_files(data, args.out)
+    paths = save_files(data, out)
     print(f"wrote {data.summary()} to:")
     for name, path in paths.items():
         print(f"  {name}: {path}")
@@ -259,11 +287,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, help="prefect runner: trials in flight at once")
     p = add("recommend", cmd_recommend, "top-k items for a user, from the CURRENT embedding snapshot")
     p.add_argument("--user", "-u", required=True, help="user id")
-    p.add_argument("-k", type=int, default=10, help="how many items (default 10)")
+    p.add_argument("-k", type=int, default=10, help=f"how many items, 1 to {MAX_K} (default 10)")
     p = add("validate", cmd_validate, "run the data validation suites only and print the report")
     p.add_argument("--markdown", action="store_true", help="print the full markdown report")
     p = add("generate", cmd_generate, "write the synthetic professional network as Parquet files")
-    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument("--out", required=True, type=Path, help="output folder (made if missing; not a file)")
     add("models", cmd_models, "list registered versions with aliases and gate results")
     add("refresh", cmd_refresh, "write a new embedding snapshot from the champion for today's data (inductive "
                                 "champions embed new users and items); no training")

@@ -4,6 +4,9 @@
 """
 from __future__ import annotations
 
+import os
+import re
+import tempfile
 from pathlib import Path
 from typing import Any, Literal, Optional
 
@@ -51,7 +54,8 @@ class DataConfig(_Section):
     social: Optional[Path] = None
     columns: dict[str, str] = Field(
         default_factory=dict,
-        description="files: rename map from your column names to user_id/item_id/timestamp/event",
+        description="files: rename map from your column names to user_id/item_id/timestamp/event; timestamps "
+                    "may be Unix seconds, Unix milliseconds (numbers from 10^11 up) or ISO-8601 text",
     )
     synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
     split: SplitConfig = Field(default_factory=SplitConfig)
@@ -63,6 +67,9 @@ class ValidationConfig(_Section):
     timestamp_max: Optional[int] = Field(4102444800, description="unix seconds (2100-01-01)")
     max_feature_null_fraction: float = Field(0.5, ge=0, le=1, description="per feature column")
     report_examples: int = Field(5, ge=1)
+    test_only_ids: Literal["warn", "fail"] = Field(
+        "warn", description="ids that occur only in a source's own held-out rows (e.g. only in test.txt): "
+                            "warn reports them and keeps them as users/items; fail refuses the data")
 
 
 class ColdStartConfig(_Section):
@@ -347,12 +354,45 @@ class StoresConfig(_Section):
     tracking_uri: Optional[str] = Field(None, description="default: sqlite under root")
     artifact_location: Optional[str] = Field(None, description="default: root/artifacts")
     experiment: str = "graphrec"
-    registered_model: str = "graphrec-recommender"
+    registered_model: str = Field("graphrec-recommender", description="letters, digits, '.', '_', '-'")
     snapshots: Optional[Path] = Field(None, description="default: root/snapshots")
     optuna_storage: Optional[str] = Field(None, description="an SQLAlchemy URL; default: sqlite under root")
 
+    @field_validator("registered_model")
+    @classmethod
+    def _model_name(cls, name: str) -> str:
+        if not MODEL_NAME.fullmatch(name):
+            raise ValueError("not a usable registered-model name: use letters, digits, '.', '_' and '-', starting "
+                             "with a letter or digit, at most 200 characters (e.g. graphrec-recommender)")
+        return name
+
     def resolved_tracking_uri(self) -> str:
         return self.tracking_uri or f"sqlite:///{(self.root / 'mlflow.db').resolve()}"
+
+    def check_writable(self) -> None:
+        """Refuse, before anything runs, a store graphrec could not write: a read-only root (or
+        snapshots folder), or an SQLite tracking URI whose folder is missing or read-only. MLflow
+        and Prefect would otherwise fail deep inside ("readonly database", "unable to open")."""
+        _writable_folder(self.root, "stores.root")
+        for sub in ("prefect", "artifacts", "snapshots"):
+            if (self.root / sub).is_dir():
+                _writable_folder(self.root / sub, "stores.root")
+        if self.snapshots is not None:
+            _writable_folder(self.snapshots, "stores.snapshots")
+        uri = self.resolved_tracking_uri()
+        if uri.startswith("sqlite:///"):
+            db = Path(uri[len("sqlite:///"):].split("?", 1)[0])
+            if not db.parent.is_dir() and self.tracking_uri is not None:
+                raise ConfigError(f"stores.tracking_uri={self.tracking_uri!r}: the folder {db.parent} does not exist; "
+                                  "create it, or point stores.tracking_uri at an existing folder")
+            if db.parent.is_dir():
+                _writable_folder(db.parent, "stores.tracking_uri" if self.tracking_uri else "stores.root")
+            if db.is_file():
+                try:
+                    open(db, "r+b").close()
+                except OSError as exc:
+                    raise ConfigError(f"the MLflow database {db} cannot be written ({exc.strerror}); make it writable "
+                                      "or point stores.root / stores.tracking_uri elsewhere") from None
 
     def resolved_artifact_location(self) -> str:
         return self.artifact_location or (self.root / "artifacts").resolve().as_uri()
@@ -368,6 +408,28 @@ class StoresConfig(_Section):
 
     def resolved_snapshots(self) -> Path:
         return (self.snapshots or self.root / "snapshots").resolve()
+
+
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
+
+
+def _writable_folder(folder: Path, key: str) -> None:
+    """A file can be created in `folder` (or, if it does not exist yet, in its nearest existing
+    parent, where it would be made). Tried for real: permission bits alone miss read-only mounts."""
+    probe = Path(folder)
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ConfigError(f"{key}: {probe} is a file, not a folder; point {key} at a folder")
+    try:
+        handle, name = tempfile.mkstemp(prefix=".graphrec-write-test-", dir=probe)
+        os.close(handle)
+        os.unlink(name)
+    except OSError as exc:
+        made = "" if probe == Path(folder) else f" (where {folder} would be created)"
+        raise ConfigError(f"{key}: the folder {probe}{made} is not writable ({exc.strerror}); graphrec keeps its "
+                          f"MLflow store, Prefect state and snapshots there: make it writable or set {key} to "
+                          "another folder") from None
 
 
 class SearchConfig(_Section):
@@ -440,7 +502,8 @@ def _describe(error: dict) -> str:
     ctx = error.get("ctx") or {}
     if "expected" in ctx:
         allowed = f" (allowed: {ctx['expected']})"
-    return f"'{key}': {error['msg']}{allowed}; got {error.get('input')!r}"
+    message = error["msg"].removeprefix("Value error, ")
+    return f"'{key}': {message}{allowed}; got {error.get('input')!r}"
 
 
 def _section_at(loc: tuple) -> Optional[type[BaseModel]]:
@@ -460,10 +523,21 @@ def load_config(path: Optional[str | Path] = None, overrides: list[str] | None =
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist")
+        raw = path.read_bytes()
         try:
-            loaded = yaml.safe_load(path.read_text())
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            line = raw.count(b"\n", 0, exc.start) + 1
+            column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+            raise ConfigError(f"config file {path} is not UTF-8 text: byte 0x{raw[exc.start]:02x} at offset {exc.start} "
+                              f"(line {line}, column {column}); save it as UTF-8") from None
+        try:
+            loaded = yaml.safe_load(text)
         except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise ConfigError(f"config file {path} is not valid YAML{where}: {problem}") from None
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
@@ -478,11 +552,43 @@ def load_config(path: Optional[str | Path] = None, overrides: list[str] | None =
         except yaml.YAMLError:
             value = raw
         _set_dotted(tree, key.strip(), value)
+    source = f" ({path})" if path is not None else ""
     try:
-        return RunConfig.model_validate(tree)
+        cfg = RunConfig.model_validate(tree)
     except ValidationError as exc:
-        lines = [_describe(e) for e in exc.errors()]
-        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None
+        raise _invalid([_describe(e) for e in exc.errors()], source) from None
+    problems = cross_key_problems(cfg)
+    if problems:
+        raise _invalid(problems, source)
+    return cfg
+
+
+RANKING_METRICS = ("recall", "ndcg", "precision", "hit")
+
+
+def computed_metrics(ks: list[int]) -> list[str]:
+    """The names the evaluation computes for these K's (recsys.metrics.evaluate_scores)."""
+    return [f"{m}@{k}" for k in sorted(ks) for m in RANKING_METRICS]
+
+
+def cross_key_problems(cfg: RunConfig) -> list[str]:
+    """Keys whose allowed values depend on other keys: the metric that training monitors and the
+    one the promotion gate compares must be among those the evaluation computes (eval.ks)."""
+    names = computed_metrics(cfg.eval.ks)
+    problems = []
+    for key, value in (("train.monitor", cfg.train.monitor), ("promotion.metric", cfg.promotion.metric)):
+        if value in names:
+            continue
+        metric, _, k = value.partition("@")
+        hint = (f" (or add {k} to eval.ks={cfg.eval.ks})" if metric in RANKING_METRICS and k.isdigit() and int(k) > 0
+                else f" (a metric is one of {', '.join(RANKING_METRICS)}, '@', a K from eval.ks)")
+        problems.append(f"{key}={value!r} is not computed; choose one of {names}{hint}")
+    return problems
+
+
+def _invalid(lines: list[str], source: str = "") -> ConfigError:
+    """One line per problem, the first on the first line."""
+    return ConfigError(f"invalid configuration{source}: " + "\n  ".join(lines))
 
 
 SEARCH_SPACES = {"lightgcn": lightgcn_space, "gcn": lightgcn_space, "sage": sage_space, "pinsage": pinsage_space,
@@ -495,6 +601,10 @@ def with_overrides(cfg: RunConfig, values: dict[str, Any]) -> RunConfig:
     for key, value in values.items():
         _set_dotted(tree, key, value)
     try:
-        return RunConfig.model_validate(tree)
+        out = RunConfig.model_validate(tree)
     except ValidationError as exc:
-        raise ConfigError("invalid configuration:\n  " + "\n  ".join(_describe(e) for e in exc.errors())) from None
+        raise _invalid([_describe(e) for e in exc.errors()]) from None
+    problems = cross_key_problems(out)
+    if problems:
+        raise _invalid(problems)
+    return out

@@ -13,7 +13,8 @@ def test_defaults_are_the_embedded_setup():
 def test_yaml_and_overrides(tmp_path):
     path = tmp_path / "run.yaml"
     path.write_text("model:\n  dim: 32\ntrain:\n  epochs: 3\n")
-    cfg = load_config(path, ["train.epochs=7", "eval.ks=[5, 1]", "data.synthetic.seed=4"])
+    cfg = load_config(path, ["train.epochs=7", "eval.ks=[5, 1]", "data.synthetic.seed=4", "train.monitor=recall@5",
+                             "promotion.metric=ndcg@1"])
     assert (cfg.model.dim, cfg.train.epochs, cfg.eval.ks, cfg.data.synthetic.seed) == (32, 7, [1, 5], 4)
 
 

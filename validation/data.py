@@ -4,6 +4,9 @@ Interactions: required columns and types, no null ids, ids present in the id tab
 duplicate (user, item, timestamp), timestamps in range, and a minimum number of distinct items per
 user (checked on a derived per-user activity table). Id tables: the id column exists, is complete
 and unique; every feature column is mostly present (at most `max_feature_null_fraction` nulls). Social edges: both ends are known users.
+Held-out rows of a source that brings its own split (e.g. LightGCN's test.txt): ids that never
+occur in its training rows are reported (`validation.test_only_ids`: a warning by default, since
+published splits such as LastFM's have a few; "fail" refuses the data).
 """
 from __future__ import annotations
 
@@ -166,6 +169,9 @@ def validate_data(data: RecData, cfg: Optional[ValidationConfig] = None, require
                 check.examples = [f"{u} ({k} items)" for u, k in zip(low["user_id"], low["distinct_items"])]
         checks += activity_checks
 
+    if "split" in inter and "user_id" in inter and "item_id" in inter:
+        checks += _test_only_ids(inter, cfg, n)
+
     if data.social is not None:
         exps = [gxe.ExpectColumnToExist(column=c) for c in ("src", "dst")]
         known = data.users["user_id"] if "user_id" in data.users else pd.Series([], dtype=object)
@@ -193,6 +199,38 @@ def _known_ids_suite(table: str, frame: pd.DataFrame, known: dict[str, pd.Series
             check.column = check.column[: -len(UNKNOWN)]
             check.expectation = "expect_column_values_to_be_in_id_table"
             check.detail = "expected an id present in the id table"
+    return checks
+
+
+def _test_only_ids(inter: pd.DataFrame, cfg: ValidationConfig, n_examples: int) -> list[CheckResult]:
+    """Ids of held-out rows (split other than train) that no training row names: a transductive
+    model has nothing to learn them from, and they would silently become users or items."""
+    held = inter["split"] != "train"
+    if not held.any():
+        return []
+    train = inter.loc[~held]
+    frame = inter.loc[held, ["user_id", "item_id"]].reset_index(drop=True)
+    checks = _known_ids_suite("held_out", frame, {"user_id": train["user_id"], "item_id": train["item_id"]}, [],
+                              n_examples)
+    for check in checks:
+        check.table = "interactions"
+        check.expectation = "expect_held_out_ids_to_occur_in_training_rows"
+        check.severity = "warning" if cfg.test_only_ids == "warn" else "error"
+        if check.success:
+            check.detail = "every id of a held-out row also occurs in a training row"
+            continue
+        col = check.column
+        only = frame[col][~frame[col].isin(train[col])]
+        ids = pd.unique(only)
+        try:
+            ids = sorted(ids)
+        except TypeError:  # mixed types: order by text
+            ids = sorted(ids, key=str)
+        check.examples = [_plain(v) for v in ids[:n_examples]]
+        kind = "users" if col == "user_id" else "items"
+        check.detail = (f"{len(ids)} {kind} occur only in held-out (test/valid) rows, never in training: they are "
+                        f"kept as {kind} without training data"
+                        + ("" if cfg.test_only_ids == "warn" else "; validation.test_only_ids=fail refuses them"))
     return checks
 
 

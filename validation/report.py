@@ -16,6 +16,15 @@ class CheckResult:
     examples: list[Any] = field(default_factory=list)
     observed: Any = None
     detail: str = ""
+    severity: str = "error"  # "warning": reported, but the data passes
+
+    @property
+    def failed(self) -> bool:
+        return not self.success and self.severity == "error"
+
+    @property
+    def warned(self) -> bool:
+        return not self.success and self.severity == "warning"
 
     def line(self) -> str:
         where = f"{self.table}.{self.column}" if self.column else self.table
@@ -39,17 +48,26 @@ class ValidationReport:
 
     @property
     def success(self) -> bool:
-        return all(c.success for c in self.checks)
+        return not self.failures
 
     @property
     def failures(self) -> list[CheckResult]:
-        return [c for c in self.checks if not c.success]
+        return [c for c in self.checks if c.failed]
+
+    @property
+    def warnings(self) -> list[CheckResult]:
+        return [c for c in self.checks if c.warned]
 
     def summary(self) -> str:
         if self.success:
-            return f"data '{self.dataset}' passed all {len(self.checks)} checks"
-        lines = [f"data '{self.dataset}' failed {len(self.failures)} of {len(self.checks)} checks:"]
-        lines += [f"  - {c.line()}" for c in self.failures]
+            lines = [f"data '{self.dataset}' passed all {len(self.checks)} checks"
+                     + (f", with {len(self.warnings)} warning(s):" if self.warnings else "")]
+        else:
+            lines = [f"data '{self.dataset}' failed {len(self.failures)} of {len(self.checks)} checks:"]
+            lines += [f"  - {c.line()}" for c in self.failures]
+            if self.warnings:
+                lines.append("and warns:")
+        lines += [f"  - warning: {c.line()}" for c in self.warnings]
         return "\n".join(lines)
 
     def to_markdown(self) -> str:
@@ -57,11 +75,12 @@ class ValidationReport:
         out = [f"# Data validation: {self.dataset}", "", f"Result: {status}", "",
                "| table | column | expectation | ok | bad rows | % | examples |",
                "|---|---|---|---|---:|---:|---|"]
-        for c in sorted(self.checks, key=lambda c: c.success):
+        for c in sorted(self.checks, key=lambda c: (not c.failed, not c.warned)):
             examples = ", ".join(repr(e) for e in c.examples)[:120] or (c.detail or "")
             pct = "" if c.unexpected_percent is None else f"{c.unexpected_percent:.2f}"
             count = "" if c.unexpected_count is None else str(c.unexpected_count)
-            out.append(f"| {c.table} | {c.column or ''} | {c.expectation} | {'yes' if c.success else 'NO'} "
+            ok = "yes" if c.success else ("warn" if c.warned else "NO")
+            out.append(f"| {c.table} | {c.column or ''} | {c.expectation} | {ok} "
                        f"| {count} | {pct} | {examples.replace('|', '/')} |")
         if not self.success:
             out += ["", "Nothing was trained or registered on this data. Fix the rows above and run again."]
