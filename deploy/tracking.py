@@ -193,12 +193,19 @@ def log_and_register_model(
     bundle=None,
 ) -> str:
     """Log the pyfunc (signature and input example included) and register it; return the version.
-    `bundle` (recsys.inductive.Bundle) makes the model embed unseen users at predict time."""
+    `bundle` (recsys.inductive.Bundle) makes the model embed unseen users at predict time.
+
+    The model is logged from code (deploy/model_code.py) with copies of the modules it imports and
+    its requirements pinned to the installed versions: `mlflow models serve` and
+    `mlflow.pyfunc.load_model` work where graphrec is not installed, and nothing is pickled."""
+    from deploy.pyfunc import MODEL_CODE, requirements, stage_code
+
     with tempfile.TemporaryDirectory() as tmp:
         path = save_embeddings(Path(tmp) / "embeddings.npz", user_ids, user_vectors, item_ids, item_vectors, seen_pairs)
         artifacts = {EMBEDDINGS: str(path)}
         if bundle is not None:
-            artifacts[BUNDLE] = str(bundle.save(Path(tmp) / "bundle.pt"))
+            artifacts[BUNDLE] = str(bundle.save(Path(tmp) / "bundle"))
+        code_paths = stage_code(Path(tmp) / "code", inductive=bundle is not None)
         model = RecommenderModel().load(str(path))
         example = pd.DataFrame({"user_id": np.asarray(user_ids).astype(str)[:3]})
         signature = infer_signature(example, model.predict(None, example, {"k": 10}), params={"k": 10})
@@ -207,11 +214,12 @@ def log_and_register_model(
         with mlflow.start_run(run_id=run_id):
             info = mlflow.pyfunc.log_model(
                 name="model",
-                python_model=RecommenderModel(),
+                python_model=str(MODEL_CODE),
+                code_paths=code_paths,
                 artifacts=artifacts,
                 signature=signature,
                 input_example=example,
-                pip_requirements=["mlflow", "numpy<2", "pandas<3", "pyarrow"],
+                pip_requirements=requirements(bundle),
                 registered_model_name=registered_name,
             )
     version = str(info.registered_model_version)
@@ -236,9 +244,19 @@ def _with_optional_profile(signature, bundle):
 
 
 def load_registered(registered_name: str, alias_or_version: str) -> RecommenderModel:
-    """The python model behind `models:/name@alias` (or a version number)."""
+    """The python model behind `models:/name@alias` (or a version number).
+
+    Loading puts the version's `code/` folder first on sys.path; here graphrec's own `deploy` and
+    `recsys` are already imported and serve the model, so the path is put back as it was (a long
+    process loads many versions, each from a temporary folder)."""
+    import sys
+
     ref = f"@{alias_or_version}" if not str(alias_or_version).isdigit() else f"/{alias_or_version}"
-    loaded = mlflow.pyfunc.load_model(f"models:/{registered_name}{ref}")
+    path = list(sys.path)
+    try:
+        loaded = mlflow.pyfunc.load_model(f"models:/{registered_name}{ref}")
+    finally:
+        sys.path[:] = path
     return loaded.unwrap_python_model()
 
 

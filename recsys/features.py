@@ -8,7 +8,7 @@ Columns are sorted into kinds by `infer_spec`:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Optional
 
 import numpy as np
@@ -71,6 +71,18 @@ class FeatureEncoder:
             std = float(np.nanstd(x))
             self.scale[col] = (float(np.nanmean(x)), std if std > 0 else 1.0)
         return self
+
+    def to_plain(self) -> dict:
+        """Lists, strings and numbers only (JSON), so a stored encoder is read back without pickle."""
+        return {"spec": asdict(self.spec), "max_categories": self.max_categories,
+                "vocab": {col: [str(v) for v in values] for col, values in self.vocab.items()},
+                "scale": {col: [float(mean), float(std)] for col, (mean, std) in self.scale.items()}}
+
+    @classmethod
+    def from_plain(cls, plain: dict) -> "FeatureEncoder":
+        return cls(FeatureSpec(**plain["spec"]), int(plain["max_categories"]),
+                   {col: list(values) for col, values in plain["vocab"].items()},
+                   {col: (float(mean), float(std)) for col, (mean, std) in plain["scale"].items()})
 
     def transform(self, frame: pd.DataFrame, text_encoder: Optional[TextEncoder] = None) -> np.ndarray:
         """(len(frame), dim) float32; dim = 0 when the spec names no column."""

@@ -7,6 +7,7 @@ to the graph and runs the trained model on the grown graph. Nothing is retrained
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -21,6 +22,10 @@ from recsys.features import FeatureEncoder
 from recsys.graph.build import build_graph
 from recsys.models import build_model
 
+FORMAT = 1
+CONFIG, TENSORS, GRAPH = "bundle.json", "tensors.pt", "graph.npz"
+_PAIRS = ("train", "valid", "test", "social")
+
 
 @dataclass
 class Bundle:
@@ -34,12 +39,39 @@ class Bundle:
     item_encoder: Optional[FeatureEncoder] = None  # bundles registered before the refresh re-embedded lack it
 
     def save(self, path: str | Path) -> Path:
-        torch.save(self.__dict__, path)
-        return Path(path)
+        """A folder of plain data: tensors in a dict of tensors (read back with torch's weights-only
+        loader), ids and edges as .npz, config and encoders as JSON. Nothing in it needs unpickling
+        to read, so loading a stored bundle runs no code from the store."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        tensors = {"state_dict": dict(self.state_dict)}
+        for name in ("user_features", "item_features"):
+            if getattr(self, name) is not None:
+                tensors[name] = getattr(self, name)
+        torch.save(tensors, path / TENSORS)
+        d = self.data
+        np.savez(path / GRAPH, user_ids=np.asarray(d.user_ids).astype(str), item_ids=np.asarray(d.item_ids).astype(str),
+                 **{name: np.asarray(getattr(d, name), dtype=np.int64).reshape(-1, 2) for name in _PAIRS})
+        plain = {"format": FORMAT, "model_cfg": self.model_cfg, "use_social": bool(self.use_social),
+                 "user_encoder": self.user_encoder.to_plain() if self.user_encoder is not None else None,
+                 "item_encoder": self.item_encoder.to_plain() if self.item_encoder is not None else None}
+        (path / CONFIG).write_text(json.dumps(plain, indent=1, default=_jsonable))
+        return path
 
     @classmethod
     def load(cls, path: str | Path) -> "Bundle":
-        return cls(**torch.load(path, weights_only=False))
+        path = Path(path)
+        if not path.is_dir():
+            raise ValueError(f"{path} is a bundle in the old single-file pickle format, which is not read "
+                             "(unpickling would run code from the store); retrain to register this model again")
+        plain = json.loads((path / CONFIG).read_text())
+        tensors = torch.load(path / TENSORS, map_location="cpu", weights_only=True)
+        with np.load(path / GRAPH, allow_pickle=False) as z:
+            data = IndexedData(z["user_ids"], z["item_ids"], *(z[name] for name in _PAIRS))
+        encoder = {side: FeatureEncoder.from_plain(plain[side]) if plain[side] is not None else None
+                   for side in ("user_encoder", "item_encoder")}
+        return cls(plain["model_cfg"], tensors["state_dict"], data, plain["use_social"],
+                   tensors.get("user_features"), tensors.get("item_features"), **encoder)
 
     def embed_new_users(
         self,
@@ -74,6 +106,16 @@ class Bundle:
         with torch.no_grad():
             users, _ = model.embed(graph)
         return users[d.n_users:].numpy()
+
+
+def _jsonable(value):
+    if isinstance(value, (np.integer, np.floating, np.bool_)):
+        return value.item()
+    if isinstance(value, (tuple, set, np.ndarray)):
+        return list(value)
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} in a bundle's config is not plain data")
 
 
 def _known(blocks: list[np.ndarray]) -> np.ndarray:
