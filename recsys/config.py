@@ -417,11 +417,11 @@ def _writable_folder(folder: Path, key: str) -> None:
     """A file can be created in `folder` (or, if it does not exist yet, in its nearest existing
     parent, where it would be made). Tried for real: permission bits alone miss read-only mounts."""
     probe = Path(folder)
-    while not probe.exists() and probe.parent != probe:
-        probe = probe.parent
-    if not probe.is_dir():
-        raise ConfigError(f"{key}: {probe} is a file, not a folder; point {key} at a folder")
     try:
+        while not probe.exists() and probe.parent != probe:
+            probe = probe.parent
+        if not probe.is_dir():
+            raise ConfigError(f"{key}: {probe} is a file, not a folder; point {key} at a folder")
         handle, name = tempfile.mkstemp(prefix=".graphrec-write-test-", dir=probe)
         os.close(handle)
         os.unlink(name)

@@ -263,7 +263,8 @@ def normalise_timestamps(values: pd.Series, path: Path, column: str = "timestamp
         stamps = values.dt.tz_convert("UTC") if values.dt.tz is not None else values.dt.tz_localize("UTC")
         return _seconds(stamps)
     if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
-        magnitude = values.abs()
+        numbers = values.astype(np.float64)  # exact below 2^53, far beyond 10^14
+        magnitude = numbers.abs()
         too_big = magnitude >= MAX_MILLISECONDS
         if too_big.any():
             raise refuse(values.index[too_big.to_numpy()][0], "is too large for seconds or milliseconds "
@@ -274,17 +275,25 @@ def normalise_timestamps(values: pd.Series, path: Path, column: str = "timestamp
             small, large = values.index[seconds][0], values.index[millis][0]
             raise refuse(large, f"reads as milliseconds but {values[small]!r} (row {small}) as seconds: "
                                 "use one unit for the whole column")
-        out = values / 1000 if millis.any() else values
+        out = numbers / 1000 if millis.any() else numbers
         if out.notna().all() and (out % 1 == 0).all():
             return out.astype(np.int64)
-        return out.astype(np.float64)
+        return out
     if pd.api.types.is_bool_dtype(values):
         raise refuse(values.index[0], "is not a timestamp")
-    text = values.astype("string")
-    parsed = pd.to_datetime(text, errors="coerce", utc=True, format="ISO8601")
-    bad = (parsed.isna() & text.notna()).to_numpy()
+    text = values.astype("string").str.strip()
+    numbers = pd.to_numeric(text, errors="coerce").astype(np.float64)
+    parsed = pd.to_datetime(text.where(numbers.isna()), errors="coerce", utc=True, format="ISO8601")
+    present = text.notna().to_numpy()
+    is_number, is_date = numbers.notna().to_numpy(), parsed.notna().to_numpy()
+    bad = present & ~is_number & ~is_date
     if bad.any():
         raise refuse(values.index[bad][0], "is not a timestamp")
+    if is_number.any() and is_date.any():
+        number, date = values.index[is_number][0], values.index[is_date][0]
+        raise refuse(date, f"is a date but {values[number]!r} (row {number}) a number: use one form for the column")
+    if is_number.any():
+        return normalise_timestamps(numbers, path, column)
     return _seconds(parsed)
 
 
