@@ -46,3 +46,47 @@ def test_corrupt_yaml_is_refused_clearly(tmp_path):
 def test_flat_params_for_logging():
     flat = RunConfig().flat()
     assert flat["model.dim"] == 64 and flat["train.batch_size"] == 2048
+
+
+def test_monitored_and_promotion_metrics_must_be_computed():
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["train.monitor=ndcg@30"])
+    assert "train.monitor='ndcg@30' is not computed; choose one of ['recall@10', 'ndcg@10'" in str(err.value)
+    assert "(or add 30 to eval.ks=[10, 20])" in str(err.value)
+    with pytest.raises(ConfigError, match="promotion.metric='auc' is not computed"):
+        load_config(None, ["promotion.metric=auc"])
+    cfg = load_config(None, ["eval.ks=[30]", "train.monitor=hit@30", "promotion.metric=precision@30"])
+    assert (cfg.train.monitor, cfg.promotion.metric) == ("hit@30", "precision@30")
+
+
+@pytest.mark.parametrize("name, ok", [("graphrec-recommender", True), ("team.models.rec_v2", True),
+                                      ("team/rec", False), ("rec:1", False), ("''", False), ("-rec", False),
+                                      ("it's", False), ("a" * 201, False)])
+def test_registered_model_names(name, ok):
+    if ok:
+        assert load_config(None, [f"stores.registered_model={name}"]).stores.registered_model == name
+    else:
+        with pytest.raises(ConfigError, match="'stores.registered_model': not a usable registered-model name"):
+            load_config(None, [f"stores.registered_model={name}"])
+
+
+def test_yaml_with_a_byte_that_is_not_utf8_names_its_offset(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_bytes(b"train:\n  epochs: 3  # \x96 dash\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(err.value) == (f"config file {path} is not UTF-8 text: byte 0x96 at offset 22 (line 2, column 16); "
+                              "save it as UTF-8")
+
+
+def test_a_store_that_cannot_be_written_is_named(tmp_path):
+    cfg = load_config(None, [f"stores.root={tmp_path}/store",
+                             f"stores.tracking_uri=sqlite:///{tmp_path}/missing/mlflow.db"])
+    with pytest.raises(ConfigError, match=f"the folder {tmp_path}/missing does not exist"):
+        cfg.stores.check_writable()
+    (tmp_path / "file").write_text("x")
+    cfg = load_config(None, [f"stores.root={tmp_path}/file/store"])
+    with pytest.raises(ConfigError, match=f"stores.root: {tmp_path}/file is a file, not a folder"):
+        cfg.stores.check_writable()
+    load_config(None, [f"stores.root={tmp_path}/new/store"]).stores.check_writable()  # made later: fine
+    assert not (tmp_path / "new").exists()
