@@ -20,6 +20,8 @@ def _config(args):
     cfg = load_config(args.config, args.set)
     if getattr(args, "command", None) in WRITES_STORE:
         cfg.stores.check_writable()
+    elif getattr(args, "command", None) in ("models", "ui"):
+        cfg.stores.check_tracking_folder()
     return cfg
 
 

@@ -369,6 +369,18 @@ class StoresConfig(_Section):
     def resolved_tracking_uri(self) -> str:
         return self.tracking_uri or f"sqlite:///{(self.root / 'mlflow.db').resolve()}"
 
+    def check_tracking_folder(self) -> Optional[Path]:
+        """The SQLite database file of the tracking URI (None for other stores); refuses a
+        configured SQLite URI whose folder does not exist (the default one's folder is made)."""
+        uri = self.resolved_tracking_uri()
+        if not uri.startswith("sqlite:///"):
+            return None
+        db = Path(uri[len("sqlite:///"):].split("?", 1)[0])
+        if self.tracking_uri is not None and not db.parent.is_dir():
+            raise ConfigError(f"stores.tracking_uri={self.tracking_uri!r}: the folder {db.parent} does not exist; "
+                              "create it, or point stores.tracking_uri at an existing folder")
+        return db
+
     def check_writable(self) -> None:
         """Refuse, before anything runs, a store graphrec could not write: a read-only root (or
         snapshots folder), or an SQLite tracking URI whose folder is missing or read-only. MLflow
@@ -379,12 +391,8 @@ class StoresConfig(_Section):
                 _writable_folder(self.root / sub, "stores.root")
         if self.snapshots is not None:
             _writable_folder(self.snapshots, "stores.snapshots")
-        uri = self.resolved_tracking_uri()
-        if uri.startswith("sqlite:///"):
-            db = Path(uri[len("sqlite:///"):].split("?", 1)[0])
-            if not db.parent.is_dir() and self.tracking_uri is not None:
-                raise ConfigError(f"stores.tracking_uri={self.tracking_uri!r}: the folder {db.parent} does not exist; "
-                                  "create it, or point stores.tracking_uri at an existing folder")
+        db = self.check_tracking_folder()
+        if db is not None:
             if db.parent.is_dir():
                 _writable_folder(db.parent, "stores.tracking_uri" if self.tracking_uri else "stores.root")
             if db.is_file():

@@ -26,7 +26,7 @@ from flows.cli import prepare_prefect
 from recsys.config import load_config
 from tests.conftest import TINY_NETWORK
 
-TINY = [*TINY_NETWORK, "train.epochs=2", "train.eval_every=1"]
+TINY = [*TINY_NETWORK, "train.epochs=1", "train.eval_every=1"]
 
 
 @pytest.fixture(scope="module")
@@ -153,6 +153,8 @@ CASES = [
     # the store, refused when a writing command starts
     ("tracking-uri-missing-folder", ["retrain"], ["stores.tracking_uri=sqlite:///{bad}/no/such/folder/mlflow.db"], 2,
      "/no/such/folder does not exist; create it, or point stores.tracking_uri"),
+    ("models-tracking-uri-missing-folder", ["models"], ["stores.tracking_uri=sqlite:///{bad}/absent/mlflow.db"], 2,
+     "stores.tracking_uri='sqlite:///{bad}/absent/mlflow.db': the folder {bad}/absent does not exist"),
     ("root-is-a-file", ["refresh"], ["stores.snapshots={bad}/a_file/snapshots"], 2,
      "stores.snapshots: {bad}/a_file is a file, not a folder"),
     # command-line arguments
@@ -253,19 +255,29 @@ def test_the_battery_is_large_enough():
     assert len(CASES) >= 40 and len({c[0] for c in CASES}) == len(CASES)
 
 
-def test_a_read_only_store_is_refused_before_anything_starts(store, capsys):
-    """A store graphrec cannot write (here: a folder without write permission, entered as an
-    unprivileged user when the tests run as root) is named at the start, not 800 lines in."""
+@pytest.mark.parametrize("what", ["folder", "database"])
+def test_a_read_only_store_is_refused_before_anything_starts(capsys, what):
+    """A store graphrec cannot write (a folder or an MLflow database without write permission,
+    used as an unprivileged user when the tests run as root) is named at the start, not 800
+    lines of "readonly database" later."""
     base = Path(tempfile.mkdtemp(prefix="graphrec-ro-"))
+    root = base / ".graphrec"
     try:
         base.chmod(0o755)
-        root = base / ".graphrec"
         root.mkdir()
-        root.chmod(0o555)
+        if what == "database":
+            (root / "mlflow.db").write_bytes(b"")
+            (root / "mlflow.db").chmod(0o444)
+            root.chmod(0o777)
+            expected = f"the MLflow database {root / 'mlflow.db'} cannot be written (Permission denied)"
+        else:
+            root.chmod(0o555)
+            expected = f"stores.root: the folder {root} is not writable (Permission denied)"
+        before = sorted(p.name for p in root.iterdir())
         capsys.readouterr()
         switch = os.geteuid() == 0
         if switch:
-            os.seteuid(65534)  # nobody; root would write anyway
+            os.seteuid(65534)  # nobody: root would write anyway
         try:
             got = run(root, ["retrain"])
         finally:
@@ -273,8 +285,8 @@ def test_a_read_only_store_is_refused_before_anything_starts(store, capsys):
                 os.seteuid(0)
         err = capsys.readouterr().err
         assert got == 2, err
-        assert f"stores.root: the folder {root} is not writable (Permission denied)" in err
-        assert list(root.iterdir()) == []
+        assert expected in err
+        assert sorted(p.name for p in root.iterdir()) == before  # nothing started: no prefect/, no snapshots/
     finally:
         root.chmod(0o755)
         shutil.rmtree(base)
