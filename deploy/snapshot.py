@@ -404,8 +404,8 @@ class Snapshot:
             good = next((m["name"] for m in snapshots(root) if verify(root, m["name"]) is None), None)
             if good is None:
                 detail = "" if problem.endswith("is missing") else f" ({problem})"
-                raise SnapshotError(f"no snapshot yet in {root}{detail}: run `graphrec retrain` (or `graphrec refresh`) "
-                                    "first")
+                raise SnapshotError(f"no snapshot yet in {root}{detail}: run `graphrec retrain` "
+                                    "(or `graphrec refresh`) first")
             log.error("%s; serving the newest intact snapshot %s", problem, good)
             return cls(root, good, fallback_from=CURRENT, problem=problem, threads=threads)
         if "/" in name or "\x00" in name or name in (".", ".."):

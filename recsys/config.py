@@ -537,7 +537,8 @@ def load_config(path: Optional[str | Path] = None, overrides: list[str] | None =
         except UnicodeDecodeError as exc:
             line = raw.count(b"\n", 0, exc.start) + 1
             column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
-            raise ConfigError(f"config file {path} is not UTF-8 text: byte 0x{raw[exc.start]:02x} at offset {exc.start} "
+            raise ConfigError(f"config file {path} is not UTF-8 text: byte 0x{raw[exc.start]:02x} "
+                              f"at offset {exc.start} "
                               f"(line {line}, column {column}); save it as UTF-8") from None
         try:
             loaded = yaml.safe_load(text)

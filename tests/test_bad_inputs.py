@@ -15,7 +15,6 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -211,7 +210,8 @@ CASES = [
      "1700000000000 (row 2, line 4) reads as milliseconds but 1700000660 (row 0) as seconds"),
     ("timestamp-microseconds", ["validate"], files("ts_micro.csv"), 2,
      "is too large for seconds or milliseconds (micro- or nanoseconds?)"),
-    ("timestamp-day-first", ["validate"], files("ts_dayfirst.csv"), 2, "'30/11/2026' (row 0, line 2) is not a timestamp"),
+    ("timestamp-day-first", ["validate"], files("ts_dayfirst.csv"), 2,
+     "'30/11/2026' (row 0, line 2) is not a timestamp"),
     ("json-file", ["validate"], files("log.json"), 2, "log.json must be .csv, .tsv, .txt or .parquet (got .json)"),
     ("empty-file", ["refresh"], files("empty.csv"), 2, "the interactions file {bad}/empty.csv is empty"),
     ("missing-file", ["validate"], files("absent.csv"), 2, "{bad}/absent.csv does not exist"),
