@@ -128,6 +128,9 @@ def test_the_bundle_is_plain_data(registry, tmp_path):
     with np.load(folder / "graph.npz", allow_pickle=False) as z:
         np.testing.assert_array_equal(z["train"], bundle.data.train)
     again = Bundle.load(folder)
+    (tmp_path / "bundle.pt").write_bytes(b"pickled")  # the old single-file format is refused, not unpickled
+    with pytest.raises(ValueError, match="not read"):
+        Bundle.load(tmp_path / "bundle.pt")
     assert again.user_encoder == bundle.user_encoder and again.item_encoder == bundle.item_encoder
     assert again.model_cfg == json.loads(json.dumps(bundle.model_cfg)) and again.use_social == bundle.use_social
     np.testing.assert_array_equal(again.data.user_ids, bundle.data.user_ids)
