@@ -17,6 +17,7 @@ from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
 from deploy.pyfunc import BUNDLE, EMBEDDINGS, RecommenderModel, save_embeddings
+from deploy.runs import OWNER, close_orphaned_runs, owner
 from recsys.config import RunConfig, StoresConfig
 
 os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
@@ -67,8 +68,10 @@ def start_run(cfg: RunConfig, data_summary: dict, fingerprint: str, run_name: Op
     """A run with the whole config as params; a child of `parent_run_id` if given (MLflow's UI
     nests it under the parent, e.g. a search trial under its study)."""
     experiment_id = configure(cfg.stores)
+    close_orphaned_runs(experiment_id)
     client = MlflowClient()
     all_tags = {
+        OWNER: owner(),
         "graphrec.model_family": cfg.model.family,
         "graphrec.data_source": cfg.data.source,
         "graphrec.data_fingerprint": fingerprint,
