@@ -1,14 +1,17 @@
 """Aliases, promotion decisions and rollback in the MLflow registry.
 
 A new version becomes `challenger`; it takes `champion` only if every gate passes (or a person
-forces it, with a reason that is recorded). The decision and every gate's figures are written as
-tags on the version *before* any alias moves, and `champion` moves last, in one call: if the
-tracking store fails part-way, the champion is the old one or the new one, never a version
-without its record. The version that loses `champion` is remembered on the new champion
-(`promotion.previous_champion`), which is what `rollback` follows.
+forces it, with a reason that is recorded). The decision is recorded *before* any alias moves: a
+few tags on the version that read at a glance (`promotion.decision`, `promotion.reason`, one
+`gate.<gate>` verdict per gate) and every gate's figures as one JSON artifact of the version's run
+(`promotion.gates` names it). `champion` moves last, in one call: if the tracking store fails
+part-way, the champion is the old one or the new one, never a version without its record. The
+version that loses `champion` is remembered on the new champion (`promotion.previous_champion`),
+which is what `rollback` follows.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Optional
@@ -22,6 +25,16 @@ from deploy.gates import Gate
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 PREVIOUS = "promotion.previous_champion"
+GATES = "promotion.gates"  # runs:/<run>/promotion/gates-v<version>-<time>.json, or the JSON itself
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _plain(value):
+    """JSON for a gate's figure that json cannot write itself (a numpy number, say)."""
+    return value.item() if hasattr(value, "item") else str(value)
 
 
 @dataclass
@@ -32,26 +45,34 @@ class PromotionDecision:
     reason: str
     gates: list[Gate] = field(default_factory=list)
     forced: Optional[str] = None  # the reason given with --force
+    decided_at: str = field(default_factory=_now)
 
     def gate(self, name: str) -> Optional[Gate]:
         return next((g for g in self.gates if g.name == name), None)
 
     def as_dict(self) -> dict:
         return {"promoted": self.promoted, "version": self.version, "previous_champion": self.previous_champion,
-                "reason": self.reason, "forced": self.forced, "gates": [g.as_dict() for g in self.gates]}
+                "reason": self.reason, "forced": self.forced, "decided_at": self.decided_at,
+                "gates": [g.as_dict() for g in self.gates]}
 
     def tags(self) -> dict[str, str]:
+        """What the registry's version page shows: the decision, its reason, and one short verdict
+        per gate (`pass`, or `FAIL: ` and the detail's first line). The figures go to JSON."""
         tags = {"promotion.decision": "promoted" if self.promoted else "rejected",
                 "promotion.reason": self.reason[:4000],
-                "promotion.decided_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+                "promotion.decided_at": self.decided_at}
         if self.forced:
             tags["promotion.forced"] = self.forced[:4000]
         for g in self.gates:
-            tags[f"gate.{g.name}.passed"] = str(g.passed).lower()
-            tags[f"gate.{g.name}.detail"] = g.detail[:4000]
-            for key, value in g.figures.items():
-                tags[f"gate.{g.name}.{key}"] = "" if value is None else str(value)
+            first = g.detail.strip().splitlines()[0] if g.detail.strip() else "failed"
+            tags[f"gate.{g.name}"] = "pass" if g.passed else f"FAIL: {first}"[:250]
         return tags
+
+    def figures_file(self) -> str:
+        """The record's artifact path; one per decision, so a forced promotion keeps the rejection
+        it overrode."""
+        stamp = self.decided_at.replace("-", "").replace(":", "").replace("+0000", "Z")
+        return f"promotion/gates-v{self.version}-{stamp}.json"
 
     def to_markdown(self) -> str:
         verdict = "**promoted to champion**" if self.promoted else "**rejected** (champion unchanged)"
@@ -108,9 +129,17 @@ def decide(version: str, gates: list[Gate], champion: Optional[str], force: Opti
 
 
 def apply(name: str, decision: PromotionDecision) -> PromotionDecision:
-    """Record the decision on the version, then move the aliases (champion last)."""
+    """Record the decision on the version (the figures first, then its tags), then move the
+    aliases (champion last)."""
     client = MlflowClient()
     version, tags = decision.version, decision.tags()
+    record = json.loads(json.dumps(decision.as_dict(), default=_plain))
+    run_id = client.get_model_version(name, version).run_id
+    if run_id:
+        client.log_dict(run_id, record, decision.figures_file())
+        tags[GATES] = f"runs:/{run_id}/{decision.figures_file()}"
+    else:  # a version registered without a run: the record itself, as the tag's value
+        tags[GATES] = json.dumps(record)
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, value)
     if decision.promoted and decision.previous_champion and decision.previous_champion != version:
@@ -133,9 +162,24 @@ def rollback(name: str, reason: str = "") -> tuple[str, str]:
     if not previous:
         raise RegistryError(f"champion v{current} of {name!r} replaced no earlier champion: nothing to roll back to")
     require_version(name, previous)
-    stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    client.set_model_version_tag(name, current, "promotion.rolled_back_at", stamp)
+    client.set_model_version_tag(name, current, "promotion.rolled_back_at", _now())
     if reason:
         client.set_model_version_tag(name, current, "promotion.rollback_reason", reason[:4000])
     client.set_registered_model_alias(name, CHAMPION, previous)
     return current, previous
+
+
+def gate_record(tags: dict[str, str]) -> Optional[dict]:
+    """The decision with every gate's figures, as `apply` recorded it for a version with these
+    tags; None when there is none (never gated) or it cannot be read."""
+    ref = tags.get(GATES)
+    if not ref:
+        return None
+    try:
+        if ref.startswith("runs:/"):
+            import mlflow
+
+            return mlflow.artifacts.load_dict(ref)
+        return json.loads(ref)
+    except (MlflowException, OSError, ValueError):
+        return None

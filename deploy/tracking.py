@@ -17,8 +17,10 @@ from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
 from deploy.pyfunc import BUNDLE, EMBEDDINGS, RecommenderModel, save_embeddings
+from deploy.provenance import dataset_input, source_tags
 from deploy.runs import OWNER, close_orphaned_runs, owner
 from recsys.config import RunConfig, StoresConfig
+from recsys.data.types import RecData
 
 os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
 
@@ -49,24 +51,35 @@ def _first_use_lock(uri: str):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+# MLflow 3 opens an experiment without this tag on its GenAI pages (traces, prompts); graphrec's
+# experiments are model training, whose page is the runs table.
+EXPERIMENT_KIND = "mlflow.experimentKind"
+MODEL_TRAINING = "custom_model_development"
+
+
 def _experiment_id(stores: StoresConfig) -> str:
     client = MlflowClient()
     exp = client.get_experiment_by_name(stores.experiment)
-    if exp is not None:
-        return exp.experiment_id
-    try:
-        return client.create_experiment(stores.experiment, artifact_location=stores.resolved_artifact_location())
-    except mlflow.exceptions.MlflowException:  # another process created it a moment ago
-        exp = client.get_experiment_by_name(stores.experiment)
-        if exp is None:
-            raise
-        return exp.experiment_id
+    if exp is None:
+        try:
+            return client.create_experiment(stores.experiment, artifact_location=stores.resolved_artifact_location(),
+                                            tags={EXPERIMENT_KIND: MODEL_TRAINING})
+        except mlflow.exceptions.MlflowException:  # another process created it a moment ago
+            exp = client.get_experiment_by_name(stores.experiment)
+            if exp is None:
+                raise
+    if EXPERIMENT_KIND not in exp.tags:  # made by an older graphrec; a kind someone chose stays
+        client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND, MODEL_TRAINING)
+    return exp.experiment_id
 
 
 def start_run(cfg: RunConfig, data_summary: dict, fingerprint: str, run_name: Optional[str] = None,
-              parent_run_id: Optional[str] = None, tags: Optional[dict[str, str]] = None) -> str:
+              parent_run_id: Optional[str] = None, tags: Optional[dict[str, str]] = None,
+              data: Optional[RecData] = None) -> str:
     """A run with the whole config as params; a child of `parent_run_id` if given (MLflow's UI
-    nests it under the parent, e.g. a search trial under its study)."""
+    nests it under the parent, e.g. a search trial under its study). Named `<family> · <data>-<
+    fingerprint>` unless `run_name` is given; tagged with the source commit; given `data`, the data
+    set is the run's dataset input."""
     experiment_id = configure(cfg.stores)
     close_orphaned_runs(experiment_id)
     client = MlflowClient()
@@ -75,11 +88,16 @@ def start_run(cfg: RunConfig, data_summary: dict, fingerprint: str, run_name: Op
         "graphrec.model_family": cfg.model.family,
         "graphrec.data_source": cfg.data.source,
         "graphrec.data_fingerprint": fingerprint,
+        **source_tags(),
         **(tags or {}),
     }
     if parent_run_id:
         all_tags["mlflow.parentRunId"] = parent_run_id
+    if run_name is None:
+        run_name = f"{cfg.model.family} · {data.name if data is not None else cfg.data.source}-{fingerprint[:6]}"
     run = client.create_run(experiment_id, run_name=run_name, tags=all_tags)
+    if data is not None:
+        client.log_inputs(run.info.run_id, datasets=[dataset_input(data, fingerprint, cfg.data)])
     params = {k: ("None" if v is None else str(v))[:500] for k, v in cfg.flat().items()}
     params.update({f"data.{k}": str(v) for k, v in data_summary.items()})
     params["data.fingerprint"] = fingerprint
@@ -87,6 +105,17 @@ def start_run(cfg: RunConfig, data_summary: dict, fingerprint: str, run_name: Op
     for start in range(0, len(items), 100):
         client.log_batch(run.info.run_id, params=[mlflow.entities.Param(k, v) for k, v in items[start:start + 100]])
     return run.info.run_id
+
+
+def name_run_for_version(run_id: str, version: str) -> str:
+    """Add the registered version to the run's name (`lightgcn · synthetic-3f2a1c · v7`)."""
+    client = MlflowClient()
+    name = client.get_run(run_id).info.run_name or ""
+    suffix = f" · v{version}"
+    if not name.endswith(suffix):
+        name = f"{name}{suffix}" if name else suffix[3:]
+        client.update_run(run_id, name=name)
+    return name
 
 
 class EpochLogger:

@@ -200,11 +200,33 @@ def cmd_models(args) -> int:
             note.append(f"rolled back {t['promotion.rolled_back_at']}")
         if t.get("promotion.previous_champion"):
             note.append(f"replaced v{t['promotion.previous_champion']}")
+        figures = _metric_figures(t)
         print(f"{v.version:>7}  {','.join(sorted(aliases.get(str(v.version), []))):<20} "
               f"{t.get('graphrec.family', ''):<8} {t.get('promotion.decision', ''):<9} "
-              f"{t.get('gate.metric.challenger', '')[:9]:>9} {t.get('gate.metric.champion', '')[:9]:>9} "
-              f"{t.get('gate.embedding.passed', ''):<5} {t.get('gate.canary.passed', ''):<6} {'; '.join(note)}")
+              f"{figures.get('challenger', '')[:9]:>9} {figures.get('champion', '')[:9]:>9} "
+              f"{_verdict(t, 'embedding'):<5} {_verdict(t, 'canary'):<6} {'; '.join(note)}")
     return 0
+
+
+def _metric_figures(tags: dict) -> dict[str, str]:
+    """The metric gate's challenger and champion figures: from the decision's JSON record, or from
+    the `gate.metric.*` tags that graphrec wrote before it kept the figures in JSON."""
+    from deploy.registry import gate_record
+
+    if "gate.metric.challenger" in tags:
+        return {k: tags.get(f"gate.metric.{k}", "") for k in ("challenger", "champion")}
+    record = gate_record(tags) or {}
+    gate = next((g for g in record.get("gates", []) if g.get("name") == "metric"), {})
+    return {k: "" if gate.get("figures", {}).get(k) is None else str(gate["figures"][k])
+            for k in ("challenger", "champion")}
+
+
+def _verdict(tags: dict, gate: str) -> str:
+    """`pass` / `FAIL` from the gate's verdict tag (`gate.<gate>`, or the older `gate.<gate>.passed`)."""
+    verdict = tags.get(f"gate.{gate}")
+    if verdict is None and f"gate.{gate}.passed" in tags:
+        verdict = "pass" if tags[f"gate.{gate}.passed"] == "true" else "FAIL"
+    return (verdict or "").split(":")[0]
 
 
 def _ops_flow(args, flow_name: str, **kwargs):
@@ -277,8 +299,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         return p
 
-    add("retrain", cmd_retrain, "run the retraining flow: validate, build graph, train, evaluate, register, "
-                                "promote, refresh the embedding snapshot")
+    p = add("retrain", cmd_retrain, "run the retraining flow: validate, build graph, train, evaluate, register, "
+                                    "promote, refresh the embedding snapshot")
+    p.add_argument("--allow-shrink", "--allow-drift", dest="set", action="append_const",
+                   const="promotion.data_drift.allow=true",
+                   help="train even if today's data differs from the champion's beyond promotion.data_drift's "
+                        "bounds (recorded on the run); same as --set promotion.data_drift.allow=true")
     p = add("search", cmd_search, "Optuna search over one model family; trials are MLflow child runs; the best "
                                   "configuration is retrained, registered as challenger and gated")
     p.add_argument("--family", choices=["lightgcn", "gcn", "sage", "pinsage", "mmoe"], help="default: search.family")

@@ -14,6 +14,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
+from flows.data_gates import check_drift, record_profile
 from recsys.config import RunConfig
 from recsys.data.types import IndexedData, RecData
 
@@ -69,7 +70,7 @@ def build_graph(data: RecData, cfg: RunConfig):
 def start_run(cfg: RunConfig, data: RecData) -> str:
     from deploy.tracking import start_run as start
 
-    return start(cfg, data.summary(), data.fingerprint())
+    return start(cfg, data.summary(), data.fingerprint(), data=data)
 
 
 @task(cache_policy=NO_CACHE)
@@ -151,7 +152,7 @@ def _registry_change(cfg: RunConfig, action: str):
 def register(trained: Trained, prepared, cfg: RunConfig, run_id: str) -> str:
     import torch
 
-    from deploy.tracking import log_and_register_model
+    from deploy.tracking import log_and_register_model, name_run_for_version
     from recsys.inductive import Bundle
 
     model, indexed = trained.model, prepared.indexed
@@ -165,8 +166,10 @@ def register(trained: Trained, prepared, cfg: RunConfig, run_id: str) -> str:
                         g.item_features, prepared.user_encoder, prepared.item_encoder)
     tags = {"graphrec.family": cfg.model.family, "graphrec.inductive": str(model.inductive).lower()}
     with _registry_change(cfg, "registering the model"):
-        return log_and_register_model(run_id, cfg.stores.registered_model, indexed.user_ids, users.numpy(),
-                                      indexed.item_ids, items.numpy(), indexed.train, tags, bundle)
+        version = log_and_register_model(run_id, cfg.stores.registered_model, indexed.user_ids, users.numpy(),
+                                         indexed.item_ids, items.numpy(), indexed.train, tags, bundle)
+        name_run_for_version(run_id, version)
+        return version
 
 
 @task(retries=2, retry_delay_seconds=2, retry_condition_fn=_transient, cache_policy=NO_CACHE)
@@ -229,10 +232,12 @@ def retrain_flow(config: Optional[RunConfig] = None) -> dict:
     logger = get_run_logger()
     data = load_data(cfg)
     validate(data, cfg)
+    drift = check_drift(data, cfg)  # today's data against the champion's, before training
     prepared = build_graph(data, cfg)
     data, indexed, graph = prepared.data, prepared.indexed, prepared.graph
     logger.info(f"data {data.name}: {data.summary()}")
     run_id = start_run(cfg, data)
+    record_profile(run_id, drift, prepared, cfg)
     trained = train(prepared, cfg, run_id)
     metrics = evaluate(trained, prepared, cfg, run_id)
     version = register(trained, prepared, cfg, run_id)

@@ -6,11 +6,14 @@ Run 2 is fed a corrupted interactions file: it stops at validation with the repo
 nothing, and CURRENT still names v1's snapshot, which still answers recommend.
 """
 
+import json
+
 import mlflow
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
+from deploy.registry import gate_record
 from flows.cli import prepare_prefect
 from recsys.config import load_config
 from recsys.data.loaders import save_files
@@ -54,7 +57,13 @@ def test_two_runs_champion_then_rejected_data(workspace):
     name = cfg.stores.registered_model
     assert aliases(client, name) == {"champion": "1", "challenger": "1"}
     run = client.get_run(out["run_id"])
-    assert run.data.params["model.family"] == "lightgcn" and run.data.params["data.fingerprint"]
+    fingerprint = run.data.params["data.fingerprint"]
+    assert run.data.params["model.family"] == "lightgcn" and fingerprint
+    assert run.info.run_name == f"lightgcn · files-{fingerprint[:6]} · v1"
+    (given,) = run.inputs.dataset_inputs
+    assert given.dataset.digest == fingerprint and given.dataset.source_type == "local"
+    assert json.loads(given.dataset.source)["uri"] == str(files["interactions"].resolve())
+    assert client.get_experiment(run.info.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
     assert "test_ndcg_at_20" in run.data.metrics
     assert len(client.get_metric_history(out["run_id"], "loss")) == 6
     artifacts = {a.path for a in client.list_artifacts(out["run_id"], "plots")}
@@ -101,9 +110,11 @@ def test_a_worse_challenger_never_becomes_champion(workspace):
     assert aliases(client, name) == {"champion": "1", "challenger": out["version"]}
     tags = client.get_model_version(name, out["version"]).tags
     assert tags["promotion.decision"] == "rejected"
-    assert tags["gate.metric.passed"] == "false"
-    assert float(tags["gate.metric.champion"]) > float(tags["gate.metric.challenger"])
-    assert tags["gate.embedding.passed"] == "true" and tags["gate.canary.passed"] == "true"
+    assert tags["gate.metric"].startswith("FAIL: ")
+    assert tags["gate.embedding"] == "pass" and tags["gate.canary"] == "pass"
+    metric = next(g for g in gate_record(tags)["gates"] if g["name"] == "metric")["figures"]
+    assert metric["champion"] > metric["challenger"]
+    assert client.get_run(out["run_id"]).info.run_name.endswith(f" · v{out['version']}")
 
 
 def test_sage_through_the_flow_serves_a_user_it_has_never_seen(workspace):

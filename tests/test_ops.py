@@ -8,6 +8,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from deploy.gates import canary_gate, embedding_gate, metric_gate
+from deploy.registry import gate_record
 from deploy.snapshot import Snapshot, read_manifest
 from flows.cli import main as cli_main
 from flows.cli import prepare_prefect
@@ -84,7 +85,7 @@ def test_promote_by_hand_force_and_rollback(store, capsys):
 
     assert run(store, "promote", "--version", "2") == 4  # the gates still apply
     assert aliases(store)["champion"] == "1"
-    assert client.get_model_version(name, "2").tags["gate.metric.passed"] == "false"
+    assert client.get_model_version(name, "2").tags["gate.metric"].startswith("FAIL: ndcg@20: challenger ")
     assert run(store, "promote", "--version", "2", "--force") == 2  # --force needs a reason
 
     assert run(store, "promote", "--version", "2", "--force", "--reason", "hotfix drill") == 0
@@ -97,6 +98,10 @@ def test_promote_by_hand_force_and_rollback(store, capsys):
     assert run(store, "models") == 0
     listing = capsys.readouterr().out
     assert "forced: hotfix drill" in listing and "replaced v1" in listing
+    row = next(line for line in listing.splitlines() if line.split()[0] == "2")
+    metric = next(g for g in gate_record(tags)["gates"] if g["name"] == "metric")["figures"]
+    assert row.split()[4:6] == [str(metric["challenger"])[:9], str(metric["champion"])[:9]]  # from the JSON
+    assert row.split()[6:8] == ["pass", "pass"]  # embedding and canary verdicts
 
     assert run(store, "rollback", "--reason", "drill over") == 0
     assert aliases(store)["champion"] == "1"
