@@ -5,6 +5,7 @@
 #   ./dev.sh test [pytest options]                the test suite
 #   ./dev.sh graphrec ARGS...                     any graphrec command (./dev.sh graphrec --help)
 #   ./dev.sh env                                  print the environment's folder
+#   eval "$(./dev.sh activate)"                   this shell: the environment, this checkout, `graphrec`
 #
 # The first call builds a virtual environment from requirements.lock (several GB: torch brings
 # its CUDA libraries). It lives outside the checkout, in $GRAPHREC_ENV_ROOT (default
@@ -43,24 +44,30 @@ setup() {
     "$venv/bin/python" -m pip check >&2
     touch "$venv/.complete"
   fi
-  # The project itself is an editable install that points at this checkout (cheap to redo).
-  if [ "$(cat "$venv/.source" 2>/dev/null)" != "$here" ]; then
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps \
-      --no-build-isolation -e "$here" 2>&1 | grep -v "is ignored: it is neither a file nor a directory" >&2 || true
-    "$venv/bin/python" -c 'import flows.cli' || { echo "dev.sh: installing graphrec into $venv failed" >&2; exit 1; }
-    echo "$here" > "$venv/.source"
+  # The project is not installed into the shared environment: each checkout runs its own code from
+  # its own folder (PYTHONPATH below), so two clones on one machine never run each other's code.
+  # (Environments built by earlier versions of this script held an editable install: removed.)
+  if [ -f "$venv/.source" ]; then
+    "$venv/bin/python" -m pip uninstall --quiet --disable-pip-version-check -y graphrec >&2 || true
+    rm -f "$venv/.source" "$venv/bin/graphrec"
   fi
   exec 9>&-
 }
 
+# This checkout's code first on the path; the environment's tools (mlflow, prefect) on PATH.
+run_here() { cd "$here"; export PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}" PATH="$venv/bin:$PATH"; exec "$@"; }
+
 cmd="${1:-help}"
 [ $# -gt 0 ] && shift
 case "$cmd" in
-  retrain)  setup; cd "$here"; exec "$venv/bin/graphrec" retrain "$@" ;;
-  test)     setup; cd "$here"; exec "$venv/bin/python" -m pytest "$@" ;;
-  graphrec) setup; cd "$here"; exec "$venv/bin/graphrec" "$@" ;;
-  python)   setup; cd "$here"; exec "$venv/bin/python" "$@" ;;
+  retrain)  setup; run_here "$venv/bin/python" -m flows.cli retrain "$@" ;;
+  test)     setup; run_here "$venv/bin/python" -m pytest "$@" ;;
+  graphrec) setup; run_here "$venv/bin/python" -m flows.cli "$@" ;;
+  python)   setup; run_here "$venv/bin/python" "$@" ;;
   env)      echo "$venv" ;;
+  activate) setup
+            printf 'source %q/bin/activate\nexport PYTHONPATH=%q${PYTHONPATH:+:$PYTHONPATH}\n' "$venv" "$here"
+            printf 'graphrec() { python -m flows.cli "$@"; }\n' ;;
   help|-h|--help) sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' ;;
   *) echo "dev.sh: unknown command '$cmd' (try: ./dev.sh help)" >&2; exit 2 ;;
 esac

@@ -5,18 +5,29 @@ torch's CSR product (MKL) spends most of its time waiting on the rows of x it ga
 compiled kernel prefetches them and keeps a 64-wide output row in registers: 1.6-3x faster on
 Gowalla's adjacency, by the moment (6.1 vs 10.0 ms, 5.3 vs 17.4 ms; bench/lightgcn_speed.py
 measures both in the whole loop). It is built on first use with the machine's compiler (about
-20 s, once per source, torch version and CPU, cached beside the environment) and torch's own
-products stand in, with a warning, wherever it cannot be built.
+20 s) into a folder keyed by everything that changes the build (build_key), beside the
+environment, shared by every checkout on the machine. The build never hangs a process: it waits
+for another process's build at most GRAPHREC_KERNEL_BUILD_WAIT seconds, a build whose process
+died releases its lock with it, and a module appears only complete, by one rename. torch's own
+products stand in, with a warning, wherever the module cannot be had.
 GRAPHREC_KERNELS=0 turns it off.
 """
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import functools
 import hashlib
+import importlib.util
 import io
 import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
 import threading
+import time
 import warnings
 from pathlib import Path
 from typing import Optional
@@ -25,11 +36,12 @@ import torch
 
 SOURCE = Path(__file__).resolve().parent / "csrc" / "csr_mm.cpp"
 SWITCH = "GRAPHREC_KERNELS"
+WAIT = "GRAPHREC_KERNEL_BUILD_WAIT"  # seconds to wait for another process's build
 
 
-def _build_folder(key: str) -> Path:
-    root = os.environ.get("GRAPHREC_ENV_ROOT") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "graphrec"
-    return Path(root) / f"kernels-{key}"
+def _cache_root() -> Path:
+    root = os.environ.get("GRAPHREC_ENV_ROOT")
+    return Path(root) if root else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "graphrec"
 
 
 def _cpu_flags() -> str:
@@ -37,6 +49,33 @@ def _cpu_flags() -> str:
         return next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
     except (OSError, StopIteration):
         return ""
+
+
+def _compiler() -> str:
+    """The C++ compiler torch will call, as it describes itself (a new compiler is a new build)."""
+    cxx = os.environ.get("CXX", "c++")
+    try:
+        return cxx + subprocess.run([cxx, "--version"], capture_output=True, text=True, timeout=60).stdout
+    except (OSError, subprocess.SubprocessError):
+        return cxx
+
+
+CFLAGS = ("-O3", "-march=native", "-fopenmp")
+LDFLAGS = ("-fopenmp",)
+
+
+def _key_parts() -> dict[str, str]:
+    """Everything that changes the built module: its source, torch, Python, the compiler, the
+    flags and the CPU (-march=native). No path of the checkout goes in, so every checkout on a
+    machine shares one build."""
+    return {"source sha256": hashlib.sha256(SOURCE.read_bytes()).hexdigest(), "torch": torch.__version__,
+            "python": sys.version, "compiler": _compiler(), "flags": " ".join(CFLAGS + LDFLAGS),
+            "cpu": _cpu_flags()}
+
+
+def build_key() -> str:
+    text = "\n".join(f"{k}: {v}" for k, v in _key_parts().items())
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _put_ninja_on_path() -> None:
@@ -80,24 +119,93 @@ def torch_products():
         reset()
 
 
+class BuildBusy(RuntimeError):
+    """Another live process has been building the module for longer than we wait."""
+
+
 @functools.lru_cache(maxsize=None)
 def _load():
     if os.environ.get(SWITCH, "1") == "0":
         return None
     try:
-        with contextlib.redirect_stderr(io.StringIO()):  # its import notes that there is no CUDA
-            from torch.utils.cpp_extension import load
-        _put_ninja_on_path()
-        key = hashlib.sha256(SOURCE.read_bytes() + torch.__version__.encode() + _cpu_flags().encode()).hexdigest()[:16]
-        folder = _build_folder(key)
-        folder.mkdir(parents=True, exist_ok=True)
-        return load(name=f"graphrec_csr_mm_{key}", sources=[str(SOURCE)], build_directory=str(folder),
-                    extra_cflags=["-O3", "-march=native", "-fopenmp"], extra_ldflags=["-fopenmp"], verbose=False)
-    except Exception as exc:  # no compiler, no ninja, a read-only cache: torch's products still work
+        key = build_key()
+        folder = _cache_root() / f"kernels-{key}"
+        name = f"graphrec_csr_mm_{key}"
+        built = folder / f"{name}.so"
+        if not built.exists():
+            folder.mkdir(parents=True, exist_ok=True)
+            with build_lock(folder, float(os.environ.get(WAIT, "600"))):
+                if not built.exists():
+                    return _build(folder, name, built)
+        return _import(name, built)
+    except Exception as exc:  # no compiler, no ninja, a read-only cache, a build stuck elsewhere
         warnings.warn(f"graphrec: the compiled sparse products could not be built ({type(exc).__name__}: {exc}); "
                       f"using torch.sparse.mm, which is slower. Install g++ and ninja, or set {SWITCH}=0 to "
                       "silence this.", RuntimeWarning, stacklevel=3)
         return None
+
+
+@contextlib.contextmanager
+def build_lock(folder: Path, wait_seconds: float):
+    """An exclusive flock on folder/.build-lock, waited for at most `wait_seconds`. The kernel
+    drops a flock when its holder dies, however it dies, so a killed build never leaves a lock
+    behind (torch's own lock file does, and every later load then waits forever)."""
+    path = folder / ".build-lock"
+    with open(path, "a+") as handle:
+        deadline = time.monotonic() + wait_seconds
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    handle.seek(0)
+                    holder = handle.read().strip() or "unknown"
+                    raise BuildBusy(f"{path} is held by a build that is still running ({holder}) after "
+                                    f"{wait_seconds:g} s ({WAIT} sets the wait)") from None
+                time.sleep(0.2)
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _build(folder: Path, name: str, built: Path):
+    """Compile in a folder of this process's own, then move the module into place in one rename:
+    a build killed at any moment leaves no half-written module where others look for it.
+    Returns the module (torch has loaded it already; loading the moved file again would load
+    a second copy of the same extension)."""
+    for stale in folder.glob("build-*"):  # builds killed earlier (we hold the lock: none is running)
+        shutil.rmtree(stale, ignore_errors=True)
+    with contextlib.redirect_stderr(io.StringIO()):  # its import notes that there is no CUDA
+        from torch.utils.cpp_extension import load
+    _put_ninja_on_path()
+    private = Path(tempfile.mkdtemp(prefix="build-", dir=folder))
+    try:
+        source = private / SOURCE.name
+        shutil.copyfile(SOURCE, source)
+        module = load(name=name, sources=[str(source)], build_directory=str(private), extra_cflags=list(CFLAGS),
+                      extra_ldflags=list(LDFLAGS), verbose=False)  # torch extends the lists it is given
+        (folder / "key.txt").write_text("".join(f"{k}: {v}\n" for k, v in _key_parts().items()))
+        os.replace(private / f"{name}.so", built)
+        sys.modules[name] = module
+        return module
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
+
+
+def _import(name: str, path: Path):
+    """Each extension is loaded once per process (a second copy of it crashes at exit)."""
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        sys.modules[name] = module
+    return sys.modules[name]
 
 
 def _check_bounds(idx: torch.Tensor, size: int, what: str) -> None:

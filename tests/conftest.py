@@ -35,3 +35,57 @@ def small_network():
     from recsys.data.synthetic import generate
 
     return generate(n_users=300, n_items=150, n_universities=4, n_companies=8, mean_interactions=12, seed=7)
+
+
+class Processes:
+    """Starts subprocesses, each the leader of its own process group, and ends every group when
+    the test ends, pass or fail (servers and workers the process started go with it)."""
+
+    def __init__(self):
+        self.started: list = []
+
+    def start(self, argv, **kwargs):
+        import subprocess
+
+        proc = subprocess.Popen(argv, start_new_session=True, **kwargs)
+        self.started.append(proc)
+        return proc
+
+    def end_all(self):
+        import signal
+        import subprocess
+
+        for proc in self.started:
+            for sig, grace in ((signal.SIGTERM, 20), (signal.SIGKILL, 60)):  # SIGKILL: whatever the group still holds
+                try:
+                    os.killpg(proc.pid, sig)
+                except ProcessLookupError:
+                    break
+                try:
+                    proc.wait(grace)
+                except subprocess.TimeoutExpired:
+                    pass
+
+
+@pytest.fixture
+def processes():
+    procs = Processes()
+    try:
+        yield procs
+    finally:
+        procs.end_all()
+
+
+def wait_until(check, what: str, bound: float = 900.0, every: float = 0.2):
+    """Polls `check` until it returns something true; the bound is only there so that nothing
+    waits forever: it is far above what any machine needs, not a deadline on speed."""
+    import time
+
+    deadline = time.monotonic() + bound
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting for {what} after {bound:g} s")
+        time.sleep(every)

@@ -4,6 +4,7 @@ import torch
 
 from recsys import kernels
 from recsys.kernels import csr_mm, masked_mm
+from tests.conftest import REPO
 
 
 def _random_csr(m, n, density, seed):
@@ -79,3 +80,114 @@ def test_indices_out_of_range_are_refused_not_read(mode):
         csr_mm(a, torch.randn(10, 64), rows=torch.tensor([0, 10]))
     with pytest.raises(IndexError):
         kernels.gather_dot(torch.randn(2, 64), torch.randn(5, 64), torch.tensor([[0, 1], [5, 2]]))
+
+
+# The build under faults: a killed build, a lock whose holder died, a holder that does not finish.
+HOLD_LOCK = r"""
+import sys, time
+from pathlib import Path
+from recsys import kernels
+with kernels.build_lock(Path(sys.argv[1]), 5):
+    print("held", flush=True)
+    time.sleep(3600)
+"""
+LOAD = "from recsys import kernels; m = kernels.compiled(); print('loaded' if m is not None else 'fallback')"
+
+
+def _python(processes, code, *args, env=None, **kwargs):
+    import subprocess
+    import sys
+
+    return processes.start([sys.executable, "-c", code, *args], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def test_a_lock_whose_holder_was_killed_is_taken_at_once(tmp_path, processes):
+    import os
+    import signal
+
+    holder = _python(processes, HOLD_LOCK, str(tmp_path))
+    assert holder.stdout.readline().strip() == "held"
+    with pytest.raises(kernels.BuildBusy, match=f"pid {holder.pid}"):  # alive: waited for, then refused
+        with kernels.build_lock(tmp_path, 0.5):
+            pass
+    os.killpg(holder.pid, signal.SIGKILL)
+    holder.wait()
+    with kernels.build_lock(tmp_path, 0):  # no wait: the kernel dropped the dead holder's lock
+        assert (tmp_path / ".build-lock").read_text().startswith(f"pid {os.getpid()} ")
+
+
+def test_a_build_held_up_elsewhere_falls_back_to_torch_after_the_bounded_wait(tmp_path, processes, monkeypatch):
+    monkeypatch.setenv("GRAPHREC_ENV_ROOT", str(tmp_path))
+    monkeypatch.setenv(kernels.WAIT, "1")
+    folder = tmp_path / f"kernels-{kernels.build_key()}"
+    folder.mkdir()
+    holder = _python(processes, HOLD_LOCK, str(folder))
+    assert holder.stdout.readline().strip() == "held"
+    kernels.reset()
+    try:
+        with pytest.warns(RuntimeWarning, match="still running"):
+            assert kernels.compiled() is None
+    finally:
+        kernels.reset()
+
+
+def test_a_build_killed_at_any_moment_never_blocks_the_next_one(tmp_path, processes):
+    """Killed while it holds the lock before compiling, then in the middle of the compiler's run;
+    a lock file in torch's own style left in the folder changes nothing. The next process builds
+    and loads the module; no private build folder is left."""
+    import os
+    import signal
+
+    from tests.conftest import wait_until
+
+    env = {**os.environ, "GRAPHREC_ENV_ROOT": str(tmp_path)}
+    env.pop(kernels.SWITCH, None)
+    folder = tmp_path / f"kernels-{kernels.build_key()}"
+    for moment in ("build folder made", "compiler running"):
+        build = _python(processes, LOAD, env=env)
+        wait_until(lambda: next(folder.glob("build-*"), None) or _exited(build), "the build's own folder")
+        if moment == "compiler running":
+            wait_until(lambda: _compiler_under(build.pid) or _exited(build), "the compiler")
+        assert not _exited(build), f"the build ended before it was killed: {build.communicate()}"
+        os.killpg(build.pid, signal.SIGKILL)
+        build.wait()
+        assert not list(folder.glob("*.so")), f"killed at '{moment}', a module was left in place"
+    (folder / "lock").write_text("")  # torch's lock file, as a build killed by an older graphrec left it
+    final = _python(processes, LOAD, env=env)
+    out, err = final.communicate()
+    assert out.strip() == "loaded", err
+    assert len(list(folder.glob("*.so"))) == 1 and not list(folder.glob("build-*"))
+    again = _python(processes, LOAD, env=env)  # the next process loads it without building
+    assert again.communicate()[0].strip() == "loaded"
+
+
+def _exited(proc) -> bool:
+    """Whether the process has ended, without reaping it (its group stays killable)."""
+    import os
+
+    try:
+        return open(f"/proc/{proc.pid}/stat").read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def _compiler_under(root: int) -> bool:
+    """Whether a cc1plus runs below process `root` (ninja starts each compile in a group of its own)."""
+    import os
+
+    parents = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            stat = open(f"/proc/{pid}/stat").read().rsplit(")", 1)
+            parents[int(pid)] = (int(stat[1].split()[1]), stat[0].split("(", 1)[1])
+        except (OSError, IndexError):
+            continue
+    for pid, (parent, comm) in parents.items():
+        if comm != "cc1plus":
+            continue
+        while parent > 1:
+            if parent == root:
+                return True
+            parent = parents.get(parent, (0, ""))[0]
+    return False
