@@ -10,7 +10,7 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from deploy.pyfunc import RecommenderModel
-from deploy.gates import canary_gate, embedding_gate, metric_gate
+from deploy.gates import ReferenceScores, canary_gate, embedding_gate, metric_gate
 from deploy.registry import CHAMPION, PromotionDecision, alias_version, apply, decide, require_version
 from deploy.snapshot import read_manifest, refresh_lock, snapshots, switch_current, verify, write_snapshot
 from deploy.tracking import load_registered
@@ -32,11 +32,56 @@ def align(model: RecommenderModel, data: IndexedData) -> tuple[np.ndarray, np.nd
     return users, items, i_pos >= 0
 
 
+def _known(model_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    return pd.Index(model_ids).get_indexer(ids) >= 0
+
+
 def score_version(name: str, version: str, data: IndexedData, split: str, eval_cfg: EvalConfig) -> dict[str, float]:
+    """`version` on `data`; a user it has no vector for scores 0 (it cannot serve them)."""
     model = load_registered(name, version)
     users, items, available = align(model, data)
     return evaluate(users, items, data.split(split), data.seen_before(split), eval_cfg.ks, eval_cfg.chunk_size,
-                    item_available=available)
+                    item_available=available, user_available=_known(model.user_ids, data.user_ids))
+
+
+def score_reference(model: RecommenderModel, reference, catalogue: np.ndarray,
+                    eval_cfg: EvalConfig) -> tuple[dict[str, float], float]:
+    """`model`'s metrics on a version's recorded evaluation users (deploy.profile.Reference),
+    ranking over `catalogue` (item ids), and the share of those users it holds a vector for.
+    A user it has none for counts with every metric 0: the model cannot serve them."""
+    item_row = pd.Index(catalogue).get_indexer(reference.item_ids)
+
+    def pairs(p: np.ndarray) -> np.ndarray:
+        p = np.column_stack([p[:, 0], item_row[p[:, 1]]]) if len(p) else p.reshape(0, 2)
+        return p[p[:, 1] >= 0]
+
+    dim = model.user_vectors.shape[1]
+    u_pos = pd.Index(model.user_ids).get_indexer(reference.user_ids)
+    i_pos = pd.Index(model.item_ids).get_indexer(catalogue)
+    users = np.zeros((len(reference.user_ids), dim), dtype=np.float32)
+    items = np.zeros((len(catalogue), dim), dtype=np.float32)
+    users[u_pos >= 0] = model.user_vectors[u_pos[u_pos >= 0]]
+    items[i_pos >= 0] = model.item_vectors[i_pos[i_pos >= 0]]
+    metrics = evaluate(users, items, pairs(reference.targets), pairs(reference.seen), eval_cfg.ks,
+                       eval_cfg.chunk_size, item_available=i_pos >= 0, user_available=u_pos >= 0)
+    coverage = float((u_pos >= 0).mean()) if len(u_pos) else 1.0
+    return metrics, coverage
+
+
+def reference_check(name: str, champion_version: str, champion: RecommenderModel, challenger: RecommenderModel,
+                    metric: str, eval_cfg: EvalConfig) -> Optional[ReferenceScores]:
+    """Challenger and champion on the champion's own evaluation users; None when the champion was
+    registered before these were recorded."""
+    from deploy.profile import version_reference
+
+    reference = version_reference(name, champion_version)
+    if reference is None:
+        return None
+    theirs, _ = score_reference(champion, reference, champion.item_ids, eval_cfg)
+    ours, coverage = score_reference(challenger, reference, champion.item_ids, eval_cfg)
+    if metric not in ours:
+        raise ConfigError(f"promotion.metric={metric!r} is not computed; choose one of {sorted(ours)}")
+    return ReferenceScores(len(reference.user_ids), coverage, ours[metric], theirs[metric], reference.split)
 
 
 def promote_version(name: str, version: str, data: IndexedData, promotion: PromotionConfig, eval_cfg: EvalConfig,
@@ -51,15 +96,25 @@ def promote_version(name: str, version: str, data: IndexedData, promotion: Promo
     challenger = load_registered(name, version)
     users, items, available = align(challenger, data)
     metrics = challenger_metrics or evaluate(users, items, data.split(split), data.seen_before(split), eval_cfg.ks,
-                                             eval_cfg.chunk_size, item_available=available)
+                                             eval_cfg.chunk_size, item_available=available,
+                                             user_available=_known(challenger.user_ids, data.user_ids))
     if promotion.metric not in metrics:
         raise ConfigError(f"promotion.metric={promotion.metric!r} is not computed; choose one of {sorted(metrics)}")
     champion = alias_version(name, CHAMPION)
-    champion_value = None
+    champion_value, reference = None, None
     if champion is not None and champion != str(version):
-        champion_value = score_version(name, champion, data, split, eval_cfg)[promotion.metric]
+        champion_model = load_registered(name, champion)
+        c_users, c_items, c_available = align(champion_model, data)
+        champion_value = evaluate(c_users, c_items, data.split(split), data.seen_before(split), eval_cfg.ks,
+                                  eval_cfg.chunk_size, item_available=c_available,
+                                  user_available=_known(champion_model.user_ids, data.user_ids))[promotion.metric]
+        if promotion.reference.enabled:
+            reference = reference_check(name, champion, champion_model, challenger, promotion.metric, eval_cfg)
+            if reference is None:
+                reference = ReferenceScores.missing(champion)
     gates = [
-        metric_gate(promotion.metric, metrics[promotion.metric], champion_value, champion, promotion.tolerance),
+        metric_gate(promotion.metric, metrics[promotion.metric], champion_value, champion, promotion.tolerance,
+                    reference, promotion.reference.min_coverage),
         embedding_gate(challenger.user_ids, challenger.user_vectors, challenger.item_ids, challenger.item_vectors,
                        data.n_users, data.n_items, promotion.embedding),
         canary_gate(users, items, data.seen_before(split), available, promotion.canary),
@@ -120,3 +175,20 @@ def restore_snapshot(name: str, version: str, root: Path, cfg: Optional[RefreshC
                 switch_current(root, manifest["name"])
                 return Path(root) / manifest["name"]
     return None
+
+
+def champion_profile(stores) -> tuple[Optional[object], Optional[str], str]:
+    """(the champion's data profile, its version, why there is none) for the store `stores` names."""
+    from deploy.profile import version_profile
+    from deploy.tracking import configure
+
+    configure(stores)
+    name = stores.registered_model
+    version = alias_version(name, CHAMPION)
+    if version is None:
+        return None, None, f"registered model {name!r} has no champion yet: nothing to compare with"
+    profile = version_profile(name, version)
+    if profile is None:
+        return None, version, (f"champion v{version} was registered before data profiles were recorded: "
+                               "nothing to compare with (the next version registered records one)")
+    return profile, version, ""

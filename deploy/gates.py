@@ -1,7 +1,9 @@
 """The three promotion gates. A challenger becomes champion only if all of them pass.
 
 - metric: challenger >= champion - tolerance on the same split of today's data (the champion is
-  re-scored now, not trusted from its old run);
+  re-scored now, not trusted from its old run), and again on the champion's own evaluation users
+  (recorded when it was registered), of whom the challenger must hold vectors for a share
+  (`promotion.reference.min_coverage`): a challenger trained on the wrong file cannot serve them;
 - embedding: Great Expectations on the challenger's vectors (no NaN or inf, norms in range,
   one vector per catalogue user and item);
 - canary: top-k for a sample of users is non-empty, well formed (known, distinct items, finite
@@ -29,16 +31,53 @@ class Gate:
         return asdict(self)
 
 
+@dataclass
+class ReferenceScores:
+    """Challenger and champion on the champion's own evaluation users (recorded at its registration)."""
+
+    users: int
+    coverage: float  # share of those users the challenger holds a vector for
+    challenger: Optional[float]
+    champion: Optional[float]
+    split: str = "test"
+
+    @classmethod
+    def missing(cls, champion_version: str) -> "ReferenceScores":
+        """A champion registered before evaluation users were recorded: nothing to score on."""
+        return cls(0, 1.0, None, None, "")
+
+
 def metric_gate(metric: str, challenger: float, champion: Optional[float], champion_version: Optional[str],
-                tolerance: float) -> Gate:
+                tolerance: float, reference: Optional[ReferenceScores] = None, min_coverage: float = 0.9) -> Gate:
+    """challenger >= champion - tolerance on today's split and, given `reference`, also on the
+    champion's own evaluation users, of whom the challenger must hold vectors for `min_coverage`."""
     figures = {"metric": metric, "challenger": round(challenger, 6), "tolerance": tolerance}
     if champion is None:
         return Gate("metric", True, f"{metric} {challenger:.4f}; no champion to compare with", figures)
     figures.update(champion=round(champion, 6), champion_version=champion_version)
     passed = challenger >= champion - tolerance
     cmp = ">=" if passed else "<"
-    return Gate("metric", passed, f"{metric}: challenger {challenger:.4f} {cmp} champion v{champion_version} "
-                                  f"{champion:.4f} - {tolerance:g}", figures)
+    parts = [f"{metric}: challenger {challenger:.4f} {cmp} champion v{champion_version} {champion:.4f} - {tolerance:g}"]
+    if reference is not None and reference.challenger is None:
+        figures["reference_users"] = 0
+        parts.append(f"champion v{champion_version} has no recorded evaluation users (registered before they "
+                     "were recorded): not scored on them")
+    elif reference is not None:
+        on_theirs = reference.challenger >= reference.champion - tolerance
+        covered = reference.coverage >= min_coverage
+        figures.update(reference_users=reference.users, reference_coverage=round(reference.coverage, 4),
+                       reference_challenger=round(reference.challenger, 6),
+                       reference_champion=round(reference.champion, 6), min_coverage=min_coverage)
+        if not covered:
+            n = int(round(reference.coverage * reference.users))
+            parts.append(f"challenger holds vectors for {reference.coverage:.1%} ({n} of {reference.users}) of "
+                         f"champion v{champion_version}'s evaluation users, below promotion.reference.min_coverage="
+                         f"{min_coverage:g}: it cannot serve them")
+        cmp = ">=" if on_theirs else "<"
+        parts.append(f"on champion v{champion_version}'s {reference.users} evaluation users ({reference.split}): "
+                     f"challenger {reference.challenger:.4f} {cmp} champion {reference.champion:.4f} - {tolerance:g}")
+        passed = passed and on_theirs and covered
+    return Gate("metric", passed, "; ".join(parts), figures)
 
 
 def embedding_gate(user_ids, user_vectors, item_ids, item_vectors, n_users: int, n_items: int,

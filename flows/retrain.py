@@ -14,6 +14,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
+from flows.data_gates import check_drift, record_profile
 from recsys.config import RunConfig
 from recsys.data.types import IndexedData, RecData
 
@@ -231,10 +232,12 @@ def retrain_flow(config: Optional[RunConfig] = None) -> dict:
     logger = get_run_logger()
     data = load_data(cfg)
     validate(data, cfg)
+    drift = check_drift(data, cfg)  # today's data against the champion's, before training
     prepared = build_graph(data, cfg)
     data, indexed, graph = prepared.data, prepared.indexed, prepared.graph
     logger.info(f"data {data.name}: {data.summary()}")
     run_id = start_run(cfg, data)
+    record_profile(run_id, drift, prepared, cfg)
     trained = train(prepared, cfg, run_id)
     metrics = evaluate(trained, prepared, cfg, run_id)
     version = register(trained, prepared, cfg, run_id)

@@ -282,8 +282,40 @@ class CanaryConfig(_Section):
     seed: int = 0
 
 
+class DataDriftConfig(_Section):
+    """Today's data against the champion's, before anything trains: counts of active users, items
+    and interaction rows, the share of the champion's users and items still present, and
+    interactions per user (median, 90th percentile). A figure outside its bounds stops the flow
+    (exit 3) unless `allow` is set (`graphrec retrain --allow-shrink`), which is recorded on the run."""
+
+    enabled: bool = True
+    min_ratio: float = Field(0.5, ge=0, description="today's / champion's active users, items and interactions: "
+                                                     "at least this (a drop beyond it stops the flow)")
+    max_ratio: float = Field(2.0, gt=0, description="... and at most this (a jump beyond it stops the flow)")
+    min_kept: float = Field(0.5, ge=0, le=1, description="share of the champion's active users, and of its items, "
+                                                         "that today's data still holds")
+    per_user_min_ratio: float = Field(0.5, ge=0, description="today's / champion's median and 90th percentile "
+                                                              "of interactions per user: at least this")
+    per_user_max_ratio: float = Field(2.0, gt=0, description="... and at most this")
+    allow: bool = Field(False, description="report figures beyond the bounds but train anyway (recorded on the "
+                                           "run as tag data_drift.allowed)")
+
+
+class ReferenceGateConfig(_Section):
+    """The metric gate also scores challenger and champion on the champion's own evaluation users
+    (a seeded sample recorded with every registered version)."""
+
+    enabled: bool = True
+    users: int = Field(1000, ge=1, description="evaluation users recorded with each version (seeded sample of "
+                                               "the users with targets in promotion.split)")
+    min_coverage: float = Field(0.9, ge=0, le=1, description="share of the champion's evaluation users the "
+                                                              "challenger must hold vectors for")
+    seed: int = 0
+
+
 class PromotionConfig(_Section):
-    """A challenger becomes champion only if every gate passes: metric, embedding, canary."""
+    """A challenger becomes champion only if every gate passes: metric, embedding, canary. Before
+    training, today's data is compared with the champion's (`data_drift`)."""
 
     metric: str = "ndcg@20"
     split: Literal["valid", "test"] = "test"
@@ -291,6 +323,8 @@ class PromotionConfig(_Section):
                                                      "champion re-scored on today's data)")
     embedding: EmbeddingGateConfig = Field(default_factory=EmbeddingGateConfig)
     canary: CanaryConfig = Field(default_factory=CanaryConfig)
+    data_drift: DataDriftConfig = Field(default_factory=DataDriftConfig)
+    reference: ReferenceGateConfig = Field(default_factory=ReferenceGateConfig)
 
 
 class AnnConfig(_Section):

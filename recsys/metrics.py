@@ -45,16 +45,20 @@ def evaluate(
     chunk_size: int = 1024,
     item_available: Optional[np.ndarray] = None,
     user_mask: Optional[np.ndarray] = None,
+    user_available: Optional[np.ndarray] = None,
 ) -> dict[str, float]:
     """Mean metrics over users that have targets (and are in `user_mask`, if given).
 
     targets, seen: (n, 2) arrays of (user, item) index pairs. item_available: optional boolean
     mask; unavailable items are never ranked (e.g. items a model has no vector for).
+    user_available: optional boolean mask; an unavailable user (one a model has no vector for)
+    still counts in the mean, with nothing ranked: every metric 0 for that user.
     """
     user_emb = torch.as_tensor(user_emb, dtype=torch.float32)
     item_emb = torch.as_tensor(item_emb, dtype=torch.float32)
     return evaluate_scores(lambda users: user_emb[torch.from_numpy(users)] @ item_emb.T, user_emb.shape[0],
-                           item_emb.shape[0], targets, seen, ks, chunk_size, item_available, user_mask)
+                           item_emb.shape[0], targets, seen, ks, chunk_size, item_available, user_mask,
+                           user_available)
 
 
 @torch.no_grad()
@@ -68,8 +72,12 @@ def evaluate_scores(
     chunk_size: int = 1024,
     item_available: Optional[np.ndarray] = None,
     user_mask: Optional[np.ndarray] = None,
+    user_available: Optional[np.ndarray] = None,
 ) -> dict[str, float]:
-    """The same metrics for any scorer: score(user indices) -> (len(users), n_items) scores."""
+    """The same metrics for any scorer: score(user indices) -> (len(users), n_items) scores.
+
+    Only items with a finite score count as ranked: when fewer than K remain after masking (seen,
+    unavailable, or a non-finite score), the top-K list is shorter, never padded with masked items."""
     ks = sorted(set(int(k) for k in ks))
     max_k = min(max(ks), n_items)
     t_ptr, t_idx = _csr(targets, n_users)
@@ -80,6 +88,7 @@ def evaluate_scores(
     ideal = torch.cat([torch.zeros(1, dtype=torch.float64), torch.cumsum(discount, 0)])
     sums = {f"{m}@{k}": 0.0 for k in ks for m in ("recall", "ndcg", "precision", "hit")}
     unavailable = None if item_available is None else torch.from_numpy(~np.asarray(item_available, dtype=bool))
+    no_user = None if user_available is None else ~np.asarray(user_available, dtype=bool)
 
     for start in range(0, len(eval_users), chunk_size):
         users = eval_users[start:start + chunk_size]
@@ -88,11 +97,15 @@ def evaluate_scores(
         scores[r, c] = -torch.inf
         if unavailable is not None:
             scores[:, unavailable] = -torch.inf
-        top = torch.topk(scores, max_k, dim=1).indices  # (chunk, max_k)
+        if no_user is not None:
+            scores[torch.from_numpy(no_user[users])] = -torch.inf
+        scores = torch.nan_to_num(scores, nan=-torch.inf, posinf=-torch.inf, neginf=-torch.inf)
+        top_scores, top = torch.topk(scores, max_k, dim=1)  # (chunk, max_k)
         tr, tc = _rows(t_ptr, t_idx, users)
         hit_matrix = torch.zeros(len(users), n_items, dtype=torch.bool)
         hit_matrix[tr, tc] = True
-        hits = torch.gather(hit_matrix, 1, top).double()
+        # A masked item fills the list only when fewer than max_k remain: it is no recommendation.
+        hits = (torch.gather(hit_matrix, 1, top) & torch.isfinite(top_scores)).double()
         n_targets = torch.from_numpy(np.diff(t_ptr)[users]).double()
         for k in ks:
             kk = min(k, max_k)

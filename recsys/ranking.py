@@ -25,11 +25,19 @@ def recommend(
     k: int,
     exclude: Optional[list[np.ndarray]] = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Exact top-k items per user; `exclude[r]` lists item indices never returned for row r."""
+    """Exact top-k items per user; `exclude[r]` lists item indices never returned for row r.
+
+    A row holds fewer than k items when fewer remain: its tail is index -1 with score NaN. An
+    excluded item, or one whose score is not finite, is never returned, however few are left."""
     scores = user_vectors.astype(np.float32) @ item_vectors.astype(np.float32).T
+    masked = ~np.isfinite(scores)
     if exclude is not None:
         for row, items in enumerate(exclude):
-            scores[row, items] = -np.inf
+            masked[row, np.asarray(items, dtype=np.int64)] = True
+    scores[masked] = -np.inf
     idx, sc = top_k(scores, k)
-    keep = np.isfinite(sc)
+    keep = ~np.take_along_axis(masked, idx, axis=1)
+    # Masked entries sort last already (-inf); the stable sort keeps them last even among ties.
+    order = np.argsort(~keep, axis=1, kind="stable")
+    idx, sc, keep = (np.take_along_axis(a, order, axis=1) for a in (idx, sc, keep))
     return np.where(keep, idx, -1), np.where(keep, sc, np.nan)
