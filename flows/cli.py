@@ -299,8 +299,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         return p
 
-    add("retrain", cmd_retrain, "run the retraining flow: validate, build graph, train, evaluate, register, "
-                                "promote, refresh the embedding snapshot")
+    p = add("retrain", cmd_retrain, "run the retraining flow: validate, build graph, train, evaluate, register, "
+                                    "promote, refresh the embedding snapshot")
+    p.add_argument("--allow-shrink", "--allow-drift", dest="set", action="append_const",
+                   const="promotion.data_drift.allow=true",
+                   help="train even if today's data differs from the champion's beyond promotion.data_drift's "
+                        "bounds (recorded on the run); same as --set promotion.data_drift.allow=true")
     p = add("search", cmd_search, "Optuna search over one model family; trials are MLflow child runs; the best "
                                   "configuration is retrained, registered as challenger and gated")
     p.add_argument("--family", choices=["lightgcn", "gcn", "sage", "pinsage", "mmoe"], help="default: search.family")
