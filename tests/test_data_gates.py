@@ -145,6 +145,31 @@ def test_metric_gate_scores_both_on_the_champions_users(tmp_path):
     assert old.passed and "has no recorded evaluation users" in old.detail
 
 
+def test_a_champion_registered_before_profiles_is_said_so_and_passes(tmp_path):
+    """A version registered without a profile (as every version before this change): the drift
+    check reports it as skipped, and there are no evaluation users to score on; nothing fails."""
+    from deploy.champion import champion_profile
+    from deploy.profile import version_reference
+    from deploy.registry import CHAMPION
+    from deploy.tracking import configure, log_and_register_model
+
+    stores = load_config(None, [f"stores.root={tmp_path}"]).stores
+    experiment = configure(stores)
+    client = MlflowClient()
+    run_id = client.create_run(experiment).info.run_id
+    vectors = np.eye(3, dtype=np.float32)
+    version = log_and_register_model(run_id, stores.registered_model, ["a", "b", "c"], vectors, ["x", "y", "z"],
+                                     vectors, np.array([[0, 0]]))
+    client.set_registered_model_alias(stores.registered_model, CHAMPION, version)
+    profile, champion, why = champion_profile(stores)
+    assert profile is None and champion == "1"
+    assert why.startswith("champion v1 was registered before data profiles were recorded")
+    today = profile_data(frame([(1, "x"), (1, "y")]))
+    report = compare_profiles(today, profile, champion, DataDriftConfig(), why)
+    assert report.success and report.summary() == f"data drift check skipped: {why}"
+    assert version_reference(stores.registered_model, "1") is None
+
+
 # -- through the command line, against a store with a champion ----------------------------------
 
 @pytest.fixture(scope="module")
