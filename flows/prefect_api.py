@@ -1,0 +1,180 @@
+"""The Prefect API a graphrec command talks to, and what its terminal shows.
+
+Without PREFECT_API_URL, a command starts a Prefect server of its own for as long as it runs,
+with its database under the store (`.graphrec/prefect/`, so the UI can show the history later).
+The server is tied to the command's process: the kernel stops it when the command ends in any
+way, SIGKILL included (PR_SET_PDEATHSIG), so no orphaned server is ever left behind. (Prefect's
+own ephemeral server is a plain child process that outlives a killed parent.)
+
+A SIGTERM is turned into an interruption (`Terminated`), so that the flow is marked crashed, the
+MLflow run KILLED and the server stopped, as with Ctrl-C.
+
+Tracebacks of errors raised inside a flow go to a log file under `.graphrec/logs/`, not to the
+terminal (unless --verbose): the command prints the one clear line itself.
+"""
+from __future__ import annotations
+
+import atexit
+import contextlib
+import ctypes
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterator, Optional
+
+STARTUP_BOUND = 600.0  # seconds: far above what a loaded machine needs; only so that nothing waits forever
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the command is, so that it unwinds like Ctrl-C."""
+
+
+def stop_on_sigterm() -> None:
+    def handler(signum, frame):
+        raise Terminated(f"stopped by signal {signum}")
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    if os.getppid() == 1:  # the parent died before the line above: nobody is left to serve
+        os._exit(1)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=5) as answer:
+            return answer.status == 200
+    except OSError:
+        return False
+
+
+_servers: dict[tuple[Path, bool], tuple[subprocess.Popen, str]] = {}
+
+
+@contextlib.contextmanager
+def prefect_api(home: Path, services: bool = False) -> Iterator[Optional[str]]:
+    """PREFECT_API_URL for the block: the user's, if set (yields None), else that of a server of
+    this process's own over `home` (yields its URL), started on first use and stopped when the
+    process ends. `services`: Prefect's scheduler and other loops, needed only to run deployments
+    on their schedules."""
+    if os.environ.get("PREFECT_API_URL"):
+        yield None
+        return
+    url = _server_for(home.resolve(), services)
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    os.environ["PREFECT_API_URL"] = url  # for the processes this command starts (Dask workers)
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: url}):
+            yield url
+    finally:
+        os.environ.pop("PREFECT_API_URL", None)
+
+
+def _server_for(home: Path, services: bool) -> str:
+    found = _servers.get((home, services))
+    if found and found[0].poll() is None:
+        return found[1]
+    home.mkdir(parents=True, exist_ok=True)
+    log_path = home / "server.log"
+    for attempt in range(3):  # a port taken between choosing it and binding it: choose again
+        port = _free_port()
+        url = f"http://127.0.0.1:{port}/api"
+        env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+               "PREFECT_SERVER_UI_ENABLED": "false"}
+        env.pop("PREFECT_API_URL", None)
+        argv = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+        if not services:
+            argv.append("--no-services")
+        with open(log_path, "ab") as log:
+            server = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                      preexec_fn=_die_with_parent)
+        deadline = time.monotonic() + STARTUP_BOUND
+        while server.poll() is None and not _healthy(url) and time.monotonic() < deadline:
+            time.sleep(0.25)
+        if server.poll() is None and _healthy(url):
+            if not _servers:
+                atexit.register(_stop_all)
+            _servers[(home, services)] = (server, url)
+            return url
+        _stop(server)
+        if time.monotonic() >= deadline:
+            break
+    tail = log_path.read_text(errors="replace").strip().splitlines()[-5:]
+    raise RuntimeError(f"the Prefect server for this command did not start (log: {log_path}): " + " / ".join(tail))
+
+
+def _stop_all() -> None:
+    while _servers:
+        _stop(_servers.popitem()[1][0])
+
+
+def _stop(server: subprocess.Popen) -> None:
+    if server.poll() is None:
+        server.terminate()
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+class _WithoutTraceback(logging.Formatter):
+    """The wrapped formatter's line, without the exception's traceback (kept for the log file)."""
+
+    def __init__(self, inner: Optional[logging.Formatter]):
+        super().__init__()
+        self.inner = inner or logging.Formatter()
+
+    def format(self, record: logging.LogRecord) -> str:
+        saved = record.exc_info, record.exc_text, record.stack_info
+        record.exc_info = record.exc_text = record.stack_info = None
+        try:
+            return self.inner.format(record)
+        finally:
+            record.exc_info, record.exc_text, record.stack_info = saved
+
+
+def _engine_errors(record: logging.LogRecord) -> bool:
+    """False for the flow and task engines' error lines: they repeat, in Prefect's words, the
+    exception that the command then states once, plainly (their INFO state lines stay)."""
+    return not (record.levelno >= logging.ERROR and record.name.startswith(("prefect.flow_runs", "prefect.task_runs")))
+
+
+def log_to_file(folder: Path, command: str, verbose: bool) -> Path:
+    """Every log record of this command, tracebacks included, into folder/<command>-<time>.log;
+    the terminal keeps its lines but loses the tracebacks and the engines' error lines unless
+    `verbose`."""
+    import prefect  # noqa: F401  (its logging set-up runs on import; ours goes on top of it)
+
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    path = folder / f"{command}-{stamp}-{os.getpid()}.log"
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setLevel(logging.DEBUG)
+    root = logging.getLogger()
+    consoles = [h for h in root.handlers if isinstance(h, logging.StreamHandler)
+                and not isinstance(h, logging.FileHandler)]
+    if not verbose:
+        for h in consoles:
+            h.setFormatter(_WithoutTraceback(h.formatter))
+            h.addFilter(_engine_errors)
+    root.addHandler(handler)
+    return path
