@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -25,14 +26,36 @@ def _config(args):
     return cfg
 
 
-def prepare_prefect(root: Path) -> None:
-    """Keep Prefect's state (its ephemeral server's database) under the project folder unless the
-    user points at a Prefect server with PREFECT_API_URL."""
+def prepare_prefect(root: Path) -> Path:
+    """Keep Prefect's state (its server's database) under the project folder unless the user
+    points at a Prefect server with PREFECT_API_URL. Returns PREFECT_HOME."""
     home = Path(os.environ.setdefault("PREFECT_HOME", str((root / "prefect").resolve())))
     home.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "600")
     os.environ.setdefault("PREFECT_LOGGING_TO_API_BATCH_INTERVAL", "0.3")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    return home
+
+
+@contextmanager
+def _prefect_session(args, cfg, services: bool = False):
+    """A Prefect API for the command (its own server unless PREFECT_API_URL is set) and its log
+    file; yields the log file's path."""
+    from flows.prefect_api import log_to_file, prefect_api
+
+    home = prepare_prefect(cfg.stores.root)
+    log = log_to_file(cfg.stores.root / "logs", args.command, args.verbose)
+    with prefect_api(home, services):
+        yield log
+
+
+def _run_flow(args, cfg, flow, stopped: str, **kwargs):
+    """(the flow's result, None) or (None, exit code) after the one clear line."""
+    with _prefect_session(args, cfg) as log:
+        out, code = _finished(flow(config=cfg, return_state=True, **kwargs), args.command, stopped)
+    if code is not None:
+        print(f"  (details: {log}{'' if args.verbose else '; or run again with --verbose'})", file=sys.stderr)
+    return out, code
 
 
 def _finished(state, command: str, stopped: str):
@@ -57,10 +80,9 @@ def _finished(state, command: str, stopped: str):
 
 def cmd_retrain(args) -> int:
     cfg = _config(args)
-    prepare_prefect(cfg.stores.root)
     from flows.retrain import retrain_flow
 
-    out, code = _finished(retrain_flow(cfg, return_state=True), "retrain", "nothing was trained or registered.")
+    out, code = _run_flow(args, cfg, retrain_flow, "nothing was trained or registered.")
     if code is not None:
         return code
     m = out["metrics"].get(cfg.promotion.split, {})
@@ -83,10 +105,9 @@ def cmd_search(args) -> int:
 
     cfg = load_config(args.config, overrides)
     cfg.stores.check_writable()
-    prepare_prefect(cfg.stores.root)
     from flows.search import search_flow
 
-    out, code = _finished(search_flow(cfg, return_state=True), "search", "no trial was run.")
+    out, code = _run_flow(args, cfg, search_flow, "no trial was run.")
     if code is not None:
         return code
     print(f"\nstudy {out['study']}: " + ", ".join(f"{n} {k}" for k, n in out["trials"].items() if n))
@@ -231,11 +252,9 @@ def _verdict(tags: dict, gate: str) -> str:
 
 def _ops_flow(args, flow_name: str, **kwargs):
     cfg = _config(args)
-    prepare_prefect(cfg.stores.root)
     import flows.ops as ops
 
-    return _finished(getattr(ops, flow_name)(config=cfg, return_state=True, **kwargs), args.command,
-                     "nothing was changed.")
+    return _run_flow(args, cfg, getattr(ops, flow_name), "nothing was changed.", **kwargs)
 
 
 def cmd_refresh(args) -> int:
@@ -270,17 +289,18 @@ def cmd_rollback(args) -> int:
 
 def cmd_serve(args) -> int:
     cfg = _config(args)
-    prepare_prefect(cfg.stores.root)
-    from prefect import serve
+    with _prefect_session(args, cfg, services=True):  # services: Prefect's scheduler creates the runs
+        from prefect import serve
 
-    from flows.ops import deployments
+        from flows.ops import deployments
 
-    found = deployments(cfg)
-    for d in found:
-        print(f"serving {d.flow_name}/{d.name} on {d.schedules[0].schedule}")
-    if os.environ.get("PREFECT_API_URL") is None:
-        print("no PREFECT_API_URL: using a local ephemeral Prefect server (see README: Schedules)")
-    serve(*found)
+        found = deployments(cfg)
+        for d in found:
+            print(f"serving {d.flow_name}/{d.name} on {d.schedules[0].schedule}")
+        if os.environ.get("PREFECT_API_URL", "").startswith("http://127.0.0.1:"):
+            print(f"no PREFECT_API_URL of yours: a Prefect server of this process's own at "
+                  f"{os.environ['PREFECT_API_URL']} (see README: Schedules)")
+        serve(*found)
     return 0
 
 
@@ -296,6 +316,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--config", "-c", metavar="FILE", help="YAML config (default: the embedded setup)")
         p.add_argument("--set", "-s", metavar="KEY=VALUE", action="append", default=[],
                        help="override a config key, e.g. --set train.epochs=10 (repeatable)")
+        p.add_argument("--verbose", action="store_true",
+                       help="print Prefect's tracebacks too (they are always in .graphrec/logs/)")
         p.set_defaults(func=func)
         return p
 
@@ -345,14 +367,21 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     from deploy.errors import RegistryError
+    from flows.prefect_api import Terminated, stop_on_sigterm
     from recsys.config import ConfigError
     from recsys.data.loaders import DataLoadError
 
+    stop_on_sigterm()
     try:
         return args.func(args)
     except (ConfigError, DataLoadError, RegistryError) as exc:
         print(f"graphrec {args.command}: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: the flow is marked crashed, its MLflow run KILLED
+        what = "stopped by SIGTERM" if isinstance(exc, Terminated) else "interrupted"
+        print(f"\ngraphrec {args.command}: {what}; the champion and CURRENT are as they were unless a line "
+              "above says it was promoted", file=sys.stderr)
+        return 143 if isinstance(exc, Terminated) else 130
 
 
 if __name__ == "__main__":

@@ -237,12 +237,15 @@ def retrain_flow(config: Optional[RunConfig] = None) -> dict:
     data, indexed, graph = prepared.data, prepared.indexed, prepared.graph
     logger.info(f"data {data.name}: {data.summary()}")
     run_id = start_run(cfg, data)
-    record_profile(run_id, drift, prepared, cfg)
-    trained = train(prepared, cfg, run_id)
-    metrics = evaluate(trained, prepared, cfg, run_id)
-    version = register(trained, prepared, cfg, run_id)
-    decision = promote(version, metrics, indexed, cfg)
-    snapshot, written = refresh(indexed, data.fingerprint(), cfg)
+    from deploy.runs import ended_with_outcome
+
+    with ended_with_outcome(run_id):  # FAILED on an error, KILLED when interrupted, else FINISHED
+        record_profile(run_id, drift, prepared, cfg)
+        trained = train(prepared, cfg, run_id)
+        metrics = evaluate(trained, prepared, cfg, run_id)
+        version = register(trained, prepared, cfg, run_id)
+        decision = promote(version, metrics, indexed, cfg)
+        snapshot, written = refresh(indexed, data.fingerprint(), cfg)
 
     from deploy.tracking import run_link
 
