@@ -177,9 +177,26 @@ def gate_record(tags: dict[str, str]) -> Optional[dict]:
         return None
     try:
         if ref.startswith("runs:/"):
-            import mlflow
-
-            return mlflow.artifacts.load_dict(ref)
+            return _quietly_load(ref)
         return json.loads(ref)
     except (MlflowException, OSError, ValueError):
         return None
+
+
+def _quietly_load(uri: str) -> dict:
+    """The JSON artifact at `uri`, without MLflow's download progress bar (one per version would
+    fill a listing)."""
+    import os
+
+    import mlflow
+
+    key = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    saved = os.environ.get(key)
+    os.environ[key] = "false"
+    try:
+        return mlflow.artifacts.load_dict(uri)
+    finally:
+        if saved is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = saved
