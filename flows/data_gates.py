@@ -23,14 +23,13 @@ class DriftCheck:
 def check_drift(data: RecData, cfg: RunConfig) -> DriftCheck:
     """Today's profile against the champion's; beyond the bounds: DataDriftError (exit 3) with the
     report, unless promotion.data_drift.allow lets it through."""
-    from deploy.champion import champion_profile
     from validation.drift import compare_profiles, profile_data, raise_if_drifted
 
     logger = get_run_logger()
     today = profile_data(data)
     drift = cfg.promotion.data_drift
     if drift.enabled:
-        champion, version, why = champion_profile(cfg.stores)
+        champion, version, why = _read_champion(cfg)
     else:
         champion, version, why = None, None, "promotion.data_drift.enabled=false"
     report = compare_profiles(today, champion, version, drift, why)
@@ -41,6 +40,23 @@ def check_drift(data: RecData, cfg: RunConfig) -> DriftCheck:
     elif not report.success and report.allowed:
         logger.warning(report.summary())
     return DriftCheck(today, raise_if_drifted(report))
+
+
+def _read_champion(cfg: RunConfig):
+    """The champion's profile; a store that fails is said plainly (nothing has started yet)."""
+    from mlflow.exceptions import MlflowException
+
+    from deploy.champion import champion_profile
+    from deploy.errors import TrackingStoreError
+
+    try:
+        return champion_profile(cfg.stores)
+    except (MlflowException, OSError) as exc:
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        raise TrackingStoreError(
+            f"the MLflow tracking store at {cfg.stores.resolved_tracking_uri()} failed while reading the champion's "
+            f"data profile ({first}). Nothing was trained or registered; run again when the store is reachable"
+        ) from exc
 
 
 @task(retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
