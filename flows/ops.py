@@ -13,6 +13,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
+from flows.data_gates import check_drift
 from flows.retrain import load_data, refresh, validate, write_refresh
 from recsys.config import RunConfig
 
@@ -52,6 +53,7 @@ def refresh_flow(config: Optional[RunConfig] = None) -> dict:
     inductive champion re-embeds new users and items. Nothing is trained."""
     cfg = config or RunConfig()
     data = _today(cfg)
+    check_drift(data, cfg)  # a wrong file must not replace CURRENT either (an inductive champion embeds it)
     if cfg.compute.runner == "dask":
         from flows.runners import task_runner
 

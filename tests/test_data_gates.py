@@ -244,6 +244,8 @@ def test_a_wrong_file_that_passes_validation_stops_before_training(store, wrong,
     assert f"active users: today 1, champion {n_users} (ratio {1 / n_users:.4g}; bound ratio 0.5..2)" in err
     assert f"share of champion's users kept: today {round(1 / n_users, 4):.4g}" in err
     assert "--allow-shrink" in err
+    assert run(root, ["refresh"], sets) == 3  # nor does the hourly refresh write a snapshot of it
+    assert "differs from champion v1's data beyond the bounds" in capsys.readouterr().err
     assert state(root) == before
     client, name = registry(root)
     runs = client.search_runs([client.get_experiment_by_name(
