@@ -74,3 +74,10 @@ def ended_with_outcome(run_id: str, finish: bool = True):
         raise
     if finish:
         end_run(run_id, "FINISHED")
+
+
+def reopen_run(run_id: str) -> None:
+    """A run that goes on in this process (a resumed study): RUNNING again, owned by this process."""
+    client = MlflowClient()
+    client.set_tag(run_id, OWNER, owner())
+    client.update_run(run_id, status="RUNNING")

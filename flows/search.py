@@ -117,6 +117,9 @@ def make_objective(cfg: RunConfig, prepared, parent_run_id: str, log=print):
             client.set_tag(run_id, "graphrec.error", f"{type(exc).__name__}: {exc}"[:500])
             client.set_terminated(run_id, "FAILED")
             raise
+        except BaseException:  # SIGTERM / Ctrl-C: the trial run ends with the process
+            client.set_terminated(run_id, "KILLED")
+            raise
         client.log_metric(run_id, metric_key(f"best_valid_{objective_name(tcfg)}"), score)
         client.log_metric(run_id, "best_epoch", best_epoch)
         client.set_tag(run_id, "graphrec.trial_state", "COMPLETE")
@@ -244,6 +247,14 @@ def search_flow(config: Optional[RunConfig] = None) -> dict:
     prepared = build_graph(data, cfg)
     study = open_study(cfg)
     parent = study_parent_run(cfg, study, prepared.data)
+    from deploy.runs import ended_with_outcome, reopen_run
+
+    reopen_run(parent)  # a resumed study's run is running again, in this process
+    with ended_with_outcome(parent):  # and ends with the search: FINISHED, FAILED or KILLED
+        return _search(cfg, study, prepared, parent, logger)
+
+
+def _search(cfg: RunConfig, study: optuna.Study, prepared, parent: str, logger) -> dict:
     before = finished_trials(study)
     logger.info(f"study {study.study_name}: {before} of {cfg.search.trials} trials already finished")
     if cfg.search.runner == "prefect" or cfg.compute.runner == "dask":

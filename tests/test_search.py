@@ -22,7 +22,7 @@ from mlflow.tracking import MlflowClient
 from flows.cli import main as cli_main
 from flows.cli import prepare_prefect
 from recsys.config import load_config
-from tests.conftest import TINY_NETWORK
+from tests.conftest import TINY_NETWORK, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [*TINY_NETWORK, "train.eval_every=1", "search.heartbeat_seconds=1", "search.grace_seconds=3"]
@@ -66,6 +66,7 @@ def test_three_trial_study_through_prefect_workers(tmp_path, prefect_home):
     exp = client.get_experiment_by_name(cfg.stores.experiment)
     parent = client.search_runs([exp.experiment_id], "tags.`graphrec.role` = 'study'")
     assert len(parent) == 1
+    assert parent[0].info.status == "FINISHED"  # the study's run ends with the search
     parent_id = parent[0].info.run_id
     children = client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{parent_id}'")
     trial_runs = [r for r in children if "graphrec.trial" in r.data.tags]
@@ -85,11 +86,13 @@ def test_three_trial_study_through_prefect_workers(tmp_path, prefect_home):
     assert set(model.aliases) == {"champion", "challenger"}
 
 
-def _spawn(root: Path, *args: str, worker: int = 0) -> subprocess.Popen:
-    # each worker process its own ephemeral Prefect API (workers on a team share a Prefect server)
+def _spawn(processes, root: Path, *args: str, worker: int = 0) -> subprocess.Popen:
+    # each worker process its own Prefect server (workers on a team share one); every process group
+    # started here is ended when the test ends, pass or fail (the processes fixture)
     env = {**os.environ, "PREFECT_HOME": str(root.parent / f"prefect-{worker}")}
-    return subprocess.Popen([sys.executable, "-m", "flows.cli", "search", *args], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    env.pop("PREFECT_API_URL", None)
+    return processes.start([sys.executable, "-m", "flows.cli", "search", *args], cwd=ROOT, env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 def _running_trials(db: Path) -> int:
@@ -102,16 +105,12 @@ def _running_trials(db: Path) -> int:
         return 0
 
 
-def test_a_killed_search_resumes_and_marks_the_killed_trial_failed(tmp_path, prefect_home):
+def test_a_killed_search_resumes_and_marks_the_killed_trial_failed(tmp_path, prefect_home, processes):
     root = tmp_path / "store"
-    slow = _spawn(root, "--trials", "2", *cli_args(root, "train.epochs=500", "train.patience=500",
-                                                   "search.register_best=false"))
-    deadline = time.time() + 240
-    while _running_trials(root / "optuna.db") == 0:
-        assert slow.poll() is None, slow.stdout.read()
-        assert time.time() < deadline, "no trial started"
-        time.sleep(0.5)
-    time.sleep(2)
+    slow = _spawn(processes, root, "--trials", "2", *cli_args(root, "train.epochs=500", "train.patience=500",
+                                                              "search.register_best=false"))
+    wait_until(lambda: _running_trials(root / "optuna.db") or slow.poll() is not None, "a trial to start")
+    assert slow.poll() is None, slow.stdout.read()
     os.killpg(slow.pid, signal.SIGKILL)
     slow.wait()
     time.sleep(4)  # longer than search.grace_seconds: the killed trial's heartbeat is stale
@@ -124,15 +123,14 @@ def test_a_killed_search_resumes_and_marks_the_killed_trial_failed(tmp_path, pre
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials[1:])
 
 
-def test_two_processes_share_one_study(tmp_path, prefect_home):
+def test_two_processes_share_one_study(tmp_path, prefect_home, processes):
     root = tmp_path / "store"
     # a generous grace period: under load, a live worker's heartbeat must not look stale to the other
     args = ("--trials", "4", *cli_args(root, "train.epochs=2", "search.register_best=false",
-                                       "search.heartbeat_seconds=2", "search.grace_seconds=60"))
-    first = _spawn(root, *args)
-    time.sleep(1)
-    second = _spawn(root, *args, worker=1)
-    outputs = [p.communicate(timeout=400)[0] for p in (first, second)]
+                                       "search.heartbeat_seconds=2", "search.grace_seconds=600"))
+    first = _spawn(processes, root, *args)
+    second = _spawn(processes, root, *args, worker=1)
+    outputs = [p.communicate(timeout=1800)[0] for p in (first, second)]  # a bound, not a deadline on speed
     assert [p.returncode for p in (first, second)] == [0, 0], outputs
     trials = study(root, "graphrec-lightgcn").trials
     numbers = [t.number for t in trials]

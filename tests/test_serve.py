@@ -5,12 +5,11 @@ import os
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
-from tests.conftest import TINY_NETWORK
+from tests.conftest import TINY_NETWORK, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [*TINY_NETWORK, "train.epochs=2"]
@@ -22,35 +21,29 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _wait(check, seconds: float, what: str):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
+def _wait(check, what: str):
+    def attempt():
         try:
-            value = check()
-            if value:
-                return value
+            return check()
         except Exception:  # not up yet
-            pass
-        time.sleep(1)
-    raise AssertionError(f"timed out waiting for {what}")
+            return None
+    return wait_until(attempt, what, every=1)
 
 
 @pytest.fixture
-def prefect_server(tmp_path):
+def prefect_server(tmp_path, processes):
     port = _free_port()
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-server"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
            "PREFECT_API_URL": f"http://127.0.0.1:{port}/api"}
     env.pop("PREFECT_API_KEY", None)
-    server = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-                               "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    processes.start([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                    env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = env["PREFECT_API_URL"]
-    _wait(lambda: urllib.request.urlopen(f"{url}/health", timeout=2).status == 200, 120, "the Prefect server")
+    _wait(lambda: urllib.request.urlopen(f"{url}/health", timeout=2).status == 200, "the Prefect server")
     yield url, env
-    server.terminate()
-    server.wait(30)
 
 
-def test_serve_creates_scheduled_deployments_and_runs_them(tmp_path, prefect_server):
+def test_serve_creates_scheduled_deployments_and_runs_them(tmp_path, prefect_server, processes):
     from prefect.client.orchestration import get_client
     from prefect.deployments import run_deployment
     from prefect.settings import PREFECT_API_URL, temporary_settings
@@ -64,24 +57,20 @@ def test_serve_creates_scheduled_deployments_and_runs_them(tmp_path, prefect_ser
             "--set", "schedule.timezone=Europe/Paris"]
     for item in TINY:
         argv += ["--set", item]
-    serving = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        with temporary_settings(updates={PREFECT_API_URL: url}):
-            with get_client(sync_client=True) as client:
-                retrain = _wait(lambda: client.read_deployment_by_name("graphrec-retrain/graphrec-retrain"), 120,
-                                "the retrain deployment")  # serve creates them one after the other
-                refresh = _wait(lambda: client.read_deployment_by_name("graphrec-refresh/graphrec-refresh"), 60,
-                                "the refresh deployment")
-            assert [(s.schedule.cron, s.schedule.timezone) for s in retrain.schedules] == [("30 2 * * 1", "Europe/Paris")]
+    processes.start(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    with temporary_settings(updates={PREFECT_API_URL: url}):
+        with get_client(sync_client=True) as client:
+            retrain = _wait(lambda: client.read_deployment_by_name("graphrec-retrain/graphrec-retrain"),
+                            "the retrain deployment")  # serve creates them one after the other
+            refresh = _wait(lambda: client.read_deployment_by_name("graphrec-refresh/graphrec-refresh"),
+                            "the refresh deployment")
+            assert [(s.schedule.cron, s.schedule.timezone) for s in retrain.schedules] == \
+                [("30 2 * * 1", "Europe/Paris")]
             assert [s.schedule.cron for s in refresh.schedules] == ["*/15 * * * *"]
             assert retrain.parameters["config"]["train"]["epochs"] == 2
-            run = run_deployment("graphrec-retrain/graphrec-retrain", timeout=300)
-            assert run.state.is_completed(), run.state
-        manifest = read_manifest(store / "snapshots")
-        assert manifest["model_version"] == "1"
-    finally:
-        serving.terminate()
-        try:
-            serving.wait(30)
-        except subprocess.TimeoutExpired:
-            serving.kill()
+            run = run_deployment("graphrec-retrain/graphrec-retrain", timeout=0)  # scheduled now; we wait below
+            state = _wait(lambda: (s := client.read_flow_run(run.id).state) and s.is_final() and s,
+                          "the retrain run to finish")
+            assert state.is_completed(), state
+    manifest = read_manifest(store / "snapshots")
+    assert manifest["model_version"] == "1"
