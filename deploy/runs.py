@@ -67,13 +67,22 @@ def ended_with_outcome(run_id: str, finish: bool = True):
     try:
         yield
     except Exception as exc:
-        end_run(run_id, "FAILED", f"{type(exc).__name__}: {exc}")
+        _end_if_possible(run_id, "FAILED", f"{type(exc).__name__}: {exc}")
         raise
     except BaseException as exc:
-        end_run(run_id, "KILLED", f"interrupted ({type(exc).__name__})")
+        _end_if_possible(run_id, "KILLED", f"interrupted ({type(exc).__name__})")
         raise
     if finish:
         end_run(run_id, "FINISHED")
+
+
+def _end_if_possible(run_id: str, status: str, note: str) -> None:
+    """Ending a run while another error unwinds: a store that is gone (often that very error) must
+    not hide it. The run stays RUNNING and the next start marks it KILLED."""
+    try:
+        end_run(run_id, status, note)
+    except Exception:
+        pass
 
 
 def reopen_run(run_id: str) -> None:

@@ -1,0 +1,173 @@
+"""Faults in whole processes, through the real command line: a retrain killed with SIGKILL at the
+start of each phase of the flow, a retrain stopped by SIGTERM, and two retrains at once on one
+store. After each: the champion and CURRENT are as they were (the killed runs are set up so that
+they could not pass the gates anyway: CANNOT_WIN), CURRENT
+still serves, no version is left with half a decision, the killed run is marked KILLED by the
+next start, and the Prefect server the command started went with it.
+
+(The kernel build killed at any moment: test_kernels.py. A refresh killed mid-write and the
+tracking server lost while registering: test_faults.py.)
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from deploy.snapshot import Snapshot, current_name
+from flows import prefect_api
+from flows.cli import main as cli_main
+from flows.cli import prepare_prefect
+from recsys.config import load_config
+from tests.conftest import REPO, TINY_NETWORK, wait_until
+
+TINY = [*TINY_NETWORK, "train.epochs=1", "train.eval_every=1"]
+# No vector of a trained model is that short: the embedding gate refuses these challengers.
+CANNOT_WIN = ["promotion.embedding.min_norm=0", "promotion.embedding.max_norm=1e-9", "train.seed=3"]
+# The flow's tasks in order; "kill at P" = SIGKILL as soon as the task before P has finished.
+PHASES = ["load_data", "validate", "check_drift", "build_graph", "start_run", "record_profile", "train",
+          "evaluate", "register", "promote", "refresh"]
+
+
+def _argv(root: Path, *extra: str) -> list[str]:
+    args = ["retrain"]
+    for item in [f"stores.root={root}", *TINY, *extra]:
+        args += ["--set", item]
+    return args
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """Version 1 is champion; its snapshot is CURRENT. Yields (root, the Prefect API of this
+    process's own server, which the killed processes share to save starting one each)."""
+    root = tmp_path_factory.mktemp("kills-store")
+    prepare_prefect(root)
+    assert cli_main(_argv(root)) == 0
+    (server, url), = prefect_api._servers.values()
+    assert server.poll() is None
+    return root, url
+
+
+def _registry(root: Path):
+    cfg = load_config(None, [f"stores.root={root}"])
+    uri = cfg.stores.resolved_tracking_uri()
+    return MlflowClient(uri, registry_uri=uri), cfg
+
+
+def _state(root: Path) -> dict:
+    client, cfg = _registry(root)
+    name = cfg.stores.registered_model
+    versions = client.search_model_versions(f"name='{name}'")
+    for v in versions:  # a decision is recorded whole, or not at all
+        tags = v.tags
+        if "promotion.decision" in tags:
+            assert {"promotion.reason", "promotion.decided_at"} <= set(tags), tags
+    return {"champion": str(client.get_registered_model(name).aliases["champion"]),
+            "CURRENT": current_name(cfg.stores.resolved_snapshots())}
+
+
+def _serves(root: Path, version: str) -> None:
+    _, cfg = _registry(root)
+    snap = Snapshot.open(cfg.stores.resolved_snapshots())
+    assert snap.manifest["model_version"] == version and snap.fallback_from is None
+    assert len(snap.recommend(str(snap.user_ids[0]), k=5)) == 5
+
+
+def _start(processes, root: Path, log: Path, *extra: str, api: str | None = None):
+    env = {**os.environ, "PREFECT_LOGGING_LEVEL": "INFO"}  # the task lines the test follows
+    env.pop("PREFECT_API_URL", None)
+    if api:
+        env["PREFECT_API_URL"] = api
+    out = open(log, "w")
+    return processes.start([sys.executable, "-m", "flows.cli", *_argv(root, *extra)], cwd=REPO, env=env,
+                           stdout=out, stderr=subprocess.STDOUT)
+
+
+def _finished(log: Path, task: str) -> bool:
+    """Whether the log says `task` has finished (None: the flow run has begun)."""
+    marker = "Beginning flow run" if task is None else f"Task run '{task}-"
+    return any(marker in line and (task is None or "Finished in state" in line)
+               for line in log.read_text(errors="replace").splitlines())
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if int(open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry))
+        except (OSError, IndexError):
+            continue
+    return found
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+@pytest.mark.parametrize("phase", PHASES)
+def test_a_retrain_killed_at_each_phase_changes_nothing(store, phase, tmp_path, processes):
+    root, api = store
+    before = _state(root)
+    log = tmp_path / "retrain.log"
+    proc = _start(processes, root, log, *CANNOT_WIN, api=api)
+    previous = PHASES[PHASES.index(phase) - 1] if phase != PHASES[0] else None
+    wait_until(lambda: _finished(log, previous) or proc.poll() is not None, f"the task before '{phase}'")
+    assert proc.poll() is None, log.read_text()[-3000:]
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert _state(root) == before
+    _serves(root, before["champion"])
+
+
+def test_a_killed_retrain_leaves_no_server_and_its_run_is_marked_killed_next_time(store, tmp_path, processes):
+    root, api = store
+    log = tmp_path / "retrain.log"
+    proc = _start(processes, root, log, *CANNOT_WIN, "train.epochs=500", "train.patience=500")  # its own server
+    wait_until(lambda: _finished(log, "record_profile") or proc.poll() is not None, "training to start")
+    servers = [c for c in _children(proc.pid) if "prefect" in open(f"/proc/{c}/cmdline").read()]
+    assert len(servers) == 1, "the command runs its own Prefect server"
+    proc.send_signal(signal.SIGKILL)  # the process alone, not its group: as a machine's OOM killer would
+    proc.wait()
+    wait_until(lambda: _gone(servers[0]), "the server to follow its command")
+    client, cfg = _registry(root)
+    exp = client.get_experiment_by_name(cfg.stores.experiment)
+    running = client.search_runs([exp.experiment_id], "attributes.status = 'RUNNING'")
+    assert len(running) == 1  # the killed one, until the next start
+    assert cli_main(_argv(root, *CANNOT_WIN)) == 0
+    killed = client.get_run(running[0].info.run_id)
+    assert killed.info.status == "KILLED" and "ended without ending the run" in killed.data.tags["graphrec.ended"]
+
+
+def test_a_retrain_stopped_by_sigterm_exits_143_and_ends_its_run(store, tmp_path, processes):
+    root, api = store
+    before = _state(root)
+    log = tmp_path / "retrain.log"
+    proc = _start(processes, root, log, *CANNOT_WIN, "train.epochs=500", "train.patience=500", api=api)
+    wait_until(lambda: _finished(log, "record_profile") or proc.poll() is not None, "training to start")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait() == 143
+    assert "stopped by SIGTERM" in log.read_text()
+    client, cfg = _registry(root)
+    exp = client.get_experiment_by_name(cfg.stores.experiment)
+    latest = client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"], max_results=1)[0]
+    assert latest.info.status == "KILLED"
+    assert _state(root) == before
+
+
+def test_two_retrains_at_once_both_finish_and_current_serves_the_champion(store, tmp_path, processes):
+    root, api = store
+    logs = [tmp_path / "first.log", tmp_path / "second.log"]
+    procs = [_start(processes, root, log, f"train.seed={seed}", api=api) for log, seed in zip(logs, (11, 12))]
+    codes = [p.wait(timeout=1800) for p in procs]  # a bound, not a deadline on speed
+    assert codes == [0, 0], [log.read_text()[-2000:] for log in logs]
+    state = _state(root)
+    _serves(root, state["champion"])
