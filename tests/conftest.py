@@ -10,7 +10,7 @@ import pytest
 os.environ.setdefault("DGLBACKEND", "pytorch")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
-# Prefect's ephemeral server logs its shutdown after pytest has closed the captured streams.
+# Prefect logs its shutdown after pytest has closed the captured streams.
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 REPO = Path(__file__).resolve().parents[1]
@@ -21,6 +21,32 @@ SHARED_DATA = Path(os.environ.get("GRAPHREC_SHARED_DATA", REPO.parent / "shared"
 TINY_DATA = ["data.synthetic.n_users=300", "data.synthetic.n_items=150", "data.synthetic.n_universities=4",
              "data.synthetic.n_companies=8"]
 TINY_NETWORK = [*TINY_DATA, "features.text=false", "model.dim=16", "train.progress=false"]
+
+
+@pytest.fixture(scope="session")
+def prefect_server_for_tests(tmp_path_factory):
+    """One Prefect server for the whole session, as a team would share one: every flow a test runs
+    in this process, and every graphrec process a test starts, talk to it (PREFECT_API_URL), so
+    none of them starts a server of its own. (The one test of a command's own server unsets it.)"""
+    if os.environ.get("PREFECT_API_URL"):
+        yield os.environ["PREFECT_API_URL"]
+        return
+    from flows.prefect_api import prefect_api
+
+    with prefect_api(tmp_path_factory.mktemp("prefect-session")) as url:
+        yield url
+
+
+def pytest_collection_modifyitems(items):
+    """Tests whose module runs Prefect flows get the session's Prefect server."""
+    uses_prefect = {}
+    for item in items:
+        path = Path(str(item.fspath))
+        if path not in uses_prefect:
+            text = path.read_text()
+            uses_prefect[path] = "flows" in text or "prefect" in text
+        if uses_prefect[path]:
+            item.fixturenames.insert(0, "prefect_server_for_tests")
 
 
 def shared(name: str) -> Path:
@@ -89,3 +115,37 @@ def wait_until(check, what: str, bound: float = 900.0, every: float = 0.2):
         if time.monotonic() > deadline:
             raise AssertionError(f"gave up waiting for {what} after {bound:g} s")
         time.sleep(every)
+
+
+def proc_stat(pid: int):
+    """(state, parent pid, command name) of a process from /proc, or None when it is gone.
+    State "Z": it has exited and waits to be reaped (its group can still be signalled)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            head, tail = fh.read().rsplit(")", 1)
+    except OSError:
+        return None
+    fields = tail.split()
+    return fields[0], int(fields[1]), head.split("(", 1)[1]
+
+
+def exited(pid: int) -> bool:
+    stat = proc_stat(pid)
+    return stat is None or stat[0] == "Z"
+
+
+def descendants(root: int) -> list[tuple[int, str]]:
+    """(pid, command name) of every live process below `root`."""
+    table = {}
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        stat = proc_stat(int(entry))
+        if stat:
+            table[int(entry)] = stat
+    found = []
+    for pid, (_, parent, comm) in table.items():
+        while parent > 1:
+            if parent == root:
+                found.append((pid, comm))
+                break
+            parent = table[parent][1] if parent in table else 0
+    return found

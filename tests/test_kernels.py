@@ -4,7 +4,7 @@ import torch
 
 from recsys import kernels
 from recsys.kernels import csr_mm, masked_mm
-from tests.conftest import REPO
+from tests.conftest import REPO, descendants, exited
 
 
 def _random_csr(m, n, density, seed):
@@ -146,10 +146,11 @@ def test_a_build_killed_at_any_moment_never_blocks_the_next_one(tmp_path, proces
     folder = tmp_path / f"kernels-{kernels.build_key()}"
     for moment in ("build folder made", "compiler running"):
         build = _python(processes, LOAD, env=env)
-        wait_until(lambda: next(folder.glob("build-*"), None) or _exited(build), "the build's own folder")
-        if moment == "compiler running":
-            wait_until(lambda: _compiler_under(build.pid) or _exited(build), "the compiler")
-        assert not _exited(build), f"the build ended before it was killed: {build.communicate()}"
+        wait_until(lambda: next(folder.glob("build-*"), None) or exited(build.pid), "the build's own folder")
+        if moment == "compiler running":  # (ninja starts each compile in a process group of its own)
+            wait_until(lambda: "cc1plus" in dict(descendants(build.pid)).values() or exited(build.pid),
+                       "the compiler")
+        assert not exited(build.pid), f"the build ended before it was killed: {build.communicate()}"
         os.killpg(build.pid, signal.SIGKILL)
         build.wait()
         assert not list(folder.glob("*.so")), f"killed at '{moment}', a module was left in place"
@@ -160,34 +161,3 @@ def test_a_build_killed_at_any_moment_never_blocks_the_next_one(tmp_path, proces
     assert len(list(folder.glob("*.so"))) == 1 and not list(folder.glob("build-*"))
     again = _python(processes, LOAD, env=env)  # the next process loads it without building
     assert again.communicate()[0].strip() == "loaded"
-
-
-def _exited(proc) -> bool:
-    """Whether the process has ended, without reaping it (its group stays killable)."""
-    import os
-
-    try:
-        return open(f"/proc/{proc.pid}/stat").read().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return True
-
-
-def _compiler_under(root: int) -> bool:
-    """Whether a cc1plus runs below process `root` (ninja starts each compile in a group of its own)."""
-    import os
-
-    parents = {}
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            stat = open(f"/proc/{pid}/stat").read().rsplit(")", 1)
-            parents[int(pid)] = (int(stat[1].split()[1]), stat[0].split("(", 1)[1])
-        except (OSError, IndexError):
-            continue
-    for pid, (parent, comm) in parents.items():
-        if comm != "cc1plus":
-            continue
-        while parent > 1:
-            if parent == root:
-                return True
-            parent = parents.get(parent, (0, ""))[0]
-    return False

@@ -20,11 +20,10 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from deploy.snapshot import Snapshot, current_name
-from flows import prefect_api
 from flows.cli import main as cli_main
 from flows.cli import prepare_prefect
 from recsys.config import load_config
-from tests.conftest import REPO, TINY_NETWORK, wait_until
+from tests.conftest import REPO, TINY_NETWORK, descendants, exited, wait_until
 
 TINY = [*TINY_NETWORK, "train.epochs=1", "train.eval_every=1"]
 # No vector of a trained model is that short: the embedding gate refuses these challengers.
@@ -43,14 +42,11 @@ def _argv(root: Path, *extra: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    """Version 1 is champion; its snapshot is CURRENT. Yields (root, the Prefect API of this
-    process's own server, which the killed processes share to save starting one each)."""
+    """Version 1 is champion; its snapshot is CURRENT."""
     root = tmp_path_factory.mktemp("kills-store")
     prepare_prefect(root)
     assert cli_main(_argv(root)) == 0
-    (server, url), = prefect_api._servers.values()
-    assert server.poll() is None
-    return root, url
+    return root
 
 
 def _registry(root: Path):
@@ -78,11 +74,11 @@ def _serves(root: Path, version: str) -> None:
     assert len(snap.recommend(str(snap.user_ids[0]), k=5)) == 5
 
 
-def _start(processes, root: Path, log: Path, *extra: str, api: str | None = None):
+def _start(processes, root: Path, log: Path, *extra: str, own_server: bool = False):
+    """A retrain process on the session's Prefect server, or with one of its own."""
     env = {**os.environ, "PREFECT_LOGGING_LEVEL": "INFO"}  # the task lines the test follows
-    env.pop("PREFECT_API_URL", None)
-    if api:
-        env["PREFECT_API_URL"] = api
+    if own_server:
+        env.pop("PREFECT_API_URL", None)
     out = open(log, "w")
     return processes.start([sys.executable, "-m", "flows.cli", *_argv(root, *extra)], cwd=REPO, env=env,
                            stdout=out, stderr=subprocess.STDOUT)
@@ -95,30 +91,12 @@ def _finished(log: Path, task: str) -> bool:
                for line in log.read_text(errors="replace").splitlines())
 
 
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            if int(open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry))
-        except (OSError, IndexError):
-            continue
-    return found
-
-
-def _gone(pid: int) -> bool:
-    try:
-        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return True
-
-
 @pytest.mark.parametrize("phase", PHASES)
 def test_a_retrain_killed_at_each_phase_changes_nothing(store, phase, tmp_path, processes):
-    root, api = store
+    root = store
     before = _state(root)
     log = tmp_path / "retrain.log"
-    proc = _start(processes, root, log, *CANNOT_WIN, api=api)
+    proc = _start(processes, root, log, *CANNOT_WIN)
     previous = PHASES[PHASES.index(phase) - 1] if phase != PHASES[0] else None
     wait_until(lambda: _finished(log, previous) or proc.poll() is not None, f"the task before '{phase}'")
     assert proc.poll() is None, log.read_text()[-3000:]
@@ -129,15 +107,15 @@ def test_a_retrain_killed_at_each_phase_changes_nothing(store, phase, tmp_path, 
 
 
 def test_a_killed_retrain_leaves_no_server_and_its_run_is_marked_killed_next_time(store, tmp_path, processes):
-    root, api = store
+    root = store
     log = tmp_path / "retrain.log"
-    proc = _start(processes, root, log, *CANNOT_WIN, "train.epochs=500", "train.patience=500")  # its own server
+    proc = _start(processes, root, log, *CANNOT_WIN, "train.epochs=500", "train.patience=500", own_server=True)
     wait_until(lambda: _finished(log, "record_profile") or proc.poll() is not None, "training to start")
-    servers = [c for c in _children(proc.pid) if "prefect" in open(f"/proc/{c}/cmdline").read()]
+    servers = [pid for pid, _ in descendants(proc.pid) if "prefect" in open(f"/proc/{pid}/cmdline").read()]
     assert len(servers) == 1, "the command runs its own Prefect server"
     proc.send_signal(signal.SIGKILL)  # the process alone, not its group: as a machine's OOM killer would
     proc.wait()
-    wait_until(lambda: _gone(servers[0]), "the server to follow its command")
+    wait_until(lambda: exited(servers[0]), "the server to follow its command")
     client, cfg = _registry(root)
     exp = client.get_experiment_by_name(cfg.stores.experiment)
     running = client.search_runs([exp.experiment_id], "attributes.status = 'RUNNING'")
@@ -148,10 +126,10 @@ def test_a_killed_retrain_leaves_no_server_and_its_run_is_marked_killed_next_tim
 
 
 def test_a_retrain_stopped_by_sigterm_exits_143_and_ends_its_run(store, tmp_path, processes):
-    root, api = store
+    root = store
     before = _state(root)
     log = tmp_path / "retrain.log"
-    proc = _start(processes, root, log, *CANNOT_WIN, "train.epochs=500", "train.patience=500", api=api)
+    proc = _start(processes, root, log, *CANNOT_WIN, "train.epochs=500", "train.patience=500")
     wait_until(lambda: _finished(log, "record_profile") or proc.poll() is not None, "training to start")
     proc.send_signal(signal.SIGTERM)
     assert proc.wait() == 143
@@ -164,9 +142,9 @@ def test_a_retrain_stopped_by_sigterm_exits_143_and_ends_its_run(store, tmp_path
 
 
 def test_two_retrains_at_once_both_finish_and_current_serves_the_champion(store, tmp_path, processes):
-    root, api = store
+    root = store
     logs = [tmp_path / "first.log", tmp_path / "second.log"]
-    procs = [_start(processes, root, log, f"train.seed={seed}", api=api) for log, seed in zip(logs, (11, 12))]
+    procs = [_start(processes, root, log, f"train.seed={seed}") for log, seed in zip(logs, (11, 12))]
     codes = [p.wait(timeout=1800) for p in procs]  # a bound, not a deadline on speed
     assert codes == [0, 0], [log.read_text()[-2000:] for log in logs]
     state = _state(root)

@@ -87,10 +87,9 @@ def test_three_trial_study_through_prefect_workers(tmp_path, prefect_home):
 
 
 def _spawn(processes, root: Path, *args: str, worker: int = 0) -> subprocess.Popen:
-    # each worker process its own Prefect server (workers on a team share one); every process group
-    # started here is ended when the test ends, pass or fail (the processes fixture)
+    # the workers share the session's Prefect server, as workers on a team share one; every process
+    # group started here is ended when the test ends, pass or fail (the processes fixture)
     env = {**os.environ, "PREFECT_HOME": str(root.parent / f"prefect-{worker}")}
-    env.pop("PREFECT_API_URL", None)
     return processes.start([sys.executable, "-m", "flows.cli", "search", *args], cwd=ROOT, env=env,
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
