@@ -17,7 +17,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -28,7 +27,7 @@ from mlflow.tracking import MlflowClient
 from deploy.snapshot import Snapshot, current_name, snapshots
 from flows.cli import prepare_prefect
 from recsys.config import load_config
-from tests.conftest import TINY_NETWORK
+from tests.conftest import TINY_NETWORK, Processes, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -61,24 +60,29 @@ print("committed", flush=True)
 """
 
 
-def writer(root, mode, version, timeout=0.0, limit_bytes=None):
-    def limit():
-        if limit_bytes:
-            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails with EFBIG instead of a signal
-            resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
-    return subprocess.Popen([sys.executable, "-c", WRITER, str(root), mode, str(version), str(timeout)], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=limit)
+BOUND = 1800  # seconds: a bound on a hang, far above what a loaded machine needs; not a deadline on speed
 
 
-def wait_for(proc, text, seconds=60):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
+@pytest.fixture
+def writer(processes):
+    """Starts refresh processes (ended with their groups when the test ends, pass or fail)."""
+    def start(root, mode, version, timeout=0.0, limit_bytes=None):
+        def limit():
+            if limit_bytes:
+                signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails with EFBIG instead of a signal
+                resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
+        return processes.start([sys.executable, "-c", WRITER, str(root), mode, str(version), str(timeout)], cwd=ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=limit)
+    return start
+
+
+def wait_for(proc, text):
+    """Reads the writer's lines until one holds `text` (a line comes after each part it writes)."""
+    for line in proc.stdout:
         if text in line:
             return
-        if not line and proc.poll() is not None:
-            raise AssertionError(f"writer exited ({proc.returncode}) before '{text}': {proc.stderr.read()}")
-    raise AssertionError(f"writer did not reach '{text}'")
+    proc.wait(BOUND)
+    raise AssertionError(f"writer exited ({proc.returncode}) before '{text}': {proc.stderr.read()}")
 
 
 def assert_serving(root, version):
@@ -88,26 +92,26 @@ def assert_serving(root, version):
     return snap
 
 
-def test_refresh_killed_mid_write_leaves_current_and_is_cleaned_up_next_time(tmp_path):
-    assert writer(tmp_path, "quick", 1).wait(120) == 0
+def test_refresh_killed_mid_write_leaves_current_and_is_cleaned_up_next_time(tmp_path, writer):
+    assert writer(tmp_path, "quick", 1).wait(BOUND) == 0
     first = current_name(tmp_path)
     proc = writer(tmp_path, "0.05", 2)
     wait_for(proc, "part 3")
     proc.send_signal(signal.SIGKILL)
-    proc.wait(30)
+    proc.wait(BOUND)
     assert current_name(tmp_path) == first
     assert_serving(tmp_path, "1")
     assert len(list(tmp_path.glob(".tmp-*"))) == 1  # the killed writer's half-written folder
-    assert writer(tmp_path, "quick", 3).wait(120) == 0  # the lock died with its holder
+    assert writer(tmp_path, "quick", 3).wait(BOUND) == 0  # the lock died with its holder
     assert not list(tmp_path.glob(".tmp-*"))
     assert_serving(tmp_path, "3")
 
 
-def test_a_write_failure_never_becomes_current(tmp_path):
-    assert writer(tmp_path, "quick", 1).wait(120) == 0
+def test_a_write_failure_never_becomes_current(tmp_path, writer):
+    assert writer(tmp_path, "quick", 1).wait(BOUND) == 0
     first = current_name(tmp_path)
     proc = writer(tmp_path, "0", 2, limit_bytes=300_000)  # users.npy alone needs 512 kB
-    out, err = proc.communicate(timeout=120)
+    out, err = proc.communicate(timeout=BOUND)
     assert proc.returncode != 0 and "File too large" in err
     assert current_name(tmp_path) == first
     assert not list(tmp_path.glob(".tmp-*"))
@@ -115,15 +119,15 @@ def test_a_write_failure_never_becomes_current(tmp_path):
     assert_serving(tmp_path, "1")
 
 
-def test_two_refreshes_at_once_one_refuses_one_waits_none_corrupts(tmp_path):
-    assert writer(tmp_path, "quick", 1).wait(120) == 0
+def test_two_refreshes_at_once_one_refuses_one_waits_none_corrupts(tmp_path, writer):
+    assert writer(tmp_path, "quick", 1).wait(BOUND) == 0
     slow = writer(tmp_path, "0.05", 2)
     wait_for(slow, "locked")
     refused = writer(tmp_path, "quick", 3, timeout=0)
-    waiting = writer(tmp_path, "quick", 4, timeout=120)
-    _, err = refused.communicate(timeout=120)
+    waiting = writer(tmp_path, "quick", 4, timeout=BOUND)
+    _, err = refused.communicate(timeout=BOUND)
     assert refused.returncode != 0 and "RefreshBusyError: another refresh (pid" in err
-    assert waiting.wait(180) == 0 and slow.wait(180) == 0
+    assert waiting.wait(BOUND) == 0 and slow.wait(BOUND) == 0
     # the waiting refresh committed after the slow one released the lock
     assert [m["model_version"] for m in snapshots(tmp_path)] == ["4", "2", "1"]
     assert_serving(tmp_path, "4")
@@ -181,24 +185,28 @@ def tracking_server(tmp_path_factory):
     """One real MLflow server for the module, reached through a proxy that can cut it off."""
     folder = tmp_path_factory.mktemp("mlflow-server")
     port = _free_port()
-    server = subprocess.Popen(
+    servers = Processes()
+    servers.start(
         [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{folder / 'server.db'}",
          "--default-artifact-root", str(folder / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
          "--workers", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
+
+    def answers():
         try:
             http.client.HTTPConnection("127.0.0.1", port, timeout=2).request("GET", "/health")
-            break
+            return True
         except OSError:
-            time.sleep(0.5)
+            return False
+
     saved = {k: os.environ.get(k) for k in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")}
     os.environ.update(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="20")
-    yield port
-    for k, v in saved.items():
-        os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
-    server.terminate()
-    server.wait(30)
+    try:
+        wait_until(answers, "the MLflow server", every=0.5)
+        yield port
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+        servers.end_all()
 
 
 @pytest.mark.parametrize("cut_at", ["POST /model-versions/create", "POST /registered-models/alias"])
