@@ -12,7 +12,8 @@ from mlflow.tracking import MlflowClient
 from deploy.pyfunc import RecommenderModel
 from deploy.gates import ReferenceScores, canary_gate, embedding_gate, metric_gate
 from deploy.registry import CHAMPION, PromotionDecision, alias_version, apply, decide, require_version
-from deploy.snapshot import read_manifest, refresh_lock, snapshots, switch_current, verify, write_snapshot
+from deploy.snapshot import read_manifest, snapshots, verify
+from deploy.snapshot_writer import refresh_lock, switch_current, write_snapshot
 from deploy.tracking import load_registered
 from recsys.config import ConfigError, EvalConfig, PromotionConfig, RefreshConfig
 from recsys.data.types import IndexedData

@@ -1,11 +1,10 @@
 """MLflow tracking: the store, the run, per-epoch curves, plots and the logged model."""
 from __future__ import annotations
 
-import fcntl
 import os
 import tempfile
 import time
-from contextlib import contextmanager
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Optional
 
@@ -17,6 +16,7 @@ from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
 from deploy.pyfunc import BUNDLE, EMBEDDINGS, RecommenderModel, save_embeddings
+from deploy.locks import FileLock
 from deploy.provenance import dataset_input, source_tags
 from deploy.runs import OWNER, close_orphaned_runs, owner
 from recsys.config import RunConfig, StoresConfig
@@ -35,20 +35,13 @@ def configure(stores: StoresConfig) -> str:
         return _experiment_id(stores)
 
 
-@contextmanager
 def _first_use_lock(uri: str):
     """Two processes opening a new SQLite store at once race on creating its tables: let the first
-    one finish. (A server database such as PostgreSQL handles this itself.)"""
+    one finish (it is quick, so no bound on the wait). A server database such as PostgreSQL
+    handles this itself."""
     if not uri.startswith("sqlite:///"):
-        yield
-        return
-    lock = Path(uri[len("sqlite:///"):] + ".lock")
-    with open(lock, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+        return nullcontext()
+    return FileLock(Path(uri[len("sqlite:///"):] + ".lock"))
 
 
 # MLflow 3 opens an experiment without this tag on its GenAI pages (traces, prompts); graphrec's

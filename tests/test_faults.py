@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # reports each part it has written to stdout.
 WRITER = r"""
 import sys, time, numpy as np, pandas as pd
-from deploy.snapshot import SnapshotWriter, write_snapshot
+from deploy.snapshot_writer import SnapshotWriter, write_snapshot
 from recsys.config import RefreshConfig
 root, mode, version, timeout = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
 rng = np.random.default_rng(int(version))

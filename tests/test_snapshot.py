@@ -4,10 +4,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import deploy.snapshot as snapshot_module
+import deploy.snapshot_writer as writer_module
 from deploy import ann
-from deploy.snapshot import (RefreshBusyError, Snapshot, SnapshotError, SnapshotWriter, UnknownUserError, current_name,
-                             snapshots, write_snapshot)
+from deploy.snapshot import Snapshot, SnapshotError, UnknownUserError, current_name, snapshots
+from deploy.snapshot_writer import RefreshBusyError, SnapshotWriter, write_snapshot
 from recsys.config import AnnConfig, RefreshConfig
 
 
@@ -51,7 +51,7 @@ def test_no_snapshot_yet_is_a_clear_error(tmp_path):
 def test_a_failed_write_leaves_current_and_no_partial_folder(tmp_path, monkeypatch):
     first = write(tmp_path, 1)
     calls = {"n": 0}
-    real = snapshot_module._write_vectors
+    real = writer_module._write_vectors
 
     def fail_on_items(path, ids, vectors):
         calls["n"] += 1
@@ -59,7 +59,7 @@ def test_a_failed_write_leaves_current_and_no_partial_folder(tmp_path, monkeypat
             raise OSError(28, "No space left on device")
         real(path, ids, vectors)
 
-    monkeypatch.setattr(snapshot_module, "_write_vectors", fail_on_items)
+    monkeypatch.setattr(writer_module, "_write_vectors", fail_on_items)
     with pytest.raises(OSError):
         write(tmp_path, 2)
     assert current_name(tmp_path) == first.name
