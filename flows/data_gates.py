@@ -44,19 +44,12 @@ def check_drift(data: RecData, cfg: RunConfig) -> DriftCheck:
 
 def _read_champion(cfg: RunConfig):
     """The champion's profile; a store that fails is said plainly (nothing has started yet)."""
-    from mlflow.exceptions import MlflowException
-
     from deploy.champion import champion_profile
-    from deploy.errors import TrackingStoreError
+    from deploy.errors import tracking_store_failure
 
-    try:
+    with tracking_store_failure(cfg.stores, "reading the champion's data profile",
+                                "Nothing was trained or registered; run again when the store is reachable"):
         return champion_profile(cfg.stores)
-    except (MlflowException, OSError) as exc:
-        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-        raise TrackingStoreError(
-            f"the MLflow tracking store at {cfg.stores.resolved_tracking_uri()} failed while reading the champion's "
-            f"data profile ({first}). Nothing was trained or registered; run again when the store is reachable"
-        ) from exc
 
 
 @task(retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)

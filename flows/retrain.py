@@ -6,7 +6,6 @@ artifact and fails the flow before anything is trained or registered.
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Optional
 
@@ -131,21 +130,12 @@ def evaluate(trained: Trained, prepared, cfg: RunConfig, run_id: str) -> dict[st
     return metrics
 
 
-@contextmanager
 def _registry_change(cfg: RunConfig, action: str):
     """A failure of the tracking store while the registry changes, said plainly: nothing moved."""
-    from mlflow.exceptions import MlflowException
+    from deploy.errors import tracking_store_failure
 
-    from deploy.errors import TrackingStoreError
-
-    try:
-        yield
-    except (MlflowException, OSError) as exc:
-        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-        raise TrackingStoreError(
-            f"the MLflow tracking store at {cfg.stores.resolved_tracking_uri()} failed while {action} ({first}). "
-            "The champion, its aliases and the CURRENT snapshot are unchanged; run again when the store is "
-            "reachable") from exc
+    return tracking_store_failure(cfg.stores, action, "The champion, its aliases and the CURRENT snapshot are "
+                                  "unchanged; run again when the store is reachable")
 
 
 @task(cache_policy=NO_CACHE)
