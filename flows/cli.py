@@ -184,70 +184,26 @@ def cmd_generate(args) -> int:
 
 
 def cmd_ui(args) -> int:
+    from deploy.tracking_ui import ui_command
+
     cfg = _config(args)
     cfg.stores.root.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", cfg.stores.resolved_tracking_uri(),
-           "--default-artifact-root", cfg.stores.resolved_artifact_location(),
-           "--host", args.host, "--port", str(args.port)]
+    cmd = ui_command(cfg.stores, args.host, args.port)
     print("starting:", " ".join(cmd))
     os.execv(sys.executable, cmd)
 
 
 def cmd_models(args) -> int:
-    from mlflow.tracking import MlflowClient
-
-    from deploy.tracking import configure
+    from deploy.models_table import models_table
 
     cfg = _config(args)
-    configure(cfg.stores)
-    client = MlflowClient()
-    name = cfg.stores.registered_model
-    versions = client.search_model_versions(f"name='{name}'")
-    if not versions:
-        print(f"no versions of {name} yet")
+    lines = models_table(cfg.stores, cfg.promotion.metric)
+    if not lines:
+        print(f"no versions of {cfg.stores.registered_model} yet")
         return 0
-    aliases = {}
-    for alias, version in client.get_registered_model(name).aliases.items():
-        aliases.setdefault(str(version), []).append(alias)
-    metric = cfg.promotion.metric
-    print(f"{'version':>7}  {'aliases':<20} {'family':<8} {'decision':<9} {metric:>9} {'champion':>9} "
-          f"{'embed':<5} {'canary':<6} note")
-    for v in sorted(versions, key=lambda v: int(v.version)):
-        t = v.tags
-        note = []
-        if t.get("promotion.forced"):
-            note.append(f"forced: {t['promotion.forced']}")
-        if t.get("promotion.rolled_back_at"):
-            note.append(f"rolled back {t['promotion.rolled_back_at']}")
-        if t.get("promotion.previous_champion"):
-            note.append(f"replaced v{t['promotion.previous_champion']}")
-        figures = _metric_figures(t)
-        print(f"{v.version:>7}  {','.join(sorted(aliases.get(str(v.version), []))):<20} "
-              f"{t.get('graphrec.family', ''):<8} {t.get('promotion.decision', ''):<9} "
-              f"{figures.get('challenger', '')[:9]:>9} {figures.get('champion', '')[:9]:>9} "
-              f"{_verdict(t, 'embedding'):<5} {_verdict(t, 'canary'):<6} {'; '.join(note)}")
+    for line in lines:
+        print(line)
     return 0
-
-
-def _metric_figures(tags: dict) -> dict[str, str]:
-    """The metric gate's challenger and champion figures: from the decision's JSON record, or from
-    the `gate.metric.*` tags that graphrec wrote before it kept the figures in JSON."""
-    from deploy.registry import gate_record
-
-    if "gate.metric.challenger" in tags:
-        return {k: tags.get(f"gate.metric.{k}", "") for k in ("challenger", "champion")}
-    record = gate_record(tags) or {}
-    gate = next((g for g in record.get("gates", []) if g.get("name") == "metric"), {})
-    return {k: "" if gate.get("figures", {}).get(k) is None else str(gate["figures"][k])
-            for k in ("challenger", "champion")}
-
-
-def _verdict(tags: dict, gate: str) -> str:
-    """`pass` / `FAIL` from the gate's verdict tag (`gate.<gate>`, or the older `gate.<gate>.passed`)."""
-    verdict = tags.get(f"gate.{gate}")
-    if verdict is None and f"gate.{gate}.passed" in tags:
-        verdict = "pass" if tags[f"gate.{gate}.passed"] == "true" else "FAIL"
-    return (verdict or "").split(":")[0]
 
 
 def _ops_flow(args, flow_name: str, **kwargs):

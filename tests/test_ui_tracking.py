@@ -161,8 +161,8 @@ def test_a_decision_is_a_few_tags_and_one_json_record(tmp_path, small_network):
     ({}, ""),
 ])
 def test_models_listing_reads_new_and_old_verdicts(tags, shown):
-    from flows.cli import _metric_figures, _verdict
+    from deploy.models_table import metric_figures, verdict
 
-    assert _verdict(tags, "canary") == shown
-    assert _metric_figures({"gate.metric.challenger": "0.28", "gate.metric.champion": "0.31"}) == \
+    assert verdict(tags, "canary") == shown
+    assert metric_figures({"gate.metric.challenger": "0.28", "gate.metric.champion": "0.31"}) == \
         {"challenger": "0.28", "champion": "0.31"}
