@@ -16,11 +16,7 @@
 """
 from __future__ import annotations
 
-import os
-import socket
-import tempfile
 import time
-from pathlib import Path
 from typing import Optional
 
 import numpy as np
@@ -74,9 +70,8 @@ class PruningReporter:
 
 def make_objective(cfg: RunConfig, prepared, parent_run_id: str, log=print):
     """The function Optuna calls per trial: sample a config, train with pruning, log a child run."""
-    from mlflow.tracking import MlflowClient
-
-    from deploy.tracking import EpochLogger, metric_key, start_run
+    from deploy.study_runs import start_trial_run, trial_complete, trial_failed, trial_interrupted, trial_pruned
+    from deploy.tracking import EpochLogger
     from recsys.models import build_model
     from recsys.train import fit
 
@@ -89,12 +84,8 @@ def make_objective(cfg: RunConfig, prepared, parent_run_id: str, log=print):
     def objective(trial: optuna.Trial) -> float:
         values = space(trial)
         tcfg = with_overrides(cfg, {"model.family": cfg.search.family, **values, "train.progress": False})
-        run_id = start_run(tcfg, data.summary(), data.fingerprint(), run_name=f"trial {trial.number}",
-                           parent_run_id=parent_run_id,
-                           tags={"graphrec.study": trial.study.study_name, "graphrec.trial": str(trial.number),
-                                 "graphrec.role": "trial", "graphrec.worker": f"{socket.gethostname()}:{os.getpid()}"})
+        run_id = start_trial_run(tcfg, data, parent_run_id, trial.study.study_name, trial.number)
         trial.set_user_attr("mlflow_run_id", run_id)
-        client = MlflowClient()
         try:
             model = build_model(tcfg.model, graph, seed=tcfg.train.seed)
             if multitask:  # the bottom as usual, then the heads; the study optimises their validation AUC
@@ -108,22 +99,16 @@ def make_objective(cfg: RunConfig, prepared, parent_run_id: str, log=print):
                              callbacks=[EpochLogger(run_id), PruningReporter(trial, f"valid_{tcfg.train.monitor}")])
                 score, best_epoch = result.best_score, result.best_epoch
         except optuna.TrialPruned:
-            client.set_tag(run_id, "graphrec.trial_state", "PRUNED")
-            client.set_terminated(run_id, "KILLED")
+            trial_pruned(run_id)
             log(f"trial {trial.number} pruned: {values}")
             raise
         except Exception as exc:
-            client.set_tag(run_id, "graphrec.trial_state", "FAIL")
-            client.set_tag(run_id, "graphrec.error", f"{type(exc).__name__}: {exc}"[:500])
-            client.set_terminated(run_id, "FAILED")
+            trial_failed(run_id, exc)
             raise
         except BaseException:  # SIGTERM / Ctrl-C: the trial run ends with the process
-            client.set_terminated(run_id, "KILLED")
+            trial_interrupted(run_id)
             raise
-        client.log_metric(run_id, metric_key(f"best_valid_{objective_name(tcfg)}"), score)
-        client.log_metric(run_id, "best_epoch", best_epoch)
-        client.set_tag(run_id, "graphrec.trial_state", "COMPLETE")
-        client.set_terminated(run_id, "FINISHED")
+        trial_complete(run_id, objective_name(tcfg), score, best_epoch)
         log(f"trial {trial.number}: {objective_name(tcfg)}={score:.4f} at epoch {best_epoch}")
         return score
 
@@ -161,76 +146,6 @@ def trial_worker(cfg: RunConfig, prepared, parent_run_id: str) -> int:
     return finished_trials(study)
 
 
-def study_parent_run(cfg: RunConfig, study: optuna.Study, data) -> str:
-    """The study's MLflow parent run: the one tagged with this study name, or a new one."""
-    from mlflow.tracking import MlflowClient
-
-    from deploy.tracking import configure, start_run
-
-    experiment_id = configure(cfg.stores)
-    client = MlflowClient()
-    query = f"tags.`graphrec.study` = '{study.study_name}' and tags.`graphrec.role` = 'study'"
-
-    def oldest():
-        runs = client.search_runs([experiment_id], query, order_by=["attributes.start_time ASC"], max_results=1)
-        return runs[0].info.run_id if runs else None
-
-    found = oldest()
-    if found:
-        return found
-    mine = start_run(cfg, data.summary(), data.fingerprint(), run_name=f"study {study.study_name}",
-                     tags={"graphrec.study": study.study_name, "graphrec.role": "study",
-                           "graphrec.search_family": cfg.search.family})
-    first = oldest()
-    if first != mine:  # another worker created the study's run at the same moment: keep the older one
-        client.delete_run(mine)
-    return first
-
-
-def log_study(study: optuna.Study, parent_run_id: str) -> dict:
-    """Optuna's plots and a trials table on the parent run; a summary back."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from mlflow.entities import Metric, Param
-    from mlflow.tracking import MlflowClient
-    from optuna.visualization import matplotlib as ovm
-
-    client = MlflowClient()
-    trials = study.trials_dataframe(attrs=("number", "value", "state", "duration", "params"))
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "trials.csv"
-        trials.to_csv(path, index=False)
-        client.log_artifact(parent_run_id, str(path), "study")
-    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    plots = {"history": ovm.plot_optimization_history, "importance": ovm.plot_param_importances,
-             "parallel_coordinate": ovm.plot_parallel_coordinate}
-    logged = []
-    for name, plot in plots.items():
-        try:
-            ax = plot(study)
-        except (ValueError, RuntimeError, ZeroDivisionError) as exc:  # e.g. importance needs 2+ complete trials
-            client.set_tag(parent_run_id, f"graphrec.plot_{name}", f"skipped: {exc}"[:250])
-            continue
-        fig = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
-        fig.set_size_inches(9, 5)
-        fig.tight_layout()
-        client.log_figure(parent_run_id, fig, f"study/{name}.png")
-        plt.close(fig)
-        logged.append(name)
-    states = {s.name.lower(): len(study.get_trials(deepcopy=False, states=(s,))) for s in optuna.trial.TrialState}
-    now = int(time.time() * 1000)
-    client.log_batch(parent_run_id, metrics=[Metric(f"trials_{k}", v, now, 0) for k, v in states.items()])
-    summary = {"study": study.study_name, "trials": states, "plots": logged}
-    if complete:
-        best = study.best_trial
-        client.log_metric(parent_run_id, "best_value", best.value)
-        client.log_batch(parent_run_id, params=[Param(f"best.{k}", str(v)) for k, v in best.params.items()])
-        summary.update(best_value=best.value, best_trial=best.number, best_params=best.params)
-    return summary
-
-
 def best_config(cfg: RunConfig, study: optuna.Study) -> RunConfig:
     """The configuration of the best trial, rebuilt from its parameters by replaying the space."""
     values = SEARCH_SPACES[cfg.search.family](optuna.trial.FixedTrial(study.best_trial.params))
@@ -239,6 +154,9 @@ def best_config(cfg: RunConfig, study: optuna.Study) -> RunConfig:
 
 @flow(name="graphrec-search", log_prints=True)
 def search_flow(config: Optional[RunConfig] = None) -> dict:
+    from deploy.runs import ended_with_outcome, reopen_run
+    from deploy.study_runs import study_parent_run
+
     cfg = config or RunConfig()
     cfg = with_overrides(cfg, {"model.family": cfg.search.family})  # data preparation depends on it (mmoe)
     logger = get_run_logger()
@@ -246,15 +164,16 @@ def search_flow(config: Optional[RunConfig] = None) -> dict:
     validate(data, cfg)
     prepared = build_graph(data, cfg)
     study = open_study(cfg)
-    parent = study_parent_run(cfg, study, prepared.data)
-    from deploy.runs import ended_with_outcome, reopen_run
-
+    parent = study_parent_run(cfg, study.study_name, prepared.data)
     reopen_run(parent)  # a resumed study's run is running again, in this process
     with ended_with_outcome(parent):  # and ends with the search: FINISHED, FAILED or KILLED
         return _search(cfg, study, prepared, parent, logger)
 
 
 def _search(cfg: RunConfig, study: optuna.Study, prepared, parent: str, logger) -> dict:
+    from deploy.study_report import log_study
+    from deploy.study_runs import tag_best_trial_retrain
+
     before = finished_trials(study)
     logger.info(f"study {study.study_name}: {before} of {cfg.search.trials} trials already finished")
     if cfg.search.runner == "prefect" or cfg.compute.runner == "dask":
@@ -273,12 +192,7 @@ def _search(cfg: RunConfig, study: optuna.Study, prepared, parent: str, logger) 
     summary["objective"] = objective_name(cfg)
     if cfg.search.register_best and "best_params" in summary:
         best = retrain_flow(best_config(cfg, study))
-        from mlflow.tracking import MlflowClient
-
-        client = MlflowClient()
-        client.set_tag(best["run_id"], "mlflow.parentRunId", parent)
-        client.set_tag(best["run_id"], "graphrec.study", study.study_name)
-        client.set_tag(best["run_id"], "graphrec.role", "best-trial-retrain")
+        tag_best_trial_retrain(best["run_id"], parent, study.study_name)
         summary["retrain"] = {k: best[k] for k in ("run_id", "version", "promoted", "decision")}
     logger.info(f"study {study.study_name}: {summary['trials']}")
     return summary
