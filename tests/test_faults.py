@@ -31,10 +31,11 @@ from tests.conftest import TINY_NETWORK, Processes, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# A refresh in its own process: a first small snapshot, then (on request) a slow second one that
-# reports each part it has written to stdout.
+# A refresh in its own process: a first small snapshot ("quick"), or one written part by part that
+# reports each part on stdout ("hold": it stops after part 3, holding the lock, until a file `go`
+# appears; nothing depends on how fast the machine is).
 WRITER = r"""
-import sys, time, numpy as np, pandas as pd
+import os, sys, time, numpy as np, pandas as pd
 from deploy.snapshot_writer import SnapshotWriter, write_snapshot
 from recsys.config import RefreshConfig
 root, mode, version, timeout = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
@@ -53,7 +54,10 @@ with SnapshotWriter(root, "m", version, "fp", n_users, n_items, dim, cfg) as w:
     for k, a in enumerate(range(0, n_users, 200)):
         w.add("users", ids[a:a + 200], rng.normal(size=(min(200, n_users - a), dim)))
         print(f"part {k}", flush=True)
-        time.sleep(float(mode))
+        if mode == "hold" and k == 3:  # half written, the lock held, until the test says go (bounded)
+            deadline = time.monotonic() + 1800
+            while not os.path.exists(os.path.join(root, "go")) and time.monotonic() < deadline:
+                time.sleep(0.05)
     w.add("items", items, rng.normal(size=(n_items, dim)))
     w.commit()
 print("committed", flush=True)
@@ -95,7 +99,7 @@ def assert_serving(root, version):
 def test_refresh_killed_mid_write_leaves_current_and_is_cleaned_up_next_time(tmp_path, writer):
     assert writer(tmp_path, "quick", 1).wait(BOUND) == 0
     first = current_name(tmp_path)
-    proc = writer(tmp_path, "0.05", 2)
+    proc = writer(tmp_path, "hold", 2)
     wait_for(proc, "part 3")
     proc.send_signal(signal.SIGKILL)
     proc.wait(BOUND)
@@ -121,12 +125,13 @@ def test_a_write_failure_never_becomes_current(tmp_path, writer):
 
 def test_two_refreshes_at_once_one_refuses_one_waits_none_corrupts(tmp_path, writer):
     assert writer(tmp_path, "quick", 1).wait(BOUND) == 0
-    slow = writer(tmp_path, "0.05", 2)
-    wait_for(slow, "locked")
+    slow = writer(tmp_path, "hold", 2)
+    wait_for(slow, "part 3")  # it holds the lock until `go`
     refused = writer(tmp_path, "quick", 3, timeout=0)
     waiting = writer(tmp_path, "quick", 4, timeout=BOUND)
     _, err = refused.communicate(timeout=BOUND)
     assert refused.returncode != 0 and "RefreshBusyError: another refresh (pid" in err
+    (tmp_path / "go").touch()
     assert waiting.wait(BOUND) == 0 and slow.wait(BOUND) == 0
     # the waiting refresh committed after the slow one released the lock
     assert [m["model_version"] for m in snapshots(tmp_path)] == ["4", "2", "1"]
