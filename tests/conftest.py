@@ -37,6 +37,18 @@ def prefect_server_for_tests(tmp_path_factory):
         yield url
 
 
+@pytest.fixture(autouse=True)
+def _sys_path_as_it_was():
+    """A test that loads a registered model with mlflow.pyfunc.load_model leaves the version's
+    `code/` folder first on sys.path; processes spawned later (Dask workers) inherit the path and
+    would import that copy of `deploy` instead of the checkout's. Each test starts from the same path."""
+    import sys
+
+    saved = list(sys.path)
+    yield
+    sys.path[:] = saved
+
+
 def pytest_collection_modifyitems(items):
     """Tests whose module runs Prefect flows get the session's Prefect server."""
     uses_prefect = {}
