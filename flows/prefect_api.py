@@ -166,15 +166,25 @@ def log_to_file(folder: Path, command: str, verbose: bool) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     path = folder / f"{command}-{stamp}-{os.getpid()}.log"
-    handler = logging.FileHandler(path, encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.setLevel(logging.DEBUG)
     root = logging.getLogger()
-    consoles = [h for h in root.handlers if isinstance(h, logging.StreamHandler)
-                and not isinstance(h, logging.FileHandler)]
-    if not verbose:
-        for h in consoles:
+    global _log_file
+    if _log_file is not None:  # a second command in one process (tests, a notebook): one log file at a time
+        root.removeHandler(_log_file)
+        _log_file.close()
+    _log_file = logging.FileHandler(path, encoding="utf-8")
+    _log_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    _log_file.setLevel(logging.DEBUG)
+    for h in root.handlers:
+        if not isinstance(h, logging.StreamHandler) or isinstance(h, logging.FileHandler):
+            continue
+        if isinstance(h.formatter, _WithoutTraceback):  # as an earlier command left it
+            h.setFormatter(h.formatter.inner)
+        h.removeFilter(_engine_errors)
+        if not verbose:
             h.setFormatter(_WithoutTraceback(h.formatter))
             h.addFilter(_engine_errors)
-    root.addHandler(handler)
+    root.addHandler(_log_file)
     return path
+
+
+_log_file: Optional[logging.FileHandler] = None
