@@ -74,7 +74,8 @@ def start_run(cfg: RunConfig, data_summary: dict, fingerprint: str, run_name: Op
     fingerprint>` unless `run_name` is given; tagged with the source commit; given `data`, the data
     set is the run's dataset input."""
     experiment_id = configure(cfg.stores)
-    close_orphaned_runs(experiment_id)
+    if parent_run_id is None:  # once per command, not once per search trial
+        close_orphaned_runs(experiment_id)
     client = MlflowClient()
     all_tags = {
         OWNER: owner(),
