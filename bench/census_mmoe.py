@@ -23,9 +23,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import SHARED_DATA, peak_rss_mb, write_results  # noqa: E402
+from recsys.data.tabular import CENSUS_NUMERIC, CENSUS_TASKS, load_census, split_rows, tabular_rows  # noqa: E402
 from recsys.models.mmoe import build_head  # noqa: E402
-from recsys.multitask import (CENSUS_NUMERIC, CENSUS_TASKS, fit_head, gate_utilisation, load_census,  # noqa: E402
-                              predict, split_rows, tabular_rows, task_aucs)
+from recsys.multitask import fit_head, gate_utilisation, predict, task_aucs  # noqa: E402
 
 HEAD = dict(n_experts=8, expert_dim=16, expert_hidden=(64,), tower_hidden=(8,), dropout=0.1)
 

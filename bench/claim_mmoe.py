@@ -62,7 +62,7 @@ def specs() -> list[dict]:
 
 def case(spec: dict) -> dict:
     from bench.census_mmoe import run_heads
-    from recsys.multitask import CENSUS_NUMERIC, CENSUS_TASKS, Rows, load_census, split_rows, tabular_rows
+    from recsys.data.tabular import CENSUS_NUMERIC, CENSUS_TASKS, Rows, load_census, split_rows, tabular_rows
 
     if spec["data"] == "synthetic":
         x, y = controlled_tasks(spec["p"])

@@ -26,8 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import peak_rss_mb, write_results  # noqa: E402
 from recsys.config import RunConfig, with_overrides  # noqa: E402
 from recsys.data.loaders import load_data  # noqa: E402
+from recsys.data.network_tasks import TASKS  # noqa: E402
 from recsys.models import build_model  # noqa: E402
-from recsys.multitask import TASKS, fit_network_heads  # noqa: E402
+from recsys.multitask import fit_network_heads  # noqa: E402
 from recsys.prepare import prepare  # noqa: E402
 from recsys.train import fit  # noqa: E402
 

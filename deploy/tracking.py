@@ -176,7 +176,7 @@ def log_multitask(run_id: str, heads, head_kind: str) -> None:
     import matplotlib.pyplot as plt
     import torch
 
-    from recsys.multitask import TASKS
+    from recsys.data.network_tasks import TASKS
 
     client = MlflowClient()
     now = int(time.time() * 1000)

@@ -66,7 +66,7 @@ def prepare(data: RecData, cfg: RunConfig, encoders: tuple = (None, None), servi
     if cfg.model.family == "mmoe" and not serving:  # held-out friendships are labels: keep them out of the graph
         from dataclasses import replace
 
-        from recsys.multitask import network_tasks
+        from recsys.data.network_tasks import network_tasks
 
         tasks = network_tasks(data.interactions, indexed, cfg.data.split.seed,
                               friend_negatives=cfg.model.mmoe.friend_negatives)

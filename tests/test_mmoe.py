@@ -4,8 +4,9 @@ import math
 import numpy as np
 import torch
 
+from recsys.data.tabular import Rows
 from recsys.models.mmoe import MMoE, build_head
-from recsys.multitask import Rows, fit_head, gate_utilisation, predict, task_aucs, task_losses
+from recsys.multitask import fit_head, gate_utilisation, predict, task_aucs, task_losses
 
 
 def test_gates_are_distributions_over_experts():

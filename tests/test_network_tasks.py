@@ -5,8 +5,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from recsys.config import RunConfig
+from recsys.data.network_tasks import network_tasks
 from recsys.data.types import IndexedData
-from recsys.multitask import network_tasks
 from recsys.prepare import prepare
 
 
@@ -70,7 +70,9 @@ def test_friend_ranking_metrics_by_hand():
     # A head that scores (u, v) by v's index: member 2 ranks first for everyone, then 1, then 0.
     import torch
 
-    from recsys.multitask import NetworkTasks, Rows, friend_ranking
+    from recsys.data.network_tasks import NetworkTasks
+    from recsys.data.tabular import Rows
+    from recsys.multitask import friend_ranking
 
     class ByIndex(torch.nn.Module):
         user_x = torch.zeros(3, 0)

@@ -9,7 +9,7 @@ All three map an input vector x to one logit per task:
   single task   SharedBottom with one task, one model per task.
 
 The input is whatever the caller builds: tabular features (the Census-Income check), or a
-(user, candidate) pair from a GNN bottom (recsys/multitask.py, GraphMultiTask).
+(user, candidate) pair from a GNN bottom (recsys/models/graph_multitask.py, GraphMultiTask).
 """
 from __future__ import annotations
 
