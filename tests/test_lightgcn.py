@@ -146,3 +146,38 @@ def test_transform_variant_equals_the_dense_reference_with_weights_and_relu():
     ranking, _ = model.batch_loss(graph, torch.tensor([0]), torch.tensor([0]), torch.tensor([[2]]))
     ranking.backward()
     assert model.weights[0].weight.grad is not None and model.weights[0].weight.grad.abs().sum() > 0
+
+
+def test_row_products_are_cached_per_graph():
+    _, graph = five_node_graph()
+    rows = graph.row_products()
+    assert graph.row_products() is rows and rows.a is graph.norm_adj().matrix
+    assert graph.row_products(self_loops=True) is not rows
+    _, other = five_node_graph()
+    assert other.row_products() is not rows
+
+
+def test_batch_rows_gradient_equals_autograd_through_propagate():
+    from recsys.graph.propagation import BatchRows, propagate
+    g = torch.Generator().manual_seed(3)
+    n_users, n_items = 30, 40
+    train = np.unique(np.stack([torch.randint(n_users, (150,), generator=g).numpy(),
+                                torch.randint(n_items, (150,), generator=g).numpy()], 1), axis=0)
+    empty = np.zeros((0, 2), dtype=np.int64)
+    data = IndexedData(np.arange(n_users).astype(str), np.arange(n_items).astype(str), train, empty, empty, empty)
+    graph = build_graph(data)
+    r = torch.unique(torch.randint(n_users + n_items, (25,), generator=g))
+    for layers in (0, 1, 2, 3):
+        w = [torch.randn(n, 6, generator=g, dtype=torch.float32) for n in (n_users, n_items)]
+        fast_w = [t.clone().requires_grad_(True) for t in w]
+        slow_w = [t.clone().requires_grad_(True) for t in w]
+        up, up0 = torch.randn(len(r), 6, generator=g), torch.randn(len(r), 6, generator=g)
+        final, first = BatchRows.apply(*fast_w, r, graph.row_products(), layers)
+        e0 = torch.cat(slow_w)
+        reference = propagate(graph.norm_adj(), e0, layers)[r]
+        np.testing.assert_allclose(final.detach().numpy(), reference.detach().numpy(), atol=1e-6)
+        np.testing.assert_array_equal(first.detach().numpy(), e0[r].detach().numpy())
+        ((final * up).sum() + (first * up0).sum()).backward()
+        ((reference * up).sum() + (e0[r] * up0).sum()).backward()
+        for a, b in zip(fast_w, slow_w):
+            np.testing.assert_allclose(a.grad.numpy(), b.grad.numpy(), atol=1e-6)

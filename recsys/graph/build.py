@@ -9,13 +9,16 @@ Node types `user` and `item`; edge types:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import dgl
 import numpy as np
 import torch
 
 from recsys.data.types import IndexedData
+
+if TYPE_CHECKING:
+    from recsys.graph.propagation import RowProducts
 
 USER_ITEM = ("user", "interacts", "item")
 ITEM_USER = ("item", "interacted_by", "user")
@@ -56,6 +59,16 @@ class RecGraph:
         key = ("norm_adj", self_loops)
         if key not in self._cache:
             self._cache[key] = normalized_adjacency(self, self_loops)
+        return self._cache[key]
+
+    def row_products(self, self_loops: bool = False) -> RowProducts:
+        """Batch-row products with norm_adj(self_loops) (see recsys/graph/propagation.py), one per
+        graph: it keeps scratch matrices between batches."""
+        from recsys.graph.propagation import RowProducts  # imports this module
+
+        key = ("row_products", self_loops)
+        if key not in self._cache:
+            self._cache[key] = RowProducts(self.norm_adj(self_loops))
         return self._cache[key]
 
     def homogeneous(self) -> dgl.DGLGraph:

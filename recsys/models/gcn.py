@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from recsys.graph.build import RecGraph
+from recsys.graph.propagation import SpMM
 from recsys.models.base import RecModel
-from recsys.models.lightgcn import SpMM
 
 
 class GCN(RecModel):

@@ -1,0 +1,134 @@
+"""Sparse products over the graph's normalised adjacency, as autograd operators.
+
+Every model family propagates over a CSR operator A (RecGraph.norm_adj), and the training loop
+runs those products once or more per batch, so they are written here by hand rather than left to
+torch's autograd:
+
+  SpMM        y = A x. Its backward is A^T g, taken with the transpose the operator already stores
+              (A itself when A is symmetric), through the compiled kernel (recsys/kernels.py);
+              autograd through a COO product is several times slower.
+  propagate   mean(x, A x, A^2 x, ..., A^K x), LightGCN's final embedding for every node, built on
+              SpMM.
+  BatchRows   the same mean at a batch's rows r only, with the exact gradient to layer 0. A batch's
+              loss reads only rows r of the final embedding, so layer K is needed only there (one
+              row slice A[r] x instead of a whole product), and the backward's first product,
+              A^T applied to a matrix that is zero outside r, reduces to A[r]^T h, which touches
+              only the rows of r. For K = 3 that is 4 whole-graph products per batch (2 forward,
+              2 backward) instead of 6, for the gradient autograd through propagate would give.
+  RowProducts the products BatchRows needs against one operator (whole-graph, row slice and
+              transposed row slice) plus reusable scratch matrices. It holds state (the scratch,
+              an index map), so there is one per operator: RecGraph.row_products caches it.
+"""
+from __future__ import annotations
+
+import torch
+
+from recsys.graph.build import SparseOperator
+from recsys.kernels import csr_mm, masked_mm
+
+
+class SpMM(torch.autograd.Function):
+    """y = A x for a CSR A. Backward: A^T g, with the operator's stored transpose (the same matrix
+    when A is symmetric), which is several times faster than autograd through a COO product."""
+
+    @staticmethod
+    def forward(ctx, op: SparseOperator, x: torch.Tensor) -> torch.Tensor:
+        ctx.op = op
+        return csr_mm(op.matrix, x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return None, csr_mm(ctx.op.transpose, grad)
+
+
+class RowProducts:
+    """A CSR operator A's products for a batch's rows r, both ways: A[r] x, and A[r]^T h, which
+    equals A^T y where y holds h at the rows r and zeros everywhere else. The scratch matrices are
+    kept from batch to batch (nothing handed back to autograd is stored in them)."""
+
+    def __init__(self, op: SparseOperator):
+        self.a, self.at = op.matrix, op.transpose
+        self.n = self.a.shape[0]
+        self.local = torch.full((self.n,), -1, dtype=torch.long)  # row -> its position in r, or -1
+        self._buffers: dict = {}
+
+    def buffer(self, k: int, width: int) -> torch.Tensor:
+        """Scratch matrix number k, n x width."""
+        b = self._buffers.get(k)
+        if b is None or b.shape[1] != width:
+            b = self._buffers[k] = torch.empty(self.n, width)
+        return b
+
+    def matmul(self, x: torch.Tensor, k: int) -> torch.Tensor:
+        """A x, written into scratch matrix k."""
+        return csr_mm(self.a, x, out=self.buffer(k, x.shape[1]))
+
+    def at_rows(self, r: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """A[r] x, of shape len(r) x d."""
+        return csr_mm(self.a, x, rows=r)
+
+    def transposed(self, r: torch.Tensor, h: torch.Tensor, k: int | None = None) -> torch.Tensor:
+        """A[r]^T h for h of shape (len(r), d) and r with no repeats: n x d (into scratch matrix k
+        when k is given)."""
+        self.local[r] = torch.arange(len(r))
+        try:
+            return masked_mm(self.at, self.local, h, out=None if k is None else self.buffer(k, h.shape[1]))
+        finally:
+            self.local[r] = -1
+
+
+class BatchRows(torch.autograd.Function):
+    """LightGCN's final embedding at the rows r only, and its exact gradient to layer 0.
+
+    Forward: layers 1..K-1 over the whole graph, then layer K at r alone (a row slice of A).
+    Backward: let y be grad / (K + 1) placed at the rows r (zero elsewhere). The gradient to
+    layer 0 is y + A^T y + ... + (A^T)^K y, evaluated as Horner's rule: start from D = y and apply
+    D <- y + A^T D K times. Since the first of those products acts on y, which is zero outside r,
+    it is A[r]^T h and reads only r's rows. K = 3 thus takes 4 whole-graph products per batch rather
+    than 6, with identical numbers. Layer 0 at r is returned too, so that the L2 term needs no
+    gradient over the whole embedding table of its own.
+    """
+
+    @staticmethod
+    def forward(ctx, user_w, item_w, r, rows: RowProducts, layers: int):
+        n_users = user_w.shape[0]
+        e0 = rows.buffer(0, user_w.shape[1])
+        torch.cat([user_w, item_w], out=e0)
+        acc = e0[r]
+        first = acc.clone()
+        x = e0
+        for k in range(1, layers):
+            x = rows.matmul(x, 1 + k % 2)
+            acc += x[r]
+        if layers:
+            acc += rows.at_rows(r, x)
+        ctx.rows, ctx.layers, ctx.n_users = rows, layers, n_users
+        ctx.save_for_backward(r)
+        return acc / (layers + 1), first
+
+    @staticmethod
+    def backward(ctx, grad, grad_first):
+        (r,) = ctx.saved_tensors
+        rows, layers = ctx.rows, ctx.layers
+        h = grad / (layers + 1)
+        if layers == 0:
+            d = torch.zeros(rows.n, h.shape[1]).index_add_(0, r, h)
+        else:
+            d = rows.transposed(r, h, k=None if layers == 1 else 5)
+            d.index_add_(0, r, h)
+            for k in range(1, layers):
+                out = torch.empty_like(d) if k == layers - 1 else rows.buffer(3 + k % 2, d.shape[1])
+                d = csr_mm(rows.at, d, out=out)
+                d.index_add_(0, r, h)
+        if grad_first is not None:  # the L2 term used layer 0 at r
+            d.index_add_(0, r, grad_first)
+        return d[: ctx.n_users], d[ctx.n_users:], None, None, None
+
+
+def propagate(op: SparseOperator, x: torch.Tensor, layers: int) -> torch.Tensor:
+    """The mean of x, A x, A^2 x, ..., A^K x (K = layers)."""
+    total = x
+    for _ in range(layers):
+        x = SpMM.apply(op, x)
+        total = total + x
+    return total / (layers + 1)
