@@ -113,11 +113,18 @@ def name_run_for_version(run_id: str, version: str) -> str:
 
 
 class EpochLogger:
-    """Training callback: every epoch's figures become MLflow metrics with step = epoch."""
+    """Training callback (recsys.train.Callback): every epoch's figures become MLflow metrics with
+    step = epoch, their names after `prefix` (a training stage: "head_", "prefix_")."""
 
     def __init__(self, run_id: str, prefix: str = ""):
         self.run_id, self.prefix = run_id, prefix
         self.client = MlflowClient()
+
+    def on_epoch_start(self, epoch: int) -> None:
+        pass
+
+    def on_step(self, step: int, logs: dict[str, float]) -> None:
+        pass
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
         now = int(time.time() * 1000)

@@ -8,6 +8,8 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
+from recsys import families
+
 
 # Commands that write the store (MLflow, Prefect state, snapshots): a store they could not write is
 # refused before anything starts, naming the path (ConfigError: exit 2).
@@ -285,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "bounds (recorded on the run); same as --set promotion.data_drift.allow=true")
     p = add("search", cmd_search, "Optuna search over one model family; trials are MLflow child runs; the best "
                                   "configuration is retrained, registered as challenger and gated")
-    p.add_argument("--family", choices=["lightgcn", "gcn", "sage", "pinsage", "mmoe"], help="default: search.family")
+    p.add_argument("--family", choices=families.searchable(), help="default: search.family")
     p.add_argument("--trials", type=int, help="finished trials the study should hold (default: search.trials)")
     p.add_argument("--timeout", type=float, help="seconds for this invocation")
     p.add_argument("--study", help="study name (default <experiment>-<family>); an existing one is resumed")

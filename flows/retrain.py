@@ -6,8 +6,7 @@ artifact and fails the flow before anything is trained or registered.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
@@ -17,13 +16,8 @@ from flows.data_gates import check_drift, record_profile
 from recsys.config import RunConfig
 from recsys.data.types import IndexedData, RecData
 
-
-@dataclass
-class Trained:
-    model: object
-    graph: object
-    result: object
-    heads: object = None  # recsys.multitask.NetworkHeadResult for the mmoe family
+if TYPE_CHECKING:  # torch and DGL load when a task runs, not when the CLI starts
+    from recsys.train import Trained
 
 
 def _transient(task, task_run, state) -> bool:
@@ -74,36 +68,11 @@ def start_run(cfg: RunConfig, data: RecData) -> str:
 
 @task(cache_policy=NO_CACHE)
 def train(prepared, cfg: RunConfig, run_id: str) -> Trained:
-    """The family's model; for mmoe, its bottom (the retrieval embeddings) and then the task heads."""
+    """The family's whole training (recsys/families.py); every stage's epochs go to the MLflow run."""
     from deploy.tracking import EpochLogger
-    from recsys.models import build_model
-    from recsys.train import fit
+    from recsys.families import train as train_family
 
-    graph = prepared.graph
-    model = build_model(cfg.model, graph, seed=cfg.train.seed)
-    llm = cfg.model.family == "llm"
-    if llm and cfg.model.llm.mode == "text":  # graph as text trains nothing
-        from recsys.train import TrainResult
-
-        result = TrainResult()
-    else:
-        result = fit(model, graph, prepared.indexed, cfg.train, cfg.eval, callbacks=[EpochLogger(run_id)],
-                     log=get_run_logger().info)
-    if llm:
-        from recsys.models.llm import train_llm
-
-        model, history = train_llm(prepared, cfg.model.llm, model, cfg.stores.text_cache(), cfg.train.seed,
-                                   get_run_logger().info)
-        logger = EpochLogger(run_id, prefix="prefix_")
-        for h in history:
-            logger.on_epoch_end(h["epoch"], h)
-    heads = None
-    if cfg.model.family == "mmoe":
-        from recsys.multitask import fit_network_heads
-
-        heads = fit_network_heads(prepared.tasks, model, graph, cfg.model.mmoe, cfg.train.seed,
-                                  on_epoch=EpochLogger(run_id, prefix="head_").on_epoch_end)
-    return Trained(model, graph, result, heads)
+    return train_family(prepared, cfg, lambda stage: [EpochLogger(run_id, prefix=stage)], get_run_logger().info)
 
 
 @task(cache_policy=NO_CACHE)

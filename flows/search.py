@@ -19,13 +19,14 @@ from __future__ import annotations
 import time
 from typing import Optional
 
-import numpy as np
 import optuna
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from flows.retrain import build_graph, load_data, retrain_flow, validate
-from recsys.config import SEARCH_SPACES, RunConfig, with_overrides
+from recsys.config import RunConfig, with_overrides
+from recsys.families import family
+from recsys.train import Callback
 
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 
@@ -55,7 +56,7 @@ def finished_trials(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=FINISHED))
 
 
-class PruningReporter:
+class PruningReporter(Callback):
     """Training callback: reports each validation evaluation to Optuna and stops a bad trial."""
 
     def __init__(self, trial: optuna.Trial, key: str):
@@ -72,32 +73,19 @@ def make_objective(cfg: RunConfig, prepared, parent_run_id: str, log=print):
     """The function Optuna calls per trial: sample a config, train with pruning, log a child run."""
     from deploy.study_runs import start_trial_run, trial_complete, trial_failed, trial_interrupted, trial_pruned
     from deploy.tracking import EpochLogger
-    from recsys.models import build_model
-    from recsys.train import fit
+    from recsys.families import train
 
-    from recsys.multitask import fit_network_heads
-
-    space = SEARCH_SPACES[cfg.search.family]
-    data, indexed, graph = prepared.data, prepared.indexed, prepared.graph
-    multitask = cfg.search.family == "mmoe"
+    space = family(cfg.search.family).space
 
     def objective(trial: optuna.Trial) -> float:
         values = space(trial)
         tcfg = with_overrides(cfg, {"model.family": cfg.search.family, **values, "train.progress": False})
-        run_id = start_trial_run(tcfg, data, parent_run_id, trial.study.study_name, trial.number)
+        run_id = start_trial_run(tcfg, prepared.data, parent_run_id, trial.study.study_name, trial.number)
         trial.set_user_attr("mlflow_run_id", run_id)
+        name = objective_name(tcfg)
+        reporter = PruningReporter(trial, f"valid_{name}")  # reports at whichever stage computes it
         try:
-            model = build_model(tcfg.model, graph, seed=tcfg.train.seed)
-            if multitask:  # the bottom as usual, then the heads; the study optimises their validation AUC
-                fit(model, graph, indexed, tcfg.train, tcfg.eval, callbacks=[EpochLogger(run_id)])
-                heads = fit_network_heads(prepared.tasks, model, graph, tcfg.model.mmoe, tcfg.train.seed,
-                                          on_epoch=_both(EpochLogger(run_id, prefix="head_"),
-                                                         PruningReporter(trial, "valid_mean_auc")))
-                score, best_epoch = float(np.mean(list(heads.aucs["valid"].values()))), heads.best_epoch
-            else:
-                result = fit(model, graph, indexed, tcfg.train, tcfg.eval,
-                             callbacks=[EpochLogger(run_id), PruningReporter(trial, f"valid_{tcfg.train.monitor}")])
-                score, best_epoch = result.best_score, result.best_epoch
+            trained = train(prepared, tcfg, lambda stage: [EpochLogger(run_id, prefix=stage), reporter])
         except optuna.TrialPruned:
             trial_pruned(run_id)
             log(f"trial {trial.number} pruned: {values}")
@@ -108,24 +96,17 @@ def make_objective(cfg: RunConfig, prepared, parent_run_id: str, log=print):
         except BaseException:  # SIGTERM / Ctrl-C: the trial run ends with the process
             trial_interrupted(run_id)
             raise
-        trial_complete(run_id, objective_name(tcfg), score, best_epoch)
-        log(f"trial {trial.number}: {objective_name(tcfg)}={score:.4f} at epoch {best_epoch}")
-        return score
+        trial_complete(run_id, name, trained.score, trained.best_epoch)
+        log(f"trial {trial.number}: {name}={trained.score:.4f} at epoch {trained.best_epoch}")
+        return trained.score
 
     return objective
 
 
 def objective_name(cfg: RunConfig) -> str:
-    """What a study maximises: the family's validation ranking metric, or for mmoe the mean
-    validation AUC of its two tasks."""
-    return "mean_auc" if cfg.search.family == "mmoe" else cfg.train.monitor
-
-
-def _both(*callbacks):
-    def call(epoch: int, logs: dict) -> None:
-        for cb in callbacks:
-            cb.on_epoch_end(epoch, logs)
-    return call
+    """What a study maximises: the family's validation figure (a ranking metric, or for mmoe the
+    mean validation AUC of its two tasks)."""
+    return family(cfg.search.family).objective(cfg)
 
 
 def run_trials(study: optuna.Study, objective, target: int, timeout: Optional[float]) -> None:
@@ -148,7 +129,7 @@ def trial_worker(cfg: RunConfig, prepared, parent_run_id: str) -> int:
 
 def best_config(cfg: RunConfig, study: optuna.Study) -> RunConfig:
     """The configuration of the best trial, rebuilt from its parameters by replaying the space."""
-    values = SEARCH_SPACES[cfg.search.family](optuna.trial.FixedTrial(study.best_trial.params))
+    values = family(cfg.search.family).space(optuna.trial.FixedTrial(study.best_trial.params))
     return with_overrides(cfg, {"model.family": cfg.search.family, **values})
 
 
@@ -158,7 +139,7 @@ def search_flow(config: Optional[RunConfig] = None) -> dict:
     from deploy.study_runs import study_parent_run
 
     cfg = config or RunConfig()
-    cfg = with_overrides(cfg, {"model.family": cfg.search.family})  # data preparation depends on it (mmoe)
+    cfg = with_overrides(cfg, {"model.family": cfg.search.family})  # data preparation depends on it
     logger = get_run_logger()
     data = load_data(cfg)
     validate(data, cfg)

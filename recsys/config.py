@@ -11,18 +11,13 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, create_model, field_validator
+
+from recsys import families
+from recsys.config_base import ConfigError, Section
 
 
-class ConfigError(ValueError):
-    """A configuration that cannot be used; the message names the key and what is allowed."""
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class SyntheticConfig(_Section):
+class SyntheticConfig(Section):
     n_users: int = Field(2000, ge=10)
     n_items: int = Field(800, ge=10)
     n_universities: int = Field(12, ge=1)
@@ -36,7 +31,7 @@ class SyntheticConfig(_Section):
                                                                 "of members (large catalogues)")
 
 
-class SplitConfig(_Section):
+class SplitConfig(Section):
     kind: Literal["temporal", "random"] = "temporal"
     valid_fraction: float = Field(0.1, ge=0, lt=0.5)
     test_fraction: float = Field(0.1, ge=0, lt=0.5)
@@ -45,7 +40,7 @@ class SplitConfig(_Section):
     seed: int = 0
 
 
-class DataConfig(_Section):
+class DataConfig(Section):
     source: Literal["synthetic", "gowalla", "ml-100k", "lastfm", "files"] = "synthetic"
     path: Optional[Path] = Field(None, description="folder of a gowalla / ml-100k / lastfm data set")
     interactions: Optional[Path] = Field(None, description="files: CSV or Parquet of interactions")
@@ -61,7 +56,7 @@ class DataConfig(_Section):
     split: SplitConfig = Field(default_factory=SplitConfig)
 
 
-class ValidationConfig(_Section):
+class ValidationConfig(Section):
     min_interactions_per_user: int = Field(3, ge=1)
     timestamp_min: Optional[int] = Field(0, description="unix seconds; None to skip")
     timestamp_max: Optional[int] = Field(4102444800, description="unix seconds (2100-01-01)")
@@ -72,152 +67,44 @@ class ValidationConfig(_Section):
                             "warn reports them and keeps them as users/items; fail refuses the data")
 
 
-class ColdStartConfig(_Section):
+class ColdStartConfig(Section):
     enabled: bool = False
     k: int = Field(10, ge=1, description="at most k heuristic edges per cold node")
     user_attributes: Optional[list[str]] = Field(
         None, description="user columns to match on; default: the users table's categorical columns")
 
 
-class GraphConfig(_Section):
+class GraphConfig(Section):
     social_edges: bool = False
     cold_start: ColdStartConfig = Field(default_factory=ColdStartConfig)
 
 
-class FeaturesConfig(_Section):
+class FeaturesConfig(Section):
     enabled: bool = True
     text: bool = Field(True, description="encode text columns with all-MiniLM-L6-v2")
     max_categories: int = Field(64, ge=1)
 
 
-class LightGCNOptions(_Section):
-    use_features: bool = Field(False, description="the W + ReLU variant over ID embeddings and features")
-    transform: bool = Field(False, description="W + ReLU per layer even without features (implied by use_features)")
-
-
-def lightgcn_space(trial) -> dict[str, Any]:
-    """Optuna search space for LightGCN (and GCN): depth, width, optimiser, negatives."""
-    space = {"model.layers": trial.suggest_int("model.layers", 1, 4),
-             "model.dim": trial.suggest_categorical("model.dim", [32, 64, 128]),
-             "train.lr": trial.suggest_float("train.lr", 1e-3, 2e-2, log=True),
-             "train.l2": trial.suggest_float("train.l2", 1e-6, 1e-3, log=True),
-             "train.negatives.per_positive": trial.suggest_categorical("train.negatives.per_positive", [1, 4]),
-             "train.negatives.kind": trial.suggest_categorical("train.negatives.kind",
-                                                               ["uniform", "popularity", "model", "ppr"])}
-    kind = space["train.negatives.kind"]
-    if kind == "popularity":
-        space["train.negatives.popularity_exponent"] = trial.suggest_float("train.negatives.popularity_exponent", 0, 1)
-    elif kind == "model":
-        space["train.negatives.candidates"] = trial.suggest_categorical("train.negatives.candidates", [8, 16, 32, 64])
-        space["train.negatives.temperature"] = trial.suggest_float("train.negatives.temperature", 0.1, 2.0, log=True)
-    elif kind == "ppr":
-        low = trial.suggest_float("train.negatives.band_low", 0.01, 0.2, log=True)
-        space["train.negatives.band"] = [low, min(1.0, 2.5 * low)]
-    return space
-
-
-class SageOptions(_Section):
-    aggregator: Literal["mean", "sum", "max", "pool"] = "mean"
-    fanouts: list[int] = Field(default_factory=lambda: [20, 10], description="one per layer; sets the depth")
-    chunk_size: int = Field(4096, ge=1, description="nodes per step of layer-wise inference")
-
-
-def sage_space(trial) -> dict[str, Any]:
-    """GraphSAGE: aggregator and neighbour fan-outs, width and learning rate."""
-    fanouts = trial.suggest_categorical("model.sage.fanouts", ["10,5", "20,10", "25,15", "15,10,5"])
-    return {"model.sage.aggregator": trial.suggest_categorical("model.sage.aggregator", ["mean", "sum", "max", "pool"]),
-            "model.sage.fanouts": [int(f) for f in fanouts.split(",")],
-            "model.dim": trial.suggest_categorical("model.dim", [32, 64, 128]),
-            "train.lr": trial.suggest_float("train.lr", 1e-3, 2e-2, log=True)}
-
-
-class PinSageOptions(_Section):
-    num_neighbors: int = Field(10, ge=1, description="T: most-visited items kept as neighbours")
-    num_walks: int = Field(50, ge=1)
-    restart_prob: float = Field(0.5, gt=0, le=1)
-    num_traversals: int = Field(3, ge=1)
-    margin: float = Field(0.5, ge=0)
-    pooling: Literal["importance", "mean", "uniform"] = Field(
-        "importance", description="importance: random-walk neighbours weighted by visit counts; mean: the "
-                                  "same neighbours, equal weights; uniform: T items drawn uniformly from the "
-                                  "2-hop item-user-item neighbourhood, equal weights")
-
-
-def pinsage_space(trial) -> dict[str, Any]:
-    """PinSage: T neighbours, walks, restart probability, depth, width."""
-    return {"model.pinsage.num_neighbors": trial.suggest_int("model.pinsage.num_neighbors", 3, 20),
-            "model.pinsage.num_walks": trial.suggest_categorical("model.pinsage.num_walks", [20, 50, 100]),
-            "model.pinsage.restart_prob": trial.suggest_float("model.pinsage.restart_prob", 0.2, 0.8),
-            "model.layers": trial.suggest_int("model.layers", 1, 3),
-            "model.dim": trial.suggest_categorical("model.dim", [32, 64, 128]),
-            "train.lr": trial.suggest_float("train.lr", 1e-3, 2e-2, log=True)}
-
-
-class MMoEOptions(_Section):
-    """The multi-task family: a GNN bottom (trained for retrieval as its own family would be) and a
-    head on (user, candidate) pairs for two tasks, job click and friend request."""
-    bottom: Literal["lightgcn", "sage"] = "lightgcn"
-    head: Literal["mmoe", "shared_bottom", "single_task"] = "mmoe"
-    experts: int = Field(4, ge=1)
-    expert_dim: int = Field(16, ge=1)
-    expert_hidden: list[int] = Field(default_factory=lambda: [32])
-    tower_hidden: list[int] = Field(default_factory=lambda: [8])
-    dropout: float = Field(0.0, ge=0, lt=1)
-    task_weights: list[float] = Field(default_factory=lambda: [1.0, 1.0], description="job_click, friend_request")
-    freeze_bottom: bool = Field(True, description="false: the task losses also train the bottom (end to end)")
-    epochs: int = Field(30, ge=1)
-    lr: float = Field(0.003, gt=0)
-    batch_size: int = Field(256, ge=1)
-    patience: int = Field(5, ge=1)
-    friend_negatives: int = Field(1, ge=1, description="random non-friends per friendship")
-
-    @field_validator("task_weights")
-    @classmethod
-    def _two_weights(cls, w: list[float]) -> list[float]:
-        if len(w) != 2 or min(w) < 0:
-            raise ValueError("task_weights needs two non-negative numbers: job_click, friend_request")
-        return w
-
-
-def mmoe_space(trial) -> dict[str, Any]:
-    """MMoE: experts, expert width, the friend task's weight, the bottom family."""
-    return {"model.mmoe.experts": trial.suggest_int("model.mmoe.experts", 2, 8),
-            "model.mmoe.expert_dim": trial.suggest_categorical("model.mmoe.expert_dim", [8, 16, 32]),
-            "model.mmoe.task_weights": [1.0, trial.suggest_float("model.mmoe.friend_weight", 0.25, 4.0, log=True)],
-            "model.mmoe.bottom": trial.suggest_categorical("model.mmoe.bottom", ["lightgcn", "sage"]),
-            "model.mmoe.lr": trial.suggest_float("model.mmoe.lr", 1e-3, 1e-2, log=True)}
-
-
-class LLMOptions(_Section):
-    """The language-model family: graph as text (no training) or GNN embeddings as a soft prompt
-    for the frozen MiniLM (only the projection trains)."""
-    mode: Literal["text", "prefix"] = "prefix"
-    bottom: Literal["lightgcn", "sage"] = Field("sage", description="prefix: the GNN whose embeddings it reads")
-    prefix_tokens: int = Field(4, ge=1)
-    max_tokens: int = Field(64, ge=8, description="profile tokens read after the prefix")
-    epochs: int = Field(3, ge=1)
-    lr: float = Field(1e-3, gt=0)
-    batch_size: int = Field(64, ge=2, description="prefix mode: members per step, each with all their training jobs")
-    temperature: float = Field(0.05, gt=0)
-    negatives: int = Field(256, ge=1, description="random jobs added to each batch's softmax")
-    max_friends: int = Field(5, ge=0, description="text: friends written into a member's text")
-    max_items: int = Field(8, ge=0, description="text: jobs written into a member's text")
-    max_chars: int = Field(600, ge=50)
-
-
-class ModelConfig(_Section):
-    family: Literal["lightgcn", "gcn", "sage", "pinsage", "mmoe", "llm"] = "lightgcn"
+class _ModelSection(Section):
+    family: str = Field("lightgcn", description="a family of recsys/families.py")
     dim: int = Field(64, ge=1)
     layers: int = Field(3, ge=0, description="lightgcn, gcn and pinsage; sage takes len(sage.fanouts)")
     score: Literal["dot", "cosine"] = Field("dot", description="cosine: embeddings scaled to unit length")
-    lightgcn: LightGCNOptions = Field(default_factory=LightGCNOptions)
-    sage: SageOptions = Field(default_factory=SageOptions)
-    pinsage: PinSageOptions = Field(default_factory=PinSageOptions)
-    mmoe: MMoEOptions = Field(default_factory=MMoEOptions)
-    llm: LLMOptions = Field(default_factory=LLMOptions)
+
+    @field_validator("family")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        if name not in families.FAMILIES:
+            raise ValueError(f"unknown model family; choose one of {', '.join(families.FAMILIES)}")
+        return name
 
 
-class NegativesConfig(_Section):
+# The model section: the shared keys above and each family's own options, model.<family>.
+ModelConfig = create_model("ModelConfig", __base__=_ModelSection, **{
+    f.name: (f.options, Field(default_factory=f.options)) for f in families.FAMILIES.values() if f.options})
+
+
+class NegativesConfig(Section):
     kind: Literal["uniform", "popularity", "in_batch", "model", "ppr"] = "uniform"
     per_positive: int = Field(1, ge=1, description="negatives drawn per positive (ppr: set by its curriculum)")
     popularity_exponent: float = Field(0.75, ge=0)
@@ -240,7 +127,7 @@ class NegativesConfig(_Section):
         return band
 
 
-class TrainConfig(_Section):
+class TrainConfig(Section):
     epochs: int = Field(40, ge=1)
     batch_size: int = Field(2048, ge=1)
     lr: float = Field(0.005, gt=0)
@@ -259,7 +146,7 @@ class TrainConfig(_Section):
     negatives: NegativesConfig = Field(default_factory=NegativesConfig)
 
 
-class EvalConfig(_Section):
+class EvalConfig(Section):
     ks: list[int] = Field(default_factory=lambda: [10, 20])
     chunk_size: int = Field(1024, ge=1, description="users scored at once; bounds peak memory")
 
@@ -271,18 +158,18 @@ class EvalConfig(_Section):
         return sorted(set(ks))
 
 
-class EmbeddingGateConfig(_Section):
+class EmbeddingGateConfig(Section):
     min_norm: float = Field(1e-6, ge=0, description="smallest L2 norm a served vector may have")
     max_norm: float = Field(1e4, gt=0, description="largest L2 norm a served vector may have")
 
 
-class CanaryConfig(_Section):
+class CanaryConfig(Section):
     users: int = Field(200, ge=1, description="users sampled for the canary recommendations")
     k: int = Field(20, ge=1)
     seed: int = 0
 
 
-class DataDriftConfig(_Section):
+class DataDriftConfig(Section):
     """Today's data against the champion's, before anything trains: counts of active users, items
     and interaction rows, the share of the champion's users and items still present, and
     interactions per user (median, 90th percentile). A figure outside its bounds stops the flow
@@ -301,7 +188,7 @@ class DataDriftConfig(_Section):
                                            "run as tag data_drift.allowed)")
 
 
-class ReferenceGateConfig(_Section):
+class ReferenceGateConfig(Section):
     """The metric gate also scores challenger and champion on the champion's own evaluation users
     (a seeded sample recorded with every registered version)."""
 
@@ -313,7 +200,7 @@ class ReferenceGateConfig(_Section):
     seed: int = 0
 
 
-class PromotionConfig(_Section):
+class PromotionConfig(Section):
     """A challenger becomes champion only if every gate passes: metric, embedding, canary. Before
     training, today's data is compared with the champion's (`data_drift`)."""
 
@@ -327,7 +214,7 @@ class PromotionConfig(_Section):
     reference: ReferenceGateConfig = Field(default_factory=ReferenceGateConfig)
 
 
-class AnnConfig(_Section):
+class AnnConfig(Section):
     """The item index a snapshot serves from (faiss, inner product)."""
 
     kind: Literal["auto", "exact", "hnsw", "ivf"] = Field(
@@ -341,7 +228,7 @@ class AnnConfig(_Section):
     recall_sample: int = Field(1000, ge=1, description="users whose ANN top-10 is checked against exact search")
 
 
-class RefreshConfig(_Section):
+class RefreshConfig(Section):
     """The batch embedding refresh: chunked, partitioned, indexed, retained."""
 
     chunk_rows: int = Field(131_072, ge=1, description="vectors computed and written per Parquet part")
@@ -357,7 +244,7 @@ class RefreshConfig(_Section):
         return str(value) if isinstance(value, int) else value
 
 
-class ScheduleConfig(_Section):
+class ScheduleConfig(Section):
     """`graphrec serve`: the retrain and refresh deployments and their cron schedules."""
 
     name: str = Field("graphrec", description="prefix of the deployment names")
@@ -374,7 +261,7 @@ class ScheduleConfig(_Section):
         return value
 
 
-class ComputeConfig(_Section):
+class ComputeConfig(Section):
     """Where the parallel parts run: the refresh's chunks and the search's trials."""
 
     runner: Literal["local", "dask"] = Field("local", description="dask: Prefect's DaskTaskRunner")
@@ -383,7 +270,7 @@ class ComputeConfig(_Section):
                                                      "default: a local cluster started for the flow")
 
 
-class StoresConfig(_Section):
+class StoresConfig(Section):
     root: Path = Path(".graphrec")
     tracking_uri: Optional[str] = Field(None, description="default: sqlite under root")
     artifact_location: Optional[str] = Field(None, description="default: root/artifacts")
@@ -474,8 +361,8 @@ def _writable_folder(folder: Path, key: str) -> None:
                           "another folder") from None
 
 
-class SearchConfig(_Section):
-    family: Literal["lightgcn", "gcn", "sage", "pinsage", "mmoe"] = "lightgcn"
+class SearchConfig(Section):
+    family: str = Field("lightgcn", description="a family with a search space (recsys/families.py)")
     trials: int = Field(20, ge=1, description="the study's target of finished (complete or pruned) trials")
     timeout: Optional[float] = Field(None, gt=0, description="seconds for this invocation")
     study: Optional[str] = Field(None, description="default: <experiment>-<family>")
@@ -489,11 +376,18 @@ class SearchConfig(_Section):
     workers: int = Field(1, ge=1, description="prefect runner: trials in flight at once")
     register_best: bool = Field(True, description="retrain the best trial, register it, run the gate")
 
+    @field_validator("family")
+    @classmethod
+    def _searchable(cls, name: str) -> str:
+        if name not in families.searchable():
+            raise ValueError(f"no search space for this family; choose one of {', '.join(families.searchable())}")
+        return name
+
     def study_name(self, experiment: str) -> str:
         return self.study or f"{experiment}-{self.family}"
 
 
-class RunConfig(_Section):
+class RunConfig(Section):
     data: DataConfig = Field(default_factory=DataConfig)
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
     graph: GraphConfig = Field(default_factory=GraphConfig)
@@ -632,10 +526,6 @@ def cross_key_problems(cfg: RunConfig) -> list[str]:
 def _invalid(lines: list[str], source: str = "") -> ConfigError:
     """One line per problem, the first on the first line."""
     return ConfigError(f"invalid configuration{source}: " + "\n  ".join(lines))
-
-
-SEARCH_SPACES = {"lightgcn": lightgcn_space, "gcn": lightgcn_space, "sage": sage_space, "pinsage": pinsage_space,
-                 "mmoe": mmoe_space}
 
 
 def with_overrides(cfg: RunConfig, values: dict[str, Any]) -> RunConfig:

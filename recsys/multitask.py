@@ -7,9 +7,9 @@ stops on the mean validation AUC over tasks (patience in epochs); the best state
 """
 from __future__ import annotations
 
-import copy
-from dataclasses import dataclass, field
-from typing import Callable, Optional, Sequence
+import time
+from dataclasses import dataclass
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -20,13 +20,7 @@ from recsys.data.network_tasks import TASKS, NetworkTasks
 from recsys.data.tabular import Rows
 from recsys.metrics import auc
 from recsys.models.graph_multitask import GraphMultiTask
-
-
-@dataclass
-class HeadResult:
-    best_epoch: int = 0
-    best_score: float = float("-inf")
-    history: list[dict] = field(default_factory=list)
+from recsys.train import Callback, EarlyStopping, TrainResult
 
 
 def task_losses(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -52,9 +46,9 @@ def task_aucs(pred: np.ndarray, y: np.ndarray) -> list[float]:
 
 def fit_head(model: nn.Module, train: Rows, valid: Rows, weights: Optional[Sequence[float]] = None,
              epochs: int = 30, batch_size: int = 1024, lr: float = 1e-3, weight_decay: float = 0.0,
-             patience: int = 5, seed: int = 0,
-             on_epoch: Optional[Callable[[int, dict], None]] = None) -> HeadResult:
-    """Adam on the weighted task losses; early stopping on mean validation AUC."""
+             patience: int = 5, seed: int = 0, callbacks: Sequence[Callback] = ()) -> TrainResult:
+    """Adam on the weighted task losses; early stopping on mean validation AUC (evaluated every
+    epoch; `patience` epochs without improvement), the best state kept."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     n_tasks = train.y.shape[1]
@@ -63,9 +57,13 @@ def fit_head(model: nn.Module, train: Rows, valid: Rows, weights: Optional[Seque
         raise ValueError(f"{len(w)} task weights for {n_tasks} tasks")
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     x_all, y_all = torch.from_numpy(train.x), torch.from_numpy(train.y)
-    result, best_state, bad = HeadResult(), None, 0
+    result, best = TrainResult(), EarlyStopping(patience)
+    started, step = time.perf_counter(), 0
     model.train()
     for epoch in range(1, epochs + 1):
+        t0 = time.perf_counter()
+        for cb in callbacks:
+            cb.on_epoch_start(epoch)
         order = torch.from_numpy(rng.permutation(len(train)))
         total = 0.0
         for s in range(0, len(order), batch_size):
@@ -74,23 +72,24 @@ def fit_head(model: nn.Module, train: Rows, valid: Rows, weights: Optional[Seque
             opt.zero_grad()
             loss.backward()
             opt.step()
+            step += 1
             total += float(loss) * len(idx)
+            for cb in callbacks:
+                cb.on_step(step, {"loss": float(loss)})
         aucs = task_aucs(predict(model, valid.x), valid.y)
         score = float(np.nanmean(aucs))
-        logs = {"loss": total / len(train), "valid_mean_auc": score,
+        logs = {"loss": total / len(train), "epoch_seconds": time.perf_counter() - t0, "valid_mean_auc": score,
                 **{f"valid_auc_{t}": a for t, a in enumerate(aucs)}}
         result.history.append({"epoch": epoch, **logs})
-        if on_epoch:
-            on_epoch(epoch, logs)
-        if score > result.best_score:
-            result.best_score, result.best_epoch, bad = score, epoch, 0
-            best_state = copy.deepcopy(model.state_dict())
-        else:
-            bad += 1
-            if bad >= patience:
-                break
-    if best_state is not None:
-        model.load_state_dict(best_state)
+        result.epochs_run = epoch
+        for cb in callbacks:
+            cb.on_epoch_end(epoch, logs)
+        stop = best.update(model, score, epoch)
+        result.best_score, result.best_epoch = best.best_score, best.best_epoch
+        if stop:
+            break
+    best.restore(model)
+    result.seconds = time.perf_counter() - started
     return result
 
 
@@ -142,9 +141,10 @@ def friend_ranking(model: GraphMultiTask, tasks: NetworkTasks, split: str = "tes
 
 
 def fit_network_heads(tasks: NetworkTasks, bottom: nn.Module, graph, opts, seed: int = 0,
-                      on_epoch: Optional[Callable[[int, dict], None]] = None) -> NetworkHeadResult:
-    """Train the configured head (recsys.config.MMoEOptions) on both tasks over a trained bottom.
-    Single-task heads: one model per task (each sees only its task's rows)."""
+                      callbacks: Sequence[Callback] = ()) -> NetworkHeadResult:
+    """Train the configured head (recsys.families.MMoEOptions) on both tasks over a trained bottom.
+    Single-task heads: one model per task (each sees only its task's rows; `callbacks` observe the
+    first)."""
     from recsys.models.mmoe import build_head
 
     n_tasks = len(TASKS)
@@ -165,7 +165,7 @@ def fit_network_heads(tasks: NetworkTasks, bottom: nn.Module, graph, opts, seed:
         if per_task:  # a task's own rows only
             split_rows_ = {k: r.take(np.flatnonzero(~np.isnan(r.y[:, 0]))) for k, r in split_rows_.items()}
         res = fit_head(model, split_rows_["train"], split_rows_["valid"], weights, opts.epochs, opts.batch_size,
-                       opts.lr, patience=opts.patience, seed=seed, on_epoch=on_epoch if t == 0 else None)
+                       opts.lr, patience=opts.patience, seed=seed, callbacks=callbacks if t == 0 else ())
         history += res.history
         best_epoch = max(best_epoch, res.best_epoch)
         for split, r in split_rows_.items():
@@ -175,3 +175,16 @@ def fit_network_heads(tasks: NetworkTasks, bottom: nn.Module, graph, opts, seed:
     gates = gate_utilisation(models[0], tasks.rows["test"].x)
     ranking = friend_ranking(models[-1], tasks)  # single-task: the last model is the friend task's
     return NetworkHeadResult(models[0], aucs, ranking, gates, history, best_epoch)
+
+
+def train_family(prepared, cfg, bottom, callbacks, log=None):
+    """The mmoe family's whole training (its registry entry): the bottom by the ranking loop, then
+    the heads on both tasks (stage "head_"); a search maximises their mean validation AUC."""
+    from recsys.train import train_ranking
+
+    trained = train_ranking(prepared, cfg, bottom, callbacks, log)
+    heads = fit_network_heads(prepared.tasks, bottom, prepared.graph, cfg.model.mmoe, cfg.train.seed,
+                              callbacks("head_"))
+    trained.heads, trained.best_epoch = heads, heads.best_epoch
+    trained.score = float(np.mean(list(heads.aucs["valid"].values())))
+    return trained

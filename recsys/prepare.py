@@ -9,6 +9,7 @@ import numpy as np
 from recsys.config import RunConfig
 from recsys.data.loaders import with_split
 from recsys.data.types import IndexedData, RecData
+from recsys.families import family, load
 from recsys.features import FeatureEncoder, infer_spec
 from recsys.graph.build import SIMILAR_ITEM, SIMILAR_USER, RecGraph, build_graph
 from recsys.graph.cold_start import attribute_edges, cold_nodes, similarity_edges
@@ -24,15 +25,12 @@ class Prepared:
     item_encoder: Optional[FeatureEncoder]
     cold_users: np.ndarray  # boolean masks: no training interactions
     cold_items: np.ndarray
-    tasks: Optional[object] = None  # recsys.multitask.NetworkTasks for the mmoe family
+    tasks: Optional[object] = None  # a family's own labelled tasks (mmoe: recsys.data.network_tasks)
 
 
 def needs_features(cfg: RunConfig) -> bool:
     """Only compute features (text encoding is the slow part) when something will read them."""
-    m = cfg.model
-    return cfg.features.enabled and (
-        m.family in ("sage", "pinsage", "mmoe", "llm") or (m.family == "lightgcn" and m.lightgcn.use_features)
-        or cfg.graph.cold_start.enabled)
+    return cfg.features.enabled and (family(cfg.model.family).reads_features(cfg.model) or cfg.graph.cold_start.enabled)
 
 
 def node_features(frame, id_col: str, cfg: RunConfig, text: Optional[TextEncoder],
@@ -63,14 +61,9 @@ def prepare(data: RecData, cfg: RunConfig, encoders: tuple = (None, None), servi
         everything = np.concatenate([indexed.train, indexed.valid, indexed.test])
         indexed = replace(indexed, train=everything, valid=everything[:0], test=everything[:0])
     tasks = None
-    if cfg.model.family == "mmoe" and not serving:  # held-out friendships are labels: keep them out of the graph
-        from dataclasses import replace
-
-        from recsys.data.network_tasks import network_tasks
-
-        tasks = network_tasks(data.interactions, indexed, cfg.data.split.seed,
-                              friend_negatives=cfg.model.mmoe.friend_negatives)
-        indexed = replace(indexed, social=tasks.train_social)
+    extra = family(cfg.model.family).prepare
+    if extra and not serving:  # labelled tasks of the family's own (mmoe: held-out friendships leave the graph)
+        indexed, tasks = load(extra)(data, indexed, cfg)
     wants_text = any(e is not None and e.spec.text for e in encoders) or (cfg.features.text and needs_features(cfg))
     text = TextEncoder(cfg.stores.text_cache()) if wants_text else None
     user_enc, user_x = node_features(data.users, "user_id", cfg, text, encoders[0])

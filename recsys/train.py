@@ -6,15 +6,17 @@ negatives per positive and takes an Adam step on the family's `batch_loss`: the 
 embeddings as in LightGCN's eq. 15, divided by the batch size as the reference implementation does. The batch's edge ids are passed along so that
 sampling families can hide the edges being predicted. Every `eval_every` epochs the validation split is
 ranked in full; the best state by `monitor` is kept, and training stops after `patience`
-evaluations without improvement. Callbacks receive every epoch's figures (MLflow logging,
-Optuna pruning); a callback may raise StopTraining.
+evaluations without improvement (EarlyStopping). Callbacks (the Callback hooks: epoch start, step,
+epoch end with its figures) serve MLflow logging and Optuna pruning; a callback may raise StopTraining.
+The multi-task heads (recsys/multitask.py) and the LLM prefix (recsys/models/llm.py) train with the
+same two helpers.
 """
 from __future__ import annotations
 
 import copy
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Protocol
+from typing import Callable, Optional, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -32,7 +34,46 @@ class StopTraining(Exception):
 
 
 class Callback(Protocol):
-    def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None: ...
+    """What every training loop here tells its observers (MLflow logging, Optuna pruning, a
+    benchmark's clock): the start of an epoch, each optimiser step, and the end of an epoch with
+    its figures. A subclass inherits do-nothing hooks and overrides what it needs (an object with
+    the three methods serves as well); any hook may raise StopTraining."""
+
+    def on_epoch_start(self, epoch: int) -> None:
+        pass
+
+    def on_step(self, step: int, logs: dict[str, float]) -> None:
+        pass
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
+        pass
+
+
+class EarlyStopping:
+    """The best state of a model by a validation score (higher is better), and when to stop:
+    after `patience` evaluations in a row without improvement. Loops call `update` after each
+    evaluation and `restore` at the end."""
+
+    def __init__(self, patience: int):
+        self.patience = patience
+        self.best_score, self.best_epoch, self.bad = float("-inf"), 0, 0
+        self.state: Optional[dict] = None
+
+    def update(self, model, score: float, epoch: int) -> bool:
+        """Record an evaluation; True when training should stop. A NaN score never improves."""
+        if score > self.best_score:
+            self.best_score, self.best_epoch, self.bad = score, epoch, 0
+            self.state = copy.deepcopy(model.state_dict())
+            return False
+        self.bad += 1
+        return self.bad >= self.patience
+
+    def restore(self, model) -> bool:
+        """Load the best state into the model; False when no evaluation was ever recorded."""
+        if self.state is None:
+            return False
+        model.load_state_dict(self.state)
+        return True
 
 
 @dataclass
@@ -69,7 +110,7 @@ def fit(
     data: IndexedData,
     cfg: TrainConfig,
     eval_cfg: EvalConfig,
-    callbacks: list[Callback] = (),
+    callbacks: Sequence[Callback] = (),
     sampler=None,
     log: Optional[Callable[[str], None]] = None,
 ) -> TrainResult:
@@ -84,17 +125,19 @@ def fit(
     schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, cfg.lr_milestones, cfg.lr_gamma)
     has_valid = len(data.valid) > 0
     result = TrainResult()
-    best_state, bad_evals = None, 0
+    best = EarlyStopping(cfg.patience)
     started = time.perf_counter()
     pairs = data.train
     n_batches = max(1, -(-len(pairs) // cfg.batch_size))
     bar = tqdm(total=cfg.epochs, desc="train", unit="epoch", disable=not cfg.progress, leave=False)
     model.train()
+    step = 0
     try:
         for epoch in range(1, cfg.epochs + 1):
             t0 = time.perf_counter()
-            if hasattr(model, "on_epoch_start"):
-                model.on_epoch_start(graph, epoch)
+            for cb in callbacks:
+                cb.on_epoch_start(epoch)
+            model.on_epoch_start(graph, epoch)
             sampler.set_epoch(epoch)
             order = rng.permutation(len(pairs))
             loss_sum = reg_sum = 0.0
@@ -108,8 +151,11 @@ def fit(
                 optimizer.zero_grad()
                 (ranking + reg).backward()
                 optimizer.step()
+                step += 1
                 loss_sum += float(ranking)
                 reg_sum += float(reg)
+                for cb in callbacks:
+                    cb.on_step(step, {"loss": float(ranking)})
             logs = {"loss": loss_sum / n_batches, "reg_loss": reg_sum / n_batches,
                     "epoch_seconds": time.perf_counter() - t0, "lr": optimizer.param_groups[0]["lr"]}
             schedule.step()
@@ -119,13 +165,8 @@ def fit(
                 logs.update({f"valid_{k}": v for k, v in metrics.items()})
                 if cfg.monitor not in metrics:
                     raise ValueError(f"train.monitor={cfg.monitor!r} is not computed; choose one of {sorted(metrics)}")
-                score = metrics[cfg.monitor]
-                if score > result.best_score:
-                    result.best_score, result.best_epoch, bad_evals = score, epoch, 0
-                    best_state = copy.deepcopy(model.state_dict())
-                else:
-                    bad_evals += 1
-                    stop = bad_evals >= cfg.patience
+                stop = best.update(model, metrics[cfg.monitor], epoch)
+                result.best_score, result.best_epoch = best.best_score, best.best_epoch
             result.history.append({"epoch": epoch, **logs})
             result.epochs_run = epoch
             bar.update(1)
@@ -140,9 +181,32 @@ def fit(
         pass
     finally:
         bar.close()
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    else:
+    if not best.restore(model):
         result.best_epoch = result.epochs_run
     result.seconds = time.perf_counter() - started
     return result
+
+
+@dataclass
+class Trained:
+    """What a family's training returns: the model that serves (embed), the graph it embeds, the
+    ranking training's result, the figure a search maximises (`score`, at `best_epoch`) and, for a
+    family with task heads, their result (recsys.multitask.NetworkHeadResult)."""
+    model: object
+    graph: RecGraph
+    result: TrainResult
+    score: float = float("-inf")
+    best_epoch: int = 0
+    heads: object = None
+
+
+def no_callbacks(stage: str) -> list[Callback]:
+    return []
+
+
+def train_ranking(prepared, cfg, model, callbacks: Callable[[str], Sequence[Callback]] = no_callbacks,
+                  log: Optional[Callable[[str], None]] = None) -> Trained:
+    """A family's whole training when it is the ranking loop above (every family but those with a
+    later stage). `callbacks(stage)` gives the observers of a stage; this one is stage ""."""
+    result = fit(model, prepared.graph, prepared.indexed, cfg.train, cfg.eval, callbacks=callbacks(""), log=log)
+    return Trained(model, prepared.graph, result, result.best_score, result.best_epoch)

@@ -9,7 +9,8 @@ import torch
 from recsys.config import EvalConfig, RunConfig, TrainConfig
 from recsys.data.types import IndexedData
 from recsys.graph.build import build_graph
-from recsys.models import FAMILIES, build_model
+from recsys.families import FAMILIES
+from recsys.models import build_model
 from recsys.models.gcn import GCN
 from recsys.models.pinsage import PinSage, WeightedPoolingConv
 from recsys.models.sage import SAGELayer, GraphSAGE
@@ -104,7 +105,7 @@ def test_pinsage_neighbourhoods_and_user_vectors(prepared):
 
 def test_sage_embeds_a_new_node_without_retraining(prepared):
     graph, data = prepared.graph, prepared.indexed
-    model = GraphSAGE(graph.n_users, graph.n_items, dim=8, layers=2, fanouts=(5, 5),
+    model = GraphSAGE(graph.n_users, graph.n_items, dim=8, fanouts=(5, 5),
                       user_features=graph.user_features, item_features=graph.item_features, chunk_size=97)
     fit(model, graph, data, TrainConfig(epochs=2, batch_size=1024, progress=False, eval_every=10), EvalConfig())
     assert model.inductive
@@ -166,6 +167,6 @@ def test_sage_training_repeats_exactly_with_the_same_seed(prepared):
     for _ in range(2):
         dgl.seed(12345 + len(losses))  # whatever state DGL's generator was left in
         torch.manual_seed(0)
-        model = GraphSAGE(graph.n_users, graph.n_items, dim=8, layers=2, fanouts=(3, 3), seed=7)
+        model = GraphSAGE(graph.n_users, graph.n_items, dim=8, fanouts=(3, 3), seed=7)
         losses.append([h["loss"] for h in fit(model, graph, data, cfg, EvalConfig()).history])
     assert losses[0] == losses[1]

@@ -9,7 +9,7 @@ from recsys.config import DataConfig
 from recsys.graph.build import build_graph
 from recsys.metrics import evaluate
 from recsys.models.lightgcn import LightGCN
-from recsys.train import StopTraining, evaluate_model, fit
+from recsys.train import Callback, EarlyStopping, StopTraining, evaluate_model, fit
 
 
 @pytest.fixture(scope="module")
@@ -42,9 +42,15 @@ def test_early_stopping_after_patience_evaluations_without_improvement(prepared)
 def test_callbacks_see_every_epoch_and_can_stop_training(prepared):
     data, graph = prepared
 
-    class Recorder:
+    class Recorder(Callback):  # inherits the hooks it does not override
         def __init__(self):
-            self.epochs = []
+            self.epochs, self.starts, self.steps = [], [], []
+
+        def on_epoch_start(self, epoch):
+            self.starts.append(epoch)
+
+        def on_step(self, step, logs):
+            self.steps.append(step)
 
         def on_epoch_end(self, epoch, logs):
             self.epochs.append((epoch, logs["loss"]))
@@ -54,7 +60,9 @@ def test_callbacks_see_every_epoch_and_can_stop_training(prepared):
     rec = Recorder()
     model = LightGCN(data.n_users, data.n_items, dim=8, layers=1)
     result = fit(model, graph, data, TrainConfig(epochs=10, eval_every=1, progress=False), EvalConfig(), [rec])
-    assert [e for e, _ in rec.epochs] == [1, 2] and result.epochs_run == 2
+    assert [e for e, _ in rec.epochs] == [1, 2] and result.epochs_run == 2 and rec.starts == [1, 2]
+    batches = -(-len(data.train) // TrainConfig().batch_size)
+    assert rec.steps == list(range(1, 2 * batches + 1))
     assert all(np.isfinite(loss) for _, loss in rec.epochs)
 
 
@@ -81,3 +89,26 @@ def test_learning_rate_steps_down_at_the_milestones(prepared):
                       progress=False)
     result = fit(model, graph, data, cfg, EvalConfig(ks=[20]))
     assert [h["lr"] for h in result.history] == pytest.approx([0.01, 0.005, 0.005, 0.0025])
+
+
+def test_early_stopping_keeps_the_best_state_and_counts_patience():
+    import torch
+
+    model = torch.nn.Linear(1, 1)
+    stop = EarlyStopping(patience=2)
+    scores = [0.1, 0.3, 0.2, float("nan"), 0.5]
+    decisions = []
+    for epoch, score in enumerate(scores, 1):
+        with torch.no_grad():
+            model.weight.fill_(epoch)
+        decisions.append(stop.update(model, score, epoch))
+    assert decisions == [False, False, False, True, False]  # 0.2 and NaN: two without improvement
+    assert (stop.best_epoch, stop.best_score) == (5, 0.5)
+    stop = EarlyStopping(patience=1)
+    assert not stop.restore(model)  # nothing recorded: the model is left as it is
+    with torch.no_grad():
+        model.weight.fill_(7.0)
+    stop.update(model, 0.9, 1)
+    with torch.no_grad():
+        model.weight.fill_(-1.0)
+    assert stop.update(model, 0.1, 2) and stop.restore(model) and float(model.weight) == 7.0

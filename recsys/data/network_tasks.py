@@ -65,3 +65,14 @@ def network_tasks(interactions: pd.DataFrame, indexed, seed: int = 0,
     train_social = undirected[parts[0]]
     train_social = np.concatenate([train_social, train_social[:, ::-1]]) if len(train_social) else social[:0]
     return NetworkTasks(rows, train_social)
+
+
+def prepare_tasks(data, indexed, cfg):
+    """The mmoe family's data preparation (its registry entry): both tasks' labelled rows, and the
+    indexed data with only the training friendships (the held-out ones are labels, so they stay out
+    of the graph)."""
+    from dataclasses import replace
+
+    tasks = network_tasks(data.interactions, indexed, cfg.data.split.seed,
+                          friend_negatives=cfg.model.mmoe.friend_negatives)
+    return replace(indexed, social=tasks.train_social), tasks

@@ -33,6 +33,9 @@ class RecModel(nn.Module):
     def encode(self, graph) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
 
+    def on_epoch_start(self, graph, epoch: int) -> None:
+        """Called by the training loop before each epoch (sampling families redraw or reseed here)."""
+
     def embed(self, graph, **options) -> tuple[torch.Tensor, torch.Tensor]:
         """Final vectors; `options` go to the family's encode (GraphSAGE: `map_chunks`)."""
         users, items = self.encode(graph, **options)

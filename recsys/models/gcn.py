@@ -24,6 +24,10 @@ class GCN(RecModel):
         nn.init.normal_(self.item_emb.weight, std=0.1)
         self.weights = nn.ModuleList(nn.Linear(dim, dim, bias=False) for _ in range(layers))
 
+    @classmethod
+    def from_config(cls, cfg, graph: RecGraph, seed: int = 0) -> "GCN":
+        return cls(graph.n_users, graph.n_items, cfg.dim, cfg.layers)
+
     def encode(self, graph: RecGraph) -> tuple[torch.Tensor, torch.Tensor]:
         adj = graph.norm_adj(self_loops=True)
         h = torch.cat([self.user_emb.weight, self.item_emb.weight])

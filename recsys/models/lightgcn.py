@@ -38,6 +38,15 @@ class LightGCN(RecModel):
             width = 2 * dim if self.with_features else dim
             self.weights = nn.ModuleList(nn.Linear(width, width) for _ in range(layers))
 
+    @classmethod
+    def from_config(cls, cfg, graph: RecGraph, seed: int = 0) -> "LightGCN":
+        """cfg: the model section (dim, layers, lightgcn options)."""
+        use = cfg.lightgcn.use_features
+        if use and graph.user_features is None and graph.item_features is None:
+            raise ValueError("model.lightgcn.use_features=true, but the data has no node features")
+        return cls(graph.n_users, graph.n_items, cfg.dim, cfg.layers, graph.user_features if use else None,
+                   graph.item_features if use else None, transform=cfg.lightgcn.transform)
+
     def _layer0(self, graph: RecGraph) -> torch.Tensor:
         ids = torch.cat([self.user_emb.weight, self.item_emb.weight])
         if not self.with_features:

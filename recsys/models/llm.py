@@ -15,7 +15,7 @@ against the batch's other jobs and random ones), so the language model is used, 
 from __future__ import annotations
 
 import os
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -135,12 +135,14 @@ class PrefixEncoder(nn.Module):
 
 def fit_prefix(model: PrefixEncoder, gnn_users: torch.Tensor, texts: list[str], item_vectors: torch.Tensor,
                pairs: np.ndarray, epochs: int = 3, lr: float = 1e-3, batch_size: int = 64, temperature: float = 0.05,
-               negatives: int = 256, seed: int = 0, log: Optional[Callable[[str], None]] = None) -> list[dict]:
+               negatives: int = 256, seed: int = 0, log: Optional[Callable[[str], None]] = None,
+               callbacks: Sequence = ()) -> list[dict]:
     """Train the projection only. A step reads `batch_size` members through the transformer, once
     each, and scores all their (member, job) pairs: for each pair, a softmax over the batch's jobs
     and `negatives` random jobs, the member's other jobs left out. Reading a member once per step
     rather than once per pair matters: the frozen transformer's forward and backward passes are
-    nearly all the time, and a member has many jobs. Returns the loss per epoch."""
+    nearly all the time, and a member has many jobs. `callbacks`: recsys.train.Callback hooks.
+    Returns the loss per epoch."""
     import time
 
     gen = torch.Generator().manual_seed(seed)
@@ -153,6 +155,8 @@ def fit_prefix(model: PrefixEncoder, gnn_users: torch.Tensor, texts: list[str], 
     model.train()
     for epoch in range(1, epochs + 1):
         t0, total, steps = time.perf_counter(), 0.0, 0
+        for cb in callbacks:
+            cb.on_epoch_start(epoch)
         order = torch.randperm(len(members), generator=gen)
         for a in range(0, len(order), batch_size):
             chosen = order[a:a + batch_size]
@@ -172,7 +176,12 @@ def fit_prefix(model: PrefixEncoder, gnn_users: torch.Tensor, texts: list[str], 
             loss.backward()
             opt.step()
             total, steps = total + float(loss), steps + 1
-        history.append({"epoch": epoch, "loss": total / max(steps, 1), "epoch_seconds": time.perf_counter() - t0})
+            for cb in callbacks:
+                cb.on_step(steps, {"loss": float(loss)})
+        logs = {"loss": total / max(steps, 1), "epoch_seconds": time.perf_counter() - t0}
+        history.append({"epoch": epoch, **logs})
+        for cb in callbacks:
+            cb.on_epoch_end(epoch, logs)
         if log:
             log(f"prefix epoch {epoch}: loss {history[-1]['loss']:.4f} ({history[-1]['epoch_seconds']:.0f} s)")
     model.eval()
@@ -196,8 +205,8 @@ class FixedVectors(nn.Module):
     embed = encode
 
 
-def train_llm(prepared, opts, bottom, text_cache, seed: int = 0,
-              log: Optional[Callable[[str], None]] = None) -> tuple[FixedVectors, list[dict]]:
+def train_llm(prepared, opts, bottom, text_cache, seed: int = 0, log: Optional[Callable[[str], None]] = None,
+              callbacks: Sequence = ()) -> tuple[FixedVectors, list[dict]]:
     """The `llm` family on prepared data: `opts` (LLMOptions) picks graph-as-text or GNN-as-prefix;
     `bottom` is the trained GNN whose member embeddings the prefix reads. Jobs are the frozen
     encoder's vectors of their text in both modes."""
@@ -219,5 +228,18 @@ def train_llm(prepared, opts, bottom, text_cache, seed: int = 0,
     torch.manual_seed(seed)
     model = PrefixEncoder(gnn_users.shape[1], opts.prefix_tokens, opts.max_tokens)
     history = fit_prefix(model, gnn_users, texts, items, indexed.train, opts.epochs, opts.lr, opts.batch_size,
-                         opts.temperature, opts.negatives, seed, log)
+                         opts.temperature, opts.negatives, seed, log, callbacks)
     return FixedVectors(model.encode(gnn_users, texts), items), history
+
+
+def train_family(prepared, cfg, bottom, callbacks, log=None):
+    """The llm family's whole training (its registry entry): the GNN bottom by the ranking loop
+    (prefix mode only: graph as text reads no GNN), then the language-model stage ("prefix_")."""
+    from recsys.train import TrainResult, Trained, fit
+
+    result = TrainResult()
+    if cfg.model.llm.mode == "prefix":
+        result = fit(bottom, prepared.graph, prepared.indexed, cfg.train, cfg.eval, callbacks=callbacks(""), log=log)
+    vectors, _ = train_llm(prepared, cfg.model.llm, bottom, cfg.stores.text_cache(), cfg.train.seed, log,
+                           callbacks("prefix_"))
+    return Trained(vectors, prepared.graph, result, result.best_score, result.best_epoch)

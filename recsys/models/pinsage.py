@@ -52,7 +52,7 @@ class WeightedPoolingConv(nn.Module):
 
 
 class PinSage(RecModel):
-    def __init__(self, n_users: int, n_items: int, dim: int = 64, layers: int = 2, num_neighbors: int = 10,
+    def __init__(self, n_users: int, n_items: int, *, dim: int = 64, layers: int = 2, num_neighbors: int = 10,
                  num_walks: int = 50, restart_prob: float = 0.5, num_traversals: int = 3, margin: float = 0.5,
                  item_features: Optional[torch.Tensor] = None, seed: int = 0, pooling: str = "importance"):
         super().__init__()
@@ -69,6 +69,12 @@ class PinSage(RecModel):
         self.convs = nn.ModuleList(WeightedPoolingConv(dim) for _ in range(layers))
         self._neighbourhoods: Optional[list[dgl.DGLGraph]] = None
         self._two_hop: Optional[tuple[RecGraph, dgl.DGLGraph]] = None  # uniform: built once per graph
+
+    @classmethod
+    def from_config(cls, cfg, graph: RecGraph, seed: int = 0) -> "PinSage":
+        """cfg: the model section; its `pinsage` options are passed as keywords."""
+        return cls(graph.n_users, graph.n_items, dim=cfg.dim, layers=cfg.layers, item_features=graph.item_features,
+                   seed=seed, **cfg.pinsage.model_dump())
 
     def neighbourhoods(self, graph: RecGraph) -> list[dgl.DGLGraph]:
         """One item-item graph per layer, edges neighbour -> item with their pooling `weights`:

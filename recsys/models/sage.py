@@ -50,18 +50,25 @@ class SAGELayer(nn.Module):
 
 
 class GraphSAGE(RecModel):
-    def __init__(self, n_users: int, n_items: int, dim: int = 64, layers: int = 2, aggregator: str = "mean",
+    def __init__(self, n_users: int, n_items: int, *, dim: int = 64, aggregator: str = "mean",
                  fanouts: tuple[int, ...] = (20, 10), user_features: Optional[torch.Tensor] = None,
                  item_features: Optional[torch.Tensor] = None, chunk_size: int = 4096, seed: int = 0):
+        """One layer per fan-out."""
         super().__init__()
-        if len(fanouts) != layers:
-            raise ValueError(f"fanouts {list(fanouts)} must name one fan-out per layer ({layers})")
+        layers = len(fanouts)
         self.n_users, self.n_items, self.dim = n_users, n_items, dim
         self.fanouts, self.chunk_size, self.seed = list(fanouts), chunk_size, seed
         self.user_input = _Input(n_users, dim, user_features)
         self.item_input = _Input(n_items, dim, item_features)
         self.inductive = self.user_input.from_features and self.item_input.from_features
         self.layers = nn.ModuleList(SAGELayer(dim, dim, aggregator) for _ in range(layers))
+
+    @classmethod
+    def from_config(cls, cfg, graph: RecGraph, seed: int = 0) -> "GraphSAGE":
+        s = cfg.sage
+        return cls(graph.n_users, graph.n_items, dim=cfg.dim, aggregator=s.aggregator, fanouts=tuple(s.fanouts),
+                   user_features=graph.user_features, item_features=graph.item_features, chunk_size=s.chunk_size,
+                   seed=seed)
 
     def on_epoch_start(self, graph: RecGraph, epoch: int) -> None:
         """Neighbour sampling draws from DGL's own generator: seeded per epoch, so runs repeat."""

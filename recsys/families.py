@@ -1,0 +1,243 @@
+"""The model families: one entry each, and the only place that knows what a family is.
+
+An entry says how the family's model is built (its class's `from_config(cfg, graph, seed)`, reading
+the `model` section and the family's own options `model.<name>`), how it trains (the whole of it:
+MMoE's heads after its bottom, the LLM prefix after its GNN), whether it can embed nodes added
+after training, what it reads besides the interactions (node features, text), any data it needs
+prepared (MMoE's two tasks), what a search maximises and its Optuna search space. The CLI's
+choices, the configuration's check of `model.family` and `search.family`, data preparation
+(recsys/prepare.py), the flow's `train` task and the search objective all read this registry.
+
+Adding a family: its model file in recsys/models/ and one `Family(...)` entry below.
+
+Only pydantic is imported here (the configuration is assembled from this module); models and
+training code are named as "module:attribute" and imported when used.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any, Callable, Literal, Optional
+
+from pydantic import Field, field_validator
+
+from recsys.config_base import ConfigError, Section
+
+
+def _never(model_cfg) -> bool:
+    return False
+
+
+def _always(model_cfg) -> bool:
+    return True
+
+
+def _monitor(cfg) -> str:
+    return cfg.train.monitor
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    summary: str
+    model: str                                  # "module:Class", a RecModel with from_config(cfg, graph, seed)
+    options: Optional[type[Section]] = None     # the family's own section, model.<name>
+    space: Optional[Callable[[Any], dict]] = None  # Optuna space: trial -> {dotted key: value}; None: not searched
+    train: str = "recsys.train:train_ranking"   # (prepared, cfg, model, callbacks, log) -> recsys.train.Trained
+    inductive: str = "no"                       # embeds nodes added after training: no | yes | with features
+    reads_features: Callable[[Any], bool] = _never  # model section -> whether node features are computed
+    reads_text: bool = False                    # reads the users' and items' text itself (not through features)
+    bottom: Optional[Callable[[Any], str]] = None  # trains on top of another family's model: which one
+    prepare: Optional[str] = None               # "module:function" (data, indexed, cfg) -> (indexed, tasks)
+    objective: Callable[[Any], str] = _monitor  # run config -> the validation figure a search maximises
+
+    def build(self, cfg, graph, seed: int = 0):
+        """The family's model (for a family on a bottom, the bottom's model) for this graph. The
+        seed fixes the initial weights, so a rerun on the same data trains the same model."""
+        import torch
+
+        built = FAMILIES[self.bottom(cfg)] if self.bottom else self
+        torch.manual_seed(seed)
+        model = load(built.model).from_config(cfg, graph, seed)
+        model.cosine = cfg.score == "cosine"
+        return model
+
+
+def load(name: str):
+    """The attribute a "module:attribute" string names."""
+    module, _, attribute = name.partition(":")
+    return getattr(importlib.import_module(module), attribute)
+
+
+# ---------------------------------------------------------------- each family's options and space
+
+class LightGCNOptions(Section):
+    use_features: bool = Field(False, description="the W + ReLU variant over ID embeddings and features")
+    transform: bool = Field(False, description="W + ReLU per layer even without features (implied by use_features)")
+
+
+def lightgcn_space(trial) -> dict[str, Any]:
+    """LightGCN and GCN: depth, then what MF is searched over."""
+    return {"model.layers": trial.suggest_int("model.layers", 1, 4), **embedding_space(trial)}
+
+
+def embedding_space(trial) -> dict[str, Any]:
+    """Width, optimiser and negatives: the settings every embedding family shares."""
+    space = {"model.dim": trial.suggest_categorical("model.dim", [32, 64, 128]),
+             "train.lr": trial.suggest_float("train.lr", 1e-3, 2e-2, log=True),
+             "train.l2": trial.suggest_float("train.l2", 1e-6, 1e-3, log=True),
+             "train.negatives.per_positive": trial.suggest_categorical("train.negatives.per_positive", [1, 4]),
+             "train.negatives.kind": trial.suggest_categorical("train.negatives.kind",
+                                                               ["uniform", "popularity", "model", "ppr"])}
+    kind = space["train.negatives.kind"]
+    if kind == "popularity":
+        space["train.negatives.popularity_exponent"] = trial.suggest_float("train.negatives.popularity_exponent", 0, 1)
+    elif kind == "model":
+        space["train.negatives.candidates"] = trial.suggest_categorical("train.negatives.candidates", [8, 16, 32, 64])
+        space["train.negatives.temperature"] = trial.suggest_float("train.negatives.temperature", 0.1, 2.0, log=True)
+    elif kind == "ppr":
+        low = trial.suggest_float("train.negatives.band_low", 0.01, 0.2, log=True)
+        space["train.negatives.band"] = [low, min(1.0, 2.5 * low)]
+    return space
+
+
+class SageOptions(Section):
+    aggregator: Literal["mean", "sum", "max", "pool"] = "mean"
+    fanouts: list[int] = Field(default_factory=lambda: [20, 10], description="one per layer; sets the depth")
+    chunk_size: int = Field(4096, ge=1, description="nodes per step of layer-wise inference")
+
+
+def sage_space(trial) -> dict[str, Any]:
+    """GraphSAGE: aggregator and neighbour fan-outs, width and learning rate."""
+    fanouts = trial.suggest_categorical("model.sage.fanouts", ["10,5", "20,10", "25,15", "15,10,5"])
+    return {"model.sage.aggregator": trial.suggest_categorical("model.sage.aggregator", ["mean", "sum", "max", "pool"]),
+            "model.sage.fanouts": [int(f) for f in fanouts.split(",")],
+            "model.dim": trial.suggest_categorical("model.dim", [32, 64, 128]),
+            "train.lr": trial.suggest_float("train.lr", 1e-3, 2e-2, log=True)}
+
+
+class PinSageOptions(Section):
+    num_neighbors: int = Field(10, ge=1, description="T: most-visited items kept as neighbours")
+    num_walks: int = Field(50, ge=1)
+    restart_prob: float = Field(0.5, gt=0, le=1)
+    num_traversals: int = Field(3, ge=1)
+    margin: float = Field(0.5, ge=0)
+    pooling: Literal["importance", "mean", "uniform"] = Field(
+        "importance", description="importance: random-walk neighbours weighted by visit counts; mean: the "
+                                  "same neighbours, equal weights; uniform: T items drawn uniformly from the "
+                                  "2-hop item-user-item neighbourhood, equal weights")
+
+
+def pinsage_space(trial) -> dict[str, Any]:
+    """PinSage: T neighbours, walks, restart probability, depth, width."""
+    return {"model.pinsage.num_neighbors": trial.suggest_int("model.pinsage.num_neighbors", 3, 20),
+            "model.pinsage.num_walks": trial.suggest_categorical("model.pinsage.num_walks", [20, 50, 100]),
+            "model.pinsage.restart_prob": trial.suggest_float("model.pinsage.restart_prob", 0.2, 0.8),
+            "model.layers": trial.suggest_int("model.layers", 1, 3),
+            "model.dim": trial.suggest_categorical("model.dim", [32, 64, 128]),
+            "train.lr": trial.suggest_float("train.lr", 1e-3, 2e-2, log=True)}
+
+
+class MMoEOptions(Section):
+    """The multi-task family: a GNN bottom (trained for retrieval as its own family would be) and a
+    head on (user, candidate) pairs for two tasks, job click and friend request."""
+    bottom: Literal["lightgcn", "sage"] = "lightgcn"
+    head: Literal["mmoe", "shared_bottom", "single_task"] = "mmoe"
+    experts: int = Field(4, ge=1)
+    expert_dim: int = Field(16, ge=1)
+    expert_hidden: list[int] = Field(default_factory=lambda: [32])
+    tower_hidden: list[int] = Field(default_factory=lambda: [8])
+    dropout: float = Field(0.0, ge=0, lt=1)
+    task_weights: list[float] = Field(default_factory=lambda: [1.0, 1.0], description="job_click, friend_request")
+    freeze_bottom: bool = Field(True, description="false: the task losses also train the bottom (end to end)")
+    epochs: int = Field(30, ge=1)
+    lr: float = Field(0.003, gt=0)
+    batch_size: int = Field(256, ge=1)
+    patience: int = Field(5, ge=1)
+    friend_negatives: int = Field(1, ge=1, description="random non-friends per friendship")
+
+    @field_validator("task_weights")
+    @classmethod
+    def _two_weights(cls, w: list[float]) -> list[float]:
+        if len(w) != 2 or min(w) < 0:
+            raise ValueError("task_weights needs two non-negative numbers: job_click, friend_request")
+        return w
+
+
+def mmoe_space(trial) -> dict[str, Any]:
+    """MMoE: experts, expert width, the friend task's weight, the bottom family."""
+    return {"model.mmoe.experts": trial.suggest_int("model.mmoe.experts", 2, 8),
+            "model.mmoe.expert_dim": trial.suggest_categorical("model.mmoe.expert_dim", [8, 16, 32]),
+            "model.mmoe.task_weights": [1.0, trial.suggest_float("model.mmoe.friend_weight", 0.25, 4.0, log=True)],
+            "model.mmoe.bottom": trial.suggest_categorical("model.mmoe.bottom", ["lightgcn", "sage"]),
+            "model.mmoe.lr": trial.suggest_float("model.mmoe.lr", 1e-3, 1e-2, log=True)}
+
+
+class LLMOptions(Section):
+    """The language-model family: graph as text (no training) or GNN embeddings as a soft prompt
+    for the frozen MiniLM (only the projection trains)."""
+    mode: Literal["text", "prefix"] = "prefix"
+    bottom: Literal["lightgcn", "sage"] = Field("sage", description="prefix: the GNN whose embeddings it reads")
+    prefix_tokens: int = Field(4, ge=1)
+    max_tokens: int = Field(64, ge=8, description="profile tokens read after the prefix")
+    epochs: int = Field(3, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    batch_size: int = Field(64, ge=2, description="prefix mode: members per step, each with all their training jobs")
+    temperature: float = Field(0.05, gt=0)
+    negatives: int = Field(256, ge=1, description="random jobs added to each batch's softmax")
+    max_friends: int = Field(5, ge=0, description="text: friends written into a member's text")
+    max_items: int = Field(8, ge=0, description="text: jobs written into a member's text")
+    max_chars: int = Field(600, ge=50)
+
+
+# ---------------------------------------------------------------- the registry
+
+FAMILIES: dict[str, Family] = {f.name: f for f in (
+    Family("lightgcn", "LightGCN: the mean of K propagation steps over ID embeddings (optionally with features)",
+           "recsys.models.lightgcn:LightGCN", LightGCNOptions, lightgcn_space,
+           reads_features=lambda m: m.lightgcn.use_features),
+    Family("gcn", "GCN: a weight matrix and ReLU per layer over ID embeddings", "recsys.models.gcn:GCN",
+           space=lightgcn_space),
+    Family("sage", "GraphSAGE: sampled neighbourhoods aggregated from node features",
+           "recsys.models.sage:GraphSAGE", SageOptions, sage_space, inductive="with features",
+           reads_features=_always),
+    Family("pinsage", "PinSage: items convolved over random-walk neighbourhoods, users from their items",
+           "recsys.models.pinsage:PinSage", PinSageOptions, pinsage_space, inductive="with features",
+           reads_features=_always),
+    Family("mf", "matrix factorisation: a learned vector per user and item, no propagation", "recsys.models.mf:MF",
+           space=embedding_space),
+    Family("mmoe", "a GNN bottom for retrieval, then MMoE heads for job click and friend request",
+           "", MMoEOptions, mmoe_space, train="recsys.multitask:train_family", inductive="as its bottom",
+           reads_features=_always, bottom=lambda m: m.mmoe.bottom,
+           prepare="recsys.data.network_tasks:prepare_tasks", objective=lambda cfg: "mean_auc"),
+    Family("llm", "a frozen MiniLM reading the graph as text, or GNN embeddings as its soft prompt",
+           "", LLMOptions, train="recsys.models.llm:train_family", reads_features=_always, reads_text=True,
+           bottom=lambda m: m.llm.bottom),
+)}
+
+
+def family(name: str) -> Family:
+    try:
+        return FAMILIES[name]
+    except KeyError:
+        raise ConfigError(f"unknown model family {name!r}; available: {', '.join(FAMILIES)}") from None
+
+
+def names() -> list[str]:
+    return list(FAMILIES)
+
+
+def searchable() -> list[str]:
+    """The families a study can search (those with a space)."""
+    return [name for name, f in FAMILIES.items() if f.space is not None]
+
+
+def train(prepared, cfg, callbacks=None, log: Optional[Callable[[str], None]] = None):
+    """Build the configured family's model and train it the family's way: a recsys.train.Trained.
+    `callbacks(stage)` gives the observers of each training stage ("" for the ranking loop,
+    "head_" for MMoE's heads, "prefix_" for the LLM prefix)."""
+    from recsys.train import no_callbacks
+
+    f = family(cfg.model.family)
+    model = f.build(cfg.model, prepared.graph, seed=cfg.train.seed)
+    return load(f.train)(prepared, cfg, model, callbacks or no_callbacks, log)
