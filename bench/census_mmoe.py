@@ -7,25 +7,22 @@ split at random with seed 0 into 60% train, 20% validation, 20% test. Inputs: 7 
 trains with Adam until the mean validation AUC stops improving; the test split is scored once.
 Also a smoke run of the generic tabular path on the Ali-CCP sample (click / purchase).
 
-    ./dev.sh python bench/census_mmoe.py [--seeds 3]
+    ./dev.sh python -m bench.census_mmoe [--seeds 3]
 """
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.common import SHARED_DATA, peak_rss_mb, write_results  # noqa: E402
-from recsys.data.tabular import CENSUS_NUMERIC, CENSUS_TASKS, load_census, split_rows, tabular_rows  # noqa: E402
-from recsys.models.mmoe import build_head  # noqa: E402
-from recsys.multitask import fit_head, gate_utilisation, predict, task_aucs  # noqa: E402
+from bench.common import SHARED_DATA, peak_rss_mb, write_results
+from recsys.data.tabular import CENSUS_NUMERIC, CENSUS_TASKS, load_census, split_rows, tabular_rows
+from recsys.models.mmoe import build_head
+from recsys.multitask import fit_head, gate_utilisation, predict, task_aucs
+from recsys.seeding import seed_everything
 
 HEAD = dict(n_experts=8, expert_dim=16, expert_hidden=(64,), tower_hidden=(8,), dropout=0.1)
 
@@ -34,7 +31,7 @@ def run_heads(train, valid, test, seed: int, epochs: int, n_tasks: int, lr: floa
     """{head kind: (test AUC per task, best epochs, seconds, gate utilisation)}."""
     out = {}
     for kind in ("mmoe", "shared_bottom", "single_task"):
-        torch.manual_seed(seed)
+        seed_everything(seed)
         models = build_head(kind, train.x.shape[1], n_tasks, **HEAD)
         t0 = time.perf_counter()
         aucs, epochs_used = [], []
@@ -65,9 +62,9 @@ def main() -> None:
           f"positive rates {np.nanmean(train.y, 0).round(4).tolist()}")
 
     runs = [run_heads(train, valid, test, seed, args.epochs, 2) for seed in range(args.seeds)]
+    head = {k: list(v) if isinstance(v, tuple) else v for k, v in HEAD.items()}
     figures: dict = {"split": "census-income.test, random 60/20/20 with seed 0", "rows": len(frame),
-                     "input_columns": int(train.x.shape[1]), "seeds": args.seeds, "head": {k: list(v) if isinstance(v, tuple)
-                                                                                           else v for k, v in HEAD.items()}}
+                     "input_columns": int(train.x.shape[1]), "seeds": args.seeds, "head": head}
     rows = []
     for kind in ("mmoe", "shared_bottom", "single_task"):
         aucs = np.array([r[kind][0] for r in runs])

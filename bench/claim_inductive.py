@@ -12,20 +12,19 @@ ranked in full against the catalogue with the known half masked. Arms:
   gcn_retrain   GCN retrained from scratch on the grown graph (timed)
   sage_retrain  GraphSAGE retrained on the grown graph, for reference (timed)
 
-    ./dev.sh python bench/claim_inductive.py
+    ./dev.sh python -m bench.claim_inductive
 """
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.common import SHARED_DATA  # noqa: E402
-from bench.runner import child_main, run_arms  # noqa: E402
+from bench.common import SHARED_DATA
+from bench.runner import child_main, run_arms
 
 CLAIM = {
     "id": 2,
@@ -55,7 +54,8 @@ MODELS = {"sage": {"family": "sage", "dim": 64, "sage": {"aggregator": "mean", "
 
 def specs() -> list[dict]:
     # One torch thread: on 2 cores shared with other jobs, two threads ran an epoch 6x slower.
-    arms = [("sage", "sage", False), ("gcn", "gcn", False), ("gcn_retrain", "gcn", True), ("sage_retrain", "sage", True)]
+    arms = [("sage", "sage", False), ("gcn", "gcn", False), ("gcn_retrain", "gcn", True),
+            ("sage_retrain", "sage", True)]
     return [{"arm": arm, "family": family, "retrain": retrain, "seed": SEED, "epochs": EPOCHS, "threads": 1}
             for arm, family, retrain in arms]
 
@@ -100,8 +100,9 @@ def arrival(cfg, seed: int):
     is_new = inter["user_id"].isin(new_ids)
     before = RecData(data.name, data.users[~data.users["user_id"].isin(new_ids)].reset_index(drop=True),
                      data.items, inter[~is_new].reset_index(drop=True), data.social, data.meta)
-    new_rows = pd.concat([pd.DataFrame({"user_id": uid, "item_id": k, "split": "train"}) for uid, k in zip(new_ids, known)]
-                         + [pd.DataFrame({"user_id": uid, "item_id": t, "split": "test"}) for uid, t in zip(new_ids, targets)])
+    new_rows = pd.concat(
+        [pd.DataFrame({"user_id": uid, "item_id": k, "split": "train"}) for uid, k in zip(new_ids, known)]
+        + [pd.DataFrame({"user_id": uid, "item_id": t, "split": "test"}) for uid, t in zip(new_ids, targets)])
     grown_users = pd.concat([before.users, data.users[data.users["user_id"].isin(new_ids)]], ignore_index=True)
     grown = RecData(data.name, grown_users, data.items,
                     pd.concat([before.interactions[["user_id", "item_id", "split"]], new_rows], ignore_index=True),
@@ -221,6 +222,7 @@ def verdict(rows: list[dict]) -> tuple[bool, str]:
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()  # --help; no options
     run_arms("bench.claim_inductive", specs(), verdict)
 
 

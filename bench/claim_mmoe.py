@@ -9,18 +9,16 @@ p = 0 unrelated ones. And Census-Income (income and marital status, as in bench/
 Each arm trains MMoE, shared-bottom and single-task heads of equal capacity (bench/census_mmoe.py)
 on a 60/20/20 split with early stopping on mean validation AUC, over two seeds.
 
-    ./dev.sh python bench/claim_mmoe.py
+    ./dev.sh python -m bench.claim_mmoe
 """
 from __future__ import annotations
 
+import argparse
 import sys
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.runner import child_main, run_arms  # noqa: E402
+from bench.runner import child_main, run_arms
 
 CLAIM = {
     "id": 8, "title": "MMoE vs shared bottom, conflicting and aligned tasks",
@@ -94,6 +92,7 @@ def verdict(rows: list[dict]) -> tuple[bool, str]:
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()  # --help; no options
     run_arms("bench.claim_mmoe", specs(), verdict)
 
 

@@ -11,7 +11,7 @@ pairs; Recall@20 over head and over tail targets apart (users with such a target
 head items in each test user's top 20; and how much hub and tail item vectors move when the
 neighbourhoods are redrawn (sum over dimensions of the variance of two redraws, unit vectors).
 
-    ./dev.sh python bench/claim_pinsage.py [--datasets ml-100k lastfm]
+    ./dev.sh python -m bench.claim_pinsage [--datasets ml-100k lastfm]
 """
 from __future__ import annotations
 
@@ -22,10 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.common import SHARED_DATA  # noqa: E402
-from bench.runner import child_main, run_arms  # noqa: E402
+from bench.common import SHARED_DATA
+from bench.runner import child_main, run_arms
 
 CLAIM = {
     "id": 3,
@@ -33,7 +31,8 @@ CLAIM = {
     "claim": "Weighting PinSage's random-walk neighbours by visit counts (importance pooling) gives better "
              "recommendations than equal weights or uniformly sampled neighbours, notably for tail items, "
              "because hub items no longer dominate every neighbourhood.",
-    "data": "ML-100K (943 users, 1,682 movies; the top 10% of movies by training degree hold 43% of the training pairs)",
+    "data": "ML-100K (943 users, 1,682 movies; the top 10% of movies by training degree hold 43% of the "
+            "training pairs)",
     "protocol": "One PinSage configuration (2 layers, T = 10, 50 walks, restart 0.5, early stopping on "
                 "validation NDCG@20, per-user random 80/10/10 split) trained three times, changing only the "
                 "neighbourhood: visit-count-weighted random-walk neighbours, the same neighbours with equal "
@@ -104,13 +103,14 @@ def head_share(users, items, targets: np.ndarray, seen: np.ndarray, head: np.nda
 
 def redraw_variance(model, graph, mask: np.ndarray, seeds=(1001, 1002)) -> float:
     """Mean over the masked items of sum_d var_d over two neighbourhood redraws (unit vectors)."""
-    import dgl
     import torch
+
+    from recsys.seeding import seed_everything
 
     vectors = []
     with torch.no_grad():
         for s in seeds:
-            dgl.seed(s)
+            seed_everything(s)  # DGL's generator too: the graph's owner has loaded DGL
             model._neighbourhoods = model.neighbourhoods(graph)
             vectors.append(model.item_vectors(graph)[torch.from_numpy(mask)])
     return float(((vectors[0] - vectors[1]) ** 2).sum(1).mean() / 2)
@@ -154,6 +154,12 @@ def case(spec: dict) -> dict:
     return {k: round(v, 4) if isinstance(v, float) else v for k, v in out.items()}
 
 
+def _margin(imp: dict, rep: dict | None, key: str, best: float) -> float:
+    """What "beats" must exceed: MARGIN relative to the best alternative, or the spread between the
+    two importance runs (rep: the replicate, absent when it was not run) if that is larger."""
+    return max(MARGIN * best, abs(imp[key] - rep[key]) if rep else 0.0)
+
+
 def verdict(rows: list[dict]) -> tuple[bool, str]:
     """Held (on every data set run) if importance pooling beats both alternatives on overall
     Recall@20, or beats both on tail Recall@20 while its overall Recall@20 is not below the better
@@ -163,12 +169,9 @@ def verdict(rows: list[dict]) -> tuple[bool, str]:
     for dataset in dict.fromkeys(r["dataset"] for r in rows):
         by_arm = {r["arm"]: r for r in rows if r["dataset"] == dataset}
         imp, alts, rep = by_arm["importance"], [by_arm["mean"], by_arm["uniform"]], by_arm.get(REPLICATE)
-
-        def margin(key: str, best: float) -> float:
-            return max(MARGIN * best, abs(imp[key] - rep[key]) if rep else 0.0)
-
         best, best_tail = max(a["recall@20"] for a in alts), max(a["tail_recall@20"] for a in alts)
-        overall_margin, tail_margin = margin("recall@20", best), margin("tail_recall@20", best_tail)
+        overall_margin = _margin(imp, rep, "recall@20", best)
+        tail_margin = _margin(imp, rep, "tail_recall@20", best_tail)
         wins_overall = imp["recall@20"] - best > overall_margin
         wins_tail = imp["tail_recall@20"] - best_tail > tail_margin and imp["recall@20"] >= best - overall_margin
         held = wins_overall or wins_tail

@@ -6,24 +6,21 @@ bench.runner.run_case, so its memory is its own) and a verdict computed from the
 Claims 2, 3, 8 and 9 live in their own modules (bench/claim_*.py, bench/llm.py); the others reuse
 the case functions of the existing benchmarks with the arms listed here.
 
-    ./dev.sh python bench/claims.py                # all nine (about 40 minutes on 2 cores)
-    ./dev.sh python bench/claims.py --only 1 4     # some; the others keep their last entries
+    ./dev.sh python -m bench.claims                # all nine (about 40 minutes on 2 cores)
+    ./dev.sh python -m bench.claims --only 1 4     # some; the others keep their last entries
 """
 from __future__ import annotations
 
 import argparse
 import importlib
 import json
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.common import RESULTS, write_results  # noqa: E402
-from bench.runner import run_case, settle  # noqa: E402
+from bench.common import RESULTS, write_results
+from bench.runner import run_case, settle
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "claims.md"
 EXPERIMENT = "graphrec-claims"
@@ -130,8 +127,9 @@ def fanout_verdict(rows: list[dict]) -> tuple[bool, str]:
     a = by_arm(rows)
     full, f = a["full neighbourhood"], a["fan-out [20, 10]"]
     held = f["training_extra_mb"] < full["training_extra_mb"] and f["recall@20"] >= 0.95 * full["recall@20"]
+    ratio = full["training_extra_mb"] / max(f["training_extra_mb"], 1)
     return held, (f"memory above the loaded graph: full {full['training_extra_mb']:.0f} MB vs [20, 10] "
-                  f"{f['training_extra_mb']:.0f} MB (x{full['training_extra_mb'] / max(f['training_extra_mb'], 1):.1f}), "
+                  f"{f['training_extra_mb']:.0f} MB (x{ratio:.1f}), "
                   f"epoch {full['epoch_seconds']:.0f} s vs {f['epoch_seconds']:.0f} s, recall@20 "
                   f"{full['recall@20']:.4f} vs {f['recall@20']:.4f}")
 
@@ -281,8 +279,8 @@ def section(entry: dict) -> str:
 
 def write_doc(entries: list[dict]) -> None:
     head = ["# The design's claims, measured", "",
-            "Each claim below was tested by `bench/claims.py` on the data named in its section, every arm in its "
-            "own process on this machine (2 cores, no GPU), every arm logged to the MLflow experiment "
+            "Each claim below was tested by `python -m bench.claims` on the data named in its section, every arm in "
+            "its own process on this machine (2 cores, no GPU), every arm logged to the MLflow experiment "
             f"`{EXPERIMENT}`. The verdict is computed from the numbers by the rule stated in the protocol; "
             "\"did not hold\" means it did not hold on this data, not that it never does.", "",
             "| # | claim | data | held here |", "|---:|---|---|---|"]

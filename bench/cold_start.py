@@ -8,7 +8,7 @@ users: popularity; attribute-kNN (items of the warm users the heuristic links a 
 weighted by shared attributes: content only, no training); on the synthetic network, also text
 cosine between the member's headline and the job description (all-MiniLM-L6-v2).
 
-    ./dev.sh python bench/cold_start.py
+    ./dev.sh python -m bench.cold_start
 """
 from __future__ import annotations
 
@@ -18,10 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.common import SHARED_DATA, write_results  # noqa: E402
-from bench.runner import child_main, run_case  # noqa: E402
+from bench.common import SHARED_DATA, write_results
+from bench.runner import child_main, run_case
 
 ATTRIBUTES = {"synthetic": ["university", "title", "company"], "ml-100k": ["age", "gender", "occupation", "zip"]}
 
@@ -75,7 +73,8 @@ def case(spec: dict) -> dict:
     np.add.at(scores, dst.numpy(), w[:, None] * train_matrix[src.numpy()])
     scores += 1e-6 * pop.T  # popularity breaks ties
     m = evaluate(scores, np.eye(x.n_items, dtype=np.float32), targets, seen, [20], user_mask=p.cold_users)
-    out["attribute_knn_cold_recall@20"], out["attribute_knn_cold_ndcg@20"] = round(m["recall@20"], 4), round(m["ndcg@20"], 4)
+    out["attribute_knn_cold_recall@20"] = round(m["recall@20"], 4)
+    out["attribute_knn_cold_ndcg@20"] = round(m["ndcg@20"], 4)
     if dataset == "synthetic":
         from recsys.text import TextEncoder
 
@@ -83,7 +82,8 @@ def case(spec: dict) -> dict:
         users = enc.encode(p.data.users["headline"].tolist())
         items = enc.encode(p.data.items["description"].tolist())
         m = evaluate(users, items, targets, seen, [20], user_mask=p.cold_users)
-        out["text_cosine_cold_recall@20"], out["text_cosine_cold_ndcg@20"] = round(m["recall@20"], 4), round(m["ndcg@20"], 4)
+        out["text_cosine_cold_recall@20"] = round(m["recall@20"], 4)
+        out["text_cosine_cold_ndcg@20"] = round(m["ndcg@20"], 4)
     return out
 
 

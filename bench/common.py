@@ -47,8 +47,9 @@ def write_results(name: str, figures: dict, table_rows: list[tuple], title: str,
 def write_markdown(name: str, record: dict, table_rows: list[tuple], title: str, notes: str = "",
                    header: tuple = ("figure", "value")) -> None:
     """The table beside the JSON (also used to re-render it from a saved record)."""
-    lines = [f"# {title}", "", f"{record['date']} on {record['machine']['cpu']} "
-             f"({record['machine']['cores']} cores, {record['machine']['memory_gb']} GB), torch threads {record['threads']}",
+    where = record["machine"]
+    lines = [f"# {title}", "", f"{record['date']} on {where['cpu']} "
+             f"({where['cores']} cores, {where['memory_gb']} GB), torch threads {record['threads']}",
              "", "| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in table_rows]
     if notes:

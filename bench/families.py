@@ -6,7 +6,7 @@ no features (GraphSAGE and PinSage then learn ID embeddings as layer 0), a fixed
 budget per family (2 cores cannot run 1000 epochs of each): the figures compare speed and early
 quality, not converged quality. Each case runs in its own process so its peak RSS is its own.
 
-    ./dev.sh python bench/families.py [--datasets ml-100k gowalla] [--gowalla-epochs 3]
+    ./dev.sh python -m bench.families [--datasets ml-100k gowalla] [--gowalla-epochs 3]
 """
 from __future__ import annotations
 
@@ -15,10 +15,8 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.common import SHARED_DATA, peak_rss_mb, write_results  # noqa: E402
-from bench.runner import child_main, markdown_table, run_case  # noqa: E402
+from bench.common import SHARED_DATA, peak_rss_mb, write_results
+from bench.runner import child_main, markdown_table, run_case
 
 FAMILIES = [("lightgcn", {}), ("lightgcn+features", {"lightgcn": {"use_features": True}}), ("gcn", {}),
             ("sage", {"sage": {"aggregator": "mean", "fanouts": [20, 10]}}), ("pinsage", {})]

@@ -5,19 +5,16 @@ batch's own edges hidden from the sampler; Gowalla has no node features, so laye
 embeddings. Each setting runs in its own process for a fixed epoch budget; Recall@20 by full
 ranking on test.txt after the budget.
 
-    ./dev.sh python bench/fanout_memory.py [--epochs 1]
+    ./dev.sh python -m bench.fanout_memory [--epochs 1]
 """
 from __future__ import annotations
 
 import argparse
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.common import SHARED_DATA, peak_rss_mb, write_results  # noqa: E402
-from bench.runner import child_main, markdown_table, run_case  # noqa: E402
+from bench.common import SHARED_DATA, peak_rss_mb, write_results
+from bench.runner import child_main, markdown_table, run_case
 
 SETTINGS = {"full": [-1, -1], "[20,10]": [20, 10], "[10,5]": [10, 5], "[5,5]": [5, 5]}
 
@@ -33,7 +30,7 @@ def case(spec: dict) -> dict:
     graph = build_graph(data)
     graph.homogeneous()
     rss_before = peak_rss_mb()
-    model = GraphSAGE(data.n_users, data.n_items, dim=64, layers=2, aggregator="mean", fanouts=tuple(spec["fanouts"]))
+    model = GraphSAGE(data.n_users, data.n_items, dim=64, aggregator="mean", fanouts=tuple(spec["fanouts"]))
     result = fit(model, graph, data, TrainConfig(epochs=spec["epochs"], batch_size=2048, lr=0.001, progress=False),
                  EvalConfig(ks=[20]))
     rss_train = peak_rss_mb()

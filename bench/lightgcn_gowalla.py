@@ -6,12 +6,12 @@ L2 1e-4, one uniform negative per positive, the whole graph re-propagated for ev
 The paper reports Recall@20 0.1830 / NDCG@20 0.1554 after about 1000 epochs; this records where
 graphrec's loop stands after the budget given here.
 
-    ./dev.sh python bench/lightgcn_gowalla.py --epochs 20
+    ./dev.sh python -m bench.lightgcn_gowalla --epochs 20
 
 The best run so far (bench/results/lightgcn_gowalla.json; settings and budget from the validation run
 explore_m64x8_l2_1e-3, the best of the validation runs):
 
-    ./dev.sh python bench/lightgcn_gowalla.py --sampler model --candidates 64 --per-positive 8 --lr 0.002 \\
+    ./dev.sh python -m bench.lightgcn_gowalla --sampler model --candidates 64 --per-positive 8 --lr 0.002 \\
         --l2 1e-3 --eval-every 1 --ema 0.998 --headline-ema 0.998 --chosen-on explore_m64x8_l2_1e-3
 """
 from __future__ import annotations
@@ -26,16 +26,15 @@ import numpy as np
 import torch
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.common import SHARED_DATA, peak_rss_mb, write_results  # noqa: E402
-from recsys.config import EvalConfig, TrainConfig  # noqa: E402
-from recsys.data.loaders import load_gowalla  # noqa: E402
-from recsys.data.types import IndexedData  # noqa: E402
-from recsys.graph.build import build_graph  # noqa: E402
-from recsys.metrics import evaluate  # noqa: E402
-from recsys.models.lightgcn import LightGCN  # noqa: E402
-from recsys.train import fit  # noqa: E402
+from bench.common import SHARED_DATA, peak_rss_mb, write_results
+from recsys.config import EvalConfig, TrainConfig
+from recsys.data.loaders import load_gowalla
+from recsys.data.types import IndexedData
+from recsys.graph.build import build_graph
+from recsys.metrics import evaluate
+from recsys.models.lightgcn import LightGCN
+from recsys.seeding import seed_everything
+from recsys.train import fit
 
 
 class Averages:
@@ -197,8 +196,8 @@ def main() -> None:
                    help="--explore result files (bench/results/NAME.json) that chose these settings; their "
                         "commands and validation curves are copied into this run's results")
     p.add_argument("--explore", action="store_true",
-                   help=f"choose settings without test.txt: hold out {HELD_OUT * 100:.0f}%% of train.txt (random pairs, seed 0) and "
-                        "report that split everywhere test figures would go; test.txt is not read")
+                   help=f"choose settings without test.txt: hold out {HELD_OUT * 100:.0f}%% of train.txt (random "
+                        "pairs, seed 0) and report that split everywhere test figures would go; test.txt is not read")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -225,7 +224,7 @@ def main() -> None:
     print(f"gowalla: {data.n_users} users, {data.n_items} items, {len(data.train)} train, {len(data.test)} test "
           f"(loaded in {load_seconds:.1f} s)")
 
-    torch.manual_seed(args.seed)
+    seed_everything(args.seed)
     model = LightGCN(data.n_users, data.n_items, dim=64, layers=3)
     model.cosine = args.score == "cosine"
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, l2=args.l2, seed=args.seed,
@@ -287,7 +286,7 @@ def main() -> None:
                      f"({best['train_seconds']:.0f} s)"))
     title = (f"LightGCN on Gowalla (lr {args.lr}, batch {args.batch_size}, {args.sampler} x{args.per_positive}, "
              f"{args.loss}{f' T={args.temperature}' if args.loss == 'softmax' else ''}, {args.score})")
-    figures["command"] = "./dev.sh python bench/lightgcn_gowalla.py " + " ".join(sys.argv[1:])
+    figures["command"] = "./dev.sh python -m bench.lightgcn_gowalla " + " ".join(sys.argv[1:])
     figures["split"] = VALIDATION if args.explore else "test.txt (the paper's protocol)"
     figures["epochs_chosen_on"] = chosen
     figures["epoch_budget_rule"] = budget_rule

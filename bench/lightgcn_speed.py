@@ -15,12 +15,11 @@ loss is checked to agree between them before anything is timed. What differs is 
 Same data, same sampler, same threads, same process. Then the full-ranking evaluation of all
 29,858 users: its time and its peak memory above the trained model's (RSS sampled every 5 ms).
 
-    ./dev.sh python bench/lightgcn_speed.py [--reference-batches 30]
+    ./dev.sh python -m bench.lightgcn_speed [--reference-batches 30]
 """
 from __future__ import annotations
 
 import argparse
-import sys
 import threading
 import time
 from pathlib import Path
@@ -29,17 +28,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.common import SHARED_DATA, write_results  # noqa: E402
-from recsys import kernels  # noqa: E402
-from recsys.config import EvalConfig, TrainConfig  # noqa: E402
-from recsys.data.loaders import load_gowalla  # noqa: E402
-from recsys.graph.build import build_graph  # noqa: E402
-from recsys.metrics import evaluate  # noqa: E402
-from recsys.models.lightgcn import LightGCN  # noqa: E402
-from recsys.negatives import UniformNegatives  # noqa: E402
-from recsys.train import fit  # noqa: E402
+from bench.common import SHARED_DATA, write_results
+from recsys import kernels
+from recsys.config import EvalConfig, TrainConfig
+from recsys.data.loaders import load_gowalla
+from recsys.graph.build import build_graph
+from recsys.metrics import evaluate
+from recsys.models.lightgcn import LightGCN
+from recsys.negatives import UniformNegatives
+from recsys.seeding import seed_everything
+from recsys.train import fit
 
 BATCH, LR, L2, DIM, LAYERS = 2048, 0.001, 1e-4, 64, 3
 
@@ -65,7 +63,7 @@ def graphrec_batch(model: LightGCN, graph, users, pos, neg) -> torch.Tensor:
 
 
 def graphrec_epoch_seconds(graph, data) -> tuple[float, LightGCN]:
-    torch.manual_seed(0)
+    seed_everything(0)
     model = LightGCN(data.n_users, data.n_items, DIM, LAYERS)
     result = fit(model, graph, data, TrainConfig(epochs=1, batch_size=BATCH, lr=LR, l2=L2, progress=False),
                  EvalConfig(ks=[20]))
@@ -118,7 +116,7 @@ def main() -> None:
                         torch.from_numpy(sampler.sample(b[:, 0]))))
 
     # Same semantics: identical weights give the same loss and the same gradients either way.
-    torch.manual_seed(0)
+    seed_everything(0)
     a = LightGCN(data.n_users, data.n_items, DIM, LAYERS)
     b = LightGCN(data.n_users, data.n_items, DIM, LAYERS)
     b.load_state_dict(a.state_dict())
@@ -130,7 +128,7 @@ def main() -> None:
 
     # Reference loop over a bounded number of batches, half before and half after graphrec's epoch
     # (this machine's speed drifts by +-15% over minutes), scaled to an epoch.
-    torch.manual_seed(0)
+    seed_everything(0)
     ref = LightGCN(data.n_users, data.n_items, DIM, LAYERS)
     opt = torch.optim.Adam(ref.parameters(), lr=LR)
 

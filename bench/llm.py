@@ -11,7 +11,7 @@ process (bench.runner); the prefix arm trains its own GraphSAGE, the same one as
 
 Also a claim module for the claims report: CLAIM, COLUMNS, specs(), case(spec), verdict(rows).
 
-    ./dev.sh python bench/llm.py [--epochs 20] [--prefix-epochs 2] [--threads 2]
+    ./dev.sh python -m bench.llm [--epochs 20] [--prefix-epochs 2] [--threads 2]
 """
 from __future__ import annotations
 
@@ -22,10 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.common import peak_rss_mb, write_results  # noqa: E402
-from bench.runner import child_main, run_arms, settle  # noqa: E402
+from bench.common import peak_rss_mb, write_results
+from bench.runner import child_main, run_arms, settle
 
 GNN, TEXT, PREFIX = "gnn (GraphSAGE)", "graph as text", "GNN as prefix"
 
@@ -74,12 +72,13 @@ def _config(spec: dict):
 
 
 def _train_sage(prepared, cfg):
-    import dgl
-
     from recsys.models import build_model
+    from recsys.seeding import seed_everything
     from recsys.train import fit
 
-    dgl.seed(cfg.train.seed)  # GraphSAGE samples neighbours with DGL's generator: the same GNN in every arm
+    # GraphSAGE samples neighbours with DGL's generator, seeded too since prepare() has loaded DGL:
+    # the same GNN in every arm
+    seed_everything(cfg.train.seed)
     sage = build_model(cfg.model, prepared.graph, seed=cfg.train.seed)
     fit(sage, prepared.graph, prepared.indexed, cfg.train, cfg.eval)
     return sage

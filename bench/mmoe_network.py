@@ -8,29 +8,26 @@ on the frozen bottom embeddings plus member/job features, early-stopped on mean 
 AUC on the test rows, mean over seeds. MMoE is also trained end to end (task losses reaching the
 bottom).
 
-    ./dev.sh python bench/mmoe_network.py [--seeds 3]
+    ./dev.sh python -m bench.mmoe_network [--seeds 3]
 """
 from __future__ import annotations
 
 import argparse
 import copy
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.common import peak_rss_mb, write_results  # noqa: E402
-from recsys.config import RunConfig, with_overrides  # noqa: E402
-from recsys.data.loaders import load_data  # noqa: E402
-from recsys.data.network_tasks import TASKS  # noqa: E402
-from recsys.models import build_model  # noqa: E402
-from recsys.multitask import fit_network_heads  # noqa: E402
-from recsys.prepare import prepare  # noqa: E402
-from recsys.train import fit  # noqa: E402
+from bench.common import peak_rss_mb, write_results
+from recsys.config import RunConfig, with_overrides
+from recsys.data.loaders import load_data
+from recsys.data.network_tasks import TASKS
+from recsys.models import build_model
+from recsys.multitask import fit_network_heads
+from recsys.prepare import prepare
+from recsys.train import fit
 
 VARIANTS = {  # name -> model.mmoe overrides
     "mmoe": {"head": "mmoe"},
@@ -51,7 +48,8 @@ def main() -> None:
     t0 = time.perf_counter()
     prepared = prepare(load_data(cfg.data), cfg)
     rows = {k: len(r) for k, r in prepared.tasks.rows.items()}
-    labelled = {k: [int((~np.isnan(r.y[:, t])).sum()) for t in range(len(TASKS))] for k, r in prepared.tasks.rows.items()}
+    labelled = {k: [int((~np.isnan(r.y[:, t])).sum()) for t in range(len(TASKS))]
+                for k, r in prepared.tasks.rows.items()}
     print(f"prepared in {time.perf_counter() - t0:.0f}s; rows {rows}; labelled per task {labelled}")
     bottom = build_model(cfg.model, prepared.graph, seed=0)
     result = fit(bottom, prepared.graph, prepared.indexed, cfg.train, cfg.eval)

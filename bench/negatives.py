@@ -6,7 +6,7 @@ random 80/10/10 split. Gowalla: test.txt as test, a seeded 5% of train.txt's pai
 validation. "too hard" is model-mined with many candidates, always the top-scored one, no
 false-negative guard and no curriculum: the setting the PinSage paper warns against.
 
-    ./dev.sh python bench/negatives.py [--datasets ml-100k gowalla] [--gowalla-epochs 20]
+    ./dev.sh python -m bench.negatives [--datasets ml-100k gowalla] [--gowalla-epochs 20]
 """
 from __future__ import annotations
 
@@ -18,10 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.common import RESULTS, SHARED_DATA, peak_rss_mb, write_results  # noqa: E402
-from bench.runner import child_main, markdown_table, run_case  # noqa: E402
+from bench.common import RESULTS, SHARED_DATA, peak_rss_mb, write_results
+from bench.runner import child_main, markdown_table, run_case
 
 SAMPLERS = {
     "uniform": {"kind": "uniform"},
@@ -99,7 +97,8 @@ def main() -> None:
     table = markdown_table(rows, ["dataset", "sampler", "recall@20", "ndcg@20", "best_epoch",
                                   "train_seconds_to_best_epoch"])
     epochs = {r["dataset"]: r["epochs"] for r in rows if "epochs" in r}
-    write_results("negatives", {"cases": rows, "epoch_budget": epochs}, table, "Negative samplers: LightGCN on ML-100K and Gowalla",
+    write_results("negatives", {"cases": rows, "epoch_budget": epochs}, table,
+                  "Negative samplers: LightGCN on ML-100K and Gowalla",
                   notes=f"lr 0.005, batch 2048; epoch budgets {epochs}; the epoch is chosen on validation "
                         "(evaluated every 2 epochs on ML-100K, every epoch on Gowalla), test ranked once.")
 

@@ -8,8 +8,8 @@ layer by layer in chunks, write the partitioned snapshot, build the faiss index 
 jobs) and measure its recall@10 against exact search. Peak RSS is that process's own. Then
 `recommend` is timed for 1,000 random members on the opened snapshot (index loaded once).
 
-    ./dev.sh python bench/refresh.py                       # 100k and 1M members
-    ./dev.sh python bench/refresh.py --sizes 100000        # one size
+    ./dev.sh python -m bench.refresh                       # 100k and 1M members
+    ./dev.sh python -m bench.refresh --sizes 100000        # one size
 """
 from __future__ import annotations
 
@@ -24,9 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.common import peak_rss_mb, write_results  # noqa: E402
+from bench.common import peak_rss_mb, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 NETWORK = {"n_items": 200_000, "n_universities": 200, "n_companies": 2000, "mean_interactions": 10.0,
@@ -85,6 +83,8 @@ def train_champion(store: Path, full: dict, folder: Path, threads: int) -> None:
 
 def worker(store: Path, files: dict, threads: int, queries: int) -> dict:
     """One refresh, timed by phase, in this (fresh) process."""
+    import shutil
+
     import torch
 
     from deploy.champion import refresh_snapshot
@@ -94,8 +94,6 @@ def worker(store: Path, files: dict, threads: int, queries: int) -> dict:
     from recsys.data.loaders import load_data, with_split
     from recsys.serving import reembed
     from validation.data import raise_if_failed, validate_data
-
-    import shutil
 
     torch.set_num_threads(threads)
     target = store / f"bench-snapshots-{os.getpid()}"  # a fresh root: the refresh always writes
@@ -180,7 +178,7 @@ def main() -> None:
         if k == 0 and not (store / "snapshots").is_dir():
             train_champion(store, files, work / "train", args.threads)
         env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
-        proc = subprocess.run([sys.executable, __file__, "--worker", str(store), json.dumps(files),
+        proc = subprocess.run([sys.executable, "-m", "bench.refresh", "--worker", str(store), json.dumps(files),
                                "--threads", str(args.threads), "--queries", str(args.queries)],
                               cwd=ROOT, env=env, capture_output=True, text=True)
         line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)

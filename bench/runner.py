@@ -11,8 +11,9 @@ import time
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
+
+from recsys.seeding import seed_everything
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -56,8 +57,7 @@ def child_main(case: Callable[[dict], dict]) -> None:
     """In the child: run the case named by --case and print its figures as one JSON line."""
     spec = json.loads(sys.argv[sys.argv.index("--case") + 1])
     torch.set_num_threads(int(spec.get("threads", 2)))
-    torch.manual_seed(0)
-    np.random.seed(0)
+    seed_everything(0)
     print(json.dumps(case(spec)))
 
 

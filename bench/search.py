@@ -8,21 +8,17 @@ ML-100K (random 80/10/10 split, objective validation NDCG@20); MMoE needs click 
 friendships, so it searches on the synthetic network (objective: mean validation AUC of job click
 and friend request). The best configuration is not retrained here (search.register_best=false).
 
-    ./dev.sh python bench/search.py [--trials 10] [--epochs 20] [--families lightgcn,sage]
+    ./dev.sh python -m bench.search [--trials 10] [--epochs 20] [--families lightgcn,sage]
 """
 from __future__ import annotations
 
 import argparse
 import shutil
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.common import RESULTS, SHARED_DATA, write_results  # noqa: E402
-from flows.cli import prepare_prefect  # noqa: E402
-from recsys.config import load_config  # noqa: E402
+from bench.common import RESULTS, SHARED_DATA, write_results
+from flows.cli import prepare_prefect
+from recsys.config import load_config
 
 ML100K = ["data.source=ml-100k", f"data.path={SHARED_DATA / 'ml-100k'}", "data.split.kind=random",
           "validation.min_interactions_per_user=1"]
