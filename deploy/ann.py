@@ -13,7 +13,7 @@ from typing import Optional
 
 import numpy as np
 
-from recsys.config import AnnConfig
+from recsys.config_ops import AnnConfig
 
 
 def _faiss(threads: Optional[int] = None):

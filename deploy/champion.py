@@ -15,7 +15,8 @@ from deploy.registry import CHAMPION, PromotionDecision, alias_version, apply, d
 from deploy.snapshot import read_manifest, snapshots, verify
 from deploy.snapshot_writer import refresh_lock, switch_current, write_snapshot
 from deploy.tracking import load_registered
-from recsys.config import ConfigError, EvalConfig, PromotionConfig, RefreshConfig
+from recsys.config import ConfigError, EvalConfig
+from recsys.config_ops import PromotionConfig, RefreshConfig
 from recsys.data.types import IndexedData
 from recsys.metrics import evaluate
 

@@ -16,7 +16,7 @@ from typing import Optional
 
 import numpy as np
 
-from recsys.config import CanaryConfig, EmbeddingGateConfig
+from recsys.config_ops import CanaryConfig, EmbeddingGateConfig
 from recsys.ranking import recommend
 
 

@@ -23,7 +23,7 @@ from typing import Optional
 import numpy as np
 from mlflow.tracking import MlflowClient
 
-from recsys.config import ReferenceGateConfig
+from recsys.config_ops import ReferenceGateConfig
 from recsys.data.types import IndexedData
 from validation.drift import DataProfile, DriftReport
 

@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 from deploy import ann
 from deploy.locks import FileLock
 from deploy.snapshot import CURRENT, FORMAT, TMP, SnapshotError, current_name, file_sha256, snapshots
-from recsys.config import RefreshConfig
+from recsys.config_ops import RefreshConfig
 
 LOCK = ".refresh.lock"
 KINDS = ("users", "items")

@@ -19,7 +19,8 @@ from deploy.pyfunc import BUNDLE, EMBEDDINGS, RecommenderModel, save_embeddings
 from deploy.locks import FileLock
 from deploy.provenance import dataset_input, source_tags
 from deploy.runs import OWNER, close_orphaned_runs, owner
-from recsys.config import RunConfig, StoresConfig
+from recsys.config import RunConfig
+from recsys.config_ops import StoresConfig
 from recsys.data.types import RecData
 
 os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from recsys.config import ComputeConfig
+from recsys.config_ops import ComputeConfig
 
 
 def task_runner(compute: ComputeConfig, workers: int | None = None):

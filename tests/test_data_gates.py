@@ -22,7 +22,8 @@ from deploy.pyfunc import RecommenderModel, save_embeddings
 from deploy.profile import Reference
 from flows.cli import main as cli_main
 from flows.cli import prepare_prefect
-from recsys.config import DataDriftConfig, EvalConfig, load_config
+from recsys.config import EvalConfig, load_config
+from recsys.config_ops import DataDriftConfig
 from recsys.data.loaders import load_data, save_files
 from recsys.data.types import RecData
 from recsys.metrics import evaluate

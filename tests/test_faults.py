@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 WRITER = r"""
 import os, sys, time, numpy as np, pandas as pd
 from deploy.snapshot_writer import SnapshotWriter, write_snapshot
-from recsys.config import RefreshConfig
+from recsys.config_ops import RefreshConfig
 root, mode, version, timeout = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
 rng = np.random.default_rng(int(version))
 n_users, n_items, dim = 4000, 300, 32

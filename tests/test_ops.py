@@ -12,7 +12,8 @@ from deploy.registry import gate_record
 from deploy.snapshot import Snapshot, read_manifest
 from flows.cli import main as cli_main
 from flows.cli import prepare_prefect
-from recsys.config import CanaryConfig, EmbeddingGateConfig, load_config
+from recsys.config import load_config
+from recsys.config_ops import CanaryConfig, EmbeddingGateConfig
 from recsys.data.loaders import save_files
 from tests.conftest import TINY_NETWORK
 

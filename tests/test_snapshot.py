@@ -8,7 +8,7 @@ import deploy.snapshot_writer as writer_module
 from deploy import ann
 from deploy.snapshot import Snapshot, SnapshotError, UnknownUserError, current_name, snapshots
 from deploy.snapshot_writer import RefreshBusyError, SnapshotWriter, write_snapshot
-from recsys.config import AnnConfig, RefreshConfig
+from recsys.config_ops import AnnConfig, RefreshConfig
 
 
 def write(root, version, offset=0.0, **cfg):

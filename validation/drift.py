@@ -15,7 +15,7 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from recsys.config import DataDriftConfig
+from recsys.config_ops import DataDriftConfig
 from validation.report import DataValidationError
 
 PROFILE_VERSION = 1

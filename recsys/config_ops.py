@@ -1,0 +1,244 @@
+"""The operations sections of a run's configuration: the promotion gates, the embedding refresh and
+its item index, the schedules, where parallel work runs, the stores, and the hyperparameter search.
+recsys/config.py assembles them with the data and training sections into RunConfig."""
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Literal, Optional
+
+from pydantic import Field, field_validator
+
+from recsys import families
+from recsys.config_base import ConfigError, Section
+
+
+class EmbeddingGateConfig(Section):
+    min_norm: float = Field(1e-6, ge=0, description="smallest L2 norm a served vector may have")
+    max_norm: float = Field(1e4, gt=0, description="largest L2 norm a served vector may have")
+
+
+class CanaryConfig(Section):
+    users: int = Field(200, ge=1, description="users sampled for the canary recommendations")
+    k: int = Field(20, ge=1)
+    seed: int = 0
+
+
+class DataDriftConfig(Section):
+    """Today's data against the champion's, before anything trains: counts of active users, items
+    and interaction rows, the share of the champion's users and items still present, and
+    interactions per user (median, 90th percentile). A figure outside its bounds stops the flow
+    (exit 3) unless `allow` is set (`graphrec retrain --allow-shrink`), which is recorded on the run."""
+
+    enabled: bool = True
+    min_ratio: float = Field(0.5, ge=0, description="today's / champion's active users, items and interactions: "
+                                                     "at least this (a drop beyond it stops the flow)")
+    max_ratio: float = Field(2.0, gt=0, description="... and at most this (a jump beyond it stops the flow)")
+    min_kept: float = Field(0.5, ge=0, le=1, description="share of the champion's active users, and of its items, "
+                                                         "that today's data still holds")
+    per_user_min_ratio: float = Field(0.5, ge=0, description="today's / champion's median and 90th percentile "
+                                                              "of interactions per user: at least this")
+    per_user_max_ratio: float = Field(2.0, gt=0, description="... and at most this")
+    allow: bool = Field(False, description="report figures beyond the bounds but train anyway (recorded on the "
+                                           "run as tag data_drift.allowed)")
+
+
+class ReferenceGateConfig(Section):
+    """The metric gate also scores challenger and champion on the champion's own evaluation users
+    (a seeded sample recorded with every registered version)."""
+
+    enabled: bool = True
+    users: int = Field(1000, ge=1, description="evaluation users recorded with each version (seeded sample of "
+                                               "the users with targets in promotion.split)")
+    min_coverage: float = Field(0.9, ge=0, le=1, description="share of the champion's evaluation users the "
+                                                              "challenger must hold vectors for")
+    seed: int = 0
+
+
+class PromotionConfig(Section):
+    """A challenger becomes champion only if every gate passes: metric, embedding, canary. Before
+    training, today's data is compared with the champion's (`data_drift`)."""
+
+    metric: str = "ndcg@20"
+    split: Literal["valid", "test"] = "test"
+    tolerance: float = Field(0.0, ge=0, description="pass if challenger >= champion - tolerance (same split, "
+                                                     "champion re-scored on today's data)")
+    embedding: EmbeddingGateConfig = Field(default_factory=EmbeddingGateConfig)
+    canary: CanaryConfig = Field(default_factory=CanaryConfig)
+    data_drift: DataDriftConfig = Field(default_factory=DataDriftConfig)
+    reference: ReferenceGateConfig = Field(default_factory=ReferenceGateConfig)
+
+
+class AnnConfig(Section):
+    """The item index a snapshot serves from (faiss, inner product)."""
+
+    kind: Literal["auto", "exact", "hnsw", "ivf"] = Field(
+        "auto", description="auto: exact below `exact_below` items, HNSW above")
+    exact_below: int = Field(50_000, ge=0)
+    hnsw_m: int = Field(32, ge=4, description="HNSW links per node")
+    ef_construction: int = Field(80, ge=8)
+    ef_search: int = Field(256, ge=8)
+    ivf_lists: Optional[int] = Field(None, ge=1, description="IVF cells; default 4 * sqrt(items)")
+    nprobe: int = Field(16, ge=1)
+    recall_sample: int = Field(1000, ge=1, description="users whose ANN top-10 is checked against exact search")
+
+
+class RefreshConfig(Section):
+    """The batch embedding refresh: chunked, partitioned, indexed, retained."""
+
+    chunk_rows: int = Field(131_072, ge=1, description="vectors computed and written per Parquet part")
+    keep: int = Field(5, ge=1, description="snapshots kept (CURRENT is always kept)")
+    lock_timeout: float = Field(600.0, ge=0, description="seconds to wait for a running refresh; 0 refuses at once")
+    threads: Optional[int] = Field(None, ge=1, description="faiss / torch threads; default all cores")
+    version: Optional[str] = Field(None, description="refresh from this registered version instead of the champion")
+    ann: AnnConfig = Field(default_factory=AnnConfig)
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version_text(cls, value):
+        return str(value) if isinstance(value, int) else value
+
+
+class ScheduleConfig(Section):
+    """`graphrec serve`: the retrain and refresh deployments and their cron schedules."""
+
+    name: str = Field("graphrec", description="prefix of the deployment names")
+    retrain_cron: str = Field("0 3 * * *", description="cron for the retrain flow (default 03:00 daily)")
+    refresh_cron: Optional[str] = Field("0 * * * *", description="cron for refresh only (default hourly); "
+                                                                 "null: no refresh deployment")
+    timezone: str = "UTC"
+
+    @field_validator("retrain_cron", "refresh_cron")
+    @classmethod
+    def _cron(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and len(value.split()) not in (5, 6):
+            raise ValueError(f"{value!r} is not a cron expression (5 fields: minute hour day month weekday)")
+        return value
+
+
+class ComputeConfig(Section):
+    """Where the parallel parts run: the refresh's chunks and the search's trials."""
+
+    runner: Literal["local", "dask"] = Field("local", description="dask: Prefect's DaskTaskRunner")
+    workers: int = Field(2, ge=1, description="local Dask cluster: worker processes (one thread each)")
+    address: Optional[str] = Field(None, description="an existing Dask scheduler, e.g. tcp://10.0.0.5:8786; "
+                                                     "default: a local cluster started for the flow")
+
+
+class StoresConfig(Section):
+    root: Path = Path(".graphrec")
+    tracking_uri: Optional[str] = Field(None, description="default: sqlite under root")
+    artifact_location: Optional[str] = Field(None, description="default: root/artifacts")
+    experiment: str = "graphrec"
+    registered_model: str = Field("graphrec-recommender", description="letters, digits, '.', '_', '-'")
+    snapshots: Optional[Path] = Field(None, description="default: root/snapshots")
+    optuna_storage: Optional[str] = Field(None, description="an SQLAlchemy URL; default: sqlite under root")
+
+    @field_validator("registered_model")
+    @classmethod
+    def _model_name(cls, name: str) -> str:
+        if not MODEL_NAME.fullmatch(name):
+            raise ValueError("not a usable registered-model name: use letters, digits, '.', '_' and '-', starting "
+                             "with a letter or digit, at most 200 characters (e.g. graphrec-recommender)")
+        return name
+
+    def resolved_tracking_uri(self) -> str:
+        return self.tracking_uri or f"sqlite:///{(self.root / 'mlflow.db').resolve()}"
+
+    def check_tracking_folder(self) -> Optional[Path]:
+        """The SQLite database file of the tracking URI (None for other stores); refuses a
+        configured SQLite URI whose folder does not exist (the default one's folder is made)."""
+        uri = self.resolved_tracking_uri()
+        if not uri.startswith("sqlite:///"):
+            return None
+        db = Path(uri[len("sqlite:///"):].split("?", 1)[0])
+        if self.tracking_uri is not None and not db.parent.is_dir():
+            raise ConfigError(f"stores.tracking_uri={self.tracking_uri!r}: the folder {db.parent} does not exist; "
+                              "create it, or point stores.tracking_uri at an existing folder")
+        return db
+
+    def check_writable(self) -> None:
+        """Refuse, before anything runs, a store graphrec could not write: a read-only root (or
+        snapshots folder), or an SQLite tracking URI whose folder is missing or read-only. MLflow
+        and Prefect would otherwise fail deep inside ("readonly database", "unable to open")."""
+        _writable_folder(self.root, "stores.root")
+        for sub in ("prefect", "artifacts", "snapshots"):
+            if (self.root / sub).is_dir():
+                _writable_folder(self.root / sub, "stores.root")
+        if self.snapshots is not None:
+            _writable_folder(self.snapshots, "stores.snapshots")
+        db = self.check_tracking_folder()
+        if db is not None:
+            if db.parent.is_dir():
+                _writable_folder(db.parent, "stores.tracking_uri" if self.tracking_uri else "stores.root")
+            if db.is_file():
+                try:
+                    open(db, "r+b").close()
+                except OSError as exc:
+                    raise ConfigError(f"the MLflow database {db} cannot be written ({exc.strerror}); make it writable "
+                                      "or point stores.root / stores.tracking_uri elsewhere") from None
+
+    def resolved_artifact_location(self) -> str:
+        return self.artifact_location or (self.root / "artifacts").resolve().as_uri()
+
+    def text_cache(self) -> Path:
+        return (self.root / "text_cache").resolve()
+
+    def resolved_optuna_storage(self) -> str:
+        if self.optuna_storage:
+            return self.optuna_storage
+        self.root.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{(self.root / 'optuna.db').resolve()}"
+
+    def resolved_snapshots(self) -> Path:
+        return (self.snapshots or self.root / "snapshots").resolve()
+
+
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
+
+
+def _writable_folder(folder: Path, key: str) -> None:
+    """A file can be created in `folder` (or, if it does not exist yet, in its nearest existing
+    parent, where it would be made). Tried for real: permission bits alone miss read-only mounts."""
+    probe = Path(folder)
+    try:
+        while not probe.exists() and probe.parent != probe:
+            probe = probe.parent
+        if not probe.is_dir():
+            raise ConfigError(f"{key}: {probe} is a file, not a folder; point {key} at a folder")
+        handle, name = tempfile.mkstemp(prefix=".graphrec-write-test-", dir=probe)
+        os.close(handle)
+        os.unlink(name)
+    except OSError as exc:
+        made = "" if probe == Path(folder) else f" (where {folder} would be created)"
+        raise ConfigError(f"{key}: the folder {probe}{made} is not writable ({exc.strerror}); graphrec keeps its "
+                          f"MLflow store, Prefect state and snapshots there: make it writable or set {key} to "
+                          "another folder") from None
+
+
+class SearchConfig(Section):
+    family: str = Field("lightgcn", description="a family with a search space (recsys/families.py)")
+    trials: int = Field(20, ge=1, description="the study's target of finished (complete or pruned) trials")
+    timeout: Optional[float] = Field(None, gt=0, description="seconds for this invocation")
+    study: Optional[str] = Field(None, description="default: <experiment>-<family>")
+    seed: int = Field(0, description="TPE sampler seed")
+    pruner_startup_trials: int = Field(3, ge=0, description="trials finished before any is pruned")
+    pruner_warmup_epochs: int = Field(2, ge=0, description="epochs a trial runs before it may be pruned")
+    heartbeat_seconds: int = Field(30, ge=1, description="a trial's process records it is alive this often")
+    grace_seconds: Optional[int] = Field(None, ge=1, description="silence after which a running trial is "
+                                                                 "marked failed (default 2 x heartbeat)")
+    runner: Literal["local", "prefect"] = Field("local", description="prefect: trials as Prefect tasks")
+    workers: int = Field(1, ge=1, description="prefect runner: trials in flight at once")
+    register_best: bool = Field(True, description="retrain the best trial, register it, run the gate")
+
+    @field_validator("family")
+    @classmethod
+    def _searchable(cls, name: str) -> str:
+        if name not in families.searchable():
+            raise ValueError(f"no search space for this family; choose one of {', '.join(families.searchable())}")
+        return name
+
+    def study_name(self, experiment: str) -> str:
+        return self.study or f"{experiment}-{self.family}"
