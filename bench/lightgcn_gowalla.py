@@ -34,7 +34,7 @@ from recsys.graph.build import build_graph
 from recsys.metrics import evaluate
 from recsys.models.lightgcn import LightGCN
 from recsys.seeding import seed_everything
-from recsys.train import fit
+from recsys.train import Callback, fit
 
 
 class Averages:
@@ -76,7 +76,7 @@ def rank(model, graph, data, chunk: int) -> dict:
     return evaluate(users, items, data.test, data.train, [20], chunk_size=chunk)
 
 
-class TestCurve:
+class TestCurve(Callback):
     """Callback: recall@20 on test.txt every `every` epochs, against training wall clock (excluding
     the evaluations themselves). With parameter averages, each is ranked too; `headline` (None: the
     trained parameters, else a decay) gives the point's recall@20 / ndcg@20."""

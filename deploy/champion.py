@@ -6,11 +6,10 @@ from typing import Callable, Optional
 
 import numpy as np
 import pandas as pd
-
 from mlflow.tracking import MlflowClient
 
-from deploy.pyfunc import RecommenderModel
 from deploy.gates import ReferenceScores, canary_gate, embedding_gate, metric_gate
+from deploy.pyfunc import RecommenderModel
 from deploy.registry import CHAMPION, PromotionDecision, alias_version, apply, decide, require_version
 from deploy.snapshot import read_manifest, snapshots, verify
 from deploy.snapshot_writer import refresh_lock, switch_current, write_snapshot

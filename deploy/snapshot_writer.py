@@ -98,7 +98,8 @@ class SnapshotWriter:
     """
 
     def __init__(self, root: Path, model_name: str, model_version: str, data_fingerprint: str,
-                 n_users: int, n_items: int, dim: int, cfg: Optional[RefreshConfig] = None, extra: Optional[dict] = None):
+                 n_users: int, n_items: int, dim: int, cfg: Optional[RefreshConfig] = None,
+                 extra: Optional[dict] = None):
         self.root, self.cfg = Path(root), cfg or RefreshConfig()
         self.meta = {"model_name": model_name, "model_version": str(model_version),
                      "data_fingerprint": data_fingerprint, **(extra or {})}
@@ -164,7 +165,8 @@ class SnapshotWriter:
             index, info = ann.build_index(items, self.cfg.ann, self.cfg.threads)
             if len(users):
                 rng = np.random.default_rng(0)
-                sample = np.sort(rng.choice(len(users), size=min(self.cfg.ann.recall_sample, len(users)), replace=False))
+                size = min(self.cfg.ann.recall_sample, len(users))
+                sample = np.sort(rng.choice(len(users), size=size, replace=False))
                 info["recall@10"] = round(ann.recall_at(index, items, users[sample], 10), 4)
                 info["recall_sample"] = int(len(sample))
             ann.save(index, self.tmp / "items.faiss")

@@ -15,9 +15,9 @@ from mlflow.entities import Metric
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
-from deploy.pyfunc import BUNDLE, EMBEDDINGS, RecommenderModel, save_embeddings
 from deploy.locks import FileLock
 from deploy.provenance import dataset_input, source_tags
+from deploy.pyfunc import BUNDLE, EMBEDDINGS, RecommenderModel, save_embeddings
 from deploy.runs import OWNER, close_orphaned_runs, owner
 from recsys.config import RunConfig
 from recsys.config_ops import StoresConfig
@@ -138,7 +138,8 @@ def metric_key(name: str) -> str:
     return name.replace("@", "_at_")
 
 
-def log_results(run_id: str, history: list[dict], metrics: dict[str, dict[str, float]], extra: dict[str, float]) -> None:
+def log_results(run_id: str, history: list[dict], metrics: dict[str, dict[str, float]],
+                extra: dict[str, float]) -> None:
     """Final metrics per split, the training-curve plot and a metrics table as artifacts."""
     import matplotlib
 

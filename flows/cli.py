@@ -10,7 +10,6 @@ from pathlib import Path
 
 from recsys import families
 
-
 # Commands that write the store (MLflow, Prefect state, snapshots): a store they could not write is
 # refused before anything starts, naming the path (ConfigError: exit 2).
 WRITES_STORE = ("retrain", "search", "refresh", "promote", "rollback", "serve")

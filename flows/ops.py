@@ -122,7 +122,8 @@ def rollback_flow(config: Optional[RunConfig] = None, reason: str = "") -> dict:
         folder, written = refresh(data.indexed(), data.fingerprint(), cfg)
     create_markdown_artifact(
         markdown=f"# Rollback\n\nchampion v{undone} -> v{restored}. {reason}\n\n"
-                 + _snapshot_markdown("snapshot", folder, written), key="rollback", description=f"v{undone} -> v{restored}")
+                 + _snapshot_markdown("snapshot", folder, written), key="rollback",
+                 description=f"v{undone} -> v{restored}")
     return {"from": undone, "to": restored, "snapshot": str(folder)}
 
 
@@ -139,7 +140,8 @@ def deployments(cfg: RunConfig) -> list:
                                       parameters=params, concurrency_limit=1,
                                       description="scheduled retraining: validate, train, gate, refresh")]
     if s.refresh_cron:
-        out.append(refresh_flow.to_deployment(name=f"{s.name}-refresh", schedule=Cron(s.refresh_cron, timezone=s.timezone),
+        cron = Cron(s.refresh_cron, timezone=s.timezone)
+        out.append(refresh_flow.to_deployment(name=f"{s.name}-refresh", schedule=cron,
                                               parameters=params, concurrency_limit=1,
                                               description="re-embed new users and items with the champion"))
     return out

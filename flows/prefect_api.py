@@ -93,7 +93,7 @@ def _server_for(home: Path, services: bool) -> str:
         return found[1]
     home.mkdir(parents=True, exist_ok=True)
     log_path = home / "server.log"
-    for attempt in range(3):  # a port taken between choosing it and binding it: choose again
+    for _ in range(3):  # a port taken between choosing it and binding it: choose again
         port = _free_port()
         url = f"http://127.0.0.1:{port}/api"
         env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",

@@ -22,8 +22,8 @@ if TYPE_CHECKING:  # torch and DGL load when a task runs, not when the CLI start
 
 def _transient(task, task_run, state) -> bool:
     """Retry I/O hiccups, not input that is wrong (a missing or empty file stays wrong)."""
-    from recsys.data.loaders import DataLoadError
     from deploy.errors import RegistryError
+    from recsys.data.loaders import DataLoadError
 
     try:
         state.result()
@@ -193,7 +193,7 @@ def retrain_flow(config: Optional[RunConfig] = None) -> dict:
     validate(data, cfg)
     drift = check_drift(data, cfg)  # today's data against the champion's, before training
     prepared = build_graph(data, cfg)
-    data, indexed, graph = prepared.data, prepared.indexed, prepared.graph
+    data, indexed = prepared.data, prepared.indexed
     logger.info(f"data {data.name}: {data.summary()}")
     run_id = start_run(cfg, data)
     from deploy.runs import ended_with_outcome

@@ -12,8 +12,7 @@ from pydantic import BaseModel, Field, ValidationError, create_model, field_vali
 
 from recsys import families
 from recsys.config_base import ConfigError, Section
-from recsys.config_ops import (ComputeConfig, PromotionConfig, RefreshConfig, ScheduleConfig, SearchConfig,
-                               StoresConfig)
+from recsys.config_ops import ComputeConfig, PromotionConfig, RefreshConfig, ScheduleConfig, SearchConfig, StoresConfig
 
 
 class SyntheticConfig(Section):

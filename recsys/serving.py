@@ -21,7 +21,8 @@ class ReembedError(ValueError):
     """Today's data does not fit the model (a feature it needs is gone)."""
 
 
-def reembed(bundle: Bundle, data: RecData, cfg: RunConfig, map_chunks=None) -> tuple[IndexedData, np.ndarray, np.ndarray]:
+def reembed(bundle: Bundle, data: RecData, cfg: RunConfig,
+            map_chunks=None) -> tuple[IndexedData, np.ndarray, np.ndarray]:
     """(today's ids, user vectors, item vectors) for every user and item of `data`. `map_chunks`
     runs the layer-wise chunks elsewhere (GraphSAGE; see GraphSAGE.encode)."""
     if bundle.item_features is not None and bundle.item_encoder is None:

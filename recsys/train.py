@@ -3,13 +3,13 @@
 An epoch visits every training pair once in a random order, in batches; each batch draws k
 negatives per positive and takes an Adam step on the family's `batch_loss`: the objective
 (`train.loss`: BPR or sampled softmax, see recsys/models/base.py) plus L2 on the batch's layer-0
-embeddings as in LightGCN's eq. 15, divided by the batch size as the reference implementation does. The batch's edge ids are passed along so that
-sampling families can hide the edges being predicted. Every `eval_every` epochs the validation split is
-ranked in full; the best state by `monitor` is kept, and training stops after `patience`
-evaluations without improvement (EarlyStopping). Callbacks (the Callback hooks: epoch start, step,
-epoch end with its figures) serve MLflow logging and Optuna pruning; a callback may raise StopTraining.
-The multi-task heads (recsys/multitask.py) and the LLM prefix (recsys/models/llm.py) train with the
-same two helpers.
+embeddings as in LightGCN's eq. 15, divided by the batch size as the reference implementation does.
+The batch's edge ids are passed along so that sampling families can hide the edges being predicted.
+Every `eval_every` epochs the validation split is ranked in full; the best state by `monitor` is
+kept, and training stops after `patience` evaluations without improvement (EarlyStopping).
+Callbacks (epoch start, step, epoch end with its figures) serve MLflow logging and Optuna pruning;
+a callback may raise StopTraining. The multi-task heads (recsys/multitask.py) and the LLM prefix
+(recsys/models/llm.py) train with the same two helpers.
 """
 from __future__ import annotations
 
@@ -175,7 +175,8 @@ def fit(
                 cb.on_epoch_end(epoch, logs)
             if stop:
                 if log:
-                    log(f"early stop at epoch {epoch}: best {cfg.monitor}={result.best_score:.4f} at epoch {result.best_epoch}")
+                    log(f"early stop at epoch {epoch}: best {cfg.monitor}={result.best_score:.4f} "
+                        f"at epoch {result.best_epoch}")
                 break
     except StopTraining:
         pass

@@ -129,7 +129,8 @@ def files(interactions: str, *more: str) -> tuple:
 CASES = [
     # configuration, refused at load (before Prefect or any data)
     ("unknown-key", ["retrain"], ["model.dimm=8"], 2, "unknown key 'model.dimm'; allowed here: family, dim"),
-    ("bad-family", ["retrain"], ["model.family=transformer"], 2, "'model.family': unknown model family; choose one of lightgcn, gcn"),
+    ("bad-family", ["retrain"], ["model.family=transformer"], 2,
+     "'model.family': unknown model family; choose one of lightgcn, gcn"),
     ("negative-epochs", ["retrain"], ["train.epochs=-1"], 2, "'train.epochs': Input should be greater than or equal"),
     ("monitor-k-not-computed", ["retrain"], ["train.monitor=ndcg@30"], 2,
      "train.monitor='ndcg@30' is not computed; choose one of"),

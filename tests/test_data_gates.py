@@ -18,8 +18,8 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from deploy.gates import ReferenceScores, metric_gate
-from deploy.pyfunc import RecommenderModel, save_embeddings
 from deploy.profile import Reference
+from deploy.pyfunc import RecommenderModel, save_embeddings
 from flows.cli import main as cli_main
 from flows.cli import prepare_prefect
 from recsys.config import EvalConfig, load_config

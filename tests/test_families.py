@@ -8,12 +8,12 @@ import torch
 
 from recsys.config import EvalConfig, RunConfig, TrainConfig
 from recsys.data.types import IndexedData
-from recsys.graph.build import build_graph
 from recsys.families import FAMILIES
+from recsys.graph.build import build_graph
 from recsys.models import build_model
 from recsys.models.gcn import GCN
 from recsys.models.pinsage import PinSage, WeightedPoolingConv
-from recsys.models.sage import SAGELayer, GraphSAGE
+from recsys.models.sage import GraphSAGE, SAGELayer
 from recsys.prepare import prepare
 from recsys.train import evaluate_model, fit
 

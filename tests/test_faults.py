@@ -9,7 +9,6 @@ readable snapshot, no partial snapshot becomes current, no alias is half-moved.
 version that does not exist in test_ops.py.)
 """
 import http.client
-import json
 import os
 import resource
 import signal
@@ -20,7 +19,6 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 

@@ -146,9 +146,9 @@ def test_a_build_killed_at_any_moment_never_blocks_the_next_one(tmp_path, proces
     folder = tmp_path / f"kernels-{kernels.build_key()}"
     for moment in ("build folder made", "compiler running"):
         build = _python(processes, LOAD, env=env)
-        wait_until(lambda: next(folder.glob("build-*"), None) or exited(build.pid), "the build's own folder")
+        wait_until(lambda pid=build.pid: next(folder.glob("build-*"), None) or exited(pid), "the build's own folder")
         if moment == "compiler running":  # (ninja starts each compile in a process group of its own)
-            wait_until(lambda: "cc1plus" in dict(descendants(build.pid)).values() or exited(build.pid),
+            wait_until(lambda pid=build.pid: "cc1plus" in dict(descendants(pid)).values() or exited(pid),
                        "the compiler")
         assert not exited(build.pid), f"the build ended before it was killed: {build.communicate()}"
         os.killpg(build.pid, signal.SIGKILL)

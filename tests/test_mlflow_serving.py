@@ -110,7 +110,8 @@ def test_logged_from_code_with_its_code_and_pinned_requirements(registry):
         assert flavor["loader_module"] == "mlflow.pyfunc.loaders.code_model"
         assert (folder / flavor["model_code_path"].split("/")[-1]).is_file() and flavor["code"] == "code"
         assert not list(folder.rglob("*.pkl")) and "python_model" not in flavor
-        assert (folder / "code" / "deploy" / "pyfunc.py").is_file() and (folder / "code" / "recsys" / "ranking.py").is_file()
+        code = folder / "code"
+        assert (code / "deploy" / "pyfunc.py").is_file() and (code / "recsys" / "ranking.py").is_file()
         assert (folder / "code" / "recsys" / "inductive.py").is_file() == (name == "sage")
         pins = dict(line.split("==") for line in (folder / "requirements.txt").read_text().split())
         assert {"mlflow", "numpy", "pandas", "pyarrow"} | extra <= set(pins)

@@ -6,8 +6,14 @@ from recsys.config import DataConfig, EvalConfig, NegativesConfig, TrainConfig
 from recsys.data.loaders import with_split
 from recsys.graph.build import build_graph
 from recsys.models.lightgcn import LightGCN
-from recsys.negatives import (ModelMinedNegatives, PopularityNegatives, PPRNegatives, ScoreView,
-                              UniformNegatives, build_sampler)
+from recsys.negatives import (
+    ModelMinedNegatives,
+    PopularityNegatives,
+    PPRNegatives,
+    ScoreView,
+    UniformNegatives,
+    build_sampler,
+)
 from recsys.train import fit
 
 
@@ -16,7 +22,8 @@ def trained(small_network):
     data = with_split(small_network, DataConfig()).indexed()
     graph = build_graph(data)
     model = LightGCN(data.n_users, data.n_items, dim=16, layers=2)
-    fit(model, graph, data, TrainConfig(epochs=8, batch_size=512, lr=0.01, progress=False, eval_every=100), EvalConfig())
+    fit(model, graph, data, TrainConfig(epochs=8, batch_size=512, lr=0.01, progress=False, eval_every=100),
+        EvalConfig())
     return data, graph, model
 
 
@@ -51,7 +58,8 @@ def test_model_mined_negatives_score_higher_than_uniform_ones(trained):
     view = ScoreView(model, graph)
     uniform = UniformNegatives(data.n_items, data.train, seed=2).sample(users)
     hardest = ModelMinedNegatives(data.n_items, data.train, candidates=16, seed=2).sample(users, None, view)
-    softer = ModelMinedNegatives(data.n_items, data.train, candidates=16, temperature=1.0, seed=2).sample(users, None, view)
+    softer = ModelMinedNegatives(data.n_items, data.train, candidates=16, temperature=1.0, seed=2)
+    softer = softer.sample(users, None, view)
     guarded = ModelMinedNegatives(data.n_items, data.train, candidates=16, max_score_percentile=75,
                                   seed=2).sample(users, None, view)
     score = lambda items: view(users, items[:, None]).mean()  # noqa: E731

@@ -3,7 +3,6 @@ gates, promotion by hand (with and without --force), rollback of champion and CU
 errors for versions that do not exist, and the refresh-only flow re-embedding new users with an
 inductive champion."""
 import numpy as np
-import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 

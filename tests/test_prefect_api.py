@@ -22,7 +22,8 @@ def test_traceback_goes_to_the_file_not_the_terminal_and_commands_do_not_stack(t
     try:
         first = log_to_file(tmp_path, "retrain", verbose=False)
         second = log_to_file(tmp_path, "refresh", verbose=False)  # a second command in the same process
-        ours = [h for h in root.handlers if isinstance(h, logging.FileHandler) and h.baseFilename.startswith(str(tmp_path))]
+        ours = [h for h in root.handlers
+                if isinstance(h, logging.FileHandler) and h.baseFilename.startswith(str(tmp_path))]
         assert len(ours) == 1 and ours[0].baseFilename == str(second)
         assert isinstance(console.formatter, _WithoutTraceback) and not isinstance(console.formatter.inner,
                                                                                    _WithoutTraceback)

@@ -9,6 +9,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
 from tests.conftest import TINY_NETWORK, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -3,9 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from recsys.config import EvalConfig, TrainConfig
+from recsys.config import DataConfig, EvalConfig, TrainConfig
 from recsys.data.loaders import with_split
-from recsys.config import DataConfig
 from recsys.graph.build import build_graph
 from recsys.metrics import evaluate
 from recsys.models.lightgcn import LightGCN

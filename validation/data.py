@@ -3,7 +3,8 @@
 Interactions: required columns and types, no null ids, ids present in the id tables, no
 duplicate (user, item, timestamp), timestamps in range, and a minimum number of distinct items per
 user (checked on a derived per-user activity table). Id tables: the id column exists, is complete
-and unique; every feature column is mostly present (at most `max_feature_null_fraction` nulls). Social edges: both ends are known users.
+and unique; every feature column is mostly present (at most `max_feature_null_fraction` nulls).
+Social edges: both ends are known users.
 Held-out rows of a source that brings its own split (e.g. LightGCN's test.txt): ids that never
 occur in its training rows are reported (`validation.test_only_ids`: a warning by default, since
 published splits such as LastFM's have a few; "fail" refuses the data).
@@ -124,7 +125,8 @@ def _id_table_checks(frame: pd.DataFrame, id_col: str, max_null_fraction: float)
     return exps
 
 
-def validate_data(data: RecData, cfg: Optional[ValidationConfig] = None, require_timestamp: bool = False) -> ValidationReport:
+def validate_data(data: RecData, cfg: Optional[ValidationConfig] = None,
+                  require_timestamp: bool = False) -> ValidationReport:
     """Run every suite; return the report (raise_if_failed turns it into DataValidationError)."""
     import great_expectations.expectations as gxe
 
@@ -149,7 +151,8 @@ def validate_data(data: RecData, cfg: Optional[ValidationConfig] = None, require
     if "timestamp" in inter:
         exps += [gxe.ExpectColumnValuesToNotBeNull(column="timestamp"),
                  gxe.ExpectColumnValuesToBeInTypeList(column="timestamp", type_list=TIME_TYPES)]
-        if pd.api.types.is_numeric_dtype(inter["timestamp"]) and (cfg.timestamp_min is not None or cfg.timestamp_max is not None):
+        bounded = cfg.timestamp_min is not None or cfg.timestamp_max is not None
+        if pd.api.types.is_numeric_dtype(inter["timestamp"]) and bounded:
             exps.append(gxe.ExpectColumnValuesToBeBetween(
                 column="timestamp", min_value=cfg.timestamp_min, max_value=cfg.timestamp_max))
     if "user_id" in inter and "item_id" in inter:

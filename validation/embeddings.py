@@ -43,6 +43,7 @@ def validate_vectors(
         bad = frame[~frame["finite"] | ~frame["norm"].between(min_norm, max_norm)]
         for check in found:  # name the vectors, not just the count
             if not check.success and check.expectation != "expect_table_row_count_to_equal":
-                check.examples = [f"{i} (norm {n:.3g})" for i, n in zip(bad["id"][:n_examples], bad["norm"][:n_examples])]
+                shown = zip(bad["id"][:n_examples], bad["norm"][:n_examples])
+                check.examples = [f"{i} (norm {n:.3g})" for i, n in shown]
         checks += found
     return ValidationReport(name, checks)

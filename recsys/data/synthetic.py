@@ -30,15 +30,18 @@ FIELDS = {
     ),
     "data science": (
         ["Data Scientist", "Machine Learning Engineer", "Data Analyst"],
-        ["statistics", "PyTorch", "SQL", "experimentation", "forecasting", "recommender systems", "Spark", "causal inference"],
+        ["statistics", "PyTorch", "SQL", "experimentation", "forecasting", "recommender systems", "Spark",
+         "causal inference"],
     ),
     "product": (
         ["Product Manager", "Product Owner", "Program Manager"],
-        ["roadmaps", "user research", "prioritisation", "OKRs", "agile", "stakeholder management", "analytics", "pricing"],
+        ["roadmaps", "user research", "prioritisation", "OKRs", "agile", "stakeholder management", "analytics",
+         "pricing"],
     ),
     "design": (
         ["Product Designer", "UX Researcher", "Visual Designer"],
-        ["Figma", "prototyping", "design systems", "usability testing", "illustration", "accessibility", "typography", "motion"],
+        ["Figma", "prototyping", "design systems", "usability testing", "illustration", "accessibility", "typography",
+         "motion"],
     ),
     "marketing": (
         ["Marketing Manager", "Growth Marketer", "Content Strategist"],
@@ -54,7 +57,8 @@ FIELDS = {
     ),
     "healthcare": (
         ["Nurse", "Clinical Researcher", "Health Data Manager"],
-        ["patient care", "clinical trials", "EHR", "compliance", "epidemiology", "pharmacology", "triage", "public health"],
+        ["patient care", "clinical trials", "EHR", "compliance", "epidemiology", "pharmacology", "triage",
+         "public health"],
     ),
 }
 CITIES = ["Aldridge", "Brenmoor", "Calder", "Dunhaven", "Eastwick", "Fairholt", "Glenmere", "Harrow",

@@ -75,7 +75,8 @@ def similarity_edges(
         src.append(warm[top[keep]])
         dst.append(np.repeat(rows, kk).reshape(-1, kk)[keep])
         w.append(top_sims[keep])
-    return np.concatenate(src).astype(np.int64), np.concatenate(dst).astype(np.int64), np.concatenate(w).astype(np.float32)
+    return (np.concatenate(src).astype(np.int64), np.concatenate(dst).astype(np.int64),
+            np.concatenate(w).astype(np.float32))
 
 
 def _empty():

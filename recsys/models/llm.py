@@ -235,7 +235,7 @@ def train_llm(prepared, opts, bottom, text_cache, seed: int = 0, log: Optional[C
 def train_family(prepared, cfg, bottom, callbacks, log=None):
     """The llm family's whole training (its registry entry): the GNN bottom by the ranking loop
     (prefix mode only: graph as text reads no GNN), then the language-model stage ("prefix_")."""
-    from recsys.train import TrainResult, Trained, fit
+    from recsys.train import Trained, TrainResult, fit
 
     result = TrainResult()
     if cfg.model.llm.mode == "prefix":
