@@ -194,6 +194,12 @@ def cmd_ui(args) -> int:
     os.execv(sys.executable, cmd)
 
 
+def cmd_families(args) -> int:
+    for line in families.table():
+        print(line)
+    return 0
+
+
 def cmd_models(args) -> int:
     from deploy.models_table import models_table
 
@@ -300,6 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("generate", cmd_generate, "write the synthetic professional network as Parquet files")
     p.add_argument("--out", required=True, type=Path, help="output folder (made if missing; not a file)")
     add("models", cmd_models, "list registered versions with aliases and gate results")
+    add("families", cmd_families, "list the model families (recsys/families.py): inductive or not, what they read, "
+                                  "whether a search can tune them")
     add("refresh", cmd_refresh, "write a new embedding snapshot from the champion for today's data (inductive "
                                 "champions embed new users and items); no training")
     p = add("promote", cmd_promote, "put a registered version through the promotion gates and make it champion "

@@ -232,6 +232,16 @@ def searchable() -> list[str]:
     return [name for name, f in FAMILIES.items() if f.space is not None]
 
 
+def table() -> list[str]:
+    """The registry as text lines (`graphrec families`)."""
+    lines = [f"{'family':<9} {'inductive':<14} {'features':<9} {'search':<7} what it is"]
+    for f in FAMILIES.values():
+        features = "text" if f.reads_text else "always" if f.reads_features is _always else (
+            "no" if f.reads_features is _never else "option")
+        lines.append(f"{f.name:<9} {f.inductive:<14} {features:<9} {'yes' if f.space else 'no':<7} {f.summary}")
+    return lines
+
+
 def train(prepared, cfg, callbacks=None, log: Optional[Callable[[str], None]] = None):
     """Build the configured family's model and train it the family's way: a recsys.train.Trained.
     `callbacks(stage)` gives the observers of each training stage ("" for the ranking loop,
