@@ -18,6 +18,8 @@ Everything is drawn from one numpy Generator, so a seed fixes the data set exact
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import pandas as pd
 
@@ -74,6 +76,19 @@ START = 1735689600  # 2025-01-01 UTC
 SPAN = 180 * 86400
 
 
+class _World(NamedTuple):
+    """The shared latent structure: fields, universities and companies, with their names and vectors."""
+
+    field_names: list[str]
+    universities: list[str]
+    companies: list[str]
+    field_vec: np.ndarray  # (fields, dim)
+    uni_vec: np.ndarray  # (universities, dim)
+    company_vec: np.ndarray  # (companies, dim)
+    uni_fields: np.ndarray  # (universities, fields): each university's lean towards the fields
+    company_fields: np.ndarray  # (companies, fields)
+
+
 def generate(
     n_users: int = 2000,
     n_items: int = 800,
@@ -87,12 +102,34 @@ def generate(
     latent_dim: int = 16,
     candidates: int | None = None,
 ) -> RecData:
-    """`candidates`: draw each block of 1,024 members' views from that many random jobs instead
-    of all of them (for catalogues of 10^5 jobs and more, where scoring every job is too slow)."""
+    """The synthetic network for these settings (see the module docstring); one seed, one data set.
+
+    `candidates`: draw each block of 1,024 members' views from that many random jobs instead
+    of all of them (for catalogues of 10^5 jobs and more, where scoring every job is too slow).
+    The steps below share one Generator, so their order is part of the data set: do not reorder.
+    """
     rng = np.random.default_rng(seed)
+    world = _world(rng, n_universities, n_companies, latent_dim)
+    u_uni, u_company, u_field, taste = _member_taste(rng, world, n_users)
+    social = _friendships(rng, u_uni, u_company, friends_per_user)
+    taste = _pull_towards_friends(taste, social)
+    users = _member_profiles(rng, world, u_uni, u_company, u_field)
+    items, j_vec, popularity = _jobs(rng, world, n_items)
+    cold_users = rng.random(n_users) < cold_user_fraction
+    cold_items = rng.random(n_items) < cold_item_fraction
+    pu, pi, ps = _views(rng, taste, j_vec, popularity, np.flatnonzero(~cold_users), np.flatnonzero(~cold_items),
+                        mean_interactions, candidates)
+    user_ids, item_ids = users["user_id"].to_numpy(), items["item_id"].to_numpy()
+    interactions = _funnel(rng, pu, pi, ps, user_ids, item_ids)
+    social_df = pd.DataFrame({"src": user_ids[social[:, 0]], "dst": user_ids[social[:, 1]]})
+    meta = {"cold_users": int(cold_users.sum()), "cold_items": int(cold_items.sum()), "seed": seed}
+    return RecData("synthetic", users, items, interactions, social_df, meta)
+
+
+def _world(rng: np.random.Generator, n_universities: int, n_companies: int, latent_dim: int) -> _World:
+    """Name the universities and companies and draw the field, university and company vectors."""
     field_names = list(FIELDS)
     n_fields = len(field_names)
-
     universities = _unique_names(rng, n_universities, lambda: f"University of {rng.choice(CITIES)}")
     companies = _unique_names(
         rng, n_companies, lambda: f"{rng.choice(COMPANY_WORDS[0])}{rng.choice(COMPANY_WORDS[1]).lower()}"
@@ -103,42 +140,59 @@ def generate(
     # Each university and company leans towards a few fields: homophily in who studies/works where.
     uni_fields = rng.dirichlet(np.full(n_fields, 0.4), size=n_universities)
     company_fields = rng.dirichlet(np.full(n_fields, 0.3), size=n_companies)
+    return _World(field_names, universities, companies, field_vec, uni_vec, company_vec, uni_fields, company_fields)
 
-    # --- members ---------------------------------------------------------------------------
+
+def _member_taste(rng: np.random.Generator, world: _World, n_users: int):
+    """Each member's university, company, field and latent taste (before the pull of friends)."""
+    n_universities, latent_dim = world.uni_vec.shape
     u_uni = rng.integers(n_universities, size=n_users)
-    u_company = rng.integers(n_companies, size=n_users)
-    field_p = 0.5 * uni_fields[u_uni] + 0.5 * company_fields[u_company]
+    u_company = rng.integers(len(world.companies), size=n_users)
+    field_p = 0.5 * world.uni_fields[u_uni] + 0.5 * world.company_fields[u_company]
     u_field = _sample_rows(rng, field_p)
-    taste = (field_vec[u_field] + 0.6 * uni_vec[u_uni] + 0.5 * company_vec[u_company]
+    taste = (world.field_vec[u_field] + 0.6 * world.uni_vec[u_uni] + 0.5 * world.company_vec[u_company]
              + 0.5 * rng.normal(size=(n_users, latent_dim)))
+    return u_uni, u_company, u_field, taste
 
-    social = _friendships(rng, u_uni, u_company, friends_per_user)
+
+def _pull_towards_friends(taste: np.ndarray, social: np.ndarray) -> np.ndarray:
+    """Move each member's taste 30% towards their friends' mean (social homophily the graph can exploit)."""
     if len(social):
-        # Friends pull each other's taste together (social homophily the graph can exploit).
-        deg = np.bincount(social.ravel(), minlength=n_users).astype(float)
+        deg = np.bincount(social.ravel(), minlength=len(taste)).astype(float)
         pulled = np.zeros_like(taste)
         np.add.at(pulled, social[:, 0], taste[social[:, 1]])
         np.add.at(pulled, social[:, 1], taste[social[:, 0]])
         has = deg > 0
         taste[has] = 0.7 * taste[has] + 0.3 * pulled[has] / deg[has, None]
+    return taste
 
+
+def _member_profiles(rng: np.random.Generator, world: _World, u_uni, u_company, u_field) -> pd.DataFrame:
+    """The members table: user_id, university, company, a job title from their field and a headline."""
+    field_names = world.field_names
     u_title = [FIELDS[field_names[f]][0][rng.integers(3)] for f in u_field]
     users = pd.DataFrame({
-        "user_id": [f"u{k:06d}" for k in range(n_users)],
-        "university": [universities[k] for k in u_uni],
-        "company": [companies[k] for k in u_company],
+        "user_id": [f"u{k:06d}" for k in range(len(u_uni))],
+        "university": [world.universities[k] for k in u_uni],
+        "company": [world.companies[k] for k in u_company],
         "title": u_title,
     })
     users["headline"] = [
         f"{t} at {c} | {u} alumni | {', '.join(rng.choice(FIELDS[field_names[f]][1], 3, replace=False))}"
         for t, c, u, f in zip(users["title"], users["company"], users["university"], u_field)
     ]
+    return users
 
-    # --- jobs ------------------------------------------------------------------------------
-    j_company = rng.integers(n_companies, size=n_items)
-    j_field = _sample_rows(rng, 0.7 * company_fields[j_company] + 0.3 / n_fields)
+
+def _jobs(rng: np.random.Generator, world: _World, n_items: int) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """The jobs table (item_id, title, company, field, description), each job's vector and popularity."""
+    field_names = world.field_names
+    n_fields, latent_dim = world.field_vec.shape
+    j_company = rng.integers(len(world.companies), size=n_items)
+    j_field = _sample_rows(rng, 0.7 * world.company_fields[j_company] + 0.3 / n_fields)
     j_level = rng.integers(len(SENIORITY), size=n_items)
-    j_vec = field_vec[j_field] + 0.5 * company_vec[j_company] + 0.5 * rng.normal(size=(n_items, latent_dim))
+    j_vec = (world.field_vec[j_field] + 0.5 * world.company_vec[j_company]
+             + 0.5 * rng.normal(size=(n_items, latent_dim)))
     popularity = rng.normal(0.0, 0.8, size=n_items)
     j_title = [
         (SENIORITY[lv] + " " + FIELDS[field_names[f]][0][rng.integers(3)]).strip()
@@ -147,21 +201,24 @@ def generate(
     items = pd.DataFrame({
         "item_id": [f"j{k:06d}" for k in range(n_items)],
         "title": j_title,
-        "company": [companies[k] for k in j_company],
+        "company": [world.companies[k] for k in j_company],
         "field": [field_names[f] for f in j_field],
     })
     items["description"] = [
         f"{c} is hiring a {t} in {fld}. You will work on {', '.join(rng.choice(FIELDS[fld][1], 4, replace=False))}."
         for c, t, fld in zip(items["company"], items["title"], items["field"])
     ]
+    return items, j_vec, popularity
 
-    # --- interactions ----------------------------------------------------------------------
-    cold_users = rng.random(n_users) < cold_user_fraction
-    cold_items = rng.random(n_items) < cold_item_fraction
-    warm_items = np.flatnonzero(~cold_items)
-    warm_users = np.flatnonzero(~cold_users)
+
+def _views(rng: np.random.Generator, taste, j_vec, popularity, warm_users, warm_items,
+           mean_interactions: float, candidates: int | None):
+    """Which warm member viewed which warm job: per member 5 + Poisson jobs by Gumbel-top-k over the appeal.
+
+    Returns parallel arrays of member index, job index and appeal, one entry per view.
+    """
     counts = np.minimum(5 + rng.poisson(max(mean_interactions - 5, 0.1), size=len(warm_users)), len(warm_items))
-    scale = 1.5 / np.sqrt(latent_dim)
+    scale = 1.5 / np.sqrt(taste.shape[1])
     rows_u, rows_i, rows_s = [], [], []
     for start in range(0, len(warm_users), 1024):  # chunks bound memory at 1024 x items
         chunk = warm_users[start:start + 1024]
@@ -169,18 +226,30 @@ def generate(
         if candidates is not None and candidates < len(warm_items):
             pool = np.sort(rng.choice(warm_items, size=candidates, replace=False))
         appeal = scale * taste[chunk] @ j_vec[pool].T + popularity[pool]
-        gumbel = appeal + rng.gumbel(size=appeal.shape)
         need = np.minimum(counts[start:start + 1024], len(pool))
-        top = min(int(need.max()), len(pool))
-        order = np.argpartition(-gumbel, top - 1, axis=1)[:, :top] if top < len(pool) else \
-            np.argsort(-gumbel, axis=1)
-        order = np.take_along_axis(order, np.argsort(-np.take_along_axis(gumbel, order, 1), axis=1), 1)
+        order = _gumbel_top_k(rng, appeal, need)
         for row, (user, k) in enumerate(zip(chunk, need)):
             picked = order[row, :k]
             rows_u.append(np.full(k, user))
             rows_i.append(pool[picked])
             rows_s.append(appeal[row, picked])
-    pu, pi, ps = np.concatenate(rows_u), np.concatenate(rows_i), np.concatenate(rows_s)
+    return np.concatenate(rows_u), np.concatenate(rows_i), np.concatenate(rows_s)
+
+
+def _gumbel_top_k(rng: np.random.Generator, appeal: np.ndarray, need: np.ndarray) -> np.ndarray:
+    """Per row, column indices ordered best-first by appeal + Gumbel noise, at least need.max() of them:
+    the first k of a row are a sample of k without replacement from softmax(appeal)."""
+    gumbel = appeal + rng.gumbel(size=appeal.shape)
+    n_cols = appeal.shape[1]
+    top = min(int(need.max()), n_cols)
+    order = np.argpartition(-gumbel, top - 1, axis=1)[:, :top] if top < n_cols else \
+        np.argsort(-gumbel, axis=1)
+    return np.take_along_axis(order, np.argsort(-np.take_along_axis(gumbel, order, 1), axis=1), 1)
+
+
+def _funnel(rng: np.random.Generator, pu, pi, ps, user_ids, item_ids) -> pd.DataFrame:
+    """Turn views into the event log: some views become clicks and some clicks applications, more often
+    the better the match; timestamped within SPAN of START and sorted by (timestamp, user_id)."""
     match = 1 / (1 + np.exp(-(ps - np.median(ps))))
     clicked = rng.random(len(pu)) < 0.25 + 0.5 * match
     applied = clicked & (rng.random(len(pu)) < 0.1 + 0.4 * match)
@@ -193,16 +262,9 @@ def generate(
         "event": np.repeat(EVENTS, [len(pu), clicked.sum(), applied.sum()]),
         "timestamp": np.concatenate([t_view, t_click[clicked], t_apply[applied]]).astype(np.int64),
     })
-    interactions["user_id"] = users["user_id"].to_numpy()[interactions["user_id"]]
-    interactions["item_id"] = items["item_id"].to_numpy()[interactions["item_id"]]
-    interactions = interactions.sort_values(["timestamp", "user_id"], kind="stable").reset_index(drop=True)
-
-    social_df = pd.DataFrame({
-        "src": users["user_id"].to_numpy()[social[:, 0]],
-        "dst": users["user_id"].to_numpy()[social[:, 1]],
-    })
-    meta = {"cold_users": int(cold_users.sum()), "cold_items": int(cold_items.sum()), "seed": seed}
-    return RecData("synthetic", users, items, interactions, social_df, meta)
+    interactions["user_id"] = user_ids[interactions["user_id"]]
+    interactions["item_id"] = item_ids[interactions["item_id"]]
+    return interactions.sort_values(["timestamp", "user_id"], kind="stable").reset_index(drop=True)
 
 
 def _unique_names(rng: np.random.Generator, n: int, make) -> list[str]:
