@@ -64,7 +64,7 @@ def graphrec_batch(model: LightGCN, graph, users, pos, neg) -> torch.Tensor:
 
 def graphrec_epoch_seconds(graph, data) -> tuple[float, LightGCN]:
     seed_everything(0)
-    model = LightGCN(data.n_users, data.n_items, DIM, LAYERS)
+    model = LightGCN(data.n_users, data.n_items, dim=DIM, layers=LAYERS)
     result = fit(model, graph, data, TrainConfig(epochs=1, batch_size=BATCH, lr=LR, l2=L2, progress=False),
                  EvalConfig(ks=[20]))
     return result.history[0]["epoch_seconds"], model
@@ -117,8 +117,8 @@ def main() -> None:
 
     # Same semantics: identical weights give the same loss and the same gradients either way.
     seed_everything(0)
-    a = LightGCN(data.n_users, data.n_items, DIM, LAYERS)
-    b = LightGCN(data.n_users, data.n_items, DIM, LAYERS)
+    a = LightGCN(data.n_users, data.n_items, dim=DIM, layers=LAYERS)
+    b = LightGCN(data.n_users, data.n_items, dim=DIM, layers=LAYERS)
     b.load_state_dict(a.state_dict())
     la, lb = reference_batch(a, coo, *batches[0]), graphrec_batch(b, graph, *batches[0])
     la.backward()
@@ -129,7 +129,7 @@ def main() -> None:
     # Reference loop over a bounded number of batches, half before and half after graphrec's epoch
     # (this machine's speed drifts by +-15% over minutes), scaled to an epoch.
     seed_everything(0)
-    ref = LightGCN(data.n_users, data.n_items, DIM, LAYERS)
+    ref = LightGCN(data.n_users, data.n_items, dim=DIM, layers=LAYERS)
     opt = torch.optim.Adam(ref.parameters(), lr=LR)
 
     def reference_batches(chunk) -> float:

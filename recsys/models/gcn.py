@@ -15,7 +15,7 @@ from recsys.models.base import RecModel
 
 
 class GCN(RecModel):
-    def __init__(self, n_users: int, n_items: int, dim: int = 64, layers: int = 2):
+    def __init__(self, n_users: int, n_items: int, *, dim: int = 64, layers: int = 2):
         super().__init__()
         self.n_users, self.n_items = n_users, n_items
         self.user_emb = nn.Embedding(n_users, dim)
@@ -26,7 +26,7 @@ class GCN(RecModel):
 
     @classmethod
     def from_config(cls, cfg, graph: RecGraph, seed: int = 0) -> "GCN":
-        return cls(graph.n_users, graph.n_items, cfg.dim, cfg.layers)
+        return cls(graph.n_users, graph.n_items, dim=cfg.dim, layers=cfg.layers)
 
     def encode(self, graph: RecGraph) -> tuple[torch.Tensor, torch.Tensor]:
         adj = graph.norm_adj(self_loops=True)

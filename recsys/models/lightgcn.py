@@ -20,7 +20,7 @@ class LightGCN(RecModel):
     (`user_features` / `item_features` given; implies `transform`), layer 0 is the ID embedding
     concatenated with a linear projection of the features. Output width: dim, or 2 * dim with features."""
 
-    def __init__(self, n_users: int, n_items: int, dim: int = 64, layers: int = 3,
+    def __init__(self, n_users: int, n_items: int, *, dim: int = 64, layers: int = 3,
                  user_features: torch.Tensor | None = None, item_features: torch.Tensor | None = None,
                  transform: bool = False):
         super().__init__()
@@ -44,8 +44,9 @@ class LightGCN(RecModel):
         use = cfg.lightgcn.use_features
         if use and graph.user_features is None and graph.item_features is None:
             raise ValueError("model.lightgcn.use_features=true, but the data has no node features")
-        return cls(graph.n_users, graph.n_items, cfg.dim, cfg.layers, graph.user_features if use else None,
-                   graph.item_features if use else None, transform=cfg.lightgcn.transform)
+        return cls(graph.n_users, graph.n_items, dim=cfg.dim, layers=cfg.layers,
+                   user_features=graph.user_features if use else None,
+                   item_features=graph.item_features if use else None, transform=cfg.lightgcn.transform)
 
     def _layer0(self, graph: RecGraph) -> torch.Tensor:
         ids = torch.cat([self.user_emb.weight, self.item_emb.weight])

@@ -15,7 +15,7 @@ from recsys.models.base import RecModel, l2
 
 
 class MF(RecModel):
-    def __init__(self, n_users: int, n_items: int, dim: int = 64):
+    def __init__(self, n_users: int, n_items: int, *, dim: int = 64):
         super().__init__()
         self.user_emb = nn.Embedding(n_users, dim)
         self.item_emb = nn.Embedding(n_items, dim)
@@ -24,7 +24,7 @@ class MF(RecModel):
 
     @classmethod
     def from_config(cls, cfg, graph, seed: int = 0) -> "MF":
-        return cls(graph.n_users, graph.n_items, cfg.dim)
+        return cls(graph.n_users, graph.n_items, dim=cfg.dim)
 
     def encode(self, graph=None) -> tuple[torch.Tensor, torch.Tensor]:
         return self.user_emb.weight, self.item_emb.weight
