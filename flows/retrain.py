@@ -91,7 +91,8 @@ def evaluate(trained: Trained, prepared, cfg: RunConfig, run_id: str) -> dict[st
             metrics[name] = evaluate_model(trained.model, trained.graph, indexed, "test", cfg.eval, user_mask=mask)
     r = trained.result
     log_results(run_id, r.history, metrics,
-                {"best_epoch": r.best_epoch, "epochs_run": r.epochs_run, "train_seconds": r.seconds})
+                {"best_epoch": r.best_epoch, "epochs_run": r.epochs_run, "train_seconds": r.seconds,
+                 "batch_size_used": r.batch_size})
     if trained.heads is not None:
         from deploy.tracking import log_multitask
 

@@ -128,7 +128,15 @@ class NegativesConfig(Section):
 class TrainConfig(Section):
     epochs: int = Field(40, ge=1)
     batch_size: int = Field(2048, ge=1)
+    max_steps_per_epoch: Optional[int] = Field(
+        None, ge=1, description="at most this many optimiser steps per epoch: a log of more than batch_size x this "
+                                "pairs trains in batches of ceil(pairs / this), so an epoch's whole-graph products "
+                                "stay this many and its cost grows linearly with the log; null: batch_size always "
+                                "(the exact per-batch mode)")
     lr: float = Field(0.005, gt=0)
+    lr_batch_scaling: Literal["none", "sqrt", "linear"] = Field(
+        "sqrt", description="batches grown past batch_size (max_steps_per_epoch) train with lr x (batch / batch_size) "
+                            "to the power 0, 1/2 or 1")
     lr_milestones: list[int] = Field(default_factory=list, description="epochs after which lr is multiplied "
                                                                       "by lr_gamma")
     lr_gamma: float = Field(0.1, gt=0, le=1)

@@ -83,6 +83,7 @@ class TrainResult:
     best_score: float = float("-inf")
     epochs_run: int = 0
     seconds: float = 0.0
+    batch_size: int = 0  # pairs per optimiser step (train.batch_size, or larger: train.max_steps_per_epoch)
 
 
 def draw_negatives(sampler, batch: np.ndarray, scores, per_positive: int) -> np.ndarray:
@@ -92,6 +93,17 @@ def draw_negatives(sampler, batch: np.ndarray, scores, per_positive: int) -> np.
         return first
     draws = [first] + [sampler.sample(batch[:, 0], batch[:, 1], scores) for _ in range(per_positive - 1)]
     return np.stack(draws, axis=1)
+
+
+def batch_plan(cfg: TrainConfig, n_pairs: int) -> tuple[int, float]:
+    """(pairs per step, learning rate) for a log of n_pairs: train.batch_size and train.lr, unless
+    train.max_steps_per_epoch bounds the steps, in which case the batch grows to hold the log in
+    that many steps and the learning rate grows with it (train.lr_batch_scaling)."""
+    batch = cfg.batch_size
+    if cfg.max_steps_per_epoch is not None:
+        batch = max(batch, -(-n_pairs // cfg.max_steps_per_epoch))
+    power = {"none": 0.0, "sqrt": 0.5, "linear": 1.0}[cfg.lr_batch_scaling]
+    return batch, cfg.lr * (batch / cfg.batch_size) ** power
 
 
 def evaluate_model(model, graph: RecGraph, data: IndexedData, split: str, cfg: EvalConfig,
@@ -121,14 +133,15 @@ def fit(
     model.set_objective(cfg.loss, cfg.temperature)
     sampler = sampler or build_sampler(cfg.negatives, data.n_users, data.n_items, data.train, seed=cfg.seed)
     scores = ScoreView(model, graph, cfg.negatives.refresh_every)  # computed only if a sampler asks
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    pairs = data.train
+    batch_size, lr = batch_plan(cfg, len(pairs))
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, cfg.lr_milestones, cfg.lr_gamma)
     has_valid = len(data.valid) > 0
-    result = TrainResult()
+    result = TrainResult(batch_size=batch_size)
     best = EarlyStopping(cfg.patience)
     started = time.perf_counter()
-    pairs = data.train
-    n_batches = max(1, -(-len(pairs) // cfg.batch_size))
+    n_batches = max(1, -(-len(pairs) // batch_size))
     bar = tqdm(total=cfg.epochs, desc="train", unit="epoch", disable=not cfg.progress, leave=False)
     model.train()
     step = 0
@@ -142,7 +155,7 @@ def fit(
             order = rng.permutation(len(pairs))
             loss_sum = reg_sum = 0.0
             for b in range(n_batches):
-                idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+                idx = order[b * batch_size:(b + 1) * batch_size]
                 batch = pairs[idx]
                 neg = draw_negatives(sampler, batch, scores, cfg.negatives.per_positive)
                 ranking, reg = model.batch_loss(graph, torch.from_numpy(batch[:, 0]), torch.from_numpy(batch[:, 1]),

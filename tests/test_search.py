@@ -130,7 +130,7 @@ def test_two_processes_share_one_study(tmp_path, prefect_home, processes):
     first = _spawn(processes, root, *args)
     second = _spawn(processes, root, *args, worker=1)
     outputs = [p.communicate(timeout=1800)[0] for p in (first, second)]  # a bound, not a deadline on speed
-    assert [p.returncode for p in (first, second)] == [0, 0], outputs
+    assert [p.returncode for p in (first, second)] == [0, 0], "\n\n".join(o[-6000:] for o in outputs)
     trials = study(root, "graphrec-lightgcn").trials
     numbers = [t.number for t in trials]
     assert numbers == list(range(len(trials))) and len(set(numbers)) == len(numbers)

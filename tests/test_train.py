@@ -111,3 +111,30 @@ def test_early_stopping_keeps_the_best_state_and_counts_patience():
     with torch.no_grad():
         model.weight.fill_(-1.0)
     assert stop.update(model, 0.1, 2) and stop.restore(model) and float(model.weight) == 7.0
+
+
+def test_bounded_steps_per_epoch_grow_the_batch_and_its_learning_rate(prepared):
+    from recsys.train import batch_plan
+
+    assert batch_plan(TrainConfig(batch_size=100, lr=0.01), 10_000) == (100, 0.01)  # the exact mode
+    assert batch_plan(TrainConfig(batch_size=100, lr=0.01, max_steps_per_epoch=200), 10_000) == (100, 0.01)
+    batch, lr = batch_plan(TrainConfig(batch_size=100, lr=0.01, max_steps_per_epoch=25), 10_000)
+    assert batch == 400 and abs(lr - 0.02) < 1e-12  # 4x the pairs per step, sqrt(4) x the rate
+    assert batch_plan(TrainConfig(batch_size=100, lr=0.01, max_steps_per_epoch=25, lr_batch_scaling="linear"),
+                      10_000)[1] == 0.04
+    data, graph = prepared
+
+    class Steps(Callback):
+        def __init__(self):
+            self.steps = 0
+
+        def on_step(self, step, logs):
+            self.steps += 1
+
+    counter = Steps()
+    cfg = TrainConfig(epochs=2, batch_size=64, lr=0.01, max_steps_per_epoch=3, progress=False, eval_every=5)
+    model = LightGCN(data.n_users, data.n_items, dim=8, layers=1)
+    result = fit(model, graph, data, cfg, EvalConfig(), [counter])
+    assert counter.steps == 6 and result.batch_size == -(-len(data.train) // 3) > 64
+    expected_lr = 0.01 * (result.batch_size / 64) ** 0.5
+    assert all(abs(h["lr"] - expected_lr) < 1e-12 for h in result.history)
