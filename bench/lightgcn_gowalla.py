@@ -174,6 +174,9 @@ def main() -> None:
     p.add_argument("--chunk-size", type=int, default=1024, help="users ranked at once in evaluation")
     p.add_argument("--lr", type=float, default=0.001, help="default: the paper's 0.001")
     p.add_argument("--batch-size", type=int, default=2048)
+    p.add_argument("--max-steps-per-epoch", type=int, default=None,
+                   help="train.max_steps_per_epoch: larger batches, a fixed number of steps per epoch")
+    p.add_argument("--lr-batch-scaling", choices=["none", "sqrt", "linear"], default="sqrt")
     p.add_argument("--sampler", default="uniform", help="train.negatives.kind")
     p.add_argument("--per-positive", type=int, default=1)
     p.add_argument("--candidates", type=int, default=32, help="model sampler: candidates scored, hardest kept")
@@ -227,7 +230,8 @@ def main() -> None:
     seed_everything(args.seed)
     model = LightGCN(data.n_users, data.n_items, dim=64, layers=3)
     model.cosine = args.score == "cosine"
-    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, l2=args.l2, seed=args.seed,
+    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, max_steps_per_epoch=args.max_steps_per_epoch,
+                      lr_batch_scaling=args.lr_batch_scaling, lr=args.lr, l2=args.l2, seed=args.seed,
                       lr_milestones=args.lr_milestones, lr_gamma=args.lr_gamma,
                       threads=args.threads, loss=args.loss, temperature=args.temperature,
                       negatives={"kind": args.sampler, "per_positive": args.per_positive,
@@ -259,6 +263,8 @@ def main() -> None:
         "paper_ndcg@20": 0.1554,
         "settings": {"dim": 64, "layers": 3, "lr": args.lr, "lr_milestones": args.lr_milestones,
                      "lr_gamma": args.lr_gamma, "batch_size": args.batch_size, "l2": args.l2,
+                     "max_steps_per_epoch": args.max_steps_per_epoch, "batch_used": result.batch_size,
+                     "lr_batch_scaling": args.lr_batch_scaling if args.max_steps_per_epoch else None,
                      "negatives": f"{args.sampler}, {args.per_positive}"
                      + (f", hardest of {args.candidates}" if args.sampler == "model" else ""), "loss": args.loss,
                      "temperature": args.temperature if args.loss == "softmax" else None, "score": args.score},
