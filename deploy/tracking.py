@@ -138,6 +138,18 @@ def metric_key(name: str) -> str:
     return name.replace("@", "_at_")
 
 
+def log_phase_seconds(run_id: str, phases: dict[str, float]) -> None:
+    """How long each phase of the retraining flow took, as metrics `phase_<name>_seconds`."""
+    now = int(time.time() * 1000)
+    MlflowClient().log_batch(run_id, metrics=[Metric(f"phase_{name}_seconds", float(v), now, 0)
+                                              for name, v in phases.items()])
+
+
+def metric_history(run_id: str, key: str) -> list[float]:
+    """A run's values of one metric in step order (e.g. `epoch_seconds`, one per epoch); [] if never logged."""
+    return [m.value for m in sorted(MlflowClient().get_metric_history(run_id, key), key=lambda m: m.step)]
+
+
 def log_results(run_id: str, history: list[dict], metrics: dict[str, dict[str, float]],
                 extra: dict[str, float]) -> None:
     """Final metrics per split, the training-curve plot and a metrics table as artifacts."""

@@ -6,7 +6,8 @@ artifact and fails the flow before anything is trained or registered.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional
+import time
+from typing import TYPE_CHECKING, Callable, Optional
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
@@ -186,26 +187,47 @@ def _summary_markdown(cfg, metrics, decision, run_url, snapshot, written) -> str
     return "\n".join(lines)
 
 
+@task(retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
+def log_phases(run_id: str, phases: dict[str, float]) -> None:
+    from deploy.tracking import log_phase_seconds
+
+    log_phase_seconds(run_id, phases)
+
+
+class Phases(dict):
+    """Seconds each phase of the flow took, by name: `phases.run("train", train, ...)` calls the task
+    and records its time (retries included)."""
+
+    def run(self, name: str, fn: Callable, *args):
+        t0 = time.perf_counter()
+        try:
+            return fn(*args)
+        finally:
+            self[name] = time.perf_counter() - t0
+
+
 @flow(name="graphrec-retrain", log_prints=True)
 def retrain_flow(config: Optional[RunConfig] = None) -> dict:
     cfg = config or RunConfig()
     logger = get_run_logger()
-    data = load_data(cfg)
-    validate(data, cfg)
-    drift = check_drift(data, cfg)  # today's data against the champion's, before training
-    prepared = build_graph(data, cfg)
+    phases = Phases()
+    data = phases.run("load", load_data, cfg)
+    phases.run("validate", validate, data, cfg)
+    drift = phases.run("drift", check_drift, data, cfg)  # today's data against the champion's, before training
+    prepared = phases.run("build_graph", build_graph, data, cfg)
     data, indexed = prepared.data, prepared.indexed
     logger.info(f"data {data.name}: {data.summary()}")
-    run_id = start_run(cfg, data)
+    run_id = phases.run("start_run", start_run, cfg, data)
     from deploy.runs import ended_with_outcome
 
     with ended_with_outcome(run_id):  # FAILED on an error, KILLED when interrupted, else FINISHED
-        record_profile(run_id, drift, prepared, cfg)
-        trained = train(prepared, cfg, run_id)
-        metrics = evaluate(trained, prepared, cfg, run_id)
-        version = register(trained, prepared, cfg, run_id)
-        decision = promote(version, metrics, indexed, cfg)
-        snapshot, written = refresh(indexed, data.fingerprint(), cfg)
+        phases.run("record_profile", record_profile, run_id, drift, prepared, cfg)
+        trained = phases.run("train", train, prepared, cfg, run_id)
+        metrics = phases.run("evaluate", evaluate, trained, prepared, cfg, run_id)
+        version = phases.run("register", register, trained, prepared, cfg, run_id)
+        decision = phases.run("promote", promote, version, metrics, indexed, cfg)
+        snapshot, written = phases.run("refresh", refresh, indexed, data.fingerprint(), cfg)
+        log_phases(run_id, dict(phases))  # MLflow metrics phase_<name>_seconds
 
     from deploy.tracking import run_link
 
@@ -214,5 +236,5 @@ def retrain_flow(config: Optional[RunConfig] = None) -> dict:
                              key="retrain-summary", description=decision.reason)
     logger.info(f"version {version}: {decision.reason}; snapshot {snapshot.name}")
     return {"run_id": run_id, "version": version, "promoted": decision.promoted, "metrics": metrics,
-            "decision": decision.as_dict(), "snapshot": str(snapshot), "run_url": url}
-
+            "decision": decision.as_dict(), "snapshot": str(snapshot), "run_url": url,
+            "phase_seconds": dict(phases)}

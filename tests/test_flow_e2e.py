@@ -65,6 +65,10 @@ def test_two_runs_champion_then_rejected_data(workspace):
     assert json.loads(given.dataset.source)["uri"] == str(files["interactions"].resolve())
     assert client.get_experiment(run.info.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
     assert "test_ndcg_at_20" in run.data.metrics
+    phases = out["phase_seconds"]  # each phase's time, in the result and on the run
+    assert {"load", "validate", "drift", "build_graph", "train", "evaluate", "register", "promote",
+            "refresh"} <= set(phases) and min(phases.values()) >= 0
+    assert {f"phase_{name}_seconds" for name in phases} <= set(run.data.metrics)
     assert len(client.get_metric_history(out["run_id"], "loss")) == 6
     artifacts = {a.path for a in client.list_artifacts(out["run_id"], "plots")}
     assert "plots/training_curves.png" in artifacts
