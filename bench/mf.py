@@ -44,6 +44,7 @@ import time
 from pathlib import Path
 
 from bench.common import RESULTS, SHARED_DATA, peak_rss_mb, write_results
+from recsys.train import Callback
 
 # The candidate recipes compared on Gowalla's validation split (dim 64, batch 2048 for all).
 RECIPES = {
@@ -80,32 +81,18 @@ def train_config(recipe: dict, epochs: int, seed: int, threads: int, **extra):
 
 
 def curve_callback(model, graph, data):
-    """bench.lightgcn_gowalla.TestCurve (ranks data.test every epoch; here the validation split) with the
-    Callback hooks it does not define."""
+    """bench.lightgcn_gowalla.TestCurve: ranks data.test every epoch (here the validation split)."""
     from bench.lightgcn_gowalla import TestCurve
 
-    class Curve(TestCurve):
-        def on_epoch_start(self, epoch: int) -> None:
-            pass
-
-        def on_step(self, step: int, logs: dict) -> None:
-            pass
-
-    return Curve(model, graph, data, every=1, chunk_size=1024)
+    return TestCurve(model, graph, data, every=1, chunk_size=1024)
 
 
-class PatienceOnCurve:
+class PatienceOnCurve(Callback):
     """Callback after a bench.lightgcn_gowalla.TestCurve: ends training (StopTraining) once `patience`
     evaluations in a row brought no better recall@20."""
 
     def __init__(self, curve, patience: int):
         self.curve, self.patience = curve, patience
-
-    def on_epoch_start(self, epoch: int) -> None:
-        pass
-
-    def on_step(self, step: int, logs: dict) -> None:
-        pass
 
     def on_epoch_end(self, epoch: int, logs: dict) -> None:
         from recsys.train import StopTraining
