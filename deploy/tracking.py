@@ -150,6 +150,12 @@ def metric_history(run_id: str, key: str) -> list[float]:
     return [m.value for m in sorted(MlflowClient().get_metric_history(run_id, key), key=lambda m: m.step)]
 
 
+def run_figures(run_id: str) -> dict:
+    """A run's params and (latest) metrics: {"params": {...}, "metrics": {...}}."""
+    run = MlflowClient().get_run(run_id)
+    return {"params": dict(run.data.params), "metrics": dict(run.data.metrics)}
+
+
 def log_results(run_id: str, history: list[dict], metrics: dict[str, dict[str, float]],
                 extra: dict[str, float]) -> None:
     """Final metrics per split, the training-curve plot and a metrics table as artifacts."""

@@ -127,8 +127,10 @@ def register(trained: Trained, prepared, cfg: RunConfig, run_id: str) -> str:
                         g.item_features, prepared.user_encoder, prepared.item_encoder)
     tags = {"graphrec.family": cfg.model.family, "graphrec.inductive": str(model.inductive).lower()}
     with _registry_change(cfg, "registering the model"):
-        version = log_and_register_model(run_id, cfg.stores.registered_model, indexed.user_ids, users.numpy(),
-                                         indexed.item_ids, items.numpy(), indexed.train, tags, bundle)
+        # detached: a family may return its tables themselves (mf: the embedding weights, which require grad)
+        version = log_and_register_model(run_id, cfg.stores.registered_model, indexed.user_ids,
+                                         users.detach().numpy(), indexed.item_ids, items.detach().numpy(),
+                                         indexed.train, tags, bundle)
         name_run_for_version(run_id, version)
         return version
 

@@ -1,0 +1,50 @@
+"""bench/retrain_scale.py without running the flow: ratios, goals, merged rows, the table, and that a
+child is never waited on past its bound."""
+import json
+import sys
+
+from bench import retrain_scale as rs
+
+
+def row(family, members, interactions, epoch, flow, rss=1000, settings=()):
+    return {"family": family, "members": members, "settings": list(settings), "interactions": interactions,
+            "friendships": members, "epoch_seconds": epoch, "epoch_stage": "ranking",
+            "stage_epoch_seconds": {"ranking": epoch}, "flow_seconds": flow, "epochs": 2, "best_epoch": 2,
+            "phase_seconds": {p: flow / len(rs.PHASES) for p in rs.PHASES}, "peak_rss_mb": rss,
+            "recall@20": 0.1, "ndcg@20": 0.05}
+
+
+def test_ratios_and_goals():
+    rows = [row("lightgcn", 100_000, 1_000, 10.0, 600), row("lightgcn", 300_000, 3_000, 30.0, 1500),
+            row("lightgcn", 1_000_000, 10_000, 150.0, 3000, rss=12 * 1024),
+            row("mf", 100_000, 1_000, 1.0, 100), row("mf", 1_000_000, 10_000, 20.0, 900)]
+    ratios = {(r["family"], r["to_members"]): r for r in rs.ratios(rows)}
+    assert ratios["lightgcn", 300_000]["epoch_seconds"] == 1.0
+    assert ratios["lightgcn", 1_000_000]["epoch_seconds"] == 1.5
+    assert ratios["mf", 1_000_000]["epoch_seconds"] == 2.0 and ratios["mf", 1_000_000]["flow_seconds"] == 0.9
+    (end_to_end,) = [g for g in rs.goals(rows) if "end to end" in g["goal"]]
+    assert end_to_end["held"] is True and end_to_end["figure"] == "50.0 min, 12.0 GiB"
+    epoch_goals = [g for g in rs.goals(rows) if "seconds per epoch" in g["goal"]]
+    assert {g["goal"].split(":")[0]: g["held"] for g in epoch_goals} == {"lightgcn": False, "mf": False}
+
+
+def test_failed_rows_render_and_merge_by_family_size_settings(tmp_path, monkeypatch):
+    monkeypatch.setattr(rs, "RESULTS", tmp_path)
+    failed = {"family": "gcn", "members": 5000, "settings": [], "interactions": 80,
+              "error": "killed by SIGKILL (out of memory?); log x\ntraceback"}
+    table = rs.table([row("mf", 5000, 80, 1.0, 10), failed], [])
+    assert all(len(r) == len(rs.HEADER) for r in table)
+    assert any("failed: killed by SIGKILL" in str(c) for c in table[0] + table[1])
+    (tmp_path / "t.json").write_text(json.dumps({"rows": [row("mf", 5000, 80, 9.0, 10), failed,
+                                                          row("mf", 5000, 80, 9.0, 10, settings=["train.epochs=2"])]}))
+    merged = rs.merged("t", [row("mf", 5000, 80, 1.0, 10)])
+    assert sorted((r["family"], r.get("epoch_seconds")) for r in merged) == [("gcn", None), ("mf", 1.0), ("mf", 9.0)]
+
+
+def test_a_child_past_its_bound_is_stopped(tmp_path):
+    code, seconds = rs.run_bounded([sys.executable, "-c", "import time; time.sleep(60)"], tmp_path / "c.log", 1)
+    assert code is None and seconds < 30
+    assert "ran past --timeout" in rs.failure(code, 1, tmp_path / "c.log")
+    code, _ = rs.run_bounded([sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"],
+                             tmp_path / "k.log", 30)
+    assert rs.failure(code, 30, tmp_path / "k.log").startswith("killed by SIGKILL (out of memory?)")
