@@ -142,3 +142,21 @@ def test_sage_through_the_flow_serves_a_user_it_has_never_seen(workspace):
     recs = model.predict(newcomer, params={"k": 5})
     assert recs["user_id"].tolist() == ["brand-new"] * 5
     assert not set(recs["item_id"]) & {"j000001", "j000002"}  # what they already saw is not offered again
+
+
+def test_mf_added_through_the_registry_registers_promotes_and_serves(workspace):
+    from flows.retrain import retrain_flow
+
+    root, files = workspace
+    cfg = config(root, files["interactions"], files, **{
+        "model.family": "mf", "train.epochs": 2, "stores.registered_model": "mf-model",
+        "stores.root": str(root / "mf-store")})
+    out = retrain_flow(cfg, return_state=True).result()
+    assert out["version"] == "1" and out["promoted"] and out["metrics"]["test"]["recall@20"] > 0
+    assert out["snapshot"]  # the refresh wrote its snapshot from the new champion
+    mlflow.set_tracking_uri(cfg.stores.resolved_tracking_uri())
+    tags = MlflowClient().get_model_version("mf-model", "1").tags
+    assert tags["graphrec.family"] == "mf" and tags["graphrec.inductive"] == "false"
+    model = mlflow.pyfunc.load_model("models:/mf-model@champion")
+    user = pd.read_parquet(files["interactions"])["user_id"].iloc[0]
+    assert len(model.predict(pd.DataFrame({"user_id": [user]}), params={"k": 5})) == 5
