@@ -74,7 +74,8 @@ def evaluate_scores(
     user_mask: Optional[np.ndarray] = None,
     user_available: Optional[np.ndarray] = None,
 ) -> dict[str, float]:
-    """The same metrics for any scorer: score(user indices) -> (len(users), n_items) scores.
+    """The same metrics for any scorer: score(user indices) -> (len(users), n_items) scores, a new
+    tensor each call (it is masked in place).
 
     Only items with a finite score count as ranked: when fewer than K remain after masking (seen,
     unavailable, or a non-finite score), the top-K list is shorter, never padded with masked items."""
@@ -92,20 +93,24 @@ def evaluate_scores(
 
     for start in range(0, len(eval_users), chunk_size):
         users = eval_users[start:start + chunk_size]
-        scores = score(users).clone()
+        scores = score(users)  # a fresh tensor: masked in place
         r, c = _rows(s_ptr, s_idx, users)
         scores[r, c] = -torch.inf
         if unavailable is not None:
             scores[:, unavailable] = -torch.inf
         if no_user is not None:
             scores[torch.from_numpy(no_user[users])] = -torch.inf
-        scores = torch.nan_to_num(scores, nan=-torch.inf, posinf=-torch.inf, neginf=-torch.inf)
+        scores.nan_to_num_(nan=-torch.inf, posinf=-torch.inf, neginf=-torch.inf)
         top_scores, top = torch.topk(scores, max_k, dim=1)  # (chunk, max_k)
+        del scores
+        # which of the top items are targets: their keys (local row * n_items + item) looked up among
+        # the chunk's sorted target keys (every user here has one), not a dense chunk x items matrix
         tr, tc = _rows(t_ptr, t_idx, users)
-        hit_matrix = torch.zeros(len(users), n_items, dtype=torch.bool)
-        hit_matrix[tr, tc] = True
+        target_keys = torch.unique(tr * n_items + tc)
+        top_keys = torch.arange(len(users)).unsqueeze(1) * n_items + top
+        found = target_keys[torch.searchsorted(target_keys, top_keys).clamp_(max=len(target_keys) - 1)] == top_keys
         # A masked item fills the list only when fewer than max_k remain: it is no recommendation.
-        hits = (torch.gather(hit_matrix, 1, top) & torch.isfinite(top_scores)).double()
+        hits = (found & torch.isfinite(top_scores)).double()
         n_targets = torch.from_numpy(np.diff(t_ptr)[users]).double()
         for k in ks:
             kk = min(k, max_k)
