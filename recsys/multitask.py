@@ -73,9 +73,10 @@ def fit_head(model: nn.Module, train: Rows, valid: Rows, weights: Optional[Seque
             loss.backward()
             opt.step()
             step += 1
-            total += float(loss) * len(idx)
+            value = float(loss)
+            total += value * len(idx)
             for cb in callbacks:
-                cb.on_step(step, {"loss": float(loss)})
+                cb.on_step(step, {"loss": value})
         aucs = task_aucs(predict(model, valid.x), valid.y)
         score = float(np.nanmean(aucs))
         logs = {"loss": total / len(train), "epoch_seconds": time.perf_counter() - t0, "valid_mean_auc": score,

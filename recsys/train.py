@@ -165,10 +165,11 @@ def fit(
                 (ranking + reg).backward()
                 optimizer.step()
                 step += 1
-                loss_sum += float(ranking)
+                value = float(ranking)  # one read of the loss per step
+                loss_sum += value
                 reg_sum += float(reg)
                 for cb in callbacks:
-                    cb.on_step(step, {"loss": float(ranking)})
+                    cb.on_step(step, {"loss": value})
             logs = {"loss": loss_sum / n_batches, "reg_loss": reg_sum / n_batches,
                     "epoch_seconds": time.perf_counter() - t0, "lr": optimizer.param_groups[0]["lr"]}
             schedule.step()
