@@ -41,8 +41,8 @@ def score_version(name: str, version: str, data: IndexedData, split: str, eval_c
     """`version` on `data`; a user it has no vector for scores 0 (it cannot serve them)."""
     model = load_registered(name, version)
     users, items, available = align(model, data)
-    return evaluate(users, items, data.split(split), data.seen_before(split), eval_cfg.ks, eval_cfg.chunk_size,
-                    item_available=available, user_available=_known(model.user_ids, data.user_ids))
+    return evaluate(users, items, data.split(split), data.seen_before(split), item_available=available,
+                    user_available=_known(model.user_ids, data.user_ids), **eval_cfg.ranking())
 
 
 def score_reference(model: RecommenderModel, reference, catalogue: np.ndarray,
@@ -63,8 +63,8 @@ def score_reference(model: RecommenderModel, reference, catalogue: np.ndarray,
     items = np.zeros((len(catalogue), dim), dtype=np.float32)
     users[u_pos >= 0] = model.user_vectors[u_pos[u_pos >= 0]]
     items[i_pos >= 0] = model.item_vectors[i_pos[i_pos >= 0]]
-    metrics = evaluate(users, items, pairs(reference.targets), pairs(reference.seen), eval_cfg.ks,
-                       eval_cfg.chunk_size, item_available=i_pos >= 0, user_available=u_pos >= 0)
+    metrics = evaluate(users, items, pairs(reference.targets), pairs(reference.seen), item_available=i_pos >= 0,
+                       user_available=u_pos >= 0, **eval_cfg.ranking())
     coverage = float((u_pos >= 0).mean()) if len(u_pos) else 1.0
     return metrics, coverage
 
@@ -96,9 +96,10 @@ def promote_version(name: str, version: str, data: IndexedData, promotion: Promo
         raise ConfigError(f"promotion.split={split} has no evaluation targets in this data")
     challenger = load_registered(name, version)
     users, items, available = align(challenger, data)
-    metrics = challenger_metrics or evaluate(users, items, data.split(split), data.seen_before(split), eval_cfg.ks,
-                                             eval_cfg.chunk_size, item_available=available,
-                                             user_available=_known(challenger.user_ids, data.user_ids))
+    metrics = challenger_metrics or evaluate(users, items, data.split(split), data.seen_before(split),
+                                             item_available=available,
+                                             user_available=_known(challenger.user_ids, data.user_ids),
+                                             **eval_cfg.ranking())
     if promotion.metric not in metrics:
         raise ConfigError(f"promotion.metric={promotion.metric!r} is not computed; choose one of {sorted(metrics)}")
     champion = alias_version(name, CHAMPION)
@@ -106,9 +107,10 @@ def promote_version(name: str, version: str, data: IndexedData, promotion: Promo
     if champion is not None and champion != str(version):
         champion_model = load_registered(name, champion)
         c_users, c_items, c_available = align(champion_model, data)
-        champion_value = evaluate(c_users, c_items, data.split(split), data.seen_before(split), eval_cfg.ks,
-                                  eval_cfg.chunk_size, item_available=c_available,
-                                  user_available=_known(champion_model.user_ids, data.user_ids))[promotion.metric]
+        champion_value = evaluate(c_users, c_items, data.split(split), data.seen_before(split),
+                                  item_available=c_available,
+                                  user_available=_known(champion_model.user_ids, data.user_ids),
+                                  **eval_cfg.ranking())[promotion.metric]
         if promotion.reference.enabled:
             reference = reference_check(name, champion, champion_model, challenger, promotion.metric, eval_cfg)
             if reference is None:

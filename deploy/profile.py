@@ -25,6 +25,7 @@ from mlflow.tracking import MlflowClient
 
 from recsys.config_ops import ReferenceGateConfig
 from recsys.data.types import IndexedData
+from recsys.metrics import sample
 from validation.drift import DataProfile, DriftReport
 
 PROFILE_DIR = "data_profile"
@@ -45,8 +46,7 @@ def reference_sample(indexed: IndexedData, split: str, cfg: ReferenceGateConfig)
     """Up to `cfg.users` users with targets in `split`, drawn with `cfg.seed`."""
     targets = indexed.split(split)
     with_targets = np.unique(targets[:, 0]) if len(targets) else np.zeros(0, np.int64)
-    rng = np.random.default_rng(cfg.seed)
-    users = np.sort(rng.choice(with_targets, size=min(cfg.users, len(with_targets)), replace=False))
+    users = sample(with_targets, cfg.users, cfg.seed)
     local = np.full(indexed.n_users, -1, dtype=np.int64)
     local[users] = np.arange(len(users))
     seen = indexed.seen_before(split)

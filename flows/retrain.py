@@ -81,6 +81,7 @@ def evaluate(trained: Trained, prepared, cfg: RunConfig, run_id: str) -> dict[st
     """Validation and test metrics; test again for warm and cold users apart when there are cold
     users with test targets (a cold-start split)."""
     from deploy.tracking import log_results
+    from recsys.metrics import ranked_users
     from recsys.train import evaluate_model
 
     indexed = prepared.indexed
@@ -91,9 +92,12 @@ def evaluate(trained: Trained, prepared, cfg: RunConfig, run_id: str) -> dict[st
         for name, mask in (("test_warm", ~prepared.cold_users), ("test_cold", prepared.cold_users)):
             metrics[name] = evaluate_model(trained.model, trained.graph, indexed, "test", cfg.eval, user_mask=mask)
     r = trained.result
+    ranked = {f"eval_users_{s}": len(ranked_users(indexed.split(s), indexed.n_users, max_users=cfg.eval.max_users,
+                                                  sample_seed=cfg.eval.seed))
+              for s in metrics if s in ("valid", "test")}
     log_results(run_id, r.history, metrics,
                 {"best_epoch": r.best_epoch, "epochs_run": r.epochs_run, "train_seconds": r.seconds,
-                 "batch_size_used": r.batch_size})
+                 "batch_size_used": r.batch_size, **ranked})
     if trained.heads is not None:
         from deploy.tracking import log_multitask
 

@@ -155,6 +155,12 @@ class TrainConfig(Section):
 class EvalConfig(Section):
     ks: list[int] = Field(default_factory=lambda: [10, 20])
     chunk_size: int = Field(1024, ge=1, description="users scored at once; bounds peak memory")
+    max_users: Optional[int] = Field(
+        50_000, ge=1, description="users ranked per evaluation: where more users have targets, a sample of this "
+                                  "many drawn with `seed` (the same users for every model on the same data, so "
+                                  "champion and challenger meet on one sample); every item is ranked either way. "
+                                  "null ranks every user")
+    seed: int = Field(0, description="seed of the user sample")
 
     @field_validator("ks")
     @classmethod
@@ -162,6 +168,10 @@ class EvalConfig(Section):
         if not ks or min(ks) < 1:
             raise ValueError("ks must be a non-empty list of positive integers")
         return sorted(set(ks))
+
+    def ranking(self) -> dict[str, Any]:
+        """The keyword arguments of recsys.metrics.evaluate these settings give."""
+        return {"ks": self.ks, "chunk_size": self.chunk_size, "max_users": self.max_users, "sample_seed": self.seed}
 
 
 class RunConfig(Section):

@@ -2,7 +2,9 @@
 
 Every user with at least one target item is ranked against the whole catalogue, with the items
 they had before the evaluated split masked out. Users are scored `chunk_size` at a time, so peak
-memory is chunk_size x n_items scores, never n_users x n_items.
+memory is chunk_size x n_items scores, never n_users x n_items. Where more than `max_users` users
+have targets, a seeded sample of that many is ranked (ranked_users): the ranking itself stays exact
+over all items, and the same data and seed give the same users whatever the model.
 
 Definitions (per user, then averaged over users with targets), with hits h_r in {0, 1} at rank r:
   Recall@K    = sum_{r<K} h_r / |targets|
@@ -35,6 +37,25 @@ def _rows(indptr: np.ndarray, indices: np.ndarray, users: np.ndarray) -> tuple[t
     return torch.from_numpy(local), torch.from_numpy(indices[starts + offsets])
 
 
+def sample(candidates: np.ndarray, size: Optional[int], seed: int) -> np.ndarray:
+    """`size` of `candidates` (sorted), drawn without replacement with `seed`; all of them when
+    there are no more than `size` (or size is None)."""
+    if size is None or len(candidates) <= size:
+        return candidates
+    return np.sort(np.random.default_rng(seed).choice(candidates, size=size, replace=False))
+
+
+def ranked_users(targets: np.ndarray, n_users: int, user_mask: Optional[np.ndarray] = None,
+                 max_users: Optional[int] = None, sample_seed: int = 0) -> np.ndarray:
+    """The users an evaluation ranks: those with targets (and in `user_mask`), sampled down to
+    `max_users`. Depends on the data and the seed only, never on a model."""
+    has_targets = np.zeros(n_users, dtype=bool)
+    has_targets[targets[:, 0]] = True
+    if user_mask is not None:
+        has_targets &= np.asarray(user_mask, bool)
+    return sample(np.flatnonzero(has_targets), max_users, sample_seed)
+
+
 @torch.no_grad()
 def evaluate(
     user_emb: torch.Tensor | np.ndarray,
@@ -46,8 +67,11 @@ def evaluate(
     item_available: Optional[np.ndarray] = None,
     user_mask: Optional[np.ndarray] = None,
     user_available: Optional[np.ndarray] = None,
+    max_users: Optional[int] = None,
+    sample_seed: int = 0,
 ) -> dict[str, float]:
-    """Mean metrics over users that have targets (and are in `user_mask`, if given).
+    """Mean metrics over users that have targets (and are in `user_mask`, if given; at most
+    `max_users` of them, see ranked_users).
 
     targets, seen: (n, 2) arrays of (user, item) index pairs. item_available: optional boolean
     mask; unavailable items are never ranked (e.g. items a model has no vector for).
@@ -58,7 +82,7 @@ def evaluate(
     item_emb = torch.as_tensor(item_emb, dtype=torch.float32)
     return evaluate_scores(lambda users: user_emb[torch.from_numpy(users)] @ item_emb.T, user_emb.shape[0],
                            item_emb.shape[0], targets, seen, ks, chunk_size, item_available, user_mask,
-                           user_available)
+                           user_available, max_users, sample_seed)
 
 
 @torch.no_grad()
@@ -73,6 +97,8 @@ def evaluate_scores(
     item_available: Optional[np.ndarray] = None,
     user_mask: Optional[np.ndarray] = None,
     user_available: Optional[np.ndarray] = None,
+    max_users: Optional[int] = None,
+    sample_seed: int = 0,
 ) -> dict[str, float]:
     """The same metrics for any scorer: score(user indices) -> (len(users), n_items) scores, a new
     tensor each call (it is masked in place).
@@ -83,8 +109,7 @@ def evaluate_scores(
     max_k = min(max(ks), n_items)
     t_ptr, t_idx = _csr(targets, n_users)
     s_ptr, s_idx = _csr(seen, n_users)
-    has_targets = np.diff(t_ptr) > 0
-    eval_users = np.flatnonzero(has_targets if user_mask is None else has_targets & np.asarray(user_mask, bool))
+    eval_users = ranked_users(targets, n_users, user_mask, max_users, sample_seed)
     discount = 1.0 / torch.log2(torch.arange(2, max_k + 2, dtype=torch.float64))
     ideal = torch.cat([torch.zeros(1, dtype=torch.float64), torch.cumsum(discount, 0)])
     sums = {f"{m}@{k}": 0.0 for k in ks for m in ("recall", "ndcg", "precision", "hit")}

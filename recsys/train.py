@@ -112,8 +112,8 @@ def evaluate_model(model, graph: RecGraph, data: IndexedData, split: str, cfg: E
     with torch.no_grad():
         user_emb, item_emb = model.embed(graph)
     model.train()
-    return evaluate(user_emb, item_emb, data.split(split), data.seen_before(split), cfg.ks, cfg.chunk_size,
-                    user_mask=user_mask)
+    return evaluate(user_emb, item_emb, data.split(split), data.seen_before(split), user_mask=user_mask,
+                    **cfg.ranking())
 
 
 def fit(

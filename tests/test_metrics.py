@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from recsys.metrics import auc, evaluate
+from recsys.metrics import auc, evaluate, ranked_users
 
 # One-dimensional embeddings make the score of item i for user u simply u * v_i.
 ITEMS = np.array([[5.0], [4.0], [3.0], [2.0], [1.0]])   # user 0 ranks items 0 > 1 > 2 > 3 > 4
@@ -45,14 +45,44 @@ def test_unavailable_items_are_never_ranked():
 
 
 def test_chunk_size_does_not_change_the_result():
-    rng = np.random.default_rng(0)
-    users, items = rng.normal(size=(50, 8)), rng.normal(size=(40, 8))
-    targets = np.stack([rng.integers(50, size=200), rng.integers(40, size=200)], axis=1)
-    seen = np.stack([rng.integers(50, size=300), rng.integers(40, size=300)], axis=1)
+    users, items, targets, seen = _random_case()
     whole = evaluate(users, items, targets, seen, ks=[5, 10], chunk_size=1000)
     chunked = evaluate(users, items, targets, seen, ks=[5, 10], chunk_size=7)
     assert whole == pytest.approx(chunked)
     assert 0 < whole["recall@10"] < 1
+
+
+def _random_case(seed: int = 0):
+    rng = np.random.default_rng(seed)
+    users, items = rng.normal(size=(50, 8)), rng.normal(size=(40, 8))
+    targets = np.stack([rng.integers(50, size=200), rng.integers(40, size=200)], axis=1)
+    seen = np.stack([rng.integers(50, size=300), rng.integers(40, size=300)], axis=1)
+    return users, items, targets, seen
+
+
+def test_a_sample_of_all_users_is_full_ranking():
+    users, items, targets, seen = _random_case()
+    n_with_targets = len(np.unique(targets[:, 0]))
+    full = evaluate(users, items, targets, seen, ks=[5, 10])
+    assert evaluate(users, items, targets, seen, ks=[5, 10], max_users=n_with_targets, sample_seed=3) == full
+    assert evaluate(users, items, targets, seen, ks=[5, 10], max_users=10**6) == full
+
+
+def test_a_sample_ranks_its_users_exactly_and_does_not_depend_on_the_model():
+    users, items, targets, seen = _random_case()
+    chosen = ranked_users(targets, 50, max_users=12, sample_seed=1)
+    assert len(chosen) == 12 and len(set(chosen)) == 12
+    assert set(chosen) <= set(targets[:, 0])
+    assert np.array_equal(chosen, ranked_users(targets, 50, max_users=12, sample_seed=1))  # same data, same seed
+    assert not np.array_equal(chosen, ranked_users(targets, 50, max_users=12, sample_seed=2))
+    mask = np.zeros(50, dtype=bool)
+    mask[chosen] = True
+    for emb in (users, -users):  # two "models" on the same sample: the full ranking of exactly those users
+        sampled = evaluate(emb, items, targets, seen, ks=[5, 10], max_users=12, sample_seed=1)
+        assert sampled == evaluate(emb, items, targets, seen, ks=[5, 10], user_mask=mask)
+    # a user mask narrows the candidates before the draw
+    warm = np.arange(50) < 25
+    assert set(ranked_users(targets, 50, warm, max_users=5, sample_seed=1)) <= set(np.flatnonzero(warm))
 
 
 def test_auc_by_hand():
