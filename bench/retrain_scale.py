@@ -234,8 +234,11 @@ def child_main(spec_path: Path) -> None:
         "friendships": int(params.get("data.social_edges", 0)),
         "jobs": int(params.get("data.items", 0)),
         "flow_seconds": round(flow_seconds, 1),
+        "total_seconds": round(flow_seconds, 1),
         "prefect_start_seconds": round(t1 - t0, 1),
         "phase_seconds": {k: round(v, 2) for k, v in phases.items()},
+        "phase_peak_rss_mb": {k: round(v) for k, v in out["phase_peak_rss_mb"].items()},
+        **{f"{k}_seconds": round(v, 2) for k, v in phases.items()},
         "epoch_seconds": stage_seconds.get(headline),
         "epoch_stage": headline or "ranking",
         "stage_epoch_seconds": {s or "ranking": v for s, v in stage_seconds.items()},
@@ -346,6 +349,33 @@ def goals(rows: list[dict]) -> list[dict]:
     return found
 
 
+GOWALLA = {"gowalla_scalable_recall@20": "lightgcn_gowalla_steps64", "pinsage_gowalla_recall@20": "pinsage_gowalla"}
+
+
+def headline(rows: list[dict], ratio_rows: list[dict]) -> dict:
+    """The issue's summary keys: the 1M LightGCN run (default settings), the worst epoch growth
+    over families from 100k to 1M members (300k for mmoe and llm) against linear, and the Gowalla
+    figures of the scalable LightGCN mode and of PinSage from their own benches' results."""
+    out: dict = {}
+    one_m = [r for r in rows if r["family"] == "lightgcn" and r["members"] == 1_000_000 and not r["settings"]
+             and "error" not in r]
+    out["lightgcn_1m_total_seconds"] = one_m[0]["total_seconds"] if one_m else None
+    out["lightgcn_1m_peak_rss_mb"] = one_m[0]["peak_rss_mb"] if one_m else None
+    growth = {}
+    by = {(r["family"], r["members"], " ".join(r["settings"])): r for r in rows if "error" not in r}
+    for family, (lo, hi) in GOAL_SIZES.items():
+        for settings in {k[2] for k in by if k[0] == family}:
+            a, b = by.get((family, lo, settings)), by.get((family, hi, settings))
+            if a and b and (ratio := _ratio(a, b, lambda r: r.get("epoch_seconds"))) is not None:
+                growth[f"{family} {settings}".strip()] = ratio
+    out["epoch_growth_vs_linear"] = growth
+    out["worst_epoch_growth_vs_linear"] = max(growth.values()) if growth else None
+    for key, bench in GOWALLA.items():
+        path = RESULTS / f"{bench}.json"
+        out[key] = json.loads(path.read_text()).get("recall@20") if path.is_file() else None
+    return out
+
+
 def plot(rows: list[dict], path: Path) -> None:
     import matplotlib
 
@@ -432,7 +462,7 @@ def report(name: str, rows: list[dict], threads: int) -> Path:
             notes.append(f"- {r['family']} {r['from_members']:,} -> {r['to_members']:,}: phases growing faster than "
                          f"{GOAL_RATIO}x linear: " + ", ".join(f"{p} {v}" for p, v in fast.items()))
     return write_results(name, {"network": NETWORK, "rows": rows, "ratios": ratio_rows, "goals": goal_rows,
-                                "plot": png.name},
+                                "plot": png.name, **headline(rows, ratio_rows)},
                          table(rows, ratio_rows), "Retraining cost against the size of the network",
                          "\n".join(notes), header=HEADER)
 

@@ -138,11 +138,13 @@ def metric_key(name: str) -> str:
     return name.replace("@", "_at_")
 
 
-def log_phase_seconds(run_id: str, phases: dict[str, float]) -> None:
-    """How long each phase of the retraining flow took, as metrics `phase_<name>_seconds`."""
+def log_phase_figures(run_id: str, seconds: dict[str, float], peak_rss_mb: dict[str, float]) -> None:
+    """How long each phase of the retraining flow took and its peak resident memory, as metrics
+    `phase_<name>_seconds` and `phase_<name>_peak_rss_mb`."""
     now = int(time.time() * 1000)
-    MlflowClient().log_batch(run_id, metrics=[Metric(f"phase_{name}_seconds", float(v), now, 0)
-                                              for name, v in phases.items()])
+    metrics = [Metric(f"phase_{name}_seconds", float(v), now, 0) for name, v in seconds.items()]
+    metrics += [Metric(f"phase_{name}_peak_rss_mb", float(v), now, 0) for name, v in peak_rss_mb.items()]
+    MlflowClient().log_batch(run_id, metrics=metrics)
 
 
 def metric_history(run_id: str, key: str) -> list[float]:

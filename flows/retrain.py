@@ -6,14 +6,14 @@ artifact and fails the flow before anything is trained or registered.
 """
 from __future__ import annotations
 
-import time
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import TYPE_CHECKING, Optional
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows.data_gates import check_drift, record_profile
+from flows.phases import Phases
 from recsys.config import RunConfig
 from recsys.data.types import IndexedData, RecData
 
@@ -194,22 +194,10 @@ def _summary_markdown(cfg, metrics, decision, run_url, snapshot, written) -> str
 
 
 @task(retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
-def log_phases(run_id: str, phases: dict[str, float]) -> None:
-    from deploy.tracking import log_phase_seconds
+def log_phases(run_id: str, seconds: dict[str, float], peak_rss_mb: dict[str, float]) -> None:
+    from deploy.tracking import log_phase_figures
 
-    log_phase_seconds(run_id, phases)
-
-
-class Phases(dict):
-    """Seconds each phase of the flow took, by name: `phases.run("train", train, ...)` calls the task
-    and records its time (retries included)."""
-
-    def run(self, name: str, fn: Callable, *args):
-        t0 = time.perf_counter()
-        try:
-            return fn(*args)
-        finally:
-            self[name] = time.perf_counter() - t0
+    log_phase_figures(run_id, seconds, peak_rss_mb)
 
 
 @flow(name="graphrec-retrain", log_prints=True)
@@ -233,7 +221,7 @@ def retrain_flow(config: Optional[RunConfig] = None) -> dict:
         version = phases.run("register", register, trained, prepared, cfg, run_id)
         decision = phases.run("promote", promote, version, metrics, indexed, cfg)
         snapshot, written = phases.run("refresh", refresh, indexed, data.fingerprint(), cfg)
-        log_phases(run_id, dict(phases))  # MLflow metrics phase_<name>_seconds
+        log_phases(run_id, dict(phases), dict(phases.peak_rss_mb))  # phase_<name>_seconds, _peak_rss_mb
 
     from deploy.tracking import run_link
 
@@ -243,4 +231,4 @@ def retrain_flow(config: Optional[RunConfig] = None) -> dict:
     logger.info(f"version {version}: {decision.reason}; snapshot {snapshot.name}")
     return {"run_id": run_id, "version": version, "promoted": decision.promoted, "metrics": metrics,
             "decision": decision.as_dict(), "snapshot": str(snapshot), "run_url": url,
-            "phase_seconds": dict(phases)}
+            "phase_seconds": dict(phases), "phase_peak_rss_mb": dict(phases.peak_rss_mb)}

@@ -9,7 +9,8 @@ from bench import retrain_scale as rs
 def row(family, members, interactions, epoch, flow, rss=1000, settings=()):
     return {"family": family, "members": members, "settings": list(settings), "interactions": interactions,
             "friendships": members, "epoch_seconds": epoch, "epoch_stage": "ranking",
-            "stage_epoch_seconds": {"ranking": epoch}, "flow_seconds": flow, "epochs": 2, "best_epoch": 2,
+            "stage_epoch_seconds": {"ranking": epoch}, "flow_seconds": flow, "total_seconds": flow,
+            "epochs": 2, "best_epoch": 2,
             "phase_seconds": {p: flow / len(rs.PHASES) for p in rs.PHASES}, "peak_rss_mb": rss,
             "recall@20": 0.1, "ndcg@20": 0.05}
 
@@ -26,6 +27,11 @@ def test_ratios_and_goals():
     assert end_to_end["held"] is True and end_to_end["figure"] == "50.0 min, 12.0 GiB"
     epoch_goals = [g for g in rs.goals(rows) if "seconds per epoch" in g["goal"]]
     assert {g["goal"].split(":")[0]: g["held"] for g in epoch_goals} == {"lightgcn": False, "mf": False}
+    summary = rs.headline(rows, rs.ratios(rows))
+    assert summary["lightgcn_1m_total_seconds"] == 3000 and summary["lightgcn_1m_peak_rss_mb"] == 12 * 1024
+    # epoch growth 100k -> 1M: lightgcn 15x for 10x interactions, mf 20x: the worst is mf's 2.0
+    assert summary["epoch_growth_vs_linear"] == {"lightgcn": 1.5, "mf": 2.0}
+    assert summary["worst_epoch_growth_vs_linear"] == 2.0
 
 
 def test_failed_rows_render_and_merge_by_family_size_settings(tmp_path, monkeypatch):

@@ -69,6 +69,10 @@ def test_two_runs_champion_then_rejected_data(workspace):
     assert {"load", "validate", "drift", "build_graph", "train", "evaluate", "register", "promote",
             "refresh"} <= set(phases) and min(phases.values()) >= 0
     assert {f"phase_{name}_seconds" for name in phases} <= set(run.data.metrics)
+    peaks = out["phase_peak_rss_mb"]  # and its peak resident memory
+    assert set(peaks) == set(phases) and min(peaks.values()) > 50
+    assert {f"phase_{name}_peak_rss_mb" for name in phases} <= set(run.data.metrics)
+    assert "eval_users_test" in run.data.metrics
     assert len(client.get_metric_history(out["run_id"], "loss")) == 6
     artifacts = {a.path for a in client.list_artifacts(out["run_id"], "plots")}
     assert "plots/training_curves.png" in artifacts
