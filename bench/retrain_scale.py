@@ -46,6 +46,8 @@ family).
         --families mmoe llm --sizes 100000 300000 --epochs 2
     # bounded steps per epoch (issue 19's train.max_steps_per_epoch), recorded in the row's settings
     ./dev.sh python -m bench.retrain_scale --work ~/graphrec-scale --set train.max_steps_per_epoch=64
+    # what the exact per-batch mode (batches of train.batch_size) costs: 20 steps per size, scaled to an epoch
+    ./dev.sh python -m bench.retrain_scale --work ~/graphrec-scale --exact-steps 20
     # a quick check on small sizes
     ./dev.sh python -m bench.retrain_scale --sizes 5000 10000 --families lightgcn mf --epochs 2 \\
         --name retrain_scale_smoke
@@ -259,6 +261,76 @@ def child_main(spec_path: Path) -> None:
     Path(spec["out"]).write_text(json.dumps(figures))
 
 
+def probe_main(spec_path: Path) -> None:
+    """The exact per-batch mode (train.max_steps_per_epoch=null, batches of train.batch_size) for
+    a bounded number of optimiser steps on this size's data: the seconds of each step (negative
+    sampling included), scaled to a whole epoch. Figures to spec["out"]."""
+    import numpy as np
+
+    from recsys.config import load_config
+    from recsys.data.loaders import load_data
+    from recsys.models import build_model
+    from recsys.prepare import prepare
+    from recsys.train import StopTraining, batch_plan, fit
+
+    spec = json.loads(spec_path.read_text())
+    cfg = load_config(None, spec["overrides"] + ["train.max_steps_per_epoch=null", "train.epochs=1"])
+    t0 = time.perf_counter()
+    prepared = prepare(load_data(cfg.data), cfg)
+    prepare_seconds = time.perf_counter() - t0
+    model = build_model(cfg.model, prepared.graph, seed=cfg.train.seed)
+    steps, marks = spec["steps"], []
+
+    class Clock:
+        def on_epoch_start(self, epoch):
+            marks.append(time.perf_counter())
+
+        def on_step(self, step, logs):
+            marks.append(time.perf_counter())
+            if step >= steps:
+                raise StopTraining
+
+        def on_epoch_end(self, epoch, logs):
+            pass
+
+    fit(model, prepared.graph, prepared.indexed, cfg.train, cfg.eval, callbacks=[Clock()])
+    each = np.diff(marks)
+    batch, _ = batch_plan(cfg.train, len(prepared.indexed.train))
+    per_epoch = -(-len(prepared.indexed.train) // batch)
+    step_seconds = float(np.median(each[1:] if len(each) > 1 else each))  # the first step warms caches
+    Path(spec["out"]).write_text(json.dumps({
+        "steps_measured": len(each), "batch_size": batch, "step_seconds_median": round(step_seconds, 4),
+        "step_seconds": [round(float(x), 4) for x in each], "steps_per_epoch": per_epoch,
+        "projected_epoch_seconds": round(step_seconds * per_epoch, 1),
+        "train_interactions": len(prepared.indexed.train), "prepare_seconds": round(prepare_seconds, 1),
+        "peak_rss_mb": round(peak_rss_mb())}))
+
+
+def probe_exact(family: str, size: int, files: dict, counts: dict, args, work: Path) -> dict:
+    """A child running probe_main; a row for results["exact_probe"]."""
+    folder = work / "runs" / f"exact-{family}-{size}-{args.exact_steps}"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    spec = {"overrides": [f"stores.root={folder / 'store'}", *(f"data.{k}={v}" for k, v in files.items()),
+                          *base_settings(args.threads), f"model.family={family}", *args.set],
+            "steps": args.exact_steps, "out": str(folder / "figures.json")}
+    (folder / "spec.json").write_text(json.dumps(spec, indent=1))
+    log = folder / "child.log"
+    print(f"{family} {size:,} members: exact mode, {args.exact_steps} steps (log {log})", flush=True)
+    code, seconds = run_bounded([sys.executable, "-m", "bench.retrain_scale", "--probe", str(folder / "spec.json")],
+                                log, args.timeout, child_env(args.threads))
+    row = {"family": family, "members": size, "interactions": counts["interactions"], "wall_seconds": round(seconds)}
+    out = Path(spec["out"])
+    if code == 0 and out.is_file():
+        row.update(json.loads(out.read_text()))
+        print(f"  {row['step_seconds_median']} s/step x {row['steps_per_epoch']} steps = "
+              f"{row['projected_epoch_seconds']} s per exact epoch", flush=True)
+    else:
+        row["error"] = failure(code, args.timeout, log)
+        print(f"  FAILED: {row['error'][:2000]}", flush=True)
+    return row
+
+
 def measure(family: str, size: int, files: dict, counts: dict, settings: list[str], args, work: Path) -> dict:
     folder = work / "runs" / run_dir_name(family, size, settings)
     shutil.rmtree(folder, ignore_errors=True)  # every run is a first run, on a store of its own
@@ -437,7 +509,7 @@ HEADER = ("family", "members", "interactions", "s/epoch", "cost ratio", "epochs 
           "phases s (" + " / ".join(PHASES) + ")", "peak RSS MB", "test recall@20", "test NDCG@20", "settings")
 
 
-def report(name: str, rows: list[dict], threads: int) -> Path:
+def report(name: str, rows: list[dict], threads: int, probes: list[dict] = ()) -> Path:
     import torch
 
     torch.set_num_threads(threads)  # the record's "threads": what the children trained with
@@ -461,10 +533,22 @@ def report(name: str, rows: list[dict], threads: int) -> Path:
         if fast:
             notes.append(f"- {r['family']} {r['from_members']:,} -> {r['to_members']:,}: phases growing faster than "
                          f"{GOAL_RATIO}x linear: " + ", ".join(f"{p} {v}" for p, v in fast.items()))
+    for r in probes:
+        if "error" not in r:
+            notes.append(f"- exact per-batch mode, {r['family']} at {r['members']:,} members: {r['steps_measured']} "
+                         f"steps of {r['batch_size']:,} pairs measured, median {r['step_seconds_median']} s/step x "
+                         f"{r['steps_per_epoch']:,} steps = {r['projected_epoch_seconds']:,} s per epoch (projected)")
     return write_results(name, {"network": NETWORK, "rows": rows, "ratios": ratio_rows, "goals": goal_rows,
-                                "plot": png.name, **headline(rows, ratio_rows)},
+                                "plot": png.name, "exact_probe": list(probes), **headline(rows, ratio_rows)},
                          table(rows, ratio_rows), "Retraining cost against the size of the network",
                          "\n".join(notes), header=HEADER)
+
+
+def merged_probes(name: str, new: list[dict]) -> list[dict]:
+    path = RESULTS / f"{name}.json"
+    old = json.loads(path.read_text()).get("exact_probe", []) if path.is_file() else []
+    keys = {(r["family"], r["members"]) for r in new}
+    return [r for r in old if (r["family"], r["members"]) not in keys] + new
 
 
 def merged(name: str, new: list[dict]) -> list[dict]:
@@ -490,11 +574,17 @@ def main() -> None:
     p.add_argument("--work", type=Path, default=None, help="folder for the files, stores and logs (kept)")
     p.add_argument("--keep-stores", action="store_true", help="keep each run's MLflow store and snapshots")
     p.add_argument("--name", default="retrain_scale", help="results name under bench/results (default: %(default)s)")
+    p.add_argument("--exact-steps", type=int, default=0, metavar="N",
+                   help="instead of the flow: N steps of the exact per-batch mode per family and size, "
+                        "scaled to an epoch (results key exact_probe)")
     p.add_argument("--child", type=Path, help=argparse.SUPPRESS)
+    p.add_argument("--probe", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--generate", nargs=2, metavar=("SIZE", "FOLDER"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
         return child_main(args.child)
+    if args.probe:
+        return probe_main(args.probe)
     if args.generate:
         return generate_main(int(args.generate[0]), Path(args.generate[1]))
     from recsys.config import load_config
@@ -505,6 +595,7 @@ def main() -> None:
     work = Path(args.work or tempfile.mkdtemp(prefix="graphrec-retrain-scale-")).resolve()
     settings = bench_settings(args)
     rows: list[dict] = []
+    probes: list[dict] = []
     try:
         for size in sorted(set(args.sizes)):
             print(f"size {size:,}:", flush=True)
@@ -514,15 +605,19 @@ def main() -> None:
                 print(f"  {exc}", flush=True)
                 rows += [{"family": f, "members": size, "settings": settings, "error": str(exc)}
                          for f in args.families]
-                report(args.name, merged(args.name, rows), args.threads)
+                report(args.name, merged(args.name, rows), args.threads, merged_probes(args.name, probes))
                 continue
             for family in args.families:
-                rows.append(measure(family, size, files, counts, settings, args, work))
-                report(args.name, merged(args.name, rows), args.threads)  # after every row: an interruption keeps them
+                if args.exact_steps:
+                    probes.append(probe_exact(family, size, files, counts, args, work))
+                else:
+                    rows.append(measure(family, size, files, counts, settings, args, work))
+                report(args.name, merged(args.name, rows), args.threads,
+                       merged_probes(args.name, probes))  # after every row: an interruption keeps them
     finally:
         if temporary:
             shutil.rmtree(work, ignore_errors=True)
-    failed = [r for r in rows if "error" in r]
+    failed = [r for r in rows + probes if "error" in r]
     if failed:
         print(f"{len(failed)} run(s) failed: " + ", ".join(f"{r['family']} {r['members']:,}" for r in failed))
         sys.exit(1)
