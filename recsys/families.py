@@ -126,6 +126,11 @@ class PinSageOptions(Section):
         "importance", description="importance: random-walk neighbours weighted by visit counts; mean: the "
                                   "same neighbours, equal weights; uniform: T items drawn uniformly from the "
                                   "2-hop item-user-item neighbourhood, equal weights")
+    user_items: int = Field(32, ge=1, description="training: a user's vector in a batch is the mean of at most this "
+                                                  "many of their other training items, drawn without replacement "
+                                                  "(all of them when fewer); inference uses all")
+    pairwise_loss: Literal["hinge", "bpr"] = Field(
+        "hinge", description="train.loss bpr's pairwise loss: hinge (PinSage's max-margin, `margin`) or bpr")
 
 
 def pinsage_space(trial) -> dict[str, Any]:

@@ -15,23 +15,36 @@ probability; DGL's PinSAGESampler), and the visit counts weight the neighbours:
 
 Layer 0 is a projection of item features (plus learned ID embeddings when there are none).
 Users get vectors from their items (the mean of their training items' final vectors), so scores
-stay dot products and the family fits the common interface. The loss is PinSage's max-margin:
-mean of ReLU(<u, n> - <u, p> + margin). Neighbourhoods are re-drawn at every epoch.
+stay dot products and the family fits the common interface. Neighbourhoods (one item -> item graph
+per layer) are re-drawn at every epoch; DGL only draws them, the layer maths is torch (gather and
+index_add over edge lists), so the same code runs wherever the tensors live.
+
+Training is on mini-batches, as in the paper: a batch computes final vectors only for the items
+its loss reads, namely its positives, its negatives and, for each user's vector, a sample of at
+most `user_items` of the user's other training items (the positive left out; all of them when the
+user has that many or fewer). Those items' layer-L vectors come from their layer-(L-1) frontier:
+the items themselves and their in-neighbours in layer L's neighbourhood graph, and so on down to
+layer 0, so a batch's cost follows its pairs and the neighbourhoods' sizes, not the catalogue.
+Full inference (`encode`: evaluation, snapshots) convolves every item at once. The loss is PinSage's
+max-margin, mean of ReLU(<u, n> - <u, p> + margin) (`pairwise_loss: bpr` for BPR instead; the run's
+`train.loss: softmax` for sampled softmax).
 """
 from __future__ import annotations
 
+import warnings
 from typing import Optional
 
 import dgl
-import dgl.function as fn
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from recsys.graph.build import ITEM_USER, USER_ITEM, RecGraph
+from recsys.kernels import csr_mm
 from recsys.models.base import RecModel
 
 POOLING = ("importance", "mean", "uniform")
+PAIRWISE = ("hinge", "bpr")
 
 
 class WeightedPoolingConv(nn.Module):
@@ -41,25 +54,124 @@ class WeightedPoolingConv(nn.Module):
         self.W = nn.Linear(2 * dim, dim)
 
     def forward(self, neighbours: dgl.DGLGraph, h: torch.Tensor) -> torch.Tensor:
-        with neighbours.local_scope():
-            neighbours.ndata["n"] = torch.relu(self.Q(h))
-            neighbours.edata["c"] = neighbours.edata["weights"].float()
-            neighbours.update_all(fn.u_mul_e("n", "c", "m"), fn.sum("m", "pooled"))
-            neighbours.update_all(fn.copy_e("c", "c"), fn.sum("c", "total"))
-            total = neighbours.ndata["total"].clamp(min=1).unsqueeze(1)
-            out = torch.relu(self.W(torch.cat([h, neighbours.ndata["pooled"] / total], dim=1)))
-            return F.normalize(out, dim=1)
+        """Every node of the item -> item graph `neighbours` (edge data `weights`), from every node's `h`."""
+        every = torch.arange(neighbours.num_nodes())
+        _, dst_rows, pooling = _InEdges(neighbours).pooling(every, every)
+        return self.propagate(h, dst_rows, pooling)
+
+    def propagate(self, h_src: torch.Tensor, dst_rows: torch.Tensor, pooling: "Pooling") -> torch.Tensor:
+        """New vectors for len(dst_rows) nodes from the previous layer's vectors `h_src` of a frontier:
+        `dst_rows` is each output node's row in it, `pooling` the weighted mean over its neighbours' rows."""
+        pooled = pooling(torch.relu(self.Q(h_src)))
+        out = torch.relu(self.W(torch.cat([h_src.index_select(0, dst_rows), pooled], dim=1)))
+        return F.normalize(out, dim=1)
+
+
+class Pooling:
+    """Importance pooling as a sparse product: P x, with P[d, s] = c_sd / sum_s' c_s'd for each edge
+    s -> d (rows: output nodes, columns: the frontier's rows), so no per-edge copy of x is made.
+    Held as CSR with its transpose, for the backward (recsys.kernels.csr_mm on CPU, torch's product
+    elsewhere)."""
+
+    def __init__(self, edge_dst: torch.Tensor, src_rows: torch.Tensor, weights: torch.Tensor, n_dst: int,
+                 n_src: int):
+        """Edges sorted by edge_dst (each output node's edges together, in node order)."""
+        c = weights.to(torch.float32)
+        total = torch.zeros(n_dst).index_add_(0, edge_dst, c).clamp(min=1)
+        values = c / total[edge_dst]
+        counts = torch.bincount(edge_dst, minlength=n_dst)
+        order = torch.argsort(src_rows, stable=True)
+        with warnings.catch_warnings():  # torch calls its CSR tensors beta; they are what csr_mm takes
+            warnings.filterwarnings("ignore", "Sparse CSR tensor support is in beta")
+            self.a = torch.sparse_csr_tensor(_indptr(counts), src_rows, values, size=(n_dst, n_src))
+            self.at = torch.sparse_csr_tensor(_indptr(torch.bincount(src_rows, minlength=n_src)), edge_dst[order],
+                                              values[order], size=(n_src, n_dst))
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return _SparseProduct.apply(self, x)
+
+
+class _SparseProduct(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, pooling: Pooling, x: torch.Tensor) -> torch.Tensor:
+        ctx.pooling = pooling
+        return _mm(pooling.a, x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return None, _mm(ctx.pooling.at, grad)
+
+
+def _mm(a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    if x.device.type == "cpu":
+        return csr_mm(a, x.contiguous())
+    return torch.sparse.mm(a.to(x.device), x)
+
+
+def _indptr(counts: torch.Tensor) -> torch.Tensor:
+    indptr = torch.zeros(len(counts) + 1, dtype=torch.long)
+    indptr[1:] = torch.cumsum(counts, 0)
+    return indptr
+
+
+def distinct(nodes: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the distinct ids among `nodes`, ascending; each entry's row in them): torch.unique's answer
+    for ids below n, by marking a length-n table (linear, where unique sorts)."""
+    seen = torch.zeros(n, dtype=torch.bool)
+    seen[nodes] = True
+    ids = seen.nonzero(as_tuple=True)[0]
+    row = torch.empty(n, dtype=torch.long)
+    row[ids] = torch.arange(len(ids))
+    return ids, row[nodes]
+
+
+class _InEdges:
+    """A neighbourhood graph's edges grouped by destination (CSR), to gather any nodes' in-edges."""
+
+    def __init__(self, nbrs: dgl.DGLGraph):
+        src, dst = (t.long() for t in nbrs.edges())
+        order = torch.argsort(dst, stable=True)
+        self.n = nbrs.num_nodes()
+        self.src, self.weights = src[order], nbrs.edata["weights"][order]
+        self.indptr = _indptr(torch.bincount(dst, minlength=self.n))
+
+    def of(self, nodes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(edge_dst: the row in `nodes` of each edge's destination, ascending; its source node; its weight)."""
+        start, deg = self.indptr[nodes], self.indptr[nodes + 1] - self.indptr[nodes]
+        edge_dst = torch.repeat_interleave(torch.arange(len(nodes)), deg)
+        first = torch.cumsum(deg, 0) - deg  # each destination's first edge among the gathered ones
+        eid = start[edge_dst] + torch.arange(len(edge_dst)) - first[edge_dst]
+        return edge_dst, self.src[eid], self.weights[eid]
+
+    def pooling(self, nodes: torch.Tensor, frontier: Optional[torch.Tensor] = None
+                ) -> tuple[torch.Tensor, torch.Tensor, Pooling]:
+        """For output `nodes`: (the frontier below, their rows in it, the pooling over it). The frontier
+        is `nodes` and their in-neighbours (ascending ids), or the given ids when they hold them all."""
+        edge_dst, src, weights = self.of(nodes)
+        if frontier is None:
+            frontier, inverse = distinct(torch.cat([nodes, src]), self.n)
+            dst_rows, src_rows = inverse[:len(nodes)], inverse[len(nodes):]
+        else:
+            row = torch.full((self.n,), -1, dtype=torch.long)
+            row[frontier] = torch.arange(len(frontier))
+            dst_rows, src_rows = row[nodes], row[src]
+        return frontier, dst_rows, Pooling(edge_dst, src_rows, weights, len(nodes), len(frontier))
 
 
 class PinSage(RecModel):
     def __init__(self, n_users: int, n_items: int, *, dim: int = 64, layers: int = 2, num_neighbors: int = 10,
                  num_walks: int = 50, restart_prob: float = 0.5, num_traversals: int = 3, margin: float = 0.5,
-                 item_features: Optional[torch.Tensor] = None, seed: int = 0, pooling: str = "importance"):
+                 item_features: Optional[torch.Tensor] = None, seed: int = 0, pooling: str = "importance",
+                 user_items: int = 32, pairwise_loss: str = "hinge"):
         super().__init__()
         if pooling not in POOLING:
             raise ValueError(f"unknown pooling {pooling!r}; choose one of {POOLING}")
+        if pairwise_loss not in PAIRWISE:
+            raise ValueError(f"unknown pairwise_loss {pairwise_loss!r}; choose one of {PAIRWISE}")
+        if user_items < 1:
+            raise ValueError("user_items must be at least 1")
         self.n_users, self.n_items = n_users, n_items
-        self.pooling = pooling
+        self.pooling, self.user_items, self.pairwise_loss = pooling, user_items, pairwise_loss
         self.walk = dict(num_traversals=num_traversals, termination_prob=restart_prob,
                          num_random_walks=num_walks, num_neighbors=num_neighbors)
         self.margin, self.seed = margin, seed
@@ -68,13 +180,17 @@ class PinSage(RecModel):
         nn.init.normal_(self.item_emb.weight, std=0.1)
         self.convs = nn.ModuleList(WeightedPoolingConv(dim) for _ in range(layers))
         self._neighbourhoods: Optional[list[dgl.DGLGraph]] = None
+        self._in_edges: Optional[list[_InEdges]] = None
         self._two_hop: Optional[tuple[RecGraph, dgl.DGLGraph]] = None  # uniform: built once per graph
+        self._histories: Optional[tuple] = None  # users' items (CSR)
 
     @classmethod
     def from_config(cls, cfg, graph: RecGraph, seed: int = 0) -> "PinSage":
         """cfg: the model section; its `pinsage` options are passed as keywords."""
         return cls(graph.n_users, graph.n_items, dim=cfg.dim, layers=cfg.layers, item_features=graph.item_features,
                    seed=seed, **cfg.pinsage.model_dump())
+
+    # ------------------------------------------------------------ neighbourhoods
 
     def neighbourhoods(self, graph: RecGraph) -> list[dgl.DGLGraph]:
         """One item-item graph per layer, edges neighbour -> item with their pooling `weights`:
@@ -101,17 +217,36 @@ class PinSage(RecModel):
             self._two_hop = (graph, dgl.remove_self_loop(reachable))
         return self._two_hop[1]
 
+    def set_neighbourhoods(self, drawn: list[dgl.DGLGraph]) -> None:
+        """Use these item -> item graphs (one per layer) until the next epoch redraws them."""
+        if len(drawn) != len(self.convs):
+            raise ValueError(f"{len(drawn)} neighbourhood graphs for {len(self.convs)} layers")
+        self._neighbourhoods = drawn
+        self._in_edges = [_InEdges(nbrs) for nbrs in drawn]
+
     def on_epoch_start(self, graph: RecGraph, epoch: int) -> None:
         dgl.seed(self.seed + epoch)
-        self._neighbourhoods = self.neighbourhoods(graph)
+        self.set_neighbourhoods(self.neighbourhoods(graph))
 
-    def item_vectors(self, graph: RecGraph) -> torch.Tensor:
+    def _ensure_neighbourhoods(self, graph: RecGraph) -> None:
         if self._neighbourhoods is None:
             dgl.seed(self.seed)
-            self._neighbourhoods = self.neighbourhoods(graph)
-        h = self.item_emb.weight
-        if self.item_proj is not None:
-            h = h + self.item_proj(graph.item_features)
+            self.set_neighbourhoods(self.neighbourhoods(graph))
+
+    # ------------------------------------------------------------ full inference
+
+    def layer0(self, graph: RecGraph, items: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Layer-0 vectors of `items` (all items when None)."""
+        if items is None:
+            h = self.item_emb.weight
+            return h + self.item_proj(graph.item_features) if self.item_proj is not None else h
+        h = self.item_emb(items)
+        return h + self.item_proj(graph.item_features[items]) if self.item_proj is not None else h
+
+    def item_vectors(self, graph: RecGraph) -> torch.Tensor:
+        """Every item's final vector, each layer over all items at once."""
+        self._ensure_neighbourhoods(graph)
+        h = self.layer0(graph)
         for conv, nbrs in zip(self.convs, self._neighbourhoods):
             h = conv(nbrs, h)
         return h
@@ -128,14 +263,77 @@ class PinSage(RecModel):
         sums, counts = self._user_sums(graph, items)
         return sums / counts.clamp(min=1), items
 
+    # ------------------------------------------------------------ mini-batch training
+
+    def item_vectors_of(self, graph: RecGraph, items: torch.Tensor) -> torch.Tensor:
+        """Final vectors of `items` (distinct item ids) from their sampled neighbourhoods only: layer
+        l's nodes need layer l-1's vectors of themselves and their in-neighbours in layer l's graph."""
+        self._ensure_neighbourhoods(graph)
+        plan = []  # per layer, top down: (rows of its nodes in the frontier below, pooling over that frontier)
+        nodes = items
+        for in_edges in reversed(self._in_edges):
+            nodes, *layer = in_edges.pooling(nodes)
+            plan.append(layer)
+        h = self.layer0(graph, nodes)
+        for conv, (dst_rows, pooling) in zip(self.convs, reversed(plan)):
+            h = conv.propagate(h, dst_rows, pooling)
+        return h
+
+    def histories(self, graph: RecGraph) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(indptr, items, keys): each user's training items, sorted, as CSR rows, and each entry's
+        key user * n_items + item (sorted, to find a pair's position); cached per graph."""
+        if self._histories is None or self._histories[0] is not graph:
+            u, i = (t.long() for t in graph.g.edges(etype=USER_ITEM))
+            keys = torch.sort(u * graph.n_items + i).values
+            indptr = torch.zeros(graph.n_users + 1, dtype=torch.long)
+            indptr[1:] = torch.cumsum(torch.bincount(u, minlength=graph.n_users), 0)
+            self._histories = (graph, indptr, keys % max(graph.n_items, 1), keys)
+        return self._histories[1:]
+
+    def sample_histories(self, graph: RecGraph, users: torch.Tensor, pos: torch.Tensor
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(items, mask), both (B, S) with S <= user_items: for each pair, up to `user_items` of the
+        user's training items other than the positive (one copy of it left out), drawn without
+        replacement; all of them when the user has no more than that. `mask` marks the real entries."""
+        indptr, items, keys = self.histories(graph)
+        users, pos = users.long(), pos.long()
+        start, deg = indptr[users], indptr[users + 1] - indptr[users]
+        last = max(len(items) - 1, 0)
+        # the positive's position in its user's sorted row (its first copy, if the log repeats the pair)
+        at = torch.searchsorted(keys, users * graph.n_items + pos) - start
+        found = (at < deg) & (keys[(start + at).clamp(max=last)] == users * graph.n_items + pos)
+        others = deg - found.long()  # items other than (one copy of) the positive
+        s = int(min(self.user_items, int(others.max()) if len(others) else 0))
+        if s == 0:
+            return torch.zeros(len(users), 0, dtype=torch.long), torch.zeros(len(users), 0, dtype=torch.bool)
+        picks = torch.arange(s).expand(len(users), s).clone()  # positions among the others
+        big = others > s
+        if bool(big.any()):
+            width = int(others[big].max())
+            noise = torch.rand(int(big.sum()), width)
+            noise[torch.arange(width).unsqueeze(0) >= others[big].unsqueeze(1)] = 2.0
+            picks[big] = torch.topk(noise, s, dim=1, largest=False).indices
+        mask = picks < others.unsqueeze(1)
+        # skip the positive's own position
+        picks = picks + (found.unsqueeze(1) & (picks >= at.unsqueeze(1))).long()
+        index = (start.unsqueeze(1) + picks).clamp(max=last)
+        return torch.where(mask, items[index], torch.zeros_like(index)), mask
+
     def batch_loss(self, graph: RecGraph, users, pos, neg, edge_ids=None):
-        items = self.item_vectors(graph)
-        sums, counts = self._user_sums(graph, items)
-        # Leave the positive out of the user's mean, or the model would learn to find it in itself.
-        u = (sums[users] - items[pos]) / (counts[users] - 1).clamp(min=1)
-        reg = 0.5 * (self.item_emb(pos).pow(2).sum() + self.item_emb(neg).pow(2).sum() / neg.shape[1]) / len(users)
-        return self.ranking_loss(u, items[pos], items[neg]), reg
+        pos, neg = pos.long(), neg.long()
+        history, mask = self.sample_histories(graph, users, pos)
+        rows, cols = mask.nonzero(as_tuple=True)
+        items, inverse = distinct(torch.cat([pos, neg.reshape(-1), history[rows, cols]]), graph.n_items)
+        vectors = self.item_vectors_of(graph, items).index_select(0, inverse)
+        b, k = neg.shape
+        p, n, h = vectors.split([b, b * k, len(rows)])
+        counts = mask.sum(1, keepdim=True).clamp(min=1).to(p.dtype)
+        u = torch.zeros(b, p.shape[1], dtype=p.dtype).index_add_(0, rows, h) / counts
+        reg = 0.5 * (self.item_emb(pos).pow(2).sum() + self.item_emb(neg).pow(2).sum() / k) / len(users)
+        return self.ranking_loss(u, p, n.reshape(b, k, -1)), reg
 
     def pairwise(self, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
-        """PinSage's max-margin hinge in place of BPR: max(0, s(u, n) - s(u, p) + margin)."""
+        """PinSage's max-margin hinge, max(0, s(u, n) - s(u, p) + margin); or BPR (`pairwise_loss`)."""
+        if self.pairwise_loss == "bpr":
+            return super().pairwise(pos, neg)
         return torch.relu(neg - pos + self.margin).mean()
