@@ -15,6 +15,7 @@ import logging
 from functools import lru_cache
 from typing import Optional
 
+import numpy as np
 import pandas as pd
 
 from recsys.config import ValidationConfig
@@ -36,9 +37,15 @@ def _context():
     return ctx
 
 
-def run_suite(table: str, frame: pd.DataFrame, expectations: list, n_examples: int) -> list[CheckResult]:
+def run_suite(table: str, frame: pd.DataFrame, expectations: list, n_examples: int,
+              result_format: str = "SUMMARY") -> list[CheckResult]:
     """Validate an in-memory frame against `expectations` (one suite named after `table`)."""
+    return [_check(table, r, n_examples) for r in _gx_results(table, frame, expectations, n_examples, result_format)]
+
+
+def _gx_results(table: str, frame: pd.DataFrame, expectations: list, n_examples: int, result_format: str) -> list:
     import great_expectations as gx
+    from great_expectations.validator.v1_validator import Validator
 
     ctx = _context()
     source_name = f"graphrec-{table}"
@@ -57,29 +64,32 @@ def run_suite(table: str, frame: pd.DataFrame, expectations: list, n_examples: i
     suite = gx.ExpectationSuite(name=f"graphrec-{table}")
     for exp in expectations:
         suite.add_expectation(exp)
-    batch = definition.get_batch(batch_parameters={"dataframe": frame})
-    result = batch.validate(suite, result_format={"result_format": "SUMMARY", "partial_unexpected_count": n_examples})
-    checks = []
-    for r in result.results:
-        kwargs = r.expectation_config.kwargs
-        column = kwargs.get("column") or ",".join(kwargs.get("column_list", []) or []) or None
-        res = r.result or {}
-        detail = _expected(r.expectation_config.type, kwargs)
-        info = r.exception_info or {}
-        if isinstance(info, dict) and info.get("raised_exception"):
-            detail += f"; could not run: {str(info.get('exception_message'))[:200]}"
-        checks.append(CheckResult(
-            table=table,
-            expectation=r.expectation_config.type,
-            column=column,
-            success=bool(r.success),
-            unexpected_count=res.get("unexpected_count"),
-            unexpected_percent=res.get("unexpected_percent"),
-            examples=[_plain(v) for v in (res.get("partial_unexpected_list") or [])][:n_examples],
-            observed=_plain(res.get("observed_value")),
-            detail=detail,
-        ))
-    return checks
+    # GX's own validator on the batch definition: the frame is loaded (and hashed, a pass over
+    # every value) once, where Batch.validate loads it a second time.
+    validator = Validator(batch_definition=definition, batch_parameters={"dataframe": frame},
+                          result_format={"result_format": result_format, "partial_unexpected_count": n_examples})
+    return list(validator.validate_expectation_suite(suite).results)
+
+
+def _check(table: str, r, n_examples: int) -> CheckResult:
+    kwargs = r.expectation_config.kwargs
+    column = kwargs.get("column") or ",".join(kwargs.get("column_list", []) or []) or None
+    res = r.result or {}
+    detail = _expected(r.expectation_config.type, kwargs)
+    info = r.exception_info or {}
+    if isinstance(info, dict) and info.get("raised_exception"):
+        detail += f"; could not run: {str(info.get('exception_message'))[:200]}"
+    return CheckResult(
+        table=table,
+        expectation=r.expectation_config.type,
+        column=column,
+        success=bool(r.success),
+        unexpected_count=res.get("unexpected_count"),
+        unexpected_percent=res.get("unexpected_percent"),
+        examples=[_plain(v) for v in (res.get("partial_unexpected_list") or [])][:n_examples],
+        observed=_plain(res.get("observed_value")),
+        detail=detail,
+    )
 
 
 def _expected(kind: str, kwargs: dict) -> str:
@@ -109,6 +119,46 @@ def _plain(value):
     return value
 
 
+def compact(frame: pd.DataFrame) -> pd.DataFrame:
+    """`frame` with every object column as a categorical of its distinct values (the order of first
+    occurrence): the frame GX validates, so that its checks run on integer codes."""
+    if not frame.columns.is_unique or not any(frame[c].dtype == object for c in frame.columns):
+        return frame
+    return pd.DataFrame({c: _compact_column(frame[c]) for c in frame.columns}, index=frame.index)
+
+
+def _compact_column(col: pd.Series) -> pd.Series:
+    if col.dtype != object:
+        return col
+    try:
+        codes, uniques = pd.factorize(col.to_numpy(), sort=False)
+    except TypeError:  # unhashable values (lists, dicts): leave them to GX as they are
+        return col
+    dtype = pd.CategoricalDtype(pd.Index(uniques, dtype=object))
+    return pd.Series(pd.Categorical.from_codes(codes, dtype=dtype, validate=False), index=col.index, name=col.name)
+
+
+def _codes(col: pd.Series) -> tuple[np.ndarray, pd.Index]:
+    """(code per row, -1 for null; the distinct values) of any column."""
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        return col.cat.codes.to_numpy(), col.cat.categories
+    codes, uniques = pd.factorize(col, sort=False)
+    return codes, pd.Index(uniques)
+
+
+def _distinct(col: pd.Series) -> pd.Index:
+    """The distinct non-null values of a column (a categorical's used categories only)."""
+    codes, values = _codes(col)
+    return values[np.bincount(codes[codes >= 0], minlength=len(values)) > 0]
+
+
+def _not_in(values: pd.Series, known: pd.Series) -> pd.Series:
+    """`values` where absent from `known`, null where present (or null): one lookup per distinct value."""
+    codes, distinct = _codes(values)
+    found = np.append(distinct.isin(_distinct(known)), True)[codes]  # code -1 (null) picks the True
+    return values.where(~found)
+
+
 def _id_table_checks(frame: pd.DataFrame, id_col: str, max_null_fraction: float) -> list:
     """The id column is complete and unique; each feature column is mostly present."""
     import great_expectations.expectations as gxe
@@ -125,6 +175,32 @@ def _id_table_checks(frame: pd.DataFrame, id_col: str, max_null_fraction: float)
     return exps
 
 
+def _suite(table: str, frame: pd.DataFrame, exps: list, n_examples: int) -> list[CheckResult]:
+    """run_suite on a compacted frame, except that the type of a categorical column is checked on
+    its distinct values (each once) and reported with the number of rows holding a bad one."""
+    import great_expectations.expectations as gxe
+
+    by_values, rest = [], []
+    for exp in exps:
+        on_values = (isinstance(exp, gxe.ExpectColumnValuesToBeInTypeList) and exp.column in frame
+                     and isinstance(frame[exp.column].dtype, pd.CategoricalDtype))
+        (by_values if on_values else rest).append(exp)
+    checks = run_suite(table, frame, rest, n_examples)
+    for exp in by_values:
+        codes, values = _codes(frame[exp.column])
+        distinct = pd.DataFrame({exp.column: pd.Series(values, dtype=values.dtype)})
+        [result] = _gx_results(f"{table}-distinct", distinct, [exp], n_examples, "COMPLETE")
+        check = _check(table, result, n_examples)
+        bad = (result.result or {}).get("unexpected_list")
+        if bad:
+            rows = int(np.isin(codes, values.get_indexer(pd.Index(bad, dtype=values.dtype))).sum())
+            check.unexpected_count = rows
+            check.unexpected_percent = 100 * rows / max(int((codes >= 0).sum()), 1)
+            check.detail += f" ({len(bad)} distinct values)"
+        checks.append(check)
+    return checks
+
+
 def validate_data(data: RecData, cfg: Optional[ValidationConfig] = None,
                   require_timestamp: bool = False) -> ValidationReport:
     """Run every suite; return the report (raise_if_failed turns it into DataValidationError)."""
@@ -133,10 +209,10 @@ def validate_data(data: RecData, cfg: Optional[ValidationConfig] = None,
     cfg = cfg or ValidationConfig()
     n = cfg.report_examples
     checks: list[CheckResult] = []
-    checks += run_suite("users", data.users, _id_table_checks(data.users, "user_id", cfg.max_feature_null_fraction), n)
-    checks += run_suite("items", data.items, _id_table_checks(data.items, "item_id", cfg.max_feature_null_fraction), n)
+    for table, ids, id_col in (("users", data.users, "user_id"), ("items", data.items, "item_id")):
+        checks += _suite(table, compact(ids), _id_table_checks(ids, id_col, cfg.max_feature_null_fraction), n)
 
-    inter = data.interactions
+    inter = compact(data.interactions)
     required = ["user_id", "item_id"] + (["timestamp"] if require_timestamp else [])
     exps = [gxe.ExpectTableRowCountToBeBetween(min_value=1)]
     exps += [gxe.ExpectColumnToExist(column=c) for c in required]
@@ -155,63 +231,98 @@ def validate_data(data: RecData, cfg: Optional[ValidationConfig] = None,
         if pd.api.types.is_numeric_dtype(inter["timestamp"]) and bounded:
             exps.append(gxe.ExpectColumnValuesToBeBetween(
                 column="timestamp", min_value=cfg.timestamp_min, max_value=cfg.timestamp_max))
+    key = []
     if "user_id" in inter and "item_id" in inter:
         key = ["user_id", "item_id"] + [c for c in ("timestamp", "event", "split") if c in inter]
-        exps.append(gxe.ExpectCompoundColumnsToBeUnique(column_list=key))
-    checks += _known_ids_suite("interactions", inter, unknown, exps, n)
+    checks += _known_ids_suite("interactions", inter, unknown, exps, n, unique_key=key,
+                               originals=data.interactions)
 
     if "user_id" in inter and "item_id" in inter and len(inter):
-        activity = inter.dropna(subset=["user_id", "item_id"]).groupby("user_id")["item_id"].nunique()
-        activity = activity.rename("distinct_items").reset_index()
-        activity_checks = run_suite("user_activity", activity, [
+        activity = _distinct_items_per_user(inter)
+        activity_checks = run_suite("user_activity", activity[["distinct_items"]], [
             gxe.ExpectColumnValuesToBeBetween(column="distinct_items", min_value=cfg.min_interactions_per_user)
         ], n)
-        low = activity[activity["distinct_items"] < cfg.min_interactions_per_user].head(n)
+        low = activity[activity["distinct_items"] < cfg.min_interactions_per_user]
+        try:
+            low = low.sort_values("user_id", kind="stable")
+        except TypeError:  # ids of mixed types: keep the table's order
+            pass
+        low = low.head(n)
         for check in activity_checks:  # name the users, not just their counts
             if not check.success:
-                check.examples = [f"{u} ({k} items)" for u, k in zip(low["user_id"], low["distinct_items"])]
+                check.examples = [f"{_plain(u)} ({k} items)" for u, k in zip(low["user_id"], low["distinct_items"])]
         checks += activity_checks
 
     if "split" in inter and "user_id" in inter and "item_id" in inter:
         checks += _test_only_ids(inter, cfg, n)
 
     if data.social is not None:
+        social = compact(data.social)
         exps = [gxe.ExpectColumnToExist(column=c) for c in ("src", "dst")]
         known = data.users["user_id"] if "user_id" in data.users else pd.Series([], dtype=object)
-        cols = [c for c in ("src", "dst") if c in data.social]
+        cols = [c for c in ("src", "dst") if c in social]
         exps += [gxe.ExpectColumnValuesToNotBeNull(column=c) for c in cols]
-        checks += _known_ids_suite("social", data.social, {c: known for c in cols}, exps, n)
+        checks += _known_ids_suite("social", social, {c: known for c in cols}, exps, n)
     return ValidationReport(data.name, checks)
 
 
+def _distinct_items_per_user(inter: pd.DataFrame) -> pd.DataFrame:
+    """user_id, distinct_items: the number of distinct items of each user with a complete row
+    (users in the order of their ids where they sort), counted on integer codes."""
+    users, user_ids = _codes(inter["user_id"])
+    items, item_ids = _codes(inter["item_id"])
+    ok = (users >= 0) & (items >= 0)
+    n_items = max(len(item_ids), 1)
+    pairs = pd.unique(users[ok].astype(np.int64) * n_items + items[ok])
+    counts = np.bincount(pairs // n_items, minlength=len(user_ids))
+    present = np.flatnonzero(counts)
+    return pd.DataFrame({"user_id": user_ids[present], "distinct_items": counts[present]})
+
+
 UNKNOWN = "__not_in_id_table"
+DUPLICATE = "__duplicate_row"
 
 
 def _known_ids_suite(table: str, frame: pd.DataFrame, known: dict[str, pd.Series], exps: list,
-                     n_examples: int) -> list[CheckResult]:
+                     n_examples: int, unique_key: Optional[list] = None,
+                     originals: Optional[pd.DataFrame] = None) -> list[CheckResult]:
     """`exps` plus "every id of column c is in known[c]", for tables of any size: a derived column
     holds the ids that are not found (null where found) and must be all null, so GX never carries
-    a value set of a million ids, and the examples it reports are the unknown ids themselves."""
+    a value set of a million ids, and the examples it reports are the unknown ids themselves.
+    With `unique_key`, also "no two rows share these columns' values", the same way: a derived
+    column holds the row number of every row whose key occurs more than once (GX's compound check
+    walks the rows in Python); the examples are the first such rows of `originals`."""
     import great_expectations.expectations as gxe
 
-    derived = {f"{c}{UNKNOWN}": frame[c].where(~frame[c].isin(ids.dropna())) for c, ids in known.items()}
+    derived = {f"{c}{UNKNOWN}": _not_in(frame[c], ids) for c, ids in known.items()}
+    duplicated = None
+    if unique_key:
+        duplicated = frame.duplicated(subset=unique_key, keep=False).to_numpy()
+        derived[DUPLICATE] = pd.Series(np.where(duplicated, np.arange(len(frame), dtype=np.float64), np.nan),
+                                       index=frame.index)
     exps = exps + [gxe.ExpectColumnValuesToBeNull(column=c) for c in derived]
-    checks = run_suite(table, frame.assign(**derived) if derived else frame, exps, n_examples)
+    checks = _suite(table, frame.assign(**derived) if derived else frame, exps, n_examples)
     for check in checks:
         if check.column and check.column.endswith(UNKNOWN):
             check.column = check.column[: -len(UNKNOWN)]
             check.expectation = "expect_column_values_to_be_in_id_table"
             check.detail = "expected an id present in the id table"
+        elif check.column == DUPLICATE:
+            check.column = ",".join(unique_key)
+            check.expectation = "expect_compound_columns_to_be_unique"
+            check.detail = f"expected each ({', '.join(unique_key)}) at most once"
+            rows = (frame if originals is None else originals)[unique_key].iloc[np.flatnonzero(duplicated)[:n_examples]]
+            check.examples = [{k: _plain(v) for k, v in row.items()} for row in rows.to_dict("records")]
     return checks
 
 
 def _test_only_ids(inter: pd.DataFrame, cfg: ValidationConfig, n_examples: int) -> list[CheckResult]:
     """Ids of held-out rows (split other than train) that no training row names: a transductive
     model has nothing to learn them from, and they would silently become users or items."""
-    held = inter["split"] != "train"
+    held = (inter["split"] != "train").to_numpy()
     if not held.any():
         return []
-    train = inter.loc[~held]
+    train = inter.loc[~held, ["user_id", "item_id"]]
     frame = inter.loc[held, ["user_id", "item_id"]].reset_index(drop=True)
     checks = _known_ids_suite("held_out", frame, {"user_id": train["user_id"], "item_id": train["item_id"]}, [],
                               n_examples)
@@ -223,8 +334,7 @@ def _test_only_ids(inter: pd.DataFrame, cfg: ValidationConfig, n_examples: int) 
             check.detail = "every id of a held-out row also occurs in a training row"
             continue
         col = check.column
-        only = frame[col][~frame[col].isin(train[col])]
-        ids = pd.unique(only)
+        ids = list(_distinct(_not_in(frame[col], train[col])))
         try:
             ids = sorted(ids)
         except TypeError:  # mixed types: order by text

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from recsys.config import DataConfig
+from recsys.data.ids import as_categorical
 from recsys.data.split import assign_split, hold_out_cold
 from recsys.data.types import RecData
 
@@ -199,7 +200,9 @@ def _first_non_utf8(path: Path) -> Optional[str]:
 TABLE_SUFFIXES = (".parquet", ".pq", ".csv", ".tsv", ".txt")
 
 
-def _read_table(path: Path, what: str) -> pd.DataFrame:
+def _read_table(path: Path, what: str, categorical: tuple = ()) -> pd.DataFrame:
+    """A whole table; its text columns named in `categorical` as pandas categoricals (from Parquet,
+    straight from the file's dictionary pages: no Python string per row)."""
     path = _existing(path)
     if path.stat().st_size == 0:
         raise DataLoadError(f"the {what} file {path} is empty")
@@ -208,8 +211,14 @@ def _read_table(path: Path, what: str) -> pd.DataFrame:
                             f"(got {path.suffix or 'no suffix'})")
     try:
         if path.suffix in (".parquet", ".pq"):
-            return pd.read_parquet(path)
-        return pd.read_csv(path, sep=_separator(path), encoding="utf-8")
+            import pyarrow.parquet as pq
+
+            schema = pq.read_schema(path)
+            text = [c for c in categorical if c in schema.names
+                    and str(schema.field(c).type) in ("string", "large_string", "binary", "large_binary")]
+            return pd.read_parquet(path, read_dictionary=text or None)
+        frame = pd.read_csv(path, sep=_separator(path), encoding="utf-8")
+        return frame.assign(**{c: as_categorical(frame[c]) for c in categorical if c in frame})
     except UnicodeDecodeError:
         where = _first_non_utf8(path) or "a byte"
         raise DataLoadError(f"the {what} file {path}, {where} is not UTF-8 text; save the file as UTF-8") from None
@@ -316,13 +325,14 @@ def load_files(
     """Generic CSV/Parquet: `columns` renames your names to user_id / item_id / timestamp / event.
     A CSV's separator (`, ; tab |`) is recognised from its header line; timestamps become Unix
     seconds (`normalise_timestamps`). A table without its id columns is refused, naming the
-    columns it has.
+    columns it has. Text ids (and events) of the interactions and of the social table are read
+    as pandas categoricals (integer codes per row); numeric ids stay numbers.
 
     Without id tables, the ids seen in the interactions are the catalogue.
     """
     rename = columns or {}
     path = Path(interactions)
-    inter = _read_table(path, "interactions").rename(columns=rename)
+    inter = _read_table(path, "interactions", _sources(INTERACTION_IDS, rename)).rename(columns=rename)
     _require_columns(inter, ["user_id", "item_id"], path, "interactions", rename)
     if "timestamp" in inter:
         source = next((k for k, v in rename.items() if v == "timestamp"), "timestamp")
@@ -335,13 +345,24 @@ def load_files(
         items_df = _read_table(Path(items), "items").rename(columns=rename)
         _require_columns(items_df, ["item_id"], Path(items), "items", rename)
     if social:
-        social_df = _read_table(Path(social), "social")
+        social_df = _read_table(Path(social), "social", ("src", "dst"))
         _require_columns(social_df, ["src", "dst"], Path(social), "social", {})
     if users_df is None:
-        users_df = pd.DataFrame({"user_id": pd.unique(inter["user_id"].dropna())})
+        users_df = pd.DataFrame({"user_id": np.asarray(pd.unique(inter["user_id"].dropna()))})
     if items_df is None:
-        items_df = pd.DataFrame({"item_id": pd.unique(inter["item_id"].dropna())})
+        items_df = pd.DataFrame({"item_id": np.asarray(pd.unique(inter["item_id"].dropna()))})
     return RecData(name, users_df, items_df, inter, social_df)
+
+
+# Columns of the interactions read as categoricals when they hold text: one code per row into the
+# distinct values (a million members' ten million rows hold a million distinct user ids).
+INTERACTION_IDS = ("user_id", "item_id", "event")
+
+
+def _sources(names: tuple, rename: dict) -> tuple:
+    """The file's own names of the standard columns `names` (data.columns maps file -> standard)."""
+    source = {v: k for k, v in rename.items()}
+    return tuple(source.get(n, n) for n in names)
 
 
 def save_files(data: RecData, folder: str | Path) -> dict[str, Path]:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from recsys.data.ids import column_codes
+
 
 def assign_split(
     interactions: pd.DataFrame,
@@ -22,29 +24,51 @@ def assign_split(
         raise ValueError(f"unknown split kind {kind!r}; use 'temporal' or 'random'")
     if kind == "temporal" and "timestamp" not in interactions:
         raise ValueError("a temporal split needs a 'timestamp' column; use split.kind=random")
-    pairs = interactions.groupby(["user_id", "item_id"], sort=False, as_index=False)
+    users, _ = column_codes(interactions["user_id"])
+    items, item_values = column_codes(interactions["item_id"])
+    complete = (users >= 0) & (items >= 0)  # a row without an id has no pair and no split
+    n_items = max(len(item_values), 1)
+    # Pairs numbered in the order of their first row, as groupby(sort=False) would.
+    pair_of_row, keys = pd.factorize(users[complete].astype(np.int64) * n_items + items[complete])
+    pair_user, pair_item = keys // n_items, keys % n_items
     if kind == "temporal":
-        pairs = pairs["timestamp"].min()
-        pairs = pairs.sort_values(["user_id", "timestamp", "item_id"], kind="stable")
+        first_seen = pd.Series(interactions["timestamp"].to_numpy()[complete]).groupby(pair_of_row).min()
+        # ties in time go by item id (its value's order, not the code's)
+        order = np.lexsort((_value_rank(item_values)[pair_item], first_seen.to_numpy(), pair_user))
     else:
-        pairs = pairs.size()[["user_id", "item_id"]]
-        pairs["_r"] = np.random.default_rng(seed).random(len(pairs))
-        pairs = pairs.sort_values(["user_id", "_r"], kind="stable")
-    rank = pairs.groupby("user_id", sort=False).cumcount().to_numpy()
-    n = pairs.groupby("user_id", sort=False)["item_id"].transform("size").to_numpy()
+        draw = np.random.default_rng(seed).random(len(keys))
+        order = np.lexsort((draw, pair_user))
+    sorted_users = pair_user[order]
+    starts = np.flatnonzero(np.r_[True, sorted_users[1:] != sorted_users[:-1]])
+    sizes = np.diff(np.r_[starts, len(order)])
+    rank = np.arange(len(order)) - np.repeat(starts, sizes)
+    n = np.repeat(sizes, sizes)
     n_test = np.floor(n * test_fraction).astype(int)
     n_valid = np.floor(n * valid_fraction).astype(int)
     # at least one held-out pair where the fraction asks for any and the user has three or more
     n_test = np.where((n >= 3) & (test_fraction > 0), np.maximum(n_test, 1), 0)
     n_valid = np.where((n >= 3) & (valid_fraction > 0), np.maximum(n_valid, 1), 0)
-    label = np.full(len(pairs), "train", dtype=object)
+    label = np.full(len(order), "train", dtype=object)
     label[rank >= n - n_test] = "test"
     label[(rank >= n - n_test - n_valid) & (rank < n - n_test)] = "valid"
-    pairs["split"] = label
-    out = interactions.drop(columns=["split"], errors="ignore").merge(
-        pairs[["user_id", "item_id", "split"]], on=["user_id", "item_id"], how="left"
-    )
+    pair_label = np.empty(len(order), dtype=object)
+    pair_label[order] = label
+    split = np.full(len(interactions), np.nan, dtype=object)
+    split[complete] = pair_label[pair_of_row]
+    out = interactions.drop(columns=["split"], errors="ignore").reset_index(drop=True)
+    out["split"] = split
     return out
+
+
+def _value_rank(values: pd.Index) -> np.ndarray:
+    """Each distinct value's place in the values' sorted order (text order where types mix)."""
+    try:
+        order = np.argsort(np.asarray(values), kind="stable")
+    except TypeError:
+        order = np.argsort(np.asarray(values.astype(str)), kind="stable")
+    rank = np.empty(len(values), dtype=np.int64)
+    rank[order] = np.arange(len(values))
+    return rank
 
 
 def hold_out_cold(

@@ -13,6 +13,8 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
+from recsys.data.ids import column_codes, positions, text_hashes
+
 SPLITS = ("train", "valid", "test")
 
 
@@ -26,7 +28,12 @@ class RecData:
     meta: dict = field(default_factory=dict)
 
     def fingerprint(self) -> str:
-        """A content hash of ids and interactions: same data, same fingerprint."""
+        """A content hash of ids and interactions: same data, same fingerprint. Ids count by their
+        text (1 and "1" are the same id, as in `indexed`), whatever their dtype (object, categorical);
+        other columns by value (a number's bits, a string's text). Each row's hash is the same as
+        pandas' hash of the row; the multiset of row hashes is hashed, so row order does not count."""
+        from pandas.core.util.hashing import combine_hash_arrays
+
         h = hashlib.sha256()
         for frame, cols in (
             (self.users, ["user_id"]),
@@ -37,7 +44,8 @@ class RecData:
             if frame is None:
                 h.update(b"none")
                 continue
-            hashed = pd.util.hash_pandas_object(frame[cols].astype(str), index=False).to_numpy()
+            hashes = (_value_hashes(frame[c], as_text=c in ID_COLUMNS) for c in cols)
+            hashed = combine_hash_arrays(hashes, len(cols))
             h.update(np.sort(hashed).tobytes())
         return h.hexdigest()[:16]
 
@@ -52,19 +60,24 @@ class RecData:
         }
 
     def indexed(self) -> "IndexedData":
+        """Ids (compared as text) -> positions in the id tables; every per-row step works on integer
+        codes (`recsys.data.ids`), so an id column costs one lookup per distinct id."""
         user_ids = self.users["user_id"].astype(str).to_numpy()
         item_ids = self.items["item_id"].astype(str).to_numpy()
         uidx = pd.Index(user_ids)
         iidx = pd.Index(item_ids)
         inter = self.interactions
-        u = uidx.get_indexer(inter["user_id"].astype(str))
-        i = iidx.get_indexer(inter["item_id"].astype(str))
+        u = positions(inter["user_id"], uidx)
+        i = positions(inter["item_id"], iidx)
         if (u < 0).any() or (i < 0).any():
             raise ValueError("interactions name ids missing from the id tables; validate the data first")
-        split = inter["split"].to_numpy() if "split" in inter else np.full(len(inter), "train")
+        if "split" in inter:
+            split_codes, split_names = column_codes(inter["split"])
+        else:
+            split_codes, split_names = np.zeros(len(inter), dtype=np.int8), pd.Index(["train"])
         pairs = {}
         for name in SPLITS:
-            mask = split == name
+            mask = np.isin(split_codes, np.flatnonzero(split_names == name))
             pairs[name] = _unique_pairs(u[mask], i[mask], len(item_ids))
         # A pair seen in training is not a target of evaluation.
         train_keys = pairs["train"][:, 0] * len(item_ids) + pairs["train"][:, 1]
@@ -73,11 +86,21 @@ class RecData:
             pairs[name] = pairs[name][~np.isin(keys, train_keys)]
         social = np.zeros((0, 2), dtype=np.int64)
         if self.social is not None and len(self.social):
-            s = uidx.get_indexer(self.social["src"].astype(str))
-            d = uidx.get_indexer(self.social["dst"].astype(str))
+            s = positions(self.social["src"], uidx)
+            d = positions(self.social["dst"], uidx)
             keep = (s >= 0) & (d >= 0) & (s != d)
             social = np.stack([s[keep], d[keep]], axis=1).astype(np.int64)
         return IndexedData(user_ids, item_ids, pairs["train"], pairs["valid"], pairs["test"], social)
+
+
+ID_COLUMNS = ("user_id", "item_id", "src", "dst")
+
+
+def _value_hashes(col: pd.Series, as_text: bool) -> np.ndarray:
+    if as_text or not pd.api.types.is_numeric_dtype(col.dtype) or pd.api.types.is_bool_dtype(col.dtype):
+        return text_hashes(col)
+    numpy_dtype = isinstance(col.dtype, np.dtype)
+    return pd.util.hash_array(col.to_numpy() if numpy_dtype else col.to_numpy(dtype=np.float64, na_value=np.nan))
 
 
 def _unique_pairs(u: np.ndarray, i: np.ndarray, n_items: int) -> np.ndarray:

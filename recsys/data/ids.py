@@ -1,0 +1,56 @@
+"""Id columns without a Python object per row: codes into the distinct values.
+
+A column of ids is worked on as (code per row, distinct values): a pandas categorical already is
+that pair; any other column is factorised once. Lookups, hashes and string conversions then
+touch each distinct id once, and the rows only as integer codes.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+
+def column_codes(col: pd.Series) -> tuple[np.ndarray, pd.Index]:
+    """(code per row, -1 where null; the distinct values, in the order of first occurrence unless
+    the column is a categorical, whose categories are kept as they are)."""
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        return col.cat.codes.to_numpy(), col.cat.categories
+    codes, uniques = pd.factorize(col, sort=False)
+    return codes, pd.Index(uniques)
+
+
+def as_categorical(col: pd.Series) -> pd.Series:
+    """A column of text (object dtype) as a categorical of its distinct values, in the order of
+    first occurrence; other columns (numbers, categoricals, unhashable values) as they are."""
+    if col.dtype != object:
+        return col
+    try:
+        codes, uniques = pd.factorize(col.to_numpy(), sort=False)
+    except TypeError:  # lists, dicts: nothing to share
+        return col
+    dtype = pd.CategoricalDtype(pd.Index(uniques, dtype=object))
+    return pd.Series(pd.Categorical.from_codes(codes, dtype=dtype, validate=False), index=col.index, name=col.name)
+
+
+def distinct(col: pd.Series) -> pd.Index:
+    """The distinct non-null values of a column (for a categorical, the categories in use)."""
+    codes, values = column_codes(col)
+    return values[np.bincount(codes[codes >= 0], minlength=len(values)) > 0]
+
+
+def positions(col: pd.Series, ids: pd.Index) -> np.ndarray:
+    """Row r -> position of str(col[r]) in `ids` (an index of unique strings), -1 where absent or null."""
+    codes, values = column_codes(col)
+    text = pd.Series(np.asarray(values), dtype=object).astype(str).to_numpy(dtype=object)
+    found = ids.get_indexer(text) if len(values) else np.zeros(0, dtype=np.intp)
+    return np.append(found, -1)[codes]  # code -1 (null) picks the appended -1
+
+
+def text_hashes(col: pd.Series) -> np.ndarray:
+    """pandas' uint64 hash of each row's text form (`col.astype(str)`), one string per distinct value
+    (a null hashes as 'nan')."""
+    from pandas.util import hash_array
+
+    codes, values = column_codes(col)
+    text = pd.Series(np.asarray(values), dtype=object).astype(str).to_numpy(dtype=object)
+    return hash_array(np.append(text, "nan"), categorize=False)[codes]  # distinct already: no second factorize
