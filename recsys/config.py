@@ -156,7 +156,7 @@ class EvalConfig(Section):
     ks: list[int] = Field(default_factory=lambda: [10, 20])
     chunk_size: int = Field(1024, ge=1, description="users scored at once; bounds peak memory")
     max_users: Optional[int] = Field(
-        50_000, ge=1, description="users ranked per evaluation: where more users have targets, a sample of this "
+        10_000, ge=1, description="users ranked per evaluation: where more users have targets, a sample of this "
                                   "many drawn with `seed` (the same users for every model on the same data, so "
                                   "champion and challenger meet on one sample); every item is ranked either way. "
                                   "null ranks every user")
