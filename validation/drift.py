@@ -24,9 +24,19 @@ _HASH_KEY = "graphrec-profile"  # 16 bytes, as pandas' hash_array asks; fixed so
 
 
 def id_hashes(ids) -> np.ndarray:
-    """Sorted unique uint64 hashes of ids read as text (the form every loader indexes ids in)."""
-    text = np.asarray(pd.Series(ids).astype(str).to_numpy(), dtype=object)
+    """Sorted unique uint64 hashes of ids read as text (the form every loader indexes ids in).
+    Only the distinct ids are converted and hashed: a log of 16M rows has 1M users."""
+    distinct = pd.Series(pd.Series(ids).unique())
+    text = np.asarray(distinct.astype(str).to_numpy(), dtype=object)
     return np.unique(pd.util.hash_array(text, hash_key=_HASH_KEY, categorize=False))
+
+
+def rows_per_id(ids: pd.Series) -> np.ndarray:
+    """Rows per distinct id read as text (1 and "1" are one id), counted on integer codes: only the
+    distinct ids become text."""
+    codes, distinct = pd.factorize(ids, use_na_sentinel=False)
+    _, as_text = np.unique(np.asarray(pd.Index(distinct).astype(str), dtype=object), return_inverse=True)
+    return np.bincount(as_text[codes]).astype(np.float64)
 
 
 @dataclass
@@ -59,15 +69,14 @@ class DataProfile:
 def profile_data(data) -> DataProfile:
     """The profile of a RecData's interactions (all rows, whatever their split)."""
     inter = data.interactions
-    users = inter["user_id"].astype(str)
-    per_user = users.value_counts().to_numpy(dtype=np.float64)
+    per_user = rows_per_id(inter["user_id"])
     if len(per_user):
         qs = np.quantile(per_user, QUANTILES)
         dist = {f"p{int(q * 100)}": round(float(v), 3) for q, v in zip(QUANTILES, qs)}
         dist["max"] = float(per_user.max())
     else:
         dist = {f"p{int(q * 100)}": 0.0 for q in QUANTILES} | {"max": 0.0}
-    user_hashes, item_hashes = id_hashes(users), id_hashes(inter["item_id"])
+    user_hashes, item_hashes = id_hashes(inter["user_id"]), id_hashes(inter["item_id"])
     return DataProfile(data.name, len(user_hashes), len(item_hashes), len(inter), len(data.users), len(data.items),
                        dist, user_hashes, item_hashes)
 
