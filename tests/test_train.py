@@ -138,3 +138,42 @@ def test_bounded_steps_per_epoch_grow_the_batch_and_its_learning_rate(prepared):
     assert counter.steps == 6 and result.batch_size == -(-len(data.train) // 3) > 64
     expected_lr = 0.01 * (result.batch_size / 64) ** 0.5
     assert all(abs(h["lr"] - expected_lr) < 1e-12 for h in result.history)
+
+
+def test_the_bounded_mode_takes_the_exact_modes_objective_over_more_pairs(prepared):
+    """At the initial weights the two modes' objectives agree: the scalable mode's first step (every
+    pair in one batch, max_steps_per_epoch=1) has the loss the exact mode's batches of 64 average to,
+    weighted by their sizes. The exact mode runs with a learning rate too small to move a float32
+    weight, so each of its batches is scored at the initial weights too; negatives are a fixed
+    function of the positive, so both see the same triples. The documented difference is only the
+    step: one Adam step with lr x sqrt(batch ratio) instead of many."""
+    data, graph = prepared
+
+    class Fixed:
+        def sample(self, users, pos_items, model_state=None):
+            return (pos_items + 1) % data.n_items
+
+        def set_epoch(self, epoch):
+            pass
+
+    class Losses(Callback):
+        def __init__(self):
+            self.losses = []
+
+        def on_step(self, step, logs):
+            self.losses.append(logs["loss"])
+
+    def first_epoch(**cfg):
+        seen = Losses()
+        torch.manual_seed(0)  # the same initial weights for both modes
+        model = LightGCN(data.n_users, data.n_items, dim=8, layers=2)
+        fit(model, graph, data, TrainConfig(epochs=1, progress=False, eval_every=5, **cfg), EvalConfig(), [seen],
+            sampler=Fixed())
+        return seen.losses
+
+    (whole,) = first_epoch(batch_size=64, lr=0.01, max_steps_per_epoch=1)
+    exact = first_epoch(batch_size=64, lr=1e-30)
+    n = len(data.train)
+    sizes = [min(64, n - s) for s in range(0, n, 64)]
+    assert len(exact) == len(sizes) > 10
+    assert np.average(exact, weights=sizes) == pytest.approx(whole, rel=1e-5)
