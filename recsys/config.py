@@ -70,6 +70,15 @@ class ColdStartConfig(Section):
     k: int = Field(10, ge=1, description="at most k heuristic edges per cold node")
     user_attributes: Optional[list[str]] = Field(
         None, description="user columns to match on; default: the users table's categorical columns")
+    candidates: Optional[int] = Field(
+        None, ge=1, description="cold users: warm users considered per combination of attribute values, most active "
+                                "first; default k (exact for up to max_combination attributes)")
+    max_combination: int = Field(
+        3, ge=1, description="cold users: attribute combinations of up to this many columns are matched; with more "
+                             "columns the edges are approximate (see recsys/graph/cold_start.py)")
+    exact_below: int = Field(
+        4096, ge=0, description="cold items: exact cosine search when at most this many items are cold (or warm), "
+                                "a faiss HNSW index over the warm items above")
 
 
 class GraphConfig(Section):

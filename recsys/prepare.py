@@ -77,8 +77,9 @@ def prepare(data: RecData, cfg: RunConfig, encoders: tuple = (None, None), servi
             user_enc.spec.categorical if user_enc else [])
         columns = [c for c in columns if c in data.users.columns]
         activity = np.bincount(indexed.train[:, 0], minlength=indexed.n_users)
-        edges[SIMILAR_USER] = attribute_edges(data.users[columns].reset_index(drop=True), cold_users, activity, cs.k)
+        edges[SIMILAR_USER] = attribute_edges(data.users[columns].reset_index(drop=True), cold_users, activity, cs.k,
+                                              candidates=cs.candidates, max_combination=cs.max_combination)
         if item_x is not None and item_x.shape[1] > 0:
-            edges[SIMILAR_ITEM] = similarity_edges(item_x, cold_items, cs.k)
+            edges[SIMILAR_ITEM] = similarity_edges(item_x, cold_items, cs.k, exact_below=cs.exact_below)
     graph = build_graph(indexed, cfg.graph.social_edges, edges, user_x, item_x)
     return Prepared(data, indexed, graph, user_enc, item_enc, cold_users, cold_items, tasks)
