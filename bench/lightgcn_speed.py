@@ -65,7 +65,8 @@ def graphrec_batch(model: LightGCN, graph, users, pos, neg) -> torch.Tensor:
 def graphrec_epoch_seconds(graph, data) -> tuple[float, LightGCN]:
     seed_everything(0)
     model = LightGCN(data.n_users, data.n_items, dim=DIM, layers=LAYERS)
-    result = fit(model, graph, data, TrainConfig(epochs=1, batch_size=BATCH, lr=LR, l2=L2, progress=False),
+    result = fit(model, graph, data, TrainConfig(epochs=1, batch_size=BATCH, lr=LR, l2=L2, progress=False,
+                                                 max_steps_per_epoch=None),
                  EvalConfig(ks=[20]))
     return result.history[0]["epoch_seconds"], model
 

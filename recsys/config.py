@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, Field, ValidationError, create_model, field_validator
@@ -137,11 +137,13 @@ class NegativesConfig(Section):
 class TrainConfig(Section):
     epochs: int = Field(40, ge=1)
     batch_size: int = Field(2048, ge=1)
-    max_steps_per_epoch: Optional[int] = Field(
-        None, ge=1, description="at most this many optimiser steps per epoch: a log of more than batch_size x this "
-                                "pairs trains in batches of ceil(pairs / this), so an epoch's whole-graph products "
-                                "stay this many and its cost grows linearly with the log; null: batch_size always "
-                                "(the exact per-batch mode)")
+    max_steps_per_epoch: Union[Literal["auto"], int, None] = Field(
+        "auto", description="at most this many optimiser steps per epoch: a log of more than batch_size x this "
+                            "pairs trains in batches of ceil(pairs / this), so an epoch's whole-graph products "
+                            "stay this many and its cost grows linearly with the log; null: batch_size always "
+                            "(the exact per-batch mode); auto: 64 for families whose every step costs the whole "
+                            "graph or whole tables (lightgcn, gcn, mf), null for those whose step costs what its "
+                            "batch does (sage, pinsage)")
     lr: float = Field(0.005, gt=0)
     lr_batch_scaling: Literal["none", "sqrt", "linear"] = Field(
         "sqrt", description="batches grown past batch_size (max_steps_per_epoch) train with lr x (batch / batch_size) "
@@ -159,6 +161,13 @@ class TrainConfig(Section):
     loss: Literal["bpr", "softmax"] = Field("bpr", description="bpr (PinSage: hinge) or sampled softmax")
     temperature: float = Field(0.1, gt=0, description="softmax: logits are scores / temperature")
     negatives: NegativesConfig = Field(default_factory=NegativesConfig)
+
+    @field_validator("max_steps_per_epoch")
+    @classmethod
+    def _steps(cls, steps):
+        if isinstance(steps, int) and steps < 1:
+            raise ValueError("max_steps_per_epoch must be a positive integer, auto or null")
+        return steps
 
 
 class EvalConfig(Section):

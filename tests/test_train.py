@@ -116,7 +116,12 @@ def test_early_stopping_keeps_the_best_state_and_counts_patience():
 def test_bounded_steps_per_epoch_grow_the_batch_and_its_learning_rate(prepared):
     from recsys.train import batch_plan
 
-    assert batch_plan(TrainConfig(batch_size=100, lr=0.01), 10_000) == (100, 0.01)  # the exact mode
+    exact = TrainConfig(batch_size=100, lr=0.01, max_steps_per_epoch=None)
+    assert batch_plan(exact, 10_000) == (100, 0.01)  # the exact mode
+    auto = TrainConfig(batch_size=100, lr=0.01)  # the default: 64 steps for whole-graph families, else exact
+    assert batch_plan(auto, 10_000)[0] == batch_plan(auto, 10_000, whole_graph=True)[0] == 157  # ceil(10k / 64)
+    assert batch_plan(auto, 10_000, whole_graph=False) == (100, 0.01)
+    assert batch_plan(auto, 6_400) == (100, 0.01)  # a log this small fits 64 steps of batch_size anyway
     assert batch_plan(TrainConfig(batch_size=100, lr=0.01, max_steps_per_epoch=200), 10_000) == (100, 0.01)
     batch, lr = batch_plan(TrainConfig(batch_size=100, lr=0.01, max_steps_per_epoch=25), 10_000)
     assert batch == 400 and abs(lr - 0.02) < 1e-12  # 4x the pairs per step, sqrt(4) x the rate

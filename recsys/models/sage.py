@@ -50,6 +50,8 @@ class SAGELayer(nn.Module):
 
 
 class GraphSAGE(RecModel):
+    whole_graph_step = False  # a step samples fan-outs around its batch: its cost follows the batch
+
     def __init__(self, n_users: int, n_items: int, *, dim: int = 64, aggregator: str = "mean",
                  fanouts: tuple[int, ...] = (20, 10), user_features: Optional[torch.Tensor] = None,
                  item_features: Optional[torch.Tensor] = None, chunk_size: int = 4096, seed: int = 0):
