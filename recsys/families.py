@@ -188,6 +188,9 @@ class LLMOptions(Section):
     epochs: int = Field(3, ge=1)
     lr: float = Field(1e-3, gt=0)
     batch_size: int = Field(64, ge=2, description="prefix mode: members per step, each with all their training jobs")
+    members_per_epoch: Optional[int] = Field(
+        20_000, ge=1, description="prefix mode: members an epoch reads through the transformer (a fresh seeded "
+                                  "draw each epoch), so an epoch costs the same on any network; null: every member")
     temperature: float = Field(0.05, gt=0)
     negatives: int = Field(256, ge=1, description="random jobs added to each batch's softmax")
     max_friends: int = Field(5, ge=0, description="text: friends written into a member's text")

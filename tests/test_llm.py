@@ -69,6 +69,11 @@ def test_a_step_reads_each_member_once_with_all_their_jobs(minilm):
     assert [len(batch) for batch in read] == [2, 1, 2, 1]  # 3 members with jobs, 2 a step: 7 pairs, 4 reads
     for epoch in (read[:2], read[2:]):
         assert sorted(t for batch in epoch for t in batch) == ["member a", "member c", "member d"]
+    read.clear()  # members_per_epoch: an epoch reads a fresh draw of that many members, whatever the network
+    fit_prefix(model, torch.randn(4, 4), texts, items, pairs, epochs=3, batch_size=2, negatives=3, members_per_epoch=2)
+    assert [len(batch) for batch in read] == [2, 2, 2]
+    drawn = [sorted(batch) for batch in read]
+    assert all(set(d) <= {"member a", "member c", "member d"} for d in drawn) and len(set(map(tuple, drawn))) > 1
 
 
 @pytest.mark.parametrize("mode", ["text", "prefix"])

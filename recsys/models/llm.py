@@ -136,8 +136,9 @@ class PrefixEncoder(nn.Module):
 def fit_prefix(model: PrefixEncoder, gnn_users: torch.Tensor, texts: list[str], item_vectors: torch.Tensor,
                pairs: np.ndarray, epochs: int = 3, lr: float = 1e-3, batch_size: int = 64, temperature: float = 0.05,
                negatives: int = 256, seed: int = 0, log: Optional[Callable[[str], None]] = None,
-               callbacks: Sequence = ()) -> list[dict]:
-    """Train the projection only. A step reads `batch_size` members through the transformer, once
+               callbacks: Sequence = (), members_per_epoch: Optional[int] = None) -> list[dict]:
+    """Train the projection only. An epoch reads `members_per_epoch` members (all when None) drawn
+    afresh. A step reads `batch_size` members through the transformer, once
     each, and scores all their (member, job) pairs: for each pair, a softmax over the batch's jobs
     and `negatives` random jobs, the member's other jobs left out. Reading a member once per step
     rather than once per pair matters: the frozen transformer's forward and backward passes are
@@ -157,7 +158,7 @@ def fit_prefix(model: PrefixEncoder, gnn_users: torch.Tensor, texts: list[str], 
         t0, total, steps = time.perf_counter(), 0.0, 0
         for cb in callbacks:
             cb.on_epoch_start(epoch)
-        order = torch.randperm(len(members), generator=gen)
+        order = torch.randperm(len(members), generator=gen)[:members_per_epoch]
         for a in range(0, len(order), batch_size):
             chosen = order[a:a + batch_size]
             rows = torch.cat([torch.arange(s, s + c) for s, c in zip(starts[chosen].tolist(), counts[chosen].tolist())])
@@ -228,7 +229,7 @@ def train_llm(prepared, opts, bottom, text_cache, seed: int = 0, log: Optional[C
     torch.manual_seed(seed)
     model = PrefixEncoder(gnn_users.shape[1], opts.prefix_tokens, opts.max_tokens)
     history = fit_prefix(model, gnn_users, texts, items, indexed.train, opts.epochs, opts.lr, opts.batch_size,
-                         opts.temperature, opts.negatives, seed, log, callbacks)
+                         opts.temperature, opts.negatives, seed, log, callbacks, opts.members_per_epoch)
     return FixedVectors(model.encode(gnn_users, texts), items), history
 
 
