@@ -159,6 +159,8 @@ class _InEdges:
 
 
 class PinSage(RecModel):
+    whole_graph_step = False  # a step convolves its batch's items and their sampled neighbourhoods only
+
     def __init__(self, n_users: int, n_items: int, *, dim: int = 64, layers: int = 2, num_neighbors: int = 10,
                  num_walks: int = 50, restart_prob: float = 0.5, num_traversals: int = 3, margin: float = 0.5,
                  item_features: Optional[torch.Tensor] = None, seed: int = 0, pooling: str = "importance",
