@@ -38,8 +38,8 @@ def _model(graph, layers=2, user_items=100, pairwise_loss="hinge", dim=4):
 
 
 def _by_hand(model, graph, users, pos, neg):
-    """Every item convolved over the whole graph with plain loops, users the mean of their items
-    but the positive, then PinSage's hinge: the computation mini-batches must reproduce."""
+    """Every item convolved over the whole graph with plain loops, then the final dense layers, users
+    the mean of their items but the positive, then PinSage's hinge: what mini-batches must reproduce."""
     h = model.item_emb.weight
     for conv, nbrs in zip(model.convs, model._neighbourhoods):
         src, dst = (t.tolist() for t in nbrs.edges())
@@ -54,6 +54,7 @@ def _by_hand(model, graph, users, pos, neg):
             pooled = pooled / max(total, 1.0)
             rows.append(F.normalize(torch.relu(conv.W(torch.cat([h[v], pooled]))), dim=0))
         h = torch.stack(rows)
+    h = torch.stack([F.normalize(model.head[2](torch.relu(model.head[0](v))), dim=0) for v in h])
     history = {}
     for u, i in PAIRS:
         history.setdefault(u, []).append(i)

@@ -6,6 +6,11 @@ probability; DGL's PinSAGESampler), and the visit counts weight the neighbours:
 
     h_N(v)  = sum_u c_uv ReLU(Q h_u + q) / sum_u c_uv           (importance pooling)
     h_v'    = normalise(ReLU(W [h_v || h_N(v)] + w))
+    z_v     = normalise(G2 ReLU(G1 h_v^(L) + g))                  (the paper's final dense layers)
+
+The final layers (Algorithm 2's G1, G2) let item vectors leave the positive orthant the last
+convolution's ReLU confines them to, so that dot products can be negative; z is unit-length, as
+each convolution's output is, so the max-margin's margin keeps its scale.
 
 `pooling` chooses the neighbourhood and its weights, to test what importance pooling buys:
   importance  the T most visited items, weighted by visit counts (the paper's; the default)
@@ -16,8 +21,9 @@ probability; DGL's PinSAGESampler), and the visit counts weight the neighbours:
 Layer 0 is a projection of item features (plus learned ID embeddings when there are none).
 Users get vectors from their items (the mean of their training items' final vectors), so scores
 stay dot products and the family fits the common interface. Neighbourhoods (one item -> item graph
-per layer) are re-drawn at every epoch; DGL only draws them, the layer maths is torch (gather and
-index_add over edge lists), so the same code runs wherever the tensors live.
+per layer) are re-drawn at every epoch; DGL only draws them (on CPU). The layer maths is torch: a
+layer's pooling is one sparse product over its edge list (`Pooling`; graphrec's compiled CSR kernel
+on CPU, torch's product on another device), with no DGL message passing.
 
 Training is on mini-batches, as in the paper: a batch computes final vectors only for the items
 its loss reads, namely its positives, its negatives and, for each user's vector, a sample of at
@@ -181,6 +187,7 @@ class PinSage(RecModel):
         self.item_emb = nn.Embedding(n_items, dim)
         nn.init.normal_(self.item_emb.weight, std=0.1)
         self.convs = nn.ModuleList(WeightedPoolingConv(dim) for _ in range(layers))
+        self.head = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, dim))
         self._neighbourhoods: Optional[list[dgl.DGLGraph]] = None
         self._in_edges: Optional[list[_InEdges]] = None
         self._two_hop: Optional[tuple[RecGraph, dgl.DGLGraph]] = None  # uniform: built once per graph
@@ -251,7 +258,7 @@ class PinSage(RecModel):
         h = self.layer0(graph)
         for conv, nbrs in zip(self.convs, self._neighbourhoods):
             h = conv(nbrs, h)
-        return h
+        return F.normalize(self.head(h), dim=1)
 
     @staticmethod
     def _user_sums(graph: RecGraph, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -279,7 +286,7 @@ class PinSage(RecModel):
         h = self.layer0(graph, nodes)
         for conv, (dst_rows, pooling) in zip(self.convs, reversed(plan)):
             h = conv.propagate(h, dst_rows, pooling)
-        return h
+        return F.normalize(self.head(h), dim=1)
 
     def histories(self, graph: RecGraph) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(indptr, items, keys): each user's training items, sorted, as CSR rows, and each entry's

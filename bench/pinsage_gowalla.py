@@ -1,0 +1,409 @@
+"""PinSage (family pinsage) on Gowalla with mini-batch training, against MF's published figure.
+
+The paper's protocol, the budget chosen on validation (as bench/mf.py does): (A) each candidate recipe
+(objective, negatives, lr, L2, width, depth, user sample) trains on 90% of train.txt
+(bench.lightgcn_gowalla.explore_split: random pairs, seed 0) and ranks the held-out 10% after every
+epoch (all 40,981 items, training items masked); a run stops after --patience epochs without a better
+validation recall@20 or at its epoch cap. The recipe with the best validation recall@20 wins; its best
+epoch is carried over to all of train.txt in optimiser steps (the batch size is fixed, so
+bench.lightgcn_gowalla.validated_budget: epochs x 0.9). (B) PinSage trains on all of train.txt for that
+budget with that recipe and ranks test.txt once: recall@20, NDCG@20, beside MF's published figure
+(NGCF paper: recall@20 0.1291, NDCG@20 0.1109). test.txt chooses nothing.
+
+Training is recsys.train.fit with the model built through the family registry (model.family=pinsage):
+each batch convolves only its positives, negatives and a sample of at most `user_items` of each user's
+other items, through their sampled random-walk neighbourhoods (recsys/models/pinsage.py).
+
+Speed (--speed-batches N > 0): N batches of the families bench's Gowalla setting (batch 2048, one
+uniform negative, hinge, 2 layers, dim 64) timed two ways on the same model and neighbourhoods: the
+mini-batch loss, and the full-graph loss the family used before (every item convolved and every user's
+items summed for every batch), each scaled to seconds per epoch of train.txt.
+
+The recorded run (bench/results/pinsage_gowalla.{json,md}):
+
+    OMP_WAIT_POLICY=PASSIVE nice -n 5 ./dev.sh python -m bench.pinsage_gowalla --recipes softmax \\
+        --max-epochs 12 --speed-batches 10
+
+Other forms:
+
+    ./dev.sh python -m bench.pinsage_gowalla --recipes softmax hinge_hard --max-epochs 3   # compare on validation
+    ./dev.sh python -m bench.pinsage_gowalla --resume      # reuse stages an interrupted run finished
+    ./dev.sh python -m bench.pinsage_gowalla --help
+
+OMP_WAIT_POLICY=PASSIVE changes no figure (see bench/mf.py): it keeps idle OpenMP threads from spinning
+on a shared machine.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from bench.common import RESULTS, peak_rss_mb, write_results
+from bench.mf import PUBLISHED_MF, SEED, PatienceOnCurve, curve_callback, gowalla, mean_epoch_seconds
+
+# Candidate recipes compared on Gowalla's validation split.
+RECIPES = {
+    "softmax": {"loss": "softmax", "temperature": 0.1, "sampler": "uniform", "per_positive": 16, "candidates": 32,
+                "lr": 0.005, "l2": 1e-4, "dim": 64, "layers": 2, "user_items": 16, "batch_size": 8192,
+                "about": "sampled softmax (temperature 0.1) over 16 uniform negatives, lr 0.005, L2 1e-4"},
+    "hinge": {"loss": "hinge", "temperature": 0.1, "sampler": "uniform", "per_positive": 4, "candidates": 32,
+              "lr": 0.005, "l2": 1e-4, "dim": 64, "layers": 2, "user_items": 16, "batch_size": 8192,
+              "about": "PinSage's max-margin hinge (margin 0.5) over 4 uniform negatives, lr 0.005, L2 1e-4"},
+    "bpr_hard": {"loss": "bpr", "temperature": 0.1, "sampler": "model", "per_positive": 8, "candidates": 64,
+                 "lr": 0.005, "l2": 1e-4, "dim": 64, "layers": 2, "user_items": 16, "batch_size": 8192,
+                 "about": "BPR over the 8 hardest of 64 uniform candidates by the model's score (bench/mf.py's "
+                          "'hard' sampler), lr 0.005, L2 1e-4"},
+    "hinge_hard": {"loss": "hinge", "temperature": 0.1, "sampler": "model", "per_positive": 8, "candidates": 64,
+                   "lr": 0.005, "l2": 1e-4, "dim": 64, "layers": 2, "user_items": 16, "batch_size": 8192,
+                   "about": "the hinge over the 8 hardest of 64 uniform candidates by the model's score, lr 0.005, "
+                            "L2 1e-4"},
+    "softmax_1layer": {"loss": "softmax", "temperature": 0.1, "sampler": "uniform", "per_positive": 16,
+                       "candidates": 32, "lr": 0.005, "l2": 1e-4, "dim": 64, "layers": 1, "user_items": 16,
+                       "batch_size": 8192, "about": "the softmax recipe with one layer"},
+    "softmax_u32": {"loss": "softmax", "temperature": 0.1, "sampler": "uniform", "per_positive": 16,
+                    "candidates": 32, "lr": 0.005, "l2": 1e-4, "dim": 64, "layers": 2, "user_items": 32,
+                    "batch_size": 8192, "about": "the softmax recipe with user_items 32"},
+}
+REFRESHES_PER_BATCHES = 5  # model sampler: the model's scores recomputed every 5 batches
+
+
+def model_config(recipe: dict):
+    from recsys.config import RunConfig
+
+    return RunConfig.model_validate({"model": {
+        "family": "pinsage", "dim": recipe["dim"], "layers": recipe["layers"],
+        "pinsage": {"user_items": recipe["user_items"],
+                    "pairwise_loss": "bpr" if recipe["loss"] == "bpr" else "hinge"}}}).model
+
+
+def train_config(recipe: dict, epochs: int, threads: int):
+    from recsys.config import TrainConfig
+
+    return TrainConfig(
+        epochs=epochs, batch_size=recipe["batch_size"], lr=recipe["lr"], l2=recipe["l2"], seed=SEED, threads=threads,
+        progress=False, loss="softmax" if recipe["loss"] == "softmax" else "bpr", temperature=recipe["temperature"],
+        negatives={"kind": recipe["sampler"], "per_positive": recipe["per_positive"],
+                   "candidates": recipe["candidates"],
+                   "refresh_every": recipe["per_positive"] * REFRESHES_PER_BATCHES})
+
+
+def build(recipe: dict, graph):
+    from recsys.models import build_model
+
+    return build_model(model_config(recipe), graph, seed=SEED)
+
+
+def validation_run(name: str, recipe: dict, max_epochs: int, patience: int, threads: int) -> dict:
+    """Step A for one recipe: the validation recall@20 / NDCG@20 curve, one point per epoch."""
+    from recsys.config import EvalConfig
+    from recsys.train import fit
+
+    data, graph = gowalla(explore=True)
+    model = build(recipe, graph)
+    curve = curve_callback(model, graph, data)
+    t0 = time.perf_counter()
+    result = fit(model, graph, data, train_config(recipe, max_epochs, threads), EvalConfig(ks=[20]),
+                 callbacks=[curve, PatienceOnCurve(curve, patience)])
+    best = max(curve.points, key=lambda p: p["recall@20"])
+    return {"recipe": name, "settings": {k: v for k, v in recipe.items() if k != "about"},
+            "best_epoch": best["epoch"], "best_recall@20": best["recall@20"], "best_ndcg@20": best["ndcg@20"],
+            "epochs_run": result.epochs_run, "max_epochs": max_epochs,
+            "stopped": "early (patience)" if result.epochs_run < max_epochs else "at the epoch cap",
+            "epoch_seconds": round(mean_epoch_seconds(result), 1), "wall_seconds": round(time.perf_counter() - t0, 1),
+            "loss_by_epoch": [round(h["loss"], 5) for h in result.history],
+            "curve": [{k: p[k] for k in ("epoch", "train_seconds", "recall@20", "ndcg@20")} for p in curve.points]}
+
+
+SNAPSHOTS = RESULTS / ".cache" / "pinsage_gowalla_full"
+
+
+def snapshot_key(recipe: dict, threads: int) -> str:
+    """A folder name for one recipe's run on all of train.txt (its settings, so another recipe never reuses it)."""
+    import hashlib
+
+    settings = json.dumps({k: v for k, v in recipe.items() if k != "about"} | {"threads": threads}, sort_keys=True)
+    return hashlib.sha1(settings.encode()).hexdigest()[:12]
+
+
+class Snapshots:
+    """Callback: the model's state and the epoch's figures after every epoch, under SNAPSHOTS/<key>/."""
+
+    def __init__(self, model, folder):
+        self.model, self.folder = model, folder
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def on_epoch_start(self, epoch: int) -> None:
+        pass
+
+    def on_step(self, step: int, logs: dict) -> None:
+        pass
+
+    def on_epoch_end(self, epoch: int, logs: dict) -> None:
+        import torch
+
+        torch.save(self.model.state_dict(), self.folder / f"epoch{epoch}.pt")
+        (self.folder / f"epoch{epoch}.json").write_text(json.dumps(logs))
+
+
+def train_ahead(recipe: dict, epochs: int, threads: int) -> None:
+    """All of train.txt for `epochs` epochs, a snapshot after each, test.txt not read: step B's
+    training done before step A has chosen the budget (fit's trajectory up to epoch E does not
+    depend on the epoch cap: no lr schedule, no evaluation without a validation split, every epoch
+    seeded by its number), so step B can rank the snapshot at the chosen budget."""
+    from recsys.config import EvalConfig
+    from recsys.train import fit
+
+    data, graph = gowalla(explore=False)
+    model = build(recipe, graph)
+    fit(model, graph, data, train_config(recipe, epochs, threads), EvalConfig(ks=[20]),
+        callbacks=[Snapshots(model, SNAPSHOTS / snapshot_key(recipe, threads))])
+
+
+def validation_from_log(name: str, recipe: dict, log_path: str, patience: int) -> dict:
+    """Step A's record for a validation run cut short (the session's time ran out before its cap): its
+    curve read back from the points its TestCurve printed, one line an epoch, as in the log."""
+    import ast
+
+    points = [ast.literal_eval(line) for line in open(log_path) if line.startswith("{'epoch'")]
+    if not points:
+        raise SystemExit(f"{log_path}: no validation points")
+    best = max(points, key=lambda p: p["recall@20"])
+    seconds = [b["train_seconds"] - a["train_seconds"] for a, b in zip([{"train_seconds": 0.0}] + points, points)]
+    return {"recipe": name, "settings": {k: v for k, v in recipe.items() if k != "about"},
+            "best_epoch": best["epoch"], "best_recall@20": best["recall@20"], "best_ndcg@20": best["ndcg@20"],
+            "epochs_run": len(points), "max_epochs": len(points),
+            "stopped": f"cut after {len(points)} epochs by the session's time limit (curve read from its log)",
+            "epoch_seconds": round(sum(seconds) / len(seconds), 1), "wall_seconds": points[-1]["train_seconds"],
+            "curve": [{k: p[k] for k in ("epoch", "train_seconds", "recall@20", "ndcg@20")} for p in points]}
+
+
+def test_run(recipe: dict, epochs: int, threads: int) -> dict:
+    """Step B: all of train.txt for the validated budget, then test.txt ranked once. Where --train-ahead
+    left snapshots of this recipe up to that epoch, the training is theirs (see train_ahead)."""
+    import torch
+
+    from bench.lightgcn_gowalla import rank
+    from recsys.config import EvalConfig
+    from recsys.train import fit
+
+    data, graph = gowalla(explore=False)
+    model = build(recipe, graph)
+    folder = SNAPSHOTS / snapshot_key(recipe, threads)
+    ahead = all((folder / f"epoch{e}.json").exists() for e in range(1, epochs + 1))
+    if ahead and (folder / f"epoch{epochs}.pt").exists():
+        history = [json.loads((folder / f"epoch{e}.json").read_text()) for e in range(1, epochs + 1)]
+        model.load_state_dict(torch.load(folder / f"epoch{epochs}.pt"))
+        model.on_epoch_start(graph, epochs)  # the neighbourhoods that epoch trained with
+        trained = f"snapshot after epoch {epochs} of a --train-ahead run ({folder.name})"
+        wall = sum(h["epoch_seconds"] for h in history)
+    else:
+        t0 = time.perf_counter()
+        result = fit(model, graph, data, train_config(recipe, epochs, threads), EvalConfig(ks=[20]))
+        history, trained, wall = result.history, "trained here", time.perf_counter() - t0
+    t1 = time.perf_counter()
+    m = rank(model, graph, data, 1024)
+    return {"recall@20": round(m["recall@20"], 5), "ndcg@20": round(m["ndcg@20"], 5), "epochs": epochs,
+            "trained": trained, "epoch_seconds": round(sum(h["epoch_seconds"] for h in history) / len(history), 1),
+            "epoch_seconds_each": [round(h["epoch_seconds"], 1) for h in history],
+            "eval_seconds": round(time.perf_counter() - t1, 1), "wall_seconds": round(wall, 1),
+            "loss_by_epoch": [round(h["loss"], 5) for h in history]}
+
+
+def full_graph_loss(model, graph, users, pos, neg):
+    """The loss as the family computed it before mini-batches: every item convolved and every user's
+    items summed, for every batch (the positive then taken out of its user's mean)."""
+    items = model.item_vectors(graph)
+    sums, counts = model._user_sums(graph, items)
+    u = (sums[users] - items[pos]) / (counts[users] - 1).clamp(min=1)
+    return model.ranking_loss(u, items[pos], items[neg])
+
+
+def speed(batches: int, threads: int) -> dict:
+    """Seconds per epoch of train.txt, mini-batch against full-graph, at the families bench's setting."""
+    import numpy as np
+    import torch
+
+    data, graph = gowalla(explore=False)
+    setting = {**RECIPES["hinge"], "per_positive": 1, "batch_size": 2048, "lr": 0.001, "user_items": 32}
+    model = build(setting, graph)
+    model.set_objective("bpr")
+    model.on_epoch_start(graph, 1)
+    optimiser = torch.optim.Adam(model.parameters(), lr=setting["lr"])
+    rng = np.random.default_rng(0)
+    out = {}
+    for way in ("minibatch", "full_graph"):
+        seconds = []
+        for _ in range(batches):
+            t0 = time.perf_counter()
+            batch = data.train[rng.integers(len(data.train), size=setting["batch_size"])]
+            users, pos = torch.from_numpy(batch[:, 0]), torch.from_numpy(batch[:, 1])
+            neg = torch.from_numpy(rng.integers(data.n_items, size=(len(batch), 1)))
+            loss = (model.batch_loss(graph, users, pos, neg)[0] if way == "minibatch"
+                    else full_graph_loss(model, graph, users, pos, neg))
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            seconds.append(time.perf_counter() - t0)
+        per_batch = float(np.median(seconds))
+        out[way] = {"batch_seconds_median": round(per_batch, 3),
+                    "epoch_seconds": round(per_batch * -(-len(data.train) // setting["batch_size"]), 1)}
+    out["setting"] = ("batch 2048, one uniform negative, hinge, 2 layers, dim 64, user_items 32 (mini-batch); "
+                      f"median of {batches} Adam steps each, scaled to {-(-len(data.train) // 2048)} steps an epoch; "
+                      "neighbourhood drawing (once an epoch) not counted")
+    out["speedup"] = round(out["full_graph"]["epoch_seconds"] / out["minibatch"]["epoch_seconds"], 1)
+    return out
+
+
+class Stages:
+    """Finished stages kept in bench/results/.cache/pinsage_gowalla_stages.json, so that --resume repeats
+    only what did not finish (a stage is reused only with the same inputs)."""
+
+    def __init__(self, resume: bool):
+        self.path = RESULTS / ".cache" / "pinsage_gowalla_stages.json"
+        self.done = json.loads(self.path.read_text()) if resume and self.path.exists() else {}
+
+    def run(self, key: str, inputs: dict, fn):
+        kept = self.done.get(key)
+        if kept and kept["inputs"] == inputs:
+            print(f"[{key}] reused from {self.path}", flush=True)
+            return kept["output"]
+        print(f"[{key}] running {inputs}", flush=True)
+        output = fn()
+        print(f"[{key}] {json.dumps({k: v for k, v in output.items() if 'curve' not in k})}", flush=True)
+        if self.path.exists():  # keep stages written meanwhile by another invocation
+            self.done = {**json.loads(self.path.read_text()), **self.done}
+        self.done[key] = {"inputs": inputs, "output": output}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text(json.dumps(self.done, indent=1))
+        return output
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                epilog="Candidate recipes: " + "; ".join(f"{k}: {v['about']}"
+                                                                         for k, v in RECIPES.items()))
+    p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    p.add_argument("--recipes", nargs="+", choices=list(RECIPES), default=["softmax"],
+                   help="candidate recipes compared on the validation split (default: softmax)")
+    p.add_argument("--max-epochs", type=int, default=12, help="validation runs: most epochs (default 12)")
+    p.add_argument("--max-epochs-for", nargs="*", default=[], metavar="RECIPE=N",
+                   help="a recipe's own cap on its validation run, instead of --max-epochs")
+    p.add_argument("--patience", type=int, default=3,
+                   help="validation runs: stop after this many epochs without a better recall@20 (default 3)")
+    p.add_argument("--curve-from-log", nargs="*", default=[], metavar="RECIPE=LOG",
+                   help="a recipe's validation run that was cut short: its curve as its log printed it (one "
+                        "point an epoch) stands for step A's run, its cap the epochs it ran")
+    p.add_argument("--validate-only", action="store_true", help="step A only (no test.txt, no results file)")
+    p.add_argument("--train-ahead", type=int, default=0, metavar="EPOCHS",
+                   help="only train the first recipe on all of train.txt for EPOCHS epochs, a snapshot after each, "
+                        "test.txt not read; a later step B ranks the snapshot at the validated budget")
+    p.add_argument("--speed-batches", type=int, default=10,
+                   help="batches timed each way for mini-batch against full-graph seconds per epoch (0: skip)")
+    p.add_argument("--resume", action="store_true", help="reuse stages finished by an earlier run with the same "
+                                                         "inputs (bench/results/.cache/pinsage_gowalla_stages.json)")
+    p.add_argument("--name", default="pinsage_gowalla", help="results file name (default pinsage_gowalla)")
+    p.add_argument("--machine-note", default="", help="what else ran on the machine meanwhile")
+    args = p.parse_args(argv)
+
+    import torch
+
+    from bench.lightgcn_gowalla import VALIDATION, validated_budget
+
+    torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+    stages = Stages(args.resume)
+    caps = {name: args.max_epochs for name in args.recipes}
+    for item in args.max_epochs_for:
+        name, _, n = item.partition("=")
+        if name not in caps or not n.isdigit():
+            p.error(f"--max-epochs-for {item}: want RECIPE=N with RECIPE one of {', '.join(caps)}")
+        caps[name] = int(n)
+
+    if args.train_ahead:
+        train_ahead(RECIPES[args.recipes[0]], args.train_ahead, args.threads)
+        return
+
+    # Step A: every recipe on the validation split; the best validation recall@20 chooses recipe and budget.
+    for item in args.curve_from_log:
+        name, _, log_path = item.partition("=")
+        if name not in caps:
+            p.error(f"--curve-from-log {item}: want RECIPE=LOG with RECIPE one of {', '.join(caps)}")
+        record = validation_from_log(name, RECIPES[name], log_path, args.patience)
+        caps[name] = record["max_epochs"]
+        stages.done[f"valid_{name}"] = {"inputs": {"max_epochs": caps[name], "patience": args.patience,
+                                                   "threads": args.threads, **RECIPES[name]}, "output": record}
+    validation = {name: stages.run(f"valid_{name}", {"max_epochs": caps[name], "patience": args.patience,
+                                                     "threads": args.threads, **RECIPES[name]},
+                                   lambda name=name: validation_run(name, RECIPES[name], caps[name], args.patience,
+                                                                    args.threads))
+                  for name in args.recipes}
+    if args.validate_only:
+        return
+    chosen = max(validation.values(), key=lambda v: v["best_recall@20"])
+    recipe = RECIPES[chosen["recipe"]]
+    budget, how = validated_budget(chosen["curve"], "raw")
+
+    # Step B: all of train.txt for that budget, test.txt ranked once.
+    test = stages.run("test", {"epochs": budget, "threads": args.threads, **recipe},
+                      lambda: test_run(recipe, budget, args.threads))
+    timing = None
+    if args.speed_batches > 0:
+        timing = stages.run("speed", {"batches": args.speed_batches, "threads": args.threads},
+                            lambda: speed(args.speed_batches, args.threads))
+
+    settings = {k: v for k, v in recipe.items() if k != "about"}
+    choice = (f"recipe '{chosen['recipe']}' ({recipe['about']}) chosen on Gowalla's validation split ({VALIDATION}) "
+              "by its best validation recall@20 among "
+              + ", ".join(f"{v['recipe']} {v['best_recall@20']:.4f} at epoch {v['best_epoch']}"
+                          for v in validation.values())
+              + f"; budget: {how}. test.txt chose nothing: it was ranked once, after step B.")
+    reached = test["recall@20"] >= PUBLISHED_MF["recall@20"]
+    figures = {
+        "gowalla_recall@20": test["recall@20"],
+        "gowalla_ndcg@20": test["ndcg@20"],
+        "reaches_published_mf_recall@20": reached,
+        "gowalla_budget_epochs": budget,
+        "gowalla_published_mf_recall@20": PUBLISHED_MF["recall@20"],
+        "gowalla_published_mf_ndcg@20": PUBLISHED_MF["ndcg@20"],
+        "gowalla_published_mf_source": PUBLISHED_MF["source"],
+        "epoch_seconds": test["epoch_seconds"],
+        "speed": timing,
+        "machine_note": args.machine_note or None,
+        "budget_chosen_on": choice,
+        "settings": {"score": "dot", "seed": SEED, "num_neighbors": 10, "num_walks": 50, "restart_prob": 0.5,
+                     "pooling": "importance", "refresh_every_batches": REFRESHES_PER_BATCHES, **settings},
+        "gowalla_validation": validation,
+        "gowalla_test": test,
+        "this_invocation_seconds": round(time.perf_counter() - started, 1),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "command": "./dev.sh python -m bench.pinsage_gowalla " + " ".join(sys.argv[1:] if argv is None else argv),
+    }
+    rows = [("Gowalla PinSage recall@20 / NDCG@20 (test.txt, validated budget)",
+             f"{test['recall@20']:.4f} / {test['ndcg@20']:.4f}"),
+            ("Gowalla MF, published (NGCF paper)", f"{PUBLISHED_MF['recall@20']:.4f} / {PUBLISHED_MF['ndcg@20']:.4f}"),
+            ("reaches MF's published recall@20", "yes" if reached else "no"),
+            ("budget (epochs on all of train.txt)", f"{budget} ({how})"),
+            ("recipe chosen on validation", f"{chosen['recipe']}: {recipe['about']}")]
+    rows += [(f"validation, {v['recipe']}", f"best recall@20 {v['best_recall@20']:.4f} / NDCG@20 "
+              f"{v['best_ndcg@20']:.4f} at epoch {v['best_epoch']}; {v['epochs_run']} epochs run "
+              f"(cap {v['max_epochs']}), stopped {v['stopped']}; {v['epoch_seconds']:.1f} s/epoch")
+             for v in validation.values()]
+    rows.append(("PinSage seconds per epoch (all of train.txt, chosen recipe)", f"{test['epoch_seconds']:.1f}"))
+    if timing:
+        rows.append(("seconds per epoch at batch 2048, 1 uniform negative: mini-batch / full-graph (before)",
+                     f"{timing['minibatch']['epoch_seconds']:.1f} / {timing['full_graph']['epoch_seconds']:.1f} "
+                     f"({timing['speedup']}x)"))
+    notes = ("Gowalla: the paper's split; ranking over all 40,981 items with training items masked; no item "
+             "features, so layer 0 is learned ID embeddings. Neighbourhoods: T = 10 most visited of 50 random walks "
+             "(restart 0.5, 3 traversals), redrawn every epoch. Recipe and budget: " + choice
+             + " Validation curves: JSON `gowalla_validation`."
+             + (f" Speed: {timing['setting']}." if timing else "")
+             + (f" Machine: {args.machine_note}." if args.machine_note else ""))
+    write_results(args.name, figures, rows, "PinSage (mini-batch) on Gowalla, against MF's published figure",
+                  notes=notes)
+
+
+if __name__ == "__main__":
+    main()
