@@ -134,8 +134,9 @@ class PinSageOptions(Section):
 
 
 def pinsage_space(trial) -> dict[str, Any]:
-    """PinSage: T neighbours, walks, restart probability, depth, width."""
+    """PinSage: T neighbours, walks, restart probability, the user sample, depth, width."""
     return {"model.pinsage.num_neighbors": trial.suggest_int("model.pinsage.num_neighbors", 3, 20),
+            "model.pinsage.user_items": trial.suggest_categorical("model.pinsage.user_items", [8, 16, 32]),
             "model.pinsage.num_walks": trial.suggest_categorical("model.pinsage.num_walks", [20, 50, 100]),
             "model.pinsage.restart_prob": trial.suggest_float("model.pinsage.restart_prob", 0.2, 0.8),
             "model.layers": trial.suggest_int("model.layers", 1, 3),
