@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from recsys.config import ValidationConfig
+from recsys.data.ids import as_categorical, column_codes, distinct
 from recsys.data.types import RecData
 from validation.report import CheckResult, DataValidationError, ValidationReport
 
@@ -124,39 +125,18 @@ def compact(frame: pd.DataFrame) -> pd.DataFrame:
     occurrence): the frame GX validates, so that its checks run on integer codes."""
     if not frame.columns.is_unique or not any(frame[c].dtype == object for c in frame.columns):
         return frame
-    return pd.DataFrame({c: _compact_column(frame[c]) for c in frame.columns}, index=frame.index)
-
-
-def _compact_column(col: pd.Series) -> pd.Series:
-    if col.dtype != object:
-        return col
-    try:
-        codes, uniques = pd.factorize(col.to_numpy(), sort=False)
-    except TypeError:  # unhashable values (lists, dicts): leave them to GX as they are
-        return col
-    dtype = pd.CategoricalDtype(pd.Index(uniques, dtype=object))
-    return pd.Series(pd.Categorical.from_codes(codes, dtype=dtype, validate=False), index=col.index, name=col.name)
-
-
-def _codes(col: pd.Series) -> tuple[np.ndarray, pd.Index]:
-    """(code per row, -1 for null; the distinct values) of any column."""
-    if isinstance(col.dtype, pd.CategoricalDtype):
-        return col.cat.codes.to_numpy(), col.cat.categories
-    codes, uniques = pd.factorize(col, sort=False)
-    return codes, pd.Index(uniques)
-
-
-def _distinct(col: pd.Series) -> pd.Index:
-    """The distinct non-null values of a column (a categorical's used categories only)."""
-    codes, values = _codes(col)
-    return values[np.bincount(codes[codes >= 0], minlength=len(values)) > 0]
+    return pd.DataFrame({c: as_categorical(frame[c]) for c in frame.columns}, index=frame.index)
 
 
 def _not_in(values: pd.Series, known: pd.Series) -> pd.Series:
-    """`values` where absent from `known`, null where present (or null): one lookup per distinct value."""
-    codes, distinct = _codes(values)
-    found = np.append(distinct.isin(_distinct(known)), True)[codes]  # code -1 (null) picks the True
-    return values.where(~found)
+    """`values` where absent from `known`, null where present (or null): one lookup per distinct
+    value; a categorical whose categories are the absent values only."""
+    codes, values_seen = column_codes(values)
+    absent = np.flatnonzero(~values_seen.isin(distinct(known)))
+    recode = np.full(len(values_seen) + 1, -1, dtype=np.int64)  # the last slot: code -1 (null) stays null
+    recode[absent] = np.arange(len(absent))
+    dtype = pd.CategoricalDtype(values_seen[absent])
+    return pd.Series(pd.Categorical.from_codes(recode[codes], dtype=dtype, validate=False), index=values.index)
 
 
 def _id_table_checks(frame: pd.DataFrame, id_col: str, max_null_fraction: float) -> list:
@@ -187,7 +167,7 @@ def _suite(table: str, frame: pd.DataFrame, exps: list, n_examples: int) -> list
         (by_values if on_values else rest).append(exp)
     checks = run_suite(table, frame, rest, n_examples)
     for exp in by_values:
-        codes, values = _codes(frame[exp.column])
+        codes, values = column_codes(frame[exp.column])
         distinct = pd.DataFrame({exp.column: pd.Series(values, dtype=values.dtype)})
         [result] = _gx_results(f"{table}-distinct", distinct, [exp], n_examples, "COMPLETE")
         check = _check(table, result, n_examples)
@@ -269,8 +249,8 @@ def validate_data(data: RecData, cfg: Optional[ValidationConfig] = None,
 def _distinct_items_per_user(inter: pd.DataFrame) -> pd.DataFrame:
     """user_id, distinct_items: the number of distinct items of each user with a complete row
     (users in the order of their ids where they sort), counted on integer codes."""
-    users, user_ids = _codes(inter["user_id"])
-    items, item_ids = _codes(inter["item_id"])
+    users, user_ids = column_codes(inter["user_id"])
+    items, item_ids = column_codes(inter["item_id"])
     ok = (users >= 0) & (items >= 0)
     n_items = max(len(item_ids), 1)
     pairs = pd.unique(users[ok].astype(np.int64) * n_items + items[ok])
@@ -297,7 +277,7 @@ def _known_ids_suite(table: str, frame: pd.DataFrame, known: dict[str, pd.Series
     derived = {f"{c}{UNKNOWN}": _not_in(frame[c], ids) for c, ids in known.items()}
     duplicated = None
     if unique_key:
-        duplicated = frame.duplicated(subset=unique_key, keep=False).to_numpy()
+        duplicated = _duplicated_rows(frame, unique_key)
         derived[DUPLICATE] = pd.Series(np.where(duplicated, np.arange(len(frame), dtype=np.float64), np.nan),
                                        index=frame.index)
     exps = exps + [gxe.ExpectColumnValuesToBeNull(column=c) for c in derived]
@@ -314,6 +294,26 @@ def _known_ids_suite(table: str, frame: pd.DataFrame, known: dict[str, pd.Series
             rows = (frame if originals is None else originals)[unique_key].iloc[np.flatnonzero(duplicated)[:n_examples]]
             check.examples = [{k: _plain(v) for k, v in row.items()} for row in rows.to_dict("records")]
     return checks
+
+
+def _duplicated_rows(frame: pd.DataFrame, key: list) -> np.ndarray:
+    """Rows whose `key` values occur in another row too (as DataFrame.duplicated(keep=False)): a
+    64-bit hash of each row's key (numbers by value, categoricals by code) finds the candidates in
+    one pass, and pandas' exact comparison runs on those candidates only."""
+    combined = np.zeros(len(frame), dtype=np.uint64)
+    for col in key:
+        values = frame[col]
+        if isinstance(values.dtype, pd.CategoricalDtype):
+            part = values.cat.codes.to_numpy().astype(np.int64)
+        elif isinstance(values.dtype, np.dtype) and values.dtype.kind in "iufb":
+            part = values.to_numpy()
+        else:
+            part = column_codes(values)[0].astype(np.int64)
+        combined = combined * np.uint64(1_000_003) ^ pd.util.hash_array(part)
+    candidates = pd.Series(combined).duplicated(keep=False).to_numpy()
+    if candidates.any():
+        candidates[candidates] = frame.loc[candidates, key].duplicated(keep=False).to_numpy()
+    return candidates
 
 
 def _test_only_ids(inter: pd.DataFrame, cfg: ValidationConfig, n_examples: int) -> list[CheckResult]:
@@ -334,7 +334,7 @@ def _test_only_ids(inter: pd.DataFrame, cfg: ValidationConfig, n_examples: int) 
             check.detail = "every id of a held-out row also occurs in a training row"
             continue
         col = check.column
-        ids = list(_distinct(_not_in(frame[col], train[col])))
+        ids = list(distinct(_not_in(frame[col], train[col])))
         try:
             ids = sorted(ids)
         except TypeError:  # mixed types: order by text

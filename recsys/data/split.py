@@ -12,6 +12,8 @@ import pandas as pd
 
 from recsys.data.ids import column_codes
 
+SPLITS = ("train", "valid", "test")
+
 
 def assign_split(
     interactions: pd.DataFrame,
@@ -20,6 +22,7 @@ def assign_split(
     test_fraction: float = 0.1,
     seed: int = 0,
 ) -> pd.DataFrame:
+    """A `split` column (a categorical of train / valid / test) by user, as the module says."""
     if kind not in ("temporal", "random"):
         raise ValueError(f"unknown split kind {kind!r}; use 'temporal' or 'random'")
     if kind == "temporal" and "timestamp" not in interactions:
@@ -48,15 +51,15 @@ def assign_split(
     # at least one held-out pair where the fraction asks for any and the user has three or more
     n_test = np.where((n >= 3) & (test_fraction > 0), np.maximum(n_test, 1), 0)
     n_valid = np.where((n >= 3) & (valid_fraction > 0), np.maximum(n_valid, 1), 0)
-    label = np.full(len(order), "train", dtype=object)
-    label[rank >= n - n_test] = "test"
-    label[(rank >= n - n_test - n_valid) & (rank < n - n_test)] = "valid"
-    pair_label = np.empty(len(order), dtype=object)
+    label = np.zeros(len(order), dtype=np.int8)  # codes into SPLITS: train, valid, test
+    label[rank >= n - n_test] = 2
+    label[(rank >= n - n_test - n_valid) & (rank < n - n_test)] = 1
+    pair_label = np.empty(len(order), dtype=np.int8)
     pair_label[order] = label
-    split = np.full(len(interactions), np.nan, dtype=object)
-    split[complete] = pair_label[pair_of_row]
+    codes = np.full(len(interactions), -1, dtype=np.int8)  # -1: no pair, no split (null)
+    codes[complete] = pair_label[pair_of_row]
     out = interactions.drop(columns=["split"], errors="ignore").reset_index(drop=True)
-    out["split"] = split
+    out["split"] = pd.Categorical.from_codes(codes, categories=list(SPLITS))
     return out
 
 

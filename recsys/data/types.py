@@ -51,6 +51,7 @@ class RecData:
 
     def summary(self) -> dict:
         counts = self.interactions["split"].value_counts().to_dict() if "split" in self.interactions else {}
+        counts = {k: v for k, v in counts.items() if v}  # a categorical counts its unused categories too
         return {
             "users": len(self.users),
             "items": len(self.items),
