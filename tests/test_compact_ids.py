@@ -54,6 +54,17 @@ def test_split_on_codes_equals_the_groupby_split(kind, seed):
         assert list(got.columns) == list(expected.columns)
 
 
+def test_temporal_split_with_fractional_and_missing_times():
+    log = random_log(3).astype({"timestamp": float})
+    log.loc[log.index % 7 == 0, "timestamp"] = np.nan  # some pairs have no time at all
+    log["timestamp"] += 0.5
+    expected = reference_split(log, "temporal", 0.1, 0.2, 0)
+    assert assign_split(log, "temporal", 0.1, 0.2, 0)["split"].tolist() == expected["split"].tolist()
+    wide = random_log(4).assign(timestamp=lambda f: f["timestamp"] * 2 ** 50)  # too wide to pack: lexsort
+    expected = reference_split(wide, "temporal", 0.1, 0.2, 0)
+    assert assign_split(wide, "temporal", 0.1, 0.2, 0)["split"].tolist() == expected["split"].tolist()
+
+
 def test_split_of_integer_ids_and_a_row_without_id():
     log = random_log(2).assign(user_id=lambda f: f["user_id"].str[1:].astype(int),
                                item_id=lambda f: f["item_id"].str[1:].astype(int))

@@ -35,9 +35,9 @@ def assign_split(
     pair_of_row, keys = pd.factorize(users[complete].astype(np.int64) * n_items + items[complete])
     pair_user, pair_item = keys // n_items, keys % n_items
     if kind == "temporal":
-        first_seen = pd.Series(interactions["timestamp"].to_numpy()[complete]).groupby(pair_of_row).min()
+        first_seen = _first_per_pair(interactions["timestamp"].to_numpy()[complete], pair_of_row, len(keys))
         # ties in time go by item id (its value's order, not the code's)
-        order = np.lexsort((_value_rank(item_values)[pair_item], first_seen.to_numpy(), pair_user))
+        order = _order_by(pair_user, first_seen, _value_rank(item_values)[pair_item])
     else:
         draw = np.random.default_rng(seed).random(len(keys))
         order = np.lexsort((draw, pair_user))
@@ -61,6 +61,35 @@ def assign_split(
     out = interactions.drop(columns=["split"], errors="ignore").reset_index(drop=True)
     out["split"] = pd.Categorical.from_codes(codes, categories=list(SPLITS))
     return out
+
+
+def _first_per_pair(times: np.ndarray, pair: np.ndarray, n_pairs: int) -> np.ndarray:
+    """The earliest time of each pair, missing times skipped (NaN where a pair has none), as
+    groupby(pair).min() gives it, by one unbuffered pass (ufunc.at) instead of a hash groupby."""
+    if times.dtype.kind in "iu":
+        first = np.full(n_pairs, np.iinfo(times.dtype).max, dtype=times.dtype)
+        np.minimum.at(first, pair, times)
+        return first
+    if times.dtype.kind == "f":
+        first = np.full(n_pairs, np.inf)
+        np.fmin.at(first, pair, times)  # fmin skips NaN
+        first[np.isinf(first)] = np.nan  # a pair without a time (or only infinite ones)
+        return first
+    return pd.Series(times).groupby(pair).min().to_numpy()
+
+
+def _order_by(user: np.ndarray, time: np.ndarray, item_rank: np.ndarray) -> np.ndarray:
+    """Pairs ordered by (user, time, item rank): one argsort of the three packed into an int64 when
+    their ranges fit in 63 bits (integer times), else np.lexsort. The keys are unique per pair, so
+    the order is the same either way."""
+    if time.dtype.kind in "iu" and len(time):
+        span = int(time.max()) - int(time.min())
+        widths = [int(user.max()).bit_length(), span.bit_length(), int(item_rank.max()).bit_length()]
+        if sum(widths) <= 63:
+            packed = ((user.astype(np.int64) << (widths[1] + widths[2]))
+                      | ((time.astype(np.int64) - int(time.min())) << widths[2]) | item_rank.astype(np.int64))
+            return np.argsort(packed)
+    return np.lexsort((item_rank, time, user))
 
 
 def _value_rank(values: pd.Index) -> np.ndarray:
