@@ -1,0 +1,150 @@
+"""The data half of the flow at scale (issue 19, item 4): load, validate, index, fingerprint, graph.
+
+The synthetic professional network (bench/refresh.py's settings: 200k jobs, ~10 interactions per
+member, friendships, member and job attributes) is generated once per size as Parquet files under
+--work (default ~/graphrec-scale/data-<n>, reused). Then each size runs in a fresh process, which
+times, phase by phase, what the retraining flow does before training:
+
+  load          recsys.data.loaders.load_files (text ids as categoricals)
+  validate      validation.data.validate_data: every Great Expectations suite (temporal split, so
+                timestamps are required, as the flow asks)
+  split         recsys.data.loaders.with_split (temporal, per user)
+  indexed       RecData.indexed(): ids -> contiguous integers, unique pairs per split, friendships
+  fingerprint   RecData.fingerprint()
+  prepare       recsys.prepare.prepare as the flow's build_graph task runs it (split, index, member
+                and job features without text, the DGL graph with friendships): `model.family=sage`
+                (a family that reads features), `features.text=false`, `graph.social_edges=true`
+  norm_adj      the graph's normalised adjacency (CSR), which the propagating families build first
+
+with the process's CPU time per phase and its peak RSS (bench.common.peak_rss_mb). Between
+consecutive sizes the growth of a phase is (seconds ratio) / (interactions ratio): 1.0 is linear.
+Goals on this machine (2 cores): at 1M members validate <= 60 s and prepare + norm_adj <= 60 s.
+
+    ./dev.sh python -m bench.data_scale                          # 100k, 300k and 1M members
+    ./dev.sh python -m bench.data_scale --sizes 100000 1000000   # some sizes
+
+Results: bench/results/data_scale.json (rows, ratios, date, machine, threads) and data_scale.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bench.common import peak_rss_mb, write_results
+
+ROOT = Path(__file__).resolve().parents[1]
+PHASES = ("load", "validate", "split", "indexed", "fingerprint", "prepare", "norm_adj")
+SETTINGS = ["data.source=files", "features.text=false", "graph.social_edges=true", "model.family=sage",
+            "data.split.kind=temporal"]
+
+
+def worker(files: dict, threads: int) -> dict:
+    """Every phase once, timed, in this (fresh) process."""
+    import torch
+
+    from recsys.config import load_config
+    from recsys.data.loaders import load_files, with_split
+    from recsys.prepare import prepare
+    from validation.data import raise_if_failed, validate_data
+
+    torch.set_num_threads(threads)
+    cfg = load_config(None, SETTINGS + [f"data.{k}={v}" for k, v in files.items()])
+    seconds = {}
+
+    cpu = {}
+
+    def timed(name, fn):
+        t, c = time.perf_counter(), time.process_time()
+        out = fn()
+        seconds[name] = round(time.perf_counter() - t, 2)
+        cpu[name] = round(time.process_time() - c, 2)
+        print(f"  {name}: {seconds[name]} s (cpu {cpu[name]} s)", file=sys.stderr, flush=True)
+        return out
+
+    data = timed("load", lambda: load_files(files["interactions"], files["users"], files["items"], files["social"]))
+    timed("validate", lambda: raise_if_failed(validate_data(data, cfg.validation, require_timestamp=True)))
+    split = timed("split", lambda: with_split(data, cfg.data))
+    indexed = timed("indexed", split.indexed)
+    timed("fingerprint", data.fingerprint)
+    del split, indexed
+    prepared = timed("prepare", lambda: prepare(data, cfg))
+    timed("norm_adj", prepared.graph.norm_adj)
+    return {"members": len(data.users), "jobs": len(data.items), "interactions": len(data.interactions),
+            "friendships": len(data.social), "train_pairs": len(prepared.indexed.train),
+            "seconds": seconds, "cpu_seconds": cpu, "peak_rss_mb": round(peak_rss_mb())}
+
+
+def network(n: int, work: Path) -> dict:
+    """The network's files with n members (generated in a process of its own the first time)."""
+    folder = work / f"data-{n}"
+    names = ("interactions", "users", "items", "social")
+    if not all((folder / f"{name}.parquet").is_file() for name in names):
+        code = subprocess.call([sys.executable, "-c", "import sys; from pathlib import Path; "
+                                "from bench.refresh import generate_files; "
+                                "generate_files(int(sys.argv[1]), Path(sys.argv[2]))", str(n), str(folder)], cwd=ROOT)
+        if code != 0:
+            raise SystemExit(f"generating {n} members failed (exit {code})")
+    return {name: str(folder / f"{name}.parquet") for name in names}
+
+
+def growth(rows: list[dict], key: str) -> list[dict]:
+    """Per consecutive pair of sizes: each phase's seconds ratio (rows[key]: "seconds" for wall
+    clock, "cpu_seconds" for the process's CPU time) over the interactions ratio."""
+    out = []
+    for a, b in zip(rows, rows[1:]):
+        scale = b["interactions"] / a["interactions"]
+        out.append({"from": a["members"], "to": b["members"], "interactions_ratio": round(scale, 2),
+                    **{p: round(b[key][p] / a[key][p] / scale, 2) if a[key][p] > 0 else None for p in PHASES}})
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--sizes", type=int, nargs="+", default=[100_000, 300_000, 1_000_000], help="members per run")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--work", type=Path, default=Path.home() / "graphrec-scale", help="generated networks (reused)")
+    p.add_argument("--worker", metavar="FILES_JSON", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.worker:
+        print("RESULT " + json.dumps(worker(json.loads(args.worker), args.threads)), flush=True)
+        return
+
+    rows = []
+    for n in sorted(args.sizes):
+        print(f"{n:,} members:", flush=True)
+        files = network(n, args.work)
+        env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+        proc = subprocess.run([sys.executable, "-m", "bench.data_scale", "--worker", json.dumps(files),
+                               "--threads", str(args.threads)], cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
+        line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
+        if proc.returncode != 0 or line is None:
+            raise SystemExit(f"the run with {n} members failed (exit {proc.returncode})")
+        rows.append(json.loads(line[len("RESULT "):]))
+        print(f"  {rows[-1]}", flush=True)
+
+    wall, cpu = growth(rows, "seconds"), growth(rows, "cpu_seconds")
+    table = [(f"{r['members']:,}", f"{r['interactions']:,}",
+              *(f"{r['seconds'][ph]:.1f} ({r['cpu_seconds'][ph]:.1f})" for ph in PHASES), f"{r['peak_rss_mb']:,}")
+             for r in rows]
+    table += [(f"growth {g['from']:,} -> {g['to']:,}", f"x{g['interactions_ratio']}",
+               *("" if g[ph] is None or c[ph] is None else f"{g[ph]:.2f} ({c[ph]:.2f})" for ph in PHASES), "")
+              for g, c in zip(wall, cpu)]
+    last = rows[-1]["seconds"]
+    notes = ("Seconds per phase in a fresh process per size, wall clock (CPU time of the process in brackets: "
+             "on a shared machine the wall clock includes waiting for a core). Growth rows: (seconds ratio) / "
+             "(interactions ratio), 1.0 = linear. prepare = split + index + features (no text) + DGL graph with "
+             "friendships; norm_adj = the normalised adjacency. Goals at 1M members: validate <= 60 s (largest size "
+             f"here: {last['validate']:.0f} s), prepare + norm_adj <= 60 s "
+             f"({last['prepare'] + last['norm_adj']:.0f} s).")
+    write_results("data_scale", {"settings": SETTINGS, "rows": rows, "growth": wall, "growth_cpu": cpu}, table,
+                  "Data phases at scale (synthetic network, 200k jobs)", notes,
+                  header=("members", "interactions", *(f"{ph} s" for ph in PHASES), "peak RSS MB"))
+
+
+if __name__ == "__main__":
+    main()
