@@ -32,7 +32,8 @@ and reused by --resume when its inputs match):
     OMP_WAIT_POLICY=PASSIVE nice -n 5 ./dev.sh python -m bench.pinsage_gowalla --recipes softmax \
         --max-epochs 12 --speed-batches 10 --resume [--curve-from-log softmax=softmax.log]
 
-(--curve-from-log only where the validation run had to be stopped before its cap; the results then say so.)
+(--curve-from-log RECIPE=LOG: a validation run stopped by hand before its cap, its curve read from its log; the
+results say so. The recorded run adds hinge_hard's, stopped after one epoch: see the results' notes.)
 
 Other forms:
 
@@ -172,8 +173,9 @@ def train_ahead(recipe: dict, epochs: int, threads: int) -> None:
 
 
 def validation_from_log(name: str, recipe: dict, log_path: str, patience: int) -> dict:
-    """Step A's record for a validation run cut short (the session's time ran out before its cap): its
-    curve read back from the points its TestCurve printed, one line an epoch, as in the log."""
+    """Step A's record for a validation run stopped by hand before its cap (the session's time, or a
+    recipe that had collapsed): its curve read back from the points its TestCurve printed, one line an
+    epoch, as in the log."""
     import ast
 
     points = [ast.literal_eval(line) for line in open(log_path) if line.startswith("{'epoch'")]
@@ -184,7 +186,7 @@ def validation_from_log(name: str, recipe: dict, log_path: str, patience: int) -
     return {"recipe": name, "settings": {k: v for k, v in recipe.items() if k != "about"},
             "best_epoch": best["epoch"], "best_recall@20": best["recall@20"], "best_ndcg@20": best["ndcg@20"],
             "epochs_run": len(points), "max_epochs": len(points),
-            "stopped": f"cut after {len(points)} epochs by the session's time limit (curve read from its log)",
+            "stopped": f"by hand after {len(points)} epoch(s), before its cap (curve read from its log)",
             "epoch_seconds": round(sum(seconds) / len(seconds), 1), "wall_seconds": points[-1]["train_seconds"],
             "curve": [{k: p[k] for k in ("epoch", "train_seconds", "recall@20", "ndcg@20")} for p in points]}
 
@@ -303,8 +305,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--patience", type=int, default=3,
                    help="validation runs: stop after this many epochs without a better recall@20 (default 3)")
     p.add_argument("--curve-from-log", nargs="*", default=[], metavar="RECIPE=LOG",
-                   help="a recipe's validation run that was cut short: its curve as its log printed it (one "
-                        "point an epoch) stands for step A's run, its cap the epochs it ran")
+                   help="a recipe's validation run that was stopped by hand before its cap: its curve as its log "
+                        "printed it (one point an epoch) stands for step A's run, its cap the epochs it ran")
     p.add_argument("--validate-only", action="store_true", help="step A only (no test.txt, no results file)")
     p.add_argument("--train-ahead", type=int, default=0, metavar="EPOCHS",
                    help="only train the first recipe on all of train.txt for EPOCHS epochs, a snapshot after each, "
