@@ -76,6 +76,12 @@ RECIPES = {
     "softmax_u32": {"loss": "softmax", "temperature": 0.1, "sampler": "uniform", "per_positive": 16,
                     "candidates": 32, "lr": 0.005, "l2": 1e-4, "dim": 64, "layers": 2, "user_items": 32,
                     "batch_size": 8192, "about": "the softmax recipe with user_items 32"},
+    "softmax_lr02": {"loss": "softmax", "temperature": 0.1, "sampler": "uniform", "per_positive": 16,
+                     "candidates": 32, "lr": 0.02, "l2": 1e-4, "dim": 64, "layers": 2, "user_items": 16,
+                     "batch_size": 8192, "about": "the softmax recipe with lr 0.02"},
+    "softmax_b2048": {"loss": "softmax", "temperature": 0.1, "sampler": "uniform", "per_positive": 16,
+                      "candidates": 32, "lr": 0.005, "l2": 1e-4, "dim": 64, "layers": 2, "user_items": 16,
+                      "batch_size": 2048, "about": "the softmax recipe with batches of 2048 (4x the steps)"},
 }
 REFRESHES_PER_BATCHES = 5  # model sampler: the model's scores recomputed every 5 batches
 
