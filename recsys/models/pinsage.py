@@ -190,6 +190,7 @@ class PinSage(RecModel):
         self.head = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, dim))
         self._neighbourhoods: Optional[list[dgl.DGLGraph]] = None
         self._in_edges: Optional[list[_InEdges]] = None
+        self._whole: Optional[list] = None
         self._two_hop: Optional[tuple[RecGraph, dgl.DGLGraph]] = None  # uniform: built once per graph
         self._histories: Optional[tuple] = None  # users' items (CSR)
 
@@ -232,13 +233,15 @@ class PinSage(RecModel):
             raise ValueError(f"{len(drawn)} neighbourhood graphs for {len(self.convs)} layers")
         self._neighbourhoods = drawn
         self._in_edges = [_InEdges(nbrs) for nbrs in drawn]
+        self._whole: Optional[list] = None  # full inference's (rows, pooling) per layer, built when first used
 
     def on_epoch_start(self, graph: RecGraph, epoch: int) -> None:
         dgl.seed(self.seed + epoch)
         self.set_neighbourhoods(self.neighbourhoods(graph))
 
     def _ensure_neighbourhoods(self, graph: RecGraph) -> None:
-        if self._neighbourhoods is None:
+        """Draw neighbourhoods if none are drawn, or if they were drawn for another number of items."""
+        if self._in_edges is None or any(e.n != graph.n_items for e in self._in_edges):
             dgl.seed(self.seed)
             self.set_neighbourhoods(self.neighbourhoods(graph))
 
@@ -255,9 +258,12 @@ class PinSage(RecModel):
     def item_vectors(self, graph: RecGraph) -> torch.Tensor:
         """Every item's final vector, each layer over all items at once."""
         self._ensure_neighbourhoods(graph)
+        if self._whole is None:  # the same poolings until the neighbourhoods are redrawn
+            every = torch.arange(graph.n_items)
+            self._whole = [in_edges.pooling(every, every)[1:] for in_edges in self._in_edges]
         h = self.layer0(graph)
-        for conv, nbrs in zip(self.convs, self._neighbourhoods):
-            h = conv(nbrs, h)
+        for conv, (rows, pooling) in zip(self.convs, self._whole):
+            h = conv.propagate(h, rows, pooling)
         return F.normalize(self.head(h), dim=1)
 
     @staticmethod
