@@ -16,24 +16,34 @@ other items, through their sampled random-walk neighbourhoods (recsys/models/pin
 
 Speed (--speed-batches N > 0): N batches of the families bench's Gowalla setting (batch 2048, one
 uniform negative, hinge, 2 layers, dim 64) timed two ways on the same model and neighbourhoods: the
-mini-batch loss, and the full-graph loss the family used before (every item convolved and every user's
-items summed for every batch), each scaled to seconds per epoch of train.txt.
+mini-batch loss, and the full-graph loss as the family computed it before (every item convolved and every
+user's items summed for every batch), here through today's layers (each layer's whole-catalogue pooling
+kept for the epoch), each scaled to seconds per epoch of train.txt. The implementation before mini-batches
+(DGL message passing) is slower than that full-graph path; the results' notes give its figure.
 
 The recorded run (bench/results/pinsage_gowalla.{json,md}) ran as three processes side by side, to fit
 the session's time on 2 shared cores (each stage is kept in bench/results/.cache/pinsage_gowalla_stages.json
 and reused by --resume when its inputs match):
 
     # step A, the softmax recipe on the validation split (one point an epoch, printed to the log)
-    OMP_WAIT_POLICY=PASSIVE nice -n 5 ./dev.sh python -m bench.pinsage_gowalla --recipes softmax \
+    OMP_WAIT_POLICY=PASSIVE nice -n 5 ./dev.sh python -m bench.pinsage_gowalla --recipes softmax \\
         --max-epochs 12 --validate-only --resume > softmax.log
     # step B's training, meanwhile: all of train.txt, a snapshot every epoch, test.txt not read
     OMP_WAIT_POLICY=PASSIVE nice -n 5 ./dev.sh python -m bench.pinsage_gowalla --recipes softmax --train-ahead 11
-    # then: budget from the validation curve, the snapshot at that budget ranked on test.txt once, the speed stage
-    OMP_WAIT_POLICY=PASSIVE nice -n 5 ./dev.sh python -m bench.pinsage_gowalla --recipes softmax \
-        --max-epochs 12 --speed-batches 10 --resume [--curve-from-log softmax=softmax.log]
+    # probes on the validation split: hinge_hard (stopped by hand after one epoch), softmax_lr02, softmax_b2048
+    OMP_WAIT_POLICY=PASSIVE nice -n 5 ./dev.sh python -m bench.pinsage_gowalla --recipes hinge_hard \\
+        --max-epochs 4 --validate-only --resume > hinge_hard.log
+    OMP_WAIT_POLICY=PASSIVE nice -n 5 ./dev.sh python -m bench.pinsage_gowalla --recipes softmax_lr02 \\
+        --max-epochs 3 --validate-only --resume      # and the same with softmax_b2048
+    # then: the best validation recall@20 chooses, its budget from its curve, the snapshot at that budget ranked
+    # on test.txt once, the speed stage (--machine-note: the text in the results' notes)
+    OMP_WAIT_POLICY=PASSIVE nice -n 5 ./dev.sh python -m bench.pinsage_gowalla \\
+        --recipes softmax hinge_hard softmax_lr02 softmax_b2048 --max-epochs 12 \\
+        --max-epochs-for softmax_lr02=3 softmax_b2048=3 --speed-batches 20 --resume \\
+        --curve-from-log hinge_hard=hinge_hard.log --machine-note "..."
 
 (--curve-from-log RECIPE=LOG: a validation run stopped by hand before its cap, its curve read from its log; the
-results say so. The recorded run adds hinge_hard's, stopped after one epoch: see the results' notes.)
+results say so.)
 
 Other forms:
 
