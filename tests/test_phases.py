@@ -1,4 +1,5 @@
 """The flow's phase recorder: seconds and the peak memory of each phase, by hand."""
+import mmap
 import time
 
 import numpy as np
@@ -12,13 +13,15 @@ def test_peak_rss_sees_memory_held_only_inside_the_phase():
     phases = Phases(interval=0.01)
 
     def hold(mb: int) -> int:
-        block = np.ones(mb * 2**20 // 8)  # touched: resident
-        seen = phases.watching.samples
-        for _ in range(6000):  # until the sampler has looked twice while the block is held (bounded: 60 s)
-            if phases.watching.samples >= seen + 2:
-                break
-            time.sleep(0.01)
-        return int(block.sum() > 0)
+        # fresh pages of the kernel's, written: resident whatever the allocator keeps, and unmapped on close
+        with mmap.mmap(-1, mb * 2**20) as block:
+            np.frombuffer(block, dtype=np.uint8)[:] = 1
+            seen = phases.watching.samples
+            for _ in range(6000):  # until the sampler has looked twice while the block is held (bounded: 60 s)
+                if phases.watching.samples >= seen + 2:
+                    break
+                time.sleep(0.01)
+            return int(block[-1] == 1)
 
     assert phases.run("big", hold, 200) == 1
     phases.run("small", lambda: None)
