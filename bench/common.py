@@ -56,3 +56,38 @@ def write_markdown(name: str, record: dict, table_rows: list[tuple], title: str,
         lines += ["", notes]
     (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+
+
+class Stages:
+    """Finished stages of a bench kept in bench/results/.cache/<name>_stages.json, so that --resume
+    repeats only what did not finish (a stage is reused only with the same inputs)."""
+
+    def __init__(self, name: str, resume: bool):
+        self.path = RESULTS / ".cache" / f"{name}_stages.json"
+        self.done = json.loads(self.path.read_text()) if resume and self.path.exists() else {}
+
+    def run(self, key: str, inputs: dict, fn):
+        kept = self.done.get(key)
+        if kept and kept["inputs"] == inputs:
+            print(f"[{key}] reused from {self.path}", flush=True)
+            return kept["output"]
+        print(f"[{key}] running {inputs}", flush=True)
+        output = fn()
+        print(f"[{key}] {json.dumps({k: v for k, v in output.items() if 'curve' not in k})}", flush=True)
+        if self.path.exists():  # keep stages written meanwhile by another invocation
+            self.done = {**json.loads(self.path.read_text()), **self.done}
+        self.done[key] = {"inputs": inputs, "output": output}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text(json.dumps(self.done, indent=1))
+        return output
+
+
+def epoch_caps(parser, recipes: list[str], max_epochs: int, overrides: list[str]) -> dict[str, int]:
+    """Each recipe's epoch cap: max_epochs, or N where --max-epochs-for gives RECIPE=N."""
+    caps = {name: max_epochs for name in recipes}
+    for item in overrides:
+        name, _, n = item.partition("=")
+        if name not in caps or not n.isdigit():
+            parser.error(f"--max-epochs-for {item}: want RECIPE=N with RECIPE one of {', '.join(caps)}")
+        caps[name] = int(n)
+    return caps

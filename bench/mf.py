@@ -43,7 +43,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.common import RESULTS, SHARED_DATA, peak_rss_mb, write_results
+from bench.common import RESULTS, SHARED_DATA, Stages, epoch_caps, peak_rss_mb, write_results
 from recsys.train import Callback
 
 # The candidate recipes compared on Gowalla's validation split (dim 64, batch 2048 for all).
@@ -210,28 +210,6 @@ def ml100k_case(family: str, recipe: dict, max_epochs: int, patience: int, threa
                             if "valid_recall@20" in h]}
 
 
-class Stages:
-    """Finished stages kept in bench/results/.cache/mf_stages.json, so that --resume repeats only what
-    did not finish (a stage is reused only with the same inputs)."""
-
-    def __init__(self, resume: bool):
-        self.path = RESULTS / ".cache" / "mf_stages.json"
-        self.done = json.loads(self.path.read_text()) if resume and self.path.exists() else {}
-
-    def run(self, key: str, inputs: dict, fn):
-        kept = self.done.get(key)
-        if kept and kept["inputs"] == inputs:
-            print(f"[{key}] reused from {self.path}", flush=True)
-            return kept["output"]
-        print(f"[{key}] running {inputs}", flush=True)
-        output = fn()
-        print(f"[{key}] {json.dumps({k: v for k, v in output.items() if 'curve' not in k})}", flush=True)
-        self.done[key] = {"inputs": inputs, "output": output}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.write_text(json.dumps(self.done, indent=1))
-        return output
-
-
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 epilog="Candidate recipes (chosen between on Gowalla's validation split): "
@@ -266,13 +244,8 @@ def main(argv: list[str] | None = None) -> None:
 
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
-    stages = Stages(args.resume)
-    caps = {name: args.max_epochs for name in args.recipes}
-    for item in args.max_epochs_for:
-        name, _, n = item.partition("=")
-        if name not in caps or not n.isdigit():
-            p.error(f"--max-epochs-for {item}: want RECIPE=N with RECIPE one of {', '.join(caps)}")
-        caps[name] = int(n)
+    stages = Stages("mf", args.resume)
+    caps = epoch_caps(p, args.recipes, args.max_epochs, args.max_epochs_for)
 
     # Step A: every recipe on the validation split; the best validation recall@20 chooses recipe and budget.
     validation = {name: stages.run(f"gowalla_valid_{name}", {"max_epochs": caps[name], "patience": args.patience,

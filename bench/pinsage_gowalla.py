@@ -61,7 +61,7 @@ import json
 import sys
 import time
 
-from bench.common import RESULTS, peak_rss_mb, write_results
+from bench.common import RESULTS, Stages, epoch_caps, peak_rss_mb, write_results
 from bench.mf import PUBLISHED_MF, SEED, PatienceOnCurve, curve_callback, gowalla, mean_epoch_seconds
 
 # Candidate recipes compared on Gowalla's validation split.
@@ -284,30 +284,6 @@ def speed(batches: int, threads: int) -> dict:
     return out
 
 
-class Stages:
-    """Finished stages kept in bench/results/.cache/pinsage_gowalla_stages.json, so that --resume repeats
-    only what did not finish (a stage is reused only with the same inputs)."""
-
-    def __init__(self, resume: bool):
-        self.path = RESULTS / ".cache" / "pinsage_gowalla_stages.json"
-        self.done = json.loads(self.path.read_text()) if resume and self.path.exists() else {}
-
-    def run(self, key: str, inputs: dict, fn):
-        kept = self.done.get(key)
-        if kept and kept["inputs"] == inputs:
-            print(f"[{key}] reused from {self.path}", flush=True)
-            return kept["output"]
-        print(f"[{key}] running {inputs}", flush=True)
-        output = fn()
-        print(f"[{key}] {json.dumps({k: v for k, v in output.items() if 'curve' not in k})}", flush=True)
-        if self.path.exists():  # keep stages written meanwhile by another invocation
-            self.done = {**json.loads(self.path.read_text()), **self.done}
-        self.done[key] = {"inputs": inputs, "output": output}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.write_text(json.dumps(self.done, indent=1))
-        return output
-
-
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 epilog="Candidate recipes: " + "; ".join(f"{k}: {v['about']}"
@@ -341,13 +317,8 @@ def main(argv: list[str] | None = None) -> None:
 
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
-    stages = Stages(args.resume)
-    caps = {name: args.max_epochs for name in args.recipes}
-    for item in args.max_epochs_for:
-        name, _, n = item.partition("=")
-        if name not in caps or not n.isdigit():
-            p.error(f"--max-epochs-for {item}: want RECIPE=N with RECIPE one of {', '.join(caps)}")
-        caps[name] = int(n)
+    stages = Stages("pinsage_gowalla", args.resume)
+    caps = epoch_caps(p, args.recipes, args.max_epochs, args.max_epochs_for)
 
     if args.train_ahead:
         train_ahead(RECIPES[args.recipes[0]], args.train_ahead, args.threads)

@@ -38,3 +38,26 @@ def test_ml100k_case_trains_mf_through_the_registry_and_reports_test_figures():
     assert r["family"] == "mf" and r["epochs_run"] == 1 and r["best_epoch"] == 1
     assert 0 < r["recall@20"] < 1 and 0 < r["ndcg@20"] < 1
     assert [e for e, _ in r["valid_curve"]] == [1]
+
+
+def test_stages_are_reused_only_with_the_same_inputs_and_caps_parse(tmp_path, monkeypatch):
+    import argparse
+
+    from bench import common
+
+    monkeypatch.setattr(common, "RESULTS", tmp_path)
+    calls = []
+
+    def stage():
+        calls.append(1)
+        return {"recall@20": 0.1}
+
+    common.Stages("t", resume=False).run("a", {"lr": 1}, stage)
+    again = common.Stages("t", resume=True)
+    assert again.run("a", {"lr": 1}, stage) == {"recall@20": 0.1} and len(calls) == 1  # reused
+    again.run("a", {"lr": 2}, stage)
+    assert len(calls) == 2  # other inputs: run again
+    parser = argparse.ArgumentParser()
+    assert common.epoch_caps(parser, ["x", "y"], 30, ["y=5"]) == {"x": 30, "y": 5}
+    with pytest.raises(SystemExit):
+        common.epoch_caps(parser, ["x"], 30, ["z=5"])
