@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from recsys.config_ops import DataDriftConfig
+from recsys.data.ids import text_codes
 from validation.report import DataValidationError
 
 PROFILE_VERSION = 1
@@ -32,11 +33,9 @@ def id_hashes(ids) -> np.ndarray:
 
 
 def rows_per_id(ids: pd.Series) -> np.ndarray:
-    """Rows per distinct id read as text (1 and "1" are one id), counted on integer codes: only the
-    distinct ids become text."""
-    codes, distinct = pd.factorize(ids, use_na_sentinel=False)
-    _, as_text = np.unique(np.asarray(pd.Index(distinct).astype(str), dtype=object), return_inverse=True)
-    return np.bincount(as_text[codes]).astype(np.float64)
+    """Rows per distinct non-null id read as text (1 and "1" are one id), counted on integer codes."""
+    codes = text_codes(ids)
+    return np.bincount(codes[codes >= 0]).astype(np.float64)
 
 
 @dataclass

@@ -32,6 +32,16 @@ def as_categorical(col: pd.Series) -> pd.Series:
     return pd.Series(pd.Categorical.from_codes(codes, dtype=dtype, validate=False), index=col.index, name=col.name)
 
 
+def text_codes(col: pd.Series) -> np.ndarray:
+    """One int64 code per row, equal where the rows' text forms are (1 and "1" are one value), -1
+    where null; each distinct value becomes text once."""
+    codes, values = column_codes(col)
+    if len(values) == 0:
+        return codes.astype(np.int64)
+    merged, _ = pd.factorize(pd.Series(np.asarray(values), dtype=object).astype(str).to_numpy(dtype=object))
+    return np.where(codes >= 0, merged[np.maximum(codes, 0)], -1).astype(np.int64)
+
+
 def distinct(col: pd.Series) -> pd.Index:
     """The distinct non-null values of a column (for a categorical, the categories in use)."""
     codes, values = column_codes(col)

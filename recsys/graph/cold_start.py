@@ -38,6 +38,8 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
+from recsys.data.ids import text_codes
+
 
 def cold_nodes(n: int, train_index: np.ndarray) -> np.ndarray:
     """Boolean mask of nodes that never occur in training."""
@@ -74,7 +76,7 @@ def attribute_edges(
     activity = np.asarray(activity)
     # warm users most active first, then by index: every candidate list is a prefix of this order
     by_activity = warm[np.argsort(-activity[warm].astype(np.float64), kind="stable")]
-    codes = [_value_codes(attributes[col]) for col in attributes.columns]
+    codes = [text_codes(attributes[col]) for col in attributes.columns]
     keys = []
     for size in range(1, min(max_combination, len(codes)) + 1):
         for subset in combinations(codes, size):
@@ -174,15 +176,6 @@ def _hnsw_neighbours(unit, cold, warm, kk, hnsw_m, ef_construction, ef_search):
     keep = (top >= 0) & (sims > 0)
     return (warm[top[keep]].astype(np.int64), np.repeat(cold, kk).reshape(-1, kk)[keep].astype(np.int64),
             sims[keep].astype(np.float32))
-
-
-def _value_codes(column: pd.Series) -> np.ndarray:
-    """One integer per row, equal for values equal as text, -1 for missing values."""
-    codes, uniques = pd.factorize(column)
-    if len(uniques) == 0:
-        return codes.astype(np.int64)
-    merged, _ = pd.factorize(pd.Series(uniques).astype(str))
-    return np.where(codes >= 0, merged[np.maximum(codes, 0)], -1).astype(np.int64)
 
 
 def _combined_codes(codes: tuple) -> np.ndarray:
