@@ -5,7 +5,8 @@
 * The study lives in an RDB (SQLite under `.graphrec/` by default, any SQLAlchemy URL such as
   PostgreSQL unchanged). Its target is `search.trials` finished trials (complete or pruned), so a
   killed search run again resumes: the killed trial's heartbeat stops, it is marked failed after
-  the grace period, and numbering continues. Several processes may work on one study at once.
+  the grace period (also when it was killed before its first heartbeat: fail_unheard_trials), and
+  numbering continues. Several processes may work on one study at once.
 * TPE with a seed; a median pruner fed by the validation metric the training loop reports every
   `train.eval_every` epochs.
 * MLflow: a parent run per study (found again on resume) holds Optuna's plots (history, parameter
@@ -17,9 +18,11 @@
 from __future__ import annotations
 
 import time
+from datetime import datetime, timedelta, timezone
 from typing import Optional
 
 import optuna
+import sqlalchemy
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
@@ -44,12 +47,39 @@ def open_study(cfg: RunConfig) -> optuna.Study:
             if attempt == 4:
                 raise
             time.sleep(1 + attempt)
-    return optuna.create_study(
+    study = optuna.create_study(
         study_name=s.study_name(cfg.stores.experiment), storage=storage, direction="maximize",
         sampler=optuna.samplers.TPESampler(seed=s.seed),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=s.pruner_startup_trials,
                                            n_warmup_steps=s.pruner_warmup_epochs),
         load_if_exists=True)
+    fail_unheard_trials(storage, study, s.grace_seconds or 2 * s.heartbeat_seconds)
+    return study
+
+
+def fail_unheard_trials(storage: optuna.storages.RDBStorage, study: optuna.Study, grace_seconds: float,
+                        now: Optional[datetime] = None) -> list[int]:
+    """Mark failed the running trials that never recorded a heartbeat and started more than the
+    grace period ago; their numbers. Optuna fails a running trial whose heartbeat went stale but
+    passes over one with no heartbeat at all, which a process killed between starting a trial and
+    its first heartbeat leaves behind: it would count as running for ever. A live process records
+    its first heartbeat as its trial starts, so after the grace period such a trial is dead."""
+    cutoff = (now or datetime.now(timezone.utc)).astimezone(timezone.utc).replace(tzinfo=None) \
+        - timedelta(seconds=grace_seconds)
+    query = sqlalchemy.text(
+        "SELECT t.number FROM trials t JOIN studies s ON s.study_id = t.study_id "
+        "WHERE s.study_name = :name AND t.state = 'RUNNING' AND t.datetime_start < :cutoff "
+        "AND NOT EXISTS (SELECT 1 FROM trial_heartbeats h WHERE h.trial_id = t.trial_id)")
+    with storage.engine.connect() as con:
+        numbers = [row[0] for row in con.execute(query, {"name": study.study_name, "cutoff": cutoff})]
+    failed = []
+    for number in numbers:
+        try:
+            study.tell(number, state=optuna.trial.TrialState.FAIL)
+            failed.append(number)
+        except (ValueError, RuntimeError):  # finished meanwhile, by another worker
+            pass
+    return failed
 
 
 def finished_trials(study: optuna.Study) -> int:

@@ -142,3 +142,20 @@ def test_two_processes_share_one_study(tmp_path, prefect_home, processes):
     exp = client.get_experiment_by_name(cfg.stores.experiment)
     runs = client.search_runs([exp.experiment_id], "tags.`graphrec.study` = 'graphrec-lightgcn'")
     assert sorted(int(r.data.tags["graphrec.trial"]) for r in runs if "graphrec.trial" in r.data.tags) == numbers
+
+
+def test_a_trial_killed_before_its_first_heartbeat_is_failed_after_the_grace_period(tmp_path):
+    from datetime import datetime, timedelta, timezone
+
+    from flows.search import fail_unheard_trials
+
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'o.db'}", heartbeat_interval=30, grace_period=60)
+    study = optuna.create_study(study_name="s", storage=storage, direction="maximize")
+    unheard = study.ask()  # RUNNING, no heartbeat: as if its process died at once
+    alive = study.ask()
+    storage.record_heartbeat(alive._trial_id)  # a live worker's trial
+    now = datetime.now(timezone.utc)
+    assert fail_unheard_trials(storage, study, 60, now=now) == []  # within the grace period: left alone
+    assert fail_unheard_trials(storage, study, 60, now=now + timedelta(seconds=61)) == [unheard.number]
+    states = {t.number: t.state for t in study.get_trials()}
+    assert states == {unheard.number: optuna.trial.TrialState.FAIL, alive.number: optuna.trial.TrialState.RUNNING}
