@@ -189,7 +189,8 @@ def _summary_markdown(cfg, metrics, decision, run_url, snapshot, written) -> str
         lines.append(f"| {split} | " + " | ".join(f"{m[n]:.4f}" for n in names) + " |")
     verdict = "promoted to champion" if decision.promoted else "kept as challenger (champion unchanged)"
     lines += ["", f"**Model version {decision.version}: {verdict}.** {decision.reason}", "",
-              f"Snapshot: `{snapshot.name}` ({'written' if written else 'unchanged'})"]
+              f"Snapshot: `{snapshot.name}` ({'written' if written else 'unchanged'})" if snapshot else
+              "Snapshot: none (no champion yet)"]
     return "\n".join(lines)
 
 
@@ -220,7 +221,13 @@ def retrain_flow(config: Optional[RunConfig] = None) -> dict:
         metrics = phases.run("evaluate", evaluate, trained, prepared, cfg, run_id)
         version = phases.run("register", register, trained, prepared, cfg, run_id)
         decision = phases.run("promote", promote, version, metrics, indexed, cfg)
-        snapshot, written = phases.run("refresh", refresh, indexed, data.fingerprint(), cfg)
+        if decision.promoted or decision.previous_champion or cfg.refresh.version:
+            snapshot, written = phases.run("refresh", refresh, indexed, data.fingerprint(), cfg)
+        else:  # the model's first version failed its gates: no champion, so nothing serves yet
+            snapshot, written = None, False
+            logger.warning(f"version {version} failed the promotion gates and the model has no champion yet: "
+                           "no snapshot written (the version's tags name the failed gate; "
+                           "graphrec promote --force --reason promotes it)")
         log_phases(run_id, dict(phases), dict(phases.peak_rss_mb))  # phase_<name>_seconds, _peak_rss_mb
 
     from deploy.tracking import run_link
@@ -228,7 +235,7 @@ def retrain_flow(config: Optional[RunConfig] = None) -> dict:
     url = run_link(run_id)
     create_markdown_artifact(markdown=_summary_markdown(cfg, metrics, decision, url, snapshot, written),
                              key="retrain-summary", description=decision.reason)
-    logger.info(f"version {version}: {decision.reason}; snapshot {snapshot.name}")
+    logger.info(f"version {version}: {decision.reason}; snapshot {snapshot.name if snapshot else 'none'}")
     return {"run_id": run_id, "version": version, "promoted": decision.promoted, "metrics": metrics,
-            "decision": decision.as_dict(), "snapshot": str(snapshot), "run_url": url,
+            "decision": decision.as_dict(), "snapshot": str(snapshot) if snapshot else None, "run_url": url,
             "phase_seconds": dict(phases), "phase_peak_rss_mb": dict(phases.peak_rss_mb)}

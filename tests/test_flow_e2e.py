@@ -164,3 +164,20 @@ def test_mf_added_through_the_registry_registers_promotes_and_serves(workspace):
     model = mlflow.pyfunc.load_model("models:/mf-model@champion")
     user = pd.read_parquet(files["interactions"])["user_id"].iloc[0]
     assert len(model.predict(pd.DataFrame({"user_id": [user]}), params={"k": 5})) == 5
+
+
+def test_a_first_version_that_fails_its_gates_leaves_no_champion_and_no_snapshot(workspace):
+    from flows.retrain import retrain_flow
+
+    root, files = workspace
+    cfg = config(root, files["interactions"], files, **{
+        "model.family": "mf", "train.epochs": 1, "stores.registered_model": "gated-model",
+        "stores.root": str(root / "gated-store"), "promotion.embedding.min_norm": 1e6})  # no vector is that long
+    out = retrain_flow(cfg, return_state=True).result()  # ends normally: nothing to refresh is no error
+    assert out["version"] == "1" and not out["promoted"] and out["snapshot"] is None
+    mlflow.set_tracking_uri(cfg.stores.resolved_tracking_uri())
+    client = MlflowClient()
+    assert "champion" not in aliases(client, "gated-model")
+    assert client.get_model_version("gated-model", "1").tags["promotion.decision"] == "rejected"
+    snapshots = cfg.stores.resolved_snapshots()
+    assert not snapshots.exists() or not any(snapshots.iterdir())  # no snapshot, no CURRENT
