@@ -217,7 +217,7 @@ def _check_bounds(idx: torch.Tensor, size: int, what: str) -> None:
 def _compiled_for(a: torch.Tensor, x: torch.Tensor):
     """The compiled module if it can take this product (float32 CSR with int64 indices), else None."""
     if (a.layout == torch.sparse_csr and a.dtype == torch.float32 and x.dtype == torch.float32
-            and a.crow_indices().dtype == torch.int64):
+            and a.crow_indices().dtype == torch.int64 and x.device.type == "cpu"):
         return compiled()
     return None
 
@@ -227,10 +227,10 @@ def csr_mm(a: torch.Tensor, x: torch.Tensor, out: Optional[torch.Tensor] = None,
     """A x, or A[rows] x when rows (int64 row numbers) is given; into `out` when given. No autograd."""
     m = a.shape[0] if rows is None else len(rows)
     if out is None:
-        out = torch.empty(m, x.shape[1], dtype=x.dtype)
+        out = torch.empty(m, x.shape[1], dtype=x.dtype, device=x.device)
     module = _compiled_for(a, x)
     if module is None:
-        product = torch.sparse.mm(a, x)
+        product = torch.sparse.mm(a.to(x.device), x)  # another device: torch's own product there
         return out.copy_(product if rows is None else product[rows])
     if rows is not None:
         _check_bounds(rows, a.shape[0], "rows")

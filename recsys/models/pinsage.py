@@ -45,8 +45,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recsys.graph.build import ITEM_USER, USER_ITEM, RecGraph
-from recsys.kernels import csr_mm
+from recsys.graph.build import ITEM_USER, USER_ITEM, RecGraph, SparseOperator
+from recsys.graph.propagation import SpMM
 from recsys.models.base import RecModel
 
 POOLING = ("importance", "mean", "uniform")
@@ -89,29 +89,13 @@ class Pooling:
         order = torch.argsort(src_rows, stable=True)
         with warnings.catch_warnings():  # torch calls its CSR tensors beta; they are what csr_mm takes
             warnings.filterwarnings("ignore", "Sparse CSR tensor support is in beta")
-            self.a = torch.sparse_csr_tensor(_indptr(counts), src_rows, values, size=(n_dst, n_src))
-            self.at = torch.sparse_csr_tensor(_indptr(torch.bincount(src_rows, minlength=n_src)), edge_dst[order],
-                                              values[order], size=(n_src, n_dst))
+            self.op = SparseOperator(
+                torch.sparse_csr_tensor(_indptr(counts), src_rows, values, size=(n_dst, n_src)),
+                torch.sparse_csr_tensor(_indptr(torch.bincount(src_rows, minlength=n_src)), edge_dst[order],
+                                        values[order], size=(n_src, n_dst)))
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return _SparseProduct.apply(self, x)
-
-
-class _SparseProduct(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, pooling: Pooling, x: torch.Tensor) -> torch.Tensor:
-        ctx.pooling = pooling
-        return _mm(pooling.a, x)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        return None, _mm(ctx.pooling.at, grad)
-
-
-def _mm(a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    if x.device.type == "cpu":
-        return csr_mm(a, x.contiguous())
-    return torch.sparse.mm(a.to(x.device), x)
+        return SpMM.apply(self.op, x.contiguous())
 
 
 def _indptr(counts: torch.Tensor) -> torch.Tensor:
