@@ -9,7 +9,7 @@ import torch
 from recsys.config import EvalConfig, RunConfig, TrainConfig
 from recsys.data.types import IndexedData
 from recsys.families import FAMILIES
-from recsys.graph.build import build_graph
+from recsys.graph.build import SIMILAR_USER, build_graph
 from recsys.models import build_model
 from recsys.models.gcn import GCN
 from recsys.models.pinsage import PinSage, WeightedPoolingConv
@@ -101,6 +101,21 @@ def test_pinsage_neighbourhoods_and_user_vectors(prepared):
     first = int(u[0])
     mine = i[u == first].long()
     torch.testing.assert_close(users[first], items[mine].mean(0))
+
+
+def test_pinsage_user_without_items_gets_neighbours_or_popular_taste():
+    # u0: items 0, 1; u1: items 1, 2; u2: none, a cold-start edge from u0; u3: none, no edges.
+    train = np.array([[0, 0], [0, 1], [1, 1], [1, 2]])
+    data = IndexedData(np.array(["u0", "u1", "u2", "u3"]), np.array(["i0", "i1", "i2"]), train, EMPTY, EMPTY, EMPTY)
+    cold = {SIMILAR_USER: (torch.tensor([0]), torch.tensor([2]), torch.tensor([1.0]))}
+    graph = build_graph(data, cold_edges=cold)
+    model = PinSage(graph.n_users, graph.n_items, dim=4, layers=1, num_neighbors=2, num_walks=4)
+    with torch.no_grad():
+        users, items = model.embed(graph)
+    torch.testing.assert_close(users[0], items[[0, 1]].mean(0))
+    torch.testing.assert_close(users[2], users[0])  # its one neighbour with items
+    torch.testing.assert_close(users[3], items[[0, 1, 1, 2]].mean(0))  # item mean over the training pairs
+    assert users[3].norm() > 0
 
 
 def test_sage_embeds_a_new_node_without_retraining(prepared):

@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recsys.graph.build import ITEM_USER, USER_ITEM, RecGraph, SparseOperator
+from recsys.graph.build import FRIEND, ITEM_USER, SIMILAR_USER, USER_ITEM, RecGraph, SparseOperator
 from recsys.graph.propagation import SpMM
 from recsys.models.base import RecModel
 
@@ -257,10 +257,36 @@ class PinSage(RecModel):
         return sums, torch.bincount(u.long(), minlength=graph.n_users).unsqueeze(1).float()
 
     def encode(self, graph: RecGraph) -> tuple[torch.Tensor, torch.Tensor]:
-        """A user is the mean of their training items; a user without any gets the zero vector."""
+        """A user is the mean of their training items. A user without any (every interaction held out,
+        or a member added since) takes the mean of their user neighbours' vectors (friends, heuristic
+        cold-start edges) and, with none of those either, the mean over all training pairs: the
+        popular taste, not a zero vector that would score every item alike."""
         items = self.item_vectors(graph)
         sums, counts = self._user_sums(graph, items)
-        return sums / counts.clamp(min=1), items
+        users = sums / counts.clamp(min=1)
+        empty = counts.squeeze(1) == 0
+        if empty.any():
+            popular = sums.sum(0) / counts.sum().clamp(min=1)  # the item mean over all training pairs
+            users[empty] = self._without_items(graph, users, ~empty, popular)[empty]
+        return users, items
+
+    @staticmethod
+    def _without_items(graph: RecGraph, users: torch.Tensor, has_items: torch.Tensor,
+                       popular: torch.Tensor) -> torch.Tensor:
+        """Per user, the mean of the vectors of their user neighbours that have training items;
+        `popular` where a user has no such neighbour."""
+        fallback = torch.zeros_like(users)
+        known = torch.zeros(len(users))
+        for etype in (FRIEND, SIMILAR_USER):
+            if etype not in graph.g.canonical_etypes or (etype == FRIEND and not graph.use_social):
+                continue
+            src, dst = (t.long() for t in graph.g.edges(etype=etype))
+            keep = has_items[src]
+            fallback.index_add_(0, dst[keep], users[src[keep]])
+            known.index_add_(0, dst[keep], torch.ones(int(keep.sum())))
+        fallback /= known.clamp(min=1).unsqueeze(1)
+        fallback[known == 0] = popular
+        return fallback
 
     # ------------------------------------------------------------ mini-batch training
 
