@@ -34,6 +34,23 @@ def test_ratios_and_goals():
     assert summary["worst_epoch_growth_vs_linear"] == 2.0
 
 
+def test_an_epoch_budget_is_compared_for_cost_but_other_settings_are_not():
+    rows = [row("lightgcn", 100_000, 1_000, 10.0, 600, settings=["train.epochs=2"]),
+            row("lightgcn", 1_000_000, 10_000, 120.0, 3300, settings=["train.epochs=10"]),
+            row("lightgcn", 1_000_000, 10_000, 50.0, 900, settings=["train.max_steps_per_epoch=8"])]
+    rows[1]["epochs"] = 10
+    summary = rs.headline(rows, rs.ratios(rows))
+    # the budgeted 1M row is the end-to-end figure and compares with the 100k row: 12x for 10x
+    assert summary["lightgcn_1m_total_seconds"] == 3300 and summary["lightgcn_1m_settings"] == ["train.epochs=10"]
+    assert summary["epoch_growth_vs_linear"] == {"lightgcn": 1.2}
+    (end_to_end,) = [g for g in rs.goals(rows) if "end to end" in g["goal"]]
+    assert end_to_end["held"] and end_to_end["settings"] == "train.epochs=10"
+    (ratio,) = rs.ratios(rows)
+    assert (ratio["from_members"], ratio["to_members"], ratio["epoch_seconds"]) == (100_000, 1_000_000, 1.2)
+    table = rs.table(rows, rs.ratios(rows))
+    assert [r[4] for r in table if r[1] == "1,000,000" and r[-1] == "train.epochs=10"] == ["1.20"]
+
+
 def test_failed_rows_render_and_merge_by_family_size_settings(tmp_path, monkeypatch):
     monkeypatch.setattr(rs, "RESULTS", tmp_path)
     failed = {"family": "gcn", "members": 5000, "settings": [], "interactions": 80,
