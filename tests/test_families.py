@@ -175,6 +175,30 @@ def test_the_seed_fixes_the_initial_weights(prepared):
     assert not torch.equal(a.user_emb.weight, c.user_emb.weight)
 
 
+def test_sage_batch_reads_its_fan_out_and_never_its_own_edges(prepared):
+    graph, data = prepared.graph, prepared.indexed
+    model = GraphSAGE(graph.n_users, graph.n_items, dim=8, fanouts=(4, 3))
+    hg = graph.homogeneous()
+    pairs = torch.arange(0, len(data.train), 7)
+    seeds = torch.unique(torch.cat([torch.from_numpy(data.train[pairs.numpy(), 0]),
+                                    torch.from_numpy(data.train[pairs.numpy(), 1]) + graph.n_users]))
+    _, blocks = model.sample_blocks(graph, seeds, pairs)
+    hidden = set(pairs.tolist()) | set((pairs + graph.g.num_edges("interacts")).tolist())
+    for block, fanout in zip(blocks, model.fanouts):
+        eids = block.edata[dgl.EID]
+        assert not hidden & set(eids.tolist())
+        dst = block.dstdata[dgl.NID]
+        degree = hg.in_degrees(dst)
+        own = torch.tensor([len(hidden & set(hg.in_edges(int(v), form="eid").tolist())) for v in dst])
+        read = block.in_degrees()
+        # DGL drops the draws of a hidden edge after sampling: nodes without hidden edges show the rule
+        expected = torch.minimum(degree, torch.tensor(fanout))
+        untouched = own == 0
+        torch.testing.assert_close(read[untouched], expected[untouched])
+        assert bool((read <= expected).all()) and bool((read[degree == own] == 0).all())
+    assert blocks[-1].num_dst_nodes() == len(seeds)
+
+
 def test_sage_training_repeats_exactly_with_the_same_seed(prepared):
     graph, data = prepared.graph, prepared.indexed
     cfg = TrainConfig(epochs=2, batch_size=1024, progress=False, eval_every=10)
