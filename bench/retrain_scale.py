@@ -46,6 +46,10 @@ family).
         --families mmoe llm --sizes 100000 300000 --epochs 2
     # bounded steps per epoch (issue 19's train.max_steps_per_epoch), recorded in the row's settings
     ./dev.sh python -m bench.retrain_scale --work ~/graphrec-scale --set train.max_steps_per_epoch=64
+    # the exact per-batch mode's quality at 100k against the default's, same budget (lightgcn_100k_vs_exact)
+    ./dev.sh python -m bench.retrain_scale --work ~/graphrec-scale --sizes 100000 --epochs 10
+    ./dev.sh python -m bench.retrain_scale --work ~/graphrec-scale --sizes 100000 --epochs 10 \\
+        --set train.max_steps_per_epoch=null
     # what the exact per-batch mode (batches of train.batch_size) costs: 20 steps per size, scaled to an epoch
     ./dev.sh python -m bench.retrain_scale --work ~/graphrec-scale --exact-steps 20
     # a quick check on small sizes
@@ -444,6 +448,30 @@ GOWALLA = {"gowalla_scalable_recall@20": ("lightgcn_gowalla_steps64", "recall@20
            "pinsage_gowalla_recall@20": ("pinsage_gowalla", "gowalla_recall@20")}
 
 
+EXACT = "train.max_steps_per_epoch=null"
+
+
+def versus_exact(rows: list[dict], members: int = 100_000) -> list[dict]:
+    """LightGCN's default (bounded) mode against the exact per-batch mode at `members`, for each
+    epoch budget both were run with: test recall@20 and NDCG@20 and the bounded mode's share of the
+    exact mode's (item 2's goal: recall >= 98%), and the seconds of both trainings."""
+    runs = {(cost_settings(r), tuple(s for s in r["settings"] if s.startswith("train.epochs="))): r for r in rows
+            if r["family"] == "lightgcn" and r["members"] == members and "error" not in r}
+    out = []
+    for (settings, budget), exact in sorted(runs.items()):
+        bounded = runs.get(("", budget))
+        if settings != EXACT or bounded is None:
+            continue
+        out.append({"budget": " ".join(budget) or "defaults",
+                    **{f"{mode}_{k}": r[k] for mode, r in (("bounded", bounded), ("exact", exact))
+                       for k in ("recall@20", "ndcg@20", "epochs", "best_epoch")},
+                    "bounded_train_seconds": bounded["phase_seconds"].get("train"),
+                    "exact_train_seconds": exact["phase_seconds"].get("train"),
+                    "recall_share": round(bounded["recall@20"] / exact["recall@20"], 4)
+                    if exact["recall@20"] else None})
+    return out
+
+
 def headline(rows: list[dict], ratio_rows: list[dict]) -> dict:
     """The issue's summary keys: the 1M LightGCN run (default settings), the worst epoch growth
     over families from 100k to 1M members (300k for mmoe and llm) against linear, and the Gowalla
@@ -463,6 +491,7 @@ def headline(rows: list[dict], ratio_rows: list[dict]) -> dict:
                 growth[f"{family} {settings}".strip()] = ratio
     out["epoch_growth_vs_linear"] = growth
     out["worst_epoch_growth_vs_linear"] = max(growth.values()) if growth else None
+    out["lightgcn_100k_vs_exact"] = versus_exact(rows)
     for key, (bench, figure) in GOWALLA.items():
         path = RESULTS / f"{bench}.json"
         out[key] = json.loads(path.read_text()).get(figure) if path.is_file() else None
@@ -554,6 +583,11 @@ def report(name: str, rows: list[dict], threads: int, probes: list[dict] = ()) -
         if fast:
             notes.append(f"- {r['family']} {r['from_members']:,} -> {r['to_members']:,}: phases growing faster than "
                          f"{GOAL_RATIO}x linear: " + ", ".join(f"{p} {v}" for p, v in fast.items()))
+    for v in versus_exact(rows):
+        notes.append(f"- lightgcn at 100,000 members, {v['budget']}: bounded mode recall@20 {v['bounded_recall@20']} "
+                     f"(best epoch {v['bounded_best_epoch']}, train {_f(v['bounded_train_seconds'])} s), exact mode "
+                     f"{v['exact_recall@20']} (best epoch {v['exact_best_epoch']}, train "
+                     f"{_f(v['exact_train_seconds'])} s): {_f(v['recall_share'] and 100 * v['recall_share'])}% of the exact mode's (goal >= 98%)")
     for r in probes:
         if "error" not in r:
             notes.append(f"- exact per-batch mode, {r['family']} at {r['members']:,} members: {r['steps_measured']} "

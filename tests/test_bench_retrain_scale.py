@@ -51,6 +51,17 @@ def test_an_epoch_budget_is_compared_for_cost_but_other_settings_are_not():
     assert [r[4] for r in table if r[1] == "1,000,000" and r[-1] == "train.epochs=10"] == ["1.20"]
 
 
+def test_the_bounded_mode_is_compared_with_the_exact_one_on_the_same_budget():
+    bounded = row("lightgcn", 100_000, 1_000, 10.0, 600, settings=["train.epochs=10"])
+    exact = row("lightgcn", 100_000, 1_000, 40.0, 2000, settings=["train.epochs=10", rs.EXACT])
+    other_budget = row("lightgcn", 100_000, 1_000, 40.0, 2000, settings=["train.epochs=4", rs.EXACT])
+    bounded["recall@20"], exact["recall@20"] = 0.049, 0.05
+    (v,) = rs.versus_exact([bounded, exact, other_budget])
+    assert v["budget"] == "train.epochs=10" and v["recall_share"] == 0.98
+    assert (v["bounded_recall@20"], v["exact_recall@20"]) == (0.049, 0.05)
+    assert rs.headline([bounded, exact], [])["lightgcn_100k_vs_exact"] == [v]
+
+
 def test_failed_rows_render_and_merge_by_family_size_settings(tmp_path, monkeypatch):
     monkeypatch.setattr(rs, "RESULTS", tmp_path)
     failed = {"family": "gcn", "members": 5000, "settings": [], "interactions": 80,
