@@ -587,7 +587,8 @@ def report(name: str, rows: list[dict], threads: int, probes: list[dict] = ()) -
         notes.append(f"- lightgcn at 100,000 members, {v['budget']}: bounded mode recall@20 {v['bounded_recall@20']} "
                      f"(best epoch {v['bounded_best_epoch']}, train {_f(v['bounded_train_seconds'])} s), exact mode "
                      f"{v['exact_recall@20']} (best epoch {v['exact_best_epoch']}, train "
-                     f"{_f(v['exact_train_seconds'])} s): {_f(v['recall_share'] and 100 * v['recall_share'])}% of the exact mode's (goal >= 98%)")
+                     f"{_f(v['exact_train_seconds'])} s): "
+                     f"{_f(v['recall_share'] and 100 * v['recall_share'])}% of the exact mode's (goal >= 98%)")
     for r in probes:
         if "error" not in r:
             notes.append(f"- exact per-batch mode, {r['family']} at {r['members']:,} members: {r['steps_measured']} "
