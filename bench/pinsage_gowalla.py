@@ -64,34 +64,26 @@ import time
 from bench.common import RESULTS, Stages, epoch_caps, peak_rss_mb, write_results
 from bench.mf import PUBLISHED_MF, SEED, PatienceOnCurve, curve_callback, gowalla, mean_epoch_seconds
 
-# Candidate recipes compared on Gowalla's validation split.
+# Candidate recipes compared on Gowalla's validation split: the sampled softmax, then each variant as
+# what it changes.
+SOFTMAX = {"loss": "softmax", "temperature": 0.1, "sampler": "uniform", "per_positive": 16, "candidates": 32,
+           "lr": 0.005, "l2": 1e-4, "dim": 64, "layers": 2, "user_items": 16, "batch_size": 8192,
+           "about": "sampled softmax (temperature 0.1) over 16 uniform negatives, lr 0.005, L2 1e-4"}
+HARD = {"sampler": "model", "per_positive": 8, "candidates": 64}
 RECIPES = {
-    "softmax": {"loss": "softmax", "temperature": 0.1, "sampler": "uniform", "per_positive": 16, "candidates": 32,
-                "lr": 0.005, "l2": 1e-4, "dim": 64, "layers": 2, "user_items": 16, "batch_size": 8192,
-                "about": "sampled softmax (temperature 0.1) over 16 uniform negatives, lr 0.005, L2 1e-4"},
-    "hinge": {"loss": "hinge", "temperature": 0.1, "sampler": "uniform", "per_positive": 4, "candidates": 32,
-              "lr": 0.005, "l2": 1e-4, "dim": 64, "layers": 2, "user_items": 16, "batch_size": 8192,
+    "softmax": SOFTMAX,
+    "hinge": {**SOFTMAX, "loss": "hinge", "per_positive": 4,
               "about": "PinSage's max-margin hinge (margin 0.5) over 4 uniform negatives, lr 0.005, L2 1e-4"},
-    "bpr_hard": {"loss": "bpr", "temperature": 0.1, "sampler": "model", "per_positive": 8, "candidates": 64,
-                 "lr": 0.005, "l2": 1e-4, "dim": 64, "layers": 2, "user_items": 16, "batch_size": 8192,
+    "bpr_hard": {**SOFTMAX, "loss": "bpr", **HARD,
                  "about": "BPR over the 8 hardest of 64 uniform candidates by the model's score (bench/mf.py's "
                           "'hard' sampler), lr 0.005, L2 1e-4"},
-    "hinge_hard": {"loss": "hinge", "temperature": 0.1, "sampler": "model", "per_positive": 8, "candidates": 64,
-                   "lr": 0.005, "l2": 1e-4, "dim": 64, "layers": 2, "user_items": 16, "batch_size": 8192,
+    "hinge_hard": {**SOFTMAX, "loss": "hinge", **HARD,
                    "about": "the hinge over the 8 hardest of 64 uniform candidates by the model's score, lr 0.005, "
                             "L2 1e-4"},
-    "softmax_1layer": {"loss": "softmax", "temperature": 0.1, "sampler": "uniform", "per_positive": 16,
-                       "candidates": 32, "lr": 0.005, "l2": 1e-4, "dim": 64, "layers": 1, "user_items": 16,
-                       "batch_size": 8192, "about": "the softmax recipe with one layer"},
-    "softmax_u32": {"loss": "softmax", "temperature": 0.1, "sampler": "uniform", "per_positive": 16,
-                    "candidates": 32, "lr": 0.005, "l2": 1e-4, "dim": 64, "layers": 2, "user_items": 32,
-                    "batch_size": 8192, "about": "the softmax recipe with user_items 32"},
-    "softmax_lr02": {"loss": "softmax", "temperature": 0.1, "sampler": "uniform", "per_positive": 16,
-                     "candidates": 32, "lr": 0.02, "l2": 1e-4, "dim": 64, "layers": 2, "user_items": 16,
-                     "batch_size": 8192, "about": "the softmax recipe with lr 0.02"},
-    "softmax_b2048": {"loss": "softmax", "temperature": 0.1, "sampler": "uniform", "per_positive": 16,
-                      "candidates": 32, "lr": 0.005, "l2": 1e-4, "dim": 64, "layers": 2, "user_items": 16,
-                      "batch_size": 2048, "about": "the softmax recipe with batches of 2048 (4x the steps)"},
+    "softmax_1layer": {**SOFTMAX, "layers": 1, "about": "the softmax recipe with one layer"},
+    "softmax_u32": {**SOFTMAX, "user_items": 32, "about": "the softmax recipe with user_items 32"},
+    "softmax_lr02": {**SOFTMAX, "lr": 0.02, "about": "the softmax recipe with lr 0.02"},
+    "softmax_b2048": {**SOFTMAX, "batch_size": 2048, "about": "the softmax recipe with batches of 2048 (4x the steps)"},
 }
 REFRESHES_PER_BATCHES = 5  # model sampler: the model's scores recomputed every 5 batches
 
