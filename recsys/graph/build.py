@@ -51,6 +51,10 @@ class RecGraph:
     def n_nodes(self) -> int:
         return self.n_users + self.n_items
 
+    def uses(self, etype: tuple) -> bool:
+        """Whether the models read this edge type: it is in the graph and, for friendships, switched on."""
+        return etype in self.g.canonical_etypes and (etype != FRIEND or self.use_social)
+
     @property
     def has_cold_start_edges(self) -> bool:
         return SIMILAR_USER in self.g.canonical_etypes or SIMILAR_ITEM in self.g.canonical_etypes
@@ -91,7 +95,7 @@ def _all_edges(graph: RecGraph) -> tuple[torch.Tensor, torch.Tensor, torch.Tenso
     order = [USER_ITEM, ITEM_USER, FRIEND, SIMILAR_USER, SIMILAR_ITEM]
     src, dst, w = [], [], []
     for etype in order:
-        if etype not in graph.g.canonical_etypes or (etype == FRIEND and not graph.use_social):
+        if not graph.uses(etype):
             continue
         s, d = graph.g.edges(etype=etype)
         src.append(s + _offset(etype[0], graph))
@@ -140,7 +144,7 @@ def normalized_adjacency(graph: RecGraph, self_loops: bool = False) -> SparseOpe
     g, nu, n = graph.g, graph.n_users, graph.n_nodes
     src, dst = g.edges(etype=USER_ITEM)
     rows, cols = [src, dst + nu], [dst + nu, src]
-    if graph.use_social and FRIEND in g.canonical_etypes:
+    if graph.uses(FRIEND):
         s, d = g.edges(etype=FRIEND)
         rows.append(s)
         cols.append(d)

@@ -217,7 +217,7 @@ class PinSage(RecModel):
             raise ValueError(f"{len(drawn)} neighbourhood graphs for {len(self.convs)} layers")
         self._neighbourhoods = drawn
         self._in_edges = [_InEdges(nbrs) for nbrs in drawn]
-        self._whole: Optional[list] = None  # full inference's (rows, pooling) per layer, built when first used
+        self._whole = None  # full inference's (rows, pooling) per layer, built when first used
 
     def on_epoch_start(self, graph: RecGraph, epoch: int) -> None:
         dgl.seed(self.seed + epoch)
@@ -278,7 +278,7 @@ class PinSage(RecModel):
         fallback = torch.zeros_like(users)
         known = torch.zeros(len(users))
         for etype in (FRIEND, SIMILAR_USER):
-            if etype not in graph.g.canonical_etypes or (etype == FRIEND and not graph.use_social):
+            if not graph.uses(etype):
                 continue
             src, dst = (t.long() for t in graph.g.edges(etype=etype))
             keep = has_items[src]
