@@ -205,7 +205,7 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family("lightgcn", "LightGCN: the mean of K propagation steps over ID embeddings (optionally with features)",
            "recsys.models.lightgcn:LightGCN", LightGCNOptions, lightgcn_space,
            reads_features=lambda m: m.lightgcn.use_features),
-    Family("gcn", "GCN: a weight matrix and ReLU per layer over ID embeddings", "recsys.models.gcn:GCN",
+    Family("gcn", "GCN: a weight matrix and LeakyReLU per layer over ID embeddings", "recsys.models.gcn:GCN",
            space=lightgcn_space),
     Family("sage", "GraphSAGE: sampled neighbourhoods aggregated from node features",
            "recsys.models.sage:GraphSAGE", SageOptions, sage_space, inductive="with features",

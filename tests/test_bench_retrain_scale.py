@@ -82,3 +82,17 @@ def test_a_child_past_its_bound_is_stopped(tmp_path):
     code, _ = rs.run_bounded([sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"],
                              tmp_path / "k.log", 30)
     assert rs.failure(code, 30, tmp_path / "k.log").startswith("killed by SIGKILL (out of memory?)")
+
+
+def test_a_per_batch_family_without_a_1m_flow_row_is_judged_on_its_probes():
+    def probe(family, members, interactions, projected, default_mode=True):
+        return {"family": family, "members": members, "interactions": interactions, "steps_measured": 300,
+                "projected_epoch_seconds": projected, "default_mode": default_mode}
+
+    probes = [probe("sage", 100_000, 1_000, 70.0), probe("sage", 1_000_000, 10_000, 840.0),
+              probe("pinsage", 100_000, 1_000, 200.0),  # no 1M probe: no goal
+              probe("lightgcn", 100_000, 1_000, 400.0, False), probe("lightgcn", 1_000_000, 10_000, 20_000.0, False)]
+    (goal,) = [g for g in rs.goals([], probes) if "probes" in g["goal"]]
+    assert goal["goal"].startswith("sage:") and goal["figure"] == 1.2 and goal["held"]
+    # lightgcn's probes are of its exact mode, not its default: they judge nothing
+    assert rs.headline([], [], probes)["epoch_growth_vs_linear"] == {"sage (probes)": 1.2}

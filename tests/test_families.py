@@ -11,7 +11,7 @@ from recsys.data.types import IndexedData
 from recsys.families import FAMILIES
 from recsys.graph.build import SIMILAR_USER, build_graph
 from recsys.models import build_model
-from recsys.models.gcn import GCN
+from recsys.models.gcn import GCN, NEGATIVE_SLOPE
 from recsys.models.pinsage import PinSage, WeightedPoolingConv
 from recsys.models.sage import GraphSAGE, SAGELayer
 from recsys.prepare import prepare
@@ -42,7 +42,9 @@ def test_gcn_two_layers_match_the_dense_formula():
     users, items = model.embed(graph)
     e = torch.cat([model.user_emb.weight, model.item_emb.weight]).detach().double().numpy()
     w1, w2 = (w.weight.detach().double().numpy().T for w in model.weights)
-    expected = a_hat @ np.maximum(a_hat @ e @ w1, 0) @ w2
+    hidden = a_hat @ e @ w1
+    expected = a_hat @ np.where(hidden > 0, hidden, NEGATIVE_SLOPE * hidden) @ w2
+    assert NEGATIVE_SLOPE == 0.2 and (hidden < 0).any()  # the leak is exercised
     np.testing.assert_allclose(torch.cat([users, items]).detach().numpy(), expected, atol=1e-6)
 
 

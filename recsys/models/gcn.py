@@ -1,17 +1,28 @@
 """GCN (Kipf and Welling, ICLR 2017) as the transductive baseline for recommendation.
 
-ID embeddings as input, then per layer H(k+1) = ReLU(A' H(k) W_k) with A' the symmetric
-normalisation of A + I; no ReLU after the last layer, whose output is the embedding. Every node's
-vector is learned for that node, so a node added later has none: it needs retraining.
+ID embeddings as input, then per layer H(k+1) = LeakyReLU(A' H(k) W_k) with A' the symmetric
+normalisation of A + I; no activation after the last layer, whose output is the embedding. Every
+node's vector is learned for that node, so a node added later has none: it needs retraining.
+
+The activation is LeakyReLU with slope 0.2 (NGCF's choice for the same layer), not Kipf and
+Welling's ReLU. With ReLU the family collapsed on a sparse network: at initialisation the scores
+are near zero (two averaging layers shrink the vectors to a norm of about 0.04), the first Adam
+steps shrink them further, units go dead, and a node whose layer-1 units are all dead has a zero
+vector and no gradient. On the synthetic network at 25k members, 57% of the vectors were zero after
+64 steps and the loss stayed at ln 2; with the leak, the same run reached a loss of 0.16
+(a probe of 2 epochs, 1 thread, the defaults).
 """
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from recsys.graph.build import RecGraph
 from recsys.graph.propagation import SpMM
 from recsys.models.base import RecModel
+
+NEGATIVE_SLOPE = 0.2
 
 
 class GCN(RecModel):
@@ -34,7 +45,7 @@ class GCN(RecModel):
         for k, w in enumerate(self.weights):
             h = SpMM.apply(adj, w(h))  # A'(H W) = (A' H) W, cheaper when the width is fixed
             if k < len(self.weights) - 1:
-                h = torch.relu(h)
+                h = F.leaky_relu(h, NEGATIVE_SLOPE)
         return h[: self.n_users], h[self.n_users:]
 
     def regularised(self, users, pos, neg) -> list[torch.Tensor]:
