@@ -84,6 +84,8 @@ RECIPES = {
     "softmax_u32": {**SOFTMAX, "user_items": 32, "about": "the softmax recipe with user_items 32"},
     "softmax_lr02": {**SOFTMAX, "lr": 0.02, "about": "the softmax recipe with lr 0.02"},
     "softmax_b2048": {**SOFTMAX, "batch_size": 2048, "about": "the softmax recipe with batches of 2048 (4x the steps)"},
+    "softmax_user": {**SOFTMAX, "user_embedding": True,
+                     "about": "the softmax recipe with a learned vector per user added to the mean of their items"},
 }
 REFRESHES_PER_BATCHES = 5  # model sampler: the model's scores recomputed every 5 batches
 
@@ -93,7 +95,7 @@ def model_config(recipe: dict):
 
     return RunConfig.model_validate({"model": {
         "family": "pinsage", "dim": recipe["dim"], "layers": recipe["layers"],
-        "pinsage": {"user_items": recipe["user_items"],
+        "pinsage": {"user_items": recipe["user_items"], "user_embedding": recipe.get("user_embedding", False),
                     "pairwise_loss": "bpr" if recipe["loss"] == "bpr" else "hinge"}}}).model
 
 

@@ -52,6 +52,10 @@ family).
         --set train.max_steps_per_epoch=null
     # what the exact per-batch mode (batches of train.batch_size) costs: 20 steps per size, scaled to an epoch
     ./dev.sh python -m bench.retrain_scale --work ~/graphrec-scale --exact-steps 20
+    # GraphSAGE and PinSage, whose default is the per-batch mode: 300 steps per size, scaled to an epoch
+    # (their epoch growth where no 1M flow row exists: a PinSage epoch at 1M members is about 40 min)
+    OMP_WAIT_POLICY=PASSIVE ./dev.sh python -m bench.retrain_scale --work ~/graphrec-scale \\
+        --sizes 100000 1000000 --families sage pinsage --exact-steps 300
     # a quick check on small sizes
     ./dev.sh python -m bench.retrain_scale --sizes 5000 10000 --families lightgcn mf --epochs 2 \\
         --name retrain_scale_smoke

@@ -131,6 +131,9 @@ class PinSageOptions(Section):
                                                   "(all of them when fewer); inference uses all")
     pairwise_loss: Literal["hinge", "bpr"] = Field(
         "hinge", description="train.loss bpr's pairwise loss: hinge (PinSage's max-margin, `margin`) or bpr")
+    user_embedding: bool = Field(
+        False, description="add a learned vector per user to the mean of their items (users become transductive: "
+                           "a member added after training has the mean alone)")
 
 
 def pinsage_space(trial) -> dict[str, Any]:

@@ -120,6 +120,29 @@ def test_pinsage_user_without_items_gets_neighbours_or_popular_taste():
     assert users[3].norm() > 0
 
 
+def test_pinsage_user_embedding_adds_a_trained_vector_to_the_item_mean():
+    # u0: items 0, 1; u1: items 1, 2; u2: none (a cold-start edge from u0); u3: a member added after training.
+    train = np.array([[0, 0], [0, 1], [1, 1], [1, 2]])
+    data = IndexedData(np.array(["u0", "u1", "u2"]), np.array(["i0", "i1", "i2"]), train, EMPTY, EMPTY, EMPTY)
+    cold = {SIMILAR_USER: (torch.tensor([0]), torch.tensor([2]), torch.tensor([1.0]))}
+    model = PinSage(3, 3, dim=4, layers=1, num_neighbors=2, num_walks=4, user_embedding=True)
+    with torch.no_grad():
+        users, items = model.embed(build_graph(data, cold_edges=cold))
+    own = model.user_emb.weight.detach()
+    torch.testing.assert_close(users[0], items[[0, 1]].mean(0) + own[0])
+    torch.testing.assert_close(users[2], users[0])  # no items: its neighbour's vector, not its untrained own
+    grown = IndexedData(np.append(data.user_ids, "u3"), data.item_ids, np.vstack([train, [[3, 2]]]),
+                        EMPTY, EMPTY, EMPTY)
+    with torch.no_grad():
+        users, items = model.embed(build_graph(grown))
+    torch.testing.assert_close(users[3], items[2])  # added after training: the mean of its items alone
+    # training reads the user's own vector: the loss's gradient reaches it, and only the batch's users' rows
+    ranking, reg = model.batch_loss(build_graph(data), torch.tensor([0]), torch.tensor([0]), torch.tensor([[2]]))
+    (ranking + reg).backward()
+    grad = model.user_emb.weight.grad
+    assert grad[0].abs().sum() > 0 and grad[1:].abs().sum() == 0
+
+
 def test_sage_embeds_a_new_node_without_retraining(prepared):
     graph, data = prepared.graph, prepared.indexed
     model = GraphSAGE(graph.n_users, graph.n_items, dim=8, fanouts=(5, 5),

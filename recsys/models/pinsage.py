@@ -20,7 +20,10 @@ each convolution's output is, so the max-margin's margin keeps its scale.
 
 Layer 0 is a projection of item features (plus learned ID embeddings when there are none).
 Users get vectors from their items (the mean of their training items' final vectors), so scores
-stay dot products and the family fits the common interface. Neighbourhoods (one item -> item graph
+stay dot products and the family fits the common interface. With `user_embedding`, a learned vector
+per user is added to that mean, as MF's user factor (the NGCF paper's PinSage baseline also gives
+users ID embeddings): a member's taste beyond the average of what they touched, at the price of
+users being transductive (a member added after training has no such vector: the mean alone). Neighbourhoods (one item -> item graph
 per layer) are re-drawn at every epoch; DGL only draws them (on CPU). The layer maths is torch: a
 layer's pooling is one sparse product over its edge list (`Pooling`; graphrec's compiled CSR kernel
 on CPU, torch's product on another device), with no DGL message passing.
@@ -154,7 +157,7 @@ class PinSage(RecModel):
     def __init__(self, n_users: int, n_items: int, *, dim: int = 64, layers: int = 2, num_neighbors: int = 10,
                  num_walks: int = 50, restart_prob: float = 0.5, num_traversals: int = 3, margin: float = 0.5,
                  item_features: Optional[torch.Tensor] = None, seed: int = 0, pooling: str = "importance",
-                 user_items: int = 32, pairwise_loss: str = "hinge"):
+                 user_items: int = 32, pairwise_loss: str = "hinge", user_embedding: bool = False):
         super().__init__()
         if pooling not in POOLING:
             raise ValueError(f"unknown pooling {pooling!r}; choose one of {POOLING}")
@@ -170,6 +173,9 @@ class PinSage(RecModel):
         self.item_proj = nn.Linear(item_features.shape[1], dim) if item_features is not None else None
         self.item_emb = nn.Embedding(n_items, dim)
         nn.init.normal_(self.item_emb.weight, std=0.1)
+        self.user_emb = nn.Embedding(n_users, dim) if user_embedding else None
+        if self.user_emb is not None:
+            nn.init.normal_(self.user_emb.weight, std=0.1)
         self.convs = nn.ModuleList(WeightedPoolingConv(dim) for _ in range(layers))
         self.head = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, dim))
         self._neighbourhoods: Optional[list[dgl.DGLGraph]] = None
@@ -265,6 +271,11 @@ class PinSage(RecModel):
         sums, counts = self._user_sums(graph, items)
         users = sums / counts.clamp(min=1)
         empty = counts.squeeze(1) == 0
+        if self.user_emb is not None:  # only users with training items (their vectors trained); members
+            own = torch.zeros_like(users)  # added since training (rows past the table) have none
+            known = min(graph.n_users, self.n_users)
+            own[:known] = self.user_emb.weight[:known]
+            users = users + own * (~empty).unsqueeze(1)
         if empty.any():
             popular = sums.sum(0) / counts.sum().clamp(min=1)  # the item mean over all training pairs
             users[empty] = self._without_items(graph, users, ~empty, popular)[empty]
@@ -355,6 +366,10 @@ class PinSage(RecModel):
         counts = mask.sum(1, keepdim=True).clamp(min=1).to(p.dtype)
         u = torch.zeros(b, p.shape[1], dtype=p.dtype).index_add_(0, rows, h) / counts
         reg = 0.5 * (self.item_emb(pos).pow(2).sum() + self.item_emb(neg).pow(2).sum() / k) / len(users)
+        if self.user_emb is not None:
+            own = self.user_emb(users.long())
+            u = u + own
+            reg = reg + 0.5 * own.pow(2).sum() / len(users)
         return self.ranking_loss(u, p, n.reshape(b, k, -1)), reg
 
     def pairwise(self, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
