@@ -474,6 +474,18 @@ def probe_pairs(probes) -> dict[str, tuple[dict, dict]]:
     return out
 
 
+def probe_growth(probes) -> dict[str, list[tuple[int, int, float]]]:
+    """Per family probed in its default mode: (smaller, larger members, cost ratio of the projected
+    epoch against the interactions ratio) for each pair of consecutive sizes."""
+    out: dict[str, list] = {}
+    for family in sorted({r["family"] for r in probes if r.get("default_mode") and "error" not in r}):
+        at = sorted((r for r in probes if r["family"] == family and r.get("default_mode") and "error" not in r),
+                    key=lambda r: r["members"])
+        out[family] = [(a["members"], b["members"], _ratio(a, b, lambda r: r.get("projected_epoch_seconds")))
+                       for a, b in zip(at, at[1:])]
+    return out
+
+
 GOWALLA = {"gowalla_scalable_recall@20": ("lightgcn_gowalla_steps64", "recall@20"),
            "pinsage_gowalla_recall@20": ("pinsage_gowalla", "gowalla_recall@20")}
 
@@ -622,6 +634,9 @@ def report(name: str, rows: list[dict], threads: int, probes: list[dict] = ()) -
                      f"{v['exact_recall@20']} (best epoch {v['exact_best_epoch']}, train "
                      f"{_f(v['exact_train_seconds'])} s): "
                      f"{_f(v['recall_share'] and 100 * v['recall_share'])}% of the exact mode's (goal >= 98%)")
+    for family, steps in probe_growth(probes).items():
+        notes.append(f"- {family}, projected epoch from its default mode's probes, cost ratio between sizes: "
+                     + ", ".join(f"{a:,} -> {b:,} members {v}" for a, b, v in steps))
     for r in probes:
         if "error" not in r:
             mode = "per-batch mode (its default)" if r.get("default_mode") else "exact per-batch mode"

@@ -96,3 +96,5 @@ def test_a_per_batch_family_without_a_1m_flow_row_is_judged_on_its_probes():
     assert goal["goal"].startswith("sage:") and goal["figure"] == 1.2 and goal["held"]
     # lightgcn's probes are of its exact mode, not its default: they judge nothing
     assert rs.headline([], [], probes)["epoch_growth_vs_linear"] == {"sage (probes)": 1.2}
+    assert rs.probe_growth(probes + [probe("sage", 300_000, 3_000, 300.0)]) == {
+        "pinsage": [], "sage": [(100_000, 300_000, 1.429), (300_000, 1_000_000, 0.84)]}

@@ -21,11 +21,12 @@ each convolution's output is, so the max-margin's margin keeps its scale.
 Layer 0 is a projection of item features (plus learned ID embeddings when there are none).
 Users get vectors from their items (the mean of their training items' final vectors), so scores
 stay dot products and the family fits the common interface. With `user_embedding`, a learned vector
-per user is added to that mean, as MF's user factor (the NGCF paper's PinSage baseline also gives
-users ID embeddings): a member's taste beyond the average of what they touched, at the price of
-users being transductive (a member added after training has no such vector: the mean alone). Neighbourhoods (one item -> item graph
-per layer) are re-drawn at every epoch; DGL only draws them (on CPU). The layer maths is torch: a
-layer's pooling is one sparse product over its edge list (`Pooling`; graphrec's compiled CSR kernel
+per user is added to that mean, as MF's user factor: a member's taste beyond the average of what
+they touched, at the price of users being transductive (a member added after training has no such
+vector: the mean alone).
+
+Neighbourhoods (one item -> item graph per layer) are re-drawn at every epoch; DGL only draws them
+(on CPU). The layer maths is torch: a layer's pooling is one sparse product over its edge list (`Pooling`; graphrec's compiled CSR kernel
 on CPU, torch's product on another device), with no DGL message passing.
 
 Training is on mini-batches, as in the paper: a batch computes final vectors only for the items
