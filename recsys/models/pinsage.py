@@ -26,8 +26,9 @@ they touched, at the price of users being transductive (a member added after tra
 vector: the mean alone).
 
 Neighbourhoods (one item -> item graph per layer) are re-drawn at every epoch; DGL only draws them
-(on CPU). The layer maths is torch: a layer's pooling is one sparse product over its edge list (`Pooling`; graphrec's compiled CSR kernel
-on CPU, torch's product on another device), with no DGL message passing.
+(on CPU). The layer maths is torch: a layer's pooling is one sparse product over its edge list
+(`Pooling`; graphrec's compiled CSR kernel on CPU, torch's product on another device), with no DGL
+message passing.
 
 Training is on mini-batches, as in the paper: a batch computes final vectors only for the items
 its loss reads, namely its positives, its negatives and, for each user's vector, a sample of at
