@@ -76,6 +76,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 from bench.common import RESULTS, peak_rss_mb, write_results
@@ -333,7 +334,8 @@ def probe_exact(family: str, size: int, files: dict, counts: dict, args, work: P
     print(f"{family} {size:,} members: exact mode, {args.exact_steps} steps (log {log})", flush=True)
     code, seconds = run_bounded([sys.executable, "-m", "bench.retrain_scale", "--probe", str(folder / "spec.json")],
                                 log, args.timeout, child_env(args.threads))
-    row = {"family": family, "members": size, "interactions": counts["interactions"], "wall_seconds": round(seconds)}
+    row = {"family": family, "members": size, "interactions": counts["interactions"], "wall_seconds": round(seconds),
+           "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     out = Path(spec["out"])
     if code == 0 and out.is_file():
         row.update(json.loads(out.read_text()))
@@ -363,6 +365,7 @@ def measure(family: str, size: int, files: dict, counts: dict, settings: list[st
     code, seconds = run_bounded([sys.executable, "-m", "bench.retrain_scale", "--child", str(folder / "spec.json")],
                                 log, args.timeout, child_env(args.threads))
     row["wall_seconds"] = round(seconds, 1)
+    row["measured_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     out = Path(spec["out"])
     if code == 0 and out.is_file():
         row.update(json.loads(out.read_text()))
@@ -393,14 +396,19 @@ def cost_settings(row: dict) -> str:
 
 
 def comparable(rows: list[dict]) -> dict[tuple[str, str], dict[int, dict]]:
-    """(family, cost settings) -> members -> row; of several rows at one size, the one with the most
-    epochs (its seconds per epoch average more epochs); a failed row only where no other is."""
+    """(family, cost settings) -> members -> row; of several rows at one size, the latest
+    (`measured_at`; rows without one are older), then the one with the most epochs; a failed row only
+    where no other is. The latest, because this shared host's speed drifts by tens of percent
+    between sessions: sizes measured in one invocation compare; a size rerun alone replaces its
+    row, so rerun every size of a family together."""
+    def rank(r: dict) -> tuple:
+        return "error" not in r, r.get("measured_at", ""), r.get("epochs") or 0
+
     out: dict[tuple[str, str], dict[int, dict]] = {}
     for r in rows:
         sizes = out.setdefault((r["family"], cost_settings(r)), {})
         old = sizes.get(r["members"])
-        rank = ("error" not in r, r.get("epochs") or 0)
-        if old is None or rank > ("error" not in old, old.get("epochs") or 0):
+        if old is None or rank(r) > rank(old):
             sizes[r["members"]] = r
     return out
 

@@ -51,6 +51,16 @@ def test_an_epoch_budget_is_compared_for_cost_but_other_settings_are_not():
     assert [r[4] for r in table if r[1] == "1,000,000" and r[-1] == "train.epochs=10"] == ["1.20"]
 
 
+def test_the_latest_rows_of_a_size_are_compared():
+    old_small = row("lightgcn", 100_000, 1_000, 30.0, 600, settings=["train.epochs=10"])
+    old_small["epochs"] = 10  # more epochs, but measured before (the host was slower then)
+    small = {**row("lightgcn", 100_000, 1_000, 10.0, 600, settings=["train.epochs=2"]),
+             "measured_at": "2026-12-01T06:30:00+00:00"}
+    big = {**row("lightgcn", 1_000_000, 10_000, 110.0, 900, settings=["train.epochs=2"]),
+           "measured_at": "2026-12-01T06:40:00+00:00"}
+    assert rs.headline([old_small, small, big], [])["epoch_growth_vs_linear"] == {"lightgcn": 1.1}
+
+
 def test_the_bounded_mode_is_compared_with_the_exact_one_on_the_same_budget():
     bounded = row("lightgcn", 100_000, 1_000, 10.0, 600, settings=["train.epochs=10"])
     exact = row("lightgcn", 100_000, 1_000, 40.0, 2000, settings=["train.epochs=10", rs.EXACT])
