@@ -40,6 +40,8 @@ def test_an_epoch_budget_is_compared_for_cost_but_other_settings_are_not():
             row("lightgcn", 1_000_000, 10_000, 50.0, 900, settings=["train.max_steps_per_epoch=8"])]
     rows[1]["epochs"] = 10
     summary = rs.headline(rows, rs.ratios(rows))
+    short = row("lightgcn", 1_000_000, 10_000, 110.0, 500, settings=["train.epochs=2"])
+    assert rs.headline([short, *rows], [])["lightgcn_1m_settings"] == ["train.epochs=10"]  # the longest budget
     # the budgeted 1M row is the end-to-end figure and compares with the 100k row: 12x for 10x
     assert summary["lightgcn_1m_total_seconds"] == 3300 and summary["lightgcn_1m_settings"] == ["train.epochs=10"]
     assert summary["epoch_growth_vs_linear"] == {"lightgcn": 1.2}
