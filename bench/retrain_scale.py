@@ -143,6 +143,10 @@ def run_bounded(argv: list[str], log: Path, timeout: float, env: dict | None = N
     return code, time.perf_counter() - t0
 
 
+def _interrupted(signum, frame) -> None:
+    raise KeyboardInterrupt(f"stopped by signal {signum}")
+
+
 def _end_group(proc: subprocess.Popen) -> None:
     for sig, grace in ((signal.SIGTERM, 60), (signal.SIGKILL, 30)):
         try:
@@ -706,6 +710,8 @@ def main() -> None:
     if args.report:
         report(args.name, merged(args.name, []), args.threads, merged_probes(args.name, []))
         return
+    # `kill` (SIGTERM) as Ctrl-C: unwinds through run_bounded, which ends the running child's group
+    signal.signal(signal.SIGTERM, _interrupted)
     from recsys.config import load_config
 
     load_config(None, [*base_settings(args.threads), *args.set])  # a bad --set is refused before anything runs

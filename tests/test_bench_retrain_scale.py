@@ -110,3 +110,48 @@ def test_a_per_batch_family_without_a_1m_flow_row_is_judged_on_its_probes():
     assert rs.headline([], [], probes)["epoch_growth_vs_linear"] == {"sage (probes)": 1.2}
     assert rs.probe_growth(probes + [probe("sage", 300_000, 3_000, 300.0)]) == {
         "pinsage": [], "sage": [(100_000, 300_000, 1.429), (300_000, 1_000_000, 0.84)]}
+
+
+def test_a_terminated_bench_ends_its_child(tmp_path):
+    """SIGTERM to the bench (`kill`) ends the child it waits on, as Ctrl-C does."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    pid_file = tmp_path / "child.pid"
+    (tmp_path / "child.py").write_text(
+        f"import os, time\nopen({str(pid_file)!r}, 'w').write(str(os.getpid()))\ntime.sleep(600)\n")
+    (tmp_path / "runner.py").write_text(
+        "import signal, sys\nfrom pathlib import Path\nfrom bench import retrain_scale as rs\n"
+        "signal.signal(signal.SIGTERM, rs._interrupted)\n"
+        f"rs.run_bounded([sys.executable, {str(tmp_path / 'child.py')!r}], Path({str(tmp_path / 'c.log')!r}), 600)\n")
+    bench = subprocess.Popen([sys.executable, str(tmp_path / "runner.py")], cwd=rs.ROOT, start_new_session=True,
+                             env={**os.environ, "PYTHONPATH": str(rs.ROOT)})
+    child = None
+    try:
+        for _ in range(600):  # the child has started (bounded: 60 s)
+            if pid_file.is_file() and pid_file.read_text():
+                child = int(pid_file.read_text())
+                break
+            time.sleep(0.1)
+        assert child is not None, "the child never started"
+        bench.send_signal(signal.SIGTERM)
+        assert bench.wait(120) != 0
+        for _ in range(600):  # the child is gone (its group got SIGTERM; SIGKILL after 60 s)
+            try:
+                os.kill(child, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.1)
+        else:
+            raise AssertionError("the child outlived the bench")
+    finally:
+        if bench.poll() is None:
+            bench.kill()
+            bench.wait(30)
+        if child is not None:
+            try:
+                os.killpg(child, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
