@@ -115,9 +115,11 @@ class NetworkHeadResult:
 
 
 def friend_ranking(model: GraphMultiTask, tasks: NetworkTasks, split: str = "test", ks: Sequence[int] = (20,),
-                   chunk_size: int = 16) -> dict[str, float]:
+                   chunk_size: int = 16, max_users: Optional[int] = None, sample_seed: int = 0) -> dict[str, float]:
     """The friend-request head as a recommender: for each member with held-out friendships in
-    `split`, every other member is scored and ranked (training friendships and the member
+    `split` (a seeded sample of `max_users` of them, as eval.max_users does for the ranking
+    metrics: every member scores all n members through the head, so ranking them all would cost
+    n x n), every other member is scored and ranked (training friendships and the member
     themself masked); Recall/NDCG@K of the held-out friends."""
     from recsys.metrics import evaluate_scores
 
@@ -136,16 +138,18 @@ def friend_ranking(model: GraphMultiTask, tasks: NetworkTasks, split: str = "tes
         return model(x)[:, column].reshape(len(users), n)
 
     model.eval()
-    out = evaluate_scores(score, n, n, targets, seen, list(ks), chunk_size)
+    out = evaluate_scores(score, n, n, targets, seen, list(ks), chunk_size, max_users=max_users,
+                          sample_seed=sample_seed)
     model.train()
     return {k: v for k, v in out.items() if k.startswith(("recall", "ndcg"))}
 
 
 def fit_network_heads(tasks: NetworkTasks, bottom: nn.Module, graph, opts, seed: int = 0,
-                      callbacks: Sequence[Callback] = ()) -> NetworkHeadResult:
+                      callbacks: Sequence[Callback] = (), ranked_members: Optional[int] = None,
+                      ranking_seed: int = 0) -> NetworkHeadResult:
     """Train the configured head (recsys.families.MMoEOptions) on both tasks over a trained bottom.
     Single-task heads: one model per task (each sees only its task's rows; `callbacks` observe the
-    first)."""
+    first). The friend ranking ranks `ranked_members` members (seeded; all when None)."""
     from recsys.models.mmoe import build_head
 
     n_tasks = len(TASKS)
@@ -174,7 +178,8 @@ def fit_network_heads(tasks: NetworkTasks, bottom: nn.Module, graph, opts, seed:
                 for c, a in zip(cols, task_aucs(predict(model, r.x), r.y)):
                     aucs.setdefault(split, {})[TASKS[c]] = a
     gates = gate_utilisation(models[0], tasks.rows["test"].x)
-    ranking = friend_ranking(models[-1], tasks)  # single-task: the last model is the friend task's
+    ranking = friend_ranking(models[-1], tasks, max_users=ranked_members,  # single-task: the last model
+                             sample_seed=ranking_seed)  # is the friend task's
     return NetworkHeadResult(models[0], aucs, ranking, gates, history, best_epoch)
 
 
@@ -185,7 +190,7 @@ def train_family(prepared, cfg, bottom, callbacks, log=None):
 
     trained = train_ranking(prepared, cfg, bottom, callbacks, log)
     heads = fit_network_heads(prepared.tasks, bottom, prepared.graph, cfg.model.mmoe, cfg.train.seed,
-                              callbacks("head_"))
+                              callbacks("head_"), ranked_members=cfg.eval.max_users, ranking_seed=cfg.eval.seed)
     trained.heads, trained.best_epoch = heads, heads.best_epoch
     trained.score = float(np.mean(list(heads.aucs["valid"].values())))
     return trained

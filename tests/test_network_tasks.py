@@ -89,3 +89,33 @@ def test_friend_ranking_metrics_by_hand():
     out = friend_ranking(ByIndex(), tasks, ks=[1, 2])
     assert out["recall@1"] == pytest.approx(0.5) and out["recall@2"] == pytest.approx(1.0)
     assert out["ndcg@2"] == pytest.approx((1 + 1 / np.log2(3)) / 2)
+
+
+def test_friend_ranking_ranks_a_seeded_sample_of_members():
+    # Six members, held-out friendships for members 0-5 (pairs 0-1, 2-3, 4-5): max_users=2 scores
+    # 2 members against all 6 (12 head rows); the sample of all of them equals no sample.
+    import torch
+
+    from recsys.data.network_tasks import NetworkTasks
+    from recsys.data.tabular import Rows
+    from recsys.multitask import friend_ranking
+
+    class ByIndex(torch.nn.Module):
+        user_x = torch.zeros(6, 0)
+        head_tasks = 2
+        rows_scored = 0
+
+        def forward(self, rows):
+            ByIndex.rows_scored += len(rows)
+            return torch.stack([torch.zeros(len(rows)), rows[:, 1]], dim=1)
+
+    x = np.array([[0, 1, 1], [2, 3, 1], [4, 5, 1]], dtype=np.float32)
+    tasks = NetworkTasks({"test": Rows(x, np.array([[np.nan, 1.0]] * 3, dtype=np.float32))}, np.zeros((0, 2), int))
+    model = ByIndex()
+    full = friend_ranking(model, tasks, ks=[2])
+    assert ByIndex.rows_scored == 6 * 6
+    ByIndex.rows_scored = 0
+    assert friend_ranking(model, tasks, ks=[2], max_users=6) == full
+    ByIndex.rows_scored = 0
+    friend_ranking(model, tasks, ks=[2], max_users=2, sample_seed=3)
+    assert ByIndex.rows_scored == 2 * 6
