@@ -163,6 +163,10 @@ class MMoEOptions(Section):
     lr: float = Field(0.003, gt=0)
     batch_size: int = Field(256, ge=1)
     patience: int = Field(5, ge=1)
+    ranked_members: Optional[int] = Field(
+        2000, ge=1, description="friend ranking: members (a seeded sample, eval.seed) whose held-out friends are "
+                                "ranked; each scores every member through the head, so the cost is this x members; "
+                                "null: all of them")
     friend_negatives: int = Field(1, ge=1, description="random non-friends per friendship")
 
     @field_validator("task_weights")

@@ -117,9 +117,8 @@ class NetworkHeadResult:
 def friend_ranking(model: GraphMultiTask, tasks: NetworkTasks, split: str = "test", ks: Sequence[int] = (20,),
                    chunk_size: int = 16, max_users: Optional[int] = None, sample_seed: int = 0) -> dict[str, float]:
     """The friend-request head as a recommender: for each member with held-out friendships in
-    `split` (a seeded sample of `max_users` of them, as eval.max_users does for the ranking
-    metrics: every member scores all n members through the head, so ranking them all would cost
-    n x n), every other member is scored and ranked (training friendships and the member
+    `split` (a seeded sample of `max_users` of them: each scores all n members through the head,
+    so ranking them all would cost n x n), every other member is scored and ranked (training friendships and the member
     themself masked); Recall/NDCG@K of the held-out friends."""
     from recsys.metrics import evaluate_scores
 
@@ -190,7 +189,8 @@ def train_family(prepared, cfg, bottom, callbacks, log=None):
 
     trained = train_ranking(prepared, cfg, bottom, callbacks, log)
     heads = fit_network_heads(prepared.tasks, bottom, prepared.graph, cfg.model.mmoe, cfg.train.seed,
-                              callbacks("head_"), ranked_members=cfg.eval.max_users, ranking_seed=cfg.eval.seed)
+                              callbacks("head_"), ranked_members=cfg.model.mmoe.ranked_members,
+                              ranking_seed=cfg.eval.seed)
     trained.heads, trained.best_epoch = heads, heads.best_epoch
     trained.score = float(np.mean(list(heads.aucs["valid"].values())))
     return trained
