@@ -155,3 +155,12 @@ def test_a_terminated_bench_ends_its_child(tmp_path):
                 os.killpg(child, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+def test_the_epoch_growth_of_a_family_with_heads_is_its_worst_stage():
+    a, b = row("mmoe", 100_000, 1_000, 10.0, 100), row("mmoe", 300_000, 3_000, 30.0, 300)
+    a["stage_epoch_seconds"] = {"ranking": 10.0, "head": 20.0}
+    b["stage_epoch_seconds"] = {"ranking": 30.0, "head": 72.0}  # the heads grow 1.2x linear
+    assert rs.epoch_growth(a, b) == 1.2
+    (goal,) = [g for g in rs.goals([a, b]) if "seconds per epoch" in g["goal"]]
+    assert goal["figure"] == 1.2 and goal["held"]
