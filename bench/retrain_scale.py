@@ -53,7 +53,7 @@ family).
     # what the exact per-batch mode (batches of train.batch_size) costs: 20 steps per size, scaled to an epoch
     ./dev.sh python -m bench.retrain_scale --work ~/graphrec-scale --exact-steps 20
     # GraphSAGE and PinSage, whose default is the per-batch mode: 300 steps per size, scaled to an epoch
-    # (their epoch growth where no 1M flow row exists: a PinSage epoch at 1M members is about 40 min)
+    # (their epoch growth where no 1M flow row exists: a PinSage epoch at 1M members is about 68 min)
     OMP_WAIT_POLICY=PASSIVE ./dev.sh python -m bench.retrain_scale --work ~/graphrec-scale \\
         --sizes 100000 1000000 --families sage pinsage --exact-steps 300
     # a quick check on small sizes
@@ -473,7 +473,7 @@ def goals(rows: list[dict], probes: list[dict] = ()) -> list[dict]:
         found.append({"goal": f"{family}: seconds per epoch {lo:,} -> {hi:,} members within {GOAL_RATIO}x linear",
                       "settings": settings, "figure": ratio, "held": ratio is not None and ratio <= GOAL_RATIO})
     for family, (a, b) in probe_pairs(probes).items():
-        ratio = _ratio(a, b, lambda r: r.get("projected_epoch_seconds"))
+        ratio = probe_ratio(a, b)
         found.append({"goal": f"{family}: seconds per epoch {a['members']:,} -> {b['members']:,} members within "
                               f"{GOAL_RATIO}x linear, projected from {a['steps_measured']}-step probes of its "
                               "default mode", "settings": "", "figure": ratio,
@@ -481,28 +481,35 @@ def goals(rows: list[dict], probes: list[dict] = ()) -> list[dict]:
     return found
 
 
+def default_probes(probes) -> dict[str, dict[int, dict]]:
+    """family -> members -> probe, for the probes of a family's default mode (sage, pinsage)."""
+    out: dict[str, dict[int, dict]] = {}
+    for r in probes:
+        if r.get("default_mode") and "error" not in r:
+            out.setdefault(r["family"], {})[r["members"]] = r
+    return out
+
+
+def probe_ratio(a: dict, b: dict) -> float | None:
+    return _ratio(a, b, lambda r: r.get("projected_epoch_seconds"))
+
+
 def probe_pairs(probes) -> dict[str, tuple[dict, dict]]:
     """Families whose default is the per-batch mode, probed at both of the goal's sizes: their step
     cost scaled to an epoch stands for the epoch where no flow run measured one at the larger size
-    (a whole epoch of PinSage at 1M members is about 40 min on 2 cores)."""
-    out = {}
-    for family, (lo, hi) in GOAL_SIZES.items():
-        at = {r["members"]: r for r in probes if r["family"] == family and r.get("default_mode")
-              and "error" not in r}
-        if lo in at and hi in at:
-            out[family] = (at[lo], at[hi])
-    return out
+    (a whole epoch of PinSage at 1M members is about 68 min on 2 cores)."""
+    at = default_probes(probes)
+    return {family: (at[family][lo], at[family][hi]) for family, (lo, hi) in GOAL_SIZES.items()
+            if lo in at.get(family, {}) and hi in at.get(family, {})}
 
 
 def probe_growth(probes) -> dict[str, list[tuple[int, int, float]]]:
     """Per family probed in its default mode: (smaller, larger members, cost ratio of the projected
     epoch against the interactions ratio) for each pair of consecutive sizes."""
-    out: dict[str, list] = {}
-    for family in sorted({r["family"] for r in probes if r.get("default_mode") and "error" not in r}):
-        at = sorted((r for r in probes if r["family"] == family and r.get("default_mode") and "error" not in r),
-                    key=lambda r: r["members"])
-        out[family] = [(a["members"], b["members"], _ratio(a, b, lambda r: r.get("projected_epoch_seconds")))
-                       for a, b in zip(at, at[1:])]
+    out = {}
+    for family, sizes in sorted(default_probes(probes).items()):
+        at = [sizes[m] for m in sorted(sizes)]
+        out[family] = [(a["members"], b["members"], probe_ratio(a, b)) for a, b in zip(at, at[1:])]
     return out
 
 
@@ -552,7 +559,7 @@ def headline(rows: list[dict], ratio_rows: list[dict], probes: list[dict] = ()) 
             if (ratio := epoch_growth(a, b)) is not None:
                 growth[f"{family} {settings}".strip()] = ratio
     for family, (a, b) in probe_pairs(probes).items():
-        if (ratio := _ratio(a, b, lambda r: r.get("projected_epoch_seconds"))) is not None:
+        if (ratio := probe_ratio(a, b)) is not None:
             growth.setdefault(f"{family} (probes)", ratio)
     out["epoch_growth_vs_linear"] = growth
     out["worst_epoch_growth_vs_linear"] = max(growth.values()) if growth else None
