@@ -117,9 +117,10 @@ class NetworkHeadResult:
 def friend_ranking(model: GraphMultiTask, tasks: NetworkTasks, split: str = "test", ks: Sequence[int] = (20,),
                    chunk_size: int = 16, max_users: Optional[int] = None, sample_seed: int = 0) -> dict[str, float]:
     """The friend-request head as a recommender: for each member with held-out friendships in
-    `split` (a seeded sample of `max_users` of them: each scores all n members through the head,
-    so ranking them all would cost n x n), every other member is scored and ranked (training friendships and the member
-    themself masked); Recall/NDCG@K of the held-out friends."""
+    `split`, every other member is scored and ranked (training friendships and the member
+    themself masked); Recall/NDCG@K of the held-out friends. Each ranked member scores all n
+    members through the head, so `max_users` (a sample drawn with `sample_seed`) keeps the cost
+    linear in n; None ranks them all (n x n)."""
     from recsys.metrics import evaluate_scores
 
     n = model.user_x.shape[0]
@@ -177,8 +178,8 @@ def fit_network_heads(tasks: NetworkTasks, bottom: nn.Module, graph, opts, seed:
                 for c, a in zip(cols, task_aucs(predict(model, r.x), r.y)):
                     aucs.setdefault(split, {})[TASKS[c]] = a
     gates = gate_utilisation(models[0], tasks.rows["test"].x)
-    ranking = friend_ranking(models[-1], tasks, max_users=ranked_members,  # single-task: the last model
-                             sample_seed=ranking_seed)  # is the friend task's
+    # single-task heads: the last model is the friend task's
+    ranking = friend_ranking(models[-1], tasks, max_users=ranked_members, sample_seed=ranking_seed)
     return NetworkHeadResult(models[0], aucs, ranking, gates, history, best_epoch)
 
 
