@@ -275,22 +275,24 @@ def child_main(spec_path: Path) -> None:
 
 
 def probe_main(spec_path: Path) -> None:
-    """The per-batch mode (train.max_steps_per_epoch=null, batches of train.batch_size) for a
-    bounded number of optimiser steps on this size's data: the seconds of each step (negative
-    sampling included), scaled to a whole epoch as the first interval (the epoch's start, where
-    PinSage draws its neighbourhoods, and the first step) plus the median step for each of the
-    others. For LightGCN, GCN and MF this is the exact mode, not their default; for GraphSAGE and
-    PinSage it is their default (`default_mode`). Figures to spec["out"]."""
+    """A bounded number of optimiser steps on this size's data, in spec["mode"]: "per-batch"
+    (train.max_steps_per_epoch=null, batches of train.batch_size: the exact mode of LightGCN, GCN
+    and MF) or "configured" (the run's own train.max_steps_per_epoch, by default `auto`: the mode a
+    run of the family trains in). The seconds of each step (negative sampling included) are scaled
+    to a whole epoch as the first interval (the epoch's start, where PinSage draws its
+    neighbourhoods, and the first step) plus the median step for each of the others. Figures,
+    with the mode the steps ran in ("bounded" or "per-batch"), to spec["out"]."""
     import numpy as np
 
-    from recsys.config import TrainConfig, load_config
+    from recsys.config import load_config
     from recsys.data.loaders import load_data
     from recsys.models import build_model
     from recsys.prepare import prepare
     from recsys.train import StopTraining, batch_plan, fit, steps_bound
 
     spec = json.loads(spec_path.read_text())
-    cfg = load_config(None, spec["overrides"] + ["train.max_steps_per_epoch=null", "train.epochs=1"])
+    forced = ["train.max_steps_per_epoch=null"] if spec.get("mode", "per-batch") == "per-batch" else []
+    cfg = load_config(None, spec["overrides"] + forced + ["train.epochs=1"])
     t0 = time.perf_counter()
     prepared = prepare(load_data(cfg.data), cfg)
     prepare_seconds = time.perf_counter() - t0
@@ -311,31 +313,32 @@ def probe_main(spec_path: Path) -> None:
 
     fit(model, prepared.graph, prepared.indexed, cfg.train, cfg.eval, callbacks=[Clock()])
     each = np.diff(marks)
-    batch, _ = batch_plan(cfg.train, len(prepared.indexed.train))
+    whole_graph = getattr(model, "whole_graph_step", True)
+    batch, _ = batch_plan(cfg.train, len(prepared.indexed.train), whole_graph)
     per_epoch = -(-len(prepared.indexed.train) // batch)
     step_seconds = float(np.median(each[1:] if len(each) > 1 else each))  # the first step warms caches
-    whole_graph = getattr(model, "whole_graph_step", True)
     Path(spec["out"]).write_text(json.dumps({
         "steps_measured": len(each), "batch_size": batch, "step_seconds_median": round(step_seconds, 4),
         "step_seconds": [round(float(x), 4) for x in each], "steps_per_epoch": per_epoch,
         "first_step_seconds": round(float(each[0]), 4),
         "projected_epoch_seconds": round(float(each[0]) + step_seconds * (per_epoch - 1), 1),
-        "default_mode": steps_bound(TrainConfig(), whole_graph) is None,
+        "mode": "per-batch" if steps_bound(cfg.train, whole_graph) is None else "bounded",
         "train_interactions": len(prepared.indexed.train), "prepare_seconds": round(prepare_seconds, 1),
         "peak_rss_mb": round(peak_rss_mb())}))
 
 
-def probe_exact(family: str, size: int, files: dict, counts: dict, args, work: Path) -> dict:
-    """A child running probe_main; a row for results["exact_probe"]."""
-    folder = work / "runs" / f"exact-{family}-{size}-{args.exact_steps}"
+def probe(family: str, size: int, files: dict, counts: dict, args, work: Path) -> dict:
+    """A child running probe_main in args.probe_mode; a row for results["exact_probe"]."""
+    folder = work / "runs" / f"probe-{args.probe_mode}-{family}-{size}-{args.probe_steps}"
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     spec = {"overrides": [f"stores.root={folder / 'store'}", *(f"data.{k}={v}" for k, v in files.items()),
-                          *base_settings(args.threads), f"model.family={family}", *args.set],
-            "steps": args.exact_steps, "out": str(folder / "figures.json")}
+                          *base_settings(args.threads), f"stores.text_cache_dir={work / 'text_cache'}",
+                          f"model.family={family}", *args.set],
+            "steps": args.probe_steps, "mode": args.probe_mode, "out": str(folder / "figures.json")}
     (folder / "spec.json").write_text(json.dumps(spec, indent=1))
     log = folder / "child.log"
-    print(f"{family} {size:,} members: exact mode, {args.exact_steps} steps (log {log})", flush=True)
+    print(f"{family} {size:,} members: {args.probe_steps} steps, {args.probe_mode} mode (log {log})", flush=True)
     code, seconds = run_bounded([sys.executable, "-m", "bench.retrain_scale", "--probe", str(folder / "spec.json")],
                                 log, args.timeout, child_env(args.threads))
     row = {"family": family, "members": size, "interactions": counts["interactions"], "wall_seconds": round(seconds),
@@ -344,7 +347,7 @@ def probe_exact(family: str, size: int, files: dict, counts: dict, args, work: P
     if code == 0 and out.is_file():
         row.update(json.loads(out.read_text()))
         print(f"  {row['step_seconds_median']} s/step x {row['steps_per_epoch']} steps = "
-              f"{row['projected_epoch_seconds']} s per exact epoch", flush=True)
+              f"{row['projected_epoch_seconds']} s per {row['mode']} epoch", flush=True)
     else:
         row["error"] = failure(code, args.timeout, log)
         print(f"  FAILED: {row['error'][:2000]}", flush=True)
@@ -357,7 +360,8 @@ def measure(family: str, size: int, files: dict, counts: dict, settings: list[st
     folder.mkdir(parents=True)
     store = folder / "store"
     overrides = [f"stores.root={store}", *(f"data.{k}={v}" for k, v in files.items()),
-                 *base_settings(args.threads), f"model.family={family}", *args.set]
+                 *base_settings(args.threads), f"stores.text_cache_dir={work / 'text_cache'}",
+                          f"model.family={family}", *args.set]
     if args.epochs is not None:
         overrides.append(f"train.epochs={args.epochs}")
     spec = {"store": str(store), "overrides": overrides, "out": str(folder / "figures.json")}
@@ -481,11 +485,27 @@ def goals(rows: list[dict], probes: list[dict] = ()) -> list[dict]:
     return found
 
 
+def family_mode(family: str) -> str:
+    """The mode a run of the family trains in by default: "bounded" (train.max_steps_per_epoch=auto
+    bounds its steps) or "per-batch"."""
+    from recsys.config import TrainConfig
+    from recsys.families import FAMILIES, load
+    from recsys.train import steps_bound
+
+    model = FAMILIES[family].model
+    whole_graph = getattr(load(model), "whole_graph_step", True) if model else True
+    return "per-batch" if steps_bound(TrainConfig(), whole_graph) is None else "bounded"
+
+
+def probe_mode(r: dict) -> str:
+    return r.get("mode", "per-batch")  # probes from before the mode was recorded were all per-batch
+
+
 def default_probes(probes) -> dict[str, dict[int, dict]]:
-    """family -> members -> probe, for the probes of a family's default mode (sage, pinsage)."""
+    """family -> members -> the latest probe of the family's default mode (family_mode)."""
     out: dict[str, dict[int, dict]] = {}
-    for r in probes:
-        if r.get("default_mode") and "error" not in r:
+    for r in sorted(probes, key=lambda r: r.get("measured_at", "")):
+        if "error" not in r and probe_mode(r) == family_mode(r["family"]):
             out.setdefault(r["family"], {})[r["members"]] = r
     return out
 
@@ -495,9 +515,9 @@ def probe_ratio(a: dict, b: dict) -> float | None:
 
 
 def probe_pairs(probes) -> dict[str, tuple[dict, dict]]:
-    """Families whose default is the per-batch mode, probed at both of the goal's sizes: their step
-    cost scaled to an epoch stands for the epoch where no flow run measured one at the larger size
-    (a whole epoch of PinSage at 1M members is about 68 min on 2 cores)."""
+    """Families probed in their default mode at both of the goal's sizes: their step cost scaled to
+    an epoch stands for the epoch where no flow run measured one at the larger size (a whole
+    per-batch epoch of PinSage at 1M members is about 68 min on 2 cores)."""
     at = default_probes(probes)
     return {family: (at[family][lo], at[family][hi]) for family, (lo, hi) in GOAL_SIZES.items()
             if lo in at.get(family, {}) and hi in at.get(family, {})}
@@ -666,7 +686,7 @@ def report(name: str, rows: list[dict], threads: int, probes: list[dict] = ()) -
                      + ", ".join(f"{a:,} -> {b:,} members {v}" for a, b, v in steps))
     for r in probes:
         if "error" not in r:
-            mode = "per-batch mode (its default)" if r.get("default_mode") else "exact per-batch mode"
+            mode = f"{probe_mode(r)} mode" + (" (its default)" if probe_mode(r) == family_mode(r["family"]) else "")
             notes.append(f"- {mode}, {r['family']} at {r['members']:,} members: {r['steps_measured']} "
                          f"steps of {r['batch_size']:,} pairs measured, median {r['step_seconds_median']} s/step x "
                          f"{r['steps_per_epoch']:,} steps = {r['projected_epoch_seconds']:,} s per epoch (projected)")
@@ -679,8 +699,8 @@ def report(name: str, rows: list[dict], threads: int, probes: list[dict] = ()) -
 def merged_probes(name: str, new: list[dict]) -> list[dict]:
     path = RESULTS / f"{name}.json"
     old = json.loads(path.read_text()).get("exact_probe", []) if path.is_file() else []
-    keys = {(r["family"], r["members"]) for r in new}
-    return [r for r in old if (r["family"], r["members"]) not in keys] + new
+    keys = {(r["family"], r["members"], probe_mode(r)) for r in new}
+    return [r for r in old if (r["family"], r["members"], probe_mode(r)) not in keys] + new
 
 
 def merged(name: str, new: list[dict]) -> list[dict]:
@@ -706,10 +726,12 @@ def main() -> None:
     p.add_argument("--work", type=Path, default=None, help="folder for the files, stores and logs (kept)")
     p.add_argument("--keep-stores", action="store_true", help="keep each run's MLflow store and snapshots")
     p.add_argument("--name", default="retrain_scale", help="results name under bench/results (default: %(default)s)")
-    p.add_argument("--exact-steps", type=int, default=0, metavar="N",
-                   help="instead of the flow: N steps of the per-batch mode per family and size (the exact "
-                        "mode of lightgcn, gcn, mf; the default of sage, pinsage), scaled to an epoch (results "
+    p.add_argument("--probe-steps", "--exact-steps", type=int, default=0, metavar="N", dest="probe_steps",
+                   help="instead of the flow: N optimiser steps per family and size, scaled to an epoch (results "
                         "key exact_probe)")
+    p.add_argument("--probe-mode", choices=["per-batch", "configured"], default="per-batch",
+                   help="the probes' mode: per-batch (batches of train.batch_size: the exact mode) or configured "
+                        "(train.max_steps_per_epoch as the run sets it: the family's default unless --set)")
     p.add_argument("--report", action="store_true",
                    help="run nothing: rewrite the results' tables, goals and plot from its JSON rows")
     p.add_argument("--child", type=Path, help=argparse.SUPPRESS)
@@ -748,8 +770,8 @@ def main() -> None:
                 report(args.name, merged(args.name, rows), args.threads, merged_probes(args.name, probes))
                 continue
             for family in args.families:
-                if args.exact_steps:
-                    probes.append(probe_exact(family, size, files, counts, args, work))
+                if args.probe_steps:
+                    probes.append(probe(family, size, files, counts, args, work))
                 else:
                     rows.append(measure(family, size, files, counts, settings, args, work))
                 report(args.name, merged(args.name, rows), args.threads,

@@ -135,6 +135,9 @@ class StoresConfig(Section):
     registered_model: str = Field("graphrec-recommender", description="letters, digits, '.', '_', '-'")
     snapshots: Optional[Path] = Field(None, description="default: root/snapshots")
     optuna_storage: Optional[str] = Field(None, description="an SQLAlchemy URL; default: sqlite under root")
+    text_cache_dir: Optional[Path] = Field(
+        None, description="sentence vectors of texts already encoded, by content; default: root/text_cache. Stores "
+                          "may share one (writes replace its one file whole)")
 
     @field_validator("registered_model")
     @classmethod
@@ -184,7 +187,7 @@ class StoresConfig(Section):
         return self.artifact_location or (self.root / "artifacts").resolve().as_uri()
 
     def text_cache(self) -> Path:
-        return (self.root / "text_cache").resolve()
+        return (self.text_cache_dir or self.root / "text_cache").resolve()
 
     def resolved_optuna_storage(self) -> str:
         if self.optuna_storage:

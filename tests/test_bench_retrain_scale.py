@@ -96,14 +96,16 @@ def test_a_child_past_its_bound_is_stopped(tmp_path):
     assert rs.failure(code, 30, tmp_path / "k.log").startswith("killed by SIGKILL (out of memory?)")
 
 
-def test_a_per_batch_family_without_a_1m_flow_row_is_judged_on_its_probes():
-    def probe(family, members, interactions, projected, default_mode=True):
+def test_a_family_without_a_1m_flow_row_is_judged_on_the_probes_of_its_default_mode():
+    def probe(family, members, interactions, projected, mode="per-batch", at="2026-12-01T08:00:00+00:00"):
         return {"family": family, "members": members, "interactions": interactions, "steps_measured": 300,
-                "projected_epoch_seconds": projected, "default_mode": default_mode}
+                "projected_epoch_seconds": projected, "mode": mode, "measured_at": at}
 
+    assert rs.family_mode("lightgcn") == "bounded" and rs.family_mode("sage") == "per-batch"
     probes = [probe("sage", 100_000, 1_000, 70.0), probe("sage", 1_000_000, 10_000, 840.0),
+              probe("sage", 1_000_000, 10_000, 9_000.0, at="2026-11-30T08:00:00+00:00"),  # older: replaced
               probe("pinsage", 100_000, 1_000, 200.0),  # no 1M probe: no goal
-              probe("lightgcn", 100_000, 1_000, 400.0, False), probe("lightgcn", 1_000_000, 10_000, 20_000.0, False)]
+              probe("lightgcn", 100_000, 1_000, 400.0), probe("lightgcn", 1_000_000, 10_000, 20_000.0)]
     (goal,) = [g for g in rs.goals([], probes) if "probes" in g["goal"]]
     assert goal["goal"].startswith("sage:") and goal["figure"] == 1.2 and goal["held"]
     # lightgcn's probes are of its exact mode, not its default: they judge nothing

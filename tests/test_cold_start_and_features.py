@@ -90,3 +90,9 @@ def test_text_encoder_is_real_offline_and_cached(tmp_path):
     second = TextEncoder(tmp_path)
     np.testing.assert_allclose(second.encode(texts[::-1]), v[::-1], atol=1e-6)
     assert second.encoded_count == 0
+    # two stores sharing a cache folder (stores.text_cache_dir) read each other's texts
+    from recsys.config_ops import StoresConfig
+
+    shared = [StoresConfig(root=tmp_path / name, text_cache_dir=tmp_path) for name in ("a", "b")]
+    assert {s.text_cache() for s in shared} == {tmp_path.resolve()}
+    assert StoresConfig(root=tmp_path / "a").text_cache() == (tmp_path / "a" / "text_cache").resolve()
