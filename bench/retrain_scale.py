@@ -51,17 +51,22 @@ family).
     ./dev.sh python -m bench.retrain_scale --work ~/graphrec-scale --sizes 100000 --epochs 10 \\
         --set train.max_steps_per_epoch=null
     # what the exact per-batch mode (batches of train.batch_size) costs: 20 steps per size, scaled to an epoch
-    ./dev.sh python -m bench.retrain_scale --work ~/graphrec-scale --exact-steps 20
-    # GraphSAGE and PinSage, whose default is the per-batch mode: 300 steps per size, scaled to an epoch
-    # (their epoch growth where no 1M flow row exists: a PinSage epoch at 1M members is about 68 min)
+    ./dev.sh python -m bench.retrain_scale --work ~/graphrec-scale --probe-steps 20
+    # a family's default mode, probed where a whole epoch at 1M members is long: 8 steps per size
     OMP_WAIT_POLICY=PASSIVE ./dev.sh python -m bench.retrain_scale --work ~/graphrec-scale \\
-        --sizes 100000 1000000 --families sage pinsage --exact-steps 300
+        --sizes 100000 1000000 --families sage pinsage --probe-steps 8 --probe-mode configured
     # a quick check on small sizes
     ./dev.sh python -m bench.retrain_scale --sizes 5000 10000 --families lightgcn mf --epochs 2 \\
         --name retrain_scale_smoke
 
 --work keeps the generated files (reused when their network settings match) and each run's store
-and log; without it a temporary folder is used and removed. OMP_WAIT_POLICY=PASSIVE (set for the
+and log; without it a temporary folder is used and removed. The runs share one text cache under it
+(stores.text_cache_dir), so texts are encoded once per work folder: the first run that reads them
+carries the encoding in its text_encoding_seconds.
+
+Probes (--probe-steps N, results key exact_probe) run N optimiser steps of one mode on a size's data
+instead of the flow and scale them to an epoch; a probe of the family's default mode stands for its
+epoch in the growth goal where no flow row exists at the larger size. OMP_WAIT_POLICY=PASSIVE (set for the
 children unless given) stops torch's idle OpenMP threads from spinning on 2 shared cores.
 """
 from __future__ import annotations
@@ -311,20 +316,59 @@ def probe_main(spec_path: Path) -> None:
         def on_epoch_end(self, epoch, logs):
             pass
 
-    fit(model, prepared.graph, prepared.indexed, cfg.train, cfg.eval, callbacks=[Clock()])
+    if cfg.model.family in STAGE_PROBES:
+        batch, per_epoch, mode = probe_prefix(cfg, prepared, model, Clock())
+    else:
+        fit(model, prepared.graph, prepared.indexed, cfg.train, cfg.eval, callbacks=[Clock()])
+        whole_graph = getattr(model, "whole_graph_step", True)
+        batch, _ = batch_plan(cfg.train, len(prepared.indexed.train), whole_graph)
+        per_epoch = -(-len(prepared.indexed.train) // batch)
+        mode = "per-batch" if steps_bound(cfg.train, whole_graph) is None else "bounded"
     each = np.diff(marks)
-    whole_graph = getattr(model, "whole_graph_step", True)
-    batch, _ = batch_plan(cfg.train, len(prepared.indexed.train), whole_graph)
-    per_epoch = -(-len(prepared.indexed.train) // batch)
     step_seconds = float(np.median(each[1:] if len(each) > 1 else each))  # the first step warms caches
     Path(spec["out"]).write_text(json.dumps({
         "steps_measured": len(each), "batch_size": batch, "step_seconds_median": round(step_seconds, 4),
         "step_seconds": [round(float(x), 4) for x in each], "steps_per_epoch": per_epoch,
         "first_step_seconds": round(float(each[0]), 4),
         "projected_epoch_seconds": round(float(each[0]) + step_seconds * (per_epoch - 1), 1),
-        "mode": "per-batch" if steps_bound(cfg.train, whole_graph) is None else "bounded",
+        "mode": mode,
         "train_interactions": len(prepared.indexed.train), "prepare_seconds": round(prepare_seconds, 1),
         "peak_rss_mb": round(peak_rss_mb())}))
+
+
+STAGE_PROBES = {"llm": "prefix"}  # families probed in a stage of their own, not the ranking loop
+
+
+def probe_prefix(cfg, prepared, bottom, clock) -> tuple[int, int, str]:
+    """The llm family's prefix stage (recsys.models.llm.fit_prefix, the flow's settings) until
+    `clock` stops it: (members per step, steps per epoch, "prefix"). Its inputs are of the flow's
+    shapes, but the bottom GNN is untrained and the jobs' vectors are random unit vectors of the
+    text encoder's width: a step's cost does not depend on their values, and encoding 200k job texts
+    (about 25 min on 2 cores, text_encoding_seconds in the flow's rows) is not the stage's."""
+    import numpy as np
+    import torch
+
+    from recsys.models.llm import PrefixEncoder, fit_prefix, profile_texts
+    from recsys.text import DIM
+    from recsys.train import StopTraining
+
+    opts, seed = cfg.model.llm, cfg.train.seed
+    bottom.eval()
+    with torch.no_grad():
+        gnn_users, _ = bottom.embed(prepared.graph)
+    gen = torch.Generator().manual_seed(seed)
+    jobs = torch.nn.functional.normalize(torch.randn(prepared.indexed.n_items, DIM, generator=gen), dim=1)
+    torch.manual_seed(seed)
+    model = PrefixEncoder(gnn_users.shape[1], opts.prefix_tokens, opts.max_tokens)
+    try:
+        fit_prefix(model, gnn_users, profile_texts(prepared.data.users), jobs, prepared.indexed.train, 1, opts.lr,
+                   opts.batch_size, opts.temperature, opts.negatives, seed, callbacks=[clock],
+                   members_per_epoch=opts.members_per_epoch)
+    except StopTraining:
+        pass
+    members = len(np.unique(prepared.indexed.train[:, 0]))
+    read = members if opts.members_per_epoch is None else min(members, opts.members_per_epoch)
+    return opts.batch_size, -(-read // opts.batch_size), STAGE_PROBES[cfg.model.family]
 
 
 def probe(family: str, size: int, files: dict, counts: dict, args, work: Path) -> dict:
@@ -492,6 +536,8 @@ def family_mode(family: str) -> str:
     from recsys.families import FAMILIES, load
     from recsys.train import steps_bound
 
+    if family in STAGE_PROBES:
+        return STAGE_PROBES[family]
     model = FAMILIES[family].model
     whole_graph = getattr(load(model), "whole_graph_step", True) if model else True
     return "per-batch" if steps_bound(TrainConfig(), whole_graph) is None else "bounded"
@@ -688,7 +734,7 @@ def report(name: str, rows: list[dict], threads: int, probes: list[dict] = ()) -
         if "error" not in r:
             mode = f"{probe_mode(r)} mode" + (" (its default)" if probe_mode(r) == family_mode(r["family"]) else "")
             notes.append(f"- {mode}, {r['family']} at {r['members']:,} members: {r['steps_measured']} "
-                         f"steps of {r['batch_size']:,} pairs measured, median {r['step_seconds_median']} s/step x "
+                         f"steps of {r['batch_size']:,} {'members' if r['family'] in STAGE_PROBES else 'pairs'} measured, median {r['step_seconds_median']} s/step x "
                          f"{r['steps_per_epoch']:,} steps = {r['projected_epoch_seconds']:,} s per epoch (projected)")
     return write_results(name, {"network": NETWORK, "rows": rows, "ratios": ratio_rows, "goals": goal_rows,
                                 "plot": png.name, "exact_probe": list(probes), **headline(rows, ratio_rows, probes)},
