@@ -102,6 +102,7 @@ def test_a_family_without_a_1m_flow_row_is_judged_on_the_probes_of_its_default_m
                 "projected_epoch_seconds": projected, "mode": mode, "measured_at": at}
 
     assert rs.family_mode("lightgcn") == "bounded" and rs.family_mode("sage") == "per-batch"
+    assert rs.family_mode("llm") == "prefix"  # its probes time the prefix stage
     probes = [probe("sage", 100_000, 1_000, 70.0), probe("sage", 1_000_000, 10_000, 840.0),
               probe("sage", 1_000_000, 10_000, 9_000.0, at="2026-11-30T08:00:00+00:00"),  # older: replaced
               probe("pinsage", 100_000, 1_000, 200.0),  # no 1M probe: no goal
