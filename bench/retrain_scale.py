@@ -106,6 +106,20 @@ def base_settings(threads: int) -> list[str]:
             f"train.threads={threads}", f"refresh.threads={threads}", "train.progress=false"]
 
 
+def run_overrides(store: Path, files: dict, family: str, args, work: Path) -> list[str]:
+    """A child's configuration: its own store, the size's files, the bench's settings, the work
+    folder's shared text cache, the family, then --set."""
+    return [f"stores.root={store}", *(f"data.{k}={v}" for k, v in files.items()), *base_settings(args.threads),
+            f"stores.text_cache_dir={work / 'text_cache'}", f"model.family={family}", *args.set]
+
+
+def step_mode(train_cfg, whole_graph: bool) -> str:
+    """"bounded" where train.max_steps_per_epoch bounds the family's steps, else "per-batch"."""
+    from recsys.train import steps_bound
+
+    return "per-batch" if steps_bound(train_cfg, whole_graph) is None else "bounded"
+
+
 def bench_settings(args) -> list[str]:
     """What distinguishes one measurement of a family and size from another: --epochs, --set, and
     any change of the threads."""
@@ -293,7 +307,7 @@ def probe_main(spec_path: Path) -> None:
     from recsys.data.loaders import load_data
     from recsys.models import build_model
     from recsys.prepare import prepare
-    from recsys.train import StopTraining, batch_plan, fit, steps_bound
+    from recsys.train import StopTraining, batch_plan, fit
 
     spec = json.loads(spec_path.read_text())
     forced = ["train.max_steps_per_epoch=null"] if spec.get("mode", "per-batch") == "per-batch" else []
@@ -323,7 +337,7 @@ def probe_main(spec_path: Path) -> None:
         whole_graph = getattr(model, "whole_graph_step", True)
         batch, _ = batch_plan(cfg.train, len(prepared.indexed.train), whole_graph)
         per_epoch = -(-len(prepared.indexed.train) // batch)
-        mode = "per-batch" if steps_bound(cfg.train, whole_graph) is None else "bounded"
+        mode = step_mode(cfg.train, whole_graph)
     each = np.diff(marks)
     step_seconds = float(np.median(each[1:] if len(each) > 1 else each))  # the first step warms caches
     Path(spec["out"]).write_text(json.dumps({
@@ -376,10 +390,8 @@ def probe(family: str, size: int, files: dict, counts: dict, args, work: Path) -
     folder = work / "runs" / f"probe-{args.probe_mode}-{family}-{size}-{args.probe_steps}"
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
-    spec = {"overrides": [f"stores.root={folder / 'store'}", *(f"data.{k}={v}" for k, v in files.items()),
-                          *base_settings(args.threads), f"stores.text_cache_dir={work / 'text_cache'}",
-                          f"model.family={family}", *args.set],
-            "steps": args.probe_steps, "mode": args.probe_mode, "out": str(folder / "figures.json")}
+    spec = {"overrides": run_overrides(folder / "store", files, family, args, work), "steps": args.probe_steps,
+            "mode": args.probe_mode, "out": str(folder / "figures.json")}
     (folder / "spec.json").write_text(json.dumps(spec, indent=1))
     log = folder / "child.log"
     print(f"{family} {size:,} members: {args.probe_steps} steps, {args.probe_mode} mode (log {log})", flush=True)
@@ -403,9 +415,7 @@ def measure(family: str, size: int, files: dict, counts: dict, settings: list[st
     shutil.rmtree(folder, ignore_errors=True)  # every run is a first run, on a store of its own
     folder.mkdir(parents=True)
     store = folder / "store"
-    overrides = [f"stores.root={store}", *(f"data.{k}={v}" for k, v in files.items()),
-                 *base_settings(args.threads), f"stores.text_cache_dir={work / 'text_cache'}",
-                          f"model.family={family}", *args.set]
+    overrides = run_overrides(store, files, family, args, work)
     if args.epochs is not None:
         overrides.append(f"train.epochs={args.epochs}")
     spec = {"store": str(store), "overrides": overrides, "out": str(folder / "figures.json")}
@@ -534,13 +544,11 @@ def family_mode(family: str) -> str:
     bounds its steps) or "per-batch"."""
     from recsys.config import TrainConfig
     from recsys.families import FAMILIES, load
-    from recsys.train import steps_bound
 
     if family in STAGE_PROBES:
         return STAGE_PROBES[family]
     model = FAMILIES[family].model
-    whole_graph = getattr(load(model), "whole_graph_step", True) if model else True
-    return "per-batch" if steps_bound(TrainConfig(), whole_graph) is None else "bounded"
+    return step_mode(TrainConfig(), getattr(load(model), "whole_graph_step", True) if model else True)
 
 
 def probe_mode(r: dict) -> str:
@@ -733,8 +741,9 @@ def report(name: str, rows: list[dict], threads: int, probes: list[dict] = ()) -
     for r in probes:
         if "error" not in r:
             mode = f"{probe_mode(r)} mode" + (" (its default)" if probe_mode(r) == family_mode(r["family"]) else "")
+            unit = "members" if r["family"] in STAGE_PROBES else "pairs"
             notes.append(f"- {mode}, {r['family']} at {r['members']:,} members: {r['steps_measured']} "
-                         f"steps of {r['batch_size']:,} {'members' if r['family'] in STAGE_PROBES else 'pairs'} measured, median {r['step_seconds_median']} s/step x "
+                         f"steps of {r['batch_size']:,} {unit} measured, median {r['step_seconds_median']} s/step x "
                          f"{r['steps_per_epoch']:,} steps = {r['projected_epoch_seconds']:,} s per epoch (projected)")
     return write_results(name, {"network": NETWORK, "rows": rows, "ratios": ratio_rows, "goals": goal_rows,
                                 "plot": png.name, "exact_probe": list(probes), **headline(rows, ratio_rows, probes)},
