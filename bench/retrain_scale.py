@@ -113,11 +113,11 @@ def run_overrides(store: Path, files: dict, family: str, args, work: Path) -> li
             f"stores.text_cache_dir={work / 'text_cache'}", f"model.family={family}", *args.set]
 
 
-def step_mode(train_cfg, whole_graph: bool) -> str:
+def step_mode(train_cfg, bounded: bool) -> str:
     """"bounded" where train.max_steps_per_epoch bounds the family's steps, else "per-batch"."""
     from recsys.train import steps_bound
 
-    return "per-batch" if steps_bound(train_cfg, whole_graph) is None else "bounded"
+    return "per-batch" if steps_bound(train_cfg, bounded) is None else "bounded"
 
 
 def bench_settings(args) -> list[str]:
@@ -334,10 +334,10 @@ def probe_main(spec_path: Path) -> None:
         batch, per_epoch, mode = probe_prefix(cfg, prepared, model, Clock())
     else:
         fit(model, prepared.graph, prepared.indexed, cfg.train, cfg.eval, callbacks=[Clock()])
-        whole_graph = getattr(model, "whole_graph_step", True)
-        batch, _ = batch_plan(cfg.train, len(prepared.indexed.train), whole_graph)
+        bounded = getattr(model, "bound_steps", True)
+        batch, _ = batch_plan(cfg.train, len(prepared.indexed.train), bounded)
         per_epoch = -(-len(prepared.indexed.train) // batch)
-        mode = step_mode(cfg.train, whole_graph)
+        mode = step_mode(cfg.train, bounded)
     each = np.diff(marks)
     step_seconds = float(np.median(each[1:] if len(each) > 1 else each))  # the first step warms caches
     Path(spec["out"]).write_text(json.dumps({
@@ -548,7 +548,7 @@ def family_mode(family: str) -> str:
     if family in STAGE_PROBES:
         return STAGE_PROBES[family]
     model = FAMILIES[family].model
-    return step_mode(TrainConfig(), getattr(load(model), "whole_graph_step", True) if model else True)
+    return step_mode(TrainConfig(), getattr(load(model), "bound_steps", True) if model else True)
 
 
 def probe_mode(r: dict) -> str:

@@ -142,8 +142,8 @@ class TrainConfig(Section):
                             "pairs trains in batches of ceil(pairs / this), so an epoch's whole-graph products "
                             "stay this many and its cost grows linearly with the log; null: batch_size always "
                             "(the exact per-batch mode); auto: 64 for families whose every step costs the whole "
-                            "graph or whole tables (lightgcn, gcn, mf), null for those whose step costs what its "
-                            "batch does (sage, pinsage)")
+                            "graph or whole tables (lightgcn, gcn, mf) and for sage (measured as good), null for "
+                            "pinsage (bigger batches lose quality)")
     lr: float = Field(0.005, gt=0)
     lr_batch_scaling: Literal["none", "sqrt", "linear"] = Field(
         "sqrt", description="batches grown past batch_size (max_steps_per_epoch) train with lr x (batch / batch_size) "

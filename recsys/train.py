@@ -95,23 +95,23 @@ def draw_negatives(sampler, batch: np.ndarray, scores, per_positive: int) -> np.
     return np.stack(draws, axis=1)
 
 
-AUTO_STEPS = 64  # train.max_steps_per_epoch=auto for whole-graph families: validated on Gowalla (bench/results)
+AUTO_STEPS = 64  # train.max_steps_per_epoch=auto for bounded families: validated on Gowalla (bench/results)
 
 
-def steps_bound(cfg: TrainConfig, whole_graph: bool = True) -> Optional[int]:
-    """train.max_steps_per_epoch with `auto` resolved: AUTO_STEPS for a family whose every step
-    costs the whole graph (RecModel.whole_graph_step), no bound for one whose step costs its batch."""
+def steps_bound(cfg: TrainConfig, bounded: bool = True) -> Optional[int]:
+    """train.max_steps_per_epoch with `auto` resolved: AUTO_STEPS for a family that bounds its
+    steps (RecModel.bound_steps), no bound for the others."""
     if cfg.max_steps_per_epoch == "auto":
-        return AUTO_STEPS if whole_graph else None
+        return AUTO_STEPS if bounded else None
     return cfg.max_steps_per_epoch
 
 
-def batch_plan(cfg: TrainConfig, n_pairs: int, whole_graph: bool = True) -> tuple[int, float]:
+def batch_plan(cfg: TrainConfig, n_pairs: int, bounded: bool = True) -> tuple[int, float]:
     """(pairs per step, learning rate) for a log of n_pairs: train.batch_size and train.lr, unless
     train.max_steps_per_epoch bounds the steps (steps_bound), in which case the batch grows to hold
     the log in that many steps and the learning rate grows with it (train.lr_batch_scaling)."""
     batch = cfg.batch_size
-    bound = steps_bound(cfg, whole_graph)
+    bound = steps_bound(cfg, bounded)
     if bound is not None:
         batch = max(batch, -(-n_pairs // bound))
     power = {"none": 0.0, "sqrt": 0.5, "linear": 1.0}[cfg.lr_batch_scaling]
@@ -146,7 +146,7 @@ def fit(
     sampler = sampler or build_sampler(cfg.negatives, data.n_users, data.n_items, data.train, seed=cfg.seed)
     scores = ScoreView(model, graph, cfg.negatives.refresh_every)  # computed only if a sampler asks
     pairs = data.train
-    batch_size, lr = batch_plan(cfg, len(pairs), getattr(model, "whole_graph_step", True))
+    batch_size, lr = batch_plan(cfg, len(pairs), getattr(model, "bound_steps", True))
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, cfg.lr_milestones, cfg.lr_gamma)
     has_valid = len(data.valid) > 0

@@ -101,17 +101,18 @@ def test_a_family_without_a_1m_flow_row_is_judged_on_the_probes_of_its_default_m
         return {"family": family, "members": members, "interactions": interactions, "steps_measured": 300,
                 "projected_epoch_seconds": projected, "mode": mode, "measured_at": at}
 
-    assert rs.family_mode("lightgcn") == "bounded" and rs.family_mode("sage") == "per-batch"
+    assert rs.family_mode("lightgcn") == "bounded" and rs.family_mode("sage") == "bounded"
+    assert rs.family_mode("pinsage") == "per-batch"
     assert rs.family_mode("llm") == "prefix"  # its probes time the prefix stage
-    probes = [probe("sage", 100_000, 1_000, 70.0), probe("sage", 1_000_000, 10_000, 840.0),
-              probe("sage", 1_000_000, 10_000, 9_000.0, at="2026-11-30T08:00:00+00:00"),  # older: replaced
+    probes = [probe("sage", 100_000, 1_000, 70.0, "bounded"), probe("sage", 1_000_000, 10_000, 840.0, "bounded"),
+              probe("sage", 1_000_000, 10_000, 9_000.0, "bounded", at="2026-11-30T08:00:00+00:00"),  # older: replaced
               probe("pinsage", 100_000, 1_000, 200.0),  # no 1M probe: no goal
               probe("lightgcn", 100_000, 1_000, 400.0), probe("lightgcn", 1_000_000, 10_000, 20_000.0)]
     (goal,) = [g for g in rs.goals([], probes) if "probes" in g["goal"]]
     assert goal["goal"].startswith("sage:") and goal["figure"] == 1.2 and goal["held"]
-    # lightgcn's probes are of its exact mode, not its default: they judge nothing
+    # lightgcn's probes are of its exact (per-batch) mode, not its default: they judge nothing
     assert rs.headline([], [], probes)["epoch_growth_vs_linear"] == {"sage (probes)": 1.2}
-    assert rs.probe_growth(probes + [probe("sage", 300_000, 3_000, 300.0)]) == {
+    assert rs.probe_growth(probes + [probe("sage", 300_000, 3_000, 300.0, "bounded")]) == {
         "pinsage": [], "sage": [(100_000, 300_000, 1.429), (300_000, 1_000_000, 0.84)]}
 
 

@@ -27,10 +27,11 @@ class RecModel(nn.Module):
 
     inductive = False
     cosine = False        # score by cosine: embed() returns unit-length vectors
-    # Every optimiser step costs the whole graph or whole tables (propagation, dense Adam), so
-    # batches of a fixed size make an epoch grow with the square of the log, and
-    # train.max_steps_per_epoch=auto bounds the steps; False where a step costs what its batch does.
-    whole_graph_step = True
+    # train.max_steps_per_epoch=auto bounds this family's steps per epoch (its batches grow with the
+    # log). True where every step costs the whole graph or whole tables (propagation, dense Adam), so
+    # fixed batches make an epoch grow with the square of the log, or where measured to keep quality
+    # (GraphSAGE); False where bigger batches were measured to lose it (PinSage).
+    bound_steps = True
     objective = "bpr"
     temperature = 0.1
 
