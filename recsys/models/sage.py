@@ -26,9 +26,10 @@ So by default (train.max_steps_per_epoch=auto) GraphSAGE, like the whole-graph f
 steps per epoch in batches that grow with the log: the edges a step samples grow with its batch,
 while the distinct nodes it reads cannot pass the graph's, so an epoch's cost is at most linear in
 the log. At 100k members (1.59M interactions, 6 epochs) that mode reached test recall@20 0.0022 at
-52 s per epoch against 0.0018 at 72 s for fixed batches of 2,048; null keeps the per-batch mode. Inference for the whole graph goes
-layer by layer over all nodes in chunks, as DGL's GraphSAGE example does, so memory is bounded by
-the chunk, not by the neighbourhood's growth.
+52 s per epoch against 0.0018 at 72 s for fixed batches of 2,048; null keeps the per-batch mode.
+
+Inference for the whole graph goes layer by layer over all nodes in chunks, as DGL's GraphSAGE
+example does, so memory is bounded by the chunk, not by the neighbourhood's growth.
 """
 from __future__ import annotations
 
