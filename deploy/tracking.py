@@ -22,6 +22,7 @@ from deploy.runs import OWNER, close_orphaned_runs, owner
 from recsys.config import RunConfig
 from recsys.config_ops import StoresConfig
 from recsys.data.types import RecData
+from recsys.device import describe, resolve_device
 
 os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
 
@@ -83,6 +84,7 @@ def start_run(cfg: RunConfig, data_summary: dict, fingerprint: str, run_name: Op
         "graphrec.model_family": cfg.model.family,
         "graphrec.data_source": cfg.data.source,
         "graphrec.data_fingerprint": fingerprint,
+        "graphrec.device": describe(resolve_device(cfg.compute.device)),  # compute.device resolved (auto)
         **source_tags(),
         **(tags or {}),
     }

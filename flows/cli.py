@@ -22,6 +22,7 @@ def _config(args):
     cfg = load_config(args.config, args.set)
     if getattr(args, "command", None) in WRITES_STORE:
         cfg.stores.check_writable()
+        cfg.compute.check_device()
     elif getattr(args, "command", None) in ("models", "ui"):
         cfg.stores.check_tracking_folder()
     return cfg
@@ -106,6 +107,7 @@ def cmd_search(args) -> int:
 
     cfg = load_config(args.config, overrides)
     cfg.stores.check_writable()
+    cfg.compute.check_device()
     from flows.search import search_flow
 
     out, code = _run_flow(args, cfg, search_flow, "no trial was run.")

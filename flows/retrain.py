@@ -81,16 +81,18 @@ def evaluate(trained: Trained, prepared, cfg: RunConfig, run_id: str) -> dict[st
     """Validation and test metrics; test again for warm and cold users apart when there are cold
     users with test targets (a cold-start split)."""
     from deploy.tracking import log_results
+    from recsys.device import resolve_device
     from recsys.metrics import ranked_users
     from recsys.train import evaluate_model
 
-    indexed = prepared.indexed
-    metrics = {s: evaluate_model(trained.model, trained.graph, indexed, s, cfg.eval)
+    indexed, device = prepared.indexed, resolve_device(cfg.compute.device)
+    metrics = {s: evaluate_model(trained.model, trained.graph, indexed, s, cfg.eval, device=device)
                for s in ("valid", "test") if len(indexed.split(s))}
     cold_with_targets = prepared.cold_users[indexed.test[:, 0]].any() if len(indexed.test) else False
     if cold_with_targets:
         for name, mask in (("test_warm", ~prepared.cold_users), ("test_cold", prepared.cold_users)):
-            metrics[name] = evaluate_model(trained.model, trained.graph, indexed, "test", cfg.eval, user_mask=mask)
+            metrics[name] = evaluate_model(trained.model, trained.graph, indexed, "test", cfg.eval, user_mask=mask,
+                                           device=device)
     r = trained.result
     ranked = {f"eval_users_{s}": len(ranked_users(indexed.split(s), indexed.n_users, max_users=cfg.eval.max_users,
                                                   sample_seed=cfg.eval.seed))
@@ -115,15 +117,13 @@ def _registry_change(cfg: RunConfig, action: str):
 
 @task(cache_policy=NO_CACHE)
 def register(trained: Trained, prepared, cfg: RunConfig, run_id: str) -> str:
-    import torch
-
     from deploy.tracking import log_and_register_model, name_run_for_version
+    from recsys.device import embed_on, resolve_device
     from recsys.inductive import Bundle
 
     model, indexed = trained.model, prepared.indexed
     model.eval()
-    with torch.no_grad():
-        users, items = model.embed(trained.graph)
+    users, items = embed_on(model, trained.graph, resolve_device(cfg.compute.device))
     bundle = None
     if model.inductive:
         g = trained.graph
@@ -133,7 +133,7 @@ def register(trained: Trained, prepared, cfg: RunConfig, run_id: str) -> str:
     with _registry_change(cfg, "registering the model"):
         # detached: a family may return its tables themselves (mf: the embedding weights, which require grad)
         version = log_and_register_model(run_id, cfg.stores.registered_model, indexed.user_ids,
-                                         users.detach().numpy(), indexed.item_ids, items.detach().numpy(),
+                                         users.detach().cpu().numpy(), indexed.item_ids, items.detach().cpu().numpy(),
                                          indexed.train, tags, bundle)
         name_run_for_version(run_id, version)
         return version

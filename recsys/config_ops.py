@@ -119,12 +119,28 @@ class ScheduleConfig(Section):
 
 
 class ComputeConfig(Section):
-    """Where the parallel parts run: the refresh's chunks and the search's trials."""
+    """Where the work runs: the layer mathematics (`device`), the refresh's chunks and the search's trials."""
 
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N: where training, negative scoring, "
+                                            "evaluation and the refresh's embedding run (auto: CUDA when torch "
+                                            "sees a device); recorded on the run")
     runner: Literal["local", "dask"] = Field("local", description="dask: Prefect's DaskTaskRunner")
     workers: int = Field(2, ge=1, description="local Dask cluster: worker processes (one thread each)")
     address: Optional[str] = Field(None, description="an existing Dask scheduler, e.g. tcp://10.0.0.5:8786; "
                                                      "default: a local cluster started for the flow")
+
+    @field_validator("device")
+    @classmethod
+    def _device_name(cls, name: str) -> str:
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", name):
+            raise ValueError("choose auto, cpu, cuda or cuda:N")
+        return name
+
+    def check_device(self) -> None:
+        """Refuse a device this machine does not have (ConfigError, exit 2) before anything starts."""
+        from recsys.device import resolve_device
+
+        resolve_device(self.device)
 
 
 class StoresConfig(Section):

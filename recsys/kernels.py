@@ -243,11 +243,11 @@ def masked_mm(a: torch.Tensor, local: torch.Tensor, h: torch.Tensor,
     """A y for the y that is h[local[c]] at the rows c with local[c] >= 0 and zero elsewhere,
     without building y (when compiled). No autograd."""
     if out is None:
-        out = torch.empty(a.shape[0], h.shape[1], dtype=h.dtype)
+        out = torch.empty(a.shape[0], h.shape[1], dtype=h.dtype, device=h.device)
     module = _compiled_for(a, h)
     if module is None:
         at = (local >= 0).nonzero().squeeze(1)
-        y = torch.zeros(a.shape[1], h.shape[1], dtype=h.dtype)
+        y = torch.zeros(a.shape[1], h.shape[1], dtype=h.dtype, device=h.device)
         y[at] = h[local[at]]
         return out.copy_(torch.sparse.mm(a, y))
     return module.masked_mm(a.crow_indices(), a.col_indices(), a.values(), local.contiguous(),
@@ -256,7 +256,7 @@ def masked_mm(a: torch.Tensor, local: torch.Tensor, h: torch.Tensor,
 
 def gather_dot(q: torch.Tensor, table: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     """(B, M) scores q[b] . table[idx[b, m]] for q (B, d), table (N, d), idx (B, M). No autograd."""
-    module = compiled() if q.dtype == table.dtype == torch.float32 else None
+    module = compiled() if q.dtype == table.dtype == torch.float32 and q.device.type == "cpu" else None
     if module is None:
         return torch.einsum("bd,bmd->bm", q, table[idx])
     _check_bounds(idx, table.shape[0], "candidates")

@@ -79,8 +79,9 @@ def evaluate(
     still counts in the mean, with nothing ranked: every metric 0 for that user.
     """
     user_emb = torch.as_tensor(user_emb, dtype=torch.float32)
-    item_emb = torch.as_tensor(item_emb, dtype=torch.float32)
-    return evaluate_scores(lambda users: user_emb[torch.from_numpy(users)] @ item_emb.T, user_emb.shape[0],
+    item_emb = torch.as_tensor(item_emb, dtype=torch.float32, device=user_emb.device)
+    return evaluate_scores(lambda users: user_emb[torch.from_numpy(users).to(user_emb.device)] @ item_emb.T,
+                           user_emb.shape[0],
                            item_emb.shape[0], targets, seen, ks, chunk_size, item_available, user_mask,
                            user_available, max_users, sample_seed)
 
@@ -101,7 +102,8 @@ def evaluate_scores(
     sample_seed: int = 0,
 ) -> dict[str, float]:
     """The same metrics for any scorer: score(user indices) -> (len(users), n_items) scores, a new
-    tensor each call (it is masked in place).
+    tensor each call (it is masked in place). The masking and the top-K run on the scores' device
+    (a GPU's, for embeddings there); only the (chunk, K) top lists come back to the CPU.
 
     Only items with a finite score count as ranked: when fewer than K remain after masking (seen,
     unavailable, or a non-finite score), the top-K list is shorter, never padded with masked items."""
@@ -119,14 +121,15 @@ def evaluate_scores(
     for start in range(0, len(eval_users), chunk_size):
         users = eval_users[start:start + chunk_size]
         scores = score(users)  # a fresh tensor: masked in place
+        device = scores.device
         r, c = _rows(s_ptr, s_idx, users)
-        scores[r, c] = -torch.inf
+        scores[r.to(device), c.to(device)] = -torch.inf
         if unavailable is not None:
-            scores[:, unavailable] = -torch.inf
+            scores[:, unavailable.to(device)] = -torch.inf
         if no_user is not None:
-            scores[torch.from_numpy(no_user[users])] = -torch.inf
+            scores[torch.from_numpy(no_user[users]).to(device)] = -torch.inf
         scores.nan_to_num_(nan=-torch.inf, posinf=-torch.inf, neginf=-torch.inf)
-        top_scores, top = torch.topk(scores, max_k, dim=1)  # (chunk, max_k)
+        top_scores, top = (t.cpu() for t in torch.topk(scores, max_k, dim=1))  # (chunk, max_k)
         del scores
         # which of the top items are targets: their keys (local row * n_items + item) looked up among
         # the chunk's sorted target keys (every user here has one), not a dense chunk x items matrix

@@ -177,7 +177,9 @@ class ScoreView:
             with torch.no_grad():
                 self.users, self.items = (t.detach() for t in self.model.embed(self.graph))
         self.calls += 1
-        return gather_dot(self.users[torch.from_numpy(users)], self.items, torch.from_numpy(items)).numpy()
+        device = self.items.device  # scored where the model is; only the (B, M) scores come back
+        return gather_dot(self.users[torch.from_numpy(users).to(device)], self.items,
+                          torch.from_numpy(items).to(device)).cpu().numpy()
 
 
 def build_sampler(cfg, n_users: int, n_items: int, train_pairs: np.ndarray, seed: int = 0) -> Sampler:

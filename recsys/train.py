@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from recsys.config import EvalConfig, TrainConfig
 from recsys.data.types import IndexedData
+from recsys.device import embed_on, resolve_device, to_device
 from recsys.graph.build import RecGraph
 from recsys.metrics import evaluate
 from recsys.negatives import ScoreView, build_sampler
@@ -119,11 +120,9 @@ def batch_plan(cfg: TrainConfig, n_pairs: int, bounded: bool = True) -> tuple[in
 
 
 def evaluate_model(model, graph: RecGraph, data: IndexedData, split: str, cfg: EvalConfig,
-                   user_mask: Optional[np.ndarray] = None) -> dict[str, float]:
-    model.eval()
-    with torch.no_grad():
-        user_emb, item_emb = model.embed(graph)
-    model.train()
+                   user_mask: Optional[np.ndarray] = None, device: Optional[torch.device] = None) -> dict[str, float]:
+    """Rank `split` with the model's vectors, computed and ranked on `device` (where the model is when None)."""
+    user_emb, item_emb = embed_on(model, graph, device)
     return evaluate(user_emb, item_emb, data.split(split), data.seen_before(split), user_mask=user_mask,
                     **cfg.ranking())
 
@@ -137,10 +136,28 @@ def fit(
     callbacks: Sequence[Callback] = (),
     sampler=None,
     log: Optional[Callable[[str], None]] = None,
+    device: Optional[torch.device] = None,
 ) -> TrainResult:
+    """Train `model` on `device` (default the CPU; recsys/device.py): the model and the graph's
+    operators move there for the loop, negatives are drawn on the CPU and copied over per batch.
+    The model comes back on the CPU, holding its best state."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
+    device = torch.device("cpu") if device is None else torch.device(device)
+    if device.type != "cpu" and not getattr(model, "device_ready", False):
+        if log:
+            log(f"{type(model).__name__} trains on the CPU: its layers do not run on {device} yet")
+        device = torch.device("cpu")
+    model.to(device)
+    graph = graph.to(device)
+    try:
+        return _fit(model, graph, data, cfg, eval_cfg, callbacks, sampler, log, device)
+    finally:
+        model.to("cpu")
+
+
+def _fit(model, graph, data, cfg, eval_cfg, callbacks, sampler, log, device) -> TrainResult:
     rng = np.random.default_rng(cfg.seed)
     model.set_objective(cfg.loss, cfg.temperature)
     sampler = sampler or build_sampler(cfg.negatives, data.n_users, data.n_items, data.train, seed=cfg.seed)
@@ -170,8 +187,8 @@ def fit(
                 idx = order[b * batch_size:(b + 1) * batch_size]
                 batch = pairs[idx]
                 neg = draw_negatives(sampler, batch, scores, cfg.negatives.per_positive)
-                ranking, reg = model.batch_loss(graph, torch.from_numpy(batch[:, 0]), torch.from_numpy(batch[:, 1]),
-                                                torch.from_numpy(neg), torch.from_numpy(idx))
+                ranking, reg = model.batch_loss(graph, *(to_device(a, device) for a in (batch[:, 0], batch[:, 1], neg,
+                                                                                        idx)))
                 reg = cfg.l2 * reg
                 optimizer.zero_grad()
                 (ranking + reg).backward()
@@ -235,5 +252,6 @@ def train_ranking(prepared, cfg, model, callbacks: Callable[[str], Sequence[Call
                   log: Optional[Callable[[str], None]] = None) -> Trained:
     """A family's whole training when it is the ranking loop above (every family but those with a
     later stage). `callbacks(stage)` gives the observers of a stage; this one is stage ""."""
-    result = fit(model, prepared.graph, prepared.indexed, cfg.train, cfg.eval, callbacks=callbacks(""), log=log)
+    result = fit(model, prepared.graph, prepared.indexed, cfg.train, cfg.eval, callbacks=callbacks(""), log=log,
+                 device=resolve_device(cfg.compute.device))
     return Trained(model, prepared.graph, result, result.best_score, result.best_epoch)

@@ -34,6 +34,10 @@ class SparseOperator:
     matrix: torch.Tensor
     transpose: torch.Tensor
 
+    def to(self, device: torch.device) -> "SparseOperator":
+        matrix = self.matrix.to(device)
+        return SparseOperator(matrix, matrix if self.transpose is self.matrix else self.transpose.to(device))
+
 
 @dataclass
 class RecGraph:
@@ -45,7 +49,18 @@ class RecGraph:
     use_social: bool = False
     user_features: Optional[torch.Tensor] = None
     item_features: Optional[torch.Tensor] = None
+    device: torch.device = torch.device("cpu")  # where features and derived operators live (DGL's graph: CPU)
     _cache: dict = field(default_factory=dict, repr=False)
+
+    def to(self, device: torch.device) -> "RecGraph":
+        """The same graph with its features, and the operators it derives, on `device` (recsys/device.py).
+        The DGL graph itself stays on the CPU, where DGL samples."""
+        device = torch.device(device)
+        if device == self.device:
+            return self
+        move = lambda t: None if t is None else t.to(device)  # noqa: E731
+        return RecGraph(self.g, self.n_users, self.n_items, self.use_social, move(self.user_features),
+                        move(self.item_features), device)
 
     @property
     def n_nodes(self) -> int:
@@ -62,7 +77,7 @@ class RecGraph:
     def norm_adj(self, self_loops: bool = False) -> SparseOperator:
         key = ("norm_adj", self_loops)
         if key not in self._cache:
-            self._cache[key] = normalized_adjacency(self, self_loops)
+            self._cache[key] = normalized_adjacency(self, self_loops).to(self.device)
         return self._cache[key]
 
     def row_products(self, self_loops: bool = False) -> RowProducts:

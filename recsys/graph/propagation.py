@@ -48,15 +48,15 @@ class RowProducts:
 
     def __init__(self, op: SparseOperator):
         self.a, self.at = op.matrix, op.transpose
-        self.n = self.a.shape[0]
-        self.local = torch.full((self.n,), -1, dtype=torch.long)  # row -> its position in r, or -1
+        self.n, self.device = self.a.shape[0], self.a.device
+        self.local = torch.full((self.n,), -1, dtype=torch.long, device=self.device)  # row -> its position in r, or -1
         self._buffers: dict = {}
 
     def buffer(self, k: int, width: int) -> torch.Tensor:
         """Scratch matrix number k, n x width."""
         b = self._buffers.get(k)
         if b is None or b.shape[1] != width:
-            b = self._buffers[k] = torch.empty(self.n, width)
+            b = self._buffers[k] = torch.empty(self.n, width, device=self.device)
         return b
 
     def matmul(self, x: torch.Tensor, k: int) -> torch.Tensor:
@@ -70,7 +70,7 @@ class RowProducts:
     def transposed(self, r: torch.Tensor, h: torch.Tensor, k: int | None = None) -> torch.Tensor:
         """A[r]^T h for h of shape (len(r), d) and r with no repeats: n x d (into scratch matrix k
         when k is given)."""
-        self.local[r] = torch.arange(len(r))
+        self.local[r] = torch.arange(len(r), device=self.device)
         try:
             return masked_mm(self.at, self.local, h, out=None if k is None else self.buffer(k, h.shape[1]))
         finally:
@@ -112,7 +112,7 @@ class BatchRows(torch.autograd.Function):
         rows, layers = ctx.rows, ctx.layers
         h = grad / (layers + 1)
         if layers == 0:
-            d = torch.zeros(rows.n, h.shape[1]).index_add_(0, r, h)
+            d = torch.zeros(rows.n, h.shape[1], device=h.device).index_add_(0, r, h)
         else:
             d = rows.transposed(r, h, k=None if layers == 1 else 5)
             d.index_add_(0, r, h)

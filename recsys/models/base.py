@@ -32,6 +32,9 @@ class RecModel(nn.Module):
     # fixed batches make an epoch grow with the square of the log, or where measured to keep quality
     # (GraphSAGE); False where bigger batches were measured to lose it (PinSage).
     bound_steps = True
+    # fit() runs this family on compute.device; False: its layers still build CPU tensors, so it
+    # trains on the CPU whatever the device (GraphSAGE, PinSage, MMoE, the LLM prefix: issue 20)
+    device_ready = False
     objective = "bpr"
     temperature = 0.1
 
@@ -70,7 +73,7 @@ class RecModel(nn.Module):
         neg = torch.einsum("bd,bkd->bk", u, n)
         if self.objective == "softmax":
             logits = torch.cat([pos, neg], dim=1) / self.temperature
-            return F.cross_entropy(logits, torch.zeros(len(u), dtype=torch.long))
+            return F.cross_entropy(logits, torch.zeros(len(u), dtype=torch.long, device=u.device))
         return self.pairwise(pos, neg)
 
     def pairwise(self, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
@@ -79,7 +82,7 @@ class RecModel(nn.Module):
 
     def l2_term(self, users, pos, neg) -> torch.Tensor:
         tensors = self.regularised(users, pos, neg)
-        return l2(*tensors) if tensors else torch.zeros(())
+        return l2(*tensors) if tensors else torch.zeros((), device=users.device)
 
 
 def l2(u: torch.Tensor, p: torch.Tensor, n: torch.Tensor) -> torch.Tensor:

@@ -20,6 +20,8 @@ class LightGCN(RecModel):
     (`user_features` / `item_features` given; implies `transform`), layer 0 is the ID embedding
     concatenated with a linear projection of the features. Output width: dim, or 2 * dim with features."""
 
+    device_ready = True
+
     def __init__(self, n_users: int, n_items: int, *, dim: int = 64, layers: int = 3,
                  user_features: torch.Tensor | None = None, item_features: torch.Tensor | None = None,
                  transform: bool = False):
@@ -55,7 +57,7 @@ class LightGCN(RecModel):
         parts = []
         for proj, feats, n in ((self.user_proj, graph.user_features, self.n_users),
                                (self.item_proj, graph.item_features, self.n_items)):
-            parts.append(proj(feats) if proj is not None else torch.zeros(n, ids.shape[1]))
+            parts.append(proj(feats) if proj is not None else torch.zeros(n, ids.shape[1], device=ids.device))
         return torch.cat([ids, torch.cat(parts)], dim=1)
 
     def encode(self, graph: RecGraph) -> tuple[torch.Tensor, torch.Tensor]:

@@ -236,11 +236,13 @@ def train_llm(prepared, opts, bottom, text_cache, seed: int = 0, log: Optional[C
 def train_family(prepared, cfg, bottom, callbacks, log=None):
     """The llm family's whole training (its registry entry): the GNN bottom by the ranking loop
     (prefix mode only: graph as text reads no GNN), then the language-model stage ("prefix_")."""
+    from recsys.device import resolve_device
     from recsys.train import Trained, TrainResult, fit
 
     result = TrainResult()
     if cfg.model.llm.mode == "prefix":
-        result = fit(bottom, prepared.graph, prepared.indexed, cfg.train, cfg.eval, callbacks=callbacks(""), log=log)
+        result = fit(bottom, prepared.graph, prepared.indexed, cfg.train, cfg.eval, callbacks=callbacks(""), log=log,
+                     device=resolve_device(cfg.compute.device))
     vectors, _ = train_llm(prepared, cfg.model.llm, bottom, cfg.stores.text_cache(), cfg.train.seed, log,
                            callbacks("prefix_"))
     return Trained(vectors, prepared.graph, result, result.best_score, result.best_epoch)

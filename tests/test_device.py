@@ -1,0 +1,125 @@
+"""compute.device: resolved once, refused with exit 2 where the machine lacks it, and the same
+training and ranking wherever the tensors live. The CUDA comparisons skip without a GPU; on the
+CPU the same code path runs with device=cpu."""
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from recsys.config import DataConfig, EvalConfig, TrainConfig, load_config
+from recsys.config_base import ConfigError
+from recsys.data.loaders import with_split
+from recsys.device import embed_on, resolve_device
+from recsys.graph.build import build_graph
+from recsys.models.gcn import GCN
+from recsys.models.lightgcn import LightGCN
+from recsys.models.mf import MF
+from recsys.train import evaluate_model, fit
+
+ROOT = Path(__file__).resolve().parents[1]
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (torch sees none here)")
+
+
+@pytest.fixture(scope="module")
+def prepared(small_network):
+    data = with_split(small_network, DataConfig()).indexed()
+    return data, build_graph(data)
+
+
+def test_auto_is_the_cpu_without_cuda_and_cuda_with_it(monkeypatch):
+    assert resolve_device("cpu") == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto") == torch.device("cuda")
+
+
+def test_cuda_on_a_machine_without_it_is_a_config_error(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match="compute.device=cuda, but torch sees no CUDA device.*auto or cpu"):
+        resolve_device("cuda")
+
+
+def test_a_device_name_that_is_none_of_them_names_the_key():
+    with pytest.raises(ConfigError, match="compute.device.*auto, cpu, cuda or cuda:N"):
+        load_config(None, ["compute.device=gpu"])
+    assert load_config(None, ["compute.device=cuda:1"]).compute.device == "cuda:1"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA: the refusal cannot happen")
+def test_retrain_asked_for_cuda_without_one_exits_2_before_anything_starts(tmp_path, capsys):
+    from flows.cli import main
+
+    assert main(["retrain", "--set", f"stores.root={tmp_path}", "--set", "compute.device=cuda"]) == 2
+    err = capsys.readouterr().err
+    assert "compute.device=cuda" in err and "no CUDA device" in err and "Traceback" not in err
+    assert not (tmp_path / "mlflow.db").exists()  # refused before the store was touched
+
+
+@pytest.mark.parametrize("family", [LightGCN, MF, GCN])
+def test_fit_on_the_cpu_device_is_the_default_fit(prepared, family):
+    """device=cpu is the same loop as no device: the same losses, the same vectors."""
+    data, graph = prepared
+    cfg = TrainConfig(epochs=2, batch_size=256, lr=0.01, progress=False, eval_every=1)
+    runs = []
+    for device in (None, torch.device("cpu")):
+        torch.manual_seed(0)
+        model = family(data.n_users, data.n_items, dim=8)
+        result = fit(model, graph, data, cfg, EvalConfig(ks=[20]), device=device)
+        runs.append(([h["loss"] for h in result.history], model.embed(graph)))
+    assert runs[0][0] == runs[1][0]
+    for a, b in zip(runs[0][1], runs[1][1]):
+        assert torch.equal(a, b)
+
+
+def test_fit_leaves_the_model_on_the_cpu_and_embed_on_restores_its_mode(prepared):
+    data, graph = prepared
+    model = LightGCN(data.n_users, data.n_items, dim=8, layers=1)
+    fit(model, graph, data, TrainConfig(epochs=1, batch_size=512, progress=False), EvalConfig(ks=[20]),
+        device=torch.device("cpu"))
+    assert all(p.device.type == "cpu" for p in model.parameters())
+    model.train()
+    users, items = embed_on(model, graph, torch.device("cpu"))
+    assert model.training and not users.requires_grad and users.shape == (data.n_users, 8)
+
+
+def test_no_module_moves_tensors_to_a_gpu_by_hand():
+    """Placement goes through compute.device (recsys/device.py), never a stray .cuda() call."""
+    stray = [f"{path.relative_to(ROOT)}:{n}" for folder in ("recsys", "flows", "deploy", "validation")
+             for path in (ROOT / folder).rglob("*.py")
+             for n, line in enumerate(path.read_text().splitlines(), 1) if re.search(r"\.cuda\(\)", line)]
+    assert not stray, stray
+
+
+@CUDA
+@pytest.mark.parametrize("family", [LightGCN, MF, GCN])
+def test_training_on_cuda_follows_the_cpu(prepared, family):
+    """The same seeds, negatives and steps on both devices: the first epoch's loss agrees to float
+    rounding (the products sum in another order), and so does the ranking after it."""
+    data, graph = prepared
+    cfg = TrainConfig(epochs=1, batch_size=256, lr=0.01, progress=False)
+    out = {}
+    for device in ("cpu", "cuda"):
+        torch.manual_seed(0)
+        model = family(data.n_users, data.n_items, dim=8)
+        result = fit(model, graph, data, cfg, EvalConfig(ks=[20]), device=torch.device(device))
+        out[device] = (result.history[0]["loss"],
+                       evaluate_model(model, graph, data, "test", EvalConfig(ks=[20]), device=torch.device(device)))
+    assert out["cuda"][0] == pytest.approx(out["cpu"][0], rel=1e-4)
+    assert out["cuda"][1]["recall@20"] == pytest.approx(out["cpu"][1]["recall@20"], abs=0.02)
+
+
+@CUDA
+def test_full_ranking_on_cuda_equals_the_cpu_ranking(prepared):
+    from recsys.metrics import evaluate
+
+    data, _ = prepared
+    rng = np.random.default_rng(0)
+    users = rng.standard_normal((data.n_users, 16)).astype(np.float32)
+    items = rng.standard_normal((data.n_items, 16)).astype(np.float32)
+    args = (data.test, data.seen_before("test"), [10, 20])
+    cpu = evaluate(users, items, *args)
+    gpu = evaluate(torch.from_numpy(users).cuda(0), torch.from_numpy(items).cuda(0), *args)
+    assert gpu == pytest.approx(cpu, abs=1e-9)
