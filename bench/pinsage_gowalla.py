@@ -84,6 +84,9 @@ RECIPES = {
     "softmax_u32": {**SOFTMAX, "user_items": 32, "about": "the softmax recipe with user_items 32"},
     "softmax_lr02": {**SOFTMAX, "lr": 0.02, "about": "the softmax recipe with lr 0.02"},
     "softmax_b2048": {**SOFTMAX, "batch_size": 2048, "about": "the softmax recipe with batches of 2048 (4x the steps)"},
+    "softmax_hard": {**SOFTMAX, **HARD,
+                     "about": "sampled softmax (temperature 0.1) over the 8 hardest of 64 uniform candidates by the "
+                              "model's score, lr 0.005, L2 1e-4"},
     "softmax_user": {**SOFTMAX, "user_embedding": True,
                      "about": "the softmax recipe with a learned vector per user added to the mean of their items"},
 }

@@ -123,3 +123,16 @@ def test_full_ranking_on_cuda_equals_the_cpu_ranking(prepared):
     cpu = evaluate(users, items, *args)
     gpu = evaluate(torch.from_numpy(users).cuda(0), torch.from_numpy(items).cuda(0), *args)
     assert gpu == pytest.approx(cpu, abs=1e-9)
+
+
+@pytest.mark.parametrize("social", [False, True])
+def test_the_edge_list_graph_gives_build_graphs_operator(small_network, social):
+    """pairs_graph (no DGL) and build_graph propagate over the same normalised adjacency."""
+    from recsys.graph.build import pairs_graph
+
+    data = with_split(small_network, DataConfig()).indexed()
+    for self_loops in (False, True):
+        a = build_graph(data, social_edges=social).norm_adj(self_loops).matrix
+        b = pairs_graph(data, social_edges=social).norm_adj(self_loops).matrix
+        assert torch.equal(a.crow_indices(), b.crow_indices()) and torch.equal(a.col_indices(), b.col_indices())
+        assert torch.equal(a.values(), b.values())

@@ -11,13 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Optional
 
-import dgl
 import numpy as np
 import torch
 
 from recsys.data.types import IndexedData
 
 if TYPE_CHECKING:
+    import dgl
+
     from recsys.graph.propagation import RowProducts
 
 USER_ITEM = ("user", "interacts", "item")
@@ -41,15 +42,19 @@ class SparseOperator:
 
 @dataclass
 class RecGraph:
-    """A DGL heterograph of training edges, node features, and derived views cached on first use."""
+    """A DGL heterograph of training edges, node features, and derived views cached on first use.
 
-    g: dgl.DGLHeteroGraph
+    `g` is None for a graph held as edge lists alone (`pairs_graph`: training pairs and friendships):
+    what the propagation families (LightGCN, GCN, MF) read, on a machine without DGL (bench/gpu.py)."""
+
+    g: Optional[dgl.DGLHeteroGraph]
     n_users: int
     n_items: int
     use_social: bool = False
     user_features: Optional[torch.Tensor] = None
     item_features: Optional[torch.Tensor] = None
     device: torch.device = torch.device("cpu")  # where features and derived operators live (DGL's graph: CPU)
+    pairs: Optional[dict] = None  # where g is None: edge type -> (src, dst)
     _cache: dict = field(default_factory=dict, repr=False)
 
     def to(self, device: torch.device) -> "RecGraph":
@@ -60,19 +65,27 @@ class RecGraph:
             return self
         move = lambda t: None if t is None else t.to(device)  # noqa: E731
         return RecGraph(self.g, self.n_users, self.n_items, self.use_social, move(self.user_features),
-                        move(self.item_features), device)
+                        move(self.item_features), device, self.pairs)
 
     @property
     def n_nodes(self) -> int:
         return self.n_users + self.n_items
 
+    @property
+    def etypes(self) -> list[tuple]:
+        return self.g.canonical_etypes if self.g is not None else list(self.pairs)
+
     def uses(self, etype: tuple) -> bool:
         """Whether the models read this edge type: it is in the graph and, for friendships, switched on."""
-        return etype in self.g.canonical_etypes and (etype != FRIEND or self.use_social)
+        return etype in self.etypes and (etype != FRIEND or self.use_social)
 
     @property
     def has_cold_start_edges(self) -> bool:
-        return SIMILAR_USER in self.g.canonical_etypes or SIMILAR_ITEM in self.g.canonical_etypes
+        return SIMILAR_USER in self.etypes or SIMILAR_ITEM in self.etypes
+
+    def edges(self, etype: tuple) -> tuple[torch.Tensor, torch.Tensor]:
+        """(source, destination) node ids of one edge type."""
+        return self.g.edges(etype=etype) if self.g is not None else self.pairs[etype]
 
     def norm_adj(self, self_loops: bool = False) -> SparseOperator:
         key = ("norm_adj", self_loops)
@@ -92,6 +105,8 @@ class RecGraph:
 
     def homogeneous(self) -> dgl.DGLGraph:
         """One node space (users 0..n_users-1, then items) with every edge type, for samplers."""
+        import dgl
+
         if "homogeneous" not in self._cache:
             src, dst, w = _all_edges(self)
             hg = dgl.graph((src, dst), num_nodes=self.n_nodes)
@@ -129,6 +144,8 @@ def build_graph(
 ) -> RecGraph:
     """Training pairs in both directions; friendships if asked; cold-start edges if given as
     {SIMILAR_USER: (src, dst, weight), SIMILAR_ITEM: (...)} (see cold_start.py)."""
+    import dgl
+
     u = torch.from_numpy(data.train[:, 0])
     i = torch.from_numpy(data.train[:, 1])
     edges = {USER_ITEM: (u, i), ITEM_USER: (i, u)}
@@ -147,6 +164,17 @@ def build_graph(
     return RecGraph(g, data.n_users, data.n_items, social_edges, as_tensor(user_features), as_tensor(item_features))
 
 
+def pairs_graph(data: IndexedData, social_edges: bool = False) -> RecGraph:
+    """build_graph's interaction and friendship edges as edge lists, without DGL: enough for LightGCN,
+    GCN and MF (their operators come from the edges), not for the families that sample with DGL."""
+    u, i = (torch.from_numpy(data.train[:, c].astype(np.int64)) for c in (0, 1))
+    pairs = {USER_ITEM: (u, i), ITEM_USER: (i, u)}
+    if social_edges:
+        s, d = (torch.from_numpy(data.social[:, c].astype(np.int64)) for c in (0, 1))
+        pairs[FRIEND] = (torch.cat([s, d]), torch.cat([d, s]))
+    return RecGraph(None, data.n_users, data.n_items, social_edges, pairs=pairs)
+
+
 def normalized_adjacency(graph: RecGraph, self_loops: bool = False) -> SparseOperator:
     """D^-1/2 A D^-1/2 over users then items (node u is row u, item i is row n_users + i), as CSR.
 
@@ -157,10 +185,10 @@ def normalized_adjacency(graph: RecGraph, self_loops: bool = False) -> SparseOpe
     With `self_loops`, A + I is normalised instead (Kipf and Welling's GCN).
     """
     g, nu, n = graph.g, graph.n_users, graph.n_nodes
-    src, dst = g.edges(etype=USER_ITEM)
+    src, dst = graph.edges(USER_ITEM)
     rows, cols = [src, dst + nu], [dst + nu, src]
     if graph.uses(FRIEND):
-        s, d = g.edges(etype=FRIEND)
+        s, d = graph.edges(FRIEND)
         rows.append(s)
         cols.append(d)
     if self_loops:
@@ -172,7 +200,7 @@ def normalized_adjacency(graph: RecGraph, self_loops: bool = False) -> SparseOpe
     values = inv_sqrt[r] * inv_sqrt[c]
     symmetric = not graph.has_cold_start_edges
     for etype in (SIMILAR_USER, SIMILAR_ITEM):
-        if etype not in g.canonical_etypes:
+        if not graph.uses(etype):
             continue
         s, d = g.edges(etype=etype)
         w = g.edges[etype].data["weight"].float()
