@@ -125,8 +125,10 @@ def test_pinsage_user_embedding_adds_a_trained_vector_to_the_item_mean():
     train = np.array([[0, 0], [0, 1], [1, 1], [1, 2]])
     data = IndexedData(np.array(["u0", "u1", "u2"]), np.array(["i0", "i1", "i2"]), train, EMPTY, EMPTY, EMPTY)
     cold = {SIMILAR_USER: (torch.tensor([0]), torch.tensor([2]), torch.tensor([1.0]))}
+    torch.manual_seed(0)  # a draw where items 0 and 2 get different vectors (at width 4 they may coincide)
     model = PinSage(3, 3, dim=4, layers=1, num_neighbors=2, num_walks=4, user_embedding=True)
     with torch.no_grad():
+        model.user_emb.weight.normal_()  # trained vectors are not zero (they start so)
         users, items = model.embed(build_graph(data, cold_edges=cold))
     own = model.user_emb.weight.detach()
     torch.testing.assert_close(users[0], items[[0, 1]].mean(0) + own[0])
@@ -137,6 +139,7 @@ def test_pinsage_user_embedding_adds_a_trained_vector_to_the_item_mean():
         users, items = model.embed(build_graph(grown))
     torch.testing.assert_close(users[3], items[2])  # added after training: the mean of its items alone
     # training reads the user's own vector: the loss's gradient reaches it, and only the batch's users' rows
+    model.margin = 10.0  # the hinge active whatever the scores (the vector starts at zero: L2's gradient is 0)
     ranking, reg = model.batch_loss(build_graph(data), torch.tensor([0]), torch.tensor([0]), torch.tensor([[2]]))
     (ranking + reg).backward()
     grad = model.user_emb.weight.grad

@@ -18,8 +18,14 @@ torch's autograd:
   RowProducts the products BatchRows needs against one operator (whole-graph, row slice and
               transposed row slice) plus reusable scratch matrices. It holds state (the scratch,
               an index map), so there is one per operator: RecGraph.row_products caches it.
+  EdgeMean    the weighted mean (or sum) over each node's in-edges of a sampled neighbourhood, as
+              one SpMM: the sampling families' aggregation (PinSage's importance pooling,
+              GraphSAGE's mean and sum), on any device, without DGL's message passing.
 """
 from __future__ import annotations
+
+import warnings
+from typing import Optional
 
 import torch
 
@@ -132,3 +138,45 @@ def propagate(op: SparseOperator, x: torch.Tensor, layers: int) -> torch.Tensor:
         x = SpMM.apply(op, x)
         total = total + x
     return total / (layers + 1)
+
+
+def indptr_of(counts: torch.Tensor) -> torch.Tensor:
+    """CSR row pointers for rows holding `counts` entries each."""
+    indptr = torch.zeros(len(counts) + 1, dtype=torch.long)
+    indptr[1:] = torch.cumsum(counts, 0)
+    return indptr
+
+
+class EdgeMean:
+    """y = P x with P[d, s] = w_sd / sum_s' w_s'd for each edge s -> d (rows: destination nodes,
+    columns: source rows): the weighted mean of each destination's in-neighbours (0 for a node
+    without any), so no per-edge copy of x is made; with `normalise=False`, the weighted sum.
+    Built on the CPU (the edges come from DGL's samplers) as CSR with its transpose, for the
+    backward, then placed on `device`: graphrec's compiled kernel on the CPU, torch's product on a GPU."""
+
+    def __init__(self, edge_dst: torch.Tensor, src_rows: torch.Tensor, weights: Optional[torch.Tensor], n_dst: int,
+                 n_src: int, device: Optional[torch.device] = None, normalise: bool = True,
+                 sorted_by_dst: bool = True):
+        """`sorted_by_dst`: each destination's edges together, in node order (else they are sorted here).
+        weights None: every edge weighs 1."""
+        edge_dst, src_rows = edge_dst.long(), src_rows.long()
+        c = torch.ones(len(edge_dst)) if weights is None else weights.to(torch.float32)
+        if not sorted_by_dst:
+            order = torch.argsort(edge_dst, stable=True)
+            edge_dst, src_rows, c = edge_dst[order], src_rows[order], c[order]
+        values = c
+        if normalise:
+            total = torch.zeros(n_dst).index_add_(0, edge_dst, c).clamp(min=1)
+            values = c / total[edge_dst]
+        order = torch.argsort(src_rows, stable=True)
+        with warnings.catch_warnings():  # torch calls its CSR tensors beta; they are what csr_mm takes
+            warnings.filterwarnings("ignore", "Sparse CSR tensor support is in beta")
+            op = SparseOperator(
+                torch.sparse_csr_tensor(indptr_of(torch.bincount(edge_dst, minlength=n_dst)), src_rows, values,
+                                        size=(n_dst, n_src)),
+                torch.sparse_csr_tensor(indptr_of(torch.bincount(src_rows, minlength=n_src)), edge_dst[order],
+                                        values[order], size=(n_src, n_dst)))
+        self.op = op if device is None else op.to(device)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return SpMM.apply(self.op, x.contiguous())
