@@ -87,6 +87,8 @@ RECIPES = {
     "softmax_hard": {**SOFTMAX, **HARD,
                      "about": "sampled softmax (temperature 0.1) over the 8 hardest of 64 uniform candidates by the "
                               "model's score, lr 0.005, L2 1e-4"},
+    "softmax_free": {**SOFTMAX, "unit_items": False,
+                     "about": "the softmax recipe with item vectors of free length (no final normalisation)"},
     "softmax_user": {**SOFTMAX, "user_embedding": True,
                      "about": "the softmax recipe with a learned vector per user added to the mean of their items"},
 }
@@ -99,6 +101,7 @@ def model_config(recipe: dict):
     return RunConfig.model_validate({"model": {
         "family": "pinsage", "dim": recipe["dim"], "layers": recipe["layers"],
         "pinsage": {"user_items": recipe["user_items"], "user_embedding": recipe.get("user_embedding", False),
+                    "unit_items": recipe.get("unit_items", True),
                     "pairwise_loss": "bpr" if recipe["loss"] == "bpr" else "hinge"}}}).model
 
 

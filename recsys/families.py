@@ -134,6 +134,9 @@ class PinSageOptions(Section):
     user_embedding: bool = Field(
         False, description="add a learned vector per user to the mean of their items (users become transductive: "
                            "a member added after training has the mean alone)")
+    unit_items: bool = Field(
+        True, description="item vectors of unit length (the paper's); false: the final layers' output as it is, so "
+                          "an item's norm can carry its popularity")
 
 
 def pinsage_space(trial) -> dict[str, Any]:

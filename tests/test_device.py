@@ -16,6 +16,7 @@ from recsys.graph.build import build_graph
 from recsys.models.gcn import GCN
 from recsys.models.lightgcn import LightGCN
 from recsys.models.mf import MF
+from recsys.models.pinsage import PinSage
 from recsys.models.sage import AGGREGATORS, GraphSAGE, SAGELayer
 from recsys.train import evaluate_model, fit
 
@@ -59,7 +60,7 @@ def test_retrain_asked_for_cuda_without_one_exits_2_before_anything_starts(tmp_p
     assert not (tmp_path / "mlflow.db").exists()  # refused before the store was touched
 
 
-@pytest.mark.parametrize("family", [LightGCN, MF, GCN])
+@pytest.mark.parametrize("family", [LightGCN, MF, GCN, PinSage])
 def test_fit_on_the_cpu_device_is_the_default_fit(prepared, family):
     """device=cpu is the same loop as no device: the same losses, the same vectors. (GraphSAGE does
     not repeat exactly even on one device: DGL's sampling threads; its layer is compared below.)"""
@@ -96,7 +97,7 @@ def test_no_module_moves_tensors_to_a_gpu_by_hand():
 
 
 @CUDA
-@pytest.mark.parametrize("family", [LightGCN, MF, GCN, GraphSAGE])
+@pytest.mark.parametrize("family", [LightGCN, MF, GCN, GraphSAGE, PinSage])
 def test_training_on_cuda_follows_the_cpu(prepared, family):
     """The same seeds, negatives and steps on both devices: the first epoch's loss agrees to float
     rounding (the products sum in another order), and so does the ranking after it."""

@@ -106,10 +106,11 @@ class _InEdges:
         eid = start[edge_dst] + torch.arange(len(edge_dst)) - first[edge_dst]
         return edge_dst, self.src[eid], self.weights[eid]
 
-    def pooling(self, nodes: torch.Tensor, frontier: Optional[torch.Tensor] = None
-                ) -> tuple[torch.Tensor, torch.Tensor, EdgeMean]:
+    def pooling(self, nodes: torch.Tensor, frontier: Optional[torch.Tensor] = None,
+                device: Optional[torch.device] = None) -> tuple[torch.Tensor, torch.Tensor, EdgeMean]:
         """For output `nodes`: (the frontier below, their rows in it, the pooling over it). The frontier
-        is `nodes` and their in-neighbours (ascending ids), or the given ids when they hold them all."""
+        is `nodes` and their in-neighbours (ascending ids), or the given ids when they hold them all.
+        Ids stay on the CPU; the rows and the pooling go to `device` (the model's), where they are used."""
         edge_dst, src, weights = self.of(nodes)
         if frontier is None:
             frontier, inverse = distinct(torch.cat([nodes, src]), self.n)
@@ -118,10 +119,11 @@ class _InEdges:
             row = torch.full((self.n,), -1, dtype=torch.long)
             row[frontier] = torch.arange(len(frontier))
             dst_rows, src_rows = row[nodes], row[src]
-        return frontier, dst_rows, EdgeMean(edge_dst, src_rows, weights, len(nodes), len(frontier))
+        return frontier, dst_rows.to(device), EdgeMean(edge_dst, src_rows, weights, len(nodes), len(frontier), device)
 
 
 class PinSage(RecModel):
+    device_ready = True
     # A step convolves its batch's items and sampled neighbourhoods only; 64 bigger batches per epoch
     # lost 44% of test recall@20 after 3 epochs at 100k members (0.0014 against 0.0025).
     bound_steps = False
@@ -129,7 +131,8 @@ class PinSage(RecModel):
     def __init__(self, n_users: int, n_items: int, *, dim: int = 64, layers: int = 2, num_neighbors: int = 10,
                  num_walks: int = 50, restart_prob: float = 0.5, num_traversals: int = 3, margin: float = 0.5,
                  item_features: Optional[torch.Tensor] = None, seed: int = 0, pooling: str = "importance",
-                 user_items: int = 32, pairwise_loss: str = "hinge", user_embedding: bool = False):
+                 user_items: int = 32, pairwise_loss: str = "hinge", user_embedding: bool = False,
+                 unit_items: bool = True):
         super().__init__()
         if pooling not in POOLING:
             raise ValueError(f"unknown pooling {pooling!r}; choose one of {POOLING}")
@@ -141,7 +144,7 @@ class PinSage(RecModel):
         self.pooling, self.user_items, self.pairwise_loss = pooling, user_items, pairwise_loss
         self.walk = dict(num_traversals=num_traversals, termination_prob=restart_prob,
                          num_random_walks=num_walks, num_neighbors=num_neighbors)
-        self.margin, self.seed = margin, seed
+        self.margin, self.seed, self.unit_items = margin, seed, unit_items
         self.item_proj = nn.Linear(item_features.shape[1], dim) if item_features is not None else None
         self.item_emb = nn.Embedding(n_items, dim)
         nn.init.normal_(self.item_emb.weight, std=0.1)
@@ -217,25 +220,31 @@ class PinSage(RecModel):
         if items is None:
             h = self.item_emb.weight
             return h + self.item_proj(graph.item_features) if self.item_proj is not None else h
+        items = items.to(graph.device)
         h = self.item_emb(items)
         return h + self.item_proj(graph.item_features[items]) if self.item_proj is not None else h
 
     def item_vectors(self, graph: RecGraph) -> torch.Tensor:
         """Every item's final vector, each layer over all items at once."""
         self._ensure_neighbourhoods(graph)
-        if self._whole is None:  # the same poolings until the neighbourhoods are redrawn
+        if self._whole is None or self._whole[0] != graph.device:  # the same until the neighbourhoods are redrawn
             every = torch.arange(graph.n_items)
-            self._whole = [in_edges.pooling(every, every)[1:] for in_edges in self._in_edges]
+            self._whole = (graph.device, [e.pooling(every, every, graph.device)[1:] for e in self._in_edges])
         h = self.layer0(graph)
-        for conv, (rows, pooling) in zip(self.convs, self._whole):
+        for conv, (rows, pooling) in zip(self.convs, self._whole[1]):
             h = conv.propagate(h, rows, pooling)
-        return F.normalize(self.head(h), dim=1)
+        return self.output(h)
+
+    def output(self, h: torch.Tensor) -> torch.Tensor:
+        """The final dense layers on the last convolution's vectors (unit length unless `unit_items` is off)."""
+        z = self.head(h)
+        return F.normalize(z, dim=1) if self.unit_items else z
 
     @staticmethod
     def _user_sums(graph: RecGraph, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        u, i = graph.g.edges(etype=USER_ITEM)
-        sums = torch.zeros(graph.n_users, items.shape[1]).index_add_(0, u.long(), items[i.long()])
-        return sums, torch.bincount(u.long(), minlength=graph.n_users).unsqueeze(1).float()
+        u, i = (t.long().to(items.device) for t in graph.g.edges(etype=USER_ITEM))
+        sums = items.new_zeros(graph.n_users, items.shape[1]).index_add_(0, u, items[i])
+        return sums, torch.bincount(u, minlength=graph.n_users).unsqueeze(1).float()
 
     def encode(self, graph: RecGraph) -> tuple[torch.Tensor, torch.Tensor]:
         """A user is the mean of their training items. A user without any (every interaction held out,
@@ -262,14 +271,14 @@ class PinSage(RecModel):
         """Per user, the mean of the vectors of their user neighbours that have training items;
         `popular` where a user has no such neighbour."""
         fallback = torch.zeros_like(users)
-        known = torch.zeros(len(users))
+        known = users.new_zeros(len(users))
         for etype in (FRIEND, SIMILAR_USER):
             if not graph.uses(etype):
                 continue
-            src, dst = (t.long() for t in graph.g.edges(etype=etype))
+            src, dst = (t.long().to(users.device) for t in graph.g.edges(etype=etype))
             keep = has_items[src]
             fallback.index_add_(0, dst[keep], users[src[keep]])
-            known.index_add_(0, dst[keep], torch.ones(int(keep.sum())))
+            known.index_add_(0, dst[keep], users.new_ones(int(keep.sum())))
         fallback /= known.clamp(min=1).unsqueeze(1)
         fallback[known == 0] = popular
         return fallback
@@ -281,14 +290,14 @@ class PinSage(RecModel):
         l's nodes need layer l-1's vectors of themselves and their in-neighbours in layer l's graph."""
         self._ensure_neighbourhoods(graph)
         plan = []  # per layer, top down: (rows of its nodes in the frontier below, pooling over that frontier)
-        nodes = items
+        nodes = items.cpu()
         for in_edges in reversed(self._in_edges):
-            nodes, *layer = in_edges.pooling(nodes)
+            nodes, *layer = in_edges.pooling(nodes, device=graph.device)
             plan.append(layer)
         h = self.layer0(graph, nodes)
         for conv, (dst_rows, pooling) in zip(self.convs, reversed(plan)):
             h = conv.propagate(h, dst_rows, pooling)
-        return F.normalize(self.head(h), dim=1)
+        return self.output(h)
 
     def histories(self, graph: RecGraph) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(indptr, items, keys): each user's training items, sorted, as CSR rows, and each entry's
@@ -332,14 +341,15 @@ class PinSage(RecModel):
 
     def batch_loss(self, graph: RecGraph, users, pos, neg, edge_ids=None):
         pos, neg = pos.long(), neg.long()
-        history, mask = self.sample_histories(graph, users, pos)
+        device = pos.device  # the model's; the index work (histories, frontiers) is on the CPU
+        history, mask = self.sample_histories(graph, users.cpu(), pos.cpu())
         rows, cols = mask.nonzero(as_tuple=True)
-        items, inverse = distinct(torch.cat([pos, neg.reshape(-1), history[rows, cols]]), graph.n_items)
-        vectors = self.item_vectors_of(graph, items).index_select(0, inverse)
+        items, inverse = distinct(torch.cat([pos.cpu(), neg.reshape(-1).cpu(), history[rows, cols]]), graph.n_items)
+        vectors = self.item_vectors_of(graph, items).index_select(0, inverse.to(device))
         b, k = neg.shape
         p, n, h = vectors.split([b, b * k, len(rows)])
-        counts = mask.sum(1, keepdim=True).clamp(min=1).to(p.dtype)
-        u = torch.zeros(b, p.shape[1], dtype=p.dtype).index_add_(0, rows, h) / counts
+        counts = mask.sum(1, keepdim=True).clamp(min=1).to(device, p.dtype)
+        u = p.new_zeros(b, p.shape[1]).index_add_(0, rows.to(device), h) / counts
         reg = 0.5 * (self.item_emb(pos).pow(2).sum() + self.item_emb(neg).pow(2).sum() / k) / len(users)
         if self.user_emb is not None:
             own = self.user_emb(users.long())
