@@ -18,6 +18,7 @@ from torch import nn
 
 from recsys.data.network_tasks import TASKS, NetworkTasks
 from recsys.data.tabular import Rows
+from recsys.device import placed, resolve_device
 from recsys.metrics import auc
 from recsys.models.graph_multitask import GraphMultiTask
 from recsys.train import Callback, EarlyStopping, TrainResult
@@ -32,8 +33,10 @@ def task_losses(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def predict(model: nn.Module, x: np.ndarray, batch_size: int = 8192) -> np.ndarray:
+    """Probabilities per task, the rows scored where the model is."""
     model.eval()
-    out = [torch.sigmoid(model(torch.from_numpy(x[s:s + batch_size]))).numpy()
+    device = next(model.parameters()).device
+    out = [torch.sigmoid(model(torch.from_numpy(x[s:s + batch_size]).to(device))).cpu().numpy()
            for s in range(0, len(x), batch_size)]
     model.train()
     return np.concatenate(out) if out else np.zeros((0, 1), dtype=np.float32)
@@ -46,17 +49,29 @@ def task_aucs(pred: np.ndarray, y: np.ndarray) -> list[float]:
 
 def fit_head(model: nn.Module, train: Rows, valid: Rows, weights: Optional[Sequence[float]] = None,
              epochs: int = 30, batch_size: int = 1024, lr: float = 1e-3, weight_decay: float = 0.0,
-             patience: int = 5, seed: int = 0, callbacks: Sequence[Callback] = ()) -> TrainResult:
+             patience: int = 5, seed: int = 0, callbacks: Sequence[Callback] = (),
+             device: Optional[torch.device] = None) -> TrainResult:
     """Adam on the weighted task losses; early stopping on mean validation AUC (evaluated every
-    epoch; `patience` epochs without improvement), the best state kept."""
+    epoch; `patience` epochs without improvement), the best state kept. Trains on `device` (the
+    rows copied there once); the model comes back to the CPU."""
+    model.to(device or "cpu")
+    try:
+        return _fit_head(model, train, valid, weights, epochs, batch_size, lr, weight_decay, patience, seed,
+                         callbacks, torch.device(device or "cpu"))
+    finally:
+        model.to("cpu")
+
+
+def _fit_head(model, train, valid, weights, epochs, batch_size, lr, weight_decay, patience, seed, callbacks,
+              device) -> TrainResult:
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     n_tasks = train.y.shape[1]
-    w = torch.tensor(weights if weights is not None else [1.0] * n_tasks, dtype=torch.float32)
+    w = torch.tensor(weights if weights is not None else [1.0] * n_tasks, dtype=torch.float32, device=device)
     if len(w) != n_tasks:
         raise ValueError(f"{len(w)} task weights for {n_tasks} tasks")
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
-    x_all, y_all = torch.from_numpy(train.x), torch.from_numpy(train.y)
+    x_all, y_all = torch.from_numpy(train.x).to(device), torch.from_numpy(train.y).to(device)
     result, best = TrainResult(), EarlyStopping(patience)
     started, step = time.perf_counter(), 0
     model.train()
@@ -64,7 +79,7 @@ def fit_head(model: nn.Module, train: Rows, valid: Rows, weights: Optional[Seque
         t0 = time.perf_counter()
         for cb in callbacks:
             cb.on_epoch_start(epoch)
-        order = torch.from_numpy(rng.permutation(len(train)))
+        order = torch.from_numpy(rng.permutation(len(train))).to(device)
         total = 0.0
         for s in range(0, len(order), batch_size):
             idx = order[s:s + batch_size]
@@ -123,7 +138,7 @@ def friend_ranking(model: GraphMultiTask, tasks: NetworkTasks, split: str = "tes
     linear in n; None ranks them all (n x n)."""
     from recsys.metrics import evaluate_scores
 
-    n = model.user_x.shape[0]
+    n, device = model.user_x.shape[0], model.user_x.device
     rows = tasks.rows[split]
     held = rows.x[rows.y[:, 1] == 1][:, :2].astype(np.int64)
     targets = np.concatenate([held, held[:, ::-1]])
@@ -134,7 +149,7 @@ def friend_ranking(model: GraphMultiTask, tasks: NetworkTasks, split: str = "tes
     def score(users: np.ndarray) -> torch.Tensor:
         u = np.repeat(users, n)
         c = np.tile(np.arange(n), len(users))
-        x = torch.from_numpy(np.stack([u, c, np.ones(len(u))], axis=1).astype(np.float32))
+        x = torch.from_numpy(np.stack([u, c, np.ones(len(u))], axis=1).astype(np.float32)).to(device)
         return model(x)[:, column].reshape(len(users), n)
 
     model.eval()
@@ -146,10 +161,11 @@ def friend_ranking(model: GraphMultiTask, tasks: NetworkTasks, split: str = "tes
 
 def fit_network_heads(tasks: NetworkTasks, bottom: nn.Module, graph, opts, seed: int = 0,
                       callbacks: Sequence[Callback] = (), ranked_members: Optional[int] = None,
-                      ranking_seed: int = 0) -> NetworkHeadResult:
+                      ranking_seed: int = 0, device: Optional[torch.device] = None) -> NetworkHeadResult:
     """Train the configured head (recsys.families.MMoEOptions) on both tasks over a trained bottom.
     Single-task heads: one model per task (each sees only its task's rows; `callbacks` observe the
-    first). The friend ranking ranks `ranked_members` members (seeded; all when None)."""
+    first). The friend ranking ranks `ranked_members` members (seeded; all when None). Heads train
+    and the friend ranking scores on `device`."""
     from recsys.models.mmoe import build_head
 
     n_tasks = len(TASKS)
@@ -170,7 +186,7 @@ def fit_network_heads(tasks: NetworkTasks, bottom: nn.Module, graph, opts, seed:
         if per_task:  # a task's own rows only
             split_rows_ = {k: r.take(np.flatnonzero(~np.isnan(r.y[:, 0]))) for k, r in split_rows_.items()}
         res = fit_head(model, split_rows_["train"], split_rows_["valid"], weights, opts.epochs, opts.batch_size,
-                       opts.lr, patience=opts.patience, seed=seed, callbacks=callbacks if t == 0 else ())
+                       opts.lr, patience=opts.patience, seed=seed, callbacks=callbacks if t == 0 else (), device=device)
         history += res.history
         best_epoch = max(best_epoch, res.best_epoch)
         for split, r in split_rows_.items():
@@ -179,7 +195,8 @@ def fit_network_heads(tasks: NetworkTasks, bottom: nn.Module, graph, opts, seed:
                     aucs.setdefault(split, {})[TASKS[c]] = a
     gates = gate_utilisation(models[0], tasks.rows["test"].x)
     # single-task heads: the last model is the friend task's
-    ranking = friend_ranking(models[-1], tasks, max_users=ranked_members, sample_seed=ranking_seed)
+    with placed(models[-1], device or torch.device("cpu")):
+        ranking = friend_ranking(models[-1], tasks, max_users=ranked_members, sample_seed=ranking_seed)
     return NetworkHeadResult(models[0], aucs, ranking, gates, history, best_epoch)
 
 
@@ -191,7 +208,7 @@ def train_family(prepared, cfg, bottom, callbacks, log=None):
     trained = train_ranking(prepared, cfg, bottom, callbacks, log)
     heads = fit_network_heads(prepared.tasks, bottom, prepared.graph, cfg.model.mmoe, cfg.train.seed,
                               callbacks("head_"), ranked_members=cfg.model.mmoe.ranked_members,
-                              ranking_seed=cfg.eval.seed)
+                              ranking_seed=cfg.eval.seed, device=resolve_device(cfg.compute.device))
     trained.heads, trained.best_epoch = heads, heads.best_epoch
     trained.score = float(np.mean(list(heads.aucs["valid"].values())))
     return trained

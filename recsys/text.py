@@ -25,8 +25,9 @@ def model_path() -> Path:
 
 
 class TextEncoder:
-    def __init__(self, cache_dir: Optional[str | Path] = None, batch_size: int = 64):
+    def __init__(self, cache_dir: Optional[str | Path] = None, batch_size: int = 64, device: str = "cpu"):
         self.cache_dir = Path(cache_dir) if cache_dir else None
+        self.device = str(device)  # where the sentence encoder runs (compute.device, resolved)
         self.batch_size = batch_size
         self.encoded_count = 0  # texts actually run through the model by this instance
         self._model = None
@@ -41,7 +42,7 @@ class TextEncoder:
             os.environ["TRANSFORMERS_OFFLINE"] = "1"
             from sentence_transformers import SentenceTransformer
 
-            self._model = SentenceTransformer(str(model_path()), device="cpu")
+            self._model = SentenceTransformer(str(model_path()), device=self.device)
         return self._model
 
     def encode(self, texts: list[str]) -> np.ndarray:

@@ -161,3 +161,54 @@ def test_sage_aggregation_in_torch_equals_dgls(prepared, aggregator):
         out[use_dgl] = (y.detach(), x.grad)
     torch.testing.assert_close(out[False][0], out[True][0])
     torch.testing.assert_close(out[False][1], out[True][1])
+
+
+def _head_rows():
+    from recsys.data.tabular import Rows
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((600, 4)).astype(np.float32)
+    y = np.stack([x[:, 0] > 0, x[:, 1] > 0], axis=1).astype(np.float32)
+    return Rows(x[:500], y[:500]), Rows(x[500:], y[500:])
+
+
+def _fit_head_on(device):
+    from recsys.models.mmoe import MMoE
+    from recsys.multitask import fit_head
+
+    torch.manual_seed(0)
+    model = MMoE(d_in=4, n_tasks=2, n_experts=2, expert_dim=3)
+    result = fit_head(model, *_head_rows(), epochs=2, batch_size=64, lr=0.01, device=device)
+    return model, [h["loss"] for h in result.history]
+
+
+def test_mmoe_heads_on_the_cpu_device_are_the_default_heads():
+    default, cpu = _fit_head_on(None), _fit_head_on(torch.device("cpu"))
+    assert default[1] == cpu[1]
+    assert all(p.device.type == "cpu" for p in cpu[0].parameters())
+
+
+@CUDA
+def test_mmoe_heads_on_cuda_follow_the_cpu():
+    cpu, gpu = _fit_head_on(torch.device("cpu")), _fit_head_on(torch.device("cuda"))
+    assert gpu[1] == pytest.approx(cpu[1], rel=1e-4)
+    assert all(p.device.type == "cpu" for p in gpu[0].parameters())  # back on the CPU after training
+
+
+@CUDA
+def test_the_llm_prefix_on_cuda_follows_the_cpu():
+    from recsys.models.llm import PrefixEncoder, fit_prefix, load_frozen_minilm
+
+    tokenizer, bert = load_frozen_minilm()
+    texts = [f"member {k}" for k in range(8)]
+    items = torch.nn.functional.normalize(torch.randn(5, 384, generator=torch.Generator().manual_seed(0)), dim=-1)
+    pairs = np.array([[u, u % 5] for u in range(8)])
+    losses = {}
+    for device in ("cpu", "cuda"):
+        torch.manual_seed(0)
+        model = PrefixEncoder(4, tokens=1, max_tokens=8, tokenizer=tokenizer, transformer=bert)
+        history = fit_prefix(model, torch.ones(8, 4), texts, items, pairs, epochs=2, batch_size=4, negatives=3,
+                             device=torch.device(device))
+        losses[device] = [h["loss"] for h in history]
+        model.to("cpu")
+    assert losses["cuda"] == pytest.approx(losses["cpu"], rel=1e-3)

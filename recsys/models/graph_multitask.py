@@ -25,22 +25,31 @@ class GraphMultiTask(nn.Module):
     def __init__(self, bottom: nn.Module, graph, head_factory: Callable[[int], nn.Module], frozen: bool = True):
         super().__init__()
         self.bottom, self.graph, self.frozen = bottom, graph, frozen
-        self.user_x = graph.user_features if graph.user_features is not None else torch.zeros(graph.n_users, 0)
-        self.item_x = graph.item_features if graph.item_features is not None else torch.zeros(graph.n_items, 0)
+        self._graphs = {graph.device: graph}  # the graph placed on each device the model visits
+        # buffers, not state: they move with the model (.to) and are not saved with it
+        self.register_buffer("user_x", graph.user_features if graph.user_features is not None
+                             else torch.zeros(graph.n_users, 0), persistent=False)
+        self.register_buffer("item_x", graph.item_features if graph.item_features is not None
+                             else torch.zeros(graph.n_items, 0), persistent=False)
+        self.register_buffer("cached_users", None, persistent=False)
+        self.register_buffer("cached_items", None, persistent=False)
         if frozen:
             for p in bottom.parameters():
                 p.requires_grad_(False)
-            self._cached = self._embed()
-        dim = self._embed()[0].shape[1] if not frozen else self._cached[0].shape[1]
+            self.cached_users, self.cached_items = (t.detach() for t in self._embed())
+        dim = self._embed()[0].shape[1]
         self.d_in = 3 * dim + 3 * self.user_x.shape[1] + self.item_x.shape[1]
         self.head = head_factory(self.d_in)
         self.head_tasks = self.head(torch.zeros(1, self.d_in)).shape[1]
 
     def _embed(self):
-        if self.frozen and getattr(self, "_cached", None) is not None:
-            return self._cached
+        if self.cached_users is not None:
+            return self.cached_users, self.cached_items
+        device = self.user_x.device
+        if device not in self._graphs:
+            self._graphs[device] = self.graph.to(device)
         with torch.set_grad_enabled(not self.frozen and self.training):
-            return self.bottom.embed(self.graph)
+            return self.bottom.embed(self._graphs[device])
 
     def inputs(self, rows: torch.Tensor) -> torch.Tensor:
         users_emb, items_emb = self._embed()

@@ -112,13 +112,19 @@ class PrefixEncoder(nn.Module):
         nn.init.normal_(self.proj.weight, std=0.02)
         nn.init.zeros_(self.proj.bias)
 
+    def _apply(self, fn, *args, **kwargs):
+        """.to(device) and the like move the frozen transformer with the projection."""
+        self.transformer._apply(fn, *args, **kwargs)
+        return super()._apply(fn, *args, **kwargs)
+
     def forward(self, gnn: torch.Tensor, texts: list[str]) -> torch.Tensor:
+        device = self.proj.weight.device
         batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_tokens, return_tensors="pt")
-        words = self.transformer.embeddings.word_embeddings(batch["input_ids"])
-        prefix = self.proj(gnn).view(len(texts), self.tokens, self.hidden)
+        words = self.transformer.embeddings.word_embeddings(batch["input_ids"].to(device))
+        prefix = self.proj(gnn.to(device)).view(len(texts), self.tokens, self.hidden)
         embeds = torch.cat([words[:, :1], prefix, words[:, 1:]], dim=1)
-        mask = batch["attention_mask"]
-        mask = torch.cat([mask[:, :1], torch.ones(len(texts), self.tokens, dtype=mask.dtype), mask[:, 1:]], dim=1)
+        mask = batch["attention_mask"].to(device)
+        mask = torch.cat([mask[:, :1], mask.new_ones(len(texts), self.tokens), mask[:, 1:]], dim=1)
         out = self.transformer(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
         weights = mask.unsqueeze(-1).to(out.dtype)
         return F.normalize((out * weights).sum(1) / weights.sum(1), dim=-1)
@@ -127,8 +133,10 @@ class PrefixEncoder(nn.Module):
     def encode(self, gnn: torch.Tensor, texts: list[str], batch_size: int = 256) -> torch.Tensor:
         was = self.training
         self.eval()
-        out = torch.cat([self(gnn[a:a + batch_size], texts[a:a + batch_size])
-                         for a in range(0, len(texts), batch_size)]) if texts else torch.zeros(0, self.hidden)
+        out = self.proj.weight.new_zeros(0, self.hidden)
+        if texts:
+            out = torch.cat([self(gnn[a:a + batch_size], texts[a:a + batch_size])
+                             for a in range(0, len(texts), batch_size)])
         self.train(was)
         return out
 
@@ -136,15 +144,21 @@ class PrefixEncoder(nn.Module):
 def fit_prefix(model: PrefixEncoder, gnn_users: torch.Tensor, texts: list[str], item_vectors: torch.Tensor,
                pairs: np.ndarray, epochs: int = 3, lr: float = 1e-3, batch_size: int = 64, temperature: float = 0.05,
                negatives: int = 256, seed: int = 0, log: Optional[Callable[[str], None]] = None,
-               callbacks: Sequence = (), members_per_epoch: Optional[int] = None) -> list[dict]:
+               callbacks: Sequence = (), members_per_epoch: Optional[int] = None,
+               device: Optional[torch.device] = None) -> list[dict]:
     """Train the projection only. An epoch reads `members_per_epoch` members (all when None) drawn
     afresh. A step reads `batch_size` members through the transformer, once
     each, and scores all their (member, job) pairs: for each pair, a softmax over the batch's jobs
     and `negatives` random jobs, the member's other jobs left out. Reading a member once per step
     rather than once per pair matters: the frozen transformer's forward and backward passes are
     nearly all the time, and a member has many jobs. `callbacks`: recsys.train.Callback hooks.
-    Returns the loss per epoch."""
+    Runs on `device` (the model, the GNN and job vectors there; the batch's indices drawn on the
+    CPU and copied over). Returns the loss per epoch."""
     import time
+
+    device = torch.device(device or "cpu")
+    model.to(device)
+    gnn_users, item_vectors = gnn_users.to(device), item_vectors.to(device)
 
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(model.proj.parameters(), lr=lr)
@@ -167,12 +181,12 @@ def fit_prefix(model: PrefixEncoder, gnn_users: torch.Tensor, texts: list[str], 
             jobs = torch.unique(pos)
             candidates = torch.cat([jobs, torch.randint(n_items, (negatives,), generator=gen)])
             target = torch.searchsorted(jobs, pos)
-            u = model(gnn_users[members[chosen]], [texts[i] for i in members[chosen].tolist()])
-            logits = u[slot] @ item_vectors[candidates].T / temperature
+            u = model(gnn_users[members[chosen].to(device)], [texts[i] for i in members[chosen].tolist()])
+            logits = u[slot.to(device)] @ item_vectors[candidates.to(device)].T / temperature
             # the member's other jobs (wherever they appear among the candidates) are not negatives
             theirs = torch.isin(slot.unsqueeze(1) * n_items + candidates.unsqueeze(0), slot * n_items + pos)
-            logits = logits.masked_fill(theirs & (target.unsqueeze(1) != torch.arange(len(candidates))), float("-inf"))
-            loss = F.cross_entropy(logits, target)
+            theirs &= target.unsqueeze(1) != torch.arange(len(candidates))
+            loss = F.cross_entropy(logits.masked_fill(theirs.to(device), float("-inf")), target.to(device))
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -207,30 +221,34 @@ class FixedVectors(nn.Module):
 
 
 def train_llm(prepared, opts, bottom, text_cache, seed: int = 0, log: Optional[Callable[[str], None]] = None,
-              callbacks: Sequence = ()) -> tuple[FixedVectors, list[dict]]:
+              callbacks: Sequence = (), device: Optional[torch.device] = None) -> tuple[FixedVectors, list[dict]]:
     """The `llm` family on prepared data: `opts` (LLMOptions) picks graph-as-text or GNN-as-prefix;
     `bottom` is the trained GNN whose member embeddings the prefix reads. Jobs are the frozen
-    encoder's vectors of their text in both modes."""
+    encoder's vectors of their text in both modes. The encoders and the prefix run on `device`;
+    the vectors come back to the CPU."""
+    from recsys.device import embed_on
     from recsys.text import TextEncoder
 
+    device = torch.device(device or "cpu")
     data, indexed = prepared.data, prepared.indexed
     if list(data.users["user_id"].astype(str)) != list(indexed.user_ids):
         raise ValueError("users table and indexed ids disagree")
-    encoder = TextEncoder(text_cache)
+    encoder = TextEncoder(text_cache, device=device)
     items = torch.as_tensor(encoder.encode(item_texts(data.items)))
     if opts.mode == "text":
         texts = graph_texts(data.users, data.items, indexed.train, indexed.social, opts.max_friends,
                             opts.max_items, opts.max_chars)
         return FixedVectors(torch.as_tensor(encoder.encode(texts)), items), []
     bottom.eval()
-    with torch.no_grad():
-        gnn_users, _ = bottom.embed(prepared.graph)
+    gnn_users, _ = embed_on(bottom, prepared.graph, device)
     texts = profile_texts(data.users)
     torch.manual_seed(seed)
     model = PrefixEncoder(gnn_users.shape[1], opts.prefix_tokens, opts.max_tokens)
     history = fit_prefix(model, gnn_users, texts, items, indexed.train, opts.epochs, opts.lr, opts.batch_size,
-                         opts.temperature, opts.negatives, seed, log, callbacks, opts.members_per_epoch)
-    return FixedVectors(model.encode(gnn_users, texts), items), history
+                         opts.temperature, opts.negatives, seed, log, callbacks, opts.members_per_epoch, device)
+    users = model.encode(gnn_users.to(device), texts).cpu()
+    model.to("cpu")
+    return FixedVectors(users, items), history
 
 
 def train_family(prepared, cfg, bottom, callbacks, log=None):
@@ -239,10 +257,10 @@ def train_family(prepared, cfg, bottom, callbacks, log=None):
     from recsys.device import resolve_device
     from recsys.train import Trained, TrainResult, fit
 
-    result = TrainResult()
+    result, device = TrainResult(), resolve_device(cfg.compute.device)
     if cfg.model.llm.mode == "prefix":
         result = fit(bottom, prepared.graph, prepared.indexed, cfg.train, cfg.eval, callbacks=callbacks(""), log=log,
-                     device=resolve_device(cfg.compute.device))
+                     device=device)
     vectors, _ = train_llm(prepared, cfg.model.llm, bottom, cfg.stores.text_cache(), cfg.train.seed, log,
-                           callbacks("prefix_"))
+                           callbacks("prefix_"), device)
     return Trained(vectors, prepared.graph, result, result.best_score, result.best_epoch)
