@@ -12,6 +12,7 @@ import torch
 
 from recsys.config import ModelConfig, RunConfig
 from recsys.data.types import IndexedData, RecData
+from recsys.device import embed_on, resolve_device
 from recsys.inductive import Bundle
 from recsys.models import build_model
 from recsys.prepare import prepare
@@ -36,8 +37,8 @@ def reembed(bundle: Bundle, data: RecData, cfg: RunConfig,
         model.load_state_dict(bundle.state_dict)
     except RuntimeError as exc:
         raise ReembedError(f"today's features do not fit the trained model: {str(exc).splitlines()[0]}") from None
-    model.eval()
-    with torch.no_grad():
-        options = {"map_chunks": map_chunks} if map_chunks is not None and hasattr(model, "layer_chunk") else {}
-        users, items = model.embed(prepared.graph, **options)
-    return prepared.indexed, users.numpy(), items.numpy()
+    if map_chunks is not None and hasattr(model, "layer_chunk"):  # the chunks run on Dask's (CPU) workers
+        users, items = embed_on(model, prepared.graph, torch.device("cpu"), map_chunks=map_chunks)
+    else:
+        users, items = embed_on(model, prepared.graph, resolve_device(cfg.compute.device))
+    return prepared.indexed, users.cpu().numpy(), items.cpu().numpy()
