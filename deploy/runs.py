@@ -8,7 +8,7 @@ import os
 import socket
 from contextlib import contextmanager
 from datetime import datetime, timezone
-from typing import Optional
+from typing import Callable, Optional
 
 from mlflow.tracking import MlflowClient
 
@@ -61,13 +61,17 @@ def close_orphaned_runs(experiment_id: str) -> list[str]:
 
 
 @contextmanager
-def ended_with_outcome(run_id: str, finish: bool = True):
-    """The run ends FAILED if the block raises, KILLED if it is interrupted (SIGTERM, Ctrl-C),
-    and FINISHED after it when `finish` is true."""
+def ended_with_outcome(run_id: str, finish: bool = True, interrupted: Callable[[], bool] = lambda: False):
+    """The run ends FAILED if the block raises, KILLED if it is interrupted (SIGTERM, Ctrl-C, or
+    an error raised while `interrupted()` says the process was told to stop), and FINISHED after
+    it when `finish` is true."""
     try:
         yield
     except Exception as exc:
-        _end_if_possible(run_id, "FAILED", f"{type(exc).__name__}: {exc}")
+        if interrupted():
+            _end_if_possible(run_id, "KILLED", f"interrupted ({type(exc).__name__}: {exc})")
+        else:
+            _end_if_possible(run_id, "FAILED", f"{type(exc).__name__}: {exc}")
         raise
     except BaseException as exc:
         _end_if_possible(run_id, "KILLED", f"interrupted ({type(exc).__name__})")

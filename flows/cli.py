@@ -62,22 +62,29 @@ def _run_flow(args, cfg, flow, stopped: str, **kwargs):
 
 def _finished(state, command: str, stopped: str):
     """(the flow's result, None) when it completed, else (None, exit code) after saying why."""
+    try:
+        return state.result(), None
+    except Exception as exc:
+        return None, _failed(exc, command, stopped)
+
+
+def _failed(exc: Exception, command: str, stopped: str) -> int:
     from deploy.errors import RegistryError
+    from flows.prefect_api import Terminated, sigterm_received
     from recsys.config import ConfigError
     from recsys.data.loaders import DataLoadError
     from validation.report import DataValidationError
 
-    try:
-        return state.result(), None
-    except DataValidationError as exc:
+    if sigterm_received():  # Prefect caught the interruption and reported an error of its own
+        raise Terminated(f"stopped by SIGTERM ({type(exc).__name__}: {exc})") from None
+    if isinstance(exc, DataValidationError):
         print(f"\nstopped at validation; {stopped}\n{exc}", file=sys.stderr)
-        return None, 3
-    except (DataLoadError, RegistryError, ConfigError) as exc:  # bad input or settings, found inside the flow
+        return 3
+    if isinstance(exc, (DataLoadError, RegistryError, ConfigError)):  # bad input or settings, found in the flow
         print(f"\ngraphrec {command}: {exc}", file=sys.stderr)
-        return None, 2
-    except Exception as exc:  # the flow's own logs carry the traceback
-        print(f"\n{command} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return None, 1
+        return 2
+    print(f"\n{command} failed: {type(exc).__name__}: {exc}", file=sys.stderr)  # the flow's logs hold the traceback
+    return 1
 
 
 def cmd_retrain(args) -> int:

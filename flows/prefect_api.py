@@ -36,11 +36,22 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, raised where the command is, so that it unwinds like Ctrl-C."""
 
 
+_terminated: list[int] = []  # the SIGTERM received, if any
+
+
 def stop_on_sigterm() -> None:
     def handler(signum, frame):
+        _terminated.append(signum)
         raise Terminated(f"stopped by signal {signum}")
 
     signal.signal(signal.SIGTERM, handler)
+
+
+def sigterm_received() -> bool:
+    """Whether this process was sent SIGTERM. Prefect's engine can catch the interruption while it
+    sets a task run up and report an error of its own instead ("Task run is not set"): the command
+    still ends as stopped (143), and its MLflow run as KILLED."""
+    return bool(_terminated)
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec

@@ -214,8 +214,9 @@ def retrain_flow(config: Optional[RunConfig] = None) -> dict:
     logger.info(f"data {data.name}: {data.summary()}")
     run_id = phases.run("start_run", start_run, cfg, data)
     from deploy.runs import ended_with_outcome
+    from flows.prefect_api import sigterm_received
 
-    with ended_with_outcome(run_id):  # FAILED on an error, KILLED when interrupted, else FINISHED
+    with ended_with_outcome(run_id, interrupted=sigterm_received):  # FAILED on an error, KILLED when stopped
         phases.run("record_profile", record_profile, run_id, drift, prepared, cfg)
         trained = phases.run("train", train, prepared, cfg, run_id)
         metrics = phases.run("evaluate", evaluate, trained, prepared, cfg, run_id)

@@ -167,6 +167,7 @@ def best_config(cfg: RunConfig, study: optuna.Study) -> RunConfig:
 def search_flow(config: Optional[RunConfig] = None) -> dict:
     from deploy.runs import ended_with_outcome, reopen_run
     from deploy.study_runs import study_parent_run
+    from flows.prefect_api import sigterm_received
 
     cfg = config or RunConfig()
     cfg = with_overrides(cfg, {"model.family": cfg.search.family})  # data preparation depends on it
@@ -177,7 +178,7 @@ def search_flow(config: Optional[RunConfig] = None) -> dict:
     study = open_study(cfg)
     parent = study_parent_run(cfg, study.study_name, prepared.data)
     reopen_run(parent)  # a resumed study's run is running again, in this process
-    with ended_with_outcome(parent):  # and ends with the search: FINISHED, FAILED or KILLED
+    with ended_with_outcome(parent, interrupted=sigterm_received):  # ends with the search: FINISHED, FAILED, KILLED
         return _search(cfg, study, prepared, parent, logger)
 
 
