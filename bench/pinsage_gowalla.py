@@ -89,6 +89,8 @@ RECIPES = {
                               "model's score, lr 0.005, L2 1e-4"},
     "softmax_free": {**SOFTMAX, "unit_items": False,
                      "about": "the softmax recipe with item vectors of free length (no final normalisation)"},
+    "softmax_free_n64": {**SOFTMAX, "unit_items": False, "per_positive": 64,
+                         "about": "softmax_free over 64 uniform negatives"},
     "softmax_user": {**SOFTMAX, "user_embedding": True,
                      "about": "the softmax recipe with a learned vector per user added to the mean of their items"},
 }
