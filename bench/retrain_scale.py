@@ -113,11 +113,12 @@ def run_overrides(store: Path, files: dict, family: str, args, work: Path) -> li
             f"stores.text_cache_dir={work / 'text_cache'}", f"model.family={family}", *args.set]
 
 
-def step_mode(train_cfg, bounded: bool) -> str:
-    """"bounded" where train.max_steps_per_epoch bounds the family's steps, else "per-batch"."""
+def step_mode(train_cfg, auto_steps) -> str:
+    """"bounded" where train.max_steps_per_epoch bounds the family's steps (RecModel.auto_steps under
+    auto), else "per-batch"."""
     from recsys.train import steps_bound
 
-    return "per-batch" if steps_bound(train_cfg, bounded) is None else "bounded"
+    return "per-batch" if steps_bound(train_cfg, auto_steps) is None else "bounded"
 
 
 def bench_settings(args) -> list[str]:
@@ -306,6 +307,7 @@ def probe_main(spec_path: Path) -> None:
     from recsys.config import load_config
     from recsys.data.loaders import load_data
     from recsys.models import build_model
+    from recsys.models.base import AUTO_STEPS
     from recsys.prepare import prepare
     from recsys.train import StopTraining, batch_plan, fit
 
@@ -334,10 +336,10 @@ def probe_main(spec_path: Path) -> None:
         batch, per_epoch, mode = probe_prefix(cfg, prepared, model, Clock())
     else:
         fit(model, prepared.graph, prepared.indexed, cfg.train, cfg.eval, callbacks=[Clock()])
-        bounded = getattr(model, "bound_steps", True)
-        batch, _ = batch_plan(cfg.train, len(prepared.indexed.train), bounded)
+        auto_steps = getattr(model, "auto_steps", AUTO_STEPS)
+        batch, _ = batch_plan(cfg.train, len(prepared.indexed.train), auto_steps)
         per_epoch = -(-len(prepared.indexed.train) // batch)
-        mode = step_mode(cfg.train, bounded)
+        mode = step_mode(cfg.train, auto_steps)
     each = np.diff(marks)
     step_seconds = float(np.median(each[1:] if len(each) > 1 else each))  # the first step warms caches
     Path(spec["out"]).write_text(json.dumps({
@@ -544,11 +546,12 @@ def family_mode(family: str) -> str:
     bounds its steps) or "per-batch"."""
     from recsys.config import TrainConfig
     from recsys.families import FAMILIES, load
+    from recsys.models.base import AUTO_STEPS
 
     if family in STAGE_PROBES:
         return STAGE_PROBES[family]
     model = FAMILIES[family].model
-    return step_mode(TrainConfig(), getattr(load(model), "bound_steps", True) if model else True)
+    return step_mode(TrainConfig(), getattr(load(model), "auto_steps", AUTO_STEPS) if model else AUTO_STEPS)
 
 
 def probe_mode(r: dict) -> str:

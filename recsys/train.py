@@ -27,6 +27,7 @@ from recsys.data.types import IndexedData
 from recsys.device import embed_on, resolve_device, to_device
 from recsys.graph.build import RecGraph
 from recsys.metrics import evaluate
+from recsys.models.base import AUTO_STEPS
 from recsys.negatives import ScoreView, build_sampler
 
 
@@ -96,23 +97,19 @@ def draw_negatives(sampler, batch: np.ndarray, scores, per_positive: int) -> np.
     return np.stack(draws, axis=1)
 
 
-AUTO_STEPS = 64  # train.max_steps_per_epoch=auto for bounded families: validated on Gowalla (bench/results)
-
-
-def steps_bound(cfg: TrainConfig, bounded: bool = True) -> Optional[int]:
-    """train.max_steps_per_epoch with `auto` resolved: AUTO_STEPS for a family that bounds its
-    steps (RecModel.bound_steps), no bound for the others."""
+def steps_bound(cfg: TrainConfig, auto_steps: Optional[int] = AUTO_STEPS) -> Optional[int]:
+    """train.max_steps_per_epoch with `auto` resolved to the family's own bound (RecModel.auto_steps)."""
     if cfg.max_steps_per_epoch == "auto":
-        return AUTO_STEPS if bounded else None
+        return auto_steps
     return cfg.max_steps_per_epoch
 
 
-def batch_plan(cfg: TrainConfig, n_pairs: int, bounded: bool = True) -> tuple[int, float]:
+def batch_plan(cfg: TrainConfig, n_pairs: int, auto_steps: Optional[int] = AUTO_STEPS) -> tuple[int, float]:
     """(pairs per step, learning rate) for a log of n_pairs: train.batch_size and train.lr, unless
     train.max_steps_per_epoch bounds the steps (steps_bound), in which case the batch grows to hold
     the log in that many steps and the learning rate grows with it (train.lr_batch_scaling)."""
     batch = cfg.batch_size
-    bound = steps_bound(cfg, bounded)
+    bound = steps_bound(cfg, auto_steps)
     if bound is not None:
         batch = max(batch, -(-n_pairs // bound))
     power = {"none": 0.0, "sqrt": 0.5, "linear": 1.0}[cfg.lr_batch_scaling]
@@ -163,7 +160,7 @@ def _fit(model, graph, data, cfg, eval_cfg, callbacks, sampler, log, device) -> 
     sampler = sampler or build_sampler(cfg.negatives, data.n_users, data.n_items, data.train, seed=cfg.seed)
     scores = ScoreView(model, graph, cfg.negatives.refresh_every)  # computed only if a sampler asks
     pairs = data.train
-    batch_size, lr = batch_plan(cfg, len(pairs), getattr(model, "bound_steps", True))
+    batch_size, lr = batch_plan(cfg, len(pairs), getattr(model, "auto_steps", AUTO_STEPS))
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, cfg.lr_milestones, cfg.lr_gamma)
     has_valid = len(data.valid) > 0

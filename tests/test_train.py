@@ -119,8 +119,9 @@ def test_bounded_steps_per_epoch_grow_the_batch_and_its_learning_rate(prepared):
     exact = TrainConfig(batch_size=100, lr=0.01, max_steps_per_epoch=None)
     assert batch_plan(exact, 10_000) == (100, 0.01)  # the exact mode
     auto = TrainConfig(batch_size=100, lr=0.01)  # the default: 64 steps for bounded families, else exact
-    assert batch_plan(auto, 10_000)[0] == batch_plan(auto, 10_000, bounded=True)[0] == 157  # ceil(10k / 64)
-    assert batch_plan(auto, 10_000, bounded=False) == (100, 0.01)
+    assert batch_plan(auto, 10_000)[0] == batch_plan(auto, 10_000, auto_steps=64)[0] == 157  # ceil(10k / 64)
+    assert batch_plan(auto, 10_000, auto_steps=None) == (100, 0.01)  # a family without a bound
+    assert batch_plan(auto, 10_000, auto_steps=50)[0] == 200  # a family's own bound
     assert batch_plan(auto, 6_400) == (100, 0.01)  # a log this small fits 64 steps of batch_size anyway
     assert batch_plan(TrainConfig(batch_size=100, lr=0.01, max_steps_per_epoch=200), 10_000) == (100, 0.01)
     batch, lr = batch_plan(TrainConfig(batch_size=100, lr=0.01, max_steps_per_epoch=25), 10_000)

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 OBJECTIVES = ("bpr", "softmax")
+AUTO_STEPS = 64  # steps per epoch under train.max_steps_per_epoch=auto: validated on Gowalla (bench/results)
 
 
 class RecModel(nn.Module):
@@ -27,11 +28,11 @@ class RecModel(nn.Module):
 
     inductive = False
     cosine = False        # score by cosine: embed() returns unit-length vectors
-    # train.max_steps_per_epoch=auto bounds this family's steps per epoch (its batches grow with the
-    # log). True where every step costs the whole graph or whole tables (propagation, dense Adam), so
-    # fixed batches make an epoch grow with the square of the log, or where measured to keep quality
-    # (GraphSAGE); False where bigger batches were measured to lose it (PinSage).
-    bound_steps = True
+    # train.max_steps_per_epoch=auto: this family's steps per epoch, past which its batches grow with
+    # the log (None: batches of train.batch_size, however many). AUTO_STEPS where every step costs the
+    # whole graph or whole tables (propagation, dense Adam), so fixed batches make an epoch grow with
+    # the square of the log, or where measured to keep quality (GraphSAGE); PinSage: its own bound.
+    auto_steps: Optional[int] = AUTO_STEPS
     # fit() runs this family on compute.device; False: its layers still build CPU tensors, so it
     # trains on the CPU whatever the device (GraphSAGE, PinSage, MMoE, the LLM prefix: issue 20)
     device_ready = False

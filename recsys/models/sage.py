@@ -48,7 +48,7 @@ from torch import nn
 
 from recsys.graph.build import RecGraph
 from recsys.graph.propagation import EdgeMean
-from recsys.models.base import RecModel, l2
+from recsys.models.base import AUTO_STEPS, RecModel, l2
 
 AGGREGATORS = ("mean", "sum", "max", "pool")
 _REDUCE = {"mean": fn.mean, "sum": fn.sum, "max": fn.max, "pool": fn.max}
@@ -89,7 +89,7 @@ class SAGELayer(nn.Module):
 
 
 class GraphSAGE(RecModel):
-    bound_steps = True  # fewer, bigger batches: same quality, half the epoch time (module docstring)
+    auto_steps = AUTO_STEPS  # fewer, bigger batches: same quality, half the epoch time (module docstring)
     device_ready = True
 
     def __init__(self, n_users: int, n_items: int, *, dim: int = 64, aggregator: str = "mean",
