@@ -106,7 +106,7 @@ def test_a_family_without_a_1m_flow_row_is_judged_on_the_probes_of_its_default_m
     assert rs.family_mode("llm") == "prefix"  # its probes time the prefix stage
     probes = [probe("sage", 100_000, 1_000, 70.0, "bounded"), probe("sage", 1_000_000, 10_000, 840.0, "bounded"),
               probe("sage", 1_000_000, 10_000, 9_000.0, "bounded", at="2026-11-30T08:00:00+00:00"),  # older: replaced
-              probe("pinsage", 100_000, 1_000, 200.0),  # no 1M probe: no goal
+              probe("pinsage", 100_000, 1_000, 200.0, "bounded"),  # no 1M probe: no goal
               probe("lightgcn", 100_000, 1_000, 400.0), probe("lightgcn", 1_000_000, 10_000, 20_000.0)]
     (goal,) = [g for g in rs.goals([], probes) if "probes" in g["goal"]]
     assert goal["goal"].startswith("sage:") and goal["figure"] == 1.2 and goal["held"]
