@@ -141,9 +141,9 @@ class TrainConfig(Section):
         "auto", description="at most this many optimiser steps per epoch: a log of more than batch_size x this "
                             "pairs trains in batches of ceil(pairs / this), so an epoch's whole-graph products "
                             "stay this many and its cost grows linearly with the log; null: batch_size always "
-                            "(the exact per-batch mode); auto: 64 for families whose every step costs the whole "
-                            "graph or whole tables (lightgcn, gcn, mf) and for sage (measured as good), null for "
-                            "pinsage (bigger batches lose quality)")
+                            "(the exact per-batch mode); auto: the family's own bound, 64 for families whose "
+                            "every step costs the whole graph or whole tables (lightgcn, gcn, mf) and for sage "
+                            "(measured as good), 1024 for pinsage (64 lost quality)")
     lr: float = Field(0.005, gt=0)
     lr_batch_scaling: Literal["none", "sqrt", "linear"] = Field(
         "sqrt", description="batches grown past batch_size (max_steps_per_epoch) train with lr x (batch / batch_size) "
