@@ -10,7 +10,10 @@ probability; DGL's PinSAGESampler), and the visit counts weight the neighbours:
 
 The final layers (Algorithm 2's G1, G2) let item vectors leave the positive orthant the last
 convolution's ReLU confines them to, so that dot products can be negative; z is unit-length, as
-each convolution's output is, so the max-margin's margin keeps its scale.
+each convolution's output is, so the max-margin's margin keeps its scale. With `unit_items` off, z
+keeps the length the final layers give it, so an item's norm can carry its popularity, as MF's and
+LightGCN's do: on Gowalla's validation split, with the sampled softmax, that lifted recall@20 after
+12 epochs from 0.107 to 0.130 (bench/pinsage_gowalla.py, recipes softmax and softmax_free).
 
 `pooling` chooses the neighbourhood and its weights, to test what importance pooling buys:
   importance  the T most visited items, weighted by visit counts (the paper's; the default)
