@@ -28,13 +28,13 @@ def _csr(pairs: np.ndarray, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
     return indptr, cols.astype(np.int64)
 
 
-def _rows(indptr: np.ndarray, indices: np.ndarray, users: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    """(local row, column) of every entry of the given CSR rows."""
+def _rows(indptr: torch.Tensor, indices: torch.Tensor, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(local row, column) of every entry of the given CSR rows, on the tensors' device."""
     counts = indptr[users + 1] - indptr[users]
-    local = np.repeat(np.arange(len(users)), counts)
-    starts = np.repeat(indptr[users], counts)
-    offsets = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
-    return torch.from_numpy(local), torch.from_numpy(indices[starts + offsets])
+    local = torch.repeat_interleave(torch.arange(len(users), device=users.device), counts)
+    first = torch.cumsum(counts, 0) - counts  # each row's first entry among the gathered ones
+    offsets = torch.arange(len(local), device=users.device) - first[local]
+    return local, indices[indptr[users][local] + offsets]
 
 
 def sample(candidates: np.ndarray, size: Optional[int], seed: int) -> np.ndarray:
@@ -102,8 +102,8 @@ def evaluate_scores(
     sample_seed: int = 0,
 ) -> dict[str, float]:
     """The same metrics for any scorer: score(user indices) -> (len(users), n_items) scores, a new
-    tensor each call (it is masked in place). The masking and the top-K run on the scores' device
-    (a GPU's, for embeddings there); only the (chunk, K) top lists come back to the CPU.
+    tensor each call (it is masked in place). The masking, the top-K and the hit counts run on the
+    scores' device (a GPU's, for embeddings there), with no host round trip but the sums per chunk.
 
     Only items with a finite score count as ranked: when fewer than K remain after masking (seen,
     unavailable, or a non-finite score), the top-K list is shorter, never padded with masked items."""
@@ -118,34 +118,39 @@ def evaluate_scores(
     unavailable = None if item_available is None else torch.from_numpy(~np.asarray(item_available, dtype=bool))
     no_user = None if user_available is None else ~np.asarray(user_available, dtype=bool)
 
+    on = None  # the CSR tables, on the scores' device once the first chunk shows it
     for start in range(0, len(eval_users), chunk_size):
         users = eval_users[start:start + chunk_size]
         scores = score(users)  # a fresh tensor: masked in place
         device = scores.device
-        r, c = _rows(s_ptr, s_idx, users)
-        scores[r.to(device), c.to(device)] = -torch.inf
-        if unavailable is not None:
-            scores[:, unavailable.to(device)] = -torch.inf
+        if on is None or on[0] != device:
+            on = (device, *(torch.from_numpy(a).to(device) for a in (s_ptr, s_idx, t_ptr, t_idx)),
+                  None if unavailable is None else unavailable.to(device), discount.to(device), ideal.to(device))
+        _, seen_ptr, seen_idx, target_ptr, target_idx, hidden, discount_d, ideal_d = on
+        chunk = torch.from_numpy(users).to(device)
+        scores[_rows(seen_ptr, seen_idx, chunk)] = -torch.inf
+        if hidden is not None:
+            scores[:, hidden] = -torch.inf
         if no_user is not None:
             scores[torch.from_numpy(no_user[users]).to(device)] = -torch.inf
         scores.nan_to_num_(nan=-torch.inf, posinf=-torch.inf, neginf=-torch.inf)
-        top_scores, top = (t.cpu() for t in torch.topk(scores, max_k, dim=1))  # (chunk, max_k)
+        top_scores, top = torch.topk(scores, max_k, dim=1)  # (chunk, max_k)
         del scores
         # which of the top items are targets: their keys (local row * n_items + item) looked up among
         # the chunk's sorted target keys (every user here has one), not a dense chunk x items matrix
-        tr, tc = _rows(t_ptr, t_idx, users)
+        tr, tc = _rows(target_ptr, target_idx, chunk)
         target_keys = torch.unique(tr * n_items + tc)
-        top_keys = torch.arange(len(users)).unsqueeze(1) * n_items + top
+        top_keys = torch.arange(len(users), device=device).unsqueeze(1) * n_items + top
         found = target_keys[torch.searchsorted(target_keys, top_keys).clamp_(max=len(target_keys) - 1)] == top_keys
         # A masked item fills the list only when fewer than max_k remain: it is no recommendation.
         hits = (found & torch.isfinite(top_scores)).double()
-        n_targets = torch.from_numpy(np.diff(t_ptr)[users]).double()
+        n_targets = (target_ptr[chunk + 1] - target_ptr[chunk]).double()
         for k in ks:
             kk = min(k, max_k)
             h = hits[:, :kk]
             n_hit = h.sum(1)
-            dcg = (h * discount[:kk]).sum(1)
-            idcg = ideal[torch.clamp(n_targets, max=kk).long()]
+            dcg = (h * discount_d[:kk]).sum(1)
+            idcg = ideal_d[torch.clamp(n_targets, max=kk).long()]
             sums[f"recall@{k}"] += float((n_hit / n_targets).sum())
             sums[f"precision@{k}"] += float((n_hit / k).sum())
             sums[f"hit@{k}"] += float((n_hit > 0).double().sum())
