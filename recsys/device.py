@@ -25,7 +25,7 @@ def resolve_device(name: str = "auto") -> torch.device:
     if not DEVICE.fullmatch(name):
         raise ConfigError(f"compute.device={name!r}: choose auto, cpu, cuda or cuda:N")
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(name)
     if device.type == "cuda":
         if not torch.cuda.is_available():
@@ -35,6 +35,14 @@ def resolve_device(name: str = "auto") -> torch.device:
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise ConfigError(f"compute.device={name}, but this machine has {torch.cuda.device_count()} "
                               "CUDA device(s), numbered from 0")
+    return indexed(device)
+
+
+def indexed(device: torch.device) -> torch.device:
+    """cuda as cuda:N (the current device), so that one device has one name (tensors report theirs so)."""
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
     return device
 
 

@@ -35,7 +35,8 @@ def test_auto_is_the_cpu_without_cuda_and_cuda_with_it(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert resolve_device("auto") == torch.device("cpu")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert resolve_device("auto") == torch.device("cuda")
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    assert resolve_device("auto") == torch.device("cuda", 0)
 
 
 def test_cuda_on_a_machine_without_it_is_a_config_error(monkeypatch):

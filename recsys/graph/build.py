@@ -58,14 +58,20 @@ class RecGraph:
     _cache: dict = field(default_factory=dict, repr=False)
 
     def to(self, device: torch.device) -> "RecGraph":
-        """The same graph with its features, and the operators it derives, on `device` (recsys/device.py).
-        The DGL graph itself stays on the CPU, where DGL samples."""
-        device = torch.device(device)
+        """The same graph with its features, and the operators it derives, on `device` (recsys/device.py);
+        kept, so that its operators are built once per device. The DGL graph stays on the CPU, where DGL
+        samples."""
+        from recsys.device import indexed
+
+        device = indexed(device)
         if device == self.device:
             return self
-        move = lambda t: None if t is None else t.to(device)  # noqa: E731
-        return RecGraph(self.g, self.n_users, self.n_items, self.use_social, move(self.user_features),
-                        move(self.item_features), device, self.pairs)
+        key = ("on", str(device))
+        if key not in self._cache:
+            move = lambda t: None if t is None else t.to(device)  # noqa: E731
+            self._cache[key] = RecGraph(self.g, self.n_users, self.n_items, self.use_social, move(self.user_features),
+                                        move(self.item_features), device, self.pairs)
+        return self._cache[key]
 
     @property
     def n_nodes(self) -> int:
