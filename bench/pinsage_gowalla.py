@@ -21,26 +21,23 @@ user's items summed for every batch), here through today's layers (each layer's 
 kept for the epoch), each scaled to seconds per epoch of train.txt. The implementation before mini-batches
 (DGL message passing) is slower than that full-graph path; the results' notes give its figure.
 
-The recorded run (bench/results/pinsage_gowalla.{json,md}) ran as three processes side by side, to fit
-the session's time on 2 shared cores (each stage is kept in bench/results/.cache/pinsage_gowalla_stages.json
-and reused by --resume when its inputs match):
+The recorded run (bench/results/pinsage_gowalla.{json,md}) is two sessions' stages (each kept in
+bench/results/.cache/pinsage_gowalla_stages.json and reused by --resume when its inputs match; the
+first session's, lost with its machine, were put back from its committed results):
 
-    # step A, the softmax recipe on the validation split (one point an epoch, printed to the log)
-    OMP_WAIT_POLICY=PASSIVE nice -n 5 ./dev.sh python -m bench.pinsage_gowalla --recipes softmax \\
-        --max-epochs 12 --validate-only --resume > softmax.log
-    # step B's training, meanwhile: all of train.txt, a snapshot every epoch, test.txt not read
-    OMP_WAIT_POLICY=PASSIVE nice -n 5 ./dev.sh python -m bench.pinsage_gowalla --recipes softmax --train-ahead 11
-    # probes on the validation split: hinge_hard (stopped by hand after one epoch), softmax_lr02, softmax_b2048
-    OMP_WAIT_POLICY=PASSIVE nice -n 5 ./dev.sh python -m bench.pinsage_gowalla --recipes hinge_hard \\
-        --max-epochs 4 --validate-only --resume > hinge_hard.log
-    OMP_WAIT_POLICY=PASSIVE nice -n 5 ./dev.sh python -m bench.pinsage_gowalla --recipes softmax_lr02 \\
-        --max-epochs 3 --validate-only --resume      # and the same with softmax_b2048
-    # then: the best validation recall@20 chooses, its budget from its curve, the snapshot at that budget ranked
-    # on test.txt once, the speed stage (--machine-note: the text in the results' notes)
-    OMP_WAIT_POLICY=PASSIVE nice -n 5 ./dev.sh python -m bench.pinsage_gowalla \\
-        --recipes softmax hinge_hard softmax_lr02 softmax_b2048 --max-epochs 12 \\
-        --max-epochs-for softmax_lr02=3 softmax_b2048=3 --speed-batches 20 --resume \\
-        --curve-from-log hinge_hard=hinge_hard.log --machine-note "..."
+    # step A, one validation run per recipe (one point an epoch, printed to the log), e.g.
+    OMP_WAIT_POLICY=PASSIVE nice -n 5 ./dev.sh python -m bench.pinsage_gowalla --recipes softmax_free_n64 \
+        --max-epochs 12 --validate-only --resume > softmax_free_n64.log
+    # step B's training, meanwhile: all of train.txt for the budget the leader's curve points to, a
+    # snapshot every epoch, test.txt not read
+    OMP_WAIT_POLICY=PASSIVE nice -n 5 ./dev.sh python -m bench.pinsage_gowalla --recipes softmax_free_n64 \
+        --train-ahead 11
+    # then: the best validation recall@20 chooses, its budget from its curve, the snapshot at that budget
+    # ranked on test.txt once (runs stopped by hand are read from their logs)
+    OMP_WAIT_POLICY=PASSIVE ./dev.sh python -m bench.pinsage_gowalla --recipes softmax softmax_hard hinge_hard \
+        softmax_lr02 softmax_b2048 softmax_user softmax_free softmax_free_n64 --max-epochs 12 \
+        --max-epochs-for softmax_lr02=3 softmax_b2048=3 hinge_hard=1 --speed-batches 20 --resume \
+        --curve-from-log softmax_user=softmax_user.log softmax_hard=softmax_hard.log --machine-note "..."
 
 (--curve-from-log RECIPE=LOG: a validation run stopped by hand before its cap, its curve read from its log; the
 results say so.)
