@@ -48,10 +48,8 @@ def indexed(device: torch.device) -> torch.device:
 
 def describe(device: torch.device) -> str:
     """The device's name for the run's record, e.g. 'cuda:0 (NVIDIA H200)' or 'cpu'."""
-    if device.type != "cuda":
-        return str(device)
-    index = device.index if device.index is not None else torch.cuda.current_device()
-    return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
+    device = indexed(device)
+    return str(device) if device.type != "cuda" else f"{device} ({torch.cuda.get_device_name(device)})"
 
 
 def to_device(array, device: torch.device) -> torch.Tensor:

@@ -312,8 +312,7 @@ class PinSage(RecModel):
         if self._histories is None or self._histories[0] is not graph:
             u, i = (t.long() for t in graph.g.edges(etype=USER_ITEM))
             keys = torch.sort(u * graph.n_items + i).values
-            indptr = torch.zeros(graph.n_users + 1, dtype=torch.long)
-            indptr[1:] = torch.cumsum(torch.bincount(u, minlength=graph.n_users), 0)
+            indptr = indptr_of(torch.bincount(u, minlength=graph.n_users))
             self._histories = (graph, indptr, keys % max(graph.n_items, 1), keys)
         return self._histories[1:]
 
