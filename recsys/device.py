@@ -73,12 +73,9 @@ def placed(model, device: torch.device) -> Iterator:
 
 def embed_on(model, graph, device: Optional[torch.device] = None, **options) -> tuple[torch.Tensor, torch.Tensor]:
     """The model's (user, item) vectors without gradients, computed on `device` (where the model is
-    when None; the CPU for a family that is not `device_ready`) and left there. The model goes back
-    where it was, in the mode it was in."""
+    when None) and left there. The model goes back where it was, in the mode it was in."""
     if device is None:
         device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    if not getattr(model, "device_ready", False):
-        device = torch.device("cpu")
     training = model.training
     with placed(model, device):
         model.eval()

@@ -142,10 +142,6 @@ def fit(
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     device = torch.device("cpu") if device is None else torch.device(device)
-    if device.type != "cpu" and not getattr(model, "device_ready", False):
-        if log:
-            log(f"{type(model).__name__} trains on the CPU: its layers do not run on {device} yet")
-        device = torch.device("cpu")
     model.to(device)
     graph = graph.to(device)
     try:

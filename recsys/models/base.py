@@ -33,9 +33,6 @@ class RecModel(nn.Module):
     # whole graph or whole tables (propagation, dense Adam), so fixed batches make an epoch grow with
     # the square of the log, or where measured to keep quality (GraphSAGE); PinSage: its own bound.
     auto_steps: Optional[int] = AUTO_STEPS
-    # fit() runs this family on compute.device; False: its layers still build CPU tensors, so it
-    # trains on the CPU whatever the device (GraphSAGE, PinSage, MMoE, the LLM prefix: issue 20)
-    device_ready = False
     objective = "bpr"
     temperature = 0.1
 

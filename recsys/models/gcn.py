@@ -26,8 +26,6 @@ NEGATIVE_SLOPE = 0.2
 
 
 class GCN(RecModel):
-    device_ready = True
-
     def __init__(self, n_users: int, n_items: int, *, dim: int = 64, layers: int = 2):
         super().__init__()
         self.n_users, self.n_items = n_users, n_items

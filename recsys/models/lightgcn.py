@@ -20,8 +20,6 @@ class LightGCN(RecModel):
     (`user_features` / `item_features` given; implies `transform`), layer 0 is the ID embedding
     concatenated with a linear projection of the features. Output width: dim, or 2 * dim with features."""
 
-    device_ready = True
-
     def __init__(self, n_users: int, n_items: int, *, dim: int = 64, layers: int = 3,
                  user_features: torch.Tensor | None = None, item_features: torch.Tensor | None = None,
                  transform: bool = False):

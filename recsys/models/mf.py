@@ -15,8 +15,6 @@ from recsys.models.base import RecModel, l2
 
 
 class MF(RecModel):
-    device_ready = True
-
     def __init__(self, n_users: int, n_items: int, *, dim: int = 64):
         super().__init__()
         self.user_emb = nn.Embedding(n_users, dim)

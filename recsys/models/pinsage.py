@@ -126,7 +126,6 @@ class _InEdges:
 
 
 class PinSage(RecModel):
-    device_ready = True
     # A step convolves its batch's items and their sampled neighbourhoods, a frontier that fills the
     # catalogue as degrees grow, so past some log size more, smaller steps repeat a catalogue-wide
     # convolution (module docstring). 1024 steps an epoch leaves batches of 2,048 up to ~2M pairs (100k

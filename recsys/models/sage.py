@@ -90,7 +90,6 @@ class SAGELayer(nn.Module):
 
 class GraphSAGE(RecModel):
     auto_steps = AUTO_STEPS  # fewer, bigger batches: same quality, half the epoch time (module docstring)
-    device_ready = True
 
     def __init__(self, n_users: int, n_items: int, *, dim: int = 64, aggregator: str = "mean",
                  fanouts: tuple[int, ...] = (20, 10), user_features: Optional[torch.Tensor] = None,
