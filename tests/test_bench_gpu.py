@@ -41,9 +41,3 @@ def test_the_gpu_bench_runs_on_the_cpu_without_the_orchestration_stack(small_net
     assert len(record["headline_curve"]) == 1 and 0 < record["headline_curve"][0]["recall@20"] < 1
     assert (out / "gpu_check.md").exists()
 
-
-def test_the_scale_stage_uses_the_retrain_scale_network():
-    from bench.gpu import NETWORK
-    from bench.refresh import NETWORK as REFRESH
-
-    assert NETWORK == REFRESH

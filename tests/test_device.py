@@ -61,23 +61,6 @@ def test_retrain_asked_for_cuda_without_one_exits_2_before_anything_starts(tmp_p
     assert not (tmp_path / "mlflow.db").exists()  # refused before the store was touched
 
 
-@pytest.mark.parametrize("family", [LightGCN, MF, GCN, PinSage])
-def test_fit_on_the_cpu_device_is_the_default_fit(prepared, family):
-    """device=cpu is the same loop as no device: the same losses, the same vectors. (GraphSAGE does
-    not repeat exactly even on one device: DGL's sampling threads; its layer is compared below.)"""
-    data, graph = prepared
-    cfg = TrainConfig(epochs=2, batch_size=256, lr=0.01, progress=False, eval_every=1)
-    runs = []
-    for device in (None, torch.device("cpu")):
-        torch.manual_seed(0)
-        model = family(data.n_users, data.n_items, dim=8)
-        result = fit(model, graph, data, cfg, EvalConfig(ks=[20]), device=device)
-        runs.append(([h["loss"] for h in result.history], model.embed(graph)))
-    assert runs[0][0] == runs[1][0]
-    for a, b in zip(runs[0][1], runs[1][1]):
-        assert torch.equal(a, b)
-
-
 def test_fit_leaves_the_model_on_the_cpu_and_embed_on_restores_its_mode(prepared):
     data, graph = prepared
     model = LightGCN(data.n_users, data.n_items, dim=8, layers=1)
@@ -181,12 +164,6 @@ def _fit_head_on(device):
     model = MMoE(d_in=4, n_tasks=2, n_experts=2, expert_dim=3)
     result = fit_head(model, *_head_rows(), epochs=2, batch_size=64, lr=0.01, device=device)
     return model, [h["loss"] for h in result.history]
-
-
-def test_mmoe_heads_on_the_cpu_device_are_the_default_heads():
-    default, cpu = _fit_head_on(None), _fit_head_on(torch.device("cpu"))
-    assert default[1] == cpu[1]
-    assert all(p.device.type == "cpu" for p in cpu[0].parameters())
 
 
 @CUDA
