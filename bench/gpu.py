@@ -12,7 +12,7 @@ Every stage runs in this one process on the same device, in this order:
              Median of --ref-steps steps after 3 warm-up steps, times 396 steps an epoch.
   graphrec   recsys.train.fit at the same semantics (batch 2048, one uniform negative, no step bound,
              lr 0.001, L2 1e-4): CSR products, 4 whole-graph products per batch (BatchRows), the
-             negatives drawn and checked on the CPU and copied over. Seconds of its second epoch, the
+             negatives drawn on the host, checked on the device. Seconds of its second epoch, the
              whole epoch (sampler included); speedup = reference / graphrec.
   ranking    every test user (29,858) against all 40,981 items, training items masked, top 20, by
              recsys.metrics.evaluate on the device: median of 5 after a warm-up, in ms.

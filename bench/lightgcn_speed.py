@@ -114,7 +114,7 @@ def main() -> None:
     for _ in range(args.reference_batches):
         b = data.train[rng.integers(len(data.train), size=BATCH)]
         batches.append((torch.from_numpy(b[:, 0]), torch.from_numpy(b[:, 1]),
-                        torch.from_numpy(sampler.sample(b[:, 0]))))
+                        sampler.sample(b[:, 0])))
 
     # Same semantics: identical weights give the same loss and the same gradients either way.
     seed_everything(0)

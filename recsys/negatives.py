@@ -12,6 +12,8 @@ or two rounds). Kinds:
   ppr          PinSage-style: items ranked by personalised PageRank from the user's items, negatives
                from a middle band of ranks; with a curriculum, epoch e adds min(e - 1, max_hard) hard
                negatives to one uniform negative
+Random numbers are drawn on the host (a seed gives the same negatives on any device); membership
+checks, candidate scores and picks run where the sampler was placed (`Sampler.to`).
 """
 from __future__ import annotations
 
@@ -20,25 +22,41 @@ from typing import Any, Callable, Optional
 import numpy as np
 import torch
 
+from recsys.device import to_device
 from recsys.kernels import gather_dot
 
 
+def ids_on(array, device: torch.device) -> torch.Tensor:
+    """Integer ids (numpy or torch) as an int64 tensor on `device`."""
+    return to_device(array, device).long()
+
+
 class PositiveSet:
-    """Membership test for (user, item) pairs via a sorted array of keys user * n_items + item."""
+    """Membership test for (user, item) pairs via a sorted tensor of keys user * n_items + item, kept
+    on the sampler's device so that checks never leave it."""
 
     def __init__(self, pairs: np.ndarray, n_items: int):
         self.n_items = n_items
         self.keys = torch.from_numpy(np.unique(pairs[:, 0].astype(np.int64) * n_items + pairs[:, 1]))
 
-    def contains(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-        keys = torch.from_numpy(np.ascontiguousarray(users, dtype=np.int64) * self.n_items + items)
+    def to(self, device: torch.device) -> "PositiveSet":
+        self.keys = self.keys.to(device)
+        return self
+
+    def contains(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """A bool tensor: is (users[j], items[j]) a positive? Both int64 on the keys' device."""
+        keys = users * self.n_items + items
         if not len(self.keys):
-            return np.zeros(keys.shape, dtype=bool)
-        pos = torch.searchsorted(self.keys, keys).clamp_(max=len(self.keys) - 1)  # on torch's threads
-        return (self.keys[pos] == keys).numpy()
+            return torch.zeros(keys.shape, dtype=torch.bool, device=keys.device)
+        pos = torch.searchsorted(self.keys, keys).clamp_(max=len(self.keys) - 1)
+        return self.keys[pos] == keys
 
 
 class Sampler:
+    """Random numbers come from a numpy generator on the host, so a seed gives the same negatives on
+    every device; the drawn ids are copied once to `device`, where positives are checked (and, for
+    the model sampler, candidates scored and picked). `sample` takes ids as numpy arrays or tensors
+    and returns an int64 tensor on the sampler's device."""
     per_positive = 1
 
     def __init__(self, n_items: int, train_pairs: np.ndarray, seed: int = 0, max_redraws: int = 50):
@@ -46,27 +64,38 @@ class Sampler:
         self.positives = PositiveSet(train_pairs, n_items)
         self.rng = np.random.default_rng(seed)
         self.max_redraws = max_redraws
+        self.device = torch.device("cpu")
+
+    def to(self, device) -> "Sampler":
+        """Keep the sampler's tables on `device`; `sample` then returns tensors there."""
+        self.device = torch.device(device)
+        self.positives.to(self.device)
+        return self
 
     def set_epoch(self, epoch: int) -> None:
         """Called by the training loop before each epoch (curricula use it)."""
 
-    def repair(self, users: np.ndarray, neg: np.ndarray) -> np.ndarray:
+    def draw(self, size) -> torch.Tensor:
+        """Uniform item ids of shape `size`, drawn on the host and placed on the device."""
+        return ids_on(self.rng.integers(self.n_items, size=size), self.device)
+
+    def repair(self, users: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
         """Replace every negative that is a positive of its user by a uniform non-positive draw."""
-        owners = np.broadcast_to(users.reshape(-1, *([1] * (neg.ndim - 1))), neg.shape).reshape(-1)
-        flat = neg.reshape(-1)
-        bad = np.flatnonzero(self.positives.contains(owners, flat))
+        owners = users.reshape(-1, *([1] * (neg.ndim - 1))).expand(neg.shape).reshape(-1)
+        flat = neg.reshape(-1).clone()
+        bad = torch.nonzero(self.positives.contains(owners, flat)).squeeze(1)
         for _ in range(self.max_redraws):  # redraw, and check again, only what was a positive
-            if not len(bad):
+            if not len(bad):  # one scalar read per round; the ids stay on the device
                 break
-            flat[bad] = self.rng.integers(self.n_items, size=len(bad))
+            flat[bad] = self.draw(len(bad))
             bad = bad[self.positives.contains(owners[bad], flat[bad])]
         # what is still bad belongs to a user who has (almost) every item: kept, it cannot be helped
         return flat.reshape(neg.shape)
 
 
 class UniformNegatives(Sampler):
-    def sample(self, users: np.ndarray, pos_items: Optional[np.ndarray] = None, model_state: Any = None) -> np.ndarray:
-        return self.repair(users, self.rng.integers(self.n_items, size=len(users)))
+    def sample(self, users, pos_items=None, model_state: Any = None) -> torch.Tensor:
+        return self.repair(ids_on(users, self.device), self.draw(len(users)))
 
 
 class PopularityNegatives(Sampler):
@@ -76,38 +105,48 @@ class PopularityNegatives(Sampler):
         self.probs = weights / weights.sum()
         self.cdf = np.cumsum(self.probs)
 
-    def sample(self, users, pos_items=None, model_state=None) -> np.ndarray:
+    def sample(self, users, pos_items=None, model_state=None) -> torch.Tensor:
         draws = np.searchsorted(self.cdf, self.rng.random(len(users)) * self.cdf[-1], side="right")
-        return self.repair(users, np.minimum(draws, self.n_items - 1))
+        return self.repair(ids_on(users, self.device), ids_on(np.minimum(draws, self.n_items - 1), self.device))
 
 
 class InBatchNegatives(Sampler):
-    def sample(self, users, pos_items, model_state=None) -> np.ndarray:
-        return self.repair(users, pos_items[self.rng.permutation(len(pos_items))].copy())
+    def sample(self, users, pos_items, model_state=None) -> torch.Tensor:
+        order = ids_on(self.rng.permutation(len(pos_items)), self.device)
+        return self.repair(ids_on(users, self.device), ids_on(pos_items, self.device)[order])
 
 
 class ModelMinedNegatives(Sampler):
-    """model_state: a callable (users, items (B, M)) -> scores (B, M), e.g. ScoreView below."""
+    """model_state: a callable (users, items (B, M)) -> scores (B, M) on the device, e.g. ScoreView below."""
 
     def __init__(self, n_items: int, train_pairs: np.ndarray, candidates: int = 32,
                  temperature: Optional[float] = None, max_score_percentile: Optional[float] = None, seed: int = 0):
         super().__init__(n_items, train_pairs, seed)
         self.candidates, self.temperature, self.max_score_percentile = candidates, temperature, max_score_percentile
 
-    def sample(self, users, pos_items, model_state: Callable) -> np.ndarray:
-        cand = self.repair(users, self.rng.integers(self.n_items, size=(len(users), self.candidates)))
-        scores = np.asarray(model_state(users, cand), dtype=np.float64)
+    def sample(self, users, pos_items, model_state: Callable) -> torch.Tensor:
+        users = ids_on(users, self.device)
+        cand = self.repair(users, self.draw((len(users), self.candidates)))
+        scores = torch.as_tensor(model_state(users, cand)).to(self.device, torch.float64)
         if self.max_score_percentile is not None:
-            cap = np.percentile(scores, self.max_score_percentile, axis=1, keepdims=True)
-            scores = np.where(scores > cap, -np.inf, scores)
+            scores = scores.masked_fill(scores > percentile(scores, self.max_score_percentile), -torch.inf)
         if self.temperature is None:
             pick = scores.argmax(1)
         else:
-            z = scores / self.temperature
-            z = np.exp(z - z.max(1, keepdims=True))
-            cdf = np.cumsum(z / z.sum(1, keepdims=True), axis=1)
-            pick = np.minimum((cdf < self.rng.random((len(users), 1))).sum(1), self.candidates - 1)
-        return cand[np.arange(len(users)), pick]
+            cdf = torch.softmax(scores / self.temperature, dim=1).cumsum(1)
+            u = to_device(self.rng.random((len(users), 1)), self.device)
+            pick = (cdf < u).sum(1).clamp_(max=self.candidates - 1)
+        return cand.gather(1, pick[:, None]).squeeze(1)
+
+
+def percentile(scores: torch.Tensor, q: float) -> torch.Tensor:
+    """Each row's q-th percentile, (B, 1), interpolated linearly between order statistics as numpy's
+    default does (torch.quantile refuses inputs past 16M values)."""
+    ordered = scores.sort(dim=1).values
+    at = q / 100 * (scores.shape[1] - 1)
+    lo = int(np.floor(at))
+    hi = min(lo + 1, scores.shape[1] - 1)
+    return torch.lerp(ordered[:, lo:lo + 1], ordered[:, hi:hi + 1], at - lo)
 
 
 class PPRNegatives(Sampler):
@@ -120,7 +159,13 @@ class PPRNegatives(Sampler):
                  max_hard: int = 3, seed: int = 0, chunk_size: int = 512):
         super().__init__(n_items, train_pairs, seed)
         self.curriculum, self.max_hard, self.epoch = curriculum, max_hard, 1
-        self.pool = self._pools(n_users, train_pairs, band, pool_size, alpha, iterations, chunk_size)
+        self.pool = torch.from_numpy(self._pools(n_users, train_pairs, band, pool_size, alpha, iterations,
+                                                 chunk_size))
+
+    def to(self, device) -> "PPRNegatives":
+        super().to(device)
+        self.pool = self.pool.to(self.device)
+        return self
 
     @property
     def per_positive(self) -> int:
@@ -157,11 +202,13 @@ class PPRNegatives(Sampler):
             pool[users] = np.take_along_axis(ranked, pick, axis=1)
         return pool
 
-    def sample(self, users, pos_items=None, model_state=None) -> np.ndarray:
-        uniform = self.rng.integers(self.n_items, size=(len(users), 1))
+    def sample(self, users, pos_items=None, model_state=None) -> torch.Tensor:
+        users = ids_on(users, self.device)
+        uniform = self.draw((len(users), 1))
         k = self.hard_count()
-        hard = np.take_along_axis(self.pool[users], self.rng.integers(self.pool.shape[1], size=(len(users), k)), 1)
-        return self.repair(users, np.concatenate([uniform, hard], axis=1) if k else uniform[:, 0])
+        slots = ids_on(self.rng.integers(self.pool.shape[1], size=(len(users), k)), self.device)
+        hard = self.pool[users].gather(1, slots)
+        return self.repair(users, torch.cat([uniform, hard], dim=1) if k else uniform[:, 0])
 
 
 class ScoreView:
@@ -172,14 +219,14 @@ class ScoreView:
         self.model, self.graph, self.refresh_every = model, graph, refresh_every
         self.calls, self.users, self.items = 0, None, None
 
-    def __call__(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+    def __call__(self, users, items) -> torch.Tensor:
+        """(B, M) scores, on the model's device (ids may be numpy or tensors anywhere)."""
         if self.users is None or self.calls % self.refresh_every == 0:
             with torch.no_grad():
                 self.users, self.items = (t.detach() for t in self.model.embed(self.graph))
         self.calls += 1
-        device = self.items.device  # scored where the model is; only the (B, M) scores come back
-        return gather_dot(self.users[torch.from_numpy(users).to(device)], self.items,
-                          torch.from_numpy(items).to(device)).cpu().numpy()
+        device = self.items.device
+        return gather_dot(self.users[ids_on(users, device)], self.items, ids_on(items, device))
 
 
 def build_sampler(cfg, n_users: int, n_items: int, train_pairs: np.ndarray, seed: int = 0) -> Sampler:

@@ -88,13 +88,14 @@ class TrainResult:
     batch_size: int = 0  # pairs per optimiser step (train.batch_size, or larger: train.max_steps_per_epoch)
 
 
-def draw_negatives(sampler, batch: np.ndarray, scores, per_positive: int) -> np.ndarray:
-    """(batch, k) negatives: the sampler's own k if it returns several, else per_positive draws."""
-    first = sampler.sample(batch[:, 0], batch[:, 1], scores)
+def draw_negatives(sampler, users: torch.Tensor, pos: torch.Tensor, scores, per_positive: int) -> torch.Tensor:
+    """(batch, k) negatives on the sampler's device: the sampler's own k if it returns several, else
+    per_positive draws."""
+    first = sampler.sample(users, pos, scores)
     if first.ndim == 2:
         return first
-    draws = [first] + [sampler.sample(batch[:, 0], batch[:, 1], scores) for _ in range(per_positive - 1)]
-    return np.stack(draws, axis=1)
+    draws = [first] + [sampler.sample(users, pos, scores) for _ in range(per_positive - 1)]
+    return torch.stack(draws, dim=1)
 
 
 def steps_bound(cfg: TrainConfig, auto_steps: Optional[int] = AUTO_STEPS) -> Optional[int]:
@@ -136,7 +137,8 @@ def fit(
     device: Optional[torch.device] = None,
 ) -> TrainResult:
     """Train `model` on `device` (default the CPU; recsys/device.py): the model and the graph's
-    operators move there for the loop, negatives are drawn on the CPU and copied over per batch.
+    operators move there for the loop, and so does the sampler: its random ids are drawn on the
+    host and copied once per batch; positives are checked and candidates scored on the device.
     The model comes back on the CPU, holding its best state."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -154,6 +156,7 @@ def _fit(model, graph, data, cfg, eval_cfg, callbacks, sampler, log, device) -> 
     rng = np.random.default_rng(cfg.seed)
     model.set_objective(cfg.loss, cfg.temperature)
     sampler = sampler or build_sampler(cfg.negatives, data.n_users, data.n_items, data.train, seed=cfg.seed)
+    sampler.to(device)
     scores = ScoreView(model, graph, cfg.negatives.refresh_every)  # computed only if a sampler asks
     pairs = data.train
     batch_size, lr = batch_plan(cfg, len(pairs), getattr(model, "auto_steps", AUTO_STEPS))
@@ -179,9 +182,9 @@ def _fit(model, graph, data, cfg, eval_cfg, callbacks, sampler, log, device) -> 
             for b in range(n_batches):
                 idx = order[b * batch_size:(b + 1) * batch_size]
                 batch = pairs[idx]
-                neg = draw_negatives(sampler, batch, scores, cfg.negatives.per_positive)
-                ranking, reg = model.batch_loss(graph, *(to_device(a, device) for a in (batch[:, 0], batch[:, 1], neg,
-                                                                                        idx)))
+                users, pos, at = (to_device(a, device) for a in (batch[:, 0], batch[:, 1], idx))
+                neg = draw_negatives(sampler, users, pos, scores, cfg.negatives.per_positive)
+                ranking, reg = model.batch_loss(graph, users, pos, neg, at)
                 reg = cfg.l2 * reg
                 optimizer.zero_grad()
                 (ranking + reg).backward()

@@ -190,3 +190,24 @@ def test_the_llm_prefix_on_cuda_follows_the_cpu():
         losses[device] = [h["loss"] for h in history]
         model.to("cpu")
     assert losses["cuda"] == pytest.approx(losses["cpu"], rel=1e-3)
+
+
+@CUDA
+@pytest.mark.parametrize("kind", ["uniform", "popularity", "in_batch", "model", "ppr"])
+def test_samplers_on_cuda_draw_what_the_cpu_draws(prepared, kind):
+    """Ids are drawn on the host and checked, scored and picked on the device: the same seed gives
+    the same negatives on both (the model sampler scores with a fixed function of the ids here)."""
+    from recsys.config import NegativesConfig
+    from recsys.negatives import build_sampler
+
+    data, _ = prepared
+    batch = data.train[np.random.default_rng(0).permutation(len(data.train))[:2000]]
+    scores = lambda users, items: ((users[:, None] * 31 + items * 17) % 101).float()  # noqa: E731
+    out = {}
+    for device in ("cpu", "cuda"):
+        sampler = build_sampler(NegativesConfig(kind=kind, curriculum=False, max_hard=2, temperature=None),
+                                data.n_users, data.n_items, data.train, seed=4).to(device)
+        draws = sampler.sample(batch[:, 0], batch[:, 1], scores)
+        assert draws.device.type == device
+        out[device] = draws.cpu()
+    assert torch.equal(out["cpu"], out["cuda"])

@@ -1,6 +1,7 @@
 """Negative samplers: never a positive, the right distribution, harder when asked."""
 import numpy as np
 import pytest
+import torch
 
 from recsys.config import DataConfig, EvalConfig, NegativesConfig, TrainConfig
 from recsys.data.loaders import with_split
@@ -35,7 +36,7 @@ def test_no_sampled_negative_is_ever_a_positive(kind, trained):
     positives = set(map(tuple, data.train))
     batch = data.train[np.random.default_rng(0).permutation(len(data.train))[:3000]]
     neg = sampler.sample(batch[:, 0], batch[:, 1], ScoreView(model, graph))
-    neg = neg.reshape(len(batch), -1)
+    neg = neg.reshape(len(batch), -1).numpy()
     assert not any((u, i) in positives for u, row in zip(batch[:, 0], neg) for i in row)
 
 
@@ -43,7 +44,7 @@ def test_popularity_frequencies_match_the_smoothed_power_law():
     counts = np.array([0, 1, 3, 7, 15, 31, 63, 127, 255, 511])
     pairs = np.stack([np.ones(counts.sum(), int), np.repeat(np.arange(10), counts)], 1)  # user 1 has them all
     sampler = PopularityNegatives(10, pairs, exponent=0.75, seed=0)
-    draws = sampler.sample(np.zeros(200_000, dtype=int))  # user 0 has no positives: no redraws
+    draws = sampler.sample(np.zeros(200_000, dtype=int)).numpy()  # user 0 has no positives: no redraws
     expected = (counts + 1.0) ** 0.75
     expected = expected / expected.sum() * len(draws)
     observed = np.bincount(draws, minlength=10)
@@ -62,7 +63,7 @@ def test_model_mined_negatives_score_higher_than_uniform_ones(trained):
     softer = softer.sample(users, None, view)
     guarded = ModelMinedNegatives(data.n_items, data.train, candidates=16, max_score_percentile=75,
                                   seed=2).sample(users, None, view)
-    score = lambda items: view(users, items[:, None]).mean()  # noqa: E731
+    score = lambda items: float(view(users, items[:, None]).mean())  # noqa: E731
     assert score(hardest) > score(softer) > score(uniform)
     assert score(hardest) > score(guarded) > score(uniform)  # the guard drops the top quarter
 
@@ -84,8 +85,8 @@ def test_ppr_pool_avoids_the_users_own_top_ranked_items(trained):
     # The pool holds band ranks only; a user's training items rank at the top, so they are (almost) never in it,
     # while a pool drawn at random would hold them at the data's density (several percent).
     own = {(u, i) for u, i in data.train}
-    in_pool_and_own = sum((u, i) in own for u in range(data.n_users) for i in sampler.pool[u])
-    assert in_pool_and_own < 0.02 * sampler.pool.size
+    in_pool_and_own = sum((u, i) in own for u in range(data.n_users) for i in sampler.pool[u].tolist())
+    assert in_pool_and_own < 0.02 * sampler.pool.numel()
 
 
 def test_training_with_several_negatives_per_positive(trained):
@@ -95,3 +96,20 @@ def test_training_with_several_negatives_per_positive(trained):
                       negatives=NegativesConfig(kind="popularity", per_positive=4))
     result = fit(model, graph, data, cfg, EvalConfig())
     assert result.epochs_run == 2 and np.isfinite(result.history[-1]["loss"])
+
+
+def test_a_seed_draws_the_host_generators_stream():
+    """Random ids come from numpy's generator on the host, whatever the device: a user without
+    positives gets exactly numpy's draws, so a seed means the same negatives on the CPU and a GPU."""
+    pairs = np.array([[1, 0], [1, 1]])
+    drawn = UniformNegatives(50, pairs, seed=7).sample(np.zeros(1000, dtype=int))
+    assert drawn.tolist() == np.random.default_rng(7).integers(50, size=1000).tolist()
+
+
+@pytest.mark.parametrize("q", [0, 12.5, 50, 75, 99, 100])
+def test_the_score_guards_percentile_is_numpys(q):
+    from recsys.negatives import percentile
+
+    scores = np.random.default_rng(3).standard_normal((40, 17))
+    expected = np.percentile(scores, q, axis=1, keepdims=True)
+    assert percentile(torch.from_numpy(scores), q).numpy() == pytest.approx(expected, abs=1e-12)
