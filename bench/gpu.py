@@ -171,7 +171,7 @@ def headline_curve(graph, data, device: torch.device, max_epochs: int, chunk: in
     try:
         fit(model, graph, data, cfg, EvalConfig(ks=[20]), callbacks=[curve], device=device)
     finally:
-        averages.handle.remove()
+        averages.close()
     return curve.points
 
 

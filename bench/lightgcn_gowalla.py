@@ -19,12 +19,10 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from bench.common import SHARED_DATA, peak_rss_mb, write_results
 from recsys.config import EvalConfig, TrainConfig
@@ -34,38 +32,23 @@ from recsys.graph.build import build_graph
 from recsys.metrics import evaluate
 from recsys.models.lightgcn import LightGCN
 from recsys.seeding import seed_everything
-from recsys.train import Callback, fit
+from recsys.train import Callback, ParameterAverage, fit
 
 
 class Averages:
-    """Exponential moving averages of the model's parameters (Polyak averaging), one per decay,
-    updated after every optimizer step; the decay warms up as min(d, (1 + t) / (10 + t))."""
+    """Moving averages of the model's parameters, one per decay (recsys.train.ParameterAverage),
+    updated after every optimizer step of fit's loop."""
 
     def __init__(self, model, decays: list[float]):
-        self.params = list(model.parameters())
-        self.shadow = {d: [p.detach().clone() for p in self.params] for d in decays}
-        self.steps = 0
-        self.handle = register_optimizer_step_post_hook(self.update)
+        self.by_decay = {d: ParameterAverage(model, None, d) for d in decays}
 
-    def update(self, optimizer, args, kwargs) -> None:
-        self.steps += 1
-        with torch.no_grad():
-            for d, shadow in self.shadow.items():
-                weight = 1 - min(d, (1 + self.steps) / (10 + self.steps))
-                torch._foreach_lerp_(shadow, [p.detach() for p in self.params], weight)
-
-    @contextmanager
     def swapped(self, decay: float):
         """The model's parameters replaced by the average for `decay` inside the block."""
-        with torch.no_grad():
-            saved = [p.detach().clone() for p in self.params]
-            for p, s in zip(self.params, self.shadow[decay]):
-                p.copy_(s)
-            try:
-                yield
-            finally:
-                for p, s in zip(self.params, saved):
-                    p.copy_(s)
+        return self.by_decay[decay].swapped()
+
+    def close(self) -> None:
+        for average in self.by_decay.values():
+            average.close()
 
 
 def rank(model, graph, data, chunk: int) -> dict:
@@ -92,7 +75,7 @@ class TestCurve(Callback):
         """{None: metrics of the trained parameters (`trained` if already ranked), decay: metrics of that
         average, ...}"""
         out = {None: trained or rank(self.model, self.graph, self.data, self.chunk)}
-        for d in self.averages.shadow if self.averages else ():
+        for d in self.averages.by_decay if self.averages else ():
             with self.averages.swapped(d):
                 out[d] = rank(self.model, self.graph, self.data, self.chunk)
         return out

@@ -93,7 +93,8 @@ def promote_version(name: str, version: str, data: IndexedData, promotion: Promo
     require_version(name, version)
     split = promotion.split
     if not len(data.split(split)):
-        raise ConfigError(f"promotion.split={split} has no evaluation targets in this data")
+        raise ConfigError(f"promotion.split={split} has no evaluation targets in this data; give it some "
+                          "(data.split.valid_fraction above 0) or compare on the other split (promotion.split)")
     challenger = load_registered(name, version)
     users, items, available = align(challenger, data)
     metrics = challenger_metrics or evaluate(users, items, data.split(split), data.seen_before(split),

@@ -54,7 +54,42 @@ def open_study(cfg: RunConfig) -> optuna.Study:
                                            n_warmup_steps=s.pruner_warmup_epochs),
         load_if_exists=True)
     fail_unheard_trials(storage, study, s.grace_seconds or 2 * s.heartbeat_seconds)
+    if s.first_trial_configured and not study.get_trials(deepcopy=False):
+        study.enqueue_trial(configured_params(cfg), skip_if_exists=True)  # two new workers: one trial
     return study
+
+
+class ConfiguredTrial:
+    """A stand-in for an Optuna trial whose every suggestion is the configuration's own value, when
+    the configuration has one the parameter's range or choices hold; `params` keeps what it gave.
+    Parameters the configuration has no value for (derived ones, e.g. a band's lower end) are left
+    out, so Optuna samples them."""
+
+    def __init__(self, cfg: RunConfig):
+        self.flat, self.params = cfg.flat(), {}
+
+    def _take(self, name: str, allowed, fallback):
+        value = self.flat.get(name)
+        if name in self.flat and allowed(value):
+            self.params[name] = value
+            return value
+        return fallback
+
+    def suggest_float(self, name, low, high, *, log=False, step=None):
+        return self._take(name, lambda v: isinstance(v, (int, float)) and low <= v <= high, low)
+
+    def suggest_int(self, name, low, high, *, log=False, step=1):
+        return self._take(name, lambda v: isinstance(v, int) and low <= v <= high, low)
+
+    def suggest_categorical(self, name, choices):
+        return self._take(name, lambda v: v in choices, choices[0])
+
+
+def configured_params(cfg: RunConfig) -> dict:
+    """The search space's parameters at the configuration's values (ConfiguredTrial)."""
+    trial = ConfiguredTrial(cfg)
+    family(cfg.search.family).space(trial)
+    return trial.params
 
 
 def fail_unheard_trials(storage: optuna.storages.RDBStorage, study: optuna.Study, grace_seconds: float,

@@ -151,7 +151,18 @@ class TrainConfig(Section):
     lr_milestones: list[int] = Field(default_factory=list, description="epochs after which lr is multiplied "
                                                                       "by lr_gamma")
     lr_gamma: float = Field(0.1, gt=0, le=1)
+    lr_schedule: Literal["milestones", "cosine"] = Field(
+        "milestones", description="milestones: lr x lr_gamma after each of lr_milestones (none: constant); "
+                                  "cosine: lr falls along a half cosine to 0 over `epochs`")
     l2: float = Field(1e-4, ge=0)
+    l2_form: Literal["occurrence", "row"] = Field(
+        "occurrence", description="occurrence: the L2 of the batch's rows, so a row pays it once per occurrence "
+                                  "(LightGCN's form); row: every ID row pays it once a step, whatever its degree "
+                                  "(recsys.models.base.row_l2; families with ID tables: lightgcn, gcn, mf)")
+    average: Optional[float] = Field(
+        None, gt=0, lt=1, description="decay of an exponential moving average of the parameters, updated every "
+                                      "step; validation, early stopping and the trained model use the average "
+                                      "(null: the parameters as trained)")
     eval_every: int = Field(2, ge=1)
     patience: int = Field(5, ge=1, description="evaluations without improvement before stopping")
     monitor: str = "ndcg@20"

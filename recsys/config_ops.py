@@ -62,7 +62,9 @@ class PromotionConfig(Section):
     training, today's data is compared with the champion's (`data_drift`)."""
 
     metric: str = "ndcg@20"
-    split: Literal["valid", "test"] = "test"
+    split: Literal["valid", "test"] = Field(
+        "valid", description="the split the challenger and the champion are compared on; valid by default, "
+                             "so test data never chooses what serves (every source has one: with_split)")
     tolerance: float = Field(0.0, ge=0, description="pass if challenger >= champion - tolerance (same split, "
                                                      "champion re-scored on today's data)")
     embedding: EmbeddingGateConfig = Field(default_factory=EmbeddingGateConfig)
@@ -251,6 +253,9 @@ class SearchConfig(Section):
     runner: Literal["local", "prefect"] = Field("local", description="prefect: trials as Prefect tasks")
     workers: int = Field(1, ge=1, description="prefect runner: trials in flight at once")
     register_best: bool = Field(True, description="retrain the best trial, register it, run the gate")
+    first_trial_configured: bool = Field(
+        True, description="a new study's first trial is the configuration itself (its values of the space's "
+                          "parameters), so the search's best is never below the recipe it starts from")
 
     @field_validator("family")
     @classmethod

@@ -88,7 +88,7 @@ def _fit_head(model, train, valid, weights, epochs, batch_size, lr, weight_decay
             loss.backward()
             opt.step()
             step += 1
-            value = float(loss)
+            value = float(loss.detach())
             total += value * len(idx)
             for cb in callbacks:
                 cb.on_step(step, {"loss": value})

@@ -193,3 +193,30 @@ def test_ids_only_in_test_are_reported_by_validation(tmp_path):
     assert "e.g. 9" in report.summary() and "e.g. 4" in report.summary()
     strict = validate_data(data, ValidationConfig(min_interactions_per_user=1, test_only_ids="fail"))
     assert not strict.success and {c.column for c in strict.failures} == {"user_id", "item_id"}
+
+
+def test_a_source_with_only_train_and_test_gets_validation_from_train(tmp_path):
+    """LightGCN format: validation is a seeded per-user share of train.txt; test.txt stays as it is."""
+    from recsys.config import DataConfig
+    from recsys.data.loaders import with_split
+
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "lgcn"
+    folder.mkdir()
+    for name, per_user in (("train.txt", 20), ("test.txt", 5)):
+        lines = [" ".join(map(str, [u, *rng.choice(300, per_user, replace=False)])) for u in range(50)]
+        (folder / name).write_text("\n".join(lines) + "\n")
+    raw = load_gowalla(folder)
+    split = with_split(raw, DataConfig(source="gowalla", path=folder))
+    again = with_split(raw, DataConfig(source="gowalla", path=folder))
+    labels = split.interactions["split"].astype(str).to_numpy()
+    before = raw.interactions["split"].to_numpy()
+    assert (labels[before == "test"] == "test").all()  # test rows untouched
+    assert set(labels[before == "train"]) == {"train", "valid"}  # validation comes from train only
+    per_user = split.interactions[labels == "valid"].groupby("user_id").size()
+    assert len(per_user) == 50 and (per_user == 2).all()  # floor(20 x 0.1) of each user's pairs
+    assert (again.interactions["split"].astype(str).to_numpy() == labels).all()  # seeded
+    assert "split.seed 0" in split.meta["validation_split"]
+    assert "validation_split" in split.summary()
+    none = with_split(raw, DataConfig(source="gowalla", path=folder, split={"valid_fraction": 0}))
+    assert (none.interactions["split"].astype(str).to_numpy() == before).all()

@@ -159,3 +159,24 @@ def test_a_trial_killed_before_its_first_heartbeat_is_failed_after_the_grace_per
     assert fail_unheard_trials(storage, study, 60, now=now + timedelta(seconds=61)) == [unheard.number]
     states = {t.number: t.state for t in study.get_trials()}
     assert states == {unheard.number: optuna.trial.TrialState.FAIL, alive.number: optuna.trial.TrialState.RUNNING}
+
+
+def test_a_new_studys_first_trial_is_the_configured_recipe(tmp_path):
+    """The study starts from the configuration: its first trial's parameters are the config's own
+    values wherever the space holds them; a resumed study does not enqueue it again."""
+    from flows.search import open_study
+    from recsys.families import family
+
+    cfg = load_config(None, sets(tmp_path, "train.lr=0.002", "train.negatives.kind=model",
+                                 "train.negatives.candidates=64", "train.negatives.per_positive=8",
+                                 "train.average=0.998", "train.l2_form=row"))
+    first = open_study(cfg).ask()
+    family("lightgcn").space(first)  # the enqueued values come back as the trial's suggestions
+    assert {k: first.params[k] for k in ("train.lr", "train.negatives.kind", "train.negatives.candidates",
+                                         "train.negatives.per_positive", "train.average", "train.l2_form",
+                                         "model.layers")} == \
+        {"train.lr": 0.002, "train.negatives.kind": "model", "train.negatives.candidates": 64,
+         "train.negatives.per_positive": 8, "train.average": 0.998, "train.l2_form": "row",
+         "model.layers": cfg.model.layers}
+    again = open_study(cfg)
+    assert len(again.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))) == 0

@@ -186,3 +186,69 @@ def test_the_bounded_mode_takes_the_exact_modes_objective_over_more_pairs(prepar
     sizes = [min(64, n - s) for s in range(0, n, 64)]
     assert len(exact) == len(sizes) > 10
     assert np.average(exact, weights=sizes) == pytest.approx(whole, rel=1e-5)
+
+
+def test_the_parameter_average_is_the_hand_computed_moving_average():
+    """One parameter, plain SGD with lr 1 and gradient 1: it goes 0, -1, -2, ...; the average
+    follows a_t = d_t a_{t-1} + (1 - d_t) p_t with d_t = min(decay, (1 + t) / (10 + t))."""
+    from recsys.train import ParameterAverage
+
+    layer = torch.nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        layer.weight.zero_()
+    optimizer = torch.optim.SGD(layer.parameters(), lr=1.0)
+    average = ParameterAverage(layer, optimizer, decay=0.5)
+    expected = 0.0
+    for t in range(1, 6):
+        optimizer.zero_grad()
+        layer.weight.sum().backward()
+        optimizer.step()
+        d = min(0.5, (1 + t) / (10 + t))
+        expected = d * expected + (1 - d) * (-t)
+    assert average.shadow[0].item() == pytest.approx(expected)
+    with average.swapped():
+        assert layer.weight.item() == pytest.approx(expected)
+    assert layer.weight.item() == -5.0  # the trained value is back after the block
+    average.close()
+    optimizer.step()  # no longer followed
+    assert average.steps == 5
+
+
+def test_fit_keeps_the_average_when_asked(small_network):
+    """With train.average and no validation, the trained model holds the average, not the last step."""
+    from recsys.train import ParameterAverage
+
+    data = with_split(small_network, DataConfig()).indexed()
+    data = type(data)(data.user_ids, data.item_ids, data.train, data.train[:0], data.test, data.social)
+    graph = build_graph(data)
+    cfg = dict(epochs=2, batch_size=256, lr=0.01, progress=False, max_steps_per_epoch=None)
+    plain, averaged = (LightGCN(data.n_users, data.n_items, dim=8, layers=1) for _ in range(2))
+    averaged.load_state_dict(plain.state_dict())
+    twin = LightGCN(data.n_users, data.n_items, dim=8, layers=1)
+    twin.load_state_dict(plain.state_dict())
+    fit(plain, graph, data, TrainConfig(**cfg), EvalConfig())
+    fit(averaged, graph, data, TrainConfig(**cfg, average=0.9), EvalConfig())
+    # the same steps again, followed by a hand-held average: the model must equal it
+    watcher = ParameterAverage(twin, None, 0.9)  # follows every optimiser's steps
+    fit(twin, graph, data, TrainConfig(**cfg), EvalConfig())
+    watcher.close()
+    assert torch.allclose(plain.user_emb.weight, twin.user_emb.weight)  # same seed, same steps
+    assert torch.allclose(averaged.user_emb.weight, watcher.shadow[0], atol=1e-6)
+    assert not torch.allclose(averaged.user_emb.weight, plain.user_emb.weight)
+
+
+def test_row_l2_pays_each_row_once_whatever_its_degree():
+    from recsys.models.base import l2, row_l2
+
+    users, items = torch.ones(4, 2), 2 * torch.ones(3, 2)
+    assert row_l2(users, items).item() == pytest.approx(0.5 * (2 + 2 * 8))
+    # equal degrees: the occurrence form's batch with each row once gives the same figure
+    u, p, n = users, items[[0, 1, 2, 0]], items[[1, 2, 0, 1]]
+    assert l2(u, p, n).item() == pytest.approx(row_l2(users, items).item())
+    # a user met 10 times in a batch pays 10 times in the occurrence form, once in the row form
+    table = torch.zeros(4, 2, requires_grad=True)
+    l2(table[[0] * 10 + [1]] + 1, items[[0] * 11], items[[1] * 11]).backward()
+    occurrence = table.grad[0, 0] / table.grad[1, 0]
+    table.grad = None
+    row_l2(table + 1, items).backward()
+    assert occurrence.item() == pytest.approx(10) and (table.grad[0, 0] / table.grad[1, 0]).item() == 1

@@ -12,7 +12,7 @@ import pandas as pd
 
 from recsys.config import DataConfig
 from recsys.data.ids import as_categorical
-from recsys.data.split import assign_split, hold_out_cold
+from recsys.data.split import assign_split, carve_validation, hold_out_cold
 from recsys.data.types import RecData
 
 
@@ -436,13 +436,19 @@ def load_data(cfg: DataConfig) -> RecData:
 
 
 def with_split(data: RecData, cfg: DataConfig) -> RecData:
-    """Add the configured split unless the source brings its own (a `split` column); then hold
-    out cold users and items if the config asks for a cold-start split."""
+    """Add the configured split unless the source brings its own (a `split` column); a source's own
+    split without validation rows gets them from its training rows (carve_validation, recorded in
+    the meta as `validation_split`); then hold out cold users and items if the config asks for a
+    cold-start split."""
     s = cfg.split
     inter = data.interactions
+    meta = dict(data.meta)
     if "split" not in inter:
         inter = assign_split(inter, s.kind, s.valid_fraction, s.test_fraction, s.seed)
-    meta = dict(data.meta)
+    elif s.valid_fraction > 0 and not (inter["split"] == "valid").any():
+        inter = carve_validation(inter, s.valid_fraction, s.seed)
+        meta["validation_split"] = (f"{s.valid_fraction:g} of each user's training pairs at random "
+                                    f"(split.seed {s.seed}); the source's test rows untouched")
     if s.cold_user_fraction > 0 or s.cold_item_fraction > 0:
         inter, users, items = hold_out_cold(inter, s.cold_user_fraction, s.cold_item_fraction, s.seed)
         meta.update(held_out_users=len(users), held_out_items=len(items))

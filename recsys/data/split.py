@@ -63,6 +63,20 @@ def assign_split(
     return out
 
 
+def carve_validation(interactions: pd.DataFrame, valid_fraction: float, seed: int = 0) -> pd.DataFrame:
+    """A source that brings only train and test (LightGCN's train.txt / test.txt, a user's files with
+    a fixed test) gets a validation split from its training rows: per user, a seeded random share
+    of the training pairs (assign_split's rule: users with three or more pairs give at least one).
+    Test rows are untouched, so test data never chooses anything."""
+    train = (interactions["split"] == "train").to_numpy()
+    carved = assign_split(interactions.loc[train, ["user_id", "item_id"]], "random", valid_fraction, 0.0, seed)
+    codes = pd.Categorical(interactions["split"], categories=list(SPLITS)).codes.copy()
+    codes[train] = carved["split"].cat.codes.to_numpy()
+    out = interactions.reset_index(drop=True)
+    out["split"] = pd.Categorical.from_codes(codes, categories=list(SPLITS))
+    return out
+
+
 def _first_per_pair(times: np.ndarray, pair: np.ndarray, n_pairs: int) -> np.ndarray:
     """The earliest time of each pair, missing times skipped (NaN where a pair has none), as
     groupby(pair).min() gives it, by one unbuffered pass (ufunc.at) instead of a hash groupby."""

@@ -58,6 +58,7 @@ class RecData:
             "interactions": len(self.interactions),
             "social_edges": 0 if self.social is None else len(self.social),
             **{f"rows_{k}": int(v) for k, v in counts.items()},
+            **self.meta,  # how the split was made where graphrec made part of it (with_split)
         }
 
     def indexed(self) -> "IndexedData":

@@ -190,9 +190,9 @@ def fit_prefix(model: PrefixEncoder, gnn_users: torch.Tensor, texts: list[str], 
             opt.zero_grad()
             loss.backward()
             opt.step()
-            total, steps = total + float(loss), steps + 1
+            total, steps = total + float(loss.detach()), steps + 1
             for cb in callbacks:
-                cb.on_step(steps, {"loss": float(loss)})
+                cb.on_step(steps, {"loss": float(loss.detach())})
         logs = {"loss": total / max(steps, 1), "epoch_seconds": time.perf_counter() - t0}
         history.append({"epoch": epoch, **logs})
         for cb in callbacks:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from recsys.models.base import RecModel, l2
+from recsys.models.base import RecModel
 
 
 class MF(RecModel):
@@ -32,4 +32,4 @@ class MF(RecModel):
     def batch_loss(self, graph, users, pos, neg, edge_ids=None):
         """The objective and L2 from the batch's rows only (no whole-table product)."""
         u, p, n = self.user_emb(users), self.item_emb(pos), self.item_emb(neg)
-        return self.ranking_loss(u, p, n), l2(u, p, n)
+        return self.ranking_loss(u, p, n), self.penalty(u, p, n)
