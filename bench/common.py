@@ -12,6 +12,14 @@ RESULTS = Path(__file__).resolve().parent / "results"
 SHARED_DATA = Path(os.environ.get("GRAPHREC_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 
+# The training settings the flow used by default before LightGCN got its own recipe (issue 21): the
+# benches recorded before then (retrain_scale, lightgcn_speed, the gpu bench's scale stage) keep them.
+UNIFORM_RECIPE = {"epochs": 40, "lr": 0.005, "l2": 1e-4, "average": None,
+                  "negatives": {"kind": "uniform", "per_positive": 1}}
+UNIFORM_SETS = ["train.lr=0.005", "train.l2=0.0001", "train.average=null", "train.negatives.kind=uniform",
+                "train.negatives.per_positive=1"]
+
+
 def machine() -> dict:
     cpu = platform.processor() or ""
     try:

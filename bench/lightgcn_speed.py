@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bench.common import SHARED_DATA, write_results
+from bench.common import SHARED_DATA, UNIFORM_RECIPE, write_results
 from recsys import kernels
 from recsys.config import EvalConfig, TrainConfig
 from recsys.data.loaders import load_gowalla
@@ -66,7 +66,8 @@ def graphrec_epoch_seconds(graph, data) -> tuple[float, LightGCN]:
     seed_everything(0)
     model = LightGCN(data.n_users, data.n_items, dim=DIM, layers=LAYERS)
     result = fit(model, graph, data, TrainConfig(epochs=1, batch_size=BATCH, lr=LR, l2=L2, progress=False,
-                                                 max_steps_per_epoch=None),
+                                                 max_steps_per_epoch=None, average=None,
+                                                 negatives=UNIFORM_RECIPE["negatives"]),
                  EvalConfig(ks=[20]))
     return result.history[0]["epoch_seconds"], model
 

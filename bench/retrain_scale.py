@@ -84,7 +84,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from bench.common import RESULTS, peak_rss_mb, write_results
+from bench.common import RESULTS, UNIFORM_SETS, peak_rss_mb, write_results
 from bench.refresh import NETWORK
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -103,7 +103,7 @@ GOAL_SIZES = {"lightgcn": (100_000, 1_000_000), "gcn": (100_000, 1_000_000), "sa
 
 def base_settings(threads: int) -> list[str]:
     return ["data.source=files", "graph.social_edges=true", "features.enabled=true", "features.text=false",
-            f"train.threads={threads}", f"refresh.threads={threads}", "train.progress=false"]
+            f"train.threads={threads}", f"refresh.threads={threads}", "train.progress=false", *UNIFORM_SETS]
 
 
 def run_overrides(store: Path, files: dict, family: str, args, work: Path) -> list[str]:
@@ -337,7 +337,7 @@ def probe_main(spec_path: Path) -> None:
     else:
         fit(model, prepared.graph, prepared.indexed, cfg.train, cfg.eval, callbacks=[Clock()])
         auto_steps = getattr(model, "auto_steps", AUTO_STEPS)
-        batch, _ = batch_plan(cfg.train, len(prepared.indexed.train), auto_steps)
+        batch, _ = batch_plan(cfg.train.resolved(getattr(model, "recipe", {})), len(prepared.indexed.train), auto_steps)
         per_epoch = -(-len(prepared.indexed.train) // batch)
         mode = step_mode(cfg.train, auto_steps)
     each = np.diff(marks)

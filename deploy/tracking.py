@@ -161,8 +161,9 @@ def run_figures(run_id: str) -> dict:
 
 
 def log_results(run_id: str, history: list[dict], metrics: dict[str, dict[str, float]],
-                extra: dict[str, float]) -> None:
-    """Final metrics per split, the training-curve plot and a metrics table as artifacts."""
+                extra: dict[str, float], recipe: Optional[dict] = None) -> None:
+    """Final metrics per split, the settings trained with (`recipe`, the train settings with `auto`
+    resolved, as params `train_used.<key>`), the training-curve plot and a metrics table as artifacts."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -172,7 +173,8 @@ def log_results(run_id: str, history: list[dict], metrics: dict[str, dict[str, f
     now = int(time.time() * 1000)
     flat = [Metric(metric_key(f"{split}_{k}"), float(v), now, 0) for split, m in metrics.items() for k, v in m.items()]
     flat += [Metric(k, float(v), now, 0) for k, v in extra.items()]
-    client.log_batch(run_id, metrics=flat)
+    params = [mlflow.entities.Param(f"train_used.{k}", str(v)) for k, v in (recipe or {}).items()]
+    client.log_batch(run_id, metrics=flat, params=params)
 
     table = pd.DataFrame(metrics).T.rename_axis("split").reset_index()
     client.log_table(run_id, data=table, artifact_file="metrics/metrics_table.json")

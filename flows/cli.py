@@ -94,10 +94,13 @@ def cmd_retrain(args) -> int:
     out, code = _run_flow(args, cfg, retrain_flow, "nothing was trained or registered.")
     if code is not None:
         return code
-    m = out["metrics"].get(cfg.promotion.split, {})
     print(f"\nrun {out['run_id']}  model version {out['version']}  "
           f"{'-> champion' if out['promoted'] else '(champion unchanged)'}")
-    print("  " + "  ".join(f"{k}={v:.4f}" for k, v in m.items() if k.endswith(("@10", "@20"))))
+    for split, m in out["metrics"].items():
+        if split in ("valid", "test"):
+            gate = "  (the promotion gate's split)" if split == cfg.promotion.split else ""
+            print(f"  {split:5s} " + "  ".join(f"{k}={v:.4f}" for k, v in m.items() if k.endswith(("@10", "@20")))
+                  + gate)
     print(f"  {out['decision']['reason']}")
     print(f"  snapshot: {out['snapshot']}")
     print(f"  MLflow UI: graphrec ui  ->  {out['run_url']}")

@@ -99,7 +99,7 @@ def evaluate(trained: Trained, prepared, cfg: RunConfig, run_id: str) -> dict[st
               for s in metrics if s in ("valid", "test")}
     log_results(run_id, r.history, metrics,
                 {"best_epoch": r.best_epoch, "epochs_run": r.epochs_run, "train_seconds": r.seconds,
-                 "batch_size_used": r.batch_size, **ranked})
+                 "batch_size_used": r.batch_size, **ranked}, r.recipe)
     if trained.heads is not None:
         from deploy.tracking import log_multitask
 

@@ -28,7 +28,7 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.retrain import build_graph, load_data, retrain_flow, validate
 from recsys.config import RunConfig, with_overrides
-from recsys.families import family
+from recsys.families import family, load
 from recsys.train import Callback
 
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
@@ -66,7 +66,10 @@ class ConfiguredTrial:
     out, so Optuna samples them."""
 
     def __init__(self, cfg: RunConfig):
-        self.flat, self.params = cfg.flat(), {}
+        model = family(cfg.search.family).model
+        recipe = getattr(load(model), "recipe", {}) if model else {}  # what the family trains with when `auto`
+        resolved = cfg.model_copy(update={"train": cfg.train.resolved(recipe)})
+        self.flat, self.params = resolved.flat(), {}
 
     def _take(self, name: str, allowed, fallback):
         value = self.flat.get(name)
@@ -240,6 +243,6 @@ def _search(cfg: RunConfig, study: optuna.Study, prepared, parent: str, logger) 
     if cfg.search.register_best and "best_params" in summary:
         best = retrain_flow(best_config(cfg, study))
         tag_best_trial_retrain(best["run_id"], parent, study.study_name)
-        summary["retrain"] = {k: best[k] for k in ("run_id", "version", "promoted", "decision")}
+        summary["retrain"] = {k: best[k] for k in ("run_id", "version", "promoted", "decision", "metrics")}
     logger.info(f"study {study.study_name}: {summary['trials']}")
     return summary

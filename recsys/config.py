@@ -111,11 +111,20 @@ ModelConfig = create_model("ModelConfig", __base__=_ModelSection, **{
     f.name: (f.options, Field(default_factory=f.options)) for f in families.FAMILIES.values() if f.options})
 
 
+AUTO = "auto"  # a training setting the family's recipe gives (RecModel.recipe), else GENERIC below
+
+
 class NegativesConfig(Section):
-    kind: Literal["uniform", "popularity", "in_batch", "model", "ppr"] = "uniform"
-    per_positive: int = Field(1, ge=1, description="negatives drawn per positive (ppr: set by its curriculum)")
+    kind: Literal["auto", "uniform", "popularity", "in_batch", "model", "ppr"] = Field(
+        AUTO, description="auto: the family's recipe (lightgcn: model), else uniform")
+    per_positive: Union[Literal["auto"], int] = Field(
+        AUTO, description="negatives drawn per positive (ppr: set by its curriculum); auto: the family's recipe "
+                          "(lightgcn: 8), else 1")
     popularity_exponent: float = Field(0.75, ge=0)
-    candidates: int = Field(32, ge=1, description="model: uniform candidates scored per positive")
+    candidates: Union[Literal["auto"], int] = Field(
+        "auto", description="model: uniform candidates scored per positive, the hardest kept (the hardness); auto: "
+                            "from the log's density (recsys.negatives.auto_candidates: 64 on Gowalla, 8 on "
+                            "MovieLens-100K)")
     temperature: Optional[float] = Field(None, gt=0, description="model: None keeps the hardest candidate")
     max_score_percentile: Optional[float] = Field(None, gt=0, le=100, description="model: false-negative guard")
     refresh_every: int = Field(10, ge=1, description="model: batches between score refreshes")
@@ -126,6 +135,20 @@ class NegativesConfig(Section):
     curriculum: bool = True
     max_hard: int = Field(3, ge=0)
 
+    @field_validator("per_positive")
+    @classmethod
+    def _per_positive(cls, value):
+        if value != AUTO and value < 1:
+            raise ValueError("must be auto or a positive integer")
+        return value
+
+    @field_validator("candidates")
+    @classmethod
+    def _candidates(cls, value):
+        if value != AUTO and value < 1:
+            raise ValueError("must be auto or a positive integer")
+        return value
+
     @field_validator("band")
     @classmethod
     def _band(cls, band: list[float]) -> list[float]:
@@ -134,8 +157,15 @@ class NegativesConfig(Section):
         return band
 
 
+GENERIC = {"epochs": 40, "lr": 0.005, "l2": 1e-4, "average": None, "negatives.kind": "uniform",
+           "negatives.per_positive": 1}  # the `auto` settings of a family without a recipe
+
+
 class TrainConfig(Section):
-    epochs: int = Field(40, ge=1)
+    """Training settings. Those that default to `auto` come from the family's recipe (RecModel.recipe:
+    LightGCN's was chosen on validation splits of three data sets, issue 21), else from GENERIC."""
+    epochs: Union[Literal["auto"], int] = Field(AUTO, description="at most; auto: the family's recipe (lightgcn: "
+                                                                  "100, early stopping ends it), else 40")
     batch_size: int = Field(2048, ge=1)
     max_steps_per_epoch: Union[Literal["auto"], int, None] = Field(
         "auto", description="at most this many optimiser steps per epoch: a log of more than batch_size x this "
@@ -144,7 +174,8 @@ class TrainConfig(Section):
                             "(the exact per-batch mode); auto: the family's own bound, 64 for families whose "
                             "every step costs the whole graph or whole tables (lightgcn, gcn, mf) and for sage "
                             "(measured as good), 1024 for pinsage (64 lost quality)")
-    lr: float = Field(0.005, gt=0)
+    lr: Union[Literal["auto"], float] = Field(AUTO, description="auto: the family's recipe (lightgcn: 0.002), "
+                                                                 "else 0.005")
     lr_batch_scaling: Literal["none", "sqrt", "linear"] = Field(
         "sqrt", description="batches grown past batch_size (max_steps_per_epoch) train with lr x (batch / batch_size) "
                             "to the power 0, 1/2 or 1")
@@ -154,15 +185,16 @@ class TrainConfig(Section):
     lr_schedule: Literal["milestones", "cosine"] = Field(
         "milestones", description="milestones: lr x lr_gamma after each of lr_milestones (none: constant); "
                                   "cosine: lr falls along a half cosine to 0 over `epochs`")
-    l2: float = Field(1e-4, ge=0)
+    l2: Union[Literal["auto"], float] = Field(AUTO, description="auto: the family's recipe (lightgcn: 1e-3), "
+                                                                 "else 1e-4")
     l2_form: Literal["occurrence", "row"] = Field(
         "occurrence", description="occurrence: the L2 of the batch's rows, so a row pays it once per occurrence "
                                   "(LightGCN's form); row: every ID row pays it once a step, whatever its degree "
                                   "(recsys.models.base.row_l2; families with ID tables: lightgcn, gcn, mf)")
-    average: Optional[float] = Field(
-        None, gt=0, lt=1, description="decay of an exponential moving average of the parameters, updated every "
-                                      "step; validation, early stopping and the trained model use the average "
-                                      "(null: the parameters as trained)")
+    average: Union[Literal["auto"], float, None] = Field(
+        AUTO, description="decay of an exponential moving average of the parameters, updated every step; "
+                          "validation, early stopping and the trained model use the average (null: the "
+                          "parameters as trained; auto: the family's recipe, lightgcn: 0.998, else null)")
     eval_every: int = Field(2, ge=1)
     patience: int = Field(5, ge=1, description="evaluations without improvement before stopping")
     monitor: str = "ndcg@20"
@@ -172,6 +204,41 @@ class TrainConfig(Section):
     loss: Literal["bpr", "softmax"] = Field("bpr", description="bpr (PinSage: hinge) or sampled softmax")
     temperature: float = Field(0.1, gt=0, description="softmax: logits are scores / temperature")
     negatives: NegativesConfig = Field(default_factory=NegativesConfig)
+
+    @field_validator("epochs", "lr", "l2", "average")
+    @classmethod
+    def _recipe_value(cls, value, info):
+        if value == AUTO or value is None:
+            return value
+        allowed = {"epochs": (1, None, "a positive integer"), "lr": (0, None, "a number above 0"),
+                   "l2": (0, None, "a number of 0 or more"), "average": (0, 1, "a number between 0 and 1")}
+        low, high, what = allowed[info.field_name]
+        bad = value <= low if info.field_name in ("lr", "average") else value < low
+        if bad or (high is not None and value >= high):
+            raise ValueError(f"must be auto or {what}")
+        return value
+
+    def resolved(self, recipe: dict) -> "TrainConfig":
+        """A copy with every `auto` setting taken from `recipe` (a family's RecModel.recipe, dotted
+        keys), else from GENERIC."""
+        values = {}
+        for key, generic in GENERIC.items():
+            section, _, name = key.rpartition(".")
+            holder = self.negatives if section == "negatives" else self
+            if getattr(holder, name) == AUTO:
+                values[key] = recipe.get(key, generic)
+        if not values:
+            return self
+        tree = self.model_dump()
+        for key, value in values.items():
+            section, _, name = key.rpartition(".")
+            (tree[section] if section else tree)[name] = value
+        return TrainConfig.model_validate(tree)
+
+    def recipe(self) -> dict:
+        """The resolved settings GENERIC names, as dotted keys (for the run's record)."""
+        return {key: getattr(self.negatives if key.startswith("negatives.") else self, key.rpartition(".")[2])
+                for key in GENERIC}
 
     @field_validator("max_steps_per_epoch")
     @classmethod

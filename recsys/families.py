@@ -101,7 +101,7 @@ def embedding_space(trial) -> dict[str, Any]:
         space["train.negatives.popularity_exponent"] = trial.suggest_float("train.negatives.popularity_exponent", 0, 1)
     elif kind == "model":
         space["train.negatives.candidates"] = trial.suggest_categorical("train.negatives.candidates",
-                                                                        [2, 4, 8, 16, 32, 64])
+                                                                        ["auto", 2, 4, 8, 16, 32, 64])
         space["train.negatives.temperature"] = trial.suggest_categorical("train.negatives.temperature",
                                                                          [None, 0.1, 0.5, 2.0])
     elif kind == "ppr":

@@ -128,6 +128,7 @@ class TrainResult:
     epochs_run: int = 0
     seconds: float = 0.0
     batch_size: int = 0  # pairs per optimiser step (train.batch_size, or larger: train.max_steps_per_epoch)
+    recipe: dict = field(default_factory=dict)  # the settings trained with, `auto` resolved (TrainConfig.recipe)
 
 
 def draw_negatives(sampler, users: torch.Tensor, pos: torch.Tensor, scores, per_positive: int) -> torch.Tensor:
@@ -195,6 +196,7 @@ def fit(
 
 
 def _fit(model, graph, data, cfg, eval_cfg, callbacks, sampler, log, device) -> TrainResult:
+    cfg = cfg.resolved(getattr(model, "recipe", {}))  # `auto` settings: the family's recipe
     rng = np.random.default_rng(cfg.seed)
     model.set_objective(cfg.loss, cfg.temperature)
     model.l2_form = cfg.l2_form
@@ -210,7 +212,8 @@ def _fit(model, graph, data, cfg, eval_cfg, callbacks, sampler, log, device) -> 
         schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, cfg.lr_milestones, cfg.lr_gamma)
     average = ParameterAverage(model, optimizer, cfg.average) if cfg.average else None
     has_valid = len(data.valid) > 0
-    result = TrainResult(batch_size=batch_size)
+    result = TrainResult(batch_size=batch_size, recipe=cfg.recipe())
+    result.recipe["negatives.candidates"] = getattr(sampler, "candidates", None)
     best = EarlyStopping(cfg.patience)
     started = time.perf_counter()
     n_batches = max(1, -(-len(pairs) // batch_size))

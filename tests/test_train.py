@@ -226,11 +226,11 @@ def test_fit_keeps_the_average_when_asked(small_network):
     averaged.load_state_dict(plain.state_dict())
     twin = LightGCN(data.n_users, data.n_items, dim=8, layers=1)
     twin.load_state_dict(plain.state_dict())
-    fit(plain, graph, data, TrainConfig(**cfg), EvalConfig())
+    fit(plain, graph, data, TrainConfig(**cfg, average=None), EvalConfig())
     fit(averaged, graph, data, TrainConfig(**cfg, average=0.9), EvalConfig())
     # the same steps again, followed by a hand-held average: the model must equal it
     watcher = ParameterAverage(twin, None, 0.9)  # follows every optimiser's steps
-    fit(twin, graph, data, TrainConfig(**cfg), EvalConfig())
+    fit(twin, graph, data, TrainConfig(**cfg, average=None), EvalConfig())
     watcher.close()
     assert torch.allclose(plain.user_emb.weight, twin.user_emb.weight)  # same seed, same steps
     assert torch.allclose(averaged.user_emb.weight, watcher.shadow[0], atol=1e-6)

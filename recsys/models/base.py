@@ -36,6 +36,7 @@ class RecModel(nn.Module):
     objective = "bpr"
     temperature = 0.1
     l2_form = "occurrence"  # train.l2_form (penalty)
+    recipe: dict = {}  # values for the train settings left `auto` (TrainConfig.resolved); none: GENERIC
 
     def encode(self, graph) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
