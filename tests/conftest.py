@@ -20,7 +20,7 @@ SHARED_DATA = Path(os.environ.get("GRAPHREC_SHARED_DATA", REPO.parent / "shared"
 # A synthetic network small enough for a flow to run in seconds (config overrides).
 TINY_DATA = ["data.synthetic.n_users=300", "data.synthetic.n_items=150", "data.synthetic.n_universities=4",
              "data.synthetic.n_companies=8"]
-TINY_NETWORK = [*TINY_DATA, "features.text=false", "model.dim=16", "train.progress=false"]
+TINY_NETWORK = [*TINY_DATA, "features.text=false", "model.dim=16", "train.progress=false", "train.epochs=40"]
 
 
 @pytest.fixture(scope="session")

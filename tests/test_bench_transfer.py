@@ -15,7 +15,7 @@ def test_transfer_runs_both_recipes_and_the_search_starts_from_the_default(small
     write_lightgcn_format(data, tmp_path / "tiny")
     monkeypatch.setattr(bench.common, "RESULTS", tmp_path / "results")
     monkeypatch.setattr(bench.transfer, "RESULTS", tmp_path / "results")
-    monkeypatch.setattr(bench.transfer, "COMMON", [*bench.transfer.COMMON, "model.dim=16", "train.epochs=6"])
+    monkeypatch.setattr(bench.transfer, "COMMON", [*bench.transfer.COMMON, "model.dim=32", "train.epochs=6"])
     code = bench.transfer.main(["--datasets", "--path", str(tmp_path / "tiny"), "--published", "tiny=0.5",
                                 "--search-seconds", "1", "--work", str(tmp_path / "work"), "--name", "transfer_check"])
     assert code == 0
