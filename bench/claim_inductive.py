@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import SHARED_DATA
+from bench.common import PRE_RECIPE, SHARED_DATA
 from bench.runner import child_main, run_arms
 
 CLAIM = {
@@ -69,7 +69,8 @@ def _config(family: str, seed: int, epochs: int = EPOCHS):
                            "cold_user_fraction": NEW_USER_FRACTION, "seed": seed}},
         "features": {"text": True},
         "model": MODELS[family],
-        "train": {"epochs": epochs, "batch_size": 2048, "lr": LR, "l2": 1e-4, "eval_every": 2, "patience": 5,
+        "train": {**PRE_RECIPE,  # the recorded protocol: uniform negatives, no average
+                  "epochs": epochs, "batch_size": 2048, "lr": LR, "l2": 1e-4, "eval_every": 2, "patience": 5,
                   "progress": False, "seed": seed},
         "eval": {"ks": [20]},
         "stores": {"root": str(Path(__file__).resolve().parent / "results" / ".cache")},

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import SHARED_DATA
+from bench.common import PRE_RECIPE, SHARED_DATA
 from bench.runner import child_main, run_arms
 
 CLAIM = {
@@ -72,7 +72,8 @@ def _config(spec: dict):
         "features": {"text": True},
         "model": {"family": "pinsage", "dim": 64, "layers": 2,
                   "pinsage": {"pooling": spec["pooling"], "num_neighbors": 10, "num_walks": 50, "restart_prob": 0.5}},
-        "train": {"epochs": spec["epochs"], "batch_size": 2048, "lr": 0.005, "l2": 1e-4, "eval_every": 2,
+        "train": {**PRE_RECIPE,  # the recorded protocol: uniform negatives, no average
+                  "epochs": spec["epochs"], "batch_size": 2048, "lr": 0.005, "l2": 1e-4, "eval_every": 2,
                   "patience": 5, "progress": False, "seed": spec.get("model_seed", spec["seed"])},
         "eval": {"ks": [20]},
         "stores": {"root": str(Path(__file__).resolve().parent / "results" / ".cache")},

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import SHARED_DATA, write_results
+from bench.common import PRE_RECIPE, SHARED_DATA, write_results
 from bench.runner import child_main, run_case
 
 ATTRIBUTES = {"synthetic": ["university", "title", "company"], "ml-100k": ["age", "gender", "occupation", "zip"]}
@@ -40,7 +40,8 @@ def case(spec: dict) -> dict:
         "graph": {"cold_start": {"enabled": spec["edges"], "k": 10, "user_attributes": ATTRIBUTES[dataset]}},
         "features": {"text": True},
         "model": {"family": "lightgcn", "dim": 64, "layers": 3},
-        "train": {"epochs": 60, "lr": 0.005, "batch_size": 2048, "eval_every": 2, "patience": 5,
+        "train": {**PRE_RECIPE,  # the recorded protocol: uniform negatives, no average
+                  "epochs": 60, "lr": 0.005, "batch_size": 2048, "eval_every": 2, "patience": 5,
                   "progress": False, "seed": spec["seed"]},
         "eval": {"ks": [20]},
         "stores": {"root": str(Path(__file__).resolve().parent / "results" / ".cache")},

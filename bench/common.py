@@ -16,6 +16,7 @@ SHARED_DATA = Path(os.environ.get("GRAPHREC_SHARED_DATA", Path(__file__).resolve
 # benches recorded before then (retrain_scale, lightgcn_speed, the gpu bench's scale stage) keep them.
 UNIFORM_RECIPE = {"epochs": 40, "lr": 0.005, "l2": 1e-4, "average": None,
                   "negatives": {"kind": "uniform", "per_positive": 1}}
+PRE_RECIPE = {"average": None, "negatives": UNIFORM_RECIPE["negatives"]}  # what a bench left unset then
 UNIFORM_SETS = ["train.lr=0.005", "train.l2=0.0001", "train.average=null", "train.negatives.kind=uniform",
                 "train.negatives.per_positive=1"]
 

@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.common import SHARED_DATA, peak_rss_mb, write_results
+from bench.common import PRE_RECIPE, SHARED_DATA, peak_rss_mb, write_results
 from bench.runner import child_main, markdown_table, run_case
 
 FAMILIES = [("lightgcn", {}), ("lightgcn+features", {"lightgcn": {"use_features": True}}), ("gcn", {}),
@@ -36,7 +36,8 @@ def case(spec: dict) -> dict:
         "features": {"text": True},
         "graph": spec.get("graph", {}),
         "model": {"family": family, "dim": 64, "layers": 3 if family == "lightgcn" else 2, **spec["options"]},
-        "train": {"epochs": spec["epochs"], "batch_size": 2048, "lr": spec["lr"], "l2": 1e-4,
+        "train": {**PRE_RECIPE,  # the recorded protocol: uniform negatives, no average
+                  "epochs": spec["epochs"], "batch_size": 2048, "lr": spec["lr"], "l2": 1e-4,
                   "eval_every": spec["eval_every"], "patience": 5, "progress": False},
         "eval": {"ks": [20]},
         "stores": {"root": str(Path(__file__).resolve().parent / "results" / ".cache")},

@@ -55,7 +55,8 @@ def case(spec: dict) -> dict:
         "data": {"source": spec["dataset"], "path": str(SHARED_DATA / spec["dataset"]),
                  "split": {"kind": "random", "valid_fraction": 0.1, "test_fraction": 0.1}},
         "model": {"family": "lightgcn", "dim": 64, "layers": 3},
-        "train": {"epochs": spec["epochs"], "batch_size": 2048, "lr": spec["lr"], "l2": 1e-4,
+        "train": {"average": None,  # the recorded protocol: no parameter average
+                  "epochs": spec["epochs"], "batch_size": 2048, "lr": spec["lr"], "l2": 1e-4,
                   "eval_every": spec["eval_every"], "patience": 5, "progress": False,
                   "negatives": SAMPLERS[spec["sampler"]]},
         "eval": {"ks": [20]},
