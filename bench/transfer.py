@@ -151,7 +151,8 @@ def _write(name: str, rows: list[dict]) -> None:
     table = [(r["dataset"], figure(r["default_recall@20"]), figure(r["searched_recall@20"]),
               figure(r["published_recall@20"]), ratio(r["default_recall@20"], r["searched_recall@20"]),
               f"{r['search_seconds']:.0f}", r["best_trial"] if r["best_trial"] is not None else "-",
-              ", ".join(f"{k.split('.')[-1]}={v}" for k, v in (r["chosen_settings"] or {}).items()))
+              ", ".join(f"{k.split('.')[-1]}={v:.3g}" if isinstance(v, float) else f"{k.split('.')[-1]}={v}"
+                        for k, v in (r["chosen_settings"] or {}).items()))
              for r in rows]
     notes = ("Test recall@20 of the registered model (test ranked once per model, choosing nothing); every "
              "setting chosen on the validation split named in the JSON's `chosen_on`. default/searched: the "

@@ -34,7 +34,9 @@ from recsys.train import Callback
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 
 
-def open_study(cfg: RunConfig) -> optuna.Study:
+def open_study(cfg: RunConfig, first: bool = False) -> optuna.Study:
+    """The study on its storage, created if new. `first` (the search command's own process, not its
+    workers): a new study gets the configured recipe as its first trial (search.first_trial_configured)."""
     s = cfg.search
     url = cfg.stores.resolved_optuna_storage()
     engine_kwargs = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else {}
@@ -54,8 +56,8 @@ def open_study(cfg: RunConfig) -> optuna.Study:
                                            n_warmup_steps=s.pruner_warmup_epochs),
         load_if_exists=True)
     fail_unheard_trials(storage, study, s.grace_seconds or 2 * s.heartbeat_seconds)
-    if s.first_trial_configured and not study.get_trials(deepcopy=False):
-        study.enqueue_trial(configured_params(cfg), skip_if_exists=True)  # two new workers: one trial
+    if first and s.first_trial_configured and not study.get_trials(deepcopy=False):
+        study.enqueue_trial(configured_params(cfg), skip_if_exists=True)
     return study
 
 
@@ -179,11 +181,19 @@ def objective_name(cfg: RunConfig) -> str:
 
 def run_trials(study: optuna.Study, objective, target: int, timeout: Optional[float]) -> None:
     """Work on the study until it holds `target` finished trials (counting other workers' too)."""
-    if finished_trials(study) >= target:
-        return
     stop = optuna.study.MaxTrialsCallback(target, states=FINISHED)
-    study.optimize(objective, timeout=timeout, callbacks=[stop], catch=(RuntimeError, ValueError),
-                   gc_after_trial=True)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while finished_trials(study) < target:
+        left = None if deadline is None else deadline - time.monotonic()
+        if left is not None and left <= 0:
+            return
+        try:
+            study.optimize(objective, timeout=left, callbacks=[stop], catch=(RuntimeError, ValueError),
+                           gc_after_trial=True)
+            return
+        except ValueError as exc:  # two processes took the same waiting trial (SQLite has no row locks)
+            if not str(exc).startswith("Cannot tell a"):
+                raise
 
 
 @task(cache_policy=NO_CACHE)
@@ -213,7 +223,7 @@ def search_flow(config: Optional[RunConfig] = None) -> dict:
     data = load_data(cfg)
     validate(data, cfg)
     prepared = build_graph(data, cfg)
-    study = open_study(cfg)
+    study = open_study(cfg, first=True)
     parent = study_parent_run(cfg, study.study_name, prepared.data)
     reopen_run(parent)  # a resumed study's run is running again, in this process
     with ended_with_outcome(parent, interrupted=sigterm_received):  # ends with the search: FINISHED, FAILED, KILLED
@@ -226,7 +236,13 @@ def _search(cfg: RunConfig, study: optuna.Study, prepared, parent: str, logger) 
 
     before = finished_trials(study)
     logger.info(f"study {study.study_name}: {before} of {cfg.search.trials} trials already finished")
-    if cfg.search.runner == "prefect" or cfg.compute.runner == "dask":
+    parallel = cfg.search.runner == "prefect" or cfg.compute.runner == "dask"
+    if parallel and study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)):
+        # the enqueued first trial runs here, before the workers start: two workers could both take
+        # a waiting trial from SQLite (no row locks), and the second would fail to report it
+        run_trials(study, make_objective(cfg, prepared, parent, logger.info), min(cfg.search.trials, before + 1),
+                   cfg.search.timeout)
+    if parallel:
         from flows.runners import task_runner
 
         @flow(name="graphrec-search-trials", task_runner=task_runner(cfg.compute, cfg.search.workers))

@@ -23,7 +23,8 @@ def trained(small_network):
     data = with_split(small_network, DataConfig()).indexed()
     graph = build_graph(data)
     model = LightGCN(data.n_users, data.n_items, dim=16, layers=2)
-    fit(model, graph, data, TrainConfig(epochs=8, batch_size=512, lr=0.01, progress=False, eval_every=100),
+    fit(model, graph, data, TrainConfig(epochs=8, batch_size=512, lr=0.01, progress=False, eval_every=100,
+                                        average=None, negatives={"kind": "uniform", "per_positive": 1}),
         EvalConfig())
     return data, graph, model
 

@@ -170,7 +170,7 @@ def test_a_new_studys_first_trial_is_the_configured_recipe(tmp_path):
     cfg = load_config(None, sets(tmp_path, "train.lr=0.002", "train.negatives.kind=model",
                                  "train.negatives.candidates=64", "train.negatives.per_positive=8",
                                  "train.average=0.998", "train.l2_form=row"))
-    first = open_study(cfg).ask()
+    first = open_study(cfg, first=True).ask()
     family("lightgcn").space(first)  # the enqueued values come back as the trial's suggestions
     assert {k: first.params[k] for k in ("train.lr", "train.negatives.kind", "train.negatives.candidates",
                                          "train.negatives.per_positive", "train.average", "train.l2_form",
@@ -178,5 +178,5 @@ def test_a_new_studys_first_trial_is_the_configured_recipe(tmp_path):
         {"train.lr": 0.002, "train.negatives.kind": "model", "train.negatives.candidates": 64,
          "train.negatives.per_positive": 8, "train.average": 0.998, "train.l2_form": "row",
          "model.layers": cfg.model.layers}
-    again = open_study(cfg)
+    again = open_study(cfg, first=True)
     assert len(again.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))) == 0
