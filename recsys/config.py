@@ -135,16 +135,9 @@ class NegativesConfig(Section):
     curriculum: bool = True
     max_hard: int = Field(3, ge=0)
 
-    @field_validator("per_positive")
+    @field_validator("per_positive", "candidates")
     @classmethod
-    def _per_positive(cls, value):
-        if value != AUTO and value < 1:
-            raise ValueError("must be auto or a positive integer")
-        return value
-
-    @field_validator("candidates")
-    @classmethod
-    def _candidates(cls, value):
+    def _count(cls, value):
         if value != AUTO and value < 1:
             raise ValueError("must be auto or a positive integer")
         return value
