@@ -201,37 +201,29 @@ class TrainConfig(Section):
     @field_validator("epochs", "lr", "l2", "average")
     @classmethod
     def _recipe_value(cls, value, info):
-        if value == AUTO or value is None:
+        allowed, what = {"epochs": (lambda v: v >= 1, "a positive integer"),
+                         "lr": (lambda v: v > 0, "a number above 0"),
+                         "l2": (lambda v: v >= 0, "a number of 0 or more"),
+                         "average": (lambda v: 0 < v < 1, "a number between 0 and 1")}[info.field_name]
+        if value in (AUTO, None) or allowed(value):
             return value
-        allowed = {"epochs": (1, None, "a positive integer"), "lr": (0, None, "a number above 0"),
-                   "l2": (0, None, "a number of 0 or more"), "average": (0, 1, "a number between 0 and 1")}
-        low, high, what = allowed[info.field_name]
-        bad = value <= low if info.field_name in ("lr", "average") else value < low
-        if bad or (high is not None and value >= high):
-            raise ValueError(f"must be auto or {what}")
-        return value
+        raise ValueError(f"must be auto or {what}")
 
     def resolved(self, recipe: dict) -> "TrainConfig":
         """A copy with every `auto` setting taken from `recipe` (a family's RecModel.recipe, dotted
         keys), else from GENERIC."""
-        values = {}
-        for key, generic in GENERIC.items():
-            section, _, name = key.rpartition(".")
-            holder = self.negatives if section == "negatives" else self
-            if getattr(holder, name) == AUTO:
-                values[key] = recipe.get(key, generic)
-        if not values:
-            return self
         tree = self.model_dump()
-        for key, value in values.items():
-            section, _, name = key.rpartition(".")
-            (tree[section] if section else tree)[name] = value
+        auto = [key for key in GENERIC if _get_dotted(tree, key) == AUTO]
+        if not auto:
+            return self
+        for key in auto:
+            _set_dotted(tree, key, recipe.get(key, GENERIC[key]))
         return TrainConfig.model_validate(tree)
 
     def recipe(self) -> dict:
         """The resolved settings GENERIC names, as dotted keys (for the run's record)."""
-        return {key: getattr(self.negatives if key.startswith("negatives.") else self, key.rpartition(".")[2])
-                for key in GENERIC}
+        tree = self.model_dump()
+        return {key: _get_dotted(tree, key) for key in GENERIC}
 
     @field_validator("max_steps_per_epoch")
     @classmethod
@@ -291,6 +283,12 @@ class RunConfig(Section):
 
         walk("", self.model_dump(mode="json"))
         return out
+
+
+def _get_dotted(tree: dict, key: str) -> Any:
+    for part in key.split("."):
+        tree = tree[part]
+    return tree
 
 
 def _set_dotted(tree: dict, key: str, value: Any) -> None:
