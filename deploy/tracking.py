@@ -250,9 +250,11 @@ def log_and_register_model(
     user_ids, user_vectors, item_ids, item_vectors, seen_pairs: np.ndarray,
     version_tags: Optional[dict[str, str]] = None,
     bundle=None,
+    gate_vectors=None,
 ) -> str:
     """Log the pyfunc (signature and input example included) and register it; return the version.
-    `bundle` (recsys.inductive.Bundle) makes the model embed unseen users at predict time.
+    `bundle` (recsys.inductive.Bundle) makes the model embed unseen users at predict time;
+    `gate_vectors` (deploy.pyfunc.save_embeddings) are what the promotion gates score.
 
     The model is logged from code (deploy/model_code.py) with copies of the modules it imports and
     its requirements pinned to the installed versions: `mlflow models serve` and
@@ -260,7 +262,8 @@ def log_and_register_model(
     from deploy.pyfunc import MODEL_CODE, requirements, stage_code
 
     with tempfile.TemporaryDirectory() as tmp:
-        path = save_embeddings(Path(tmp) / "embeddings.npz", user_ids, user_vectors, item_ids, item_vectors, seen_pairs)
+        path = save_embeddings(Path(tmp) / "embeddings.npz", user_ids, user_vectors, item_ids, item_vectors, seen_pairs,
+                               gate_vectors)
         artifacts = {EMBEDDINGS: str(path)}
         if bundle is not None:
             artifacts[BUNDLE] = str(bundle.save(Path(tmp) / "bundle"))

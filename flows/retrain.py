@@ -79,27 +79,31 @@ def train(prepared, cfg: RunConfig, run_id: str) -> Trained:
 @task(cache_policy=NO_CACHE)
 def evaluate(trained: Trained, prepared, cfg: RunConfig, run_id: str) -> dict[str, dict[str, float]]:
     """Validation and test metrics; test again for warm and cold users apart when there are cold
-    users with test targets (a cold-start split)."""
+    users with test targets (a cold-start split). After a refit (train.refit), validation is the
+    model chosen on it (the refit one trained on it) and test the refit model, which serves."""
     from deploy.tracking import log_results
     from recsys.device import resolve_device
     from recsys.metrics import ranked_users
     from recsys.train import evaluate_model
 
     indexed, device = prepared.indexed, resolve_device(cfg.compute.device)
-    metrics = {s: evaluate_model(trained.model, trained.graph, indexed, s, cfg.eval, device=device)
+    judged = {"valid": trained.selection or trained, "test": trained}
+    metrics = {s: evaluate_model(judged[s].model, judged[s].graph, indexed, s, cfg.eval, device=device)
                for s in ("valid", "test") if len(indexed.split(s))}
     cold_with_targets = prepared.cold_users[indexed.test[:, 0]].any() if len(indexed.test) else False
     if cold_with_targets:
         for name, mask in (("test_warm", ~prepared.cold_users), ("test_cold", prepared.cold_users)):
             metrics[name] = evaluate_model(trained.model, trained.graph, indexed, "test", cfg.eval, user_mask=mask,
                                            device=device)
-    r = trained.result
+    r = (trained.selection or trained).result
     ranked = {f"eval_users_{s}": len(ranked_users(indexed.split(s), indexed.n_users, max_users=cfg.eval.max_users,
                                                   sample_seed=cfg.eval.seed))
               for s in metrics if s in ("valid", "test")}
-    log_results(run_id, r.history, metrics,
-                {"best_epoch": r.best_epoch, "epochs_run": r.epochs_run, "train_seconds": r.seconds,
-                 "batch_size_used": r.batch_size, **ranked}, r.recipe)
+    figures = {"best_epoch": r.best_epoch, "epochs_run": r.epochs_run, "train_seconds": r.seconds,
+               "batch_size_used": r.batch_size, **ranked}
+    if trained.selection is not None:
+        figures.update(refit_seconds=trained.result.seconds, refit_batch_size_used=trained.result.batch_size)
+    log_results(run_id, r.history, metrics, figures, {**r.recipe, **trained.result.recipe})
     if trained.heads is not None:
         from deploy.tracking import log_multitask
 
@@ -121,20 +125,26 @@ def register(trained: Trained, prepared, cfg: RunConfig, run_id: str) -> str:
     from recsys.device import embed_on, resolve_device
     from recsys.inductive import Bundle
 
-    model, indexed = trained.model, prepared.indexed
+    model, indexed = trained.model, trained.indexed or prepared.indexed
     model.eval()
-    users, items = embed_on(model, trained.graph, resolve_device(cfg.compute.device))
+    device = resolve_device(cfg.compute.device)
+    users, items = embed_on(model, trained.graph, device)
+    gate = None
+    if trained.selection is not None:  # refit: the gates judge the model chosen on validation
+        trained.selection.model.eval()
+        gate = [v.detach().cpu().numpy() for v in embed_on(trained.selection.model, trained.selection.graph, device)]
     bundle = None
     if model.inductive:
         g = trained.graph
         bundle = Bundle(cfg.model.model_dump(), model.state_dict(), indexed, g.use_social, g.user_features,
                         g.item_features, prepared.user_encoder, prepared.item_encoder)
-    tags = {"graphrec.family": cfg.model.family, "graphrec.inductive": str(model.inductive).lower()}
+    tags = {"graphrec.family": cfg.model.family, "graphrec.inductive": str(model.inductive).lower(),
+            "graphrec.refit": str(gate is not None).lower()}
     with _registry_change(cfg, "registering the model"):
         # detached: a family may return its tables themselves (mf: the embedding weights, which require grad)
         version = log_and_register_model(run_id, cfg.stores.registered_model, indexed.user_ids,
                                          users.detach().cpu().numpy(), indexed.item_ids, items.detach().cpu().numpy(),
-                                         indexed.train, tags, bundle)
+                                         indexed.train, tags, bundle, gate)
         name_run_for_version(run_id, version)
         return version
 

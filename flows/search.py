@@ -149,7 +149,8 @@ def make_objective(cfg: RunConfig, prepared, parent_run_id: str, log=print):
 
     def objective(trial: optuna.Trial) -> float:
         values = space(trial)
-        tcfg = with_overrides(cfg, {"model.family": cfg.search.family, **values, "train.progress": False})
+        tcfg = with_overrides(cfg, {"model.family": cfg.search.family, **values, "train.progress": False,
+                                    "train.refit": False})  # a trial is judged on validation: no refit
         run_id = start_trial_run(tcfg, prepared.data, parent_run_id, trial.study.study_name, trial.number)
         trial.set_user_attr("mlflow_run_id", run_id)
         name = objective_name(tcfg)

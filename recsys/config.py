@@ -189,6 +189,12 @@ class TrainConfig(Section):
                           "validation, early stopping and the trained model use the average (null: the "
                           "parameters as trained; auto: the family's recipe, lightgcn: 0.998, else null)")
     eval_every: int = Field(2, ge=1)
+    refit: bool = Field(
+        True, description="after early stopping has chosen the budget on the validation split, train a fresh "
+                          "model on training and validation pairs together for the same number of optimiser "
+                          "steps, and serve that one; the promotion gate still judges the model chosen on "
+                          "validation (its vectors are kept with the version). Families trained by the ranking "
+                          "loop alone (lightgcn, gcn, mf, sage, pinsage); a search's trials never refit")
     patience: int = Field(5, ge=1, description="evaluations without improvement before stopping")
     monitor: str = "ndcg@20"
     seed: int = 0

@@ -23,6 +23,8 @@ from pydantic import Field, field_validator
 
 from recsys.config_base import ConfigError, Section
 
+RANKING_LOOP = "recsys.train:train_ranking"
+
 
 def _never(model_cfg) -> bool:
     return False
@@ -43,7 +45,7 @@ class Family:
     model: str                                  # "module:Class", a RecModel with from_config(cfg, graph, seed)
     options: Optional[type[Section]] = None     # the family's own section, model.<name>
     space: Optional[Callable[[Any], dict]] = None  # Optuna space: trial -> {dotted key: value}; None: not searched
-    train: str = "recsys.train:train_ranking"   # (prepared, cfg, model, callbacks, log) -> recsys.train.Trained
+    train: str = RANKING_LOOP                    # (prepared, cfg, model, callbacks, log) -> recsys.train.Trained
     inductive: str = "no"                       # embeds nodes added after training: no | yes | with features
     reads_features: Callable[[Any], bool] = _never  # model section -> whether node features are computed
     reads_text: bool = False                    # reads the users' and items' text itself (not through features)
@@ -274,8 +276,13 @@ def train(prepared, cfg, callbacks=None, log: Optional[Callable[[str], None]] = 
     """Build the configured family's model and train it the family's way: a recsys.train.Trained.
     `callbacks(stage)` gives the observers of each training stage ("" for the ranking loop,
     "head_" for MMoE's heads, "prefix_" for the LLM prefix)."""
-    from recsys.train import no_callbacks
+    from recsys.train import no_callbacks, refit
 
     f = family(cfg.model.family)
+    callbacks = callbacks or no_callbacks
     model = f.build(cfg.model, prepared.graph, seed=cfg.train.seed)
-    return load(f.train)(prepared, cfg, model, callbacks or no_callbacks, log)
+    trained = load(f.train)(prepared, cfg, model, callbacks, log)
+    if cfg.train.refit and f.train == RANKING_LOOP and len(prepared.indexed.valid) and trained.best_epoch:
+        trained = refit(trained, prepared, cfg, lambda graph: f.build(cfg.model, graph, seed=cfg.train.seed),
+                        callbacks, log)
+    return trained

@@ -68,6 +68,12 @@ def prepare(data: RecData, cfg: RunConfig, encoders: tuple = (None, None), servi
     text = TextEncoder(cfg.stores.text_cache()) if wants_text else None
     user_enc, user_x = node_features(data.users, "user_id", cfg, text, encoders[0])
     item_enc, item_x = node_features(data.items, "item_id", cfg, text, encoders[1])
+    return assemble(data, indexed, cfg, user_enc, user_x, item_enc, item_x, tasks)
+
+
+def assemble(data: RecData, indexed: IndexedData, cfg: RunConfig, user_enc, user_x, item_enc, item_x,
+             tasks=None) -> Prepared:
+    """The graph over `indexed.train`: interactions, friendships, cold-start edges, node features."""
     cold_users = cold_nodes(indexed.n_users, indexed.train[:, 0])
     cold_items = cold_nodes(indexed.n_items, indexed.train[:, 1])
     edges = {}
@@ -83,3 +89,16 @@ def prepare(data: RecData, cfg: RunConfig, encoders: tuple = (None, None), servi
             edges[SIMILAR_ITEM] = similarity_edges(item_x, cold_items, cs.k, exact_below=cs.exact_below)
     graph = build_graph(indexed, cfg.graph.social_edges, edges, user_x, item_x)
     return Prepared(data, indexed, graph, user_enc, item_enc, cold_users, cold_items, tasks)
+
+
+def with_validation_trained(prepared: Prepared, cfg: RunConfig) -> Prepared:
+    """The same data with the validation pairs moved into training (none held out), its graph rebuilt
+    over them: what a refit (train.refit) trains on."""
+    from dataclasses import replace
+
+    x = prepared.indexed
+    merged = replace(x, train=np.concatenate([x.train, x.valid]), valid=x.valid[:0])
+    features = [None if f is None else f.cpu().numpy() for f in (prepared.graph.user_features,
+                                                                  prepared.graph.item_features)]
+    return assemble(prepared.data, merged, cfg, prepared.user_encoder, features[0], prepared.item_encoder,
+                    features[1], prepared.tasks)

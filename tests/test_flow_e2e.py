@@ -82,6 +82,27 @@ def test_two_runs_champion_then_rejected_data(workspace):
     assert served.groupby("user_id")["rank"].apply(list).to_dict() == {"u000001": [1, 2, 3], "u000002": [1, 2, 3]}
     v1 = client.get_model_version(name, "1")
     assert v1.tags["promotion.decision"] == "promoted"
+    # train.refit (the default): the served model trained on train and validation pairs for the chosen
+    # budget; the gate judged the model chosen on validation, whose vectors the version keeps
+    from deploy.champion import align
+    from deploy.tracking import load_registered
+    from recsys.data.loaders import load_data
+    from recsys.metrics import evaluate
+    from recsys.prepare import prepare
+
+    assert v1.tags["graphrec.refit"] == "true"
+    refit_epochs = int(run.data.params["train_used.refit_epochs"])
+    assert refit_epochs >= 1 and len(client.get_metric_history(out["run_id"], "refit_loss")) == refit_epochs
+    indexed = prepare(load_data(cfg.data), cfg).indexed
+    champion = load_registered(name, "champion")
+    assert len(champion.seen_pairs()) == len(indexed.train) + len(indexed.valid)
+    judged = evaluate(*align(champion, indexed, gate=True)[:2], indexed.valid, indexed.seen_before("valid"),
+                      **cfg.eval.ranking())
+    metric = next(g for g in gate_record(v1.tags)["gates"] if g["name"] == "metric")["figures"]
+    assert metric["challenger"] == pytest.approx(judged["ndcg@20"], abs=1e-6)
+    assert judged["ndcg@20"] == pytest.approx(out["metrics"]["valid"]["ndcg@20"], abs=1e-6)
+    served = evaluate(*align(champion, indexed)[:2], indexed.valid, indexed.seen_before("valid"), **cfg.eval.ranking())
+    assert served["ndcg@20"] > judged["ndcg@20"]  # it trained on them
     snapshot_name = current_name(cfg.stores.resolved_snapshots())
     before = Snapshot.open(cfg.stores.resolved_snapshots()).recommend("u000001", k=5)
     assert len(before) == 5

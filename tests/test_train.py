@@ -252,3 +252,41 @@ def test_row_l2_pays_each_row_once_whatever_its_degree():
     table.grad = None
     row_l2(table + 1, items).backward()
     assert occurrence.item() == pytest.approx(10) and (table.grad[0, 0] / table.grad[1, 0]).item() == 1
+
+
+def test_a_refit_takes_the_selection_runs_optimiser_steps_by_hand():
+    from recsys.train import refit_plan
+
+    cfg = TrainConfig(epochs=40, batch_size=100, lr=0.01, l2=0.0, average=None, max_steps_per_epoch=None,
+                      lr_milestones=[20], progress=False)
+    # 10 epochs of ceil(900 / 100) = 9 steps chosen on validation; 1000 pairs take 10 steps an epoch
+    epochs, plan = refit_plan(cfg, best_epoch=10, selection_batches=9, n_pairs=1000)
+    assert (epochs, plan.epochs, plan.lr_milestones) == (9, 36, [18])
+    # bounded steps per epoch (64): the batch grows with the pairs, so the epochs stay the same
+    bounded = cfg.model_copy(update={"max_steps_per_epoch": 64})
+    assert refit_plan(bounded, best_epoch=10, selection_batches=64, n_pairs=100_000)[0] == 10
+
+
+def test_refit_trains_a_fresh_model_on_training_and_validation_for_the_chosen_budget(small_network):
+    from recsys.config import load_config
+    from recsys.families import train
+    from recsys.prepare import prepare
+
+    cfg = load_config(None, ["features.text=false", "model.dim=16", "train.progress=false", "train.epochs=6",
+                             "train.eval_every=2", "train.max_steps_per_epoch=null", "model.family=mf"])
+    assert cfg.train.refit  # the default
+    prepared = prepare(small_network, cfg)
+    x = prepared.indexed
+    trained = train(prepared, cfg)
+    selected = trained.selection
+    assert selected is not None and selected.indexed is None and selected.best_epoch == trained.best_epoch
+    assert len(trained.indexed.train) == len(x.train) + len(x.valid) and len(trained.indexed.valid) == 0
+    assert trained.graph.g.num_edges("interacts") == len(x.train) + len(x.valid)
+    batches = lambda n: -(-n // cfg.train.batch_size)  # noqa: E731
+    expected = max(1, round(selected.best_epoch * batches(len(x.train)) / batches(len(trained.indexed.train))))
+    assert trained.result.epochs_run == trained.result.recipe["refit_epochs"] == expected
+    assert trained.score == selected.score  # what a search or a gate reads: the model chosen on validation
+    assert not torch.equal(trained.model.user_emb.weight, selected.model.user_emb.weight)
+    no_refit = train(prepared, cfg.model_copy(update={"train": cfg.train.model_copy(update={"refit": False})}))
+    assert no_refit.selection is None and no_refit.indexed is None
+    assert torch.equal(no_refit.model.user_emb.weight, selected.model.user_emb.weight)  # the same seed, the same model
