@@ -15,10 +15,12 @@ Per data set, two stages, each in the same process through the flows `graphrec r
             trial's configuration retrained and registered by the retraining flow.
 
 Every choice (early stopping, the search's objective, the best trial) is made on the validation
-split. Gowalla and LastFM bring train and test only: validation is carved from train (10% of each
-user's training pairs, seeded; recsys.data.split.carve_validation). ML-100K has no published split
-for this: a seeded random per-user split (70/10/20). test is ranked once per registered model and
-chooses nothing. A folder given by --path is read in LightGCN format (train.txt / test.txt).
+split; the model each stage registers is then refit on training and validation pairs for the chosen
+budget (train.refit, the default), and that model's test figure is reported. Gowalla and LastFM
+bring train and test only: validation is carved from train (10% of each user's training pairs,
+seeded; recsys.data.split.carve_validation). ML-100K has no published split for this: a seeded
+random per-user split (70/10/20). test is ranked once per registered model and chooses nothing.
+A folder given by --path is read in LightGCN format (train.txt / test.txt).
 
 Published LightGCN recall@20 exists here for Gowalla only (0.1830, the LightGCN paper's Table 3;
 the other two have no figure on these splits in the paper or its reference code's README).
@@ -154,7 +156,8 @@ def _write(name: str, rows: list[dict]) -> None:
               ", ".join(f"{k.split('.')[-1]}={v:.3g}" if isinstance(v, float) else f"{k.split('.')[-1]}={v}"
                         for k, v in (r["chosen_settings"] or {}).items()))
              for r in rows]
-    notes = ("Test recall@20 of the registered model (test ranked once per model, choosing nothing); every "
+    notes = ("Test recall@20 of the registered model (refit on training and validation pairs for the budget "
+             "chosen on validation, train.refit; test ranked once per model, choosing nothing); every "
              "setting chosen on the validation split named in the JSON's `chosen_on`. default/searched: the "
              "default recipe's share of the searched figure (goal >= 0.95). Best trial 0 is the default recipe "
              "itself (a study's first trial). search s: the whole search command, the best configuration's "

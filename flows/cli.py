@@ -96,6 +96,10 @@ def cmd_retrain(args) -> int:
         return code
     print(f"\nrun {out['run_id']}  model version {out['version']}  "
           f"{'-> champion' if out['promoted'] else '(champion unchanged)'}")
+    refit = out.get("refit_epochs")
+    if refit:
+        print(f"  served: refit on training and validation pairs for {refit} epochs (train.refit); valid is "
+              "the model chosen on it, test the served one")
     for split, m in out["metrics"].items():
         if split in ("valid", "test"):
             gate = "  (the promotion gate's split)" if split == cfg.promotion.split else ""

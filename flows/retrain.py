@@ -249,4 +249,5 @@ def retrain_flow(config: Optional[RunConfig] = None) -> dict:
     logger.info(f"version {version}: {decision.reason}; snapshot {snapshot.name if snapshot else 'none'}")
     return {"run_id": run_id, "version": version, "promoted": decision.promoted, "metrics": metrics,
             "decision": decision.as_dict(), "snapshot": str(snapshot) if snapshot else None, "run_url": url,
-            "phase_seconds": dict(phases), "phase_peak_rss_mb": dict(phases.peak_rss_mb)}
+            "phase_seconds": dict(phases), "phase_peak_rss_mb": dict(phases.peak_rss_mb),
+            "refit_epochs": trained.result.recipe.get("refit_epochs")}
