@@ -51,6 +51,25 @@ def test_canary_passes_sound_lists_and_catches_broken_vectors():
     assert not broken.passed and broken.figures["empty_lists"] == 10
 
 
+def test_the_gates_score_a_refit_versions_validation_chosen_vectors(tmp_path):
+    from deploy.champion import align
+    from deploy.pyfunc import RecommenderModel, save_embeddings
+    from recsys.data.types import IndexedData
+
+    served, chosen = np.ones((2, 3)), np.full((2, 3), 2.0)
+    seen = np.array([[0, 0]])
+    plain = RecommenderModel().load(str(save_embeddings(tmp_path / "a.npz", ["u1", "u0"], served, ["i0", "i1"],
+                                                        served, seen)))
+    refit = RecommenderModel().load(str(save_embeddings(tmp_path / "b.npz", ["u1", "u0"], served, ["i0", "i1"],
+                                                        served, seen, gate_vectors=(chosen, chosen * 3))))
+    empty = np.zeros((0, 2), np.int64)
+    data = IndexedData(np.array(["u0", "u1", "u2"]), np.array(["i1", "i0"]), empty, empty, empty, empty)
+    users, items, _ = align(refit, data, gate=True)
+    assert users.tolist() == [[2.0] * 3, [2.0] * 3, [0.0] * 3] and items.tolist() == [[6.0] * 3] * 2
+    assert align(refit, data)[0][0].tolist() == [1.0] * 3  # served vectors otherwise
+    assert align(plain, data, gate=True)[0][0].tolist() == [1.0] * 3  # a version without them: its served ones
+
+
 def test_metric_gate_tolerance():
     assert metric_gate("ndcg@20", 0.30, 0.31, "1", 0.02).passed
     gate = metric_gate("ndcg@20", 0.28, 0.31, "1", 0.02)
