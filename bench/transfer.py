@@ -53,7 +53,9 @@ DATASETS = {
                 "published": None,
                 "chosen_on": "validation: 10% of each user's pairs at random (split.seed 0; test 20%)"},
 }
-COMMON = ["train.progress=false", "model.family=lightgcn"]
+# every user with targets is ranked (the product samples 10,000; on Gowalla's 29,858 test users that
+# sample moved the default's test recall@20 by 0.0024), as published figures are
+COMMON = ["train.progress=false", "model.family=lightgcn", "eval.max_users=null"]
 
 
 def recall(metrics: dict, split: str) -> Optional[float]:
