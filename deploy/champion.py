@@ -104,7 +104,8 @@ def promote_version(name: str, version: str, data: IndexedData, promotion: Promo
         raise ConfigError(f"promotion.split={split} has no evaluation targets in this data; give it some "
                           "(data.split.valid_fraction above 0) or compare on the other split (promotion.split)")
     challenger = load_registered(name, version)
-    users, items, available = align(challenger, data, gate=True)
+    served = align(challenger, data)
+    users, items, available = served if challenger.gate_vectors is None else align(challenger, data, gate=True)
     metrics = challenger_metrics or evaluate(users, items, data.split(split), data.seen_before(split),
                                              item_available=available,
                                              user_available=_known(challenger.user_ids, data.user_ids),
@@ -129,7 +130,7 @@ def promote_version(name: str, version: str, data: IndexedData, promotion: Promo
                     reference, promotion.reference.min_coverage),
         embedding_gate(challenger.user_ids, challenger.user_vectors, challenger.item_ids, challenger.item_vectors,
                        data.n_users, data.n_items, promotion.embedding),
-        canary_gate(*align(challenger, data)[:2], data.seen_before(split), available, promotion.canary),
+        canary_gate(*served[:2], data.seen_before(split), available, promotion.canary),
     ]
     return apply(name, decide(str(version), gates, champion, force))
 
