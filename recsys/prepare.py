@@ -50,16 +50,21 @@ def node_features(frame, id_col: str, cfg: RunConfig, text: Optional[TextEncoder
     return encoder, encoder.transform(frame, text)
 
 
+def trained_on(indexed: IndexedData, *splits: str) -> IndexedData:
+    """`indexed` with the named held-out splits moved into train (left empty)."""
+    from dataclasses import replace
+
+    moved = {s: indexed.split(s)[:0] for s in splits}
+    return replace(indexed, train=np.concatenate([indexed.train, *(indexed.split(s) for s in splits)]), **moved)
+
+
 def prepare(data: RecData, cfg: RunConfig, encoders: tuple = (None, None), serving: bool = False) -> Prepared:
     """`serving`: every interaction is a graph edge (no held-out splits), for embedding with a
     trained model; `encoders`: that model's fitted (user, item) feature encoders."""
     data = with_split(data, cfg.data)
     indexed = data.indexed()
     if serving:
-        from dataclasses import replace
-
-        everything = np.concatenate([indexed.train, indexed.valid, indexed.test])
-        indexed = replace(indexed, train=everything, valid=everything[:0], test=everything[:0])
+        indexed = trained_on(indexed, "valid", "test")
     tasks = None
     extra = family(cfg.model.family).prepare
     if extra and not serving:  # labelled tasks of the family's own (mmoe: held-out friendships leave the graph)
@@ -94,10 +99,7 @@ def assemble(data: RecData, indexed: IndexedData, cfg: RunConfig, user_enc, user
 def with_validation_trained(prepared: Prepared, cfg: RunConfig) -> Prepared:
     """The same data with the validation pairs moved into training (none held out), its graph rebuilt
     over them: what a refit (train.refit) trains on."""
-    from dataclasses import replace
-
-    x = prepared.indexed
-    merged = replace(x, train=np.concatenate([x.train, x.valid]), valid=x.valid[:0])
+    merged = trained_on(prepared.indexed, "valid")
     features = [None if f is None else f.cpu().numpy() for f in (prepared.graph.user_features,
                                                                   prepared.graph.item_features)]
     return assemble(prepared.data, merged, cfg, prepared.user_encoder, features[0], prepared.item_encoder,
