@@ -310,7 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
                                   "configuration is retrained, registered as challenger and gated")
     p.add_argument("--family", choices=families.searchable(), help="default: search.family")
     p.add_argument("--trials", type=int, help="finished trials the study should hold (default: search.trials)")
-    p.add_argument("--timeout", type=float, help="seconds for this invocation")
+    p.add_argument("--timeout", type=float, help="wall-clock seconds for this invocation's trials: none starts "
+                   "later, and one still training stops at its next epoch end (the best trial's retraining "
+                   "comes after)")
     p.add_argument("--study", help="study name (default <experiment>-<family>); an existing one is resumed")
     p.add_argument("--runner", choices=["local", "prefect"], help="run trials in-process or as Prefect tasks")
     p.add_argument("--workers", type=int, help="prefect runner: trials in flight at once")

@@ -8,10 +8,14 @@
   the grace period (also when it was killed before its first heartbeat: fail_unheard_trials), and
   numbering continues. Several processes may work on one study at once.
 * TPE with a seed; a median pruner fed by the validation metric the training loop reports every
-  `train.eval_every` epochs.
+  `train.eval_every` epochs. It prunes from the second trial on: the first, the configured recipe
+  (search.first_trial_configured), is the curve a trial must keep up with until more have completed.
 * MLflow: a parent run per study (found again on resume) holds Optuna's plots (history, parameter
   importance, parallel coordinates); each trial is a child run with its params, per-epoch curves,
   and its state (complete, pruned, failed).
+* `search.timeout` is a wall-clock budget for the trials, one deadline for every worker: no trial
+  starts after it, and a trial still training at it stops at the end of its current epoch and is
+  judged on its best validation figure so far (user attribute `stopped_at_deadline`).
 * Finally the best trial's configuration is retrained by the retraining flow, so it is registered
   as `challenger` and goes through the same promotion gate as any scheduled run.
 """
@@ -29,7 +33,7 @@ from prefect.cache_policies import NO_CACHE
 from flows.retrain import build_graph, load_data, retrain_flow, validate
 from recsys.config import RunConfig, with_overrides
 from recsys.families import family, load
-from recsys.train import Callback
+from recsys.train import Callback, StopTraining
 
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 
@@ -139,8 +143,22 @@ class PruningReporter(Callback):
                 raise optuna.TrialPruned(f"epoch {epoch}: {self.key}={logs[self.key]:.4f} below the median")
 
 
-def make_objective(cfg: RunConfig, prepared, parent_run_id: str, log=print):
-    """The function Optuna calls per trial: sample a config, train with pruning, log a child run."""
+class AtDeadline(Callback):
+    """Training callback: ends a trial at the first epoch end past the search's deadline (a
+    `time.time()` instant, comparable between a search's processes)."""
+
+    def __init__(self, deadline: float):
+        self.deadline, self.epoch = deadline, None
+
+    def on_epoch_end(self, epoch: int, logs: dict) -> None:
+        if time.time() >= self.deadline:
+            self.epoch = epoch
+            raise StopTraining
+
+
+def make_objective(cfg: RunConfig, prepared, parent_run_id: str, log=print, deadline: Optional[float] = None):
+    """The function Optuna calls per trial: sample a config, train with pruning, log a child run.
+    A trial still training at `deadline` ends there, judged on its best validation figure so far."""
     from deploy.study_runs import start_trial_run, trial_complete, trial_failed, trial_interrupted, trial_pruned
     from deploy.tracking import EpochLogger
     from recsys.families import train
@@ -155,8 +173,15 @@ def make_objective(cfg: RunConfig, prepared, parent_run_id: str, log=print):
         trial.set_user_attr("mlflow_run_id", run_id)
         name = objective_name(tcfg)
         reporter = PruningReporter(trial, f"valid_{name}")  # reports at whichever stage computes it
+        stop = [AtDeadline(deadline)] if deadline is not None else []
         try:
-            trained = train(prepared, tcfg, lambda stage: [EpochLogger(run_id, prefix=stage), reporter])
+            trained = train(prepared, tcfg, lambda stage: [EpochLogger(run_id, prefix=stage), reporter, *stop])
+            if stop and stop[0].epoch is not None:
+                trial.set_user_attr("stopped_at_deadline", stop[0].epoch)
+                if trained.score == float("-inf"):  # stopped before its first validation figure: nothing to judge
+                    raise optuna.TrialPruned(f"stopped at the search's deadline after epoch {stop[0].epoch}, "
+                                             "before any validation")
+                log(f"trial {trial.number} stopped at the search's deadline after epoch {stop[0].epoch}")
         except optuna.TrialPruned:
             trial_pruned(run_id)
             log(f"trial {trial.number} pruned: {values}")
@@ -180,12 +205,12 @@ def objective_name(cfg: RunConfig) -> str:
     return family(cfg.search.family).objective(cfg)
 
 
-def run_trials(study: optuna.Study, objective, target: int, timeout: Optional[float]) -> None:
-    """Work on the study until it holds `target` finished trials (counting other workers' too)."""
+def run_trials(study: optuna.Study, objective, target: int, deadline: Optional[float]) -> None:
+    """Work on the study until it holds `target` finished trials (counting other workers' too) or
+    `deadline` (a `time.time()` instant) has passed."""
     stop = optuna.study.MaxTrialsCallback(target, states=FINISHED)
-    deadline = None if timeout is None else time.monotonic() + timeout
     while finished_trials(study) < target:
-        left = None if deadline is None else deadline - time.monotonic()
+        left = None if deadline is None else deadline - time.time()
         if left is not None and left <= 0:
             return
         try:
@@ -198,11 +223,11 @@ def run_trials(study: optuna.Study, objective, target: int, timeout: Optional[fl
 
 
 @task(cache_policy=NO_CACHE)
-def trial_worker(cfg: RunConfig, prepared, parent_run_id: str) -> int:
+def trial_worker(cfg: RunConfig, prepared, parent_run_id: str, deadline: Optional[float]) -> int:
     """One worker of the Prefect runner: its own study handle on the shared storage."""
     study = open_study(cfg)
-    run_trials(study, make_objective(cfg, prepared, parent_run_id, get_run_logger().info), cfg.search.trials,
-               cfg.search.timeout)
+    run_trials(study, make_objective(cfg, prepared, parent_run_id, get_run_logger().info, deadline),
+               cfg.search.trials, deadline)
     return finished_trials(study)
 
 
@@ -235,25 +260,26 @@ def _search(cfg: RunConfig, study: optuna.Study, prepared, parent: str, logger) 
     from deploy.study_report import log_study
     from deploy.study_runs import tag_best_trial_retrain
 
+    deadline = None if cfg.search.timeout is None else time.time() + cfg.search.timeout  # one for all workers
+    objective = make_objective(cfg, prepared, parent, logger.info, deadline)
     before = finished_trials(study)
     logger.info(f"study {study.study_name}: {before} of {cfg.search.trials} trials already finished")
     parallel = cfg.search.runner == "prefect" or cfg.compute.runner == "dask"
     if parallel and study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)):
         # the enqueued first trial runs here, before the workers start: two workers could both take
         # a waiting trial from SQLite (no row locks), and the second would fail to report it
-        run_trials(study, make_objective(cfg, prepared, parent, logger.info), min(cfg.search.trials, before + 1),
-                   cfg.search.timeout)
+        run_trials(study, objective, min(cfg.search.trials, before + 1), deadline)
     if parallel:
         from flows.runners import task_runner
 
         @flow(name="graphrec-search-trials", task_runner=task_runner(cfg.compute, cfg.search.workers))
         def trials_flow():
-            futures = [trial_worker.submit(cfg, prepared, parent) for _ in range(cfg.search.workers)]
+            futures = [trial_worker.submit(cfg, prepared, parent, deadline) for _ in range(cfg.search.workers)]
             return [f.result() for f in futures]
 
         trials_flow()
     else:
-        run_trials(study, make_objective(cfg, prepared, parent, logger.info), cfg.search.trials, cfg.search.timeout)
+        run_trials(study, objective, cfg.search.trials, deadline)
     summary = log_study(study, parent)
     summary["parent_run_id"] = parent
     summary["objective"] = objective_name(cfg)

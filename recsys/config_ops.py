@@ -242,10 +242,14 @@ def _writable_folder(folder: Path, key: str) -> None:
 class SearchConfig(Section):
     family: str = Field("lightgcn", description="a family with a search space (recsys/families.py)")
     trials: int = Field(20, ge=1, description="the study's target of finished (complete or pruned) trials")
-    timeout: Optional[float] = Field(None, gt=0, description="seconds for this invocation")
+    timeout: Optional[float] = Field(None, gt=0, description="wall-clock seconds for this invocation's trials: "
+                                                            "none starts later, one still training stops at its "
+                                                            "next epoch end")
     study: Optional[str] = Field(None, description="default: <experiment>-<family>")
     seed: int = Field(0, description="TPE sampler seed")
-    pruner_startup_trials: int = Field(3, ge=0, description="trials finished before any is pruned")
+    pruner_startup_trials: int = Field(1, ge=0, description="trials completed before any is pruned (1: the "
+                                       "configured recipe's own first trial is the curve the next must keep up "
+                                       "with, so an hour on a large graph is not spent on unpruned guesses)")
     pruner_warmup_epochs: int = Field(2, ge=0, description="epochs a trial runs before it may be pruned")
     heartbeat_seconds: int = Field(30, ge=1, description="a trial's process records it is alive this often")
     grace_seconds: Optional[int] = Field(None, ge=1, description="silence after which a running trial is "

@@ -119,7 +119,7 @@ def test_a_killed_search_resumes_and_marks_the_killed_trial_failed(tmp_path, pre
     trials = study(root, "graphrec-lightgcn").trials
     assert trials[0].state == optuna.trial.TrialState.FAIL
     assert [t.number for t in trials] == [0, 1, 2]
-    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials[1:])
+    assert all(t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED) for t in trials[1:])
 
 
 def test_two_processes_share_one_study(tmp_path, prefect_home, processes):
@@ -180,3 +180,43 @@ def test_a_new_studys_first_trial_is_the_configured_recipe(tmp_path):
          "model.layers": cfg.model.layers}
     again = open_study(cfg, first=True)
     assert len(again.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))) == 0
+
+
+def test_a_trial_training_at_the_deadline_stops_there_judged_on_its_best_so_far(tmp_path):
+    """search.timeout bounds the trials, not only their starts: a trial still training when the
+    deadline passes ends at that epoch's end and completes with the validation figure it reached.
+    (The deadline is already past here: the trial runs one epoch of its 40.)"""
+    from deploy.study_runs import study_parent_run
+    from deploy.tracking import metric_key
+    from flows.search import make_objective, objective_name, open_study
+    from recsys.data.loaders import load_data
+    from recsys.prepare import prepare
+
+    cfg = load_config(None, sets(tmp_path))
+    prepared = prepare(load_data(cfg.data), cfg)
+    s = open_study(cfg, first=True)
+    parent = study_parent_run(cfg, s.study_name, prepared.data)
+    s.optimize(make_objective(cfg, prepared, parent, deadline=time.time()), n_trials=1)
+    trial = s.trials[0]
+    assert trial.state == optuna.trial.TrialState.COMPLETE and trial.user_attrs["stopped_at_deadline"] == 1
+    client = MlflowClient(cfg.stores.resolved_tracking_uri())
+    curve = client.get_metric_history(trial.user_attrs["mlflow_run_id"], "valid_" + metric_key(objective_name(cfg)))
+    assert [m.step for m in curve] == [1] and trial.value == pytest.approx(curve[0].value)
+
+
+def test_the_second_trial_is_pruned_when_it_falls_behind_the_configured_recipe(tmp_path):
+    """With one completed trial (the configured recipe) the pruner already judges: past the warm-up
+    epochs, a trial whose best figure is below the recipe's at that epoch is pruned, one at or
+    above it is not."""
+    from flows.search import open_study
+
+    s = open_study(load_config(None, sets(tmp_path, "search.first_trial_configured=false")), first=True)
+    recipe = s.ask()
+    for epoch, value in enumerate([0.10, 0.20, 0.30, 0.35], start=1):
+        recipe.report(value, epoch)
+    s.tell(recipe, 0.35)
+    behind, level = s.ask(), s.ask()
+    for epoch, (b, v) in enumerate([(0.10, 0.10), (0.15, 0.20), (0.25, 0.30)], start=1):
+        behind.report(b, epoch)
+        level.report(v, epoch)
+    assert behind.should_prune() and not level.should_prune()
