@@ -86,7 +86,19 @@ def run_search(sets: list[str], root: Path, seconds: float, study: str) -> dict:
     return {"valid_recall@20": recall(metrics, "valid"), "test_recall@20": recall(metrics, "test"),
             "best_trial": out.get("best_trial"), "best_valid_objective": out.get("best_value"),
             "objective": out.get("objective"), "best_params": out.get("best_params"), "trials": out.get("trials"),
-            "seconds": round(time.perf_counter() - started, 1)}
+            "trials_seconds": out.get("trials_seconds"), "seconds": round(time.perf_counter() - started, 1),
+            "code": _commit()}
+
+
+def _commit() -> str:
+    """The checkout's commit (with '+changes' when tracked files differ from it): a row's code."""
+    import subprocess
+
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=Path(__file__).parent, capture_output=True, text=True).stdout.strip()
+
+    head = git("rev-parse", "--short", "HEAD") or "unknown"
+    return head + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -132,6 +144,7 @@ def main(argv=None) -> int:
                           "searched_valid_recall@20": searched["valid_recall@20"],
                           "default_seconds": default["seconds"], "search_budget_seconds": args.search_seconds,
                           "trials": searched["trials"], "best_trial": searched["best_trial"],
+                          "trials_seconds": searched.get("trials_seconds"), "code": searched.get("code"),
                           "chosen_settings": searched["best_params"]}
             _write(args.name, list(rows.values()))
     return 0
@@ -155,6 +168,7 @@ def _write(name: str, rows: list[dict]) -> None:
     table = [(r["dataset"], figure(r["default_recall@20"]), figure(r["searched_recall@20"]),
               figure(r["published_recall@20"]), ratio(r["default_recall@20"], r["searched_recall@20"]),
               f"{r['search_seconds']:.0f}", r["best_trial"] if r["best_trial"] is not None else "-",
+              r.get("code") or "-",
               ", ".join(f"{k.split('.')[-1]}={v:.3g}" if isinstance(v, float) else f"{k.split('.')[-1]}={v}"
                         for k, v in (r["chosen_settings"] or {}).items()))
              for r in rows]
@@ -163,11 +177,12 @@ def _write(name: str, rows: list[dict]) -> None:
              "setting chosen on the validation split named in the JSON's `chosen_on`. default/searched: the "
              "default recipe's share of the searched figure (goal >= 0.95). Best trial 0 is the default recipe "
              "itself (a study's first trial). search s: the whole search command, the best configuration's "
-             "retraining included.")
+             "retraining included (the trials alone: `trials_seconds` in the JSON; search.timeout stops a trial "
+             "still training at the budget). code: the commit that measured the row.")
     write_results(name, {"rows": rows, "gowalla_searched_recall@20": gowalla}, table,
                   "Default and searched recipes across data sets (LightGCN)", notes,
                   header=("data set", "default recall@20", "searched recall@20", "published LightGCN",
-                          "default/searched", "search s", "best trial", "chosen settings"))
+                          "default/searched", "search s", "best trial", "code", "chosen settings"))
 
 
 if __name__ == "__main__":

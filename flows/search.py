@@ -260,7 +260,8 @@ def _search(cfg: RunConfig, study: optuna.Study, prepared, parent: str, logger) 
     from deploy.study_report import log_study
     from deploy.study_runs import tag_best_trial_retrain
 
-    deadline = None if cfg.search.timeout is None else time.time() + cfg.search.timeout  # one for all workers
+    started = time.time()
+    deadline = None if cfg.search.timeout is None else started + cfg.search.timeout  # one for all workers
     objective = make_objective(cfg, prepared, parent, logger.info, deadline)
     before = finished_trials(study)
     logger.info(f"study {study.study_name}: {before} of {cfg.search.trials} trials already finished")
@@ -281,6 +282,7 @@ def _search(cfg: RunConfig, study: optuna.Study, prepared, parent: str, logger) 
     else:
         run_trials(study, objective, cfg.search.trials, deadline)
     summary = log_study(study, parent)
+    summary["trials_seconds"] = round(time.time() - started, 1)  # this invocation's, before any retraining
     summary["parent_run_id"] = parent
     summary["objective"] = objective_name(cfg)
     if cfg.search.register_best and "best_params" in summary:
