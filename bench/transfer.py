@@ -11,7 +11,8 @@ Per data set, two stages, each in the same process through the flows `graphrec r
   searched  graphrec search --family lightgcn --timeout S: an Optuna study over the recipe
             (recsys.families.embedding_space: sampler and hardness, negatives per positive, lr and
             its schedule, L2 and its form, parameter average, batch size, width, depth) whose first
-            trial is the default recipe, median pruning on the validation metric; then the best
+            trial is the default recipe, median pruning on the validation metric from the second
+            trial on (the default's curve the first reference), the trials stopped at S; then the best
             trial's configuration retrained and registered by the retraining flow.
 
 Every choice (early stopping, the search's objective, the best trial) is made on the validation
@@ -80,14 +81,14 @@ def run_search(sets: list[str], root: Path, seconds: float, study: str) -> dict:
 
     cfg = load_config(None, [f"stores.root={root}", *COMMON, *sets, "search.family=lightgcn",
                              f"search.timeout={seconds}", "search.trials=100000", f"search.study={study}"])
-    started = time.perf_counter()
+    code, started = _commit(), time.perf_counter()  # the code as the stage starts
     out = search_flow(config=cfg)
     metrics = out.get("retrain", {}).get("metrics", {})
     return {"valid_recall@20": recall(metrics, "valid"), "test_recall@20": recall(metrics, "test"),
             "best_trial": out.get("best_trial"), "best_valid_objective": out.get("best_value"),
             "objective": out.get("objective"), "best_params": out.get("best_params"), "trials": out.get("trials"),
             "trials_seconds": out.get("trials_seconds"), "seconds": round(time.perf_counter() - started, 1),
-            "code": _commit()}
+            "code": code}
 
 
 def _commit() -> str:
