@@ -1,8 +1,7 @@
 """`graphrec search` throughput and progress per family: trials per hour, pruned share, best value
 against trial count.
 
-Each family gets a fresh study (TPE seed 0, the product's median pruner: search.pruner_startup_trials
-completed trials, 1 since issue 21, 3 when bench/results/search.md was measured; 2 warm-up epochs) run by the
+Each family gets a fresh study (TPE seed 0, median pruner after 3 trials and 2 epochs) run by the
 real search flow (Prefect, MLflow on SQLite, Optuna on SQLite) with `--trials` trials of at most
 `--epochs` epochs, validation every 2 epochs. LightGCN, GCN, GraphSAGE and PinSage search on
 ML-100K (random 80/10/10 split, objective validation NDCG@20); MMoE needs click events and

@@ -11,8 +11,8 @@ Per data set, two stages, each in the same process through the flows `graphrec r
   searched  graphrec search --family lightgcn --timeout S: an Optuna study over the recipe
             (recsys.families.embedding_space: sampler and hardness, negatives per positive, lr and
             its schedule, L2 and its form, parameter average, batch size, width, depth) whose first
-            trial is the default recipe, median pruning on the validation metric from the second
-            trial on (the default's curve the first reference), the trials stopped at S; then the best
+            trial is the default recipe, median pruning on the validation metric, the trials
+            stopped at S; then the best
             trial's configuration retrained and registered by the retraining flow.
 
 Every choice (early stopping, the search's objective, the best trial) is made on the validation
@@ -99,7 +99,8 @@ def _commit() -> str:
         return subprocess.run(["git", *args], cwd=Path(__file__).parent, capture_output=True, text=True).stdout.strip()
 
     head = git("rev-parse", "--short", "HEAD") or "unknown"
-    return head + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "")
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench/results")  # not our output
+    return head + ("+changes" if changed else "")
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -8,8 +8,7 @@
   the grace period (also when it was killed before its first heartbeat: fail_unheard_trials), and
   numbering continues. Several processes may work on one study at once.
 * TPE with a seed; a median pruner fed by the validation metric the training loop reports every
-  `train.eval_every` epochs. It prunes from the second trial on: the first, the configured recipe
-  (search.first_trial_configured), is the curve a trial must keep up with until more have completed.
+  `train.eval_every` epochs, once `search.pruner_startup_trials` trials have completed.
 * MLflow: a parent run per study (found again on resume) holds Optuna's plots (history, parameter
   importance, parallel coordinates); each trial is a child run with its params, per-epoch curves,
   and its state (complete, pruned, failed).

@@ -247,9 +247,9 @@ class SearchConfig(Section):
                                                             "next epoch end")
     study: Optional[str] = Field(None, description="default: <experiment>-<family>")
     seed: int = Field(0, description="TPE sampler seed")
-    pruner_startup_trials: int = Field(1, ge=0, description="trials completed before any is pruned (1: the "
-                                       "configured recipe's own first trial is the curve the next must keep up "
-                                       "with, so an hour on a large graph is not spent on unpruned guesses)")
+    pruner_startup_trials: int = Field(3, ge=0, description="trials completed before any is pruned (1: from the "
+                                       "second trial on, against the configured recipe's curve; measured "
+                                       "worse on LastFM, bench/results/transfer.md)")
     pruner_warmup_epochs: int = Field(2, ge=0, description="epochs a trial runs before it may be pruned")
     heartbeat_seconds: int = Field(30, ge=1, description="a trial's process records it is alive this often")
     grace_seconds: Optional[int] = Field(None, ge=1, description="silence after which a running trial is "

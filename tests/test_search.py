@@ -204,13 +204,14 @@ def test_a_trial_training_at_the_deadline_stops_there_judged_on_its_best_so_far(
     assert [m.step for m in curve] == [1] and trial.value == pytest.approx(curve[0].value)
 
 
-def test_the_second_trial_is_pruned_when_it_falls_behind_the_configured_recipe(tmp_path):
-    """With one completed trial (the configured recipe) the pruner already judges: past the warm-up
-    epochs, a trial whose best figure is below the recipe's at that epoch is pruned, one at or
-    above it is not."""
+def test_with_one_startup_trial_the_second_is_pruned_when_it_falls_behind_the_recipe(tmp_path):
+    """search.pruner_startup_trials=1: with one completed trial (the configured recipe) the pruner
+    already judges: past the warm-up epochs, a trial whose best figure is below the recipe's at that
+    epoch is pruned, one at or above it is not."""
     from flows.search import open_study
 
-    s = open_study(load_config(None, sets(tmp_path, "search.first_trial_configured=false")), first=True)
+    s = open_study(load_config(None, sets(tmp_path, "search.first_trial_configured=false",
+                                          "search.pruner_startup_trials=1")), first=True)
     recipe = s.ask()
     for epoch, value in enumerate([0.10, 0.20, 0.30, 0.35], start=1):
         recipe.report(value, epoch)
