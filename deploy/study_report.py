@@ -9,7 +9,8 @@ import time
 from pathlib import Path
 
 import optuna
-from mlflow.entities import Metric, Param
+from mlflow.entities import Metric, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 
@@ -50,6 +51,16 @@ def log_study(study: optuna.Study, parent_run_id: str) -> dict:
     if complete:
         best = study.best_trial
         client.log_metric(parent_run_id, "best_value", best.value)
-        client.log_batch(parent_run_id, params=[Param(f"best.{k}", str(v)) for k, v in best.params.items()])
+        # tags, not params: a resumed study's best may change, and two workers ending together both
+        # write it (a param may not change, and racing inserts of one new key collide: the second retries)
+        tags = [RunTag(f"best.{k}", str(v)) for k, v in best.params.items()]
+        for attempt in range(3):
+            try:
+                client.log_batch(parent_run_id, tags=tags)
+                break
+            except MlflowException:
+                if attempt == 2:
+                    raise
+                time.sleep(0.5)
         summary.update(best_value=best.value, best_trial=best.number, best_params=best.params)
     return summary
