@@ -86,7 +86,8 @@ def run_search(sets: list[str], root: Path, seconds: float, study: str) -> dict:
     metrics = out.get("retrain", {}).get("metrics", {})
     return {"valid_recall@20": recall(metrics, "valid"), "test_recall@20": recall(metrics, "test"),
             "best_trial": out.get("best_trial"), "best_valid_objective": out.get("best_value"),
-            "objective": out.get("objective"), "best_params": out.get("best_params"), "trials": out.get("trials"),
+            "chosen_trial": out.get("chosen_trial"), "chosen_because": out.get("reason"),
+            "objective": out.get("objective"), "best_params": out.get("chosen_params"), "trials": out.get("trials"),
             "trials_seconds": out.get("trials_seconds"), "seconds": round(time.perf_counter() - started, 1),
             "code": code}
 
@@ -146,6 +147,8 @@ def main(argv=None) -> int:
                           "searched_valid_recall@20": searched["valid_recall@20"],
                           "default_seconds": default["seconds"], "search_budget_seconds": args.search_seconds,
                           "trials": searched["trials"], "best_trial": searched["best_trial"],
+                          "chosen_trial": searched.get("chosen_trial", searched["best_trial"]),
+                          "chosen_because": searched.get("chosen_because"),
                           "trials_seconds": searched.get("trials_seconds"), "code": searched.get("code"),
                           "chosen_settings": searched["best_params"]}
             _write(args.name, list(rows.values()))
@@ -159,6 +162,11 @@ def _previous_rows(name: str) -> list[dict]:
     return json.loads(path.read_text()).get("rows", []) if path.exists() else []
 
 
+def _trials(row: dict) -> str:
+    chosen, best = row.get("chosen_trial", row["best_trial"]), row["best_trial"]
+    return "-" if best is None else str(best) if chosen == best else f"{chosen} ({best})"
+
+
 def _write(name: str, rows: list[dict]) -> None:
     def figure(v):
         return "-" if v is None else f"{v:.4f}"
@@ -169,7 +177,7 @@ def _write(name: str, rows: list[dict]) -> None:
     gowalla = next((r["searched_recall@20"] for r in rows if r["dataset"] == "gowalla"), None)
     table = [(r["dataset"], figure(r["default_recall@20"]), figure(r["searched_recall@20"]),
               figure(r["published_recall@20"]), ratio(r["default_recall@20"], r["searched_recall@20"]),
-              f"{r['search_seconds']:.0f}", r["best_trial"] if r["best_trial"] is not None else "-",
+              f"{r['search_seconds']:.0f}", _trials(r),
               r.get("code") or "-",
               ", ".join(f"{k.split('.')[-1]}={v:.3g}" if isinstance(v, float) else f"{k.split('.')[-1]}={v}"
                         for k, v in (r["chosen_settings"] or {}).items()))
@@ -177,14 +185,16 @@ def _write(name: str, rows: list[dict]) -> None:
     notes = ("Test recall@20 of the registered model (refit on training and validation pairs for the budget "
              "chosen on validation, train.refit; test ranked once per model, choosing nothing); every "
              "setting chosen on the validation split named in the JSON's `chosen_on`. default/searched: the "
-             "default recipe's share of the searched figure (goal >= 0.95). Best trial 0 is the default recipe "
-             "itself (a study's first trial). search s: the whole search command, the best configuration's "
-             "retraining included (the trials alone: `trials_seconds` in the JSON; search.timeout stops a trial "
-             "still training at the budget). code: the commit that measured the row.")
+             "default recipe's share of the searched figure (goal >= 0.95). Trial 0 is the default recipe "
+             "itself (a study's first trial); the chosen trial is the best one unless its validation lead over "
+             "the recipe is within one standard error of the paired per-user difference (search.min_gain_se; "
+             "the JSON's `chosen_because`), and then the recipe. search s: the whole search command, the chosen "
+             "configuration's retraining included (the trials alone: `trials_seconds` in the JSON; "
+             "search.timeout stops a trial still training at the budget). code: the commit that measured the row.")
     write_results(name, {"rows": rows, "gowalla_searched_recall@20": gowalla}, table,
                   "Default and searched recipes across data sets (LightGCN)", notes,
                   header=("data set", "default recall@20", "searched recall@20", "published LightGCN",
-                          "default/searched", "search s", "best trial", "code", "chosen settings"))
+                          "default/searched", "search s", "chosen trial (best)", "code", "chosen settings"))
 
 
 if __name__ == "__main__":

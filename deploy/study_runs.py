@@ -10,7 +10,12 @@ from __future__ import annotations
 
 import os
 import socket
+import tempfile
+from pathlib import Path
+from typing import Optional
 
+import numpy as np
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from deploy.tracking import configure, metric_key, start_run
@@ -19,6 +24,7 @@ from recsys.config import RunConfig
 STUDY = "graphrec.study"
 ROLE = "graphrec.role"
 TRIAL_STATE = "graphrec.trial_state"
+PER_USER = "validation/per_user.npz"
 
 
 def study_parent_run(cfg: RunConfig, study_name: str, data) -> str:
@@ -60,6 +66,28 @@ def trial_complete(run_id: str, objective: str, score: float, best_epoch: int) -
     client.set_terminated(run_id, "FINISHED")
 
 
+def log_per_user(run_id: str, users: np.ndarray, values: np.ndarray) -> None:
+    """A trial's objective per validation user (the users ranked, in order), as an artifact: what
+    a paired comparison of two trials needs, readable from any worker that reaches the tracking store."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / Path(PER_USER).name
+        np.savez_compressed(path, users=np.asarray(users, np.int64), values=np.asarray(values, np.float64))
+        MlflowClient().log_artifact(run_id, str(path), str(Path(PER_USER).parent))
+
+
+def load_per_user(run_id: Optional[str]) -> Optional[tuple[np.ndarray, np.ndarray]]:
+    """(users, values) that log_per_user stored on the run; None when it has none."""
+    if not run_id:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = MlflowClient().download_artifacts(run_id, PER_USER, tmp)
+        except (MlflowException, OSError):
+            return None
+        with np.load(path) as saved:
+            return saved["users"], saved["values"]
+
+
 def trial_pruned(run_id: str) -> None:
     """Stopped by the pruner: KILLED, as MLflow has no state for a run cut short on purpose."""
     client = MlflowClient()
@@ -86,3 +114,13 @@ def tag_best_trial_retrain(run_id: str, parent_run_id: str, study_name: str) -> 
     client.set_tag(run_id, "mlflow.parentRunId", parent_run_id)
     client.set_tag(run_id, STUDY, study_name)
     client.set_tag(run_id, ROLE, "best-trial-retrain")
+
+
+def tag_chosen_trial(parent_run_id: str, number: int, why: dict) -> None:
+    """Which trial the search registers and why (flows.search.chosen_trial), on the study's run."""
+    client = MlflowClient()
+    client.set_tag(parent_run_id, "graphrec.chosen_trial", str(number))
+    client.set_tag(parent_run_id, "graphrec.chosen_because", why["reason"][:500])
+    for key in ("gain_over_recipe", "gain_se"):
+        if key in why:
+            client.log_metric(parent_run_id, key, why[key])

@@ -130,6 +130,10 @@ def cmd_search(args) -> int:
     print(f"\nstudy {out['study']}: " + ", ".join(f"{n} {k}" for k, n in out["trials"].items() if n))
     if "best_params" in out:
         print(f"  best trial {out['best_trial']}: {out['objective']}={out['best_value']:.4f}  {out['best_params']}")
+        if out["chosen_trial"] != out["best_trial"]:
+            print(f"  chosen trial {out['chosen_trial']}: {out['objective']}={out['chosen_value']:.4f}  "
+                  f"{out['chosen_params']}")
+        print(f"  {out['reason']}")
     if "retrain" in out:
         r = out["retrain"]
         print(f"  best configuration retrained: run {r['run_id']}, model version {r['version']} "

@@ -260,6 +260,10 @@ class SearchConfig(Section):
     first_trial_configured: bool = Field(
         True, description="a new study's first trial is the configuration itself (its values of the space's "
                           "parameters), so the search's best is never below the recipe it starts from")
+    min_gain_se: float = Field(
+        1.0, ge=0, description="the best trial replaces the configured recipe (the study's first trial) only when "
+                               "its validation objective beats the recipe's by more than this many standard errors "
+                               "of the paired per-user difference; 0: the best trial, however small its lead")
 
     @field_validator("family")
     @classmethod

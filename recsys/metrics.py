@@ -78,12 +78,23 @@ def evaluate(
     user_available: optional boolean mask; an unavailable user (one a model has no vector for)
     still counts in the mean, with nothing ranked: every metric 0 for that user.
     """
+    return _means(*evaluate_per_user(user_emb, item_emb, targets, seen, ks, chunk_size, item_available, user_mask,
+                                     user_available, max_users, sample_seed))
+
+
+@torch.no_grad()
+def evaluate_per_user(user_emb: torch.Tensor | np.ndarray, item_emb: torch.Tensor | np.ndarray, targets: np.ndarray,
+                      seen: np.ndarray, *args, **kwargs) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """evaluate's figures before the mean: the users ranked and each metric per user (per_user_scores)."""
     user_emb = torch.as_tensor(user_emb, dtype=torch.float32)
     item_emb = torch.as_tensor(item_emb, dtype=torch.float32, device=user_emb.device)
-    return evaluate_scores(lambda users: user_emb[torch.from_numpy(users).to(user_emb.device)] @ item_emb.T,
-                           user_emb.shape[0],
-                           item_emb.shape[0], targets, seen, ks, chunk_size, item_available, user_mask,
-                           user_available, max_users, sample_seed)
+    return per_user_scores(lambda users: user_emb[torch.from_numpy(users).to(user_emb.device)] @ item_emb.T,
+                           user_emb.shape[0], item_emb.shape[0], targets, seen, *args, **kwargs)
+
+
+def _means(users: np.ndarray, values: dict[str, np.ndarray]) -> dict[str, float]:
+    n = max(len(users), 1)
+    return {name: float(v.sum()) / n for name, v in values.items()}
 
 
 @torch.no_grad()
@@ -102,8 +113,29 @@ def evaluate_scores(
     sample_seed: int = 0,
 ) -> dict[str, float]:
     """The same metrics for any scorer: score(user indices) -> (len(users), n_items) scores, a new
-    tensor each call (it is masked in place). The masking, the top-K and the hit counts run on the
-    scores' device (a GPU's, for embeddings there), with no host round trip but the sums per chunk.
+    tensor each call (it is masked in place); per_user_scores' figures averaged over the users."""
+    return _means(*per_user_scores(score, n_users, n_items, targets, seen, ks, chunk_size, item_available,
+                                   user_mask, user_available, max_users, sample_seed))
+
+
+@torch.no_grad()
+def per_user_scores(
+    score: Callable[[np.ndarray], torch.Tensor],
+    n_users: int,
+    n_items: int,
+    targets: np.ndarray,
+    seen: np.ndarray,
+    ks: list[int] = (20,),
+    chunk_size: int = 1024,
+    item_available: Optional[np.ndarray] = None,
+    user_mask: Optional[np.ndarray] = None,
+    user_available: Optional[np.ndarray] = None,
+    max_users: Optional[int] = None,
+    sample_seed: int = 0,
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The users ranked (ranked_users) and each metric per user, in that order (float64 arrays):
+    what a paired comparison of two models on the same users needs. The masking, the top-K and the
+    hit counts run on the scores' device (a GPU's, for embeddings there).
 
     Only items with a finite score count as ranked: when fewer than K remain after masking (seen,
     unavailable, or a non-finite score), the top-K list is shorter, never padded with masked items."""
@@ -114,7 +146,7 @@ def evaluate_scores(
     eval_users = ranked_users(targets, n_users, user_mask, max_users, sample_seed)
     discount = 1.0 / torch.log2(torch.arange(2, max_k + 2, dtype=torch.float64))
     ideal = torch.cat([torch.zeros(1, dtype=torch.float64), torch.cumsum(discount, 0)])
-    sums = {f"{m}@{k}": 0.0 for k in ks for m in ("recall", "ndcg", "precision", "hit")}
+    values = {f"{m}@{k}": np.zeros(len(eval_users)) for k in ks for m in ("recall", "ndcg", "precision", "hit")}
     unavailable = None if item_available is None else torch.from_numpy(~np.asarray(item_available, dtype=bool))
     no_user = None if user_available is None else ~np.asarray(user_available, dtype=bool)
 
@@ -151,12 +183,14 @@ def evaluate_scores(
             n_hit = h.sum(1)
             dcg = (h * discount_d[:kk]).sum(1)
             idcg = ideal_d[torch.clamp(n_targets, max=kk).long()]
-            sums[f"recall@{k}"] += float((n_hit / n_targets).sum())
-            sums[f"precision@{k}"] += float((n_hit / k).sum())
-            sums[f"hit@{k}"] += float((n_hit > 0).double().sum())
-            sums[f"ndcg@{k}"] += float((dcg / idcg).sum())
-    n = max(len(eval_users), 1)
-    return {name: value / n for name, value in sums.items()}
+            at = slice(start, start + len(users))
+            values[f"recall@{k}"][at] = (n_hit / n_targets).cpu().numpy()
+            values[f"precision@{k}"][at] = (n_hit / k).cpu().numpy()
+            values[f"hit@{k}"][at] = (n_hit > 0).double().cpu().numpy()
+            values[f"ndcg@{k}"][at] = (dcg / idcg).cpu().numpy()
+    return eval_users, values
+
+
 
 
 def auc(labels: np.ndarray, scores: np.ndarray) -> float:

@@ -28,7 +28,7 @@ from recsys.config import EvalConfig, TrainConfig
 from recsys.data.types import IndexedData
 from recsys.device import embed_on, resolve_device, to_device
 from recsys.graph.build import RecGraph
-from recsys.metrics import evaluate
+from recsys.metrics import evaluate, evaluate_per_user
 from recsys.models.base import AUTO_STEPS
 from recsys.negatives import ScoreView, build_sampler
 
@@ -166,6 +166,13 @@ def evaluate_model(model, graph: RecGraph, data: IndexedData, split: str, cfg: E
     user_emb, item_emb = embed_on(model, graph, device)
     return evaluate(user_emb, item_emb, data.split(split), data.seen_before(split), user_mask=user_mask,
                     **cfg.ranking())
+
+
+def evaluate_model_per_user(model, graph: RecGraph, data: IndexedData, split: str, cfg: EvalConfig,
+                            device: Optional[torch.device] = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """evaluate_model's ranking before the mean: the users ranked and each metric per user."""
+    user_emb, item_emb = embed_on(model, graph, device)
+    return evaluate_per_user(user_emb, item_emb, data.split(split), data.seen_before(split), **cfg.ranking())
 
 
 def fit(

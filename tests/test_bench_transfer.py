@@ -24,7 +24,7 @@ def test_transfer_runs_both_recipes_and_the_search_starts_from_the_default(small
     assert row["dataset"] == "tiny" and row["published_recall@20"] == 0.5
     assert "carved from train" in row["chosen_on"]
     assert row["trials"]["complete"] >= 1 and row["default_valid_recall@20"] > 0
-    assert row["best_trial"] is not None
-    if row["best_trial"] == 0:  # the default recipe won: its retraining reproduces the default run
+    assert row["best_trial"] is not None and row["chosen_because"]
+    if row["chosen_trial"] == 0:  # the default recipe chosen: its retraining reproduces the default run
         assert row["searched_recall@20"] == row["default_recall@20"]
     assert (tmp_path / "results" / "transfer_check.md").exists()

@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pytest
 from mlflow.tracking import MlflowClient
@@ -202,6 +203,12 @@ def test_a_trial_training_at_the_deadline_stops_there_judged_on_its_best_so_far(
     client = MlflowClient(cfg.stores.resolved_tracking_uri())
     curve = client.get_metric_history(trial.user_attrs["mlflow_run_id"], "valid_" + metric_key(objective_name(cfg)))
     assert [m.step for m in curve] == [1] and trial.value == pytest.approx(curve[0].value)
+    # its figure per validation user is logged with it, and averages to its score
+    from deploy.study_runs import load_per_user
+
+    users, values = load_per_user(trial.user_attrs["mlflow_run_id"])
+    assert len(users) == len(np.unique(prepared.indexed.valid[:, 0])) == len(values)
+    assert values.mean() == pytest.approx(trial.value, abs=1e-12)
 
 
 def test_with_one_startup_trial_the_second_is_pruned_when_it_falls_behind_the_recipe(tmp_path):
@@ -221,3 +228,36 @@ def test_with_one_startup_trial_the_second_is_pruned_when_it_falls_behind_the_re
         behind.report(b, epoch)
         level.report(v, epoch)
     assert behind.should_prune() and not level.should_prune()
+
+
+@pytest.mark.parametrize("min_gain_se, kept", [(1.0, "recipe"), (0.5, "best"), (0.0, "best")])
+def test_a_lead_over_the_recipe_within_the_noise_keeps_the_recipe(tmp_path, min_gain_se, kept):
+    """search.min_gain_se: the best trial is registered only when it leads the configured recipe by
+    more than that many standard errors of the paired per-user difference. Here the lead per user is
+    (0.02, -0.01, 0, 0.01): mean 0.005, sample sd sqrt(5e-4 / 3) = 0.01291, standard error 0.006455,
+    so the lead is 0.775 standard errors: within 1, beyond 0.5."""
+    from deploy.study_runs import log_per_user
+    from deploy.tracking import configure
+    from flows.search import chosen_trial, configured_params, open_study
+    from recsys.families import family
+
+    cfg = load_config(None, sets(tmp_path, f"search.min_gain_se={min_gain_se}"))
+    s = open_study(cfg, first=True)
+    client = MlflowClient(cfg.stores.resolved_tracking_uri())
+    experiment = configure(cfg.stores)
+    users = np.array([3, 5, 8, 13])
+    recipe_values = np.array([0.1, 0.2, 0.3, 0.4])
+    for values in (recipe_values, recipe_values + [0.02, -0.01, 0.0, 0.01]):
+        trial = s.ask()
+        family("lightgcn").space(trial)
+        run = client.create_run(experiment).info.run_id
+        log_per_user(run, users, values)
+        trial.set_user_attr("mlflow_run_id", run)
+        s.tell(trial, float(values.mean()))
+    assert s.trials[0].params == {**s.trials[0].params, **configured_params(cfg)}  # trial 0: the recipe
+    chosen, why = chosen_trial(cfg, s)
+    assert s.best_trial.number == 1
+    assert chosen.number == (0 if kept == "recipe" else 1), why["reason"]
+    if min_gain_se:
+        assert why["gain_over_recipe"] == pytest.approx(0.005)
+        assert why["gain_se"] == pytest.approx(np.sqrt(5e-4 / 3) / 2)
