@@ -8,15 +8,18 @@
   the grace period (also when it was killed before its first heartbeat: fail_unheard_trials), and
   numbering continues. Several processes may work on one study at once.
 * TPE with a seed; a median pruner fed by the validation metric the training loop reports every
-  `train.eval_every` epochs, once `search.pruner_startup_trials` trials have completed.
+  `train.eval_every` epochs, once `search.pruner_startup_trials` trials have completed; with
+  `search.pace_stretch` also, from the second trial on, a pace rule against the recipe's curve
+  (PacePruner).
 * MLflow: a parent run per study (found again on resume) holds Optuna's plots (history, parameter
   importance, parallel coordinates); each trial is a child run with its params, per-epoch curves,
   and its state (complete, pruned, failed).
 * `search.timeout` is a wall-clock budget for the trials, one deadline for every worker: no trial
   starts after it, and a trial still training at it stops at the end of its current epoch and is
   judged on its best validation figure so far (user attribute `stopped_at_deadline`).
-* Finally the best trial's configuration is retrained by the retraining flow, so it is registered
-  as `challenger` and goes through the same promotion gate as any scheduled run.
+* Finally the chosen trial's configuration (chosen_trial: the best, unless its lead over the
+  recipe is within the noise of the validation users) is retrained by the retraining flow, so it is
+  registered as `challenger` and goes through the same promotion gate as any scheduled run.
 """
 from __future__ import annotations
 
@@ -53,16 +56,38 @@ def open_study(cfg: RunConfig, first: bool = False) -> optuna.Study:
             if attempt == 4:
                 raise
             time.sleep(1 + attempt)
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=s.pruner_startup_trials,
+                                         n_warmup_steps=s.pruner_warmup_epochs)
+    if s.pace_stretch:
+        pruner = PacePruner(pruner, s.pace_stretch, configured_params(cfg))
     study = optuna.create_study(
         study_name=s.study_name(cfg.stores.experiment), storage=storage, direction="maximize",
-        sampler=optuna.samplers.TPESampler(seed=s.seed),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=s.pruner_startup_trials,
-                                           n_warmup_steps=s.pruner_warmup_epochs),
-        load_if_exists=True)
+        sampler=optuna.samplers.TPESampler(seed=s.seed), pruner=pruner, load_if_exists=True)
     fail_unheard_trials(storage, study, s.grace_seconds or 2 * s.heartbeat_seconds)
     if first and s.first_trial_configured and not study.get_trials(deepcopy=False):
         study.enqueue_trial(configured_params(cfg), skip_if_exists=True)
     return study
+
+
+class PacePruner(optuna.pruners.BasePruner):
+    """The wrapped pruner's decision, and also: prune a trial that falls behind the configured recipe's
+    pace by more than `stretch`. At epoch e its best validation figure must reach the best the
+    recipe's trial (recipe_trial) had by epoch e / stretch. Unlike the median rule this judges from
+    the second trial on, yet a trial that learns up to `stretch` times slower than the recipe survives."""
+
+    def __init__(self, inner: optuna.pruners.BasePruner, stretch: float, recipe: dict):
+        self.inner, self.stretch, self.recipe = inner, stretch, recipe
+
+    def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        if self.inner.prune(study, trial):
+            return True
+        if trial.last_step is None:
+            return False
+        reference = _first_complete_at(study, self.recipe)
+        if reference is None or reference.number == trial.number:
+            return False
+        bar = [v for epoch, v in reference.intermediate_values.items() if epoch * self.stretch <= trial.last_step]
+        return bool(bar) and max(trial.intermediate_values.values()) < max(bar)
 
 
 class ConfiguredTrial:
@@ -261,9 +286,12 @@ def trial_config(cfg: RunConfig, trial: optuna.trial.FrozenTrial) -> RunConfig:
 
 def recipe_trial(cfg: RunConfig, study: optuna.Study) -> Optional[optuna.trial.FrozenTrial]:
     """The first complete trial at the configured recipe (configured_params), if the study has one."""
-    configured = configured_params(cfg)
+    return _first_complete_at(study, configured_params(cfg))
+
+
+def _first_complete_at(study: optuna.Study, params: dict) -> Optional[optuna.trial.FrozenTrial]:
     return next((t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-                 if all(t.params.get(k) == v for k, v in configured.items())), None)
+                 if all(t.params.get(k) == v for k, v in params.items())), None)
 
 
 def chosen_trial(cfg: RunConfig, study: optuna.Study) -> tuple[optuna.trial.FrozenTrial, dict]:

@@ -251,6 +251,10 @@ class SearchConfig(Section):
                                        "second trial on, against the configured recipe's curve; measured "
                                        "worse on LastFM, bench/results/transfer.md)")
     pruner_warmup_epochs: int = Field(2, ge=0, description="epochs a trial runs before it may be pruned")
+    pace_stretch: Optional[float] = Field(
+        None, gt=1, description="also prune, from the second trial on, a trial slower than the configured recipe "
+                                "by more than this factor: at epoch e, its best validation figure is below the "
+                                "best the recipe's trial had reached by epoch e / pace_stretch (none: off)")
     heartbeat_seconds: int = Field(30, ge=1, description="a trial's process records it is alive this often")
     grace_seconds: Optional[int] = Field(None, ge=1, description="silence after which a running trial is "
                                                                  "marked failed (default 2 x heartbeat)")

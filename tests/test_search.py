@@ -261,3 +261,33 @@ def test_a_lead_over_the_recipe_within_the_noise_keeps_the_recipe(tmp_path, min_
     if min_gain_se:
         assert why["gain_over_recipe"] == pytest.approx(0.005)
         assert why["gain_se"] == pytest.approx(np.sqrt(5e-4 / 3) / 2)
+
+
+def test_with_a_pace_stretch_a_trial_twice_as_slow_as_the_recipe_survives_and_a_slower_one_is_pruned(tmp_path):
+    """search.pace_stretch=2, and the median rule still waiting for its 3 complete trials: at epoch e a
+    trial's best must reach the recipe's best by epoch e / 2. The recipe reported 0.10, 0.20, 0.30,
+    0.35 at epochs 1-4, so the bar is 0.10 at epochs 2 and 3 and 0.20 at epoch 4."""
+    from flows.search import open_study
+    from recsys.families import family
+
+    s = open_study(load_config(None, sets(tmp_path, "search.pace_stretch=2")), first=True)
+    recipe = s.ask()
+    family("lightgcn").space(recipe)  # the enqueued recipe
+    for epoch, value in enumerate([0.10, 0.20, 0.30, 0.35], start=1):
+        recipe.report(value, epoch)
+    s.tell(recipe, 0.35)
+
+    def pruned_at(curve):
+        trial = s.ask()
+        family("lightgcn").space(trial)
+        for epoch, value in enumerate(curve, start=1):
+            trial.report(value, epoch)
+            if trial.should_prune():
+                s.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                return epoch
+        s.tell(trial, max(curve))
+        return None
+
+    assert pruned_at([0.05, 0.08, 0.30, 0.40]) == 2  # 0.08 < 0.10 by epoch 2
+    assert pruned_at([0.05, 0.10, 0.12, 0.19]) == 4  # level at 2 and 3; 0.19 < 0.20 at 4
+    assert pruned_at([0.05, 0.10, 0.15, 0.20]) is None  # twice as slow: survives
