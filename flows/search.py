@@ -10,7 +10,7 @@
 * TPE with a seed; a median pruner fed by the validation metric the training loop reports every
   `train.eval_every` epochs, once `search.pruner_startup_trials` trials have completed; with
   `search.pace_stretch` also, from the second trial on, a pace rule against the recipe's curve
-  (PacePruner).
+  (PacePruner). `search.neighbours_first` queues the recipe's one-step neighbours after it.
 * MLflow: a parent run per study (found again on resume) holds Optuna's plots (history, parameter
   importance, parallel coordinates); each trial is a child run with its params, per-epoch curves,
   and its state (complete, pruned, failed).
@@ -66,6 +66,8 @@ def open_study(cfg: RunConfig, first: bool = False) -> optuna.Study:
     fail_unheard_trials(storage, study, s.grace_seconds or 2 * s.heartbeat_seconds)
     if first and s.first_trial_configured and not study.get_trials(deepcopy=False):
         study.enqueue_trial(configured_params(cfg), skip_if_exists=True)
+        for params in recipe_neighbours(cfg) if s.neighbours_first else ():
+            study.enqueue_trial(params, skip_if_exists=True)
     return study
 
 
@@ -124,6 +126,50 @@ def configured_params(cfg: RunConfig) -> dict:
     trial = ConfiguredTrial(cfg)
     family(cfg.search.family).space(trial)
     return trial.params
+
+
+class _NeighbourTrial(ConfiguredTrial):
+    """ConfiguredTrial that also records, per parameter it gives, the values one step away: a float
+    times or over sqrt(10) on a log scale (a quarter of its range on a linear one), an int +-1, a
+    categorical's entries beside it in the order the space declares, all within the range."""
+
+    def __init__(self, cfg: RunConfig):
+        super().__init__(cfg)
+        self.steps: dict[str, list] = {}
+
+    def _near(self, name: str, values) -> None:
+        if name in self.params:
+            self.steps[name] = [v for v in dict.fromkeys(values) if v != self.params[name]]
+
+    def suggest_float(self, name, low, high, *, log=False, step=None):
+        value = super().suggest_float(name, low, high, log=log, step=step)
+        span = [value * 10 ** 0.5, value / 10 ** 0.5] if log else [value + (high - low) / 4, value - (high - low) / 4]
+        self._near(name, [min(high, max(low, v)) for v in span])
+        return value
+
+    def suggest_int(self, name, low, high, *, log=False, step=1):
+        value = super().suggest_int(name, low, high, log=log, step=step)
+        self._near(name, [v for v in (value - step, value + step) if low <= v <= high])
+        return value
+
+    def suggest_categorical(self, name, choices):
+        value = super().suggest_categorical(name, choices)
+        if name in self.params:
+            at = list(choices).index(value)
+            self._near(name, list(choices)[max(0, at - 1):at + 2])
+        return value
+
+
+def recipe_neighbours(cfg: RunConfig) -> list[dict]:
+    """The configured recipe with one parameter moved one step (_NeighbourTrial), in an order
+    shuffled with search.seed: the trials search.neighbours_first queues after the recipe."""
+    import random
+
+    trial = _NeighbourTrial(cfg)
+    family(cfg.search.family).space(trial)
+    out = [{**trial.params, name: v} for name, values in trial.steps.items() for v in values]
+    random.Random(cfg.search.seed).shuffle(out)
+    return out
 
 
 def fail_unheard_trials(storage: optuna.storages.RDBStorage, study: optuna.Study, grace_seconds: float,

@@ -264,6 +264,9 @@ class SearchConfig(Section):
     first_trial_configured: bool = Field(
         True, description="a new study's first trial is the configuration itself (its values of the space's "
                           "parameters), so the search's best is never below the recipe it starts from")
+    neighbours_first: bool = Field(
+        False, description="a new study queues, after the recipe, the recipe with one parameter moved one step "
+                           "(every such neighbour, in a seeded order) before the sampler's own trials")
     min_gain_se: float = Field(
         1.0, ge=0, description="the best trial replaces the configured recipe (the study's first trial) only when "
                                "its validation objective beats the recipe's by more than this many standard errors "

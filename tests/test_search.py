@@ -291,3 +291,28 @@ def test_with_a_pace_stretch_a_trial_twice_as_slow_as_the_recipe_survives_and_a_
     assert pruned_at([0.05, 0.08, 0.30, 0.40]) == 2  # 0.08 < 0.10 by epoch 2
     assert pruned_at([0.05, 0.10, 0.12, 0.19]) == 4  # level at 2 and 3; 0.19 < 0.20 at 4
     assert pruned_at([0.05, 0.10, 0.15, 0.20]) is None  # twice as slow: survives
+
+
+def test_neighbours_first_queues_the_recipe_with_one_parameter_moved_one_step(tmp_path):
+    """search.neighbours_first: after the recipe, every one-step neighbour of it is queued (by hand,
+    from recsys.families.embedding_space and the configured values below)."""
+    from flows.search import configured_params, open_study
+
+    cfg = load_config(None, sets(tmp_path, "search.neighbours_first=true", "model.layers=3", "model.dim=64",
+                                 "train.lr=0.002", "train.lr_schedule=milestones", "train.l2=0.001",
+                                 "train.l2_form=occurrence", "train.average=0.998", "train.batch_size=2048",
+                                 "train.negatives.per_positive=8", "train.negatives.kind=model",
+                                 "train.negatives.candidates=auto", "train.negatives.temperature=null"))
+    s = open_study(cfg, first=True)
+    waiting = [t.system_attrs["fixed_params"] for t in s.get_trials(states=(optuna.trial.TrialState.WAITING,))]
+    recipe = configured_params(cfg)
+    assert waiting[0] == recipe
+    moves = sorted((k, str(v)) for params in waiting[1:] for k, v in params.items() if recipe[k] != v)
+    assert len(moves) == len(waiting) - 1  # one parameter moved in each
+    assert moves == sorted([
+        ("model.layers", "2"), ("model.layers", "4"), ("model.dim", "32"), ("model.dim", "128"),
+        ("train.lr", str(0.002 * 10 ** 0.5)), ("train.lr", str(0.002 / 10 ** 0.5)),
+        ("train.lr_schedule", "cosine"), ("train.l2", str(0.001 * 10 ** 0.5)), ("train.l2", str(0.001 / 10 ** 0.5)),
+        ("train.l2_form", "row"), ("train.average", "0.99"), ("train.batch_size", "1024"),
+        ("train.batch_size", "4096"), ("train.negatives.per_positive", "4"), ("train.negatives.kind", "popularity"),
+        ("train.negatives.kind", "ppr"), ("train.negatives.candidates", "2"), ("train.negatives.temperature", "0.1")])
