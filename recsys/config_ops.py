@@ -252,7 +252,7 @@ class SearchConfig(Section):
                                        "worse on LastFM, bench/results/transfer.md)")
     pruner_warmup_epochs: int = Field(2, ge=0, description="epochs a trial runs before it may be pruned")
     pace_stretch: Optional[float] = Field(
-        None, gt=1, description="also prune, from the second trial on, a trial slower than the configured recipe "
+        2.0, gt=1, description="also prune, from the second trial on, a trial slower than the configured recipe "
                                 "by more than this factor: at epoch e, its best validation figure is below the "
                                 "best the recipe's trial had reached by epoch e / pace_stretch (none: off)")
     heartbeat_seconds: int = Field(30, ge=1, description="a trial's process records it is alive this often")
@@ -265,7 +265,7 @@ class SearchConfig(Section):
         True, description="a new study's first trial is the configuration itself (its values of the space's "
                           "parameters), so the search's best is never below the recipe it starts from")
     neighbours_first: bool = Field(
-        False, description="a new study queues, after the recipe, the recipe with one parameter moved one step "
+        True, description="a new study queues, after the recipe, the recipe with one parameter moved one step "
                            "(every such neighbour, in a seeded order) before the sampler's own trials")
     min_gain_se: float = Field(
         1.0, ge=0, description="the best trial replaces the configured recipe (the study's first trial) only when "
