@@ -60,14 +60,15 @@ def open_study(cfg: RunConfig, first: bool = False) -> optuna.Study:
                                          n_warmup_steps=s.pruner_warmup_epochs)
     if s.pace_stretch:
         pruner = PacePruner(pruner, s.pace_stretch, configured_params(cfg))
+    sampler = optuna.samplers.TPESampler(seed=s.seed)
+    if s.neighbours_first and s.first_trial_configured:
+        sampler = NeighboursFirst(sampler, recipe_neighbours(cfg))
     study = optuna.create_study(
         study_name=s.study_name(cfg.stores.experiment), storage=storage, direction="maximize",
-        sampler=optuna.samplers.TPESampler(seed=s.seed), pruner=pruner, load_if_exists=True)
+        sampler=sampler, pruner=pruner, load_if_exists=True)
     fail_unheard_trials(storage, study, s.grace_seconds or 2 * s.heartbeat_seconds)
     if first and s.first_trial_configured and not study.get_trials(deepcopy=False):
         study.enqueue_trial(configured_params(cfg), skip_if_exists=True)
-        for params in recipe_neighbours(cfg) if s.neighbours_first else ():
-            study.enqueue_trial(params, skip_if_exists=True)
     return study
 
 
@@ -90,6 +91,46 @@ class PacePruner(optuna.pruners.BasePruner):
             return False
         bar = [v for epoch, v in reference.intermediate_values.items() if epoch * self.stretch <= trial.last_step]
         return bool(bar) and max(trial.intermediate_values.values()) < max(bar)
+
+
+class NeighboursFirst(optuna.samplers.BaseSampler):
+    """Trial n (n >= 1) takes the n-th of `neighbours` (recipe_neighbours; trial 0 is the recipe
+    itself), then `base` samples. By trial number, so two workers never draw the same neighbour
+    and nothing waits in the study; a parameter a neighbour lacks (one its change brings in, e.g.
+    a sampler's hardness) is the base sampler's to draw."""
+
+    def __init__(self, base: optuna.samplers.BaseSampler, neighbours: list[dict]):
+        self.base, self.neighbours = base, neighbours
+
+    def _neighbour(self, trial: optuna.trial.FrozenTrial) -> Optional[dict]:
+        return self.neighbours[trial.number - 1] if 1 <= trial.number <= len(self.neighbours) else None
+
+    def infer_relative_search_space(self, study, trial):
+        return {} if self._neighbour(trial) else self.base.infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study, trial, search_space):
+        return {} if self._neighbour(trial) else self.base.sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study, trial, name, distribution):
+        value = (self._neighbour(trial) or {}).get(name, _ABSENT)
+        try:
+            if value is not _ABSENT and distribution._contains(distribution.to_internal_repr(value)):
+                return value
+        except (ValueError, TypeError):  # not one of this distribution's values
+            pass
+        return self.base.sample_independent(study, trial, name, distribution)
+
+    def before_trial(self, study, trial):
+        self.base.before_trial(study, trial)
+
+    def after_trial(self, study, trial, state, values):
+        self.base.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self.base.reseed_rng()
+
+
+_ABSENT = object()
 
 
 class ConfiguredTrial:
@@ -162,7 +203,7 @@ class _NeighbourTrial(ConfiguredTrial):
 
 def recipe_neighbours(cfg: RunConfig) -> list[dict]:
     """The configured recipe with one parameter moved one step (_NeighbourTrial), in an order
-    shuffled with search.seed: the trials search.neighbours_first queues after the recipe."""
+    shuffled with search.seed: trials 1, 2, ... under search.neighbours_first (NeighboursFirst)."""
     import random
 
     trial = _NeighbourTrial(cfg)

@@ -294,9 +294,11 @@ def test_with_a_pace_stretch_a_trial_twice_as_slow_as_the_recipe_survives_and_a_
 
 
 def test_neighbours_first_queues_the_recipe_with_one_parameter_moved_one_step(tmp_path):
-    """search.neighbours_first: after the recipe, every one-step neighbour of it is queued (by hand,
-    from recsys.families.embedding_space and the configured values below)."""
+    """search.neighbours_first: after the recipe, trials 1, 2, ... are its one-step neighbours, every
+    one of them (by hand, from recsys.families.embedding_space and the configured values below), and
+    then the sampler's own trials follow; nothing is left waiting in the study."""
     from flows.search import configured_params, open_study
+    from recsys.families import family
 
     cfg = load_config(None, sets(tmp_path, "search.neighbours_first=true", "model.layers=3", "model.dim=64",
                                  "train.lr=0.002", "train.lr_schedule=milestones", "train.l2=0.001",
@@ -304,11 +306,17 @@ def test_neighbours_first_queues_the_recipe_with_one_parameter_moved_one_step(tm
                                  "train.negatives.per_positive=8", "train.negatives.kind=model",
                                  "train.negatives.candidates=auto", "train.negatives.temperature=null"))
     s = open_study(cfg, first=True)
-    waiting = [t.system_attrs["fixed_params"] for t in s.get_trials(states=(optuna.trial.TrialState.WAITING,))]
+    drawn = []
+    for _ in range(20):
+        trial = s.ask()
+        family("lightgcn").space(trial)
+        s.tell(trial, 0.0)
+        drawn.append(trial.params)
     recipe = configured_params(cfg)
-    assert waiting[0] == recipe
-    moves = sorted((k, str(v)) for params in waiting[1:] for k, v in params.items() if recipe[k] != v)
-    assert len(moves) == len(waiting) - 1  # one parameter moved in each
+    assert drawn[0] == recipe and not s.get_trials(states=(optuna.trial.TrialState.WAITING,))
+    moves = [[(k, str(v)) for k, v in params.items() if k in recipe and recipe[k] != v] for params in drawn[1:19]]
+    assert all(len(m) == 1 for m in moves)  # one parameter moved in each
+    moves = sorted(m[0] for m in moves)
     assert moves == sorted([
         ("model.layers", "2"), ("model.layers", "4"), ("model.dim", "32"), ("model.dim", "128"),
         ("train.lr", str(0.002 * 10 ** 0.5)), ("train.lr", str(0.002 / 10 ** 0.5)),
