@@ -75,12 +75,12 @@ def run_default(sets: list[str], root: Path) -> dict:
             "seconds": round(time.perf_counter() - started, 1), "run_id": out["run_id"]}
 
 
-def run_search(sets: list[str], root: Path, seconds: float, study: str) -> dict:
+def run_search(sets: list[str], root: Path, seconds: float, study: str, trials: int = 100000) -> dict:
     from flows.search import search_flow
     from recsys.config import load_config
 
     cfg = load_config(None, [f"stores.root={root}", *COMMON, *sets, "search.family=lightgcn",
-                             f"search.timeout={seconds}", "search.trials=100000", f"search.study={study}"])
+                             f"search.timeout={seconds}", f"search.trials={trials}", f"search.study={study}"])
     code, started = _commit(), time.perf_counter()  # the code as the stage starts
     out = search_flow(config=cfg)
     metrics = out.get("retrain", {}).get("metrics", {})
@@ -113,6 +113,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--published", nargs="*", default=[], metavar="NAME=RECALL",
                    help="a published LightGCN recall@20 for a --path data set")
     p.add_argument("--search-seconds", type=float, default=3600, help="the search's wall-clock budget per data set")
+    p.add_argument("--search-trials", type=int, default=100000,
+                   help="the search's budget in finished trials as well (default: the wall clock alone)")
     p.add_argument("--work", type=Path, default=Path.home() / "graphrec-transfer",
                    help="stores (MLflow, Optuna, Prefect) of every stage, one folder per data set and stage")
     p.add_argument("--resume", action="store_true", help="reuse finished stages with the same inputs")
@@ -137,9 +139,10 @@ def main(argv=None) -> int:
             sets, root = spec["sets"], args.work / name
             default = stages.run(f"{name}/default", {"sets": sets, "common": COMMON},
                                  lambda s=sets, r=root: run_default(s, r / "default"))
-            searched = stages.run(f"{name}/search", {"sets": sets, "common": COMMON, "seconds": args.search_seconds},
+            searched = stages.run(f"{name}/search", {"sets": sets, "common": COMMON, "seconds": args.search_seconds,
+                                                     "trials": args.search_trials},
                                   lambda s=sets, r=root: run_search(s, r / "search", args.search_seconds,
-                                                                    f"transfer-{r.name}"))
+                                                                    f"transfer-{r.name}", args.search_trials))
             rows[name] = {"dataset": name, "default_recall@20": default["test_recall@20"],
                           "searched_recall@20": searched["test_recall@20"],
                           "published_recall@20": spec["published"], "search_seconds": searched["seconds"],

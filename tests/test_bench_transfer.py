@@ -1,5 +1,5 @@
 """bench/transfer.py end to end on a tiny folder in LightGCN format: the default recipe through the
-retraining flow, a search whose budget allows one trial (the default recipe itself, a study's first
+retraining flow, a search whose budget is one trial (the default recipe itself, a study's first
 trial), and the row the issue names, with validation carved from train."""
 import json
 
@@ -17,7 +17,8 @@ def test_transfer_runs_both_recipes_and_the_search_starts_from_the_default(small
     monkeypatch.setattr(bench.transfer, "RESULTS", tmp_path / "results")
     monkeypatch.setattr(bench.transfer, "COMMON", [*bench.transfer.COMMON, "model.dim=32", "train.epochs=6"])
     code = bench.transfer.main(["--datasets", "--path", str(tmp_path / "tiny"), "--published", "tiny=0.5",
-                                "--search-seconds", "1", "--work", str(tmp_path / "work"), "--name", "transfer_check"])
+                                "--search-seconds", "3600", "--search-trials", "1", "--work", str(tmp_path / "work"),
+                                "--name", "transfer_check"])
     assert code == 0
     record = json.loads((tmp_path / "results" / "transfer_check.json").read_text())
     (row,) = record["rows"]
