@@ -211,6 +211,25 @@ def test_a_trial_training_at_the_deadline_stops_there_judged_on_its_best_so_far(
     assert values.mean() == pytest.approx(trial.value, abs=1e-12)
 
 
+def test_a_trial_at_the_deadline_before_its_first_validation_is_pruned(tmp_path):
+    """With validation every 3 epochs and the deadline already past, the trial stops after epoch 1
+    with nothing to be judged on: it is pruned (not complete with no figure), and says why."""
+    from deploy.study_runs import study_parent_run
+    from flows.search import make_objective, open_study
+    from recsys.data.loaders import load_data
+    from recsys.prepare import prepare
+
+    cfg = load_config(None, sets(tmp_path, "train.eval_every=3"))
+    prepared = prepare(load_data(cfg.data), cfg)
+    s = open_study(cfg, first=True)
+    parent = study_parent_run(cfg, s.study_name, prepared.data)
+    s.optimize(make_objective(cfg, prepared, parent, deadline=time.time()), n_trials=1)
+    trial = s.trials[0]
+    assert trial.state == optuna.trial.TrialState.PRUNED and trial.user_attrs["stopped_at_deadline"] == 1
+    run = MlflowClient(cfg.stores.resolved_tracking_uri()).get_run(trial.user_attrs["mlflow_run_id"])
+    assert run.data.tags["graphrec.trial_state"] == "PRUNED"
+
+
 def test_with_one_startup_trial_the_second_is_pruned_when_it_falls_behind_the_recipe(tmp_path):
     """search.pruner_startup_trials=1: with one completed trial (the configured recipe) the pruner
     already judges: past the warm-up epochs, a trial whose best figure is below the recipe's at that
