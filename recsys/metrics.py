@@ -57,29 +57,11 @@ def ranked_users(targets: np.ndarray, n_users: int, user_mask: Optional[np.ndarr
 
 
 @torch.no_grad()
-def evaluate(
-    user_emb: torch.Tensor | np.ndarray,
-    item_emb: torch.Tensor | np.ndarray,
-    targets: np.ndarray,
-    seen: np.ndarray,
-    ks: list[int] = (20,),
-    chunk_size: int = 1024,
-    item_available: Optional[np.ndarray] = None,
-    user_mask: Optional[np.ndarray] = None,
-    user_available: Optional[np.ndarray] = None,
-    max_users: Optional[int] = None,
-    sample_seed: int = 0,
-) -> dict[str, float]:
-    """Mean metrics over users that have targets (and are in `user_mask`, if given; at most
-    `max_users` of them, see ranked_users).
-
-    targets, seen: (n, 2) arrays of (user, item) index pairs. item_available: optional boolean
-    mask; unavailable items are never ranked (e.g. items a model has no vector for).
-    user_available: optional boolean mask; an unavailable user (one a model has no vector for)
-    still counts in the mean, with nothing ranked: every metric 0 for that user.
-    """
-    return _means(*evaluate_per_user(user_emb, item_emb, targets, seen, ks, chunk_size, item_available, user_mask,
-                                     user_available, max_users, sample_seed))
+def evaluate(user_emb: torch.Tensor | np.ndarray, item_emb: torch.Tensor | np.ndarray, targets: np.ndarray,
+             seen: np.ndarray, *args, **kwargs) -> dict[str, float]:
+    """Mean metrics over the users that have targets, ranked with the two tables of vectors (the
+    rest of the arguments are per_user_scores')."""
+    return _means(*evaluate_per_user(user_emb, item_emb, targets, seen, *args, **kwargs))
 
 
 @torch.no_grad()
@@ -97,25 +79,11 @@ def _means(users: np.ndarray, values: dict[str, np.ndarray]) -> dict[str, float]
     return {name: float(v.sum()) / n for name, v in values.items()}
 
 
-@torch.no_grad()
-def evaluate_scores(
-    score: Callable[[np.ndarray], torch.Tensor],
-    n_users: int,
-    n_items: int,
-    targets: np.ndarray,
-    seen: np.ndarray,
-    ks: list[int] = (20,),
-    chunk_size: int = 1024,
-    item_available: Optional[np.ndarray] = None,
-    user_mask: Optional[np.ndarray] = None,
-    user_available: Optional[np.ndarray] = None,
-    max_users: Optional[int] = None,
-    sample_seed: int = 0,
-) -> dict[str, float]:
+def evaluate_scores(score: Callable[[np.ndarray], torch.Tensor], *args, **kwargs) -> dict[str, float]:
     """The same metrics for any scorer: score(user indices) -> (len(users), n_items) scores, a new
-    tensor each call (it is masked in place); per_user_scores' figures averaged over the users."""
-    return _means(*per_user_scores(score, n_users, n_items, targets, seen, ks, chunk_size, item_available,
-                                   user_mask, user_available, max_users, sample_seed))
+    tensor each call (it is masked in place); per_user_scores' figures (and arguments), averaged
+    over the users."""
+    return _means(*per_user_scores(score, *args, **kwargs))
 
 
 @torch.no_grad()
@@ -136,6 +104,12 @@ def per_user_scores(
     """The users ranked (ranked_users) and each metric per user, in that order (float64 arrays):
     what a paired comparison of two models on the same users needs. The masking, the top-K and the
     hit counts run on the scores' device (a GPU's, for embeddings there).
+
+    targets, seen: (n, 2) arrays of (user, item) index pairs. Users with targets are ranked (those
+    in `user_mask`, if given; at most `max_users` of them, see ranked_users). item_available: an
+    optional boolean mask; unavailable items are never ranked (e.g. items a model has no vector
+    for). user_available: an optional boolean mask; an unavailable user (one a model has no vector
+    for) still counts in the mean, with nothing ranked: every metric 0 for that user.
 
     Only items with a finite score count as ranked: when fewer than K remain after masking (seen,
     unavailable, or a non-finite score), the top-K list is shorter, never padded with masked items."""
