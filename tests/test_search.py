@@ -183,29 +183,35 @@ def test_a_new_studys_first_trial_is_the_configured_recipe(tmp_path):
     assert len(again.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))) == 0
 
 
-def test_a_trial_training_at_the_deadline_stops_there_judged_on_its_best_so_far(tmp_path):
-    """search.timeout bounds the trials, not only their starts: a trial still training when the
-    deadline passes ends at that epoch's end and completes with the validation figure it reached.
-    (The deadline is already past here: the trial runs one epoch of its 40.)"""
+def _one_trial_past_the_deadline(tmp_path, *extra):
+    """A new study's first trial (the recipe) run with its deadline already past: (cfg, prepared, trial)."""
     from deploy.study_runs import study_parent_run
-    from deploy.tracking import metric_key
-    from flows.search import make_objective, objective_name, open_study
+    from flows.search import make_objective, open_study
     from recsys.data.loaders import load_data
     from recsys.prepare import prepare
 
-    cfg = load_config(None, sets(tmp_path))
+    cfg = load_config(None, sets(tmp_path, *extra))
     prepared = prepare(load_data(cfg.data), cfg)
     s = open_study(cfg, first=True)
     parent = study_parent_run(cfg, s.study_name, prepared.data)
     s.optimize(make_objective(cfg, prepared, parent, deadline=time.time()), n_trials=1)
-    trial = s.trials[0]
+    return cfg, prepared, s.trials[0]
+
+
+def test_a_trial_training_at_the_deadline_stops_there_judged_on_its_best_so_far(tmp_path):
+    """search.timeout bounds the trials, not only their starts: a trial still training when the
+    deadline passes ends at that epoch's end and completes with the validation figure it reached.
+    (The deadline is already past here: the trial runs one epoch of its 40.)"""
+    from deploy.study_runs import load_per_user
+    from deploy.tracking import metric_key
+    from flows.search import objective_name
+
+    cfg, prepared, trial = _one_trial_past_the_deadline(tmp_path)
     assert trial.state == optuna.trial.TrialState.COMPLETE and trial.user_attrs["stopped_at_deadline"] == 1
     client = MlflowClient(cfg.stores.resolved_tracking_uri())
     curve = client.get_metric_history(trial.user_attrs["mlflow_run_id"], "valid_" + metric_key(objective_name(cfg)))
     assert [m.step for m in curve] == [1] and trial.value == pytest.approx(curve[0].value)
     # its figure per validation user is logged with it, and averages to its score
-    from deploy.study_runs import load_per_user
-
     users, values = load_per_user(trial.user_attrs["mlflow_run_id"])
     assert len(users) == len(np.unique(prepared.indexed.valid[:, 0])) == len(values)
     assert values.mean() == pytest.approx(trial.value, abs=1e-12)
@@ -214,17 +220,7 @@ def test_a_trial_training_at_the_deadline_stops_there_judged_on_its_best_so_far(
 def test_a_trial_at_the_deadline_before_its_first_validation_is_pruned(tmp_path):
     """With validation every 3 epochs and the deadline already past, the trial stops after epoch 1
     with nothing to be judged on: it is pruned (not complete with no figure), and says why."""
-    from deploy.study_runs import study_parent_run
-    from flows.search import make_objective, open_study
-    from recsys.data.loaders import load_data
-    from recsys.prepare import prepare
-
-    cfg = load_config(None, sets(tmp_path, "train.eval_every=3"))
-    prepared = prepare(load_data(cfg.data), cfg)
-    s = open_study(cfg, first=True)
-    parent = study_parent_run(cfg, s.study_name, prepared.data)
-    s.optimize(make_objective(cfg, prepared, parent, deadline=time.time()), n_trials=1)
-    trial = s.trials[0]
+    cfg, _, trial = _one_trial_past_the_deadline(tmp_path, "train.eval_every=3")
     assert trial.state == optuna.trial.TrialState.PRUNED and trial.user_attrs["stopped_at_deadline"] == 1
     run = MlflowClient(cfg.stores.resolved_tracking_uri()).get_run(trial.user_attrs["mlflow_run_id"])
     assert run.data.tags["graphrec.trial_state"] == "PRUNED"
