@@ -100,7 +100,8 @@ def _commit() -> str:
         return subprocess.run(["git", *args], cwd=Path(__file__).parent, capture_output=True, text=True).stdout.strip()
 
     head = git("rev-parse", "--short", "HEAD") or "unknown"
-    changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench/results")  # not our output
+    # tracked changes outside the bench's own output (pathspecs from the repository's top: git runs in bench/)
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", ":(top)", ":(top,exclude)bench/results")
     return head + ("+changes" if changed else "")
 
 
