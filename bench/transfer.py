@@ -92,15 +92,16 @@ def run_search(sets: list[str], root: Path, seconds: float, study: str, trials: 
             "code": code}
 
 
-def _commit() -> str:
-    """The checkout's commit (with '+changes' when tracked files differ from it): a row's code."""
+def _commit(folder: Path = Path(__file__).parent) -> str:
+    """The commit of the checkout `folder` is in (with '+changes' when tracked files other than
+    bench/results differ from it): a row's code."""
     import subprocess
 
     def git(*args):
-        return subprocess.run(["git", *args], cwd=Path(__file__).parent, capture_output=True, text=True).stdout.strip()
+        return subprocess.run(["git", *args], cwd=folder, capture_output=True, text=True).stdout.strip()
 
     head = git("rev-parse", "--short", "HEAD") or "unknown"
-    # tracked changes outside the bench's own output (pathspecs from the repository's top: git runs in bench/)
+    # pathspecs from the repository's top, whatever folder git runs in
     changed = git("status", "--porcelain", "--untracked-files=no", "--", ":(top)", ":(top,exclude)bench/results")
     return head + ("+changes" if changed else "")
 

@@ -29,3 +29,25 @@ def test_transfer_runs_both_recipes_and_the_search_starts_from_the_default(small
     if row["chosen_trial"] == 0:  # the default recipe chosen: its retraining reproduces the default run
         assert row["searched_recall@20"] == row["default_recall@20"]
     assert (tmp_path / "results" / "transfer_check.md").exists()
+
+
+def test_a_rows_code_stamp_ignores_the_benchs_own_results(tmp_path):
+    """The stamp names the commit; changed results files leave it plain, any other tracked change
+    marks it, wherever in the checkout git is asked from (the bench asks from bench/)."""
+    import subprocess
+
+    def git(*args):
+        return subprocess.run(["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@example.org",
+                               *args], check=True, capture_output=True, text=True).stdout.strip()
+
+    (tmp_path / "bench" / "results").mkdir(parents=True)
+    (tmp_path / "bench" / "results" / "r.json").write_text("{}\n")
+    (tmp_path / "README.md").write_text("a\n")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-q", "-m", "one")
+    head = git("rev-parse", "--short", "HEAD")
+    (tmp_path / "bench" / "results" / "r.json").write_text('{"rows": []}\n')
+    assert bench.transfer._commit(tmp_path / "bench") == head
+    (tmp_path / "README.md").write_text("b\n")
+    assert bench.transfer._commit(tmp_path / "bench") == head + "+changes"
