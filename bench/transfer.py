@@ -11,8 +11,8 @@ Per data set, two stages, each in the same process through the flows `graphrec r
   searched  graphrec search --family lightgcn --timeout S: an Optuna study over the recipe
             (recsys.families.embedding_space: sampler and hardness, negatives per positive, lr and
             its schedule, L2 and its form, parameter average, batch size, width, depth) whose first
-            trial is the default recipe, median pruning on the validation metric, the trials
-            stopped at S; then the best
+            trial is the default recipe, pruning on the validation metric (search.pace_stretch),
+            the trials stopped at S; then the best
             trial's configuration retrained and registered by the retraining flow.
 
 Every choice (early stopping, the search's objective, the best trial) is made on the validation

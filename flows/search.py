@@ -7,10 +7,12 @@
   killed search run again resumes: the killed trial's heartbeat stops, it is marked failed after
   the grace period (also when it was killed before its first heartbeat: fail_unheard_trials), and
   numbering continues. Several processes may work on one study at once.
-* TPE with a seed; a median pruner fed by the validation metric the training loop reports every
-  `train.eval_every` epochs, once `search.pruner_startup_trials` trials have completed; with
-  `search.pace_stretch` also, from the second trial on, a pace rule against the recipe's curve
-  (PacePruner). `search.neighbours_first` queues the recipe's one-step neighbours after it.
+* TPE with a seed; pruning fed by the validation metric the training loop reports every
+  `train.eval_every` epochs: with `search.pace_stretch`, from the second trial on, a pace rule
+  against the recipe's curve (PacePruner); with `search.median_pruning` (off: early figures
+  predicted final ones in reverse on LastFM) also Optuna's median rule, once
+  `search.pruner_startup_trials` trials have completed. `search.neighbours_first` queues the
+  recipe's one-step neighbours after it.
 * MLflow: a parent run per study (found again on resume) holds Optuna's plots (history, parameter
   importance, parallel coordinates); each trial is a child run with its params, per-epoch curves,
   and its state (complete, pruned, failed).
@@ -57,7 +59,8 @@ def open_study(cfg: RunConfig, first: bool = False) -> optuna.Study:
                 raise
             time.sleep(1 + attempt)
     pruner = optuna.pruners.MedianPruner(n_startup_trials=s.pruner_startup_trials,
-                                         n_warmup_steps=s.pruner_warmup_epochs)
+                                         n_warmup_steps=s.pruner_warmup_epochs) if s.median_pruning \
+        else optuna.pruners.NopPruner()
     if s.pace_stretch:
         pruner = PacePruner(pruner, s.pace_stretch, configured_params(cfg))
     sampler = optuna.samplers.TPESampler(seed=s.seed)
@@ -252,7 +255,7 @@ class PruningReporter(Callback):
         if self.key in logs:
             self.trial.report(logs[self.key], epoch)
             if self.trial.should_prune():
-                raise optuna.TrialPruned(f"epoch {epoch}: {self.key}={logs[self.key]:.4f} below the median")
+                raise optuna.TrialPruned(f"epoch {epoch}: {self.key}={logs[self.key]:.4f} below the pruner's bar")
 
 
 class AtDeadline(Callback):

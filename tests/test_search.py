@@ -227,13 +227,14 @@ def test_a_trial_at_the_deadline_before_its_first_validation_is_pruned(tmp_path)
 
 
 def test_with_one_startup_trial_the_second_is_pruned_when_it_falls_behind_the_recipe(tmp_path):
-    """search.pruner_startup_trials=1: with one completed trial (the configured recipe) the pruner
-    already judges: past the warm-up epochs, a trial whose best figure is below the recipe's at that
-    epoch is pruned, one at or above it is not."""
+    """search.median_pruning with search.pruner_startup_trials=1: with one completed trial (the
+    configured recipe) the pruner already judges: past the warm-up epochs, a trial whose best figure is
+    below the recipe's at that epoch is pruned, one at or above it is not."""
     from flows.search import open_study
 
     s = open_study(load_config(None, sets(tmp_path, "search.first_trial_configured=false",
-                                          "search.pruner_startup_trials=1")), first=True)
+                                          "search.median_pruning=true", "search.pruner_startup_trials=1")),
+                   first=True)
     recipe = s.ask()
     for epoch, value in enumerate([0.10, 0.20, 0.30, 0.35], start=1):
         recipe.report(value, epoch)
@@ -243,6 +244,29 @@ def test_with_one_startup_trial_the_second_is_pruned_when_it_falls_behind_the_re
         behind.report(b, epoch)
         level.report(v, epoch)
     assert behind.should_prune() and not level.should_prune()
+
+
+@pytest.mark.parametrize("median", [False, True])
+def test_the_median_rule_prunes_a_slow_starter_only_when_turned_on(tmp_path, median):
+    """search.median_pruning (off by default): three trials complete, the recipe's curve 0.10, 0.20,
+    0.30, 0.35 and two at 0.30, 0.40, 0.50, 0.60. A fourth at 0.10, 0.20, 0.30 is below the others'
+    median at epoch 3 (0.50), past the 2 warm-up epochs, so the median rule prunes it; the pace rule
+    (on) does not: by epoch 3 / 2 the recipe had 0.10."""
+    from flows.search import open_study
+    from recsys.families import family
+
+    s = open_study(load_config(None, sets(tmp_path, f"search.median_pruning={str(median).lower()}")), first=True)
+    for curve in ([0.10, 0.20, 0.30, 0.35], [0.30, 0.40, 0.50, 0.60], [0.30, 0.40, 0.50, 0.60]):
+        trial = s.ask()
+        family("lightgcn").space(trial)
+        for epoch, value in enumerate(curve, start=1):
+            trial.report(value, epoch)
+        s.tell(trial, max(curve))
+    slow = s.ask()
+    family("lightgcn").space(slow)
+    for epoch, value in enumerate([0.10, 0.20, 0.30], start=1):
+        slow.report(value, epoch)
+    assert slow.should_prune() is median
 
 
 @pytest.mark.parametrize("min_gain_se, kept", [(1.0, "recipe"), (0.5, "best"), (0.0, "best")])
@@ -279,7 +303,7 @@ def test_a_lead_over_the_recipe_within_the_noise_keeps_the_recipe(tmp_path, min_
 
 
 def test_with_a_pace_stretch_a_trial_twice_as_slow_as_the_recipe_survives_and_a_slower_one_is_pruned(tmp_path):
-    """search.pace_stretch=2, and the median rule still waiting for its 3 complete trials: at epoch e a
+    """search.pace_stretch=2 (the median rule off, the default): at epoch e a
     trial's best must reach the recipe's best by epoch e / 2. The recipe reported 0.10, 0.20, 0.30,
     0.35 at epochs 1-4, so the bar is 0.10 at epochs 2 and 3 and 0.20 at epoch 4."""
     from flows.search import open_study
