@@ -83,11 +83,11 @@ class Stages:
         print(f"[{key}] running {inputs}", flush=True)
         output = fn()
         print(f"[{key}] {json.dumps({k: v for k, v in output.items() if 'curve' not in k})}", flush=True)
-        if self.path.exists():  # keep stages written meanwhile by another invocation
-            self.done = {**json.loads(self.path.read_text()), **self.done}
         self.done[key] = {"inputs": inputs, "output": output}
+        # the file keeps the stages of earlier or concurrent invocations too; only --resume reads them
+        kept = json.loads(self.path.read_text()) if self.path.exists() else {}
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.write_text(json.dumps(self.done, indent=1))
+        self.path.write_text(json.dumps({**kept, **self.done}, indent=1))
         return output
 
 

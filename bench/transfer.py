@@ -64,10 +64,20 @@ def recall(metrics: dict, split: str) -> Optional[float]:
     return None if value is None else round(float(value), 5)
 
 
+def _emptied(root: Path) -> Path:
+    """A stage's stores root, emptied: a stage that runs starts with no registry and no study (the
+    search would otherwise resume the study an earlier invocation left under the same name)."""
+    import shutil
+
+    shutil.rmtree(root, ignore_errors=True)
+    return root
+
+
 def run_default(sets: list[str], root: Path) -> dict:
     from flows.retrain import retrain_flow
     from recsys.config import load_config
 
+    root = _emptied(root)
     cfg = load_config(None, [f"stores.root={root}", *COMMON, *sets])
     started = time.perf_counter()
     out = retrain_flow(config=cfg)
@@ -79,6 +89,7 @@ def run_search(sets: list[str], root: Path, seconds: float, study: str, trials: 
     from flows.search import search_flow
     from recsys.config import load_config
 
+    root = _emptied(root)
     cfg = load_config(None, [f"stores.root={root}", *COMMON, *sets, "search.family=lightgcn",
                              f"search.timeout={seconds}", f"search.trials={trials}", f"search.study={study}"])
     code, started = _commit(), time.perf_counter()  # the code as the stage starts

@@ -57,6 +57,10 @@ def test_stages_are_reused_only_with_the_same_inputs_and_caps_parse(tmp_path, mo
     assert again.run("a", {"lr": 1}, stage) == {"recall@20": 0.1} and len(calls) == 1  # reused
     again.run("a", {"lr": 2}, stage)
     assert len(calls) == 2  # other inputs: run again
+    fresh = common.Stages("t", resume=False)  # without resume nothing is reused, even after a stage of its own
+    fresh.run("b", {}, stage)
+    fresh.run("a", {"lr": 2}, stage)
+    assert len(calls) == 4
     parser = argparse.ArgumentParser()
     assert common.epoch_caps(parser, ["x", "y"], 30, ["y=5"]) == {"x": 30, "y": 5}
     with pytest.raises(SystemExit):

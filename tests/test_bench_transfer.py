@@ -16,6 +16,9 @@ def test_transfer_runs_both_recipes_and_the_search_starts_from_the_default(small
     monkeypatch.setattr(bench.common, "RESULTS", tmp_path / "results")
     monkeypatch.setattr(bench.transfer, "RESULTS", tmp_path / "results")
     monkeypatch.setattr(bench.transfer, "COMMON", [*bench.transfer.COMMON, "model.dim=32", "train.epochs=6"])
+    stale = tmp_path / "work" / "tiny" / "search" / "left-by-an-earlier-run"  # e.g. a study it would resume
+    stale.parent.mkdir(parents=True)
+    stale.write_text("")
     code = bench.transfer.main(["--datasets", "--path", str(tmp_path / "tiny"), "--published", "tiny=0.5",
                                 "--search-seconds", "3600", "--search-trials", "1", "--work", str(tmp_path / "work"),
                                 "--name", "transfer_check"])
@@ -29,6 +32,7 @@ def test_transfer_runs_both_recipes_and_the_search_starts_from_the_default(small
     if row["chosen_trial"] == 0:  # the default recipe chosen: its retraining reproduces the default run
         assert row["searched_recall@20"] == row["default_recall@20"]
     assert (tmp_path / "results" / "transfer_check.md").exists()
+    assert not stale.exists()  # a stage that runs starts on an empty stores root
 
 
 def test_a_rows_code_stamp_ignores_the_benchs_own_results(tmp_path):
