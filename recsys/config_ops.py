@@ -249,11 +249,11 @@ class SearchConfig(Section):
     seed: int = Field(0, description="TPE sampler seed")
     median_pruning: bool = Field(
         False, description="also prune a trial whose best validation figure is below the median of the other "
-                           "trials' at the same epoch (Optuna's MedianPruner). Off: on LastFM a trial's early "
-                           "figures ranked the complete trials' final ones in reverse (rank correlation -0.44 "
-                           "to -0.64 at epochs 4-16; slow starters finish best), so the median kept the fast "
-                           "starters; without it the same 900 s search found a trial 1.8 standard errors above "
-                           "the recipe on validation, with it none above 1 (bench/results/transfer.md)")
+                           "trials' at the same epoch (Optuna's MedianPruner). Off: a trial's early figures "
+                           "ranked the complete trials' final ones in reverse (rank correlation at epochs 4-16: "
+                           "-0.15 to -0.64 on LastFM, -0.30 to -0.42 on ML-100K; slow starters finish best), so "
+                           "the median kept the fast starters. On: more, shorter trials per hour "
+                           "(bench/results/transfer.md)")
     pruner_startup_trials: int = Field(3, ge=0, description="median_pruning: trials completed before any is pruned "
                                        "(1: from the second trial on, against the configured recipe's curve)")
     pruner_warmup_epochs: int = Field(2, ge=0, description="median_pruning: epochs a trial runs before it may "
