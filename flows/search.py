@@ -10,7 +10,7 @@
 * TPE with a seed; pruning fed by the validation metric the training loop reports every
   `train.eval_every` epochs: with `search.pace_stretch`, from the second trial on, a pace rule
   against the recipe's curve (PacePruner); with `search.median_pruning` (off: early figures
-  predicted final ones in reverse on LastFM) also Optuna's median rule, once
+  ranked final ones in reverse on LastFM and ML-100K) also Optuna's median rule, once
   `search.pruner_startup_trials` trials have completed. `search.neighbours_first` queues the
   recipe's one-step neighbours after it.
 * MLflow: a parent run per study (found again on resume) holds Optuna's plots (history, parameter
