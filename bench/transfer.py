@@ -8,12 +8,14 @@ Per data set, two stages, each in the same process through the flows `graphrec r
 `graphrec search` run (real Prefect, MLflow, Optuna; a stores root of their own under --work):
 
   default   graphrec retrain with the shipped defaults (family lightgcn), only the data named.
-  searched  graphrec search --family lightgcn --timeout S: an Optuna study over the recipe
-            (recsys.families.embedding_space: sampler and hardness, negatives per positive, lr and
-            its schedule, L2 and its form, parameter average, batch size, width, depth) whose first
-            trial is the default recipe, pruning on the validation metric (search.pace_stretch),
-            the trials stopped at S; then the best
-            trial's configuration retrained and registered by the retraining flow.
+  searched  graphrec search --family lightgcn --timeout S --first-trial-from <the default run>: an
+            Optuna study over the recipe (recsys.families.embedding_space: sampler and hardness,
+            negatives per positive, lr and its schedule, L2 and its form, parameter average, batch
+            size, width, depth) whose first trial is the default run itself (its validation curve
+            and per-user figures; the whole budget S goes to other settings), pruning on the
+            validation metric (search.pace_stretch), the trials stopped at S; then the chosen
+            trial's configuration retrained and registered by the retraining flow, or, when the
+            recipe is chosen, the default run is the searched model (nothing is trained twice).
 
 Every choice (early stopping, the search's objective, the best trial) is made on the validation
 split; the model each stage registers is then refit on training and validation pairs for the chosen
@@ -85,17 +87,25 @@ def run_default(sets: list[str], root: Path) -> dict:
             "seconds": round(time.perf_counter() - started, 1), "run_id": out["run_id"]}
 
 
-def run_search(sets: list[str], root: Path, seconds: float, study: str, trials: int = 100000) -> dict:
+def run_search(sets: list[str], root: Path, seconds: float, study: str, trials: int = 100000,
+               default: Optional[tuple[str, Path]] = None) -> dict:
+    """The search stage; `default` (the default stage's run id and stores root): its run is the
+    study's trial 0 (search.first_trial_from), so the budget goes to other settings, and when the
+    recipe is chosen the default run is the searched model too (`from_default`)."""
     from flows.search import search_flow
     from recsys.config import load_config
+    from recsys.config_ops import StoresConfig
 
     root = _emptied(root)
+    first = [] if default is None else [f"search.first_trial_from={default[0]}",
+                                        f"search.first_trial_store={StoresConfig(root=default[1]).resolved_tracking_uri()}"]
     cfg = load_config(None, [f"stores.root={root}", *COMMON, *sets, "search.family=lightgcn",
-                             f"search.timeout={seconds}", f"search.trials={trials}", f"search.study={study}"])
+                             f"search.timeout={seconds}", f"search.trials={trials}", f"search.study={study}", *first])
     code, started = _commit(), time.perf_counter()  # the code as the stage starts
     out = search_flow(config=cfg)
     metrics = out.get("retrain", {}).get("metrics", {})
     return {"valid_recall@20": recall(metrics, "valid"), "test_recall@20": recall(metrics, "test"),
+            "from_default": "chosen_from_run" in out,
             "best_trial": out.get("best_trial"), "best_valid_objective": out.get("best_value"),
             "chosen_trial": out.get("chosen_trial"), "chosen_because": out.get("reason"),
             "objective": out.get("objective"), "best_params": out.get("chosen_params"), "trials": out.get("trials"),
@@ -153,9 +163,12 @@ def main(argv=None) -> int:
             default = stages.run(f"{name}/default", {"sets": sets, "common": COMMON},
                                  lambda s=sets, r=root: run_default(s, r / "default"))
             searched = stages.run(f"{name}/search", {"sets": sets, "common": COMMON, "seconds": args.search_seconds,
-                                                     "trials": args.search_trials},
-                                  lambda s=sets, r=root: run_search(s, r / "search", args.search_seconds,
-                                                                    f"transfer-{r.name}", args.search_trials))
+                                                     "trials": args.search_trials, "trial_0": default["run_id"]},
+                                  lambda s=sets, r=root, d=default["run_id"]: run_search(
+                                      s, r / "search", args.search_seconds, f"transfer-{r.name}", args.search_trials,
+                                      (d, r / "default")))
+            if searched.get("from_default"):  # the recipe chosen: the default run is the searched model
+                searched.update({k: default[k] for k in ("valid_recall@20", "test_recall@20")})
             rows[name] = {"dataset": name, "default_recall@20": default["test_recall@20"],
                           "searched_recall@20": searched["test_recall@20"],
                           "published_recall@20": spec["published"], "search_seconds": searched["seconds"],
@@ -166,6 +179,7 @@ def main(argv=None) -> int:
                           "chosen_trial": searched.get("chosen_trial", searched["best_trial"]),
                           "chosen_because": searched.get("chosen_because"),
                           "trials_seconds": searched.get("trials_seconds"), "code": searched.get("code"),
+                          "trial_0_from_default": "from_default" in searched,
                           "chosen_settings": searched["best_params"]}
             _write(args.name, list(rows.values()))
     return 0
@@ -199,14 +213,16 @@ def _write(name: str, rows: list[dict]) -> None:
                         for k, v in (r["chosen_settings"] or {}).items()))
              for r in rows]
     notes = ("Test recall@20 of the registered model (refit on training and validation pairs for the budget "
-             "chosen on validation, train.refit; test ranked once per model, choosing nothing); every "
-             "setting chosen on the validation split named in the JSON's `chosen_on`. default/searched: the "
-             "default recipe's share of the searched figure (goal >= 0.95). Trial 0 is the default recipe "
-             "itself (a study's first trial); the chosen trial is the best one unless its validation lead over "
-             "the recipe is within one standard error of the paired per-user difference (search.min_gain_se; "
-             "the JSON's `chosen_because`), and then the recipe. search s: the whole search command, the chosen "
-             "configuration's retraining included (the trials alone: `trials_seconds` in the JSON; "
-             "search.timeout stops a trial still training at the budget). code: the commit that measured the row.")
+             "chosen on validation, train.refit; test ranked once per model, choosing nothing); every setting "
+             "chosen on the validation split named in the JSON's `chosen_on`. default/searched: the default "
+             "recipe's share of the searched figure (goal >= 0.95). Trial 0 is the default recipe (where the "
+             "JSON's `trial_0_from_default`: the default run itself, search.first_trial_from, and when it is "
+             "chosen the default run is the searched model); the chosen trial is the best one unless its "
+             "validation lead over the recipe is within one standard error of the paired per-user difference "
+             "(search.min_gain_se; the JSON's `chosen_because`), and then the recipe. search s: the whole search"
+             " command, the chosen configuration's retraining included (the trials alone: `trials_seconds` in "
+             "the JSON; search.timeout stops a trial still training at the budget). code: the commit that "
+             "measured the row.")
     write_results(name, {"rows": rows, "gowalla_searched_recall@20": gowalla}, table,
                   "Default and searched recipes across data sets (LightGCN)", notes,
                   header=("data set", "default recall@20", "searched recall@20", "published LightGCN",

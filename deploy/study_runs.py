@@ -11,15 +11,17 @@ from __future__ import annotations
 import os
 import socket
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
+from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from deploy.tracking import configure, metric_key, start_run
-from recsys.config import RunConfig
+from recsys.config import ConfigError, RunConfig
 
 STUDY = "graphrec.study"
 ROLE = "graphrec.role"
@@ -49,12 +51,71 @@ def study_parent_run(cfg: RunConfig, study_name: str, data) -> str:
     return first
 
 
-def start_trial_run(cfg: RunConfig, data, parent_run_id: str, study_name: str, number: int) -> str:
+def start_trial_run(cfg: RunConfig, data, parent_run_id: str, study_name: str, number: int,
+                    tags: Optional[dict[str, str]] = None) -> str:
     """A trial's child run, with the worker (host:pid) that trains it."""
     return start_run(cfg, data.summary(), data.fingerprint(), run_name=f"trial {number}",
                      parent_run_id=parent_run_id,
                      tags={STUDY: study_name, "graphrec.trial": str(number), ROLE: "trial",
-                           "graphrec.worker": f"{socket.gethostname()}:{os.getpid()}"})
+                           "graphrec.worker": f"{socket.gethostname()}:{os.getpid()}", **(tags or {})})
+
+
+FROM_RUN = "graphrec.trial_from_run"
+EPOCH_KEYS = ("loss", "reg_loss", "lr", "epoch_seconds")  # a run's per-epoch curves besides validation's
+
+
+@dataclass
+class SourceRun:
+    """A finished run a study takes as a trial instead of training it (search.first_trial_from):
+    its settings (MLflow params), tags, per-epoch curves ({metric key: {epoch: value}}; the
+    selection's, for a refit retrain), best epoch, and objective per validation user."""
+    run_id: str
+    where: str
+    params: dict[str, str]
+    tags: dict[str, str]
+    curves: dict[str, dict[int, float]]
+    best_epoch: int
+    per_user: tuple[np.ndarray, np.ndarray]
+
+
+def read_source_run(run_id: str, tracking_uri: Optional[str], objective: str) -> SourceRun:
+    """The run `run_id` (in `tracking_uri`, else the configured store) as a study's trial; a
+    ConfigError naming what it lacks when it cannot be one."""
+    client = MlflowClient(tracking_uri) if tracking_uri else MlflowClient()
+    where = f"run {run_id}" + (f" in {tracking_uri}" if tracking_uri else "")
+    fix = "give a finished retrain of the configured recipe on this data (search.first_trial_from), or unset it"
+    try:
+        run = client.get_run(run_id)
+    except MlflowException as exc:
+        raise ConfigError(f"search.first_trial_from: cannot read {where} ({str(exc)[:200]}); {fix}") from None
+    if run.info.status != "FINISHED":
+        raise ConfigError(f"search.first_trial_from: {where} is {run.info.status}, not FINISHED; {fix}")
+    curves = {key: {m.step: m.value for m in client.get_metric_history(run_id, key)}
+              for key in run.data.metrics if key.startswith("valid_") or key in EPOCH_KEYS}
+    best_epoch = int(run.data.metrics.get("best_epoch", -1))
+    if best_epoch not in curves.get(metric_key(f"valid_{objective}"), {}):
+        raise ConfigError(f"search.first_trial_from: {where} has no validation {objective} at its best epoch "
+                          f"({best_epoch}); {fix}")
+    per_user = load_per_user(run_id, client)
+    if per_user is None:
+        raise ConfigError(f"search.first_trial_from: {where} has no per-user validation figures ({PER_USER}; "
+                          f"retrains log them since this option exists); {fix}")
+    return SourceRun(run_id, where, dict(run.data.params), dict(run.data.tags), curves, best_epoch, per_user)
+
+
+def copy_trial_run(cfg: RunConfig, data, parent_run_id: str, study_name: str, number: int, source: SourceRun,
+                   objective: str) -> str:
+    """The study's child run for a trial taken from `source`: this trial's settings, the source's
+    curves and per-user figures, COMPLETE at its best epoch, tagged with the run it came from."""
+    run_id = start_trial_run(cfg, data, parent_run_id, study_name, number, tags={FROM_RUN: source.where})
+    metrics = [Metric(key, value, 0, step) for key, curve in source.curves.items() for step, value in curve.items()]
+    client = MlflowClient()
+    for at in range(0, len(metrics), 1000):  # MLflow takes at most 1000 metrics a batch
+        client.log_batch(run_id, metrics=metrics[at:at + 1000])
+    log_per_user(run_id, *source.per_user)
+    trial_complete(run_id, objective, source.curves[metric_key(f"valid_{objective}")][source.best_epoch],
+                   source.best_epoch)
+    return run_id
 
 
 def trial_complete(run_id: str, objective: str, score: float, best_epoch: int) -> None:
@@ -67,7 +128,7 @@ def trial_complete(run_id: str, objective: str, score: float, best_epoch: int) -
 
 
 def log_per_user(run_id: str, users: np.ndarray, values: np.ndarray) -> None:
-    """A trial's objective per validation user (the users ranked, in order), as an artifact: what
+    """A run's objective per validation user (the users ranked, in order), as an artifact: what
     a paired comparison of two trials needs, readable from any worker that reaches the tracking store."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / Path(PER_USER).name
@@ -75,13 +136,14 @@ def log_per_user(run_id: str, users: np.ndarray, values: np.ndarray) -> None:
         MlflowClient().log_artifact(run_id, str(path), str(Path(PER_USER).parent))
 
 
-def load_per_user(run_id: Optional[str]) -> Optional[tuple[np.ndarray, np.ndarray]]:
+def load_per_user(run_id: Optional[str], client: Optional[MlflowClient] = None
+                  ) -> Optional[tuple[np.ndarray, np.ndarray]]:
     """(users, values) that log_per_user stored on the run; None when it has none."""
     if not run_id:
         return None
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            path = MlflowClient().download_artifacts(run_id, PER_USER, tmp)
+            path = (client or MlflowClient()).download_artifacts(run_id, PER_USER, tmp)
         except (MlflowException, OSError):
             return None
         with np.load(path) as saved:

@@ -114,7 +114,8 @@ def cmd_retrain(args) -> int:
 def cmd_search(args) -> int:
     overrides = list(args.set)
     for key, value in (("family", args.family), ("trials", args.trials), ("timeout", args.timeout),
-                       ("study", args.study), ("runner", args.runner), ("workers", args.workers)):
+                       ("study", args.study), ("runner", args.runner), ("workers", args.workers),
+                       ("first_trial_from", args.first_trial_from)):
         if value is not None:
             overrides.append(f"search.{key}={value}")
     from recsys.config import load_config
@@ -134,6 +135,9 @@ def cmd_search(args) -> int:
             print(f"  chosen trial {out['chosen_trial']}: {out['objective']}={out['chosen_value']:.4f}  "
                   f"{out['chosen_params']}")
         print(f"  {out['reason']}")
+    if "chosen_from_run" in out:
+        print(f"  the chosen trial is {out['chosen_from_run']} (search.first_trial_from): trained and gated "
+              "already, not retrained")
     if "retrain" in out:
         r = out["retrain"]
         print(f"  best configuration retrained: run {r['run_id']}, model version {r['version']} "
@@ -320,6 +324,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--study", help="study name (default <experiment>-<family>); an existing one is resumed")
     p.add_argument("--runner", choices=["local", "prefect"], help="run trials in-process or as Prefect tasks")
     p.add_argument("--workers", type=int, help="prefect runner: trials in flight at once")
+    p.add_argument("--first-trial-from", metavar="RUN_ID", help="a new study's first trial is this finished "
+                   "retrain of the same recipe on the same data, not the recipe trained again "
+                   "(search.first_trial_from; its tracking store: search.first_trial_store)")
     p = add("recommend", cmd_recommend, "top-k items for a user, from the CURRENT embedding snapshot")
     p.add_argument("--user", "-u", required=True, help="user id")
     p.add_argument("-k", type=int, default=10, help=f"how many items, 1 to {MAX_K} (default 10)")

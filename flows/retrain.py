@@ -81,15 +81,22 @@ def evaluate(trained: Trained, prepared, cfg: RunConfig, run_id: str) -> dict[st
     """Validation and test metrics; test again for warm and cold users apart when there are cold
     users with test targets (a cold-start split). After a refit (train.refit), validation is the
     model chosen on it (the refit one trained on it) and test the refit model, which serves."""
+    from deploy.study_runs import log_per_user
     from deploy.tracking import log_results
     from recsys.device import resolve_device
-    from recsys.metrics import ranked_users
-    from recsys.train import evaluate_model
+    from recsys.metrics import means, ranked_users
+    from recsys.train import evaluate_model, evaluate_model_per_user
 
     indexed, device = prepared.indexed, resolve_device(cfg.compute.device)
     judged = {"valid": trained.selection or trained, "test": trained}
-    metrics = {s: evaluate_model(judged[s].model, judged[s].graph, indexed, s, cfg.eval, device=device)
-               for s in ("valid", "test") if len(indexed.split(s))}
+    metrics = {}
+    if len(indexed.split("valid")):  # per user too: a search may take this run as its recipe's trial
+        users, values = evaluate_model_per_user(judged["valid"].model, judged["valid"].graph, indexed, "valid",
+                                                cfg.eval, device=device)
+        metrics["valid"] = means(users, values)
+        log_per_user(run_id, users, values[cfg.train.monitor])
+    if len(indexed.split("test")):
+        metrics["test"] = evaluate_model(trained.model, trained.graph, indexed, "test", cfg.eval, device=device)
     cold_with_targets = prepared.cold_users[indexed.test[:, 0]].any() if len(indexed.test) else False
     if cold_with_targets:
         for name, mask in (("test_warm", ~prepared.cold_users), ("test_cold", prepared.cold_users)):

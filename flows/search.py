@@ -70,7 +70,7 @@ def open_study(cfg: RunConfig, first: bool = False) -> optuna.Study:
         study_name=s.study_name(cfg.stores.experiment), storage=storage, direction="maximize",
         sampler=sampler, pruner=pruner, load_if_exists=True)
     fail_unheard_trials(storage, study, s.grace_seconds or 2 * s.heartbeat_seconds)
-    if first and s.first_trial_configured and not study.get_trials(deepcopy=False):
+    if first and s.first_trial_configured and not s.first_trial_from and not study.get_trials(deepcopy=False):
         study.enqueue_trial(configured_params(cfg), skip_if_exists=True)
     return study
 
@@ -324,6 +324,70 @@ def make_objective(cfg: RunConfig, prepared, parent_run_id: str, log=print, dead
     return objective
 
 
+# the settings that decide what a trial trains and how it is judged (a run's params under these
+# prefixes), less those that change neither, and the data's files: the data's fingerprint is compared
+# instead (a run's params hold the data's counts under data.interactions, data.users, data.items)
+_TRAINING = ("data.", "validation.", "graph.", "features.", "model.", "train.", "eval.")
+_NOT_TRAINING = {"data.path", "data.interactions", "data.users", "data.items", "data.social", "train.progress",
+                 "train.refit", "train.threads", "eval.chunk_size"}
+
+
+def _training_settings(flat: dict, family_name: str) -> dict[str, str]:
+    """`flat` (a config's flat values, or a run's params) restricted to _TRAINING, as the strings MLflow
+    params hold, each `auto` train setting resolved by the family's recipe as training resolves it."""
+    from recsys.config import AUTO, GENERIC
+
+    model = family(family_name).model
+    recipe = getattr(load(model), "recipe", {}) if model else {}
+    out = {}
+    for key, value in flat.items():
+        if not key.startswith(_TRAINING) or key in _NOT_TRAINING:
+            continue
+        short = key.removeprefix("train.")
+        if value == AUTO and short in GENERIC:
+            value = recipe.get(short, GENERIC[short])
+        out[key] = ("None" if value is None else str(value))[:500]
+    return out
+
+
+def seed_first_trial(cfg: RunConfig, study: optuna.Study, prepared, parent_run_id: str, log=print) -> None:
+    """search.first_trial_from: a new study's trial 0 is that finished run of the configured recipe,
+    not the recipe trained again. The run must have trained what trial 0 would: the same settings
+    (_training_settings; `auto` as the recipe resolves it), data fingerprint and commit; else a
+    ConfigError names what differs. Its curves and per-user figures become a child run of the study."""
+    from deploy.provenance import source_tags
+    from deploy.study_runs import copy_trial_run, read_source_run
+    from deploy.tracking import metric_key
+    from recsys.config import ConfigError
+
+    s = cfg.search
+    name = objective_name(cfg)
+    source = read_source_run(s.first_trial_from, s.first_trial_store, name)
+    scratch = optuna.create_study()  # the recipe's params and distributions, as a trial of the space draws them
+    scratch.enqueue_trial(configured_params(cfg))
+    drawn = scratch.ask()
+    family(s.family).space(drawn)
+    tcfg = with_overrides(trial_config(cfg, drawn), {"train.progress": False, "train.refit": False})
+    ours, theirs = (_training_settings(flat, s.family) for flat in (tcfg.flat(), source.params))
+    differ = [f"{k} ({theirs.get(k, 'not on the run')} there, {v} here)" for k, v in ours.items() if theirs.get(k) != v]
+    fingerprint, theirs = prepared.data.fingerprint(), source.tags.get("graphrec.data_fingerprint")
+    if theirs != fingerprint:
+        differ.append(f"the data (fingerprint {theirs} there, {fingerprint} here)")
+    commit, here = source.tags.get("mlflow.source.git.commit"), source_tags().get("mlflow.source.git.commit")
+    if commit and here and commit != here:
+        differ.append(f"the code (commit {commit[:10]} there, {here[:10]} here)")
+    if differ:
+        raise ConfigError(f"search.first_trial_from: {source.where} did not train the recipe this search starts "
+                          f"from: {'; '.join(differ[:5])}{' ...' if len(differ) > 5 else ''}; give a run that did, "
+                          "or unset search.first_trial_from to train the recipe as trial 0")
+    run_id = copy_trial_run(tcfg, prepared.data, parent_run_id, study.study_name, 0, source, name)
+    curve = source.curves[metric_key(f"valid_{name}")]
+    study.add_trial(optuna.trial.create_trial(
+        params=drawn.params, distributions=drawn.distributions, value=curve[source.best_epoch],
+        intermediate_values=curve, user_attrs={"mlflow_run_id": run_id, "from_run": source.where}))
+    log(f"trial 0: {name}={curve[source.best_epoch]:.4f} at epoch {source.best_epoch}, taken from {source.where}")
+
+
 def _per_user(trained, prepared, cfg: RunConfig, name: str):
     """The trial's objective per validation user, from the model it is judged by (the same ranking as
     its score); None for an objective that is not a ranking figure (mmoe's AUC)."""
@@ -441,6 +505,8 @@ def _search(cfg: RunConfig, study: optuna.Study, prepared, parent: str, logger) 
     objective = make_objective(cfg, prepared, parent, logger.info, deadline)
     before = finished_trials(study)
     logger.info(f"study {study.study_name}: {before} of {cfg.search.trials} trials already finished")
+    if cfg.search.first_trial_from and not study.get_trials(deepcopy=False):
+        seed_first_trial(cfg, study, prepared, parent, logger.info)
     parallel = cfg.search.runner == "prefect" or cfg.compute.runner == "dask"
     if parallel and study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)):
         # the enqueued first trial runs here, before the workers start: two workers could both take
@@ -466,7 +532,9 @@ def _search(cfg: RunConfig, study: optuna.Study, prepared, parent: str, logger) 
         summary.update(chosen_trial=chosen.number, chosen_value=chosen.value, chosen_params=chosen.params, **why)
         tag_chosen_trial(parent, chosen.number, why)
         logger.info(f"study {study.study_name}: {why['reason']}")
-    if cfg.search.register_best and "chosen_params" in summary:
+    if cfg.search.register_best and "chosen_params" in summary and chosen.user_attrs.get("from_run"):
+        summary["chosen_from_run"] = chosen.user_attrs["from_run"]  # trained and gated already: not again
+    elif cfg.search.register_best and "chosen_params" in summary:
         best = retrain_flow(trial_config(cfg, chosen))
         tag_best_trial_retrain(best["run_id"], parent, study.study_name)
         summary["retrain"] = {k: best[k] for k in ("run_id", "version", "promoted", "decision", "metrics")}

@@ -271,6 +271,15 @@ class SearchConfig(Section):
     first_trial_configured: bool = Field(
         True, description="a new study's first trial is the configuration itself (its values of the space's "
                           "parameters), so the search's best is never below the recipe it starts from")
+    first_trial_from: Optional[str] = Field(
+        None, description="an MLflow run id: a finished run of the configured recipe on the same data (a retrain, "
+                          "say the default one just trained) that a new study takes as its first trial, its "
+                          "validation curve and per-user figures copied, instead of training the recipe again; "
+                          "refused, naming what differs, unless its settings, data fingerprint and commit are "
+                          "the search's. Chosen in the end, it is not retrained: it was trained and gated already")
+    first_trial_store: Optional[str] = Field(
+        None, description="first_trial_from's tracking URI when that run is not in this search's store "
+                          "(stores.tracking_uri or stores.root)")
     neighbours_first: bool = Field(
         True, description="a new study queues, after the recipe, the recipe with one parameter moved one step "
                            "(every such neighbour, in a seeded order) before the sampler's own trials")

@@ -61,7 +61,7 @@ def evaluate(user_emb: torch.Tensor | np.ndarray, item_emb: torch.Tensor | np.nd
              seen: np.ndarray, *args, **kwargs) -> dict[str, float]:
     """Mean metrics over the users that have targets, ranked with the two tables of vectors (the
     rest of the arguments are per_user_scores')."""
-    return _means(*evaluate_per_user(user_emb, item_emb, targets, seen, *args, **kwargs))
+    return means(*evaluate_per_user(user_emb, item_emb, targets, seen, *args, **kwargs))
 
 
 @torch.no_grad()
@@ -74,7 +74,7 @@ def evaluate_per_user(user_emb: torch.Tensor | np.ndarray, item_emb: torch.Tenso
                            user_emb.shape[0], item_emb.shape[0], targets, seen, *args, **kwargs)
 
 
-def _means(users: np.ndarray, values: dict[str, np.ndarray]) -> dict[str, float]:
+def means(users: np.ndarray, values: dict[str, np.ndarray]) -> dict[str, float]:
     n = max(len(users), 1)
     return {name: float(v.sum()) / n for name, v in values.items()}
 
@@ -83,7 +83,7 @@ def evaluate_scores(score: Callable[[np.ndarray], torch.Tensor], *args, **kwargs
     """The same metrics for any scorer: score(user indices) -> (len(users), n_items) scores, a new
     tensor each call (it is masked in place); per_user_scores' figures (and arguments), averaged
     over the users."""
-    return _means(*per_user_scores(score, *args, **kwargs))
+    return means(*per_user_scores(score, *args, **kwargs))
 
 
 @torch.no_grad()

@@ -363,3 +363,42 @@ def test_neighbours_first_queues_the_recipe_with_one_parameter_moved_one_step(tm
         ("train.l2_form", "row"), ("train.average", "0.99"), ("train.batch_size", "1024"),
         ("train.batch_size", "4096"), ("train.negatives.per_positive", "4"), ("train.negatives.kind", "popularity"),
         ("train.negatives.kind", "ppr"), ("train.negatives.candidates", "2"), ("train.negatives.temperature", "0.1")])
+
+
+def test_a_study_takes_a_finished_retrain_of_the_recipe_as_its_first_trial(tmp_path, prefect_home, capsys):
+    """search.first_trial_from: the retrain's validation curve and per-user figures become trial 0
+    (nothing trained for it); chosen, it is not retrained. Trial 0's value is the curve at the
+    retrain's best epoch, which is also the mean of the per-user figures: the same ranking, so the
+    two must agree. A run of other settings is refused (exit 2), naming the setting."""
+    from deploy.study_runs import FROM_RUN, PER_USER, load_per_user
+    from flows.search import recipe_trial
+
+    root = tmp_path / "store"
+    assert cli_main(["retrain", *cli_args(root, "train.epochs=4", "model.dim=32")]) == 0
+    client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+    (source,) = client.search_runs([client.get_experiment_by_name("graphrec").experiment_id])
+    curve = {m.step: m.value for m in client.get_metric_history(source.info.run_id, "valid_ndcg_at_20")}
+    best = int(source.data.metrics["best_epoch"])
+    users, values = load_per_user(source.info.run_id, client)
+    assert values.mean() == pytest.approx(curve[best], abs=1e-9)
+    assert source.data.metrics["valid_ndcg_at_20"] == pytest.approx(curve[best], abs=1e-9)
+
+    capsys.readouterr()
+    assert cli_main(["search", "--family", "lightgcn", "--trials", "1", "--first-trial-from", source.info.run_id,
+                     *cli_args(root, "train.epochs=4", "model.dim=32")]) == 0
+    assert "trained and gated already, not retrained" in capsys.readouterr().out
+    s = study(root, "graphrec-lightgcn")
+    (trial,) = s.trials
+    assert trial.state == optuna.trial.TrialState.COMPLETE and trial.value == curve[best]
+    assert trial.intermediate_values == curve
+    assert recipe_trial(load_config(None, sets(root, "model.dim=32")), s).number == 0
+    copied = client.get_run(trial.user_attrs["mlflow_run_id"])
+    assert copied.data.tags[FROM_RUN].startswith(f"run {source.info.run_id}")
+    assert np.array_equal(load_per_user(copied.info.run_id, client)[1], values)
+    assert PER_USER in [a.path for a in client.list_artifacts(copied.info.run_id, "validation")]
+    assert [v.version for v in client.search_model_versions("name='graphrec-recommender'")] == [1]
+
+    code = cli_main(["search", "--family", "lightgcn", "--trials", "1", "--study", "other", "--first-trial-from",
+                     source.info.run_id, *cli_args(root, "train.epochs=4", "model.dim=32", "train.lr=0.01")])
+    err = capsys.readouterr().err
+    assert code == 2 and "train.lr (0.002 there, 0.01 here)" in err, err
