@@ -507,6 +507,8 @@ def _search(cfg: RunConfig, study: optuna.Study, prepared, parent: str, logger) 
     logger.info(f"study {study.study_name}: {before} of {cfg.search.trials} trials already finished")
     if cfg.search.first_trial_from and not study.get_trials(deepcopy=False):
         seed_first_trial(cfg, study, prepared, parent, logger.info)
+    elif cfg.search.first_trial_from:
+        logger.info(f"study {study.study_name} has trials already: search.first_trial_from is for a new study")
     parallel = cfg.search.runner == "prefect" or cfg.compute.runner == "dask"
     if parallel and study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)):
         # the enqueued first trial runs here, before the workers start: two workers could both take
