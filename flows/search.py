@@ -370,9 +370,9 @@ def seed_first_trial(cfg: RunConfig, study: optuna.Study, prepared, parent_run_i
     tcfg = with_overrides(trial_config(cfg, drawn), {"train.progress": False, "train.refit": False})
     ours, theirs = (_training_settings(flat, s.family) for flat in (tcfg.flat(), source.params))
     differ = [f"{k} ({theirs.get(k, 'not on the run')} there, {v} here)" for k, v in ours.items() if theirs.get(k) != v]
-    fingerprint, theirs = prepared.data.fingerprint(), source.tags.get("graphrec.data_fingerprint")
-    if theirs != fingerprint:
-        differ.append(f"the data (fingerprint {theirs} there, {fingerprint} here)")
+    fingerprint, trained_on = prepared.data.fingerprint(), source.tags.get("graphrec.data_fingerprint")
+    if trained_on != fingerprint:
+        differ.append(f"the data (fingerprint {trained_on} there, {fingerprint} here)")
     commit, here = source.tags.get("mlflow.source.git.commit"), source_tags().get("mlflow.source.git.commit")
     if commit and here and commit != here:
         differ.append(f"the code (commit {commit[:10]} there, {here[:10]} here)")
