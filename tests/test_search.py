@@ -377,7 +377,9 @@ def test_a_study_takes_a_finished_retrain_of_the_recipe_as_its_first_trial(tmp_p
     assert cli_main(["retrain", *cli_args(root, "train.epochs=4", "model.dim=32")]) == 0
     client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
     (source,) = client.search_runs([client.get_experiment_by_name("graphrec").experiment_id])
-    curve = {m.step: m.value for m in client.get_metric_history(source.info.run_id, "valid_ndcg_at_20")}
+    history = client.get_metric_history(source.info.run_id, "valid_ndcg_at_20")
+    curve = {m.step: m.value for m in history if m.step >= 1}  # step 0: the run's final figure, no epoch
+    assert len(curve) == len(history) - 1 and min(curve) == 1  # train.eval_every=1 in TINY
     best = int(source.data.metrics["best_epoch"])
     users, values = load_per_user(source.info.run_id, client)
     assert values.mean() == pytest.approx(curve[best], abs=1e-9)
@@ -391,6 +393,14 @@ def test_a_study_takes_a_finished_retrain_of_the_recipe_as_its_first_trial(tmp_p
     (trial,) = s.trials
     assert trial.state == optuna.trial.TrialState.COMPLETE and trial.value == curve[best]
     assert trial.intermediate_values == curve
+    from flows.search import PacePruner  # the pace rule's bar at epoch 1 is empty: no trial is pruned there
+    pace = PacePruner(optuna.pruners.NopPruner(), 2.0, trial.params)
+
+    def running(epoch):
+        return optuna.trial.create_trial(params=trial.params, distributions=trial.distributions,
+                                         intermediate_values={epoch: 0.0}, state=optuna.trial.TrialState.RUNNING)
+
+    assert not pace.prune(s, running(1)) and pace.prune(s, running(2))  # by epoch 2: the recipe's epoch 1
     assert recipe_trial(load_config(None, sets(root, "model.dim=32")), s).number == 0
     copied = client.get_run(trial.user_attrs["mlflow_run_id"])
     assert copied.data.tags[FROM_RUN].startswith(f"run {source.info.run_id}")
