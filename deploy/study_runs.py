@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import socket
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -109,7 +110,8 @@ def copy_trial_run(cfg: RunConfig, data, parent_run_id: str, study_name: str, nu
     """The study's child run for a trial taken from `source`: this trial's settings, the source's
     curves and per-user figures, COMPLETE at its best epoch, tagged with the run it came from."""
     run_id = start_trial_run(cfg, data, parent_run_id, study_name, number, tags={FROM_RUN: source.where})
-    metrics = [Metric(key, value, 0, step) for key, curve in source.curves.items() for step, value in curve.items()]
+    now = int(time.time() * 1000)
+    metrics = [Metric(key, value, now, step) for key, curve in source.curves.items() for step, value in curve.items()]
     client = MlflowClient()
     for at in range(0, len(metrics), 1000):  # MLflow takes at most 1000 metrics a batch
         client.log_batch(run_id, metrics=metrics[at:at + 1000])

@@ -143,9 +143,7 @@ class ConfiguredTrial:
     out, so Optuna samples them."""
 
     def __init__(self, cfg: RunConfig):
-        model = family(cfg.search.family).model
-        recipe = getattr(load(model), "recipe", {}) if model else {}  # what the family trains with when `auto`
-        resolved = cfg.model_copy(update={"train": cfg.train.resolved(recipe)})
+        resolved = cfg.model_copy(update={"train": cfg.train.resolved(_recipe(cfg.search.family))})
         self.flat, self.params = resolved.flat(), {}
 
     def _take(self, name: str, allowed, fallback):
@@ -163,6 +161,12 @@ class ConfiguredTrial:
 
     def suggest_categorical(self, name, choices):
         return self._take(name, lambda v: v in choices, choices[0])
+
+
+def _recipe(family_name: str) -> dict:
+    """What the family trains with where a setting is `auto` (its model's RecModel.recipe)."""
+    model = family(family_name).model
+    return getattr(load(model), "recipe", {}) if model else {}
 
 
 def configured_params(cfg: RunConfig) -> dict:
@@ -337,8 +341,7 @@ def _training_settings(flat: dict, family_name: str) -> dict[str, str]:
     params hold, each `auto` train setting resolved by the family's recipe as training resolves it."""
     from recsys.config import AUTO, GENERIC
 
-    model = family(family_name).model
-    recipe = getattr(load(model), "recipe", {}) if model else {}
+    recipe = _recipe(family_name)
     out = {}
     for key, value in flat.items():
         if not key.startswith(_TRAINING) or key in _NOT_TRAINING:
