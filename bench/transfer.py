@@ -12,7 +12,10 @@ Per data set, two stages, each in the same process through the flows `graphrec r
             Optuna study over the recipe (recsys.families.embedding_space: sampler and hardness,
             negatives per positive, lr and its schedule, L2 and its form, parameter average, batch
             size, width, depth) whose first trial is the default run itself (its validation curve
-            and per-user figures; the whole budget S goes to other settings), pruning on the
+            and per-user figures; the whole budget S goes to other settings), then the settings
+            proven on the other data sets (recsys/families.py; those found on the data set being
+            searched are skipped, search.proven_skip, so the row measures transfer), then the
+            recipe's one-step neighbours, then TPE, pruning on the
             validation metric (search.pace_stretch), the trials stopped at S; then the chosen
             trial's configuration retrained and registered by the retraining flow, or, when the
             recipe is chosen, the default run is the searched model (nothing is trained twice).
@@ -88,10 +91,11 @@ def run_default(sets: list[str], root: Path) -> dict:
 
 
 def run_search(sets: list[str], root: Path, seconds: float, study: str, trials: int = 100000,
-               default: Optional[tuple[str, Path]] = None) -> dict:
+               default: Optional[tuple[str, Path]] = None, proven_skip: tuple[str, ...] = ()) -> dict:
     """The search stage; `default` (the default stage's run id and stores root): its run is the
     study's trial 0 (search.first_trial_from), so the budget goes to other settings, and when the
-    recipe is chosen the default run is the searched model too (`from_default`)."""
+    recipe is chosen the default run is the searched model too (`from_default`). `proven_skip`:
+    data sets whose proven settings the search does not try (search.proven_skip)."""
     from flows.search import search_flow
     from recsys.config import load_config
     from recsys.config_ops import StoresConfig
@@ -100,7 +104,8 @@ def run_search(sets: list[str], root: Path, seconds: float, study: str, trials: 
     first = [] if default is None else [f"search.first_trial_from={default[0]}",
                                         f"search.first_trial_store={StoresConfig(root=default[1]).resolved_tracking_uri()}"]
     cfg = load_config(None, [f"stores.root={root}", *COMMON, *sets, "search.family=lightgcn",
-                             f"search.timeout={seconds}", f"search.trials={trials}", f"search.study={study}", *first])
+                             f"search.timeout={seconds}", f"search.trials={trials}", f"search.study={study}", *first,
+                             f"search.proven_skip=[{','.join(proven_skip)}]"])
     code, started = _commit(), time.perf_counter()  # the code as the stage starts
     out = search_flow(config=cfg)
     metrics = out.get("retrain", {}).get("metrics", {})
@@ -149,9 +154,11 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     from flows.cli import prepare_prefect
     from flows.prefect_api import prefect_api
+    from recsys.families import family
 
     published = {k: float(v) for k, v in (item.split("=", 1) for item in args.published)}
     todo = {name: DATASETS[name] for name in args.datasets}
+    proven = {p.found_on for p in family("lightgcn").proven}
     for folder in args.path:
         todo[folder.name] = {"sets": ["data.source=gowalla", f"data.path={folder.resolve()}"],
                              "published": published.get(folder.name), "chosen_on": CARVED}
@@ -160,13 +167,16 @@ def main(argv=None) -> int:
     with prefect_api(prepare_prefect(args.work)):
         for name, spec in todo.items():
             sets, root = spec["sets"], args.work / name
+            skip = (name,) if name in proven else ()  # settings proven on this data set: not transfer
+            tried = {p.found_on: p.settings for p in family("lightgcn").proven if p.found_on not in skip}
             default = stages.run(f"{name}/default", {"sets": sets, "common": COMMON},
                                  lambda s=sets, r=root: run_default(s, r / "default"))
             searched = stages.run(f"{name}/search", {"sets": sets, "common": COMMON, "seconds": args.search_seconds,
-                                                     "trials": args.search_trials, "trial_0": default["run_id"]},
-                                  lambda s=sets, r=root, d=default["run_id"]: run_search(
+                                                     "trials": args.search_trials, "trial_0": default["run_id"],
+                                                     "proven": tried},
+                                  lambda s=sets, r=root, d=default["run_id"], k=skip: run_search(
                                       s, r / "search", args.search_seconds, f"transfer-{r.name}", args.search_trials,
-                                      (d, r / "default")))
+                                      (d, r / "default"), k))
             if searched.get("from_default"):  # the recipe chosen: the default run is the searched model
                 searched.update({k: default[k] for k in ("valid_recall@20", "test_recall@20")})
             rows[name] = {"dataset": name, "default_recall@20": default["test_recall@20"],
@@ -180,6 +190,7 @@ def main(argv=None) -> int:
                           "chosen_because": searched.get("chosen_because"),
                           "trials_seconds": searched.get("trials_seconds"), "code": searched.get("code"),
                           "trial_0_from_default": "from_default" in searched,
+                          "proven_tried": list(tried),
                           "chosen_settings": searched["best_params"]}
             _write(args.name, list(rows.values()))
     return 0
@@ -219,7 +230,9 @@ def _write(name: str, rows: list[dict]) -> None:
              "JSON's `trial_0_from_default`: the default run itself, search.first_trial_from, and when it is "
              "chosen the default run is the searched model); the chosen trial is the best one unless its "
              "validation lead over the recipe is within one standard error of the paired per-user difference "
-             "(search.min_gain_se; the JSON's `chosen_because`), and then the recipe. search s: the whole search"
+             "(search.min_gain_se; the JSON's `chosen_because`), and then the recipe. Trials 1, 2, ... are the "
+             "settings proven on the other data sets (the JSON's `proven_tried`; a data set's own are skipped), "
+             "then the recipe's one-step neighbours. search s: the whole search"
              " command, the chosen configuration's retraining included (the trials alone: `trials_seconds` in "
              "the JSON; search.timeout stops a trial still training at the budget). code: the commit that "
              "measured the row.")

@@ -11,8 +11,9 @@
   `train.eval_every` epochs: with `search.pace_stretch`, from the second trial on, a pace rule
   against the recipe's curve (PacePruner); with `search.median_pruning` (off: early figures
   ranked final ones in reverse on LastFM and ML-100K) also Optuna's median rule, once
-  `search.pruner_startup_trials` trials have completed. `search.neighbours_first` queues the
-  recipe's one-step neighbours after it.
+  `search.pruner_startup_trials` trials have completed. After the recipe, a new study tries the
+  settings that beat it on other data sets (`search.proven_first`), then its one-step neighbours
+  (`search.neighbours_first`).
 * MLflow: a parent run per study (found again on resume) holds Optuna's plots (history, parameter
   importance, parallel coordinates); each trial is a child run with its params, per-epoch curves,
   and its state (complete, pruned, failed).
@@ -64,8 +65,8 @@ def open_study(cfg: RunConfig, first: bool = False) -> optuna.Study:
     if s.pace_stretch:
         pruner = PacePruner(pruner, s.pace_stretch, configured_params(cfg))
     sampler = optuna.samplers.TPESampler(seed=s.seed)
-    if s.neighbours_first and s.first_trial_configured:
-        sampler = NeighboursFirst(sampler, recipe_neighbours(cfg))
+    if s.first_trial_configured and (queue := queued_after_recipe(cfg)):
+        sampler = NeighboursFirst(sampler, queue)
     study = optuna.create_study(
         study_name=s.study_name(cfg.stores.experiment), storage=storage, direction="maximize",
         sampler=sampler, pruner=pruner, load_if_exists=True)
@@ -97,7 +98,7 @@ class PacePruner(optuna.pruners.BasePruner):
 
 
 class NeighboursFirst(optuna.samplers.BaseSampler):
-    """Trial n (n >= 1) takes the n-th of `neighbours` (recipe_neighbours; trial 0 is the recipe
+    """Trial n (n >= 1) takes the n-th of `neighbours` (queued_after_recipe; trial 0 is the recipe
     itself), then `base` samples. By trial number, so two workers never draw the same neighbour
     and nothing waits in the study; a parameter a neighbour lacks (one its change brings in, e.g.
     a sampler's hardness) is the base sampler's to draw."""
@@ -206,6 +207,14 @@ class _NeighbourTrial(ConfiguredTrial):
             at = list(choices).index(value)
             self._near(name, list(choices)[max(0, at - 1):at + 2])
         return value
+
+
+def queued_after_recipe(cfg: RunConfig) -> list[dict]:
+    """Trials 1, 2, ... of a new study: the family's proven settings (search.proven_first, less
+    those found on search.proven_skip), then the recipe's neighbours (search.neighbours_first)."""
+    s = cfg.search
+    proven = [p.settings for p in family(s.family).proven if p.found_on not in s.proven_skip] if s.proven_first else []
+    return proven + (recipe_neighbours(cfg) if s.neighbours_first else [])
 
 
 def recipe_neighbours(cfg: RunConfig) -> list[dict]:

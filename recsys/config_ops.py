@@ -283,10 +283,26 @@ class SearchConfig(Section):
     neighbours_first: bool = Field(
         True, description="a new study queues, after the recipe, the recipe with one parameter moved one step "
                            "(every such neighbour, in a seeded order) before the sampler's own trials")
+    proven_first: bool = Field(
+        True, description="a new study tries, right after the recipe, the settings that beat the recipe in searches "
+                          "on other data sets (the family's `proven` entries in recsys/families.py, each naming its "
+                          "evidence), then the neighbours")
+    proven_skip: list[str] = Field(
+        default_factory=list, description="data sets whose proven settings are not tried: bench.transfer skips the "
+                                          "data set it searches, so its row measures transfer, not recall")
     min_gain_se: float = Field(
         1.0, ge=0, description="the best trial replaces the configured recipe (the study's first trial) only when "
                                "its validation objective beats the recipe's by more than this many standard errors "
                                "of the paired per-user difference; 0: the best trial, however small its lead")
+
+    @field_validator("proven_skip")
+    @classmethod
+    def _known_data_sets(cls, names: list[str]) -> list[str]:
+        known = {p.found_on for f in families.FAMILIES.values() for p in f.proven}
+        if unknown := [n for n in names if n not in known]:
+            raise ValueError(f"no proven settings were found on {', '.join(unknown)}; "
+                             f"known: {', '.join(sorted(known))}")
+        return names
 
     @field_validator("family")
     @classmethod

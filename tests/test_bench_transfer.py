@@ -29,6 +29,7 @@ def test_transfer_runs_both_recipes_and_the_search_starts_from_the_default(small
     assert "carved from train" in row["chosen_on"]
     assert row["default_valid_recall@20"] > 0
     assert row["trial_0_from_default"] and row["trials"]["complete"] == 1 and row["chosen_trial"] == 0
+    assert row["proven_tried"] == ["lastfm", "ml-100k"]  # a --path data set: none of them its own
     assert row["chosen_because"] and row["searched_recall@20"] == row["default_recall@20"]
     assert (tmp_path / "results" / "transfer_check.md").exists()
     assert not stale.exists()  # a stage that runs starts on an empty stores root

@@ -22,7 +22,7 @@ from mlflow.tracking import MlflowClient
 
 from flows.cli import main as cli_main
 from flows.cli import prepare_prefect
-from recsys.config import load_config
+from recsys.config import ConfigError, load_config
 from tests.conftest import TINY_NETWORK, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -332,27 +332,54 @@ def test_with_a_pace_stretch_a_trial_twice_as_slow_as_the_recipe_survives_and_a_
     assert pruned_at([0.05, 0.10, 0.15, 0.20]) is None  # twice as slow: survives
 
 
-def test_neighbours_first_queues_the_recipe_with_one_parameter_moved_one_step(tmp_path):
-    """search.neighbours_first: after the recipe, trials 1, 2, ... are its one-step neighbours, every
-    one of them (by hand, from recsys.families.embedding_space and the configured values below), and
-    then the sampler's own trials follow; nothing is left waiting in the study."""
-    from flows.search import configured_params, open_study
+RECIPE = ["model.layers=3", "model.dim=64", "train.lr=0.002", "train.lr_schedule=milestones", "train.l2=0.001",
+          "train.l2_form=occurrence", "train.average=0.998", "train.batch_size=2048", "train.negatives.per_positive=8",
+          "train.negatives.kind=model", "train.negatives.candidates=auto", "train.negatives.temperature=null"]
+
+
+def drawn_params(cfg, n: int) -> list[dict]:
+    """The parameters of a new study's first n trials (the search command's study)."""
+    from flows.search import open_study
     from recsys.families import family
 
-    cfg = load_config(None, sets(tmp_path, "search.neighbours_first=true", "model.layers=3", "model.dim=64",
-                                 "train.lr=0.002", "train.lr_schedule=milestones", "train.l2=0.001",
-                                 "train.l2_form=occurrence", "train.average=0.998", "train.batch_size=2048",
-                                 "train.negatives.per_positive=8", "train.negatives.kind=model",
-                                 "train.negatives.candidates=auto", "train.negatives.temperature=null"))
     s = open_study(cfg, first=True)
     drawn = []
-    for _ in range(20):
+    for _ in range(n):
         trial = s.ask()
         family("lightgcn").space(trial)
         s.tell(trial, 0.0)
         drawn.append(trial.params)
+    assert not s.get_trials(states=(optuna.trial.TrialState.WAITING,))
+    return drawn
+
+
+def test_proven_settings_come_right_after_the_recipe_less_those_found_on_skipped_data(tmp_path):
+    """search.proven_first: trials 1 and 2 are LightGCN's proven settings (recsys/families.py), in
+    order; search.proven_skip leaves out the one found on that data set; an unknown name is refused."""
+    from recsys.families import family
+
+    lastfm, ml100k = family("lightgcn").proven
+    assert (lastfm.found_on, ml100k.found_on) == ("lastfm", "ml-100k")
+    assert lastfm.settings["train.negatives.temperature"] == 0.1 and ml100k.settings["model.layers"] == 2
+    drawn = drawn_params(load_config(None, sets(tmp_path / "a", *RECIPE)), 4)
+    assert drawn[1:3] == [lastfm.settings, ml100k.settings]
+    assert drawn[3] not in (lastfm.settings, ml100k.settings)
+    drawn = drawn_params(load_config(None, sets(tmp_path / "b", *RECIPE, "search.proven_skip=[lastfm]")), 2)
+    assert drawn[1] == ml100k.settings
+    with pytest.raises(ConfigError, match="no proven settings were found on gowala; known: lastfm, ml-100k"):
+        load_config(None, sets(tmp_path, "search.proven_skip=[gowala]"))
+
+
+def test_neighbours_first_queues_the_recipe_with_one_parameter_moved_one_step(tmp_path):
+    """search.neighbours_first: after the recipe, trials 1, 2, ... are its one-step neighbours, every
+    one of them (by hand, from recsys.families.embedding_space and the configured values below), and
+    then the sampler's own trials follow; nothing is left waiting in the study."""
+    from flows.search import configured_params
+
+    cfg = load_config(None, sets(tmp_path, "search.neighbours_first=true", "search.proven_first=false", *RECIPE))
+    drawn = drawn_params(cfg, 20)
     recipe = configured_params(cfg)
-    assert drawn[0] == recipe and not s.get_trials(states=(optuna.trial.TrialState.WAITING,))
+    assert drawn[0] == recipe
     moves = [[(k, str(v)) for k, v in params.items() if k in recipe and recipe[k] != v] for params in drawn[1:19]]
     assert all(len(m) == 1 for m in moves)  # one parameter moved in each
     moves = sorted(m[0] for m in moves)
