@@ -286,7 +286,7 @@ class SearchConfig(Section):
     proven_first: bool = Field(
         True, description="a new study tries, right after the recipe, the settings that beat the recipe in searches "
                           "on other data sets (the family's `proven` entries in recsys/families.py, each naming its "
-                          "evidence), then the neighbours")
+                          "evidence), then the neighbours; the pace rule (pace_stretch) does not prune them")
     proven_skip: list[str] = Field(
         default_factory=list, description="data sets whose proven settings are not tried: bench.transfer skips the "
                                           "data set it searches, so its row measures transfer, not recall")

@@ -302,6 +302,11 @@ def test_a_lead_over_the_recipe_within_the_noise_keeps_the_recipe(tmp_path, min_
         assert why["gain_se"] == pytest.approx(np.sqrt(5e-4 / 3) / 2)
 
 
+RECIPE = ["model.layers=3", "model.dim=64", "train.lr=0.002", "train.lr_schedule=milestones", "train.l2=0.001",
+          "train.l2_form=occurrence", "train.average=0.998", "train.batch_size=2048", "train.negatives.per_positive=8",
+          "train.negatives.kind=model", "train.negatives.candidates=auto", "train.negatives.temperature=null"]
+
+
 def test_with_a_pace_stretch_a_trial_twice_as_slow_as_the_recipe_survives_and_a_slower_one_is_pruned(tmp_path):
     """search.pace_stretch=2 (the median rule off, the default): at epoch e a
     trial's best must reach the recipe's best by epoch e / 2. The recipe reported 0.10, 0.20, 0.30,
@@ -309,7 +314,7 @@ def test_with_a_pace_stretch_a_trial_twice_as_slow_as_the_recipe_survives_and_a_
     from flows.search import open_study
     from recsys.families import family
 
-    s = open_study(load_config(None, sets(tmp_path, "search.pace_stretch=2")), first=True)
+    s = open_study(load_config(None, sets(tmp_path, "search.pace_stretch=2", "search.proven_first=false")), first=True)
     recipe = s.ask()
     family("lightgcn").space(recipe)  # the enqueued recipe
     for epoch, value in enumerate([0.10, 0.20, 0.30, 0.35], start=1):
@@ -332,9 +337,32 @@ def test_with_a_pace_stretch_a_trial_twice_as_slow_as_the_recipe_survives_and_a_
     assert pruned_at([0.05, 0.10, 0.15, 0.20]) is None  # twice as slow: survives
 
 
-RECIPE = ["model.layers=3", "model.dim=64", "train.lr=0.002", "train.lr_schedule=milestones", "train.l2=0.001",
-          "train.l2_form=occurrence", "train.average=0.998", "train.batch_size=2048", "train.negatives.per_positive=8",
-          "train.negatives.kind=model", "train.negatives.candidates=auto", "train.negatives.temperature=null"]
+
+def test_the_pace_rule_spares_the_proven_settings(tmp_path):
+    """Trial 1, at proven settings (LastFM's winner), runs however slowly it starts; trial 2, a
+    neighbour on the same curve, is pruned at epoch 2 (below the recipe's 0.10 by epoch 1)."""
+    from flows.search import open_study
+    from recsys.families import family
+
+    s = open_study(load_config(None, sets(tmp_path, *RECIPE, "search.pace_stretch=2", "search.proven_skip=[ml-100k]")),
+                   first=True)
+
+    def run(curve):
+        trial = s.ask()
+        family("lightgcn").space(trial)
+        for epoch, value in enumerate(curve, start=1):
+            trial.report(value, epoch)
+            if trial.should_prune():
+                s.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                return trial.params, epoch
+        s.tell(trial, max(curve))
+        return trial.params, None
+
+    run([0.10, 0.20, 0.30, 0.35])  # the recipe
+    slow = [0.01, 0.02, 0.03, 0.04]
+    assert run(slow) == (family("lightgcn").proven[0].settings, None)
+    params, pruned_at = run(slow)
+    assert params not in [p.settings for p in family("lightgcn").proven] and pruned_at == 2
 
 
 def drawn_params(cfg, n: int) -> list[dict]:
