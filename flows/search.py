@@ -42,6 +42,7 @@ from recsys.families import family, load
 from recsys.train import Callback, StopTraining
 
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+PROVEN_ON = "graphrec.proven_on"  # a trial run's tag: the data set its settings were proven on
 
 
 def open_study(cfg: RunConfig, first: bool = False) -> optuna.Study:
@@ -63,7 +64,8 @@ def open_study(cfg: RunConfig, first: bool = False) -> optuna.Study:
                                          n_warmup_steps=s.pruner_warmup_epochs) if s.median_pruning \
         else optuna.pruners.NopPruner()
     if s.pace_stretch:
-        pruner = PacePruner(pruner, s.pace_stretch, configured_params(cfg), proven_settings(cfg))
+        pruner = PacePruner(pruner, s.pace_stretch, configured_params(cfg), proven_settings(cfg),
+                            s.proven_pace_stretch)
     sampler = optuna.samplers.TPESampler(seed=s.seed)
     if s.first_trial_configured and (queue := queued_after_recipe(cfg)):
         sampler = NeighboursFirst(sampler, queue)
@@ -81,22 +83,24 @@ class PacePruner(optuna.pruners.BasePruner):
     pace by more than `stretch`. At epoch e its best validation figure must reach the best the
     recipe's trial (recipe_trial) had by epoch e / stretch. Unlike the median rule this judges from
     the second trial on, yet a trial that learns up to `stretch` times slower than the recipe survives.
-    Trials at `exempt` settings (proven_settings: few, and with evidence) run on whatever their pace:
-    on ML-100K the rule cut LastFM's winner at epoch 4, and run in full it scored above every trial
-    that study completed."""
+    Trials at `proven` settings (proven_settings: few, and with evidence) are judged with
+    `proven_stretch` instead (None: never pruned by pace)."""
 
-    def __init__(self, inner: optuna.pruners.BasePruner, stretch: float, recipe: dict, exempt: list[dict] = ()):
-        self.inner, self.stretch, self.recipe, self.exempt = inner, stretch, recipe, list(exempt)
+    def __init__(self, inner: optuna.pruners.BasePruner, stretch: float, recipe: dict, proven: list[dict] = (),
+                 proven_stretch: Optional[float] = None):
+        self.inner, self.stretch, self.recipe = inner, stretch, recipe
+        self.proven, self.proven_stretch = list(proven), proven_stretch
 
     def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
         if self.inner.prune(study, trial):
             return True
-        if trial.last_step is None or trial.params in self.exempt:
+        stretch = self.proven_stretch if trial.params in self.proven else self.stretch
+        if trial.last_step is None or stretch is None:
             return False
         reference = _first_complete_at(study, self.recipe)
         if reference is None or reference.number == trial.number:
             return False
-        bar = [v for epoch, v in reference.intermediate_values.items() if epoch * self.stretch <= trial.last_step]
+        bar = [v for epoch, v in reference.intermediate_values.items() if epoch * stretch <= trial.last_step]
         return bool(bar) and max(trial.intermediate_values.values()) < max(bar)
 
 
@@ -308,13 +312,17 @@ def make_objective(cfg: RunConfig, prepared, parent_run_id: str, log=print, dead
     from deploy.tracking import EpochLogger
     from recsys.families import train
 
-    space = family(cfg.search.family).space
+    space, proven = family(cfg.search.family).space, family(cfg.search.family).proven
 
     def objective(trial: optuna.Trial) -> float:
         values = space(trial)
         tcfg = with_overrides(cfg, {"model.family": cfg.search.family, **values, "train.progress": False,
                                     "train.refit": False})  # a trial is judged on validation: no refit
-        run_id = start_trial_run(tcfg, prepared.data, parent_run_id, trial.study.study_name, trial.number)
+        found_on = next((p.found_on for p in proven if p.settings == trial.params), None)
+        run_id = start_trial_run(tcfg, prepared.data, parent_run_id, trial.study.study_name, trial.number,
+                                 {PROVEN_ON: found_on} if found_on else None)
+        if found_on:
+            log(f"trial {trial.number}: the settings proven on {found_on}")
         trial.set_user_attr("mlflow_run_id", run_id)
         name = objective_name(tcfg)
         reporter = PruningReporter(trial, f"valid_{name}")  # reports at whichever stage computes it

@@ -76,6 +76,7 @@ def test_three_trial_study_through_prefect_workers(tmp_path, prefect_home):
         trial = s.trials[int(run.data.tags["graphrec.trial"])]
         assert run.data.tags["graphrec.trial_state"] == trial.state.name
         assert run.data.params["train.lr"] == str(trial.params["train.lr"])
+        assert run.data.tags.get("graphrec.proven_on") == {1: "lastfm", 2: "ml-100k"}.get(trial.number)
         assert client.get_metric_history(run.info.run_id, "loss")
     plots = {a.path for a in client.list_artifacts(parent_id, "study")}
     assert {"study/history.png", "study/trials.csv"} <= plots
@@ -338,14 +339,16 @@ def test_with_a_pace_stretch_a_trial_twice_as_slow_as_the_recipe_survives_and_a_
 
 
 
-def test_the_pace_rule_spares_the_proven_settings(tmp_path):
-    """Trial 1, at proven settings (LastFM's winner), runs however slowly it starts; trial 2, a
-    neighbour on the same curve, is pruned at epoch 2 (below the recipe's 0.10 by epoch 1)."""
+def test_the_pace_rule_judges_the_proven_settings_with_its_looser_factor(tmp_path):
+    """search.proven_pace_stretch=4 for the proven settings (trials 1 and 2), pace_stretch=2 for the
+    rest. The recipe reported 0.10, 0.20, 0.30, 0.35 at epochs 1-4: at stretch 2 the bar is 0.10 from
+    epoch 2, at stretch 4 it is 0.10 from epoch 4. A curve 0.05, 0.08, 0.09, 0.12 survives at 4 and is
+    pruned at epoch 2 at 2; a curve 0.01, ..., 0.04 is pruned at epoch 4 at 4."""
     from flows.search import open_study
     from recsys.families import family
 
-    s = open_study(load_config(None, sets(tmp_path, *RECIPE, "search.pace_stretch=2", "search.proven_skip=[ml-100k]")),
-                   first=True)
+    s = open_study(load_config(None, sets(tmp_path, *RECIPE, "search.pace_stretch=2",
+                                          "search.proven_pace_stretch=4")), first=True)
 
     def run(curve):
         trial = s.ask()
@@ -359,10 +362,12 @@ def test_the_pace_rule_spares_the_proven_settings(tmp_path):
         return trial.params, None
 
     run([0.10, 0.20, 0.30, 0.35])  # the recipe
-    slow = [0.01, 0.02, 0.03, 0.04]
-    assert run(slow) == (family("lightgcn").proven[0].settings, None)
+    lastfm, ml100k = (p.settings for p in family("lightgcn").proven)
+    slow, slower = [0.05, 0.08, 0.09, 0.12], [0.01, 0.02, 0.03, 0.04]
+    assert run(slow) == (lastfm, None)
+    assert run(slower) == (ml100k, 4)
     params, pruned_at = run(slow)
-    assert params not in [p.settings for p in family("lightgcn").proven] and pruned_at == 2
+    assert params not in (lastfm, ml100k) and pruned_at == 2
 
 
 def drawn_params(cfg, n: int) -> list[dict]:
