@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import optuna
@@ -308,35 +309,33 @@ RECIPE = ["model.layers=3", "model.dim=64", "train.lr=0.002", "train.lr_schedule
           "train.negatives.kind=model", "train.negatives.candidates=auto", "train.negatives.temperature=null"]
 
 
+def paced(study: optuna.Study, curve: list[float]) -> tuple[dict, Optional[int]]:
+    """The next trial's parameters, reporting `curve` at epochs 1, 2, ...: and the epoch the pruner
+    stopped it at (None: it completed)."""
+    from recsys.families import family
+
+    trial = study.ask()
+    family("lightgcn").space(trial)
+    for epoch, value in enumerate(curve, start=1):
+        trial.report(value, epoch)
+        if trial.should_prune():
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            return trial.params, epoch
+    study.tell(trial, max(curve))
+    return trial.params, None
+
+
 def test_with_a_pace_stretch_a_trial_twice_as_slow_as_the_recipe_survives_and_a_slower_one_is_pruned(tmp_path):
     """search.pace_stretch=2 (the median rule off, the default): at epoch e a
     trial's best must reach the recipe's best by epoch e / 2. The recipe reported 0.10, 0.20, 0.30,
     0.35 at epochs 1-4, so the bar is 0.10 at epochs 2 and 3 and 0.20 at epoch 4."""
     from flows.search import open_study
-    from recsys.families import family
 
     s = open_study(load_config(None, sets(tmp_path, "search.pace_stretch=2", "search.proven_first=false")), first=True)
-    recipe = s.ask()
-    family("lightgcn").space(recipe)  # the enqueued recipe
-    for epoch, value in enumerate([0.10, 0.20, 0.30, 0.35], start=1):
-        recipe.report(value, epoch)
-    s.tell(recipe, 0.35)
-
-    def pruned_at(curve):
-        trial = s.ask()
-        family("lightgcn").space(trial)
-        for epoch, value in enumerate(curve, start=1):
-            trial.report(value, epoch)
-            if trial.should_prune():
-                s.tell(trial, state=optuna.trial.TrialState.PRUNED)
-                return epoch
-        s.tell(trial, max(curve))
-        return None
-
-    assert pruned_at([0.05, 0.08, 0.30, 0.40]) == 2  # 0.08 < 0.10 by epoch 2
-    assert pruned_at([0.05, 0.10, 0.12, 0.19]) == 4  # level at 2 and 3; 0.19 < 0.20 at 4
-    assert pruned_at([0.05, 0.10, 0.15, 0.20]) is None  # twice as slow: survives
-
+    paced(s, [0.10, 0.20, 0.30, 0.35])  # the enqueued recipe
+    assert paced(s, [0.05, 0.08, 0.30, 0.40])[1] == 2  # 0.08 < 0.10 by epoch 2
+    assert paced(s, [0.05, 0.10, 0.12, 0.19])[1] == 4  # level at 2 and 3; 0.19 < 0.20 at 4
+    assert paced(s, [0.05, 0.10, 0.15, 0.20])[1] is None  # twice as slow: survives
 
 
 def test_the_pace_rule_judges_the_proven_settings_with_its_looser_factor(tmp_path):
@@ -349,24 +348,12 @@ def test_the_pace_rule_judges_the_proven_settings_with_its_looser_factor(tmp_pat
 
     s = open_study(load_config(None, sets(tmp_path, *RECIPE, "search.pace_stretch=2",
                                           "search.proven_pace_stretch=4")), first=True)
-
-    def run(curve):
-        trial = s.ask()
-        family("lightgcn").space(trial)
-        for epoch, value in enumerate(curve, start=1):
-            trial.report(value, epoch)
-            if trial.should_prune():
-                s.tell(trial, state=optuna.trial.TrialState.PRUNED)
-                return trial.params, epoch
-        s.tell(trial, max(curve))
-        return trial.params, None
-
-    run([0.10, 0.20, 0.30, 0.35])  # the recipe
+    paced(s, [0.10, 0.20, 0.30, 0.35])  # the recipe
     lastfm, ml100k = (p.settings for p in family("lightgcn").proven)
     slow, slower = [0.05, 0.08, 0.09, 0.12], [0.01, 0.02, 0.03, 0.04]
-    assert run(slow) == (lastfm, None)
-    assert run(slower) == (ml100k, 4)
-    params, pruned_at = run(slow)
+    assert paced(s, slow) == (lastfm, None)
+    assert paced(s, slower) == (ml100k, 4)
+    params, pruned_at = paced(s, slow)
     assert params not in (lastfm, ml100k) and pruned_at == 2
 
 
