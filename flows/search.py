@@ -312,13 +312,13 @@ def make_objective(cfg: RunConfig, prepared, parent_run_id: str, log=print, dead
     from deploy.tracking import EpochLogger
     from recsys.families import train
 
-    space, proven = family(cfg.search.family).space, family(cfg.search.family).proven
+    searched = family(cfg.search.family)
 
     def objective(trial: optuna.Trial) -> float:
-        values = space(trial)
+        values = searched.space(trial)
         tcfg = with_overrides(cfg, {"model.family": cfg.search.family, **values, "train.progress": False,
                                     "train.refit": False})  # a trial is judged on validation: no refit
-        found_on = next((p.found_on for p in proven if p.settings == trial.params), None)
+        found_on = next((p.found_on for p in searched.proven if p.settings == trial.params), None)
         run_id = start_trial_run(tcfg, prepared.data, parent_run_id, trial.study.study_name, trial.number,
                                  {PROVEN_ON: found_on} if found_on else None)
         if found_on:
