@@ -2,7 +2,7 @@
 data set with a fixed test, through the product's own commands.
 
     ./dev.sh python -m bench.transfer [--datasets gowalla lastfm ml-100k] [--path FOLDER ...]
-        [--published NAME=RECALL ...] [--search-seconds 3600] [--work DIR] [--resume]
+        [--published NAME=RECALL ...] [--search-seconds 3600] [--work DIR] [--resume] [--pair-only]
 
 Per data set, two stages, each in the same process through the flows `graphrec retrain` and
 `graphrec search` run (real Prefect, MLflow, Optuna; a stores root of their own under --work):
@@ -28,11 +28,17 @@ seeded; recsys.data.split.carve_validation). ML-100K has no published split for 
 random per-user split (70/10/20). test is ranked once per registered model and chooses nothing.
 A folder given by --path is read in LightGCN format (train.txt / test.txt).
 
+Whether the searched model beats the default one on test is then measured user by user: both
+registered models' vectors (their snapshots) rank every test user, and the row gives the mean
+difference in recall@20 with the standard error of the paired difference (`test_paired`; each
+model's mean there must equal its stage's own test figure, a check on the recomputation).
+--pair-only adds it to rows already written, from the models their stages left in --work.
+
 Published LightGCN recall@20 exists here for Gowalla only (0.1830, the LightGCN paper's Table 3;
 the other two have no figure on these splits in the paper or its reference code's README).
 
 Results: bench/results/transfer.{json,md}: `rows` (dataset, default_recall@20, searched_recall@20,
-published_recall@20, search_seconds, chosen_on, and the chosen settings) and
+published_recall@20, search_seconds, chosen_on, test_paired, and the chosen settings) and
 `gowalla_searched_recall@20`. Stages are kept in bench/results/.cache/transfer_stages.json
 (--resume reuses a finished stage with the same inputs).
 """
@@ -118,6 +124,41 @@ def run_search(sets: list[str], root: Path, seconds: float, study: str, trials: 
             "code": code}
 
 
+def paired_test(sets: list[str], default: Path, searched: Path) -> dict:
+    """Test recall@20 of the two stages' registered models, user by user on the same users: their
+    snapshots' vectors (under each stores root) ranked as the retraining flow ranks test (training
+    and validation pairs masked, every user with test pairs), so each mean is the stage's own test
+    figure, and the searched model's lead over the default's comes with the standard error of the
+    paired per-user difference. Reports only: test chooses nothing."""
+    import numpy as np
+    import pandas as pd
+
+    from deploy.snapshot import Snapshot
+    from recsys.config import load_config
+    from recsys.data.loaders import load_data, with_split
+    from recsys.metrics import evaluate_per_user
+
+    cfg = load_config(None, [*COMMON, *sets])
+    indexed = with_split(load_data(cfg.data), cfg.data).indexed()
+    per_user = []
+    for root in (default, searched):
+        snapshot = Snapshot.open(root / "snapshots")
+        users = snapshot.user_ids.get_indexer(indexed.user_ids)
+        items = pd.Index(snapshot.item_ids).get_indexer(indexed.item_ids)
+        if (users < 0).any() or (items < 0).any():
+            raise ValueError(f"the snapshot in {root} lacks users or items of the data: not this data's model")
+        _, values = evaluate_per_user(np.asarray(snapshot.user_vectors)[users],
+                                      np.asarray(snapshot.item_vectors)[items], indexed.test,
+                                      indexed.seen_before("test"), **cfg.eval.ranking())
+        per_user.append(values["recall@20"])
+    diff = per_user[1] - per_user[0]
+    se = float(diff.std(ddof=1) / len(diff) ** 0.5) if len(diff) > 1 else 0.0
+    return {"users": len(diff), "default": round(float(per_user[0].mean()), 5),
+            "searched": round(float(per_user[1].mean()), 5),
+            "searched_minus_default": round(float(diff.mean()), 5), "se": round(se, 5),
+            "z": round(float(diff.mean()) / se, 2) if se > 0 else None}
+
+
 def _commit(folder: Path = Path(__file__).parent) -> str:
     """The commit of the checkout `folder` is in (with '+changes' when tracked files other than
     bench/results differ from it): a row's code."""
@@ -147,21 +188,22 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="stores (MLflow, Optuna, Prefect) of every stage, one folder per data set and stage")
     p.add_argument("--resume", action="store_true", help="reuse finished stages with the same inputs")
     p.add_argument("--name", default=NAME, help="results file name")
+    p.add_argument("--pair-only", action="store_true",
+                   help="train nothing: add the paired per-user test comparison of default and searched models to "
+                        "the rows of --datasets already in the results, from the models the stages left in --work")
     return p.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    todo = _todo(args)
+    if args.pair_only:
+        return pair_only(args, todo)
     from flows.cli import prepare_prefect
     from flows.prefect_api import prefect_api
     from recsys.families import family
 
-    published = {k: float(v) for k, v in (item.split("=", 1) for item in args.published)}
-    todo = {name: DATASETS[name] for name in args.datasets}
     proven = {p.found_on for p in family("lightgcn").proven}
-    for folder in args.path:
-        todo[folder.name] = {"sets": ["data.source=gowalla", f"data.path={folder.resolve()}"],
-                             "published": published.get(folder.name), "chosen_on": CARVED}
     stages = Stages(args.name, args.resume)
     rows = {row["dataset"]: row for row in _previous_rows(args.name)}  # other data sets' rows are kept
     with prefect_api(prepare_prefect(args.work)):
@@ -192,8 +234,48 @@ def main(argv=None) -> int:
                           "trial_0_from_default": "from_default" in searched,
                           "proven_tried": list(tried),
                           "chosen_settings": searched["best_params"]}
+            _pair(rows[name], sets, root)
             _write(args.name, list(rows.values()))
     return 0
+
+
+def _todo(args: argparse.Namespace) -> dict[str, dict]:
+    """The data sets named (--datasets, --path), each with its spec (as DATASETS)."""
+    published = {k: float(v) for k, v in (item.split("=", 1) for item in args.published)}
+    todo = {name: DATASETS[name] for name in args.datasets}
+    for folder in args.path:
+        todo[folder.name] = {"sets": ["data.source=gowalla", f"data.path={folder.resolve()}"],
+                             "published": published.get(folder.name), "chosen_on": CARVED}
+    return todo
+
+
+def pair_only(args: argparse.Namespace, todo: dict[str, dict]) -> int:
+    """--pair-only: the paired test comparison (paired_test) added to the rows already in the results,
+    from the models the stages left in --work; a row whose models there do not give its own test
+    figures is left as it is (1 is returned)."""
+    import json
+
+    path = RESULTS / f"{args.name}.json"
+    record = json.loads(path.read_text()) if path.exists() else {"rows": []}
+    paired = [_pair(row, todo[row["dataset"]]["sets"], args.work / row["dataset"])
+              for row in record["rows"] if row["dataset"] in todo]
+    _write(args.name, record["rows"], record.get("note"))
+    return 0 if all(paired) else 1
+
+
+def _pair(row: dict, sets: list[str], root: Path) -> bool:
+    """row["test_paired"] from the models under `root` (its stages' stores roots), when they give the
+    row's own test figures; False, the row left as it is, when they do not (not the row's models)."""
+    from_default = row["chosen_trial"] == 0 and row["trial_0_from_default"]
+    paired = paired_test(sets, root / "default", root / ("default" if from_default else "search"))
+    found, said = (paired["default"], paired["searched"]), (row["default_recall@20"], row["searched_recall@20"])
+    if any(abs(a - b) > 2e-5 for a, b in zip(found, said)):
+        print(f"{row['dataset']}: the models in {root} give test recall@20 {found}, the row says {said}: "
+              "not the row's models; row left as it is", flush=True)
+        return False
+    row["test_paired"] = paired
+    print(f"{row['dataset']}: searched - default on test {paired}", flush=True)
+    return True
 
 
 def _previous_rows(name: str) -> list[dict]:
@@ -208,7 +290,16 @@ def _trials(row: dict) -> str:
     return "-" if best is None else str(best) if chosen == best else f"{chosen} ({best})"
 
 
-def _write(name: str, rows: list[dict]) -> None:
+def _paired(row: dict) -> str:
+    paired = row.get("test_paired")
+    if not paired:
+        return "-"
+    z = "same model" if paired["z"] is None else f"{paired['z']:+.2f} SE"
+    return f"{paired['searched_minus_default']:+.4f} ({z})"
+
+
+def _write(name: str, rows: list[dict], note: Optional[str] = None) -> None:
+    """The results; `note`: a hand-written paragraph kept with them (the JSON's `note`, after the table)."""
     def figure(v):
         return "-" if v is None else f"{v:.4f}"
 
@@ -217,7 +308,7 @@ def _write(name: str, rows: list[dict]) -> None:
 
     gowalla = next((r["searched_recall@20"] for r in rows if r["dataset"] == "gowalla"), None)
     table = [(r["dataset"], figure(r["default_recall@20"]), figure(r["searched_recall@20"]),
-              figure(r["published_recall@20"]), ratio(r["default_recall@20"], r["searched_recall@20"]),
+              _paired(r), figure(r["published_recall@20"]), ratio(r["default_recall@20"], r["searched_recall@20"]),
               f"{r['search_seconds']:.0f}", _trials(r),
               r.get("code") or "-",
               ", ".join(f"{k.split('.')[-1]}={v:.3g}" if isinstance(v, float) else f"{k.split('.')[-1]}={v}"
@@ -235,11 +326,15 @@ def _write(name: str, rows: list[dict]) -> None:
              "then the recipe's one-step neighbours. search s: the whole search"
              " command, the chosen configuration's retraining included (the trials alone: `trials_seconds` in "
              "the JSON; search.timeout stops a trial still training at the budget). code: the commit that "
-             "measured the row.")
-    write_results(name, {"rows": rows, "gowalla_searched_recall@20": gowalla}, table,
-                  "Default and searched recipes across data sets (LightGCN)", notes,
-                  header=("data set", "default recall@20", "searched recall@20", "published LightGCN",
-                          "default/searched", "search s", "chosen trial (best)", "code", "chosen settings"))
+             "measured the row. searched - default: the searched model's test recall@20 lead, user by user on "
+             "the same users, in standard errors of the paired difference (the JSON's `test_paired`; reported, "
+             "choosing nothing).")
+    write_results(name, {"rows": rows, "gowalla_searched_recall@20": gowalla, **({"note": note} if note else {})},
+                  table, "Default and searched recipes across data sets (LightGCN)",
+                  notes + (f"\n\n{note}" if note else ""),
+                  header=("data set", "default recall@20", "searched recall@20", "searched - default",
+                          "published LightGCN", "default/searched", "search s", "chosen trial (best)", "code",
+                          "chosen settings"))
 
 
 if __name__ == "__main__":

@@ -33,6 +33,26 @@ def test_transfer_runs_both_recipes_and_the_search_starts_from_the_default(small
     assert row["chosen_because"] and row["searched_recall@20"] == row["default_recall@20"]
     assert (tmp_path / "results" / "transfer_check.md").exists()
     assert not stale.exists()  # a stage that runs starts on an empty stores root
+    # the paired test comparison, recomputed from the snapshot's vectors, gives the flow's own test figure
+    assert row["test_paired"] == {"users": row["test_paired"]["users"], "default": row["default_recall@20"],
+                                  "searched": row["default_recall@20"], "searched_minus_default": 0.0, "se": 0.0,
+                                  "z": None}  # the recipe chosen: the same model
+    assert row["test_paired"]["users"] == len({u for u, _ in data.test.tolist()})
+
+    # --pair-only on rows already written: refused for a row its models do not reproduce; a note is kept
+    path, pair_only = tmp_path / "results" / "transfer_check.json", [
+        "--datasets", "--path", str(tmp_path / "tiny"), "--work", str(tmp_path / "work"), "--name", "transfer_check",
+        "--pair-only"]
+    del row["test_paired"]
+    path.write_text(json.dumps({**record, "rows": [{**row, "default_recall@20": row["default_recall@20"] + 0.01}],
+                                "note": "kept by hand"}))
+    assert bench.transfer.main(pair_only) == 1
+    assert "test_paired" not in json.loads(path.read_text())["rows"][0]
+    path.write_text(json.dumps({**record, "rows": [row], "note": "kept by hand"}))
+    assert bench.transfer.main(pair_only) == 0
+    again = json.loads(path.read_text())
+    assert again["rows"][0]["test_paired"]["default"] == row["default_recall@20"] and again["note"] == "kept by hand"
+    assert (tmp_path / "results" / "transfer_check.md").read_text().rstrip().endswith("kept by hand")
 
 
 def test_a_rows_code_stamp_ignores_the_benchs_own_results(tmp_path):
