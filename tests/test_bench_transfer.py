@@ -31,6 +31,7 @@ def test_transfer_runs_both_recipes_and_the_search_starts_from_the_default(small
     assert row["trial_0_from_default"] and row["trials"]["complete"] == 1 and row["chosen_trial"] == 0
     assert row["proven_tried"] == ["lastfm", "ml-100k"]  # a --path data set: none of them its own
     assert row["chosen_because"] and row["searched_recall@20"] == row["default_recall@20"]
+    assert row["search_seconds"] == 3600 and row["search_command_seconds"] >= row["trials_seconds"]  # budget, times
     assert (tmp_path / "results" / "transfer_check.md").exists()
     assert not stale.exists()  # a stage that runs starts on an empty stores root
     # the paired test comparison, recomputed from the snapshot's vectors, gives the flow's own test figure
