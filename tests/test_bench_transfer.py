@@ -49,6 +49,8 @@ def test_transfer_runs_both_recipes_and_the_search_starts_from_the_default(small
                                 "note": "kept by hand"}))
     assert bench.transfer.main(pair_only) == 1
     assert "test_paired" not in json.loads(path.read_text())["rows"][0]
+    assert bench.transfer.main([*pair_only[:3], "--work", str(tmp_path / "elsewhere"), *pair_only[5:]]) == 1
+    assert "test_paired" not in json.loads(path.read_text())["rows"][0]  # no models there: refused, no traceback
     path.write_text(json.dumps({**record, "rows": [row], "note": "kept by hand"}))
     assert bench.transfer.main(pair_only) == 0
     again = json.loads(path.read_text())
