@@ -141,8 +141,8 @@ def paired_test(sets: list[str], default: Path, searched: Path) -> dict:
 
     cfg = load_config(None, [*COMMON, *sets])
     indexed = with_split(load_data(cfg.data), cfg.data).indexed()
-    per_user = []
-    for root in (default, searched):
+    recall = {}
+    for root in dict.fromkeys((default, searched)):  # the recipe chosen: one model, ranked once
         snapshot = Snapshot.open(root / "snapshots")
         users = snapshot.user_ids.get_indexer(indexed.user_ids)
         items = pd.Index(snapshot.item_ids).get_indexer(indexed.item_ids)
@@ -151,11 +151,11 @@ def paired_test(sets: list[str], default: Path, searched: Path) -> dict:
         _, values = evaluate_per_user(np.asarray(snapshot.user_vectors)[users],
                                       np.asarray(snapshot.item_vectors)[items], indexed.test,
                                       indexed.seen_before("test"), **cfg.eval.ranking())
-        per_user.append(values["recall@20"])
-    diff = per_user[1] - per_user[0]
+        recall[root] = values["recall@20"]
+    diff = recall[searched] - recall[default]
     se = float(diff.std(ddof=1) / len(diff) ** 0.5) if len(diff) > 1 else 0.0
-    return {"users": len(diff), "default": round(float(per_user[0].mean()), 5),
-            "searched": round(float(per_user[1].mean()), 5),
+    return {"users": len(diff), "default": round(float(recall[default].mean()), 5),
+            "searched": round(float(recall[searched].mean()), 5),
             "searched_minus_default": round(float(diff.mean()), 5), "se": round(se, 5),
             "z": round(float(diff.mean()) / se, 2) if se > 0 else None}
 
