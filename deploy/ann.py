@@ -89,7 +89,11 @@ def recall_at(index, items: np.ndarray, queries: np.ndarray, k: int = 10, chunk:
 
 
 def save(index, path: Path) -> None:
-    _faiss().write_index(index, str(path))
+    """Written from Python, so that a failed write is an OSError with its errno (faiss's own writer
+    reports a full disk as a RuntimeError without one)."""
+    data = _faiss().serialize_index(index)
+    with open(path, "wb") as fh:
+        fh.write(memoryview(data))
 
 
 def load(path: Path, threads: Optional[int] = None):

@@ -9,10 +9,20 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from deploy.gates import ReferenceScores, canary_gate, embedding_gate, metric_gate
+from deploy.handover import hand_over, reconcile
 from deploy.pyfunc import RecommenderModel
-from deploy.registry import CHAMPION, PromotionDecision, alias_version, apply, decide, require_version
+from deploy.registry import (
+    CHAMPION,
+    PromotionDecision,
+    alias_version,
+    apply,
+    crown_version,
+    decide,
+    require_version,
+    rollback,
+)
 from deploy.snapshot import read_manifest, snapshots, verify
-from deploy.snapshot_writer import refresh_lock, switch_current, write_snapshot
+from deploy.snapshot_writer import write_snapshot
 from deploy.tracking import load_registered
 from recsys.config import ConfigError, EvalConfig
 from recsys.config_ops import PromotionConfig, RefreshConfig
@@ -94,10 +104,12 @@ def reference_check(name: str, champion_version: str, champion: RecommenderModel
 
 
 def promote_version(name: str, version: str, data: IndexedData, promotion: PromotionConfig, eval_cfg: EvalConfig,
-                    challenger_metrics: Optional[dict] = None, force: Optional[str] = None) -> PromotionDecision:
+                    challenger_metrics: Optional[dict] = None, force: Optional[str] = None,
+                    crown: bool = True) -> PromotionDecision:
     """Run the three gates for `version` against the current champion on `data`, record the
-    decision on the version and move the aliases. `challenger_metrics` (this split's figures, as
-    the flow's evaluation computed them) saves re-scoring a version just trained."""
+    decision on the version and move the aliases (`crown=False`: all but `champion`, which
+    `crown` then moves with CURRENT). `challenger_metrics` (this split's figures, as the flow's
+    evaluation computed them) saves re-scoring a version just trained."""
     require_version(name, version)
     split = promotion.split
     if not len(data.split(split)):
@@ -132,16 +144,31 @@ def promote_version(name: str, version: str, data: IndexedData, promotion: Promo
                        data.n_users, data.n_items, promotion.embedding),
         canary_gate(*served[:2], data.seen_before(split), available, promotion.canary),
     ]
-    return apply(name, decide(str(version), gates, champion, force))
+    return apply(name, decide(str(version), gates, champion, force), crown)
+
+
+def crown(name: str, decision: PromotionDecision, root: Path, staged: Optional[Path],
+          cfg: Optional[RefreshConfig] = None) -> None:
+    """A promoted version takes `champion` and, given its staged snapshot, CURRENT with it as one
+    outcome (deploy/handover.py)."""
+    if not decision.promoted:
+        return
+    if staged is None:
+        crown_version(name, decision)
+        return
+    cfg = cfg or RefreshConfig()
+    hand_over(root, name, decision.version, staged.name, cfg.lock_timeout, lambda: crown_version(name, decision),
+              cfg.keep)
 
 
 def refresh_snapshot(name: str, root: Path, data: IndexedData, fingerprint: str,
                      cfg: Optional[RefreshConfig] = None, reembed: Optional[Callable] = None,
-                     version: Optional[str] = None) -> tuple[Path, bool, str]:
-    """Write the champion's (or `version`'s) vectors as the CURRENT snapshot. Returns (folder,
-    written, note). With `reembed` (bundle -> (ids, user vectors, item vectors)) an inductive
-    model embeds today's users and items, new ones included; otherwise the vectors stored at
-    training are written and the note says which users and items of the data have none.
+                     version: Optional[str] = None, switch: bool = True) -> tuple[Path, bool, str]:
+    """Write the champion's (or `version`'s) vectors as the CURRENT snapshot (`switch=False`:
+    staged, for `crown` to switch to). Returns (folder, written, note). With `reembed` (bundle ->
+    (ids, user vectors, item vectors)) an inductive model embeds today's users and items, new ones
+    included; otherwise the vectors stored at training are written and the note says which users
+    and items of the data have none.
     Nothing is written when CURRENT already holds the same vectors of this version on this data."""
     if version is not None:
         require_version(name, version)
@@ -164,7 +191,7 @@ def refresh_snapshot(name: str, root: Path, data: IndexedData, fingerprint: str,
     everything = np.concatenate([data.train, data.valid, data.test])
     seen = pd.DataFrame({"user_id": data.user_ids[everything[:, 0]], "item_id": data.item_ids[everything[:, 1]]})
     folder = write_snapshot(root, name, version, user_ids, users, item_ids, items, seen, fingerprint, cfg,
-                            extra={"vectors": mode})
+                            extra={"vectors": mode}, switch=switch)
     return folder, True, note
 
 
@@ -178,16 +205,27 @@ def _missing_note(name: str, version: str, model: RecommenderModel, data: Indexe
             "of this data: they are not in the snapshot and appear after the next retrain")
 
 
-def restore_snapshot(name: str, version: str, root: Path, cfg: Optional[RefreshConfig] = None) -> Optional[Path]:
-    """Point CURRENT at the newest intact snapshot of `version`; None if none is left."""
-    cfg = cfg or RefreshConfig()
-    with refresh_lock(root, cfg.lock_timeout):
-        for manifest in snapshots(root):
-            if manifest["model_name"] == name and manifest["model_version"] == str(version) \
-                    and verify(root, manifest["name"]) is None:
-                switch_current(root, manifest["name"])
-                return Path(root) / manifest["name"]
+def intact_snapshot(name: str, version: str, root: Path) -> Optional[Path]:
+    """The newest snapshot of `version` that passes its checksums; None if none is left."""
+    for manifest in snapshots(root):
+        if manifest["model_name"] == name and manifest["model_version"] == str(version) \
+                and verify(root, manifest["name"]) is None:
+            return Path(root) / manifest["name"]
     return None
+
+
+def roll_back(name: str, current: str, previous: str, reason: str, root: Path, staged: Path,
+              cfg: Optional[RefreshConfig] = None) -> None:
+    """`champion` from `current` back to `previous` and CURRENT to its snapshot `staged`, as one outcome."""
+    cfg = cfg or RefreshConfig()
+    hand_over(root, name, previous, staged.name, cfg.lock_timeout, lambda: rollback(name, current, previous, reason),
+              cfg.keep)
+
+
+def reconcile_serving(name: str, root: Path, cfg: Optional[RefreshConfig] = None) -> Optional[str]:
+    """Champion and CURRENT brought into agreement (deploy/handover.py); what was done, or None."""
+    cfg = cfg or RefreshConfig()
+    return reconcile(root, name, alias_version(name, CHAMPION), cfg.lock_timeout, cfg.version)
 
 
 def champion_profile(stores) -> tuple[Optional[object], Optional[str], str]:

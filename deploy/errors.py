@@ -7,6 +7,29 @@ class RegistryError(RuntimeError):
     """A registry request that cannot be carried out (unknown version, nothing to roll back to)."""
 
 
+class StoreFullError(OSError):
+    """A store's file system has no room (full disk, quota, file-size limit) for what must be
+    written; raised before anything half-written can be served."""
+
+
+FULL_DISK_ERRNOS = (28, 122, 27)  # ENOSPC, EDQUOT, EFBIG
+
+
+def store_full(exc: BaseException, path, doing: str) -> "StoreFullError | None":
+    """`exc` as a StoreFullError naming the path and what was being written, when it is a full
+    file system; None for any other error."""
+    if not isinstance(exc, OSError) or exc.errno not in FULL_DISK_ERRNOS:
+        return None
+    import shutil
+
+    try:
+        free = f"{shutil.disk_usage(path).free / 2**20:.1f} MB free there"
+    except OSError:
+        free = "free space unknown"
+    return StoreFullError(exc.errno, f"no room on the file system of {path} while {doing} ({exc.strerror}; "
+                                     f"{free}); free some space (or point the store elsewhere) and run again")
+
+
 class TrackingStoreError(RuntimeError):
     """The MLflow tracking store failed in the middle of a registry change."""
 

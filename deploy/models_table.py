@@ -33,6 +33,15 @@ def models_table(stores, metric: str) -> list[str]:
     return lines
 
 
+def serving_split(stores) -> str | None:
+    """A sentence when CURRENT does not serve the champion (deploy/handover.py), else None."""
+    from deploy.handover import split
+    from deploy.registry import CHAMPION, alias_version
+
+    configure(stores)
+    return split(stores.resolved_snapshots(), alias_version(stores.registered_model, CHAMPION))
+
+
 def _notes(tags: dict) -> list[str]:
     """What happened to the version besides its gates: a forced promotion, a rollback, a predecessor."""
     note = []

@@ -128,9 +128,10 @@ def decide(version: str, gates: list[Gate], champion: Optional[str], force: Opti
     return PromotionDecision(False, version, champion, reason, gates)
 
 
-def apply(name: str, decision: PromotionDecision) -> PromotionDecision:
+def apply(name: str, decision: PromotionDecision, crown: bool = True) -> PromotionDecision:
     """Record the decision on the version (the figures first, then its tags), then move the
-    aliases (champion last)."""
+    aliases (champion last). `crown=False` leaves `champion` where it is: a promoted version then
+    takes it through `crown_version`, once its snapshot is in place (deploy/handover.py)."""
     client = MlflowClient()
     version, tags = decision.version, decision.tags()
     record = json.loads(json.dumps(decision.as_dict(), default=_plain))
@@ -142,18 +143,28 @@ def apply(name: str, decision: PromotionDecision) -> PromotionDecision:
         tags[GATES] = json.dumps(record)
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, value)
-    if decision.promoted and decision.previous_champion and decision.previous_champion != version:
-        client.set_model_version_tag(name, version, PREVIOUS, decision.previous_champion)
     client.update_model_version(name, version, description=f"{tags['promotion.decision']}: {decision.reason}"[:5000])
     if alias_version(name, CHAMPION) != version:
         client.set_registered_model_alias(name, CHALLENGER, version)
-    if decision.promoted:
-        client.set_registered_model_alias(name, CHAMPION, version)
+    if crown:
+        crown_version(name, decision)
     return decision
 
 
-def rollback(name: str, reason: str = "") -> tuple[str, str]:
-    """Move `champion` back to the version it replaced. Returns (from_version, to_version)."""
+def crown_version(name: str, decision: PromotionDecision) -> None:
+    """`champion` to a promoted version, remembering the one it replaces (what rollback follows)."""
+    if not decision.promoted:
+        return
+    client = MlflowClient()
+    version = decision.version
+    if decision.previous_champion and decision.previous_champion != version:
+        client.set_model_version_tag(name, version, PREVIOUS, decision.previous_champion)
+    client.set_registered_model_alias(name, CHAMPION, version)
+
+
+def rollback_target(name: str) -> tuple[str, str]:
+    """(the champion, the version it replaced), or a RegistryError saying why there is nothing to
+    roll back to. Nothing is changed."""
     client = MlflowClient()
     current = alias_version(name, CHAMPION)
     if current is None:
@@ -162,11 +173,16 @@ def rollback(name: str, reason: str = "") -> tuple[str, str]:
     if not previous:
         raise RegistryError(f"champion v{current} of {name!r} replaced no earlier champion: nothing to roll back to")
     require_version(name, previous)
+    return current, previous
+
+
+def rollback(name: str, current: str, previous: str, reason: str = "") -> None:
+    """Move `champion` from `current` back to `previous` (rollback_target), recording why."""
+    client = MlflowClient()
     client.set_model_version_tag(name, current, "promotion.rolled_back_at", _now())
     if reason:
         client.set_model_version_tag(name, current, "promotion.rollback_reason", reason[:4000])
     client.set_registered_model_alias(name, CHAMPION, previous)
-    return current, previous
 
 
 def gate_record(tags: dict[str, str]) -> Optional[dict]:

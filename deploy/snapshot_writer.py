@@ -9,6 +9,7 @@ after the switch. The layout and the reader are deploy/snapshot.py.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -16,7 +17,7 @@ import shutil
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Iterable, Iterator, Optional
 
 import numpy as np
 import pandas as pd
@@ -24,6 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from deploy import ann
+from deploy.errors import StoreFullError, store_full
 from deploy.locks import FileLock
 from deploy.snapshot import CURRENT, FORMAT, TMP, SnapshotError, current_name, file_sha256, snapshots
 from recsys.config_ops import RefreshConfig
@@ -49,6 +51,42 @@ def _write_vectors(path: Path, ids: np.ndarray, vectors: np.ndarray) -> None:
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     column = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), vectors.shape[1])
     pq.write_table(pa.table({"id": pa.array(np.asarray(ids).astype(str)), "vector": column}), path)
+
+
+def _allocated_memmap(path: Path, shape: tuple[int, int]) -> np.memmap:
+    """A float32 .npy matrix to fill in place, its blocks reserved on disk now: a memory map over a
+    sparse file turns a full disk into SIGBUS at the first write to a page without a block, which
+    kills the process with no cleanup and no message; reserving turns it into ENOSPC here."""
+    matrix = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=shape)
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+    finally:
+        os.close(fd)
+    return matrix
+
+
+def _check_room(root: Path, n_users: int, n_items: int, dim: int) -> None:
+    """Refuse before writing when the file system plainly lacks room: a snapshot holds its vectors
+    twice (Parquet parts and .npy matrices) and the items once more in the ANN index."""
+    need = 4 * dim * (2 * n_users + 3 * n_items) + 8 * n_users
+    free = shutil.disk_usage(root).free
+    if free < need:
+        raise StoreFullError(28, f"no room for a snapshot of {n_users} users and {n_items} items in {root}: it "
+                                 f"needs about {need / 2**20:.1f} MB, {free / 2**20:.1f} MB are free; free some "
+                                 "space (or set stores.snapshots elsewhere) and run again")
+
+
+@contextlib.contextmanager
+def _full_disk_said(root: Path) -> Iterator[None]:
+    """A full file system inside the block as StoreFullError (its path and free space named)."""
+    try:
+        yield
+    except OSError as exc:
+        full = store_full(exc, root, "writing a snapshot")
+        if full is None:
+            raise
+        raise full from None
 
 
 def _lock(root: Path, timeout: float) -> FileLock:
@@ -114,21 +152,21 @@ class SnapshotWriter:
         self.root.mkdir(parents=True, exist_ok=True)
         self._lock.__enter__()
         try:
-            clean_leftovers(self.root)
-            self.tmp = self.root / f"{TMP}{uuid.uuid4().hex}"
-            self.tmp.mkdir()
-            self.matrices = {}
-            for kind in KINDS:
-                (self.tmp / kind).mkdir()
-                self.matrices[kind] = np.lib.format.open_memmap(
-                    self.tmp / f"{kind}.npy", mode="w+", dtype=np.float32, shape=(self.sizes[kind], self.dim))
+            with _full_disk_said(self.root):
+                clean_leftovers(self.root)
+                _check_room(self.root, self.sizes["users"], self.sizes["items"], self.dim)
+                self.tmp = self.root / f"{TMP}{uuid.uuid4().hex}"
+                self.tmp.mkdir()
+                self.matrices = {}
+                for kind in KINDS:
+                    (self.tmp / kind).mkdir()
+                    self.matrices[kind] = _allocated_memmap(self.tmp / f"{kind}.npy", (self.sizes[kind], self.dim))
         except BaseException:
             self.__exit__(None, None, None)
             raise
         return self
 
-    def add(self, kind: str, ids: np.ndarray, vectors: np.ndarray) -> None:
-        """The next chunk of `kind` ("users" or "items"), in row order."""
+    def _add(self, kind: str, ids: np.ndarray, vectors: np.ndarray) -> None:
         start, n = self.filled[kind], len(ids)
         if start + n > self.sizes[kind]:
             raise ValueError(f"{kind}: {start + n} vectors written, the snapshot was opened for {self.sizes[kind]}")
@@ -147,7 +185,19 @@ class SnapshotWriter:
         indptr = np.searchsorted(user_rows[order], np.arange(self.sizes["users"] + 1)).astype(np.int64)
         self.seen = (indptr, item_rows[order].astype(np.int32))
 
-    def commit(self) -> Path:
+    def commit(self, switch: bool = True) -> Path:
+        """The snapshot, complete and synced, renamed into place; CURRENT then names it unless
+        `switch` is false (a snapshot staged for a champion that has not moved yet: see
+        deploy/handover.py). A full file system raises StoreFullError; nothing is left behind."""
+        with _full_disk_said(self.root):
+            return self._commit(switch)
+
+    def add(self, kind: str, ids: np.ndarray, vectors: np.ndarray) -> None:
+        """The next chunk of `kind` ("users" or "items"), in row order."""
+        with _full_disk_said(self.root):
+            self._add(kind, ids, vectors)
+
+    def _commit(self, switch: bool) -> Path:
         for kind in KINDS:
             if self.filled[kind] != self.sizes[kind]:
                 raise ValueError(f"{kind}: {self.filled[kind]} of {self.sizes[kind]} vectors written; not committing")
@@ -190,9 +240,10 @@ class SnapshotWriter:
         os.rename(self.tmp, self.root / name)
         self.tmp = None
         _fsync(self.root)
-        switch_current(self.root, name)
         self.folder = self.root / name
-        prune(self.root, self.cfg.keep)
+        if switch:
+            switch_current(self.root, name)
+            prune(self.root, self.cfg.keep)
         return self.folder
 
     def __exit__(self, *exc) -> None:
@@ -211,9 +262,9 @@ def _chunks(n: int, size: int) -> Iterable[slice]:
 
 def write_snapshot(root: Path, model_name: str, model_version: str, user_ids: np.ndarray, user_vectors: np.ndarray,
                    item_ids: np.ndarray, item_vectors: np.ndarray, seen: pd.DataFrame, data_fingerprint: str,
-                   cfg: Optional[RefreshConfig] = None, extra: Optional[dict] = None) -> Path:
+                   cfg: Optional[RefreshConfig] = None, extra: Optional[dict] = None, switch: bool = True) -> Path:
     """A whole snapshot from in-memory matrices; `seen` has user_id / item_id columns. Returns
-    the snapshot folder, which CURRENT now names."""
+    the snapshot folder, which CURRENT now names (unless `switch` is false: staged)."""
     cfg = cfg or RefreshConfig()
     user_vectors, item_vectors = np.asarray(user_vectors), np.asarray(item_vectors)
     with SnapshotWriter(root, model_name, model_version, data_fingerprint, len(user_ids), len(item_ids),
@@ -225,7 +276,7 @@ def write_snapshot(root: Path, model_name: str, model_version: str, user_ids: np
         i = pd.Index(np.asarray(item_ids).astype(str)).get_indexer(seen["item_id"].astype(str))
         keep = (u >= 0) & (i >= 0)
         w.set_seen(u[keep], i[keep])
-        return w.commit()
+        return w.commit(switch)
 
 
 def switch_current(root: Path, name: str) -> None:

@@ -13,6 +13,7 @@ from recsys import families
 # Commands that write the store (MLflow, Prefect state, snapshots): a store they could not write is
 # refused before anything starts, naming the path (ConfigError: exit 2).
 WRITES_STORE = ("retrain", "search", "refresh", "promote", "rollback", "serve")
+FULL_DISK = 5  # exit code: a store's file system had no room (README: exit codes)
 MAX_K = 10_000  # recommend -k: beyond this a list is no recommendation, and faiss would allocate k per user
 
 
@@ -69,17 +70,20 @@ def _finished(state, command: str, stopped: str):
 
 
 def _failed(exc: Exception, command: str, stopped: str) -> int:
-    from deploy.errors import RegistryError
-    from flows.prefect_api import Terminated, sigterm_received
+    from deploy.errors import RegistryError, StoreFullError
+    from flows.stopping import stop_requested, stopped_by
     from recsys.config import ConfigError
     from recsys.data.loaders import DataLoadError
     from validation.report import DataValidationError
 
-    if sigterm_received():  # Prefect caught the interruption and reported an error of its own
-        raise Terminated(f"stopped by SIGTERM ({type(exc).__name__}: {exc})") from None
+    if stop_requested():  # Prefect caught the interruption and reported an error of its own
+        raise stopped_by() from None
     if isinstance(exc, DataValidationError):
         print(f"\nstopped at validation; {stopped}\n{exc}", file=sys.stderr)
         return 3
+    if isinstance(exc, StoreFullError):
+        print(f"\ngraphrec {command}: {exc.strerror}. The champion and CURRENT are unchanged", file=sys.stderr)
+        return FULL_DISK
     if isinstance(exc, (DataLoadError, RegistryError, ConfigError)):  # bad input or settings, found in the flow
         print(f"\ngraphrec {command}: {exc}", file=sys.stderr)
         return 2
@@ -106,6 +110,8 @@ def cmd_retrain(args) -> int:
             print(f"  {split:5s} " + "  ".join(f"{k}={v:.4f}" for k, v in m.items() if k.endswith(("@10", "@20")))
                   + gate)
     print(f"  {out['decision']['reason']}")
+    for line in out.get("data_warnings", []):
+        print(f"  data warning: {line}")
     print(f"  snapshot: {out['snapshot']}")
     print(f"  MLflow UI: graphrec ui  ->  {out['run_url']}")
     return 0
@@ -160,7 +166,12 @@ def cmd_recommend(args) -> int:
     except (SnapshotError, UnknownUserError) as exc:
         print(f"graphrec recommend: {exc}", file=sys.stderr)
         return 2
+    from deploy.handover import split
+
     m = snap.manifest
+    unfinished = split(cfg.stores.resolved_snapshots(), None)
+    if unfinished:
+        print(f"warning: {unfinished}", file=sys.stderr)
     if snap.fallback_from:
         instead = "the newest intact snapshot" if snap.fallback_from == "CURRENT" else "the previous snapshot"
         print(f"warning: {snap.problem}; serving {instead} instead ({snap.name})", file=sys.stderr)
@@ -225,7 +236,7 @@ def cmd_families(args) -> int:
 
 
 def cmd_models(args) -> int:
-    from deploy.models_table import models_table
+    from deploy.models_table import models_table, serving_split
 
     cfg = _config(args)
     lines = models_table(cfg.stores, cfg.promotion.metric)
@@ -234,6 +245,9 @@ def cmd_models(args) -> int:
         return 0
     for line in lines:
         print(line)
+    split = serving_split(cfg.stores)
+    if split:
+        print(f"warning: {split}", file=sys.stderr)
     return 0
 
 
@@ -354,29 +368,47 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, supervised: bool = False) -> int:
+    """The command line. `supervised` (as `python -m flows.cli` runs it): a command that writes the
+    store runs in a child process of its own session, so that the terminal's signals reach the
+    command and not the servers and workers it starts (flows/stopping.py)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):
         parser.print_help()
         return 0
-    from deploy.errors import RegistryError
-    from flows.prefect_api import Terminated, stop_on_sigterm
+    from flows.stopping import stop_on_signals, supervise
+
+    if supervised and args.command in WRITES_STORE:
+        return supervise(lambda: _command(args), args.command)
+    stop_on_signals()
+    return _command(args)
+
+
+def _command(args) -> int:
+    """The command, with its errors and interruptions said in one line and its exit code."""
+    from deploy.errors import RegistryError, StoreFullError, store_full
+    from flows.stopping import Terminated
     from recsys.config import ConfigError
     from recsys.data.loaders import DataLoadError
 
-    stop_on_sigterm()
     try:
         return args.func(args)
     except (ConfigError, DataLoadError, RegistryError) as exc:
         print(f"graphrec {args.command}: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # outside a flow: the store's folders, the log file
+        full = exc if isinstance(exc, StoreFullError) else store_full(exc, exc.filename or ".", "writing")
+        if full is None:
+            raise
+        print(f"graphrec {args.command}: {full.strerror}", file=sys.stderr)
+        return FULL_DISK
     except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: the flow is marked crashed, its MLflow run KILLED
-        what = "stopped by SIGTERM" if isinstance(exc, Terminated) else "interrupted"
+        what = f"stopped by {exc or 'SIGTERM'}" if isinstance(exc, Terminated) else "interrupted"
         print(f"\ngraphrec {args.command}: {what}; the champion and CURRENT are as they were unless a line "
               "above says it was promoted", file=sys.stderr)
         return 143 if isinstance(exc, Terminated) else 130
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(supervised=True))

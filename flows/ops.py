@@ -14,7 +14,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows.data_gates import check_drift
-from flows.retrain import load_data, refresh, validate, write_refresh
+from flows.retrain import load_data, reconcile, refresh, serve_decision, validate, write_refresh
 from recsys.config import RunConfig
 
 
@@ -52,6 +52,7 @@ def refresh_flow(config: Optional[RunConfig] = None) -> dict:
     """Validate today's data and write the champion's vectors for it as a new snapshot; an
     inductive champion re-embeds new users and items. Nothing is trained."""
     cfg = config or RunConfig()
+    reconcile(cfg)
     data = _today(cfg)
     check_drift(data, cfg)  # a wrong file must not replace CURRENT either (an inductive champion embeds it)
     if cfg.compute.runner == "dask":
@@ -71,7 +72,8 @@ def gate(version: str, indexed, cfg: RunConfig, force: Optional[str]):
     from deploy.tracking import configure
 
     configure(cfg.stores)
-    return promote_version(cfg.stores.registered_model, version, indexed, cfg.promotion, cfg.eval, force=force)
+    return promote_version(cfg.stores.registered_model, version, indexed, cfg.promotion, cfg.eval, force=force,
+                           crown=False)
 
 
 @flow(name="graphrec-promote", log_prints=True)
@@ -79,6 +81,7 @@ def promote_flow(version: str, config: Optional[RunConfig] = None, force: Option
     """Put `version` through the gates on today's data; `force` (a reason) overrides failed gates
     and is recorded. A promoted version's snapshot is written at once."""
     cfg = config or RunConfig()
+    reconcile(cfg)
     data = _today(cfg)
     indexed = data.indexed()
     decision = gate(str(version), indexed, cfg, force)
@@ -86,40 +89,45 @@ def promote_flow(version: str, config: Optional[RunConfig] = None, force: Option
                              description=decision.reason[:250])
     out = {"decision": decision.as_dict(), "promoted": decision.promoted}
     if decision.promoted:
-        folder, written = refresh(indexed, data.fingerprint(), cfg)
+        folder, _ = serve_decision(decision, indexed, data.fingerprint(), cfg)
         out["snapshot"] = str(folder)
     return out
 
 
 @task(cache_policy=NO_CACHE)
-def move_champion_back(cfg: RunConfig, reason: str) -> tuple[str, str]:
-    from deploy.registry import rollback
+def rollback_target(cfg: RunConfig) -> tuple[str, str, Optional[Path]]:
+    """(the champion, the version it replaced, that version's newest intact snapshot or None)."""
+    from deploy.champion import intact_snapshot
+    from deploy.registry import rollback_target as target
     from deploy.tracking import configure
 
     configure(cfg.stores)
-    return rollback(cfg.stores.registered_model, reason)
+    current, previous = target(cfg.stores.registered_model)
+    return current, previous, intact_snapshot(cfg.stores.registered_model, previous, cfg.stores.resolved_snapshots())
 
 
 @task(cache_policy=NO_CACHE)
-def point_current_at(cfg: RunConfig, version: str) -> Optional[Path]:
-    from deploy.champion import restore_snapshot
+def move_champion_back(cfg: RunConfig, current: str, previous: str, reason: str, staged: Path) -> None:
+    from deploy.champion import roll_back
 
-    return restore_snapshot(cfg.stores.registered_model, version, cfg.stores.resolved_snapshots(), cfg.refresh)
+    roll_back(cfg.stores.registered_model, current, previous, reason, cfg.stores.resolved_snapshots(), staged,
+              cfg.refresh)
 
 
 @flow(name="graphrec-rollback", log_prints=True)
 def rollback_flow(config: Optional[RunConfig] = None, reason: str = "") -> dict:
     """`champion` back to the version it replaced, and CURRENT back to that version's newest
-    intact snapshot (written anew from today's data if none is left)."""
+    intact snapshot (written anew from today's data if none is left), as one outcome."""
     cfg = config or RunConfig()
     logger = get_run_logger()
-    undone, restored = move_champion_back(cfg, reason)
-    folder = point_current_at(cfg, restored)
+    reconcile(cfg)
+    undone, restored, folder = rollback_target(cfg)
     written = False
     if folder is None:
         logger.info(f"no intact snapshot of v{restored} is left: writing one from today's data")
         data = _today(cfg)
-        folder, written = refresh(data.indexed(), data.fingerprint(), cfg)
+        folder, written = refresh(data.indexed(), data.fingerprint(), cfg, version=restored, staged=True)
+    move_champion_back(cfg, undone, restored, reason, folder)
     create_markdown_artifact(
         markdown=f"# Rollback\n\nchampion v{undone} -> v{restored}. {reason}\n\n"
                  + _snapshot_markdown("snapshot", folder, written), key="rollback",

@@ -60,12 +60,12 @@ class Phases(dict):
         self.peak_rss_mb: dict[str, float] = {}
         self.watching: PeakRSS | None = None  # the running phase's sampler
 
-    def run(self, name: str, fn: Callable, *args):
+    def run(self, name: str, fn: Callable, *args, **kwargs):
         t0 = time.perf_counter()
         peak = self.watching = PeakRSS(self.interval)
         try:
             with peak:
-                return fn(*args)
+                return fn(*args, **kwargs)
         finally:
             self[name] = time.perf_counter() - t0
             self.peak_rss_mb[name] = round(peak.mb, 1)

@@ -6,8 +6,8 @@ The server is tied to the command's process: the kernel stops it when the comman
 way, SIGKILL included (PR_SET_PDEATHSIG), so no orphaned server is ever left behind. (Prefect's
 own ephemeral server is a plain child process that outlives a killed parent.)
 
-A SIGTERM is turned into an interruption (`Terminated`), so that the flow is marked crashed, the
-MLflow run KILLED and the server stopped, as with Ctrl-C.
+How a command stops (signals, a supervisor that keeps the server out of the terminal's process
+group): flows/stopping.py.
 
 Tracebacks of errors raised inside a flow go to a log file under `.graphrec/logs/`, not to the
 terminal (unless --verbose): the command prints the one clear line itself.
@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import ctypes
 import logging
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -29,36 +27,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator, Optional
 
+from flows.stopping import die_with_parent
+
 STARTUP_BOUND = 600.0  # seconds: far above what a loaded machine needs; only so that nothing waits forever
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised where the command is, so that it unwinds like Ctrl-C."""
-
-
-_terminated: list[int] = []  # the SIGTERM received, if any
-
-
-def stop_on_sigterm() -> None:
-    def handler(signum, frame):
-        _terminated.append(signum)
-        raise Terminated(f"stopped by signal {signum}")
-
-    signal.signal(signal.SIGTERM, handler)
-
-
-def sigterm_received() -> bool:
-    """Whether this process was sent SIGTERM. Prefect's engine can catch the interruption while it
-    sets a task run up and report an error of its own instead ("Task run is not set"): the command
-    still ends as stopped (143), and its MLflow run as KILLED."""
-    return bool(_terminated)
-
-
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    if os.getppid() == 1:  # the parent died before the line above: nobody is left to serve
-        os._exit(1)
 
 
 def _free_port() -> int:
@@ -115,7 +86,7 @@ def _server_for(home: Path, services: bool) -> str:
             argv.append("--no-services")
         with open(log_path, "ab") as log:
             server = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                      preexec_fn=_die_with_parent)
+                                      preexec_fn=die_with_parent)
         deadline = time.monotonic() + STARTUP_BOUND
         while server.poll() is None and not _healthy(url) and time.monotonic() < deadline:
             time.sleep(0.25)
@@ -182,7 +153,7 @@ def log_to_file(folder: Path, command: str, verbose: bool) -> Path:
     if _log_file is not None:  # a second command in one process (tests, a notebook): one log file at a time
         root.removeHandler(_log_file)
         _log_file.close()
-    _log_file = logging.FileHandler(path, encoding="utf-8")
+    _log_file = _QuietFileHandler(path, encoding="utf-8")
     _log_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     _log_file.setLevel(logging.DEBUG)
     for h in root.handlers:
@@ -196,6 +167,19 @@ def log_to_file(folder: Path, command: str, verbose: bool) -> Path:
             h.addFilter(_engine_errors)
     root.addHandler(_log_file)
     return path
+
+
+class _QuietFileHandler(logging.FileHandler):
+    """The command's log file; a record it cannot write (a full disk) is dropped with one line on
+    the terminal for the whole command, not a traceback per record."""
+
+    failed = False
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        if not self.failed:
+            self.failed = True
+            print(f"graphrec: the log file {self.baseFilename} cannot be written ({sys.exc_info()[1]}); "
+                  "its later lines are lost", file=sys.stderr)
 
 
 _log_file: Optional[logging.FileHandler] = None

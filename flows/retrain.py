@@ -22,13 +22,13 @@ if TYPE_CHECKING:  # torch and DGL load when a task runs, not when the CLI start
 
 
 def _transient(task, task_run, state) -> bool:
-    """Retry I/O hiccups, not input that is wrong (a missing or empty file stays wrong)."""
-    from deploy.errors import RegistryError
+    """Retry I/O hiccups, not input that is wrong (a missing or empty file stays wrong) nor a full disk."""
+    from deploy.errors import RegistryError, StoreFullError
     from recsys.data.loaders import DataLoadError
 
     try:
         state.result()
-    except (DataLoadError, RegistryError, FileNotFoundError, ValueError):  # ConfigError is a ValueError
+    except (DataLoadError, RegistryError, FileNotFoundError, ValueError, StoreFullError):  # ConfigError: a ValueError
         return False
     except Exception:
         return True
@@ -50,6 +50,8 @@ def validate(data: RecData, cfg: RunConfig):
     report = validate_data(data, cfg.validation, require_timestamp=needs_time)
     create_markdown_artifact(markdown=report.to_markdown(), key="data-validation",
                              description=report.summary().splitlines()[0])
+    for check in report.warnings:  # the data passes; the user still hears of it
+        get_run_logger().warning(f"data validation: {check.line()}")
     return raise_if_failed(report)
 
 
@@ -159,22 +161,23 @@ def register(trained: Trained, prepared, cfg: RunConfig, run_id: str) -> str:
 @task(retries=2, retry_delay_seconds=2, retry_condition_fn=_transient, cache_policy=NO_CACHE)
 def promote(version: str, metrics: dict, indexed: IndexedData, cfg: RunConfig):
     """Metric, embedding and canary gates; the decision goes to the version's tags and to a
-    Prefect artifact."""
+    Prefect artifact. A promoted version takes `champion` later, in `crown`, with its snapshot."""
     from deploy.champion import promote_version
 
     with _registry_change(cfg, "gating and moving aliases"):  # a split without targets: ConfigError from there
         decision = promote_version(cfg.stores.registered_model, version, indexed, cfg.promotion, cfg.eval,
-                                   challenger_metrics=metrics.get(cfg.promotion.split))
+                                   challenger_metrics=metrics.get(cfg.promotion.split), crown=False)
     create_markdown_artifact(markdown=decision.to_markdown(), key="promotion-gates",
                              description=decision.reason[:250])
     return decision
 
 
 def write_refresh(indexed: IndexedData, fingerprint: str, cfg: RunConfig, data: Optional[RecData] = None,
-                  map_chunks=None):
-    """The champion's vectors as the CURRENT snapshot. Given today's `data`, an inductive champion
-    re-embeds every user and item of it (new ones included, `map_chunks` running the chunks)
-    instead of writing its stored vectors. Returns (folder, written)."""
+                  map_chunks=None, version: Optional[str] = None, staged: bool = False):
+    """The champion's (or `version`'s) vectors as the CURRENT snapshot (`staged`: written whole but
+    not switched to; `crown` does that). Given today's `data`, an inductive champion re-embeds
+    every user and item of it (new ones included, `map_chunks` running the chunks) instead of
+    writing its stored vectors. Returns (folder, written)."""
     from deploy.champion import refresh_snapshot
     from deploy.tracking import configure
 
@@ -187,7 +190,8 @@ def write_refresh(indexed: IndexedData, fingerprint: str, cfg: RunConfig, data: 
             return embed(bundle, data, cfg, map_chunks)
 
     folder, written, missing = refresh_snapshot(cfg.stores.registered_model, cfg.stores.resolved_snapshots(),
-                                                indexed, fingerprint, cfg.refresh, reembed, cfg.refresh.version)
+                                                indexed, fingerprint, cfg.refresh, reembed,
+                                                version or cfg.refresh.version, switch=not staged)
     if missing:
         get_run_logger().warning(missing)
     return folder, written
@@ -195,6 +199,44 @@ def write_refresh(indexed: IndexedData, fingerprint: str, cfg: RunConfig, data: 
 
 refresh = task(write_refresh, name="refresh", retries=2, retry_delay_seconds=2, retry_condition_fn=_transient,
                cache_policy=NO_CACHE)
+
+
+@task(cache_policy=NO_CACHE)
+def crown(decision, staged, cfg: RunConfig) -> None:
+    """The promoted version becomes champion and its staged snapshot CURRENT, as one outcome."""
+    from deploy.champion import crown as take
+
+    with _registry_change(cfg, "moving the champion alias"):
+        take(cfg.stores.registered_model, decision, cfg.stores.resolved_snapshots(), staged, cfg.refresh)
+
+
+@task(cache_policy=NO_CACHE)
+def reconcile(cfg: RunConfig) -> None:
+    """Champion and CURRENT brought back into agreement if an earlier command was stopped between
+    moving one and the other (deploy/handover.py); said in the log when it happens."""
+    from deploy.champion import reconcile_serving
+    from deploy.tracking import configure
+
+    configure(cfg.stores)
+    done = reconcile_serving(cfg.stores.registered_model, cfg.stores.resolved_snapshots(), cfg.refresh)
+    if done:
+        get_run_logger().warning(done)
+
+
+def serve_decision(decision, indexed: IndexedData, fingerprint: str, cfg: RunConfig, phases=None):
+    """After the gates: a promoted version's snapshot, staged, then champion and CURRENT moved
+    together; otherwise the champion's snapshot for today's data. Returns (folder or None, written)."""
+    run = phases.run if phases is not None else (lambda name, fn, *a, **k: fn(*a, **k))
+    pinned = cfg.refresh.version
+    if decision.promoted and not pinned:
+        staged, written = run("refresh", refresh, indexed, fingerprint, cfg, version=decision.version, staged=True)
+        run("crown", crown, decision, staged, cfg)
+        return staged, written
+    if decision.promoted:
+        run("crown", crown, decision, None, cfg)
+    if decision.promoted or decision.previous_champion or pinned:
+        return run("refresh", refresh, indexed, fingerprint, cfg)
+    return None, False
 
 
 def _summary_markdown(cfg, metrics, decision, run_url, snapshot, written) -> str:
@@ -223,26 +265,25 @@ def retrain_flow(config: Optional[RunConfig] = None) -> dict:
     cfg = config or RunConfig()
     logger = get_run_logger()
     phases = Phases()
+    reconcile(cfg)
     data = phases.run("load", load_data, cfg)
-    phases.run("validate", validate, data, cfg)
+    report = phases.run("validate", validate, data, cfg)
     drift = phases.run("drift", check_drift, data, cfg)  # today's data against the champion's, before training
     prepared = phases.run("build_graph", build_graph, data, cfg)
     data, indexed = prepared.data, prepared.indexed
     logger.info(f"data {data.name}: {data.summary()}")
     run_id = phases.run("start_run", start_run, cfg, data)
     from deploy.runs import ended_with_outcome
-    from flows.prefect_api import sigterm_received
+    from flows.stopping import stop_requested
 
-    with ended_with_outcome(run_id, interrupted=sigterm_received):  # FAILED on an error, KILLED when stopped
+    with ended_with_outcome(run_id, interrupted=stop_requested):  # FAILED on an error, KILLED when stopped
         phases.run("record_profile", record_profile, run_id, drift, prepared, cfg)
         trained = phases.run("train", train, prepared, cfg, run_id)
         metrics = phases.run("evaluate", evaluate, trained, prepared, cfg, run_id)
         version = phases.run("register", register, trained, prepared, cfg, run_id)
         decision = phases.run("promote", promote, version, metrics, indexed, cfg)
-        if decision.promoted or decision.previous_champion or cfg.refresh.version:
-            snapshot, written = phases.run("refresh", refresh, indexed, data.fingerprint(), cfg)
-        else:  # the model's first version failed its gates: no champion, so nothing serves yet
-            snapshot, written = None, False
+        snapshot, written = serve_decision(decision, indexed, data.fingerprint(), cfg, phases)
+        if snapshot is None:  # the model's first version failed its gates: no champion, so nothing serves yet
             logger.warning(f"version {version} failed the promotion gates and the model has no champion yet: "
                            "no snapshot written (the version's tags name the failed gate; "
                            "graphrec promote --force --reason promotes it)")
@@ -257,4 +298,5 @@ def retrain_flow(config: Optional[RunConfig] = None) -> dict:
     return {"run_id": run_id, "version": version, "promoted": decision.promoted, "metrics": metrics,
             "decision": decision.as_dict(), "snapshot": str(snapshot) if snapshot else None, "run_url": url,
             "phase_seconds": dict(phases), "phase_peak_rss_mb": dict(phases.peak_rss_mb),
-            "refit_epochs": trained.result.recipe.get("refit_epochs")}
+            "refit_epochs": trained.result.recipe.get("refit_epochs"),
+            "data_warnings": [check.line() for check in report.warnings]}

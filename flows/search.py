@@ -41,6 +41,11 @@ from recsys.config import RunConfig, with_overrides
 from recsys.families import family, load
 from recsys.train import Callback, StopTraining
 
+# Optuna's lines go through logging like everyone else's, so that the terminal drops their
+# tracebacks (they stay in the command's log file) instead of its own handler printing them.
+optuna.logging.disable_default_handler()
+optuna.logging.enable_propagation()
+
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 PROVEN_ON = "graphrec.proven_on"  # a trial run's tag: the data set its settings were proven on
 
@@ -511,7 +516,7 @@ def chosen_trial(cfg: RunConfig, study: optuna.Study) -> tuple[optuna.trial.Froz
 def search_flow(config: Optional[RunConfig] = None) -> dict:
     from deploy.runs import ended_with_outcome, reopen_run
     from deploy.study_runs import study_parent_run
-    from flows.prefect_api import sigterm_received
+    from flows.stopping import stop_requested
 
     cfg = config or RunConfig()
     cfg = with_overrides(cfg, {"model.family": cfg.search.family})  # data preparation depends on it
@@ -522,7 +527,7 @@ def search_flow(config: Optional[RunConfig] = None) -> dict:
     study = open_study(cfg, first=True)
     parent = study_parent_run(cfg, study.study_name, prepared.data)
     reopen_run(parent)  # a resumed study's run is running again, in this process
-    with ended_with_outcome(parent, interrupted=sigterm_received):  # ends with the search: FINISHED, FAILED, KILLED
+    with ended_with_outcome(parent, interrupted=stop_requested):  # ends with the search: FINISHED, FAILED, KILLED
         return _search(cfg, study, prepared, parent, logger)
 
 

@@ -7,11 +7,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
-import yaml
 from pydantic import BaseModel, Field, ValidationError, create_model, field_validator
 
 from recsys import families
 from recsys.config_base import ConfigError, Section
+from recsys.config_file import describe, override_value, read_yaml
 from recsys.config_ops import ComputeConfig, PromotionConfig, RefreshConfig, ScheduleConfig, SearchConfig, StoresConfig
 
 
@@ -308,18 +308,23 @@ def _set_dotted(tree: dict, key: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
-def _describe(error: dict) -> str:
-    key = ".".join(str(p) for p in error["loc"])
-    if error["type"] == "extra_forbidden":
-        section = _section_at(error["loc"][:-1])
-        allowed = ", ".join(section.model_fields) if section else "?"
-        return f"unknown key '{key}'; allowed here: {allowed}"
-    allowed = ""
-    ctx = error.get("ctx") or {}
-    if "expected" in ctx:
-        allowed = f" (allowed: {ctx['expected']})"
-    message = error["msg"].removeprefix("Value error, ")
-    return f"'{key}': {message}{allowed}; got {error.get('input')!r}"
+def _is_field(loc: tuple) -> bool:
+    """Whether `loc` (a path of names from RunConfig down) names a field of a section."""
+    model: Any = RunConfig
+    for part in loc:
+        if not isinstance(model, type) or not issubclass(model, BaseModel) or part not in model.model_fields:
+            return False
+        model = model.model_fields[part].annotation
+    return True
+
+
+def _allowed_keys(loc: tuple) -> Optional[list[str]]:
+    section = _section_at(loc)
+    return list(section.model_fields) if section else None
+
+
+def _describe(errors: list) -> list[str]:
+    return describe(errors, _is_field, _allowed_keys)
 
 
 def _section_at(loc: tuple) -> Optional[type[BaseModel]]:
@@ -334,46 +339,17 @@ def _section_at(loc: tuple) -> Optional[type[BaseModel]]:
 
 def load_config(path: Optional[str | Path] = None, overrides: list[str] | None = None) -> RunConfig:
     """Read YAML (if given), apply `key=value` overrides (values parsed as YAML), validate."""
-    tree: dict = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
-        raw = path.read_bytes()
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            line = raw.count(b"\n", 0, exc.start) + 1
-            column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
-            raise ConfigError(f"config file {path} is not UTF-8 text: byte 0x{raw[exc.start]:02x} "
-                              f"at offset {exc.start} "
-                              f"(line {line}, column {column}); save it as UTF-8") from None
-        try:
-            loaded = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-            raise ConfigError(f"config file {path} is not valid YAML{where}: {problem}") from None
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"config file {path} must hold a mapping of sections, got {type(loaded).__name__}")
-        tree = loaded
+    tree: dict = read_yaml(Path(path)) if path is not None else {}
     for item in overrides or []:
         if "=" not in item:
             raise ConfigError(f"override '{item}' must look like key=value, e.g. train.epochs=10")
         key, raw = item.split("=", 1)
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else None
-        except yaml.YAMLError:
-            value = raw
-        _set_dotted(tree, key.strip(), value)
+        _set_dotted(tree, key.strip(), override_value(raw))
     source = f" ({path})" if path is not None else ""
     try:
         cfg = RunConfig.model_validate(tree)
     except ValidationError as exc:
-        raise _invalid([_describe(e) for e in exc.errors()], source) from None
+        raise _invalid(_describe(exc.errors()), source) from None
     problems = cross_key_problems(cfg)
     if problems:
         raise _invalid(problems, source)
@@ -416,7 +392,7 @@ def with_overrides(cfg: RunConfig, values: dict[str, Any]) -> RunConfig:
     try:
         out = RunConfig.model_validate(tree)
     except ValidationError as exc:
-        raise _invalid([_describe(e) for e in exc.errors()]) from None
+        raise _invalid(_describe(exc.errors())) from None
     problems = cross_key_problems(out)
     if problems:
         raise _invalid(problems)

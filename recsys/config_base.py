@@ -13,4 +13,4 @@ class ConfigError(ValueError):
 class Section(BaseModel):
     """A configuration section: unknown keys are refused, assignments are validated."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)

@@ -77,7 +77,8 @@ def small_network():
 
 class Processes:
     """Starts subprocesses, each the leader of its own process group, and ends every group when
-    the test ends, pass or fail (servers and workers the process started go with it)."""
+    the test ends, pass or fail, and every process below them (a graphrec command's work runs in a
+    session of its own, flows/stopping.py: it is ended too, with the servers and workers it started)."""
 
     def __init__(self):
         self.started: list = []
@@ -94,6 +95,7 @@ class Processes:
         import subprocess
 
         for proc in self.started:
+            below = [pid for pid, _ in descendants(proc.pid)]
             for sig, grace in ((signal.SIGTERM, 20), (signal.SIGKILL, 60)):  # SIGKILL: whatever the group still holds
                 try:
                     os.killpg(proc.pid, sig)
@@ -103,6 +105,12 @@ class Processes:
                     proc.wait(grace)
                 except subprocess.TimeoutExpired:
                     pass
+            for pid in below:  # in sessions of their own: not in the group signalled above
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            wait_until(lambda pids=below: all(exited(pid) for pid in pids), "the processes of a test to end", bound=120)
 
 
 @pytest.fixture
@@ -144,6 +152,22 @@ def proc_stat(pid: int):
 def exited(pid: int) -> bool:
     stat = proc_stat(pid)
     return stat is None or stat[0] == "Z"
+
+
+def worker_of(proc) -> int:
+    """The pid of a supervised graphrec command's work (flows/stopping.py: the child of the
+    process started, leading a session of its own), once it exists."""
+    def find():
+        for pid, _ in descendants(proc.pid):
+            stat = proc_stat(pid)
+            try:
+                if stat and stat[1] == proc.pid and os.getsid(pid) == pid:
+                    return pid
+            except ProcessLookupError:
+                continue
+        assert proc.poll() is None, f"the command ended ({proc.returncode}) before its work process was seen"
+        return None
+    return wait_until(find, "the command's work process")
 
 
 def descendants(root: int) -> list[tuple[int, str]]:

@@ -52,16 +52,16 @@ def test_an_error_prefect_reports_after_a_sigterm_still_ends_as_stopped(monkeypa
     """SIGTERM landing while Prefect sets a task run up comes back as Prefect's own error ("Task run
     is not set"); the command still ends as stopped (143 in main) and the run as KILLED."""
     import deploy.runs
-    from flows import prefect_api
+    from flows import stopping
     from flows.cli import _failed
 
     assert _failed(ValueError("Task run is not set"), "retrain", "") == 1  # no signal: an error
-    monkeypatch.setattr(prefect_api, "_terminated", [15])
-    with pytest.raises(prefect_api.Terminated):
+    monkeypatch.setattr(stopping, "_received", [15])
+    with pytest.raises(stopping.Terminated):
         _failed(ValueError("Task run is not set"), "retrain", "")
     ended = []
     monkeypatch.setattr(deploy.runs, "_end_if_possible", lambda run_id, status, note: ended.append(status))
     with pytest.raises(ValueError):
-        with deploy.runs.ended_with_outcome("run", interrupted=prefect_api.sigterm_received):
+        with deploy.runs.ended_with_outcome("run", interrupted=stopping.stop_requested):
             raise ValueError("Task run is not set")
     assert ended == ["KILLED"]

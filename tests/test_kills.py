@@ -23,13 +23,13 @@ from deploy.snapshot import Snapshot, current_name
 from flows.cli import main as cli_main
 from flows.cli import prepare_prefect
 from recsys.config import load_config
-from tests.conftest import REPO, TINY_NETWORK, descendants, exited, wait_until
+from tests.conftest import REPO, TINY_NETWORK, descendants, exited, wait_until, worker_of
 
 TINY = [*TINY_NETWORK, "train.epochs=1", "train.eval_every=1"]
 # No vector of a trained model is that short: the embedding gate refuses these challengers.
 CANNOT_WIN = ["promotion.embedding.min_norm=0", "promotion.embedding.max_norm=1e-9", "train.seed=3"]
 # The flow's tasks in order; "kill at P" = SIGKILL as soon as the task before P has finished.
-PHASES = ["load_data", "validate", "check_drift", "build_graph", "start_run", "record_profile", "train",
+PHASES = ["reconcile", "load_data", "validate", "check_drift", "build_graph", "start_run", "record_profile", "train",
           "evaluate", "register", "promote", "refresh"]
 
 
@@ -100,7 +100,7 @@ def test_a_retrain_killed_at_each_phase_changes_nothing(store, phase, tmp_path, 
     previous = PHASES[PHASES.index(phase) - 1] if phase != PHASES[0] else None
     wait_until(lambda: _finished(log, previous) or proc.poll() is not None, f"the task before '{phase}'")
     assert proc.poll() is None, log.read_text()[-3000:]
-    os.killpg(proc.pid, signal.SIGKILL)
+    os.killpg(worker_of(proc), signal.SIGKILL)  # the work and what it started, as kill -9 or the OOM killer would
     proc.wait()
     assert _state(root) == before
     _serves(root, before["champion"])
@@ -113,7 +113,7 @@ def test_a_killed_retrain_leaves_no_server_and_its_run_is_marked_killed_next_tim
     wait_until(lambda: _finished(log, "record_profile") or proc.poll() is not None, "training to start")
     servers = [pid for pid, _ in descendants(proc.pid) if "prefect" in open(f"/proc/{pid}/cmdline").read()]
     assert len(servers) == 1, "the command runs its own Prefect server"
-    proc.send_signal(signal.SIGKILL)  # the process alone, not its group: as a machine's OOM killer would
+    os.kill(worker_of(proc), signal.SIGKILL)  # the work's process alone, not its group: as the OOM killer would
     proc.wait()
     wait_until(lambda: exited(servers[0]), "the server to follow its command")
     client, cfg = _registry(root)

@@ -64,3 +64,29 @@ def text_hashes(col: pd.Series) -> np.ndarray:
     codes, values = column_codes(col)
     text = pd.Series(np.asarray(values), dtype=object).astype(str).to_numpy(dtype=object)
     return hash_array(np.append(text, "nan"), categorize=False)[codes]  # distinct already: no second factorize
+
+
+def stripped(col: pd.Series) -> tuple[pd.Series, int, int]:
+    """Text ids without the spaces and tabs around them (" u1" and "u1" are one member): (the
+    column, rows changed, position of the first). Each distinct value is stripped once; numbers
+    and columns without padded text come back as they are."""
+    codes, values = column_codes(col)
+    if len(values) == 0 or values.dtype != object:
+        return col, 0, -1
+    text = pd.Series(np.asarray(values), dtype=object)
+    is_text = text.map(lambda v: isinstance(v, str)).to_numpy(dtype=bool)
+    clean = text.copy()
+    clean[is_text] = text[is_text].str.strip(" \t\r\n")
+    changed = (clean != text).to_numpy(dtype=bool)
+    if not changed.any():
+        return col, 0, -1
+    merged, uniques = pd.factorize(clean.to_numpy(dtype=object), sort=False)
+    new_codes = np.where(codes >= 0, merged[np.maximum(codes, 0)], -1)
+    touched = np.append(changed, False)[codes]  # code -1 (null) picks the appended False
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        dtype = pd.CategoricalDtype(pd.Index(uniques, dtype=object))
+        out = pd.Series(pd.Categorical.from_codes(new_codes.astype(np.int32), dtype=dtype, validate=False),
+                        index=col.index, name=col.name)
+    else:
+        out = pd.Series(np.append(np.asarray(uniques, dtype=object), None)[new_codes], index=col.index, name=col.name)
+    return out, int(touched.sum()), int(np.flatnonzero(touched)[0])
