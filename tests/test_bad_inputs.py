@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -23,7 +25,7 @@ from deploy.snapshot import current_name
 from flows.cli import main as cli_main
 from flows.cli import prepare_prefect
 from recsys.config import load_config
-from tests.conftest import TINY_NETWORK
+from tests.conftest import REPO, TINY_NETWORK
 
 TINY = [*TINY_NETWORK, "train.epochs=1", "train.eval_every=1"]
 
@@ -107,6 +109,7 @@ def files_for(bad: Path) -> dict[str, bytes]:
         "config_utf8.yaml": b"model:\n  dim: 8\n# caf\xe9\n",
         "config_syntax.yaml": b"model: [dim: 3\n",
         "config_list.yaml": b"- just\n- a list\n",
+        "config_dup.yaml": b"train:\n  lr: 0.01\n  epochs: 3\n  lr: 0.02\n",
     }
 
 
@@ -151,6 +154,15 @@ CASES = [
      "config_syntax.yaml is not valid YAML at line 2, column 1"),
     ("yaml-list", ["validate", "-c", "{bad}/config_list.yaml"], [], 2, "must hold a mapping of sections, got list"),
     ("yaml-missing", ["retrain", "-c", "{bad}/nowhere.yaml"], [], 2, "nowhere.yaml does not exist"),
+    ("yaml-duplicate-key", ["retrain", "-c", "{bad}/config_dup.yaml"], [], 2,
+     "config_dup.yaml: key 'lr' is given twice (lines 2 and 4); keep one of them"),
+    ("yaml-a-folder", ["retrain", "-c", "{bad}/gw_token"], [], 2,
+     "config file {bad}/gw_token is a folder; give the YAML file itself"),
+    ("lr-infinite", ["retrain"], ["train.lr=inf"], 2,
+     "'train.lr': Input should be 'auto' or a finite number; got 'inf'"),
+    ("lr-nan", ["retrain"], ["train.lr=.nan"], 2, "'train.lr': Input should be 'auto' or a finite number; got nan"),
+    ("temperature-infinite", ["retrain"], ["train.temperature=.inf"], 2,
+     "'train.temperature': Input should be a finite number; got inf"),
     # the store, refused when a writing command starts
     ("tracking-uri-missing-folder", ["retrain"], ["stores.tracking_uri=sqlite:///{bad}/no/such/folder/mlflow.db"], 2,
      "/no/such/folder does not exist; create it, or point stores.tracking_uri"),
@@ -180,6 +192,8 @@ CASES = [
      "'99999999999999999999' (field 2) is too large for a 64-bit id"),
     ("gowalla-no-interactions", ["validate"], ["data.source=gowalla", "data.path={bad}/gw_empty"], 2,
      "gw_empty/train.txt holds no interactions"),
+    ("gowalla-path-is-a-file", ["validate"], ["data.source=gowalla", "data.path={bad}/good.csv"], 2,
+     "data.path={bad}/good.csv is a file; data.source=gowalla reads a folder"),
     ("gowalla-no-test-file", ["validate"], ["data.source=gowalla", "data.path={bad}/gw_notest"], 2,
      "gw_notest/test.txt does not exist"),
     ("gowalla-test-only-ids", ["validate"], ["data.source=gowalla", "data.path={bad}/gw_testonly",
@@ -217,6 +231,8 @@ CASES = [
     ("json-file", ["validate"], files("log.json"), 2, "log.json must be .csv, .tsv, .txt or .parquet (got .json)"),
     ("empty-file", ["refresh"], files("empty.csv"), 2, "the interactions file {bad}/empty.csv is empty"),
     ("missing-file", ["validate"], files("absent.csv"), 2, "{bad}/absent.csv does not exist"),
+    ("data-file-is-a-folder", ["retrain"], files("gw_token"), 2,
+     "{bad}/gw_token is a folder; give the data file itself"),
     ("corrupt-parquet", ["validate"], files("corrupt.parquet"), 2, "corrupt.parquet cannot be read"),
     ("users-without-id", ["validate"], files("good.csv", "data.users={bad}/users_noid.csv"), 2,
      "the users file {bad}/users_noid.csv has no user_id column; columns found: member, title"),
@@ -318,3 +334,23 @@ def test_a_broken_current_serves_the_newest_intact_snapshot(store, capsys, point
 def test_a_missing_current_without_snapshots_still_says_what_to_do(tmp_path, capsys):
     assert run(tmp_path, ["recommend", "--user", "u1"]) == 2
     assert "no snapshot yet" in capsys.readouterr().err
+
+
+def test_a_pipe_as_the_data_file_is_refused_not_read_as_missing():
+    out = subprocess.run([sys.executable, "-m", "flows.cli", "validate", "--set", "data.source=files",
+                          "--set", "data.interactions=/dev/stdin"], cwd=REPO, input="user_id,item_id\n",
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 2 and "is not a regular file (a pipe" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_a_retrain_says_which_ids_occur_only_in_test_rows(bad, tmp_path, capsys):
+    """Validation passes them with a warning (validation.test_only_ids=warn): the retrain's own
+    output says so too, not only `graphrec validate` and the artifact."""
+    root = tmp_path / "store"
+    prepare_prefect(root)
+    assert run(root, ["retrain"], ("data.source=gowalla", f"data.path={bad}/gw_testonly",
+                                   "validation.min_interactions_per_user=1", "data.split.valid_fraction=0",
+                                   "promotion.split=test")) == 0
+    out = capsys.readouterr().out
+    assert "data warning: interactions.item_id: expect_held_out_ids_to_occur_in_training_rows" in out
+    assert "1 items occur only in held-out (test/valid) rows" in out

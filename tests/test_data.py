@@ -220,3 +220,18 @@ def test_a_source_with_only_train_and_test_gets_validation_from_train(tmp_path):
     assert "validation_split" in split.summary()
     none = with_split(raw, DataConfig(source="gowalla", path=folder, split={"valid_fraction": 0}))
     assert (none.interactions["split"].astype(str).to_numpy() == before).all()
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_ids_with_spaces_or_tabs_around_them_are_one_id_and_the_first_row_is_named(tmp_path, caplog, suffix):
+    inter = pd.DataFrame({"user_id": ["u1", " u1", "u2\t", "u2", "u3"], "item_id": ["i1", "i2", "i1", " i3 ", "i2"]})
+    path = tmp_path / f"interactions{suffix}"
+    inter.to_csv(path, index=False) if suffix == ".csv" else inter.to_parquet(path, index=False)
+    with caplog.at_level("WARNING", logger="graphrec.data"):
+        data = load_files(path)
+    assert sorted(map(str, data.users["user_id"])) == ["u1", "u2", "u3"]
+    assert sorted(map(str, data.items["item_id"])) == ["i1", "i2", "i3"]
+    assert list(data.interactions["user_id"].astype(str)) == ["u1", "u1", "u2", "u2", "u3"]
+    where = "row 1, line 3" if suffix == ".csv" else "row 1)"
+    assert f"2 user_id value(s) had spaces or tabs around the id (first: {where}" in caplog.text
+    assert "1 item_id value(s)" in caplog.text and "(first: row 3" in caplog.text

@@ -1,12 +1,12 @@
 """Faults in whole processes, through the real command line: a retrain killed with SIGKILL at the
-start of each phase of the flow, a retrain stopped by SIGTERM, and two retrains at once on one
-store. After each: the champion and CURRENT are as they were (the killed runs are set up so that
-they could not pass the gates anyway: CANNOT_WIN), CURRENT
-still serves, no version is left with half a decision, the killed run is marked KILLED by the
-next start, and the Prefect server the command started went with it.
+start of each phase of the flow, and two retrains at once on one store. After each: the champion
+and CURRENT are as they were (the killed runs are set up so that they could not pass the gates
+anyway: CANNOT_WIN), CURRENT still serves, no version is left with half a decision, the killed
+run is marked KILLED by the next start, and the Prefect server the command started went with it.
 
-(The kernel build killed at any moment: test_kernels.py. A refresh killed mid-write and the
-tracking server lost while registering: test_faults.py.)
+(Commands stopped by SIGINT / SIGTERM to their process group: test_stopping.py. The kernel build
+killed at any moment: test_kernels.py. A refresh killed mid-write and the tracking server lost
+while registering: test_faults.py.)
 """
 from __future__ import annotations
 
@@ -17,13 +17,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from mlflow.tracking import MlflowClient
 
-from deploy.snapshot import Snapshot, current_name
 from flows.cli import main as cli_main
 from flows.cli import prepare_prefect
-from recsys.config import load_config
 from tests.conftest import REPO, TINY_NETWORK, descendants, exited, wait_until, worker_of
+from tests.stores import registry, serves, state
 
 TINY = [*TINY_NETWORK, "train.epochs=1", "train.eval_every=1"]
 # No vector of a trained model is that short: the embedding gate refuses these challengers.
@@ -49,31 +47,6 @@ def store(tmp_path_factory):
     return root
 
 
-def _registry(root: Path):
-    cfg = load_config(None, [f"stores.root={root}"])
-    uri = cfg.stores.resolved_tracking_uri()
-    return MlflowClient(uri, registry_uri=uri), cfg
-
-
-def _state(root: Path) -> dict:
-    client, cfg = _registry(root)
-    name = cfg.stores.registered_model
-    versions = client.search_model_versions(f"name='{name}'")
-    for v in versions:  # a decision is recorded whole, or not at all
-        tags = v.tags
-        if "promotion.decision" in tags:
-            assert {"promotion.reason", "promotion.decided_at"} <= set(tags), tags
-    return {"champion": str(client.get_registered_model(name).aliases["champion"]),
-            "CURRENT": current_name(cfg.stores.resolved_snapshots())}
-
-
-def _serves(root: Path, version: str) -> None:
-    _, cfg = _registry(root)
-    snap = Snapshot.open(cfg.stores.resolved_snapshots())
-    assert snap.manifest["model_version"] == version and snap.fallback_from is None
-    assert len(snap.recommend(str(snap.user_ids[0]), k=5)) == 5
-
-
 def _start(processes, root: Path, log: Path, *extra: str, own_server: bool = False):
     """A retrain process on the session's Prefect server, or with one of its own."""
     env = {**os.environ, "PREFECT_LOGGING_LEVEL": "INFO"}  # the task lines the test follows
@@ -94,7 +67,7 @@ def _finished(log: Path, task: str) -> bool:
 @pytest.mark.parametrize("phase", PHASES)
 def test_a_retrain_killed_at_each_phase_changes_nothing(store, phase, tmp_path, processes):
     root = store
-    before = _state(root)
+    before = state(root)
     log = tmp_path / "retrain.log"
     proc = _start(processes, root, log, *CANNOT_WIN)
     previous = PHASES[PHASES.index(phase) - 1] if phase != PHASES[0] else None
@@ -102,8 +75,8 @@ def test_a_retrain_killed_at_each_phase_changes_nothing(store, phase, tmp_path, 
     assert proc.poll() is None, log.read_text()[-3000:]
     os.killpg(worker_of(proc), signal.SIGKILL)  # the work and what it started, as kill -9 or the OOM killer would
     proc.wait()
-    assert _state(root) == before
-    _serves(root, before["champion"])
+    assert state(root) == before
+    serves(root, before["champion"])
 
 
 def test_a_killed_retrain_leaves_no_server_and_its_run_is_marked_killed_next_time(store, tmp_path, processes):
@@ -116,7 +89,7 @@ def test_a_killed_retrain_leaves_no_server_and_its_run_is_marked_killed_next_tim
     os.kill(worker_of(proc), signal.SIGKILL)  # the work's process alone, not its group: as the OOM killer would
     proc.wait()
     wait_until(lambda: exited(servers[0]), "the server to follow its command")
-    client, cfg = _registry(root)
+    client, cfg = registry(root)
     exp = client.get_experiment_by_name(cfg.stores.experiment)
     running = client.search_runs([exp.experiment_id], "attributes.status = 'RUNNING'")
     assert len(running) == 1  # the killed one, until the next start
@@ -125,27 +98,11 @@ def test_a_killed_retrain_leaves_no_server_and_its_run_is_marked_killed_next_tim
     assert killed.info.status == "KILLED" and "ended without ending the run" in killed.data.tags["graphrec.ended"]
 
 
-def test_a_retrain_stopped_by_sigterm_exits_143_and_ends_its_run(store, tmp_path, processes):
-    root = store
-    before = _state(root)
-    log = tmp_path / "retrain.log"
-    proc = _start(processes, root, log, *CANNOT_WIN, "train.epochs=500", "train.patience=500")
-    wait_until(lambda: _finished(log, "record_profile") or proc.poll() is not None, "training to start")
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait() == 143
-    assert "stopped by SIGTERM" in log.read_text()
-    client, cfg = _registry(root)
-    exp = client.get_experiment_by_name(cfg.stores.experiment)
-    latest = client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"], max_results=1)[0]
-    assert latest.info.status == "KILLED"
-    assert _state(root) == before
-
-
 def test_two_retrains_at_once_both_finish_and_current_serves_the_champion(store, tmp_path, processes):
     root = store
     logs = [tmp_path / "first.log", tmp_path / "second.log"]
     procs = [_start(processes, root, log, f"train.seed={seed}") for log, seed in zip(logs, (11, 12))]
     codes = [p.wait(timeout=1800) for p in procs]  # a bound, not a deadline on speed
     assert codes == [0, 0], [log.read_text()[-2000:] for log in logs]
-    state = _state(root)
-    _serves(root, state["champion"])
+    now = state(root)
+    serves(root, now["champion"])
