@@ -301,7 +301,11 @@ def cmd_serve(args) -> int:
         if os.environ.get("PREFECT_API_URL", "").startswith("http://127.0.0.1:"):
             print(f"no PREFECT_API_URL of yours: a Prefect server of this process's own at "
                   f"{os.environ['PREFECT_API_URL']} (see README: Schedules)")
-        serve(*found)
+        serve(*found)  # returns when stopped: Prefect's runner takes the interruption itself
+    from flows.stopping import stop_requested, stopped_by
+
+    if stop_requested():
+        raise stopped_by()
     return 0
 
 

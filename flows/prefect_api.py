@@ -18,6 +18,7 @@ import atexit
 import contextlib
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -27,7 +28,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator, Optional
 
+from flows.prefect_server import STOP
 from flows.stopping import die_with_parent
+
+REPO = Path(__file__).resolve().parents[1]
 
 STARTUP_BOUND = 600.0  # seconds: far above what a loaded machine needs; only so that nothing waits forever
 
@@ -81,12 +85,13 @@ def _server_for(home: Path, services: bool) -> str:
         env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
                "PREFECT_SERVER_UI_ENABLED": "false"}
         env.pop("PREFECT_API_URL", None)
-        argv = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+        argv = [sys.executable, "-m", "flows.prefect_server", "--host", "127.0.0.1", "--port", str(port)]
         if not services:
             argv.append("--no-services")
         with open(log_path, "ab") as log:
             server = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                      preexec_fn=die_with_parent)
+                                      preexec_fn=_server_dies_with_parent)
         deadline = time.monotonic() + STARTUP_BOUND
         while server.poll() is None and not _healthy(url) and time.monotonic() < deadline:
             time.sleep(0.25)
@@ -107,9 +112,13 @@ def _stop_all() -> None:
         _stop(_servers.popitem()[1][0])
 
 
+def _server_dies_with_parent() -> None:
+    die_with_parent(signal.SIGKILL)  # it ignores the others (flows/prefect_server.py)
+
+
 def _stop(server: subprocess.Popen) -> None:
     if server.poll() is None:
-        server.terminate()
+        server.send_signal(STOP)
         try:
             server.wait(30)
         except subprocess.TimeoutExpired:

@@ -26,6 +26,7 @@ supervisor stops the work too.
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 import signal
 import sys
@@ -50,6 +51,9 @@ def stop_on_signals() -> None:
     it ignored, as a shell does for background jobs), SIGTERM and SIGHUP raise `Terminated`."""
     def handler(signum, frame):
         _received.append(signum)
+        # The interruption cancels whatever an event loop (Prefect's runner) was awaiting; asyncio
+        # then logs each cancelled callback with its traceback: noise once the command is stopping.
+        logging.getLogger("asyncio").setLevel(logging.CRITICAL)
         if signum == signal.SIGINT:
             raise KeyboardInterrupt
         raise Terminated(signal.Signals(signum).name)

@@ -2,6 +2,7 @@
 schedules and parameters of the config, and a run of the retrain deployment is picked up and
 executed by the serving process (which writes the first snapshot)."""
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TINY_NETWORK, wait_until
+from tests.conftest import TINY_NETWORK, descendants, exited, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [*TINY_NETWORK, "train.epochs=2"]
@@ -58,7 +59,7 @@ def test_serve_creates_scheduled_deployments_and_runs_them(tmp_path, prefect_ser
             "--set", "schedule.timezone=Europe/Paris"]
     for item in TINY:
         argv += ["--set", item]
-    processes.start(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    serving = processes.start(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     with temporary_settings(updates={PREFECT_API_URL: url}):
         with get_client(sync_client=True) as client:
             retrain = _wait(lambda: client.read_deployment_by_name("graphrec-retrain/graphrec-retrain"),
@@ -75,3 +76,8 @@ def test_serve_creates_scheduled_deployments_and_runs_them(tmp_path, prefect_ser
             assert state.is_completed(), state
     manifest = read_manifest(store / "snapshots")
     assert manifest["model_version"] == "1"
+    below = [pid for pid, _ in descendants(serving.pid)]
+    os.killpg(serving.pid, signal.SIGINT)  # Ctrl-C in its terminal: the whole process group
+    _, err = serving.communicate(timeout=600)
+    assert serving.returncode == 130 and "graphrec serve: interrupted" in err and "Traceback" not in err
+    wait_until(lambda: all(exited(pid) for pid in below), "the serving process's work to end")

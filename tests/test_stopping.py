@@ -168,6 +168,23 @@ def test_a_refresh_stopped_while_writing_leaves_current(store, tmp_path, process
     _flow_run_crashed("graphrec-refresh")
 
 
+def test_sigterm_to_every_process_at_once_as_systemd_does(store, tmp_path, processes):
+    """systemd's default KillMode=control-group signals every process of the unit, the command's
+    Prefect server included: the server must outlive that signal until the flow has reported."""
+    before = state(store)
+    held = Held(processes, tmp_path, ["retrain", *_sets(store)], PHASES["register"], own_server=True)
+    below = held.wait_in("log_and_register_model")
+    mark = len(held.err.read_text())
+    for pid in [held.proc.pid, *below]:
+        os.kill(pid, signal.SIGTERM)
+    assert held.proc.wait(BOUND) == 143
+    after = held.err.read_text()[mark:]
+    _said_once(after, "retrain", signal.SIGTERM)
+    assert "Traceback" not in held.err.read_text() and "Error logging to API" not in after
+    _nothing_left(below, store)
+    assert state(store) == before
+
+
 def test_the_servers_and_workers_are_outside_the_terminals_group(store, tmp_path, processes):
     """The command's process stays in the group the terminal signals; its work, and the Prefect
     server the work starts, lead a session of their own and end with the command."""
