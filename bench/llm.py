@@ -86,7 +86,7 @@ def _train_sage(prepared, cfg):
 
 def case(spec: dict) -> dict:
     from recsys.data.loaders import load_data
-    from recsys.models.llm import train_llm
+    from recsys.llm_fit import train_llm
     from recsys.prepare import prepare
     from recsys.train import evaluate_model
 

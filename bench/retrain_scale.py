@@ -356,7 +356,7 @@ STAGE_PROBES = {"llm": "prefix"}  # families probed in a stage of their own, not
 
 
 def probe_prefix(cfg, prepared, bottom, clock) -> tuple[int, int, str]:
-    """The llm family's prefix stage (recsys.models.llm.fit_prefix, the flow's settings) until
+    """The llm family's prefix stage (recsys.llm_fit.fit_prefix, the flow's settings) until
     `clock` stops it: (members per step, steps per epoch, "prefix"). Its inputs are of the flow's
     shapes, but the bottom GNN is untrained and the jobs' vectors are random unit vectors of the
     text encoder's width: a step's cost does not depend on their values, and encoding 200k job texts
@@ -364,7 +364,8 @@ def probe_prefix(cfg, prepared, bottom, clock) -> tuple[int, int, str]:
     import numpy as np
     import torch
 
-    from recsys.models.llm import PrefixEncoder, fit_prefix, profile_texts
+    from recsys.llm_fit import fit_prefix
+    from recsys.models.llm import PrefixEncoder, profile_texts
     from recsys.text import DIM
     from recsys.train import StopTraining
 

@@ -8,25 +8,20 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
+from flows.cli_read import (
+    MAX_K,
+    WRITES_STORE,
+    cmd_families,
+    cmd_generate,
+    cmd_models,
+    cmd_recommend,
+    cmd_ui,
+    cmd_validate,
+)
+from flows.cli_read import config_of as _config
 from recsys import families
 
-# Commands that write the store (MLflow, Prefect state, snapshots): a store they could not write is
-# refused before anything starts, naming the path (ConfigError: exit 2).
-WRITES_STORE = ("retrain", "search", "refresh", "promote", "rollback", "serve")
 FULL_DISK = 5  # exit code: a store's file system had no room (README: exit codes)
-MAX_K = 10_000  # recommend -k: beyond this a list is no recommendation, and faiss would allocate k per user
-
-
-def _config(args):
-    from recsys.config import load_config
-
-    cfg = load_config(args.config, args.set)
-    if getattr(args, "command", None) in WRITES_STORE:
-        cfg.stores.check_writable()
-        cfg.compute.check_device()
-    elif getattr(args, "command", None) in ("models", "ui"):
-        cfg.stores.check_tracking_folder()
-    return cfg
 
 
 def prepare_prefect(root: Path) -> Path:
@@ -149,105 +144,6 @@ def cmd_search(args) -> int:
         print(f"  best configuration retrained: run {r['run_id']}, model version {r['version']} "
               f"{'-> champion' if r['promoted'] else '(challenger; champion unchanged)'}")
         print(f"  {r['decision']['reason']}")
-    return 0
-
-
-def cmd_recommend(args) -> int:
-    if not 1 <= args.k <= MAX_K:
-        print(f"graphrec recommend: -k {args.k} is out of range; ask for 1 to {MAX_K} items", file=sys.stderr)
-        return 2
-    from deploy.snapshot import Snapshot, SnapshotError, UnknownUserError
-    from recsys.config import load_config
-
-    cfg = load_config(args.config, args.set)
-    try:
-        snap = Snapshot.open(cfg.stores.resolved_snapshots())
-        recs = snap.recommend(args.user, args.k)
-    except (SnapshotError, UnknownUserError) as exc:
-        print(f"graphrec recommend: {exc}", file=sys.stderr)
-        return 2
-    from deploy.handover import split
-
-    m = snap.manifest
-    unfinished = split(cfg.stores.resolved_snapshots(), None)
-    if unfinished:
-        print(f"warning: {unfinished}", file=sys.stderr)
-    if snap.fallback_from:
-        instead = "the newest intact snapshot" if snap.fallback_from == "CURRENT" else "the previous snapshot"
-        print(f"warning: {snap.problem}; serving {instead} instead ({snap.name})", file=sys.stderr)
-    print(f"top {len(recs)} for user {args.user} (model {m['model_name']} v{m['model_version']}, snapshot {m['name']})")
-    print(recs.to_string(index=False))
-    return 0
-
-
-def cmd_validate(args) -> int:
-    from recsys.data.loaders import load_data
-    from validation.data import validate_data
-
-    cfg = _config(args)
-    data = load_data(cfg.data)
-    report = validate_data(data, cfg.validation,
-                           require_timestamp=cfg.data.split.kind == "temporal" and "split" not in data.interactions)
-    print(report.to_markdown() if args.markdown else report.summary())
-    return 0 if report.success else 3
-
-
-def cmd_generate(args) -> int:
-    from recsys.data.loaders import save_files
-    from recsys.data.synthetic import generate
-
-    out = args.out
-    if out.exists() and not out.is_dir():
-        print(f"graphrec generate: --out {out} is an existing file; give a folder (new, or existing: its "
-              "interactions/users/items/social.parquet are replaced)", file=sys.stderr)
-        return 2
-    cfg = _config(args)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".graphrec-write-test"
-        probe.touch()
-        probe.unlink()
-    except OSError as exc:
-        print(f"graphrec generate: --out {out} cannot be written ({exc.strerror}); give a writable folder",
-              file=sys.stderr)
-        return 2
-    data = generate(**cfg.data.synthetic.model_dump())
-    paths = save_files(data, out)
-    print(f"wrote {data.summary()} to:")
-    for name, path in paths.items():
-        print(f"  {name}: {path}")
-    return 0
-
-
-def cmd_ui(args) -> int:
-    from deploy.tracking_ui import ui_command
-
-    cfg = _config(args)
-    cfg.stores.root.mkdir(parents=True, exist_ok=True)
-    cmd = ui_command(cfg.stores, args.host, args.port)
-    print("starting:", " ".join(cmd))
-    os.execv(sys.executable, cmd)
-
-
-def cmd_families(args) -> int:
-    for line in families.table():
-        print(line)
-    return 0
-
-
-def cmd_models(args) -> int:
-    from deploy.models_table import models_table, serving_split
-
-    cfg = _config(args)
-    lines = models_table(cfg.stores, cfg.promotion.metric)
-    if not lines:
-        print(f"no versions of {cfg.stores.registered_model} yet")
-        return 0
-    for line in lines:
-        print(line)
-    split = serving_split(cfg.stores)
-    if split:
-        print(f"warning: {split}", file=sys.stderr)
     return 0
 
 

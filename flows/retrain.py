@@ -73,7 +73,7 @@ def start_run(cfg: RunConfig, data: RecData) -> str:
 def train(prepared, cfg: RunConfig, run_id: str) -> Trained:
     """The family's whole training (recsys/families.py); every stage's epochs go to the MLflow run."""
     from deploy.tracking import EpochLogger
-    from recsys.families import train as train_family
+    from recsys.fit import train as train_family
 
     return train_family(prepared, cfg, lambda stage: [EpochLogger(run_id, prefix=stage)], get_run_logger().info)
 

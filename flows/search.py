@@ -315,7 +315,7 @@ def make_objective(cfg: RunConfig, prepared, parent_run_id: str, log=print, dead
         trial_pruned,
     )
     from deploy.tracking import EpochLogger
-    from recsys.families import train
+    from recsys.fit import train
 
     searched = family(cfg.search.family)
 

@@ -23,7 +23,7 @@ from pydantic import Field, field_validator
 
 from recsys.config_base import ConfigError, Section
 
-RANKING_LOOP = "recsys.train:train_ranking"
+RANKING_LOOP = "recsys.fit:train_ranking"
 
 
 def _never(model_cfg) -> bool:
@@ -270,7 +270,7 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
            reads_features=_always, bottom=lambda m: m.mmoe.bottom,
            prepare="recsys.data.network_tasks:prepare_tasks", objective=lambda cfg: "mean_auc"),
     Family("llm", "a frozen MiniLM reading the graph as text, or GNN embeddings as its soft prompt",
-           "", LLMOptions, train="recsys.models.llm:train_family", reads_features=_always, reads_text=True,
+           "", LLMOptions, train="recsys.llm_fit:train_family", reads_features=_always, reads_text=True,
            bottom=lambda m: m.llm.bottom),
 )}
 
@@ -299,19 +299,3 @@ def table() -> list[str]:
             "no" if f.reads_features is _never else "option")
         lines.append(f"{f.name:<9} {f.inductive:<14} {features:<9} {'yes' if f.space else 'no':<7} {f.summary}")
     return lines
-
-
-def train(prepared, cfg, callbacks=None, log: Optional[Callable[[str], None]] = None):
-    """Build the configured family's model and train it the family's way: a recsys.train.Trained.
-    `callbacks(stage)` gives the observers of each training stage ("" for the ranking loop,
-    "head_" for MMoE's heads, "prefix_" for the LLM prefix)."""
-    from recsys.train import no_callbacks, refit
-
-    f = family(cfg.model.family)
-    callbacks = callbacks or no_callbacks
-    model = f.build(cfg.model, prepared.graph, seed=cfg.train.seed)
-    trained = load(f.train)(prepared, cfg, model, callbacks, log)
-    if cfg.train.refit and f.train == RANKING_LOOP and len(prepared.indexed.valid) and trained.best_epoch:
-        trained = refit(trained, prepared, cfg, lambda graph: f.build(cfg.model, graph, seed=cfg.train.seed),
-                        callbacks, log)
-    return trained

@@ -203,7 +203,7 @@ def fit_network_heads(tasks: NetworkTasks, bottom: nn.Module, graph, opts, seed:
 def train_family(prepared, cfg, bottom, callbacks, log=None):
     """The mmoe family's whole training (its registry entry): the bottom by the ranking loop, then
     the heads on both tasks (stage "head_"); a search maximises their mean validation AUC."""
-    from recsys.train import train_ranking
+    from recsys.fit import train_ranking
 
     trained = train_ranking(prepared, cfg, bottom, callbacks, log)
     heads = fit_network_heads(prepared.tasks, bottom, prepared.graph, cfg.model.mmoe, cfg.train.seed,

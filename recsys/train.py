@@ -9,7 +9,7 @@ Every `eval_every` epochs the validation split is ranked in full; the best state
 kept, and training stops after `patience` evaluations without improvement (EarlyStopping).
 Callbacks (epoch start, step, epoch end with its figures) serve MLflow logging and Optuna pruning;
 a callback may raise StopTraining. The multi-task heads (recsys/multitask.py) and the LLM prefix
-(recsys/models/llm.py) train with the same two helpers.
+(recsys/llm_fit.py) train with the same two helpers.
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from recsys.config import EvalConfig, TrainConfig
 from recsys.data.types import IndexedData
-from recsys.device import embed_on, resolve_device, to_device
+from recsys.device import embed_on, to_device
 from recsys.graph.build import RecGraph
 from recsys.metrics import evaluate, evaluate_per_user
 from recsys.models.base import AUTO_STEPS
@@ -307,62 +307,3 @@ class Trained:
 
 def no_callbacks(stage: str) -> list[Callback]:
     return []
-
-
-def train_ranking(prepared, cfg, model, callbacks: Callable[[str], Sequence[Callback]] = no_callbacks,
-                  log: Optional[Callable[[str], None]] = None) -> Trained:
-    """A family's whole training when it is the ranking loop above (every family but those with a
-    later stage). `callbacks(stage)` gives the observers of a stage; this one is stage ""."""
-    result = fit(model, prepared.graph, prepared.indexed, cfg.train, cfg.eval, callbacks=callbacks(""), log=log,
-                 device=resolve_device(cfg.compute.device))
-    return Trained(model, prepared.graph, result, result.best_score, result.best_epoch)
-
-
-class StopAfter(Callback):
-    """Ends training after `epochs` epochs (a refit's budget)."""
-
-    def __init__(self, epochs: int):
-        self.epochs = epochs
-
-    def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
-        if epoch >= self.epochs:
-            raise StopTraining
-
-
-def refit_plan(cfg: TrainConfig, best_epoch: int, selection_batches: int, n_pairs: int,
-               auto_steps: Optional[int] = AUTO_STEPS) -> tuple[int, TrainConfig]:
-    """(epochs, settings) of a refit on `n_pairs`: as many optimiser steps as the selection run took to
-    its best epoch (`best_epoch` epochs of `selection_batches` steps), and the learning-rate schedule
-    (cosine's length, the milestones) stretched by the same factor. `cfg` is resolved (no `auto`)."""
-    batch, _ = batch_plan(cfg, n_pairs, auto_steps)
-    batches = max(1, -(-n_pairs // batch))
-    epochs = max(1, round(best_epoch * selection_batches / batches))
-    stretch = epochs / best_epoch
-    return epochs, cfg.model_copy(update={"epochs": max(epochs, round(cfg.epochs * stretch)),
-                                          "lr_milestones": [round(m * stretch) for m in cfg.lr_milestones]})
-
-
-def refit(selected: Trained, prepared, cfg, build: Callable,
-          callbacks: Callable[[str], Sequence[Callback]] = no_callbacks,
-          log: Optional[Callable[[str], None]] = None) -> Trained:
-    """train.refit: a fresh model (`build(graph)`, the same seed) trained on training and validation pairs
-    together for the optimiser steps the selection run took to its best epoch (refit_plan). Its
-    epochs go to callbacks("refit_"). Returns the refit model, carrying `selected` for the gates."""
-    from recsys.prepare import with_validation_trained
-
-    merged = with_validation_trained(prepared, cfg)
-    model = build(merged.graph)
-    train_cfg = cfg.train.resolved(getattr(model, "recipe", {}))
-    r = selected.result
-    auto_steps = getattr(model, "auto_steps", AUTO_STEPS)
-    epochs, plan = refit_plan(train_cfg, r.best_epoch, max(1, -(-len(prepared.indexed.train) // r.batch_size)),
-                              len(merged.indexed.train), auto_steps)
-    if log:
-        log(f"refit: {epochs} epochs on {len(merged.indexed.train)} pairs (training and validation), the optimiser "
-            f"steps of the {r.best_epoch} epochs chosen on validation")
-    result = fit(model, merged.graph, merged.indexed, plan, cfg.eval, log=log,
-                 callbacks=[*callbacks("refit_"), StopAfter(epochs)], device=resolve_device(cfg.compute.device))
-    result.recipe.update({"refit_epochs": epochs, "refit_pairs": len(merged.indexed.train),
-                          "selection_epochs": r.best_epoch, "selection_pairs": len(prepared.indexed.train)})
-    return Trained(model, merged.graph, result, selected.score, selected.best_epoch, selection=selected,
-                   indexed=merged.indexed)

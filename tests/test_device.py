@@ -175,7 +175,8 @@ def test_mmoe_heads_on_cuda_follow_the_cpu():
 
 @CUDA
 def test_the_llm_prefix_on_cuda_follows_the_cpu():
-    from recsys.models.llm import PrefixEncoder, fit_prefix, load_frozen_minilm
+    from recsys.llm_fit import fit_prefix
+    from recsys.models.llm import PrefixEncoder, load_frozen_minilm
 
     tokenizer, bert = load_frozen_minilm()
     texts = [f"member {k}" for k in range(8)]

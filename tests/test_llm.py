@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 import torch
 
-from recsys.models.llm import PrefixEncoder, fit_prefix, graph_texts, load_frozen_minilm
+from recsys.llm_fit import fit_prefix
+from recsys.models.llm import PrefixEncoder, graph_texts, load_frozen_minilm
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from recsys import families
+from recsys import families, fit
 from recsys.config import ModelConfig, RunConfig, load_config
 from recsys.config_base import ConfigError
 from recsys.families import FAMILIES, Family, embedding_space
@@ -69,7 +69,7 @@ def test_a_family_added_to_the_registry_alone_is_configured_built_trained_and_se
         seen[stage] = Counter()
         return [seen[stage]]
 
-    trained = families.train(prepared, cfg, callbacks)
+    trained = fit.train(prepared, cfg, callbacks)
     assert type(trained.model).__name__ == "MF" and seen[""].epochs == 2
     assert np.isfinite(trained.score) and trained.best_epoch in (1, 2)
     assert RunConfig.model_validate(cfg.model_dump()).model.family == "toy"

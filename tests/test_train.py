@@ -255,7 +255,7 @@ def test_row_l2_pays_each_row_once_whatever_its_degree():
 
 
 def test_a_refit_takes_the_selection_runs_optimiser_steps_by_hand():
-    from recsys.train import refit_plan
+    from recsys.fit import refit_plan
 
     cfg = TrainConfig(epochs=40, batch_size=100, lr=0.01, l2=0.0, average=None, max_steps_per_epoch=None,
                       lr_milestones=[20], progress=False)
@@ -269,7 +269,7 @@ def test_a_refit_takes_the_selection_runs_optimiser_steps_by_hand():
 
 def test_refit_trains_a_fresh_model_on_training_and_validation_for_the_chosen_budget(small_network):
     from recsys.config import load_config
-    from recsys.families import train
+    from recsys.fit import train
     from recsys.prepare import prepare
 
     cfg = load_config(None, ["features.text=false", "model.dim=16", "train.progress=false", "train.epochs=6",

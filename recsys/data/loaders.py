@@ -10,10 +10,10 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from recsys.config import DataConfig
 from recsys.data.errors import DataLoadError
 from recsys.data.files import existing as _existing
 from recsys.data.files import load_files, save_files  # noqa: F401  (the loaders' public names)
+from recsys.data.settings import DataConfig
 from recsys.data.split import assign_split, carve_validation, hold_out_cold
 from recsys.data.types import RecData
 

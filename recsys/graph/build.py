@@ -15,29 +15,16 @@ import numpy as np
 import torch
 
 from recsys.data.types import IndexedData
+from recsys.graph.propagation import RowProducts, SparseOperator
 
 if TYPE_CHECKING:
     import dgl
-
-    from recsys.graph.propagation import RowProducts
 
 USER_ITEM = ("user", "interacts", "item")
 ITEM_USER = ("item", "interacted_by", "user")
 FRIEND = ("user", "friend", "user")
 SIMILAR_USER = ("user", "similar_user", "user")
 SIMILAR_ITEM = ("item", "similar_item", "item")
-
-
-@dataclass
-class SparseOperator:
-    """A sparse matrix and its transpose (the same object when symmetric), for y = A x with autograd."""
-
-    matrix: torch.Tensor
-    transpose: torch.Tensor
-
-    def to(self, device: torch.device) -> "SparseOperator":
-        matrix = self.matrix.to(device)
-        return SparseOperator(matrix, matrix if self.transpose is self.matrix else self.transpose.to(device))
 
 
 @dataclass
@@ -102,8 +89,6 @@ class RecGraph:
     def row_products(self, self_loops: bool = False) -> RowProducts:
         """Batch-row products with norm_adj(self_loops) (see recsys/graph/propagation.py), one per
         graph: it keeps scratch matrices between batches."""
-        from recsys.graph.propagation import RowProducts  # imports this module
-
         key = ("row_products", self_loops)
         if key not in self._cache:
             self._cache[key] = RowProducts(self.norm_adj(self_loops))

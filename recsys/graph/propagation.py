@@ -25,12 +25,24 @@ torch's autograd:
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
 
-from recsys.graph.build import SparseOperator
 from recsys.kernels import csr_mm, masked_mm
+
+
+@dataclass
+class SparseOperator:
+    """A sparse matrix and its transpose (the same object when symmetric), for y = A x with autograd."""
+
+    matrix: torch.Tensor
+    transpose: torch.Tensor
+
+    def to(self, device: torch.device) -> "SparseOperator":
+        matrix = self.matrix.to(device)
+        return SparseOperator(matrix, matrix if self.transpose is self.matrix else self.transpose.to(device))
 
 
 class SpMM(torch.autograd.Function):

@@ -15,7 +15,6 @@ against the batch's other jobs and random ones), so the language model is used, 
 from __future__ import annotations
 
 import os
-from typing import Callable, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -141,68 +140,6 @@ class PrefixEncoder(nn.Module):
         return out
 
 
-def fit_prefix(model: PrefixEncoder, gnn_users: torch.Tensor, texts: list[str], item_vectors: torch.Tensor,
-               pairs: np.ndarray, epochs: int = 3, lr: float = 1e-3, batch_size: int = 64, temperature: float = 0.05,
-               negatives: int = 256, seed: int = 0, log: Optional[Callable[[str], None]] = None,
-               callbacks: Sequence = (), members_per_epoch: Optional[int] = None,
-               device: Optional[torch.device] = None) -> list[dict]:
-    """Train the projection only. An epoch reads `members_per_epoch` members (all when None) drawn
-    afresh. A step reads `batch_size` members through the transformer, once
-    each, and scores all their (member, job) pairs: for each pair, a softmax over the batch's jobs
-    and `negatives` random jobs, the member's other jobs left out. Reading a member once per step
-    rather than once per pair matters: the frozen transformer's forward and backward passes are
-    nearly all the time, and a member has many jobs. `callbacks`: recsys.train.Callback hooks.
-    Runs on `device` (the model, the GNN and job vectors there; the batch's indices drawn on the
-    CPU and copied over). Returns the loss per epoch."""
-    import time
-
-    device = torch.device(device or "cpu")
-    model.to(device)
-    gnn_users, item_vectors = gnn_users.to(device), item_vectors.to(device)
-
-    gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam(model.proj.parameters(), lr=lr)
-    pairs = torch.unique(torch.as_tensor(np.asarray(pairs, dtype=np.int64).reshape(-1, 2)), dim=0)  # by member
-    members, counts = torch.unique_consecutive(pairs[:, 0], return_counts=True)
-    starts = torch.cumsum(counts, 0) - counts
-    n_items = len(item_vectors)
-    history = []
-    model.train()
-    for epoch in range(1, epochs + 1):
-        t0, total, steps = time.perf_counter(), 0.0, 0
-        for cb in callbacks:
-            cb.on_epoch_start(epoch)
-        order = torch.randperm(len(members), generator=gen)[:members_per_epoch]
-        for a in range(0, len(order), batch_size):
-            chosen = order[a:a + batch_size]
-            rows = torch.cat([torch.arange(s, s + c) for s, c in zip(starts[chosen].tolist(), counts[chosen].tolist())])
-            slot = torch.repeat_interleave(torch.arange(len(chosen)), counts[chosen])  # pair -> member in batch
-            pos = pairs[rows, 1]
-            jobs = torch.unique(pos)
-            candidates = torch.cat([jobs, torch.randint(n_items, (negatives,), generator=gen)])
-            target = torch.searchsorted(jobs, pos)
-            u = model(gnn_users[members[chosen].to(device)], [texts[i] for i in members[chosen].tolist()])
-            logits = u[slot.to(device)] @ item_vectors[candidates.to(device)].T / temperature
-            # the member's other jobs (wherever they appear among the candidates) are not negatives
-            theirs = torch.isin(slot.unsqueeze(1) * n_items + candidates.unsqueeze(0), slot * n_items + pos)
-            theirs &= target.unsqueeze(1) != torch.arange(len(candidates))
-            loss = F.cross_entropy(logits.masked_fill(theirs.to(device), float("-inf")), target.to(device))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total, steps = total + float(loss.detach()), steps + 1
-            for cb in callbacks:
-                cb.on_step(steps, {"loss": float(loss.detach())})
-        logs = {"loss": total / max(steps, 1), "epoch_seconds": time.perf_counter() - t0}
-        history.append({"epoch": epoch, **logs})
-        for cb in callbacks:
-            cb.on_epoch_end(epoch, logs)
-        if log:
-            log(f"prefix epoch {epoch}: loss {history[-1]['loss']:.4f} ({history[-1]['epoch_seconds']:.0f} s)")
-    model.eval()
-    return history
-
-
 class FixedVectors(nn.Module):
     """Vectors computed once (by a language-model path) behind the family interface."""
 
@@ -218,49 +155,3 @@ class FixedVectors(nn.Module):
         return self.users, self.items
 
     embed = encode
-
-
-def train_llm(prepared, opts, bottom, text_cache, seed: int = 0, log: Optional[Callable[[str], None]] = None,
-              callbacks: Sequence = (), device: Optional[torch.device] = None) -> tuple[FixedVectors, list[dict]]:
-    """The `llm` family on prepared data: `opts` (LLMOptions) picks graph-as-text or GNN-as-prefix;
-    `bottom` is the trained GNN whose member embeddings the prefix reads. Jobs are the frozen
-    encoder's vectors of their text in both modes. The encoders and the prefix run on `device`;
-    the vectors come back to the CPU."""
-    from recsys.device import embed_on
-    from recsys.text import TextEncoder
-
-    device = torch.device(device or "cpu")
-    data, indexed = prepared.data, prepared.indexed
-    if list(data.users["user_id"].astype(str)) != list(indexed.user_ids):
-        raise ValueError("users table and indexed ids disagree")
-    encoder = TextEncoder(text_cache, device=device)
-    items = torch.as_tensor(encoder.encode(item_texts(data.items)))
-    if opts.mode == "text":
-        texts = graph_texts(data.users, data.items, indexed.train, indexed.social, opts.max_friends,
-                            opts.max_items, opts.max_chars)
-        return FixedVectors(torch.as_tensor(encoder.encode(texts)), items), []
-    bottom.eval()
-    gnn_users, _ = embed_on(bottom, prepared.graph, device)
-    texts = profile_texts(data.users)
-    torch.manual_seed(seed)
-    model = PrefixEncoder(gnn_users.shape[1], opts.prefix_tokens, opts.max_tokens)
-    history = fit_prefix(model, gnn_users, texts, items, indexed.train, opts.epochs, opts.lr, opts.batch_size,
-                         opts.temperature, opts.negatives, seed, log, callbacks, opts.members_per_epoch, device)
-    users = model.encode(gnn_users.to(device), texts).cpu()
-    model.to("cpu")
-    return FixedVectors(users, items), history
-
-
-def train_family(prepared, cfg, bottom, callbacks, log=None):
-    """The llm family's whole training (its registry entry): the GNN bottom by the ranking loop
-    (prefix mode only: graph as text reads no GNN), then the language-model stage ("prefix_")."""
-    from recsys.device import resolve_device
-    from recsys.train import Trained, TrainResult, fit
-
-    result, device = TrainResult(), resolve_device(cfg.compute.device)
-    if cfg.model.llm.mode == "prefix":
-        result = fit(bottom, prepared.graph, prepared.indexed, cfg.train, cfg.eval, callbacks=callbacks(""), log=log,
-                     device=device)
-    vectors, _ = train_llm(prepared, cfg.model.llm, bottom, cfg.stores.text_cache(), cfg.train.seed, log,
-                           callbacks("prefix_"), device)
-    return Trained(vectors, prepared.graph, result, result.best_score, result.best_epoch)

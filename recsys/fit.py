@@ -1,0 +1,87 @@
+"""A family's whole training: its model built from the registry (recsys/families.py), trained the
+family's way (the ranking loop of recsys/train.py, or the family's own stages on top of it), and,
+with `train.refit`, trained again on the training and validation pairs together for the optimiser
+steps that were chosen on validation. This sits above data preparation (recsys/prepare.py, which
+the refit calls), so nothing below imports it back.
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional, Sequence
+
+from recsys.config import TrainConfig
+from recsys.device import resolve_device
+from recsys.families import RANKING_LOOP, family, load
+from recsys.models.base import AUTO_STEPS
+from recsys.prepare import with_validation_trained
+from recsys.train import Callback, StopTraining, Trained, batch_plan, fit, no_callbacks
+
+
+def train(prepared, cfg, callbacks=None, log: Optional[Callable[[str], None]] = None):
+    """Build the configured family's model and train it the family's way: a recsys.train.Trained.
+    `callbacks(stage)` gives the observers of each training stage ("" for the ranking loop,
+    "head_" for MMoE's heads, "prefix_" for the LLM prefix)."""
+    f = family(cfg.model.family)
+    callbacks = callbacks or no_callbacks
+    model = f.build(cfg.model, prepared.graph, seed=cfg.train.seed)
+    trained = load(f.train)(prepared, cfg, model, callbacks, log)
+    if cfg.train.refit and f.train == RANKING_LOOP and len(prepared.indexed.valid) and trained.best_epoch:
+        trained = refit(trained, prepared, cfg, lambda graph: f.build(cfg.model, graph, seed=cfg.train.seed),
+                        callbacks, log)
+    return trained
+
+
+def train_ranking(prepared, cfg, model, callbacks: Callable[[str], Sequence[Callback]] = no_callbacks,
+                  log: Optional[Callable[[str], None]] = None) -> Trained:
+    """A family's whole training when it is the ranking loop above (every family but those with a
+    later stage). `callbacks(stage)` gives the observers of a stage; this one is stage ""."""
+    result = fit(model, prepared.graph, prepared.indexed, cfg.train, cfg.eval, callbacks=callbacks(""), log=log,
+                 device=resolve_device(cfg.compute.device))
+    return Trained(model, prepared.graph, result, result.best_score, result.best_epoch)
+
+
+class StopAfter(Callback):
+    """Ends training after `epochs` epochs (a refit's budget)."""
+
+    def __init__(self, epochs: int):
+        self.epochs = epochs
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
+        if epoch >= self.epochs:
+            raise StopTraining
+
+
+def refit_plan(cfg: TrainConfig, best_epoch: int, selection_batches: int, n_pairs: int,
+               auto_steps: Optional[int] = AUTO_STEPS) -> tuple[int, TrainConfig]:
+    """(epochs, settings) of a refit on `n_pairs`: as many optimiser steps as the selection run took to
+    its best epoch (`best_epoch` epochs of `selection_batches` steps), and the learning-rate schedule
+    (cosine's length, the milestones) stretched by the same factor. `cfg` is resolved (no `auto`)."""
+    batch, _ = batch_plan(cfg, n_pairs, auto_steps)
+    batches = max(1, -(-n_pairs // batch))
+    epochs = max(1, round(best_epoch * selection_batches / batches))
+    stretch = epochs / best_epoch
+    return epochs, cfg.model_copy(update={"epochs": max(epochs, round(cfg.epochs * stretch)),
+                                          "lr_milestones": [round(m * stretch) for m in cfg.lr_milestones]})
+
+
+def refit(selected: Trained, prepared, cfg, build: Callable,
+          callbacks: Callable[[str], Sequence[Callback]] = no_callbacks,
+          log: Optional[Callable[[str], None]] = None) -> Trained:
+    """train.refit: a fresh model (`build(graph)`, the same seed) trained on training and validation pairs
+    together for the optimiser steps the selection run took to its best epoch (refit_plan). Its
+    epochs go to callbacks("refit_"). Returns the refit model, carrying `selected` for the gates."""
+    merged = with_validation_trained(prepared, cfg)
+    model = build(merged.graph)
+    train_cfg = cfg.train.resolved(getattr(model, "recipe", {}))
+    r = selected.result
+    auto_steps = getattr(model, "auto_steps", AUTO_STEPS)
+    epochs, plan = refit_plan(train_cfg, r.best_epoch, max(1, -(-len(prepared.indexed.train) // r.batch_size)),
+                              len(merged.indexed.train), auto_steps)
+    if log:
+        log(f"refit: {epochs} epochs on {len(merged.indexed.train)} pairs (training and validation), the optimiser "
+            f"steps of the {r.best_epoch} epochs chosen on validation")
+    result = fit(model, merged.graph, merged.indexed, plan, cfg.eval, log=log,
+                 callbacks=[*callbacks("refit_"), StopAfter(epochs)], device=resolve_device(cfg.compute.device))
+    result.recipe.update({"refit_epochs": epochs, "refit_pairs": len(merged.indexed.train),
+                          "selection_epochs": r.best_epoch, "selection_pairs": len(prepared.indexed.train)})
+    return Trained(model, merged.graph, result, selected.score, selected.best_epoch, selection=selected,
+                   indexed=merged.indexed)
