@@ -17,6 +17,7 @@ from flows.cli_read import (
     cmd_recommend,
     cmd_ui,
     cmd_validate,
+    uses_threads,
 )
 from flows.cli_read import config_of as _config
 from recsys import families
@@ -122,6 +123,7 @@ def cmd_search(args) -> int:
     from recsys.config import load_config
 
     cfg = load_config(args.config, overrides)
+    uses_threads(cfg)
     cfg.stores.check_writable()
     cfg.compute.check_device()
     from flows.search import search_flow

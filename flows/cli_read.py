@@ -13,11 +13,19 @@ WRITES_STORE = ("retrain", "search", "refresh", "promote", "rollback", "serve")
 MAX_K = 10_000  # recommend -k: beyond this a list is no recommendation, and faiss would allocate k per user
 
 
+def uses_threads(cfg) -> int:
+    """The command's thread count (compute.threads), set before torch loads (recsys/threads.py)."""
+    from recsys.threads import configure
+
+    return configure(cfg.compute.threads, adapt=cfg.compute.adapt_threads)
+
+
 def config_of(args):
     """The command's configuration; a store it would write (or read) is checked first."""
     from recsys.config import load_config
 
     cfg = load_config(args.config, args.set)
+    uses_threads(cfg)
     if getattr(args, "command", None) in WRITES_STORE:
         cfg.stores.check_writable()
         cfg.compute.check_device()
@@ -34,6 +42,7 @@ def cmd_recommend(args) -> int:
     from recsys.config import load_config
 
     cfg = load_config(args.config, args.set)
+    uses_threads(cfg)
     try:
         snap = Snapshot.open(cfg.stores.resolved_snapshots())
         recs = snap.recommend(args.user, args.k)

@@ -15,8 +15,12 @@ def task_runner(compute: ComputeConfig, workers: int | None = None):
 
         if compute.address:
             return DaskTaskRunner(address=compute.address)
+        from recsys.threads import worker_environment
+
+        # each worker process takes its share of this process's threads, not all of them
         return DaskTaskRunner(cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True,
-                                              "dashboard_address": None})
+                                              "dashboard_address": None,
+                                              "env": worker_environment(workers, compute.threads)})
     from prefect.task_runners import ThreadPoolTaskRunner
 
     return ThreadPoolTaskRunner(max_workers=workers)

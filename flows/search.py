@@ -365,7 +365,7 @@ def make_objective(cfg: RunConfig, prepared, parent_run_id: str, log=print, dead
 # instead (a run's params hold the data's counts under data.interactions, data.users, data.items)
 _TRAINING = ("data.", "validation.", "graph.", "features.", "model.", "train.", "eval.")
 _NOT_TRAINING = {"data.path", "data.interactions", "data.users", "data.items", "data.social", "train.progress",
-                 "train.refit", "train.threads", "eval.chunk_size"}
+                 "train.refit", "eval.chunk_size"}
 
 
 def _training_settings(flat: dict, family_name: str) -> dict[str, str]:

@@ -160,7 +160,6 @@ class TrainConfig(Section):
     patience: int = Field(5, ge=1, description="evaluations without improvement before stopping")
     monitor: str = "ndcg@20"
     seed: int = 0
-    threads: Optional[int] = Field(None, ge=1, description="torch threads; None keeps torch's default")
     progress: bool = True
     loss: Literal["bpr", "softmax"] = Field("bpr", description="bpr (PinSage: hinge) or sampled softmax")
     temperature: float = Field(0.1, gt=0, description="softmax: logits are scores / temperature")

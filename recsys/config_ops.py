@@ -7,7 +7,7 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal, Optional, Union
 
 from pydantic import Field, field_validator
 
@@ -130,6 +130,18 @@ class ComputeConfig(Section):
     workers: int = Field(2, ge=1, description="local Dask cluster: worker processes (one thread each)")
     address: Optional[str] = Field(None, description="an existing Dask scheduler, e.g. tcp://10.0.0.5:8786; "
                                                      "default: a local cluster started for the flow")
+    threads: Union[Literal["auto"], int] = Field(
+        "auto", description="threads of this process's work (torch, OpenMP, BLAS); auto: the CPUs it is given (its "
+                            "affinity, capped by its cgroup's CPU quota). Workers it starts (Dask) share them")
+    adapt_threads: bool = Field(True, description="while training, use fewer threads while other work holds the "
+                                                  "cores (recsys/threads.py), and more again when it is gone")
+
+    @field_validator("threads")
+    @classmethod
+    def _threads(cls, value):
+        if value != "auto" and value < 1:
+            raise ValueError("must be auto or a positive integer")
+        return value
 
     @field_validator("device")
     @classmethod

@@ -31,6 +31,7 @@ from recsys.graph.build import RecGraph
 from recsys.metrics import evaluate, evaluate_per_user
 from recsys.models.base import AUTO_STEPS
 from recsys.negatives import ScoreView, build_sampler
+from recsys.threads import Governor
 
 
 class StopTraining(Exception):
@@ -189,9 +190,8 @@ def fit(
     """Train `model` on `device` (default the CPU; recsys/device.py): the model and the graph's
     operators move there for the loop, and so does the sampler: its random ids are drawn on the
     host and copied once per batch; positives are checked and candidates scored on the device.
-    The model comes back on the CPU, holding its best state."""
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    The model comes back on the CPU, holding its best state. The thread count is the process's
+    (recsys/threads.py), lowered while other work holds the cores."""
     torch.manual_seed(cfg.seed)
     device = torch.device("cpu") if device is None else torch.device(device)
     model.to(device)
@@ -202,69 +202,104 @@ def fit(
         model.to("cpu")
 
 
-def _fit(model, graph, data, cfg, eval_cfg, callbacks, sampler, log, device) -> TrainResult:
+@dataclass
+class _Run:
+    """What one call of the loop holds: the resolved settings, the optimiser and its schedule, the
+    sampler, the average, the early stopping, the result so far."""
+    cfg: TrainConfig
+    model: object
+    graph: RecGraph
+    data: IndexedData
+    sampler: object
+    scores: ScoreView
+    optimizer: torch.optim.Optimizer
+    schedule: object
+    average: Optional[ParameterAverage]
+    best: EarlyStopping
+    result: TrainResult
+    batch_size: int
+    device: torch.device
+    governor: Governor
+    rng: np.random.Generator
+    step: int = 0
+
+
+def _start(model, graph, data, cfg, sampler, device) -> _Run:
     cfg = cfg.resolved(getattr(model, "recipe", {}))  # `auto` settings: the family's recipe
-    rng = np.random.default_rng(cfg.seed)
     model.set_objective(cfg.loss, cfg.temperature)
     model.l2_form = cfg.l2_form
     sampler = sampler or build_sampler(cfg.negatives, data.n_users, data.n_items, data.train, seed=cfg.seed)
     sampler.to(device)
-    scores = ScoreView(model, graph, cfg.negatives.refresh_every)  # computed only if a sampler asks
-    pairs = data.train
-    batch_size, lr = batch_plan(cfg, len(pairs), getattr(model, "auto_steps", AUTO_STEPS))
+    batch_size, lr = batch_plan(cfg, len(data.train), getattr(model, "auto_steps", AUTO_STEPS))
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     if cfg.lr_schedule == "cosine":
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
     else:
         schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, cfg.lr_milestones, cfg.lr_gamma)
-    average = ParameterAverage(model, optimizer, cfg.average) if cfg.average else None
-    has_valid = len(data.valid) > 0
     result = TrainResult(batch_size=batch_size, recipe=cfg.recipe())
     result.recipe["negatives.candidates"] = getattr(sampler, "candidates", None)
-    best = EarlyStopping(cfg.patience)
+    return _Run(cfg, model, graph, data, sampler, ScoreView(model, graph, cfg.negatives.refresh_every), optimizer,
+                schedule, ParameterAverage(model, optimizer, cfg.average) if cfg.average else None,
+                EarlyStopping(cfg.patience), result, batch_size, device, Governor(), np.random.default_rng(cfg.seed))
+
+
+def _epoch(run: _Run, epoch: int, callbacks: Sequence[Callback]) -> dict[str, float]:
+    """One pass over the training pairs in a random order; the epoch's figures."""
+    t0, cfg, pairs = time.perf_counter(), run.cfg, run.data.train
+    run.model.on_epoch_start(run.graph, epoch)
+    run.sampler.set_epoch(epoch)
+    order = run.rng.permutation(len(pairs))
+    n_batches = max(1, -(-len(pairs) // run.batch_size))
+    loss_sum = reg_sum = 0.0
+    for b in range(n_batches):
+        idx = order[b * run.batch_size:(b + 1) * run.batch_size]
+        batch = pairs[idx]
+        users, pos, at = (to_device(a, run.device) for a in (batch[:, 0], batch[:, 1], idx))
+        neg = draw_negatives(run.sampler, users, pos, run.scores, cfg.negatives.per_positive)
+        ranking, reg = run.model.batch_loss(run.graph, users, pos, neg, at)
+        reg = cfg.l2 * reg
+        run.optimizer.zero_grad()
+        (ranking + reg).backward()
+        run.optimizer.step()
+        run.step += 1
+        run.governor.tick()
+        value = float(ranking.detach())  # one read of the loss per step
+        loss_sum += value
+        reg_sum += float(reg.detach())
+        for cb in callbacks:
+            cb.on_step(run.step, {"loss": value})
+    return {"loss": loss_sum / n_batches, "reg_loss": reg_sum / n_batches,
+            "epoch_seconds": time.perf_counter() - t0, "lr": run.optimizer.param_groups[0]["lr"]}
+
+
+def _validate(run: _Run, epoch: int, eval_cfg: EvalConfig, logs: dict) -> bool:
+    """Ranks the validation split (the average, when there is one, is what is judged and kept);
+    adds its figures to `logs`; whether early stopping says stop."""
+    with run.average.swapped() if run.average else nullcontext():
+        metrics = evaluate_model(run.model, run.graph, run.data, "valid", eval_cfg)
+        if run.cfg.monitor not in metrics:
+            raise ValueError(f"train.monitor={run.cfg.monitor!r} is not computed; choose one of {sorted(metrics)}")
+        stop = run.best.update(run.model, metrics[run.cfg.monitor], epoch)
+    logs.update({f"valid_{k}": v for k, v in metrics.items()})
+    run.result.best_score, run.result.best_epoch = run.best.best_score, run.best.best_epoch
+    return stop
+
+
+def _fit(model, graph, data, cfg, eval_cfg, callbacks, sampler, log, device) -> TrainResult:
+    run = _start(model, graph, data, cfg, sampler, device)
+    cfg, result = run.cfg, run.result
+    has_valid = len(data.valid) > 0
     started = time.perf_counter()
-    n_batches = max(1, -(-len(pairs) // batch_size))
     bar = tqdm(total=cfg.epochs, desc="train", unit="epoch", disable=not cfg.progress, leave=False)
     model.train()
-    step = 0
     try:
         for epoch in range(1, cfg.epochs + 1):
-            t0 = time.perf_counter()
             for cb in callbacks:
                 cb.on_epoch_start(epoch)
-            model.on_epoch_start(graph, epoch)
-            sampler.set_epoch(epoch)
-            order = rng.permutation(len(pairs))
-            loss_sum = reg_sum = 0.0
-            for b in range(n_batches):
-                idx = order[b * batch_size:(b + 1) * batch_size]
-                batch = pairs[idx]
-                users, pos, at = (to_device(a, device) for a in (batch[:, 0], batch[:, 1], idx))
-                neg = draw_negatives(sampler, users, pos, scores, cfg.negatives.per_positive)
-                ranking, reg = model.batch_loss(graph, users, pos, neg, at)
-                reg = cfg.l2 * reg
-                optimizer.zero_grad()
-                (ranking + reg).backward()
-                optimizer.step()
-                step += 1
-                value = float(ranking.detach())  # one read of the loss per step
-                loss_sum += value
-                reg_sum += float(reg.detach())
-                for cb in callbacks:
-                    cb.on_step(step, {"loss": value})
-            logs = {"loss": loss_sum / n_batches, "reg_loss": reg_sum / n_batches,
-                    "epoch_seconds": time.perf_counter() - t0, "lr": optimizer.param_groups[0]["lr"]}
-            schedule.step()
-            stop = False
-            if has_valid and (epoch % cfg.eval_every == 0 or epoch == cfg.epochs):
-                with average.swapped() if average else nullcontext():  # the average is what is judged and kept
-                    metrics = evaluate_model(model, graph, data, "valid", eval_cfg)
-                    if cfg.monitor not in metrics:
-                        raise ValueError(f"train.monitor={cfg.monitor!r} is not computed; choose one of "
-                                         f"{sorted(metrics)}")
-                    stop = best.update(model, metrics[cfg.monitor], epoch)
-                logs.update({f"valid_{k}": v for k, v in metrics.items()})
-                result.best_score, result.best_epoch = best.best_score, best.best_epoch
+            logs = _epoch(run, epoch, callbacks)
+            run.schedule.step()
+            stop = has_valid and (epoch % cfg.eval_every == 0 or epoch == cfg.epochs) and _validate(
+                run, epoch, eval_cfg, logs)
             result.history.append({"epoch": epoch, **logs})
             result.epochs_run = epoch
             bar.update(1)
@@ -280,13 +315,14 @@ def _fit(model, graph, data, cfg, eval_cfg, callbacks, sampler, log, device) -> 
         pass
     finally:
         bar.close()
-        if average:
-            average.close()
-    if not best.restore(model):
+        if run.average:
+            run.average.close()
+    if not run.best.restore(model):
         result.best_epoch = result.epochs_run
-        if average:
-            average.load()
+        if run.average:
+            run.average.load()
     result.seconds = time.perf_counter() - started
+    result.recipe.update(threads=run.governor.most, threads_lowest=run.governor.lowest)
     return result
 
 

@@ -14,6 +14,12 @@ os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 REPO = Path(__file__).resolve().parents[1]
+
+# Each pytest-xdist worker takes its share of the machine's threads (recsys/threads.py), before
+# torch loads: the workers run beside each other, and every process a test starts inherits it.
+from recsys.threads import configure  # noqa: E402
+
+configure(share=int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
 SHARED_DATA = Path(os.environ.get("GRAPHREC_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
