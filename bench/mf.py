@@ -76,7 +76,7 @@ def train_config(recipe: dict, epochs: int, seed: int, threads: int, **extra):
     from recsys.config import TrainConfig
 
     return TrainConfig(epochs=epochs, batch_size=2048, max_steps_per_epoch=None,  # the recorded runs' exact mode
-                       lr=recipe["lr"], l2=recipe["l2"], seed=seed, threads=threads, progress=False,
+                       lr=recipe["lr"], l2=recipe["l2"], seed=seed, progress=False,
                        negatives={"kind": recipe["sampler"], "per_positive": recipe["per_positive"],
                                   "candidates": recipe["candidates"]}, **extra)
 

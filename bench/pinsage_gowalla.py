@@ -109,7 +109,7 @@ def train_config(recipe: dict, epochs: int, threads: int):
 
     return TrainConfig(
         epochs=epochs, batch_size=recipe["batch_size"], max_steps_per_epoch=None, lr=recipe["lr"], l2=recipe["l2"],
-        seed=SEED, threads=threads,
+        seed=SEED,
         progress=False, loss="softmax" if recipe["loss"] == "softmax" else "bpr", temperature=recipe["temperature"],
         negatives={"kind": recipe["sampler"], "per_positive": recipe["per_positive"],
                    "candidates": recipe["candidates"],
