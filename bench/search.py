@@ -27,7 +27,8 @@ ML100K = ["data.source=ml-100k", f"data.path={SHARED_DATA / 'ml-100k'}", "data.s
 def run_family(family: str, trials: int, epochs: int) -> dict:
     import optuna
 
-    from flows.search import open_study, search_flow
+    from deploy.study_store import open_study
+    from flows.search import search_flow
 
     root = RESULTS / ".cache" / "search" / family
     shutil.rmtree(root, ignore_errors=True)

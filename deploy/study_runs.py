@@ -182,7 +182,7 @@ def tag_best_trial_retrain(run_id: str, parent_run_id: str, study_name: str) -> 
 
 
 def tag_chosen_trial(parent_run_id: str, number: int, why: dict) -> None:
-    """Which trial the search registers and why (flows.search.chosen_trial), on the study's run."""
+    """Which trial the search registers and why (recsys.search.choice.chosen_trial), on the study's run."""
     client = MlflowClient()
     client.set_tag(parent_run_id, "graphrec.chosen_trial", str(number))
     client.set_tag(parent_run_id, "graphrec.chosen_because", why["reason"][:500])

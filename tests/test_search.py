@@ -14,7 +14,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import optuna
@@ -23,28 +22,11 @@ from mlflow.tracking import MlflowClient
 
 from flows.cli import main as cli_main
 from flows.cli import prepare_prefect
-from recsys.config import ConfigError, load_config
-from tests.conftest import TINY_NETWORK, wait_until
+from recsys.config import load_config
+from tests.conftest import wait_until, worker_of
+from tests.search_setup import cli_args, sets, study
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = [*TINY_NETWORK, "train.eval_every=1", "search.heartbeat_seconds=1", "search.grace_seconds=3"]
-
-
-def sets(root: Path, *extra: str) -> list[str]:
-    return [f"stores.root={root}", *TINY, *extra]
-
-
-def cli_args(root: Path, *extra: str) -> list[str]:
-    out = []
-    for item in sets(root, *extra):
-        out += ["--set", item]
-    return out
-
-
-def study(root: Path, name: str) -> optuna.Study:
-    return optuna.load_study(study_name=name, storage=f"sqlite:///{root / 'optuna.db'}")
-
-
 @pytest.fixture(scope="module")
 def prefect_home(tmp_path_factory):
     home = tmp_path_factory.mktemp("prefect")
@@ -113,7 +95,7 @@ def test_a_killed_search_resumes_and_marks_the_killed_trial_failed(tmp_path, pre
                                                               "search.register_best=false"))
     wait_until(lambda: _running_trials(root / "optuna.db") or slow.poll() is not None, "a trial to start")
     assert slow.poll() is None, slow.stdout.read()
-    os.killpg(slow.pid, signal.SIGKILL)
+    os.killpg(worker_of(slow), signal.SIGKILL)  # the work itself, as kill -9 or the OOM killer would
     slow.wait()
     time.sleep(4)  # longer than search.grace_seconds: the killed trial's heartbeat is stale
 
@@ -150,7 +132,7 @@ def test_two_processes_share_one_study(tmp_path, prefect_home, processes):
 def test_a_trial_killed_before_its_first_heartbeat_is_failed_after_the_grace_period(tmp_path):
     from datetime import datetime, timedelta, timezone
 
-    from flows.search import fail_unheard_trials
+    from deploy.study_store import fail_unheard_trials
 
     storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'o.db'}", heartbeat_interval=30, grace_period=60)
     study = optuna.create_study(study_name="s", storage=storage, direction="maximize")
@@ -167,7 +149,7 @@ def test_a_trial_killed_before_its_first_heartbeat_is_failed_after_the_grace_per
 def test_a_new_studys_first_trial_is_the_configured_recipe(tmp_path):
     """The study starts from the configuration: its first trial's parameters are the config's own
     values wherever the space holds them; a resumed study does not enqueue it again."""
-    from flows.search import open_study
+    from deploy.study_store import open_study
     from recsys.families import family
 
     cfg = load_config(None, sets(tmp_path, "train.lr=0.002", "train.negatives.kind=model",
@@ -188,7 +170,8 @@ def test_a_new_studys_first_trial_is_the_configured_recipe(tmp_path):
 def _one_trial_past_the_deadline(tmp_path, *extra):
     """A new study's first trial (the recipe) run with its deadline already past: (cfg, prepared, trial)."""
     from deploy.study_runs import study_parent_run
-    from flows.search import make_objective, open_study
+    from deploy.study_store import open_study
+    from flows.search import make_objective
     from recsys.data.loaders import load_data
     from recsys.prepare import prepare
 
@@ -206,7 +189,7 @@ def test_a_trial_training_at_the_deadline_stops_there_judged_on_its_best_so_far(
     (The deadline is already past here: the trial runs one epoch of its 40.)"""
     from deploy.study_runs import load_per_user
     from deploy.tracking import metric_key
-    from flows.search import objective_name
+    from recsys.search.space import objective_name
 
     cfg, prepared, trial = _one_trial_past_the_deadline(tmp_path)
     assert trial.state == optuna.trial.TrialState.COMPLETE and trial.user_attrs["stopped_at_deadline"] == 1
@@ -228,197 +211,13 @@ def test_a_trial_at_the_deadline_before_its_first_validation_is_pruned(tmp_path)
     assert run.data.tags["graphrec.trial_state"] == "PRUNED"
 
 
-def test_with_one_startup_trial_the_second_is_pruned_when_it_falls_behind_the_recipe(tmp_path):
-    """search.median_pruning with search.pruner_startup_trials=1: with one completed trial (the
-    configured recipe) the pruner already judges: past the warm-up epochs, a trial whose best figure is
-    below the recipe's at that epoch is pruned, one at or above it is not."""
-    from flows.search import open_study
-
-    s = open_study(load_config(None, sets(tmp_path, "search.first_trial_configured=false",
-                                          "search.median_pruning=true", "search.pruner_startup_trials=1")),
-                   first=True)
-    recipe = s.ask()
-    for epoch, value in enumerate([0.10, 0.20, 0.30, 0.35], start=1):
-        recipe.report(value, epoch)
-    s.tell(recipe, 0.35)
-    behind, level = s.ask(), s.ask()
-    for epoch, (b, v) in enumerate([(0.10, 0.10), (0.15, 0.20), (0.25, 0.30)], start=1):
-        behind.report(b, epoch)
-        level.report(v, epoch)
-    assert behind.should_prune() and not level.should_prune()
-
-
-@pytest.mark.parametrize("median", [False, True])
-def test_the_median_rule_prunes_a_slow_starter_only_when_turned_on(tmp_path, median):
-    """search.median_pruning (off by default): three trials complete, the recipe's curve 0.10, 0.20,
-    0.30, 0.35 and two at 0.30, 0.40, 0.50, 0.60. A fourth at 0.10, 0.20, 0.30 is below the others'
-    median at epoch 3 (0.50), past the 2 warm-up epochs, so the median rule prunes it; the pace rule
-    (on) does not: by epoch 3 / 2 the recipe had 0.10."""
-    from flows.search import open_study
-    from recsys.families import family
-
-    s = open_study(load_config(None, sets(tmp_path, f"search.median_pruning={str(median).lower()}")), first=True)
-    for curve in ([0.10, 0.20, 0.30, 0.35], [0.30, 0.40, 0.50, 0.60], [0.30, 0.40, 0.50, 0.60]):
-        trial = s.ask()
-        family("lightgcn").space(trial)
-        for epoch, value in enumerate(curve, start=1):
-            trial.report(value, epoch)
-        s.tell(trial, max(curve))
-    slow = s.ask()
-    family("lightgcn").space(slow)
-    for epoch, value in enumerate([0.10, 0.20, 0.30], start=1):
-        slow.report(value, epoch)
-    assert slow.should_prune() is median
-
-
-@pytest.mark.parametrize("min_gain_se, kept", [(1.0, "recipe"), (0.5, "best"), (0.0, "best")])
-def test_a_lead_over_the_recipe_within_the_noise_keeps_the_recipe(tmp_path, min_gain_se, kept):
-    """search.min_gain_se: the best trial is registered only when it leads the configured recipe by
-    more than that many standard errors of the paired per-user difference. Here the lead per user is
-    (0.02, -0.01, 0, 0.01): mean 0.005, sample sd sqrt(5e-4 / 3) = 0.01291, standard error 0.006455,
-    so the lead is 0.775 standard errors: within 1, beyond 0.5."""
-    from deploy.study_runs import log_per_user
-    from deploy.tracking import configure
-    from flows.search import chosen_trial, configured_params, open_study
-    from recsys.families import family
-
-    cfg = load_config(None, sets(tmp_path, f"search.min_gain_se={min_gain_se}"))
-    s = open_study(cfg, first=True)
-    client = MlflowClient(cfg.stores.resolved_tracking_uri())
-    experiment = configure(cfg.stores)
-    users = np.array([3, 5, 8, 13])
-    recipe_values = np.array([0.1, 0.2, 0.3, 0.4])
-    for values in (recipe_values, recipe_values + [0.02, -0.01, 0.0, 0.01]):
-        trial = s.ask()
-        family("lightgcn").space(trial)
-        run = client.create_run(experiment).info.run_id
-        log_per_user(run, users, values)
-        trial.set_user_attr("mlflow_run_id", run)
-        s.tell(trial, float(values.mean()))
-    assert s.trials[0].params == {**s.trials[0].params, **configured_params(cfg)}  # trial 0: the recipe
-    chosen, why = chosen_trial(cfg, s)
-    assert s.best_trial.number == 1
-    assert chosen.number == (0 if kept == "recipe" else 1), why["reason"]
-    if min_gain_se:
-        assert why["gain_over_recipe"] == pytest.approx(0.005)
-        assert why["gain_se"] == pytest.approx(np.sqrt(5e-4 / 3) / 2)
-
-
-RECIPE = ["model.layers=3", "model.dim=64", "train.lr=0.002", "train.lr_schedule=milestones", "train.l2=0.001",
-          "train.l2_form=occurrence", "train.average=0.998", "train.batch_size=2048", "train.negatives.per_positive=8",
-          "train.negatives.kind=model", "train.negatives.candidates=auto", "train.negatives.temperature=null"]
-
-
-def paced(study: optuna.Study, curve: list[float]) -> tuple[dict, Optional[int]]:
-    """The next trial's parameters, reporting `curve` at epochs 1, 2, ...: and the epoch the pruner
-    stopped it at (None: it completed)."""
-    from recsys.families import family
-
-    trial = study.ask()
-    family("lightgcn").space(trial)
-    for epoch, value in enumerate(curve, start=1):
-        trial.report(value, epoch)
-        if trial.should_prune():
-            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-            return trial.params, epoch
-    study.tell(trial, max(curve))
-    return trial.params, None
-
-
-def test_with_a_pace_stretch_a_trial_twice_as_slow_as_the_recipe_survives_and_a_slower_one_is_pruned(tmp_path):
-    """search.pace_stretch=2 (the median rule off, the default): at epoch e a
-    trial's best must reach the recipe's best by epoch e / 2. The recipe reported 0.10, 0.20, 0.30,
-    0.35 at epochs 1-4, so the bar is 0.10 at epochs 2 and 3 and 0.20 at epoch 4."""
-    from flows.search import open_study
-
-    s = open_study(load_config(None, sets(tmp_path, "search.pace_stretch=2", "search.proven_first=false")), first=True)
-    paced(s, [0.10, 0.20, 0.30, 0.35])  # the enqueued recipe
-    assert paced(s, [0.05, 0.08, 0.30, 0.40])[1] == 2  # 0.08 < 0.10 by epoch 2
-    assert paced(s, [0.05, 0.10, 0.12, 0.19])[1] == 4  # level at 2 and 3; 0.19 < 0.20 at 4
-    assert paced(s, [0.05, 0.10, 0.15, 0.20])[1] is None  # twice as slow: survives
-
-
-def test_the_pace_rule_judges_the_proven_settings_with_its_looser_factor(tmp_path):
-    """search.proven_pace_stretch=4 for the proven settings (trials 1 and 2), pace_stretch=2 for the
-    rest. The recipe reported 0.10, 0.20, 0.30, 0.35 at epochs 1-4: at stretch 2 the bar is 0.10 from
-    epoch 2, at stretch 4 it is 0.10 from epoch 4. A curve 0.05, 0.08, 0.09, 0.12 survives at 4 and is
-    pruned at epoch 2 at 2; a curve 0.01, ..., 0.04 is pruned at epoch 4 at 4."""
-    from flows.search import open_study
-    from recsys.families import family
-
-    s = open_study(load_config(None, sets(tmp_path, *RECIPE, "search.pace_stretch=2",
-                                          "search.proven_pace_stretch=4")), first=True)
-    paced(s, [0.10, 0.20, 0.30, 0.35])  # the recipe
-    lastfm, ml100k = (p.settings for p in family("lightgcn").proven)
-    slow, slower = [0.05, 0.08, 0.09, 0.12], [0.01, 0.02, 0.03, 0.04]
-    assert paced(s, slow) == (lastfm, None)
-    assert paced(s, slower) == (ml100k, 4)
-    params, pruned_at = paced(s, slow)
-    assert params not in (lastfm, ml100k) and pruned_at == 2
-
-
-def drawn_params(cfg, n: int) -> list[dict]:
-    """The parameters of a new study's first n trials (the search command's study)."""
-    from flows.search import open_study
-    from recsys.families import family
-
-    s = open_study(cfg, first=True)
-    drawn = []
-    for _ in range(n):
-        trial = s.ask()
-        family("lightgcn").space(trial)
-        s.tell(trial, 0.0)
-        drawn.append(trial.params)
-    assert not s.get_trials(states=(optuna.trial.TrialState.WAITING,))
-    return drawn
-
-
-def test_proven_settings_come_right_after_the_recipe_less_those_found_on_skipped_data(tmp_path):
-    """search.proven_first: trials 1 and 2 are LightGCN's proven settings (recsys/families.py), in
-    order; search.proven_skip leaves out the one found on that data set; an unknown name is refused."""
-    from recsys.families import family
-
-    lastfm, ml100k = family("lightgcn").proven
-    assert (lastfm.found_on, ml100k.found_on) == ("lastfm", "ml-100k")
-    assert lastfm.settings["train.negatives.temperature"] == 0.1 and ml100k.settings["model.layers"] == 2
-    drawn = drawn_params(load_config(None, sets(tmp_path / "a", *RECIPE)), 4)
-    assert drawn[1:3] == [lastfm.settings, ml100k.settings]
-    assert drawn[3] not in (lastfm.settings, ml100k.settings)
-    drawn = drawn_params(load_config(None, sets(tmp_path / "b", *RECIPE, "search.proven_skip=[lastfm]")), 2)
-    assert drawn[1] == ml100k.settings
-    with pytest.raises(ConfigError, match="no proven settings were found on gowala; known: lastfm, ml-100k"):
-        load_config(None, sets(tmp_path, "search.proven_skip=[gowala]"))
-
-
-def test_neighbours_first_queues_the_recipe_with_one_parameter_moved_one_step(tmp_path):
-    """search.neighbours_first: after the recipe, trials 1, 2, ... are its one-step neighbours, every
-    one of them (by hand, from recsys.families.embedding_space and the configured values below), and
-    then the sampler's own trials follow; nothing is left waiting in the study."""
-    from flows.search import configured_params
-
-    cfg = load_config(None, sets(tmp_path, "search.neighbours_first=true", "search.proven_first=false", *RECIPE))
-    drawn = drawn_params(cfg, 20)
-    recipe = configured_params(cfg)
-    assert drawn[0] == recipe
-    moves = [[(k, str(v)) for k, v in params.items() if k in recipe and recipe[k] != v] for params in drawn[1:19]]
-    assert all(len(m) == 1 for m in moves)  # one parameter moved in each
-    moves = sorted(m[0] for m in moves)
-    assert moves == sorted([
-        ("model.layers", "2"), ("model.layers", "4"), ("model.dim", "32"), ("model.dim", "128"),
-        ("train.lr", str(0.002 * 10 ** 0.5)), ("train.lr", str(0.002 / 10 ** 0.5)),
-        ("train.lr_schedule", "cosine"), ("train.l2", str(0.001 * 10 ** 0.5)), ("train.l2", str(0.001 / 10 ** 0.5)),
-        ("train.l2_form", "row"), ("train.average", "0.99"), ("train.batch_size", "1024"),
-        ("train.batch_size", "4096"), ("train.negatives.per_positive", "4"), ("train.negatives.kind", "popularity"),
-        ("train.negatives.kind", "ppr"), ("train.negatives.candidates", "2"), ("train.negatives.temperature", "0.1")])
-
-
 def test_a_study_takes_a_finished_retrain_of_the_recipe_as_its_first_trial(tmp_path, prefect_home, capsys):
     """search.first_trial_from: the retrain's validation curve and per-user figures become trial 0
     (nothing trained for it); chosen, it is not retrained. Trial 0's value is the curve at the
     retrain's best epoch, which is also the mean of the per-user figures: the same ranking, so the
     two must agree. A run of other settings is refused (exit 2), naming the setting."""
     from deploy.study_runs import FROM_RUN, PER_USER, load_per_user
-    from flows.search import recipe_trial
+    from recsys.search.rules import recipe_trial
 
     root = tmp_path / "store"
     assert cli_main(["retrain", *cli_args(root, "train.epochs=4", "model.dim=32")]) == 0
@@ -440,7 +239,7 @@ def test_a_study_takes_a_finished_retrain_of_the_recipe_as_its_first_trial(tmp_p
     (trial,) = s.trials
     assert trial.state == optuna.trial.TrialState.COMPLETE and trial.value == curve[best]
     assert trial.intermediate_values == curve
-    from flows.search import PacePruner  # the pace rule's bar at epoch 1 is empty: no trial is pruned there
+    from recsys.search.rules import PacePruner  # the pace rule's bar at epoch 1 is empty: no trial is pruned there
     pace = PacePruner(optuna.pruners.NopPruner(), 2.0, trial.params)
 
     def running(epoch):

@@ -15,9 +15,9 @@ MAX_FILE_LINES = 400
 MAX_FUNCTION_LINES = 60
 LIBRARY = ("recsys", "validation", "deploy")
 # Over the limits still, being split (issue 41): each may only shrink; a new one fails the test.
-LONG_FILES_LEFT = {"flows/search.py": 579, "tests/test_search.py": 461, "bench/retrain_scale.py": 848,
+LONG_FILES_LEFT = {"bench/retrain_scale.py": 848,
                    "bench/pinsage_gowalla.py": 408}
-LONG_FUNCTIONS_LEFT = {"recsys/metrics.py:per_user_scores": 76, "recsys/train.py:_fit": 86,
+LONG_FUNCTIONS_LEFT = {"recsys/metrics.py:per_user_scores": 76,
                        "validation/data.py:validate_data": 63}
 
 
