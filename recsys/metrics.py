@@ -87,6 +87,45 @@ def evaluate_scores(score: Callable[[np.ndarray], torch.Tensor], *args, **kwargs
 
 
 @torch.no_grad()
+def _chunk_hits(scores: torch.Tensor, chunk: torch.Tensor, tables: tuple, hidden_users: Optional[torch.Tensor],
+                n_items: int, max_k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(whether each of a chunk of users' top max_k items is a target, each user's target count),
+    after masking what is never ranked (seen, unavailable items and users, non-finite scores)."""
+    _, seen_ptr, seen_idx, target_ptr, target_idx, hidden, _, _ = tables
+    device = scores.device
+    scores[_rows(seen_ptr, seen_idx, chunk)] = -torch.inf
+    if hidden is not None:
+        scores[:, hidden] = -torch.inf
+    if hidden_users is not None:
+        scores[hidden_users] = -torch.inf
+    scores.nan_to_num_(nan=-torch.inf, posinf=-torch.inf, neginf=-torch.inf)
+    top_scores, top = torch.topk(scores, max_k, dim=1)  # (chunk, max_k)
+    del scores
+    # which of the top items are targets: their keys (local row * n_items + item) looked up among
+    # the chunk's sorted target keys (every user here has one), not a dense chunk x items matrix
+    tr, tc = _rows(target_ptr, target_idx, chunk)
+    target_keys = torch.unique(tr * n_items + tc)
+    top_keys = torch.arange(len(chunk), device=device).unsqueeze(1) * n_items + top
+    found = target_keys[torch.searchsorted(target_keys, top_keys).clamp_(max=len(target_keys) - 1)] == top_keys
+    # A masked item fills the list only when fewer than max_k remain: it is no recommendation.
+    return (found & torch.isfinite(top_scores)).double(), (target_ptr[chunk + 1] - target_ptr[chunk]).double()
+
+
+def _record(values: dict, at: slice, hits: torch.Tensor, n_targets: torch.Tensor, ks: list[int], max_k: int,
+            discount: torch.Tensor, ideal: torch.Tensor) -> None:
+    """Each metric of a chunk of users, from their top-K hits, into `values` at `at`."""
+    for k in ks:
+        kk = min(k, max_k)
+        h = hits[:, :kk]
+        n_hit = h.sum(1)
+        dcg = (h * discount[:kk]).sum(1)
+        idcg = ideal[torch.clamp(n_targets, max=kk).long()]
+        values[f"recall@{k}"][at] = (n_hit / n_targets).cpu().numpy()
+        values[f"precision@{k}"][at] = (n_hit / k).cpu().numpy()
+        values[f"hit@{k}"][at] = (n_hit > 0).double().cpu().numpy()
+        values[f"ndcg@{k}"][at] = (dcg / idcg).cpu().numpy()
+
+
 def per_user_scores(
     score: Callable[[np.ndarray], torch.Tensor],
     n_users: int,
@@ -132,36 +171,9 @@ def per_user_scores(
         if on is None or on[0] != device:
             on = (device, *(torch.from_numpy(a).to(device) for a in (s_ptr, s_idx, t_ptr, t_idx)),
                   None if unavailable is None else unavailable.to(device), discount.to(device), ideal.to(device))
-        _, seen_ptr, seen_idx, target_ptr, target_idx, hidden, discount_d, ideal_d = on
-        chunk = torch.from_numpy(users).to(device)
-        scores[_rows(seen_ptr, seen_idx, chunk)] = -torch.inf
-        if hidden is not None:
-            scores[:, hidden] = -torch.inf
-        if no_user is not None:
-            scores[torch.from_numpy(no_user[users]).to(device)] = -torch.inf
-        scores.nan_to_num_(nan=-torch.inf, posinf=-torch.inf, neginf=-torch.inf)
-        top_scores, top = torch.topk(scores, max_k, dim=1)  # (chunk, max_k)
-        del scores
-        # which of the top items are targets: their keys (local row * n_items + item) looked up among
-        # the chunk's sorted target keys (every user here has one), not a dense chunk x items matrix
-        tr, tc = _rows(target_ptr, target_idx, chunk)
-        target_keys = torch.unique(tr * n_items + tc)
-        top_keys = torch.arange(len(users), device=device).unsqueeze(1) * n_items + top
-        found = target_keys[torch.searchsorted(target_keys, top_keys).clamp_(max=len(target_keys) - 1)] == top_keys
-        # A masked item fills the list only when fewer than max_k remain: it is no recommendation.
-        hits = (found & torch.isfinite(top_scores)).double()
-        n_targets = (target_ptr[chunk + 1] - target_ptr[chunk]).double()
-        for k in ks:
-            kk = min(k, max_k)
-            h = hits[:, :kk]
-            n_hit = h.sum(1)
-            dcg = (h * discount_d[:kk]).sum(1)
-            idcg = ideal_d[torch.clamp(n_targets, max=kk).long()]
-            at = slice(start, start + len(users))
-            values[f"recall@{k}"][at] = (n_hit / n_targets).cpu().numpy()
-            values[f"precision@{k}"][at] = (n_hit / k).cpu().numpy()
-            values[f"hit@{k}"][at] = (n_hit > 0).double().cpu().numpy()
-            values[f"ndcg@{k}"][at] = (dcg / idcg).cpu().numpy()
+        hidden_users = None if no_user is None else torch.from_numpy(no_user[users]).to(device)
+        hits, n_targets = _chunk_hits(scores, torch.from_numpy(users).to(device), on, hidden_users, n_items, max_k)
+        _record(values, slice(start, start + len(users)), hits, n_targets, ks, max_k, on[-2], on[-1])
     return eval_users, values
 
 

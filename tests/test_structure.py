@@ -17,8 +17,7 @@ LIBRARY = ("recsys", "validation", "deploy")
 # Over the limits still, being split (issue 41): each may only shrink; a new one fails the test.
 LONG_FILES_LEFT = {"bench/retrain_scale.py": 848,
                    "bench/pinsage_gowalla.py": 408}
-LONG_FUNCTIONS_LEFT = {"recsys/metrics.py:per_user_scores": 76,
-                       "validation/data.py:validate_data": 63}
+LONG_FUNCTIONS_LEFT: dict[str, int] = {}
 
 
 def _modules() -> dict[str, Path]:

@@ -218,20 +218,7 @@ def validate_data(data: RecData, cfg: Optional[ValidationConfig] = None,
                                originals=data.interactions)
 
     if "user_id" in inter and "item_id" in inter and len(inter):
-        activity = _distinct_items_per_user(inter)
-        activity_checks = run_suite("user_activity", activity[["distinct_items"]], [
-            gxe.ExpectColumnValuesToBeBetween(column="distinct_items", min_value=cfg.min_interactions_per_user)
-        ], n)
-        low = activity[activity["distinct_items"] < cfg.min_interactions_per_user]
-        try:
-            low = low.sort_values("user_id", kind="stable")
-        except TypeError:  # ids of mixed types: keep the table's order
-            pass
-        low = low.head(n)
-        for check in activity_checks:  # name the users, not just their counts
-            if not check.success:
-                check.examples = [f"{_plain(u)} ({k} items)" for u, k in zip(low["user_id"], low["distinct_items"])]
-        checks += activity_checks
+        checks += _activity_checks(inter, cfg, n)
 
     if "split" in inter and "user_id" in inter and "item_id" in inter:
         checks += _test_only_ids(inter, cfg, n)
@@ -244,6 +231,26 @@ def validate_data(data: RecData, cfg: Optional[ValidationConfig] = None,
         exps += [gxe.ExpectColumnValuesToNotBeNull(column=c) for c in cols]
         checks += _known_ids_suite("social", social, {c: known for c in cols}, exps, n)
     return ValidationReport(data.name, checks)
+
+
+def _activity_checks(inter: pd.DataFrame, cfg: ValidationConfig, n: int) -> list[CheckResult]:
+    """Each user has at least validation.min_interactions_per_user distinct items; a failure names
+    the users, not just their counts."""
+    import great_expectations.expectations as gxe
+
+    activity = _distinct_items_per_user(inter)
+    checks = run_suite("user_activity", activity[["distinct_items"]], [
+        gxe.ExpectColumnValuesToBeBetween(column="distinct_items", min_value=cfg.min_interactions_per_user)], n)
+    low = activity[activity["distinct_items"] < cfg.min_interactions_per_user]
+    try:
+        low = low.sort_values("user_id", kind="stable")
+    except TypeError:  # ids of mixed types: keep the table's order
+        pass
+    low = low.head(n)
+    for check in checks:
+        if not check.success:
+            check.examples = [f"{_plain(u)} ({k} items)" for u, k in zip(low["user_id"], low["distinct_items"])]
+    return checks
 
 
 def _distinct_items_per_user(inter: pd.DataFrame) -> pd.DataFrame:
