@@ -44,7 +44,7 @@ class Proven:
     than search.min_gain_se on validation). A search on other data tries it right after the recipe
     (search.proven_first): what won on one graph is a better first guess than a random draw."""
     found_on: str   # the data set, as bench.transfer names it (search.proven_skip)
-    evidence: str   # where the search and its figures are recorded
+    evidence: str   # the results file and entry that hold the search's figures
     settings: dict  # the space's parameters
 
 
@@ -90,16 +90,12 @@ class LightGCNOptions(Section):
 
 
 LIGHTGCN_PROVEN = (
-    Proven("lastfm", "bench/results/transfer.json at 5fdb059 (code 9aba4d3): trial 44 of 49 led the recipe by 2.09 "
-                     "standard errors on validation; test recall@20 0.2836 against the recipe's 0.2815. Elsewhere: "
-                     "chosen by Gowalla's search (8f73d6e, 1.77 SE; test 0.1855 against 0.1843), 0.83 SE on "
-                     "ML-100K",
+    Proven("lastfm", "bench/results/proven.json: lightgcn, lastfm",
            {"model.layers": 3, "model.dim": 64, "train.lr": 0.00302, "train.lr_schedule": "milestones",
             "train.l2": 0.00219, "train.l2_form": "row", "train.average": 0.998, "train.batch_size": 2048,
             "train.negatives.per_positive": 8, "train.negatives.kind": "model", "train.negatives.candidates": "auto",
             "train.negatives.temperature": 0.1}),
-    Proven("ml-100k", "bench/results/transfer.json at 432607b (code 519cc0c): trial 67 of 103 led the recipe by 1.02 "
-                      "standard errors on validation; test recall@20 0.3678 against the recipe's 0.3599",
+    Proven("ml-100k", "bench/results/proven.json: lightgcn, ml-100k",
            {"model.layers": 2, "model.dim": 64, "train.lr": 0.00758, "train.lr_schedule": "milestones",
             "train.l2": 0.00588, "train.l2_form": "occurrence", "train.average": 0.998, "train.batch_size": 2048,
             "train.negatives.per_positive": 8, "train.negatives.kind": "model", "train.negatives.candidates": 8,
@@ -116,7 +112,7 @@ def embedding_space(trial) -> dict[str, Any]:
     """The recipe every ID-embedding family trains with: width, learning rate and its schedule, L2
     and its form, parameter averaging, batch size, negatives per positive, the sampler and its
     hardness (model: how many candidates the hardest is chosen from, or a softmax over them). The
-    Gowalla recipe (8 hardest of 64, lr 0.002, L2 1e-3, average 0.998) is a point of it."""
+    LightGCN recipe is a point of it."""
     space = {"model.dim": trial.suggest_categorical("model.dim", [32, 64, 128]),
              "train.lr": trial.suggest_float("train.lr", 5e-4, 2e-2, log=True),
              "train.lr_schedule": trial.suggest_categorical("train.lr_schedule", ["milestones", "cosine"]),
@@ -208,8 +204,8 @@ class MMoEOptions(Section):
     patience: int = Field(5, ge=1)
     ranked_members: Optional[int] = Field(
         200, ge=1, description="friend ranking: members (a seeded sample, eval.seed) whose held-out friends are "
-                               "ranked; each scores every member through the head (about 2.5 us a pair on 2 cores: "
-                               "200 x 100k members take about 50 s), so the cost is this x members; null: all of them")
+                               "ranked; each scores every member through the head, so the cost is this x members; "
+                               "null: all of them")
     friend_negatives: int = Field(1, ge=1, description="random non-friends per friendship")
 
     @field_validator("task_weights")

@@ -238,9 +238,8 @@ def auto_candidates(train_pairs: np.ndarray, n_items: int) -> int:
     (training pairs / (users with training pairs x items)): 1.5 / sqrt(d), to the nearest power of
     two, within 2..64. The hardest of many candidates is a good negative on a sparse log, but on a
     dense one it is often an item the user would like (a false negative), and training stalls.
-    Chosen on validation splits (10% of each user's training pairs; issue 21): the best of
-    4/8/16/64 on MovieLens-100K (d = 0.05) was 8 (64 lost a fifth of recall@20), of 8/16/32/64 on
-    LastFM (d = 0.005) 16, and 64 on Gowalla (d = 0.0007); the rule gives 8, 16 and 64."""
+    The rule was fitted on validation splits of MovieLens-100K, LastFM and Gowalla, whose best
+    counts it reproduces (bench/results/transfer.md)."""
     if not len(train_pairs):
         return 2
     density = len(train_pairs) / (len(np.unique(train_pairs[:, 0])) * max(n_items, 1))

@@ -128,10 +128,9 @@ class _InEdges:
 class PinSage(RecModel):
     # A step convolves its batch's items and their sampled neighbourhoods, a frontier that fills the
     # catalogue as degrees grow, so past some log size more, smaller steps repeat a catalogue-wide
-    # convolution (module docstring). 1024 steps an epoch leaves batches of 2,048 up to ~2M pairs (100k
-    # members on bench.retrain_scale's network: unchanged) and grows them past that: 1M members took
-    # 2,381 s an epoch against 4,069 s per batch, 1.10x linear from 100k. 64 steps (batches 10x larger
-    # at 100k) had lost 44% of test recall@20 there after 3 epochs (0.0014 against 0.0025).
+    # convolution (module docstring). 1024 steps an epoch leaves batches of 2,048 up to ~2M pairs and
+    # grows them past that; 64 steps (much larger batches) lost recall at 100k members
+    # (bench/results/retrain_scale.md).
     auto_steps = 1024
 
     def __init__(self, n_users: int, n_items: int, *, dim: int = 64, layers: int = 2, num_neighbors: int = 10,
@@ -156,9 +155,8 @@ class PinSage(RecModel):
         nn.init.normal_(self.item_emb.weight, std=0.1)
         self.user_emb = nn.Embedding(n_users, dim) if user_embedding else None
         if self.user_emb is not None:  # zero: training starts from the item mean and learns what it misses.
-            # Random vectors (std 0.1, norm ~0.8 at dim 64) outweighed the unit-bounded mean and the ranking
-            # started from noise: Gowalla validation recall@20 0.010 / 0.029 after epochs 1 / 2, against
-            # 0.056 / 0.073 without user vectors (bench/pinsage_gowalla.py, recipe softmax_user)
+            # Random vectors outweighed the unit-bounded mean and the ranking started from noise
+            # (bench/pinsage_gowalla.py, recipe softmax_user)
             nn.init.zeros_(self.user_emb.weight)
         self.convs = nn.ModuleList(WeightedPoolingConv(dim) for _ in range(layers))
         self.head = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, dim))

@@ -11,28 +11,21 @@ Training runs on mini-batches: for the batch's users, positive and negative item
 NeighborSampler draws `fanouts` neighbours per layer (the batch's own training edges are hidden,
 both directions, so a positive is never read off its own edge). A node reads min(degree, fan-out)
 neighbours, so a step's cost is bounded by the batch and the fan-outs, not the graph; below that
-bound it grows with the degrees. On bench.retrain_scale's network (200k jobs) the sampled edges per
-step of 2,048 pairs rose 1.8x from 25k to 100k members and 1.5x more to 300k, as the catalogue
-filled (at 25k members 74% of the jobs have no training edge, and a negative without neighbours
-reads none); sampling with replacement, the paper's fixed-size neighbourhoods, changed that little
-(1.5x and 1.3x), since a node without neighbours still reads none. From 100k to 1M members a step
-(2,048 pairs, one negative) read 177k then 578k distinct input nodes, at about 1.2 us of step time
-each at both sizes: jobs' degrees rise through the fan-out (a mean of 3.8 to 38 training edges) and, drawn from a
-larger population, fewer sampled members coincide. So the epoch grew 2.9x faster than the log over
-that range (1.8x from 300k to 1M); the bound is 3 x 2,048 x (1 + 20 + 20 x 10) = 1.36M input nodes a
-step at the default fan-outs, reached only when no two draws coincide.
+bound it grows with the degrees, as the catalogue fills and jobs gain training edges, and fewer
+sampled members coincide in a larger population (bench/results/retrain_scale.md has the figures).
+The bound is 3 x batch x (1 + f1 + f1 x f2) input nodes a step at fan-outs (f1, f2), reached only
+when no two draws coincide.
 
 So by default (train.max_steps_per_epoch=auto) GraphSAGE, like the whole-graph families, takes 64
 steps per epoch in batches that grow with the log: the edges a step samples grow with its batch,
 while the distinct nodes it reads cannot pass the graph's, so an epoch's cost is at most linear in
-the log. At 100k members (1.59M interactions, 6 epochs) that mode reached test recall@20 0.0022 at
-52 s per epoch against 0.0018 at 72 s for fixed batches of 2,048; null keeps the per-batch mode.
+the log; null keeps fixed batches.
 
 Inference for the whole graph goes layer by layer over all nodes in chunks, as DGL's GraphSAGE
 example does, so memory is bounded by the chunk, not by the neighbourhood's growth.
 
 DGL samples on the CPU, where its wheels run. The aggregation is DGL's message passing on the CPU
-(its compiled reducers; torch's scatter of a maximum was 3.5x slower there) and torch on any other
+(its compiled reducers; torch's scatter of a maximum was slower there) and torch on any other
 device: mean and sum as one sparse product over the block's edges (EdgeMean), max and pool as a
 scatter of the per-edge maximum. The two agree (tests/test_device.py).
 """
