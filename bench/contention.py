@@ -6,7 +6,9 @@ Workloads, each timed in a process of its own once its data is prepared: the def
 training (recsys.fit.train on the embedded default, refit included: the flow's train phase) and a
 Gowalla LightGCN epoch with the headline recipe (the median of `--epochs`). Neighbours, started
 after the data is prepared: none (alone), a busy loop at nice 0 and at nice 10, and a second
-graphrec retrain (the real command, run again and again). A shared figure that passes `--cap` times
+graphrec retrain (the real command, run again and again). The alone figures are medians of
+`--repeats`, before and after taken in turn (a 2-core machine drifts by 10-20% between runs).
+A shared figure that passes `--cap` times
 its alone figure is stopped there and reported as that bound (`capped`): before the governor, some
 took over 15 times their alone time.
 
@@ -23,6 +25,7 @@ import argparse
 import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -132,36 +135,43 @@ def _neighbours(neighbour: str, adapt: str, work: Path) -> list[subprocess.Popen
     return []
 
 
-def run(workloads: list[str], epochs: int, cap: float, work: Path) -> dict:
-    rows = []
+def run(workloads: list[str], epochs: int, cap: float, repeats: int, work: Path) -> dict:
+    rows, spread = [], {}
     for workload in workloads:
+        alone = {mode: [] for mode in MODES}
+        for _ in range(repeats):  # before and after in turn, so that drift of the machine hits both
+            for mode, adapt in MODES.items():
+                alone[mode].append(measure(workload, adapt, "alone", work, epochs, None)[0])
+                print(f"{workload} {mode} alone: {alone[mode][-1]:.2f} s", flush=True)
         for mode, adapt in MODES.items():
-            alone, _ = measure(workload, adapt, "alone", work, epochs, None)
-            print(f"{workload} {mode} alone: {alone:.2f} s", flush=True)
+            median = statistics.median(alone[mode])
+            spread[f"{workload} {mode}"] = [round(min(alone[mode]), 2), round(max(alone[mode]), 2)]
             for neighbour in NEIGHBOURS[1:]:
-                shared, capped = measure(workload, adapt, neighbour, work, epochs, cap * alone)
+                shared, capped = measure(workload, adapt, neighbour, work, epochs, cap * median)
                 print(f"{workload} {mode} {neighbour}: {shared:.2f} s{' (capped)' if capped else ''}", flush=True)
-                rows.append({"workload": workload, "neighbour": neighbour, "seconds_alone": round(alone, 2),
-                             "seconds_shared": round(shared, 2), "ratio": round(shared / alone, 2),
+                rows.append({"workload": workload, "neighbour": neighbour, "seconds_alone": round(median, 2),
+                             "seconds_shared": round(shared, 2), "ratio": round(shared / median, 2),
                              "before_or_after": mode, "capped": capped})
-    alone = {(r["workload"], r["before_or_after"]): r["seconds_alone"] for r in rows}
-    return {"rows": rows,
+    alone_of = {(r["workload"], r["before_or_after"]): r["seconds_alone"] for r in rows}
+    return {"rows": rows, "alone_min_max": spread, "alone_repeats": repeats,
             "worst_ratio_after": max(r["ratio"] for r in rows if r["before_or_after"] == "after"),
             "worst_ratio_before": max(r["ratio"] for r in rows if r["before_or_after"] == "before"),
-            "alone_change_ratio": max(round(alone[(w, "after")] / alone[(w, "before")], 3) for w in workloads)}
+            "alone_change_ratio": max(round(alone_of[(w, "after")] / alone_of[(w, "before")], 3) for w in workloads)}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.contention", description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", choices=["retrain", "gowalla_epoch"], help="one workload (default: both)")
     parser.add_argument("--epochs", type=int, default=3, help="Gowalla epochs per figure (the median counts)")
+    parser.add_argument("--repeats", type=int, default=3, help="alone figures per mode, taken in turn (the median "
+                                                                "counts)")
     parser.add_argument("--cap", type=float, default=6.0, help="a shared figure is stopped at this many times its "
                                                                "alone figure and reported as that bound")
     parser.add_argument("--work", type=Path, default=None, help="folder for the stores (default: a temporary one)")
     args = parser.parse_args(argv)
     workloads = [args.only] if args.only else ["retrain", "gowalla_epoch"]
     work = args.work or Path(tempfile.mkdtemp(prefix="graphrec-contention-"))
-    figures = run(workloads, args.epochs, args.cap, work)
+    figures = run(workloads, args.epochs, args.cap, args.repeats, work)
     table = [(r["workload"], r["neighbour"], r["before_or_after"], r["seconds_alone"],
               f"{'>= ' if r['capped'] else ''}{r['seconds_shared']}", f"{'>= ' if r['capped'] else ''}{r['ratio']}")
              for r in figures["rows"]]
