@@ -113,12 +113,12 @@ def run_overrides(store: Path, files: dict, family: str, args, work: Path) -> li
             f"stores.text_cache_dir={work / 'text_cache'}", f"model.family={family}", *args.set]
 
 
-def step_mode(train_cfg, auto_steps) -> str:
-    """"bounded" where train.max_steps_per_epoch bounds the family's steps (RecModel.auto_steps under
-    auto), else "per-batch"."""
-    from recsys.train import steps_bound
+def step_mode(train_cfg, family: str) -> str:
+    """"bounded" where train.max_steps_per_epoch bounds the family's steps (its registry entry's
+    auto_steps under auto), else "per-batch"."""
+    from recsys.recipe import resolve
 
-    return "per-batch" if steps_bound(train_cfg, auto_steps) is None else "bounded"
+    return "per-batch" if resolve(train_cfg, family).max_steps_per_epoch is None else "bounded"
 
 
 def bench_settings(args) -> list[str]:
@@ -307,8 +307,8 @@ def probe_main(spec_path: Path) -> None:
     from recsys.config import load_config
     from recsys.data.loaders import load_data
     from recsys.models import build_model
-    from recsys.models.base import AUTO_STEPS
     from recsys.prepare import prepare
+    from recsys.recipe import resolve_for_model
     from recsys.train import StopTraining, batch_plan, fit
 
     spec = json.loads(spec_path.read_text())
@@ -336,10 +336,9 @@ def probe_main(spec_path: Path) -> None:
         batch, per_epoch, mode = probe_prefix(cfg, prepared, model, Clock())
     else:
         fit(model, prepared.graph, prepared.indexed, cfg.train, cfg.eval, callbacks=[Clock()])
-        auto_steps = getattr(model, "auto_steps", AUTO_STEPS)
-        batch, _ = batch_plan(cfg.train.resolved(getattr(model, "recipe", {})), len(prepared.indexed.train), auto_steps)
+        batch, _ = batch_plan(resolve_for_model(cfg.train, model), len(prepared.indexed.train))
         per_epoch = -(-len(prepared.indexed.train) // batch)
-        mode = step_mode(cfg.train, auto_steps)
+        mode = step_mode(cfg.train, cfg.model.family)
     each = np.diff(marks)
     step_seconds = float(np.median(each[1:] if len(each) > 1 else each))  # the first step warms caches
     Path(spec["out"]).write_text(json.dumps({
@@ -546,13 +545,10 @@ def family_mode(family: str) -> str:
     """The mode a run of the family trains in by default: "bounded" (train.max_steps_per_epoch=auto
     bounds its steps) or "per-batch"."""
     from recsys.config import TrainConfig
-    from recsys.families import FAMILIES, load
-    from recsys.models.base import AUTO_STEPS
 
     if family in STAGE_PROBES:
         return STAGE_PROBES[family]
-    model = FAMILIES[family].model
-    return step_mode(TrainConfig(), getattr(load(model), "auto_steps", AUTO_STEPS) if model else AUTO_STEPS)
+    return step_mode(TrainConfig(), family)
 
 
 def probe_mode(r: dict) -> str:

@@ -10,7 +10,8 @@ from deploy.study_runs import copy_trial_run, read_source_run
 from deploy.tracking import metric_key
 from recsys.config import AUTO, GENERIC, ConfigError, RunConfig, with_overrides
 from recsys.families import family
-from recsys.search.space import configured_params, family_recipe, objective_name, trial_config
+from recsys.recipe import recipe_values
+from recsys.search.space import configured_params, objective_name, trial_config
 
 # the settings that decide what a trial trains and how it is judged (a run's params under these
 # prefixes), less those that change neither, and the data's files: the data's fingerprint is compared
@@ -23,14 +24,14 @@ _NOT_TRAINING = {"data.path", "data.interactions", "data.users", "data.items", "
 def _training_settings(flat: dict, family_name: str) -> dict[str, str]:
     """`flat` (a config's flat values, or a run's params) restricted to _TRAINING, as the strings MLflow
     params hold, each `auto` train setting resolved by the family's recipe as training resolves it."""
-    recipe = family_recipe(family_name)
+    recipe = recipe_values(family_name)
     out = {}
     for key, value in flat.items():
         if not key.startswith(_TRAINING) or key in _NOT_TRAINING:
             continue
         short = key.removeprefix("train.")
         if value == AUTO and short in GENERIC:
-            value = recipe.get(short, GENERIC[short])
+            value = recipe[short]
         out[key] = ("None" if value is None else str(value))[:500]
     return out
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 import os
 import sys
 
-from recsys import families
-
 # Commands that write the store (MLflow, Prefect state, snapshots): a store they could not write is
 # refused before anything starts, naming the path (ConfigError: exit 2).
 WRITES_STORE = ("retrain", "search", "refresh", "promote", "rollback", "serve")
@@ -113,7 +111,9 @@ def cmd_ui(args) -> int:
 
 
 def cmd_families(args) -> int:
-    for line in families.table():
+    from recsys.recipe import families_table
+
+    for line in families_table():
         print(line)
     return 0
 

@@ -55,9 +55,10 @@ class FeaturesConfig(Section):
 
 
 class _ModelSection(Section):
-    family: str = Field("lightgcn", description="a family of recsys/families.py")
+    family: str = Field("lightgcn", description="a model family (see `graphrec families`)")
     dim: int = Field(64, ge=1)
-    layers: int = Field(3, ge=0, description="lightgcn, gcn and pinsage; sage takes len(sage.fanouts)")
+    layers: int = Field(3, ge=0, description="propagation or convolution layers, for the families that have them "
+                                             "(see `graphrec families`; sage takes len(sage.fanouts))")
     score: Literal["dot", "cosine"] = Field("dot", description="cosine: embeddings scaled to unit length")
 
     @field_validator("family")
@@ -73,20 +74,19 @@ ModelConfig = create_model("ModelConfig", __base__=_ModelSection, **{
     f.name: (f.options, Field(default_factory=f.options)) for f in families.FAMILIES.values() if f.options})
 
 
-AUTO = "auto"  # a training setting the family's recipe gives (RecModel.recipe), else GENERIC below
+AUTO = "auto"  # a training setting the family's recipe gives (recsys/recipe.py), else GENERIC below
 
 
 class NegativesConfig(Section):
     kind: Literal["auto", "uniform", "popularity", "in_batch", "model", "ppr"] = Field(
-        AUTO, description="auto: the family's recipe (lightgcn: model), else uniform")
+        AUTO, description="auto: the family's recipe (see `graphrec families`), else uniform")
     per_positive: Union[Literal["auto"], int] = Field(
         AUTO, description="negatives drawn per positive (ppr: set by its curriculum); auto: the family's recipe "
-                          "(lightgcn: 8), else 1")
+                          "(see `graphrec families`), else 1")
     popularity_exponent: float = Field(0.75, ge=0)
     candidates: Union[Literal["auto"], int] = Field(
         "auto", description="model: uniform candidates scored per positive, the hardest kept (the hardness); auto: "
-                            "from the log's density (recsys.negatives.auto_candidates: 64 on Gowalla, 8 on "
-                            "MovieLens-100K)")
+                            "from the log's density (recsys.negatives.auto_candidates)")
     temperature: Optional[float] = Field(None, gt=0, description="model: None keeps the hardest candidate")
     max_score_percentile: Optional[float] = Field(None, gt=0, le=100, description="model: false-negative guard")
     refresh_every: int = Field(10, ge=1, description="model: batches between score refreshes")
@@ -117,20 +117,19 @@ GENERIC = {"epochs": 40, "lr": 0.005, "l2": 1e-4, "average": None, "negatives.ki
 
 
 class TrainConfig(Section):
-    """Training settings. Those that default to `auto` come from the family's recipe (RecModel.recipe:
-    LightGCN's was chosen on validation splits of three data sets, issue 21), else from GENERIC."""
-    epochs: Union[Literal["auto"], int] = Field(AUTO, description="at most; auto: the family's recipe (lightgcn: "
-                                                                  "100, early stopping ends it), else 40")
+    """Training settings. Those left `auto` are made concrete by recsys/recipe.py: the family's recipe
+    (its registry entry), else GENERIC; the step bound and the candidate rule likewise."""
+    epochs: Union[Literal["auto"], int] = Field(AUTO, description="at most (early stopping may end it sooner); "
+                                                                  "auto: the family's recipe (see `graphrec "
+                                                                  "families`), else 40")
     batch_size: int = Field(2048, ge=1)
     max_steps_per_epoch: Union[Literal["auto"], int, None] = Field(
         "auto", description="at most this many optimiser steps per epoch: a log of more than batch_size x this "
                             "pairs trains in batches of ceil(pairs / this), so an epoch's whole-graph products "
                             "stay this many and its cost grows linearly with the log; null: batch_size always "
-                            "(the exact per-batch mode); auto: the family's own bound, 64 for families whose "
-                            "every step costs the whole graph or whole tables (lightgcn, gcn, mf) and for sage "
-                            "(measured as good), 1024 for pinsage (64 lost quality)")
-    lr: Union[Literal["auto"], float] = Field(AUTO, description="auto: the family's recipe (lightgcn: 0.002), "
-                                                                 "else 0.005")
+                            "(the exact per-batch mode); auto: the family's own bound (see `graphrec families`)")
+    lr: Union[Literal["auto"], float] = Field(AUTO, description="auto: the family's recipe (see `graphrec "
+                                                                 "families`), else 0.005")
     lr_batch_scaling: Literal["none", "sqrt", "linear"] = Field(
         "sqrt", description="batches grown past batch_size (max_steps_per_epoch) train with lr x (batch / batch_size) "
                             "to the power 0, 1/2 or 1")
@@ -140,28 +139,30 @@ class TrainConfig(Section):
     lr_schedule: Literal["milestones", "cosine"] = Field(
         "milestones", description="milestones: lr x lr_gamma after each of lr_milestones (none: constant); "
                                   "cosine: lr falls along a half cosine to 0 over `epochs`")
-    l2: Union[Literal["auto"], float] = Field(AUTO, description="auto: the family's recipe (lightgcn: 1e-3), "
-                                                                 "else 1e-4")
+    l2: Union[Literal["auto"], float] = Field(AUTO, description="auto: the family's recipe (see `graphrec "
+                                                                 "families`), else 1e-4")
     l2_form: Literal["occurrence", "row"] = Field(
         "occurrence", description="occurrence: the L2 of the batch's rows, so a row pays it once per occurrence "
                                   "(LightGCN's form); row: every ID row pays it once a step, whatever its degree "
-                                  "(recsys.models.base.row_l2; families with ID tables: lightgcn, gcn, mf)")
+                                  "(recsys.models.base.row_l2; families with ID tables)")
     average: Union[Literal["auto"], float, None] = Field(
         AUTO, description="decay of an exponential moving average of the parameters, updated every step; "
                           "validation, early stopping and the trained model use the average (null: the "
-                          "parameters as trained; auto: the family's recipe, lightgcn: 0.998, else null)")
+                          "parameters as trained; auto: the family's recipe (see `graphrec families`), else "
+                          "null)")
     eval_every: int = Field(2, ge=1)
     refit: bool = Field(
         True, description="after early stopping has chosen the budget on the validation split, train a fresh "
                           "model on training and validation pairs together for the same number of optimiser "
                           "steps, and serve that one; the promotion gate still judges the model chosen on "
                           "validation (its vectors are kept with the version). Families trained by the ranking "
-                          "loop alone (lightgcn, gcn, mf, sage, pinsage); a search's trials never refit")
+                          "loop alone (see `graphrec families`); a search's trials never refit")
     patience: int = Field(5, ge=1, description="evaluations without improvement before stopping")
     monitor: str = "ndcg@20"
     seed: int = 0
     progress: bool = True
-    loss: Literal["bpr", "softmax"] = Field("bpr", description="bpr (PinSage: hinge) or sampled softmax")
+    loss: Literal["bpr", "softmax"] = Field("bpr", description="bpr (or the family's pairwise loss) or sampled "
+                                                               "softmax")
     temperature: float = Field(0.1, gt=0, description="softmax: logits are scores / temperature")
     negatives: NegativesConfig = Field(default_factory=NegativesConfig)
 
@@ -177,7 +178,7 @@ class TrainConfig(Section):
         raise ValueError(f"must be auto or {what}")
 
     def resolved(self, recipe: dict) -> "TrainConfig":
-        """A copy with every `auto` setting taken from `recipe` (a family's RecModel.recipe, dotted
+        """A copy with every `auto` setting taken from `recipe` (a family's recipe, dotted
         keys), else from GENERIC."""
         tree = self.model_dump()
         auto = [key for key in GENERIC if _get_dotted(tree, key) == AUTO]

@@ -24,13 +24,23 @@ from pydantic import Field, field_validator
 from recsys.config_base import ConfigError, Section
 
 RANKING_LOOP = "recsys.fit:train_ranking"
+# train.max_steps_per_epoch=auto: a family's steps per epoch, past which its batches grow with the
+# log. 64 where every step costs the whole graph or whole tables (propagation, dense Adam), so fixed
+# batches would make an epoch grow with the square of the log, and where measured to keep quality
+# (GraphSAGE); PinSage has its own bound (recsys/models/pinsage.py says why).
+AUTO_STEPS = 64
+# LightGCN's training recipe for the `auto` settings, chosen on validation splits of three data sets
+# (bench/results/transfer.md): the hardest of auto_candidates uniform candidates for 8 negatives per
+# positive, a 0.998 parameter average, early stopping within 100 epochs.
+LIGHTGCN_RECIPE = {"epochs": 100, "lr": 0.002, "l2": 1e-3, "average": 0.998, "negatives.kind": "model",
+                   "negatives.per_positive": 8}
 
 
-def _never(model_cfg) -> bool:
+def never(model_cfg) -> bool:
     return False
 
 
-def _always(model_cfg) -> bool:
+def always(model_cfg) -> bool:
     return True
 
 
@@ -57,19 +67,25 @@ class Family:
     space: Optional[Callable[[Any], dict]] = None  # Optuna space: trial -> {dotted key: value}; None: not searched
     train: str = RANKING_LOOP                    # (prepared, cfg, model, callbacks, log) -> recsys.train.Trained
     inductive: str = "no"                       # embeds nodes added after training: no | yes | with features
-    reads_features: Callable[[Any], bool] = _never  # model section -> whether node features are computed
+    reads_features: Callable[[Any], bool] = never  # model section -> whether node features are computed
     reads_text: bool = False                    # reads the users' and items' text itself (not through features)
     bottom: Optional[Callable[[Any], str]] = None  # trains on top of another family's model: which one
     prepare: Optional[str] = None               # "module:function" (data, indexed, cfg) -> (indexed, tasks)
     objective: Callable[[Any], str] = _monitor  # run config -> the validation figure a search maximises
     proven: tuple[Proven, ...] = ()             # settings that beat the recipe in a search on some data set
+    recipe: Optional[dict] = None               # values of the train settings left `auto` (recsys/recipe.py)
+    auto_steps: Optional[int] = AUTO_STEPS      # train.max_steps_per_epoch=auto (None: batch_size always)
+
+    def trained_model(self, cfg) -> "Family":
+        """The family whose model is built and trained first (for a family on a bottom, the bottom)."""
+        return FAMILIES[self.bottom(cfg)] if self.bottom else self
 
     def build(self, cfg, graph, seed: int = 0):
         """The family's model (for a family on a bottom, the bottom's model) for this graph. The
         seed fixes the initial weights, so a rerun on the same data trains the same model."""
         import torch
 
-        built = FAMILIES[self.bottom(cfg)] if self.bottom else self
+        built = self.trained_model(cfg)
         torch.manual_seed(seed)
         model = load(built.model).from_config(cfg, graph, seed)
         model.cosine = cfg.score == "cosine"
@@ -250,23 +266,23 @@ class LLMOptions(Section):
 FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family("lightgcn", "LightGCN: the mean of K propagation steps over ID embeddings (optionally with features)",
            "recsys.models.lightgcn:LightGCN", LightGCNOptions, lightgcn_space,
-           reads_features=lambda m: m.lightgcn.use_features, proven=LIGHTGCN_PROVEN),
+           reads_features=lambda m: m.lightgcn.use_features, proven=LIGHTGCN_PROVEN, recipe=LIGHTGCN_RECIPE),
     Family("gcn", "GCN: a weight matrix and LeakyReLU per layer over ID embeddings", "recsys.models.gcn:GCN",
            space=lightgcn_space),
     Family("sage", "GraphSAGE: sampled neighbourhoods aggregated from node features",
            "recsys.models.sage:GraphSAGE", SageOptions, sage_space, inductive="with features",
-           reads_features=_always),
+           reads_features=always),
     Family("pinsage", "PinSage: items convolved over random-walk neighbourhoods, users from their items",
            "recsys.models.pinsage:PinSage", PinSageOptions, pinsage_space, inductive="with features",
-           reads_features=_always),
+           reads_features=always, auto_steps=1024),
     Family("mf", "matrix factorisation: a learned vector per user and item, no propagation", "recsys.models.mf:MF",
            space=embedding_space),
     Family("mmoe", "a GNN bottom for retrieval, then MMoE heads for job click and friend request",
            "", MMoEOptions, mmoe_space, train="recsys.multitask:train_family", inductive="as its bottom",
-           reads_features=_always, bottom=lambda m: m.mmoe.bottom,
+           reads_features=always, bottom=lambda m: m.mmoe.bottom,
            prepare="recsys.data.network_tasks:prepare_tasks", objective=lambda cfg: "mean_auc"),
     Family("llm", "a frozen MiniLM reading the graph as text, or GNN embeddings as its soft prompt",
-           "", LLMOptions, train="recsys.llm_fit:train_family", reads_features=_always, reads_text=True,
+           "", LLMOptions, train="recsys.llm_fit:train_family", reads_features=always, reads_text=True,
            bottom=lambda m: m.llm.bottom),
 )}
 
@@ -278,6 +294,12 @@ def family(name: str) -> Family:
         raise ConfigError(f"unknown model family {name!r}; available: {', '.join(FAMILIES)}") from None
 
 
+def of_model(model) -> Optional[Family]:
+    """The family whose registered class built `model` (None for a model no entry names)."""
+    path = f"{type(model).__module__}:{type(model).__name__}"
+    return next((f for f in FAMILIES.values() if f.model == path), None)
+
+
 def names() -> list[str]:
     return list(FAMILIES)
 
@@ -285,13 +307,3 @@ def names() -> list[str]:
 def searchable() -> list[str]:
     """The families a study can search (those with a space)."""
     return [name for name, f in FAMILIES.items() if f.space is not None]
-
-
-def table() -> list[str]:
-    """The registry as text lines (`graphrec families`)."""
-    lines = [f"{'family':<9} {'inductive':<14} {'features':<9} {'search':<7} what it is"]
-    for f in FAMILIES.values():
-        features = "text" if f.reads_text else "always" if f.reads_features is _always else (
-            "no" if f.reads_features is _never else "option")
-        lines.append(f"{f.name:<9} {f.inductive:<14} {features:<9} {'yes' if f.space else 'no':<7} {f.summary}")
-    return lines

@@ -11,8 +11,8 @@ from typing import Callable, Optional, Sequence
 from recsys.config import TrainConfig
 from recsys.device import resolve_device
 from recsys.families import RANKING_LOOP, family, load
-from recsys.models.base import AUTO_STEPS
 from recsys.prepare import with_validation_trained
+from recsys.recipe import resolve_for_model
 from recsys.train import Callback, StopTraining, Trained, batch_plan, fit, no_callbacks
 
 
@@ -50,12 +50,11 @@ class StopAfter(Callback):
             raise StopTraining
 
 
-def refit_plan(cfg: TrainConfig, best_epoch: int, selection_batches: int, n_pairs: int,
-               auto_steps: Optional[int] = AUTO_STEPS) -> tuple[int, TrainConfig]:
+def refit_plan(cfg: TrainConfig, best_epoch: int, selection_batches: int, n_pairs: int) -> tuple[int, TrainConfig]:
     """(epochs, settings) of a refit on `n_pairs`: as many optimiser steps as the selection run took to
     its best epoch (`best_epoch` epochs of `selection_batches` steps), and the learning-rate schedule
     (cosine's length, the milestones) stretched by the same factor. `cfg` is resolved (no `auto`)."""
-    batch, _ = batch_plan(cfg, n_pairs, auto_steps)
+    batch, _ = batch_plan(cfg, n_pairs)
     batches = max(1, -(-n_pairs // batch))
     epochs = max(1, round(best_epoch * selection_batches / batches))
     stretch = epochs / best_epoch
@@ -71,11 +70,10 @@ def refit(selected: Trained, prepared, cfg, build: Callable,
     epochs go to callbacks("refit_"). Returns the refit model, carrying `selected` for the gates."""
     merged = with_validation_trained(prepared, cfg)
     model = build(merged.graph)
-    train_cfg = cfg.train.resolved(getattr(model, "recipe", {}))
+    train_cfg = resolve_for_model(cfg.train, model)
     r = selected.result
-    auto_steps = getattr(model, "auto_steps", AUTO_STEPS)
     epochs, plan = refit_plan(train_cfg, r.best_epoch, max(1, -(-len(prepared.indexed.train) // r.batch_size)),
-                              len(merged.indexed.train), auto_steps)
+                              len(merged.indexed.train))
     if log:
         log(f"refit: {epochs} epochs on {len(merged.indexed.train)} pairs (training and validation), the optimiser "
             f"steps of the {r.best_epoch} epochs chosen on validation")

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from recsys.device import embed_on, resolve_device
 from recsys.models.llm import FixedVectors, PrefixEncoder, graph_texts, item_texts, profile_texts
 from recsys.text import TextEncoder
-from recsys.train import Trained, TrainResult, fit
+from recsys.train import Trained, TrainResult, drive_epochs, fit
 
 
 def fit_prefix(model: PrefixEncoder, gnn_users: torch.Tensor, texts: list[str], item_vectors: torch.Tensor,
@@ -39,12 +39,10 @@ def fit_prefix(model: PrefixEncoder, gnn_users: torch.Tensor, texts: list[str], 
     members, counts = torch.unique_consecutive(pairs[:, 0], return_counts=True)
     starts = torch.cumsum(counts, 0) - counts
     n_items = len(item_vectors)
-    history = []
-    model.train()
-    for epoch in range(1, epochs + 1):
-        t0, total, steps = time.perf_counter(), 0.0, 0
-        for cb in callbacks:
-            cb.on_epoch_start(epoch)
+    steps = [0]
+
+    def one_epoch(epoch: int) -> dict:
+        t0, total, done = time.perf_counter(), 0.0, 0
         order = torch.randperm(len(members), generator=gen)[:members_per_epoch]
         for a in range(0, len(order), batch_size):
             chosen = order[a:a + batch_size]
@@ -63,15 +61,16 @@ def fit_prefix(model: PrefixEncoder, gnn_users: torch.Tensor, texts: list[str], 
             opt.zero_grad()
             loss.backward()
             opt.step()
-            total, steps = total + float(loss.detach()), steps + 1
+            total, done, steps[0] = total + float(loss.detach()), done + 1, steps[0] + 1
             for cb in callbacks:
-                cb.on_step(steps, {"loss": float(loss.detach())})
-        logs = {"loss": total / max(steps, 1), "epoch_seconds": time.perf_counter() - t0}
-        history.append({"epoch": epoch, **logs})
-        for cb in callbacks:
-            cb.on_epoch_end(epoch, logs)
+                cb.on_step(steps[0], {"loss": float(loss.detach())})
+        logs = {"loss": total / max(done, 1), "epoch_seconds": time.perf_counter() - t0}
         if log:
-            log(f"prefix epoch {epoch}: loss {history[-1]['loss']:.4f} ({history[-1]['epoch_seconds']:.0f} s)")
+            log(f"prefix epoch {epoch}: loss {logs['loss']:.4f} ({logs['epoch_seconds']:.0f} s)")
+        return logs
+
+    model.train()
+    history = drive_epochs(epochs, one_epoch, callbacks, TrainResult()).history
     model.eval()
     return history
 

@@ -21,7 +21,7 @@ from recsys.data.tabular import Rows
 from recsys.device import placed, resolve_device
 from recsys.metrics import auc
 from recsys.models.graph_multitask import GraphMultiTask
-from recsys.train import Callback, EarlyStopping, TrainResult
+from recsys.train import Callback, EarlyStopping, TrainResult, drive_epochs
 
 
 def task_losses(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -72,38 +72,33 @@ def _fit_head(model, train, valid, weights, epochs, batch_size, lr, weight_decay
         raise ValueError(f"{len(w)} task weights for {n_tasks} tasks")
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     x_all, y_all = torch.from_numpy(train.x).to(device), torch.from_numpy(train.y).to(device)
-    result, best = TrainResult(), EarlyStopping(patience)
-    started, step = time.perf_counter(), 0
-    model.train()
-    for epoch in range(1, epochs + 1):
-        t0 = time.perf_counter()
-        for cb in callbacks:
-            cb.on_epoch_start(epoch)
+    best, steps = EarlyStopping(patience), [0]
+
+    def one_epoch(epoch: int) -> dict:
+        t0, total = time.perf_counter(), 0.0
         order = torch.from_numpy(rng.permutation(len(train))).to(device)
-        total = 0.0
         for s in range(0, len(order), batch_size):
             idx = order[s:s + batch_size]
             loss = (task_losses(model(x_all[idx]), y_all[idx]) * w).sum()
             opt.zero_grad()
             loss.backward()
             opt.step()
-            step += 1
+            steps[0] += 1
             value = float(loss.detach())
             total += value * len(idx)
             for cb in callbacks:
-                cb.on_step(step, {"loss": value})
+                cb.on_step(steps[0], {"loss": value})
+        return {"loss": total / len(train), "epoch_seconds": time.perf_counter() - t0}
+
+    def validate(epoch: int, logs: dict) -> bool:
         aucs = task_aucs(predict(model, valid.x), valid.y)
         score = float(np.nanmean(aucs))
-        logs = {"loss": total / len(train), "epoch_seconds": time.perf_counter() - t0, "valid_mean_auc": score,
-                **{f"valid_auc_{t}": a for t, a in enumerate(aucs)}}
-        result.history.append({"epoch": epoch, **logs})
-        result.epochs_run = epoch
-        for cb in callbacks:
-            cb.on_epoch_end(epoch, logs)
-        stop = best.update(model, score, epoch)
-        result.best_score, result.best_epoch = best.best_score, best.best_epoch
-        if stop:
-            break
+        logs.update({"valid_mean_auc": score, **{f"valid_auc_{t}": a for t, a in enumerate(aucs)}})
+        return best.update(model, score, epoch)
+
+    started = time.perf_counter()
+    model.train()
+    result = drive_epochs(epochs, one_epoch, callbacks, TrainResult(), validate, best)
     best.restore(model)
     result.seconds = time.perf_counter() - started
     return result

@@ -255,8 +255,9 @@ def build_sampler(cfg, n_users: int, n_items: int, train_pairs: np.ndarray, seed
     if cfg.kind == "in_batch":
         return InBatchNegatives(n_items, train_pairs, seed)
     if cfg.kind == "model":
-        candidates = auto_candidates(train_pairs, n_items) if cfg.candidates == "auto" else cfg.candidates
-        return ModelMinedNegatives(n_items, train_pairs, candidates, cfg.temperature,
+        if cfg.candidates == "auto":
+            raise ValueError("negatives.candidates=auto is resolved from the log first (recsys.recipe.resolve)")
+        return ModelMinedNegatives(n_items, train_pairs, cfg.candidates, cfg.temperature,
                                    cfg.max_score_percentile, seed)
     if cfg.kind == "ppr":
         return PPRNegatives(n_users, n_items, train_pairs, tuple(cfg.band), cfg.pool_size, cfg.ppr_alpha,

@@ -8,8 +8,8 @@ The batch's edge ids are passed along so that sampling families can hide the edg
 Every `eval_every` epochs the validation split is ranked in full; the best state by `monitor` is
 kept, and training stops after `patience` evaluations without improvement (EarlyStopping).
 Callbacks (epoch start, step, epoch end with its figures) serve MLflow logging and Optuna pruning;
-a callback may raise StopTraining. The multi-task heads (recsys/multitask.py) and the LLM prefix
-(recsys/llm_fit.py) train with the same two helpers.
+a callback may raise StopTraining. `drive_epochs` runs the epochs of every loop: this one, the
+multi-task heads (recsys/multitask.py) and the LLM prefix (recsys/llm_fit.py).
 """
 from __future__ import annotations
 
@@ -29,8 +29,8 @@ from recsys.data.types import IndexedData
 from recsys.device import embed_on, to_device
 from recsys.graph.build import RecGraph
 from recsys.metrics import evaluate, evaluate_per_user
-from recsys.models.base import AUTO_STEPS
 from recsys.negatives import ScoreView, build_sampler
+from recsys.recipe import resolve_for_model
 from recsys.threads import Governor
 
 
@@ -142,19 +142,15 @@ def draw_negatives(sampler, users: torch.Tensor, pos: torch.Tensor, scores, per_
     return torch.stack(draws, dim=1)
 
 
-def steps_bound(cfg: TrainConfig, auto_steps: Optional[int] = AUTO_STEPS) -> Optional[int]:
-    """train.max_steps_per_epoch with `auto` resolved to the family's own bound (RecModel.auto_steps)."""
-    if cfg.max_steps_per_epoch == "auto":
-        return auto_steps
-    return cfg.max_steps_per_epoch
-
-
-def batch_plan(cfg: TrainConfig, n_pairs: int, auto_steps: Optional[int] = AUTO_STEPS) -> tuple[int, float]:
-    """(pairs per step, learning rate) for a log of n_pairs: train.batch_size and train.lr, unless
-    train.max_steps_per_epoch bounds the steps (steps_bound), in which case the batch grows to hold
-    the log in that many steps and the learning rate grows with it (train.lr_batch_scaling)."""
+def batch_plan(cfg: TrainConfig, n_pairs: int) -> tuple[int, float]:
+    """(pairs per step, learning rate) for a log of n_pairs under resolved settings (recsys/recipe.py):
+    train.batch_size and train.lr, unless train.max_steps_per_epoch bounds the steps, in which case
+    the batch grows to hold the log in that many steps and the learning rate grows with it
+    (train.lr_batch_scaling)."""
     batch = cfg.batch_size
-    bound = steps_bound(cfg, auto_steps)
+    bound = cfg.max_steps_per_epoch
+    if bound == "auto" or cfg.lr == "auto":
+        raise ValueError("batch_plan needs resolved settings (recsys.recipe.resolve)")
     if bound is not None:
         batch = max(batch, -(-n_pairs // bound))
     power = {"none": 0.0, "sqrt": 0.5, "linear": 1.0}[cfg.lr_batch_scaling]
@@ -225,12 +221,12 @@ class _Run:
 
 
 def _start(model, graph, data, cfg, sampler, device) -> _Run:
-    cfg = cfg.resolved(getattr(model, "recipe", {}))  # `auto` settings: the family's recipe
+    cfg = resolve_for_model(cfg, model, data.train, data.n_items)  # `auto` settings: recsys/recipe.py
     model.set_objective(cfg.loss, cfg.temperature)
     model.l2_form = cfg.l2_form
     sampler = sampler or build_sampler(cfg.negatives, data.n_users, data.n_items, data.train, seed=cfg.seed)
     sampler.to(device)
-    batch_size, lr = batch_plan(cfg, len(data.train), getattr(model, "auto_steps", AUTO_STEPS))
+    batch_size, lr = batch_plan(cfg, len(data.train))
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     if cfg.lr_schedule == "cosine":
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
@@ -281,40 +277,63 @@ def _validate(run: _Run, epoch: int, eval_cfg: EvalConfig, logs: dict) -> bool:
             raise ValueError(f"train.monitor={run.cfg.monitor!r} is not computed; choose one of {sorted(metrics)}")
         stop = run.best.update(run.model, metrics[run.cfg.monitor], epoch)
     logs.update({f"valid_{k}": v for k, v in metrics.items()})
-    run.result.best_score, run.result.best_epoch = run.best.best_score, run.best.best_epoch
     return stop
 
 
-def _fit(model, graph, data, cfg, eval_cfg, callbacks, sampler, log, device) -> TrainResult:
-    run = _start(model, graph, data, cfg, sampler, device)
-    cfg, result = run.cfg, run.result
-    has_valid = len(data.valid) > 0
-    started = time.perf_counter()
-    bar = tqdm(total=cfg.epochs, desc="train", unit="epoch", disable=not cfg.progress, leave=False)
-    model.train()
+def drive_epochs(epochs: int, run_epoch: Callable[[int], dict], callbacks: Sequence[Callback], result: TrainResult,
+                 validate: Optional[Callable[[int, dict], bool]] = None, stopping: Optional[EarlyStopping] = None,
+                 progress: Optional[str] = None, log: Optional[Callable[[str], None]] = None,
+                 monitor: str = "") -> TrainResult:
+    """The epochs of every training loop (the ranking loop below, the MMoE heads, the LLM prefix):
+    `run_epoch(epoch)` trains one and returns its figures; `validate(epoch, figures)`, where the
+    data has a validation split, adds the validation figures, updates `stopping` and says whether
+    to stop. Callbacks see each epoch start and end (and may raise StopTraining); the history, the
+    epochs run and the best figure so far go to `result`; `progress` labels a progress bar."""
+    bar = tqdm(total=epochs, desc=progress or "", unit="epoch", disable=progress is None, leave=False)
     try:
-        for epoch in range(1, cfg.epochs + 1):
+        for epoch in range(1, epochs + 1):
             for cb in callbacks:
                 cb.on_epoch_start(epoch)
-            logs = _epoch(run, epoch, callbacks)
-            run.schedule.step()
-            stop = has_valid and (epoch % cfg.eval_every == 0 or epoch == cfg.epochs) and _validate(
-                run, epoch, eval_cfg, logs)
+            logs = run_epoch(epoch)
+            stop = bool(validate is not None and validate(epoch, logs))
+            if stopping is not None:
+                result.best_score, result.best_epoch = stopping.best_score, stopping.best_epoch
             result.history.append({"epoch": epoch, **logs})
             result.epochs_run = epoch
             bar.update(1)
-            bar.set_postfix(loss=f"{logs['loss']:.4f}", best=f"{result.best_score:.4f}" if has_valid else "-")
+            bar.set_postfix(loss=f"{logs['loss']:.4f}", best=f"{result.best_score:.4f}" if validate else "-")
             for cb in callbacks:
                 cb.on_epoch_end(epoch, logs)
             if stop:
                 if log:
-                    log(f"early stop at epoch {epoch}: best {cfg.monitor}={result.best_score:.4f} "
+                    log(f"early stop at epoch {epoch}: best {monitor}={result.best_score:.4f} "
                         f"at epoch {result.best_epoch}")
                 break
     except StopTraining:
         pass
     finally:
         bar.close()
+    return result
+
+
+def _fit(model, graph, data, cfg, eval_cfg, callbacks, sampler, log, device) -> TrainResult:
+    run = _start(model, graph, data, cfg, sampler, device)
+    cfg, result = run.cfg, run.result
+
+    def one_epoch(epoch: int) -> dict:
+        logs = _epoch(run, epoch, callbacks)
+        run.schedule.step()
+        return logs
+
+    def validate(epoch: int, logs: dict) -> bool:
+        return (epoch % cfg.eval_every == 0 or epoch == cfg.epochs) and _validate(run, epoch, eval_cfg, logs)
+
+    started = time.perf_counter()
+    model.train()
+    try:
+        drive_epochs(cfg.epochs, one_epoch, callbacks, result, validate if len(data.valid) else None, run.best,
+                     "train" if cfg.progress else None, log, cfg.monitor)
+    finally:
         if run.average:
             run.average.close()
     if not run.best.restore(model):

@@ -96,15 +96,14 @@ def test_auto_training_settings_come_from_the_familys_recipe():
     """`auto` (the default) takes LightGCN's recipe for LightGCN and the generic values for a family
     without one; a value the user sets is kept; a bad one is refused naming the key."""
     from recsys.config import GENERIC, TrainConfig
-    from recsys.models.lightgcn import LightGCN
-    from recsys.models.sage import GraphSAGE
+    from recsys.recipe import resolve
 
-    lightgcn = TrainConfig().resolved(LightGCN.recipe).recipe()
+    lightgcn = resolve(TrainConfig(), "lightgcn").recipe()
     assert lightgcn == {"epochs": 100, "lr": 0.002, "l2": 1e-3, "average": 0.998, "negatives.kind": "model",
                         "negatives.per_positive": 8}
-    assert TrainConfig().resolved(GraphSAGE.recipe).recipe() == GENERIC
+    assert resolve(TrainConfig(), "sage").recipe() == GENERIC
     mine = load_config(None, ["train.lr=0.01", "train.average=null", "train.negatives.per_positive=2"]).train
-    kept = mine.resolved(LightGCN.recipe).recipe()
+    kept = resolve(mine, "lightgcn").recipe()
     assert (kept["lr"], kept["average"], kept["negatives.per_positive"], kept["l2"]) == (0.01, None, 2, 1e-3)
     for bad in ("train.lr=-1", "train.average=1.5", "train.epochs=0", "train.negatives.per_positive=0"):
         with pytest.raises(ConfigError, match=bad.split("=")[0].split(".")[-1]):

@@ -206,8 +206,8 @@ def test_samplers_on_cuda_draw_what_the_cpu_draws(prepared, kind):
     scores = lambda users, items: ((users[:, None] * 31 + items * 17) % 101).float()  # noqa: E731
     out = {}
     for device in ("cpu", "cuda"):
-        sampler = build_sampler(NegativesConfig(kind=kind, curriculum=False, max_hard=2, temperature=None),
-                                data.n_users, data.n_items, data.train, seed=4).to(device)
+        negatives = NegativesConfig(kind=kind, curriculum=False, max_hard=2, temperature=None, candidates=8)
+        sampler = build_sampler(negatives, data.n_users, data.n_items, data.train, seed=4).to(device)
         draws = sampler.sample(batch[:, 0], batch[:, 1], scores)
         assert draws.device.type == device
         out[device] = draws.cpu()

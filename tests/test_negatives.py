@@ -32,8 +32,8 @@ def trained(small_network):
 @pytest.mark.parametrize("kind", ["uniform", "popularity", "in_batch", "model", "ppr"])
 def test_no_sampled_negative_is_ever_a_positive(kind, trained):
     data, graph, model = trained
-    sampler = build_sampler(NegativesConfig(kind=kind, curriculum=False, max_hard=2), data.n_users, data.n_items,
-                            data.train, seed=1)
+    negatives = NegativesConfig(kind=kind, curriculum=False, max_hard=2, candidates=8)
+    sampler = build_sampler(negatives, data.n_users, data.n_items, data.train, seed=1)
     positives = set(map(tuple, data.train))
     batch = data.train[np.random.default_rng(0).permutation(len(data.train))[:3000]]
     neg = sampler.sample(batch[:, 0], batch[:, 1], ScoreView(model, graph))

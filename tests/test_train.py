@@ -113,16 +113,22 @@ def test_early_stopping_keeps_the_best_state_and_counts_patience():
     assert stop.update(model, 0.1, 2) and stop.restore(model) and float(model.weight) == 7.0
 
 
-def test_bounded_steps_per_epoch_grow_the_batch_and_its_learning_rate(prepared):
+def test_bounded_steps_per_epoch_grow_the_batch_and_its_learning_rate(prepared, monkeypatch):
+    from recsys import families
+    from recsys.recipe import resolve
     from recsys.train import batch_plan
 
     exact = TrainConfig(batch_size=100, lr=0.01, max_steps_per_epoch=None)
     assert batch_plan(exact, 10_000) == (100, 0.01)  # the exact mode
-    auto = TrainConfig(batch_size=100, lr=0.01)  # the default: 64 steps for bounded families, else exact
-    assert batch_plan(auto, 10_000)[0] == batch_plan(auto, 10_000, auto_steps=64)[0] == 157  # ceil(10k / 64)
-    assert batch_plan(auto, 10_000, auto_steps=None) == (100, 0.01)  # a family without a bound
-    assert batch_plan(auto, 10_000, auto_steps=50)[0] == 200  # a family's own bound
-    assert batch_plan(auto, 6_400) == (100, 0.01)  # a log this small fits 64 steps of batch_size anyway
+    auto = TrainConfig(batch_size=100, lr=0.01)  # the default: the family's bound (64 for lightgcn)
+    assert batch_plan(resolve(auto, "lightgcn"), 10_000)[0] == 157  # ceil(10k / 64)
+    assert batch_plan(resolve(auto, "pinsage"), 10_000) == (100, 0.01)  # 1024 steps of 100 hold 10k pairs
+    unbounded = families.Family("unbounded", "", "", auto_steps=None)
+    monkeypatch.setitem(families.FAMILIES, "unbounded", unbounded)
+    assert batch_plan(resolve(auto, "unbounded"), 10_000) == (100, 0.01)  # a family without a bound
+    assert batch_plan(resolve(auto, "lightgcn"), 6_400) == (100, 0.01)  # 64 steps of batch_size hold this log
+    with pytest.raises(ValueError, match="resolved settings"):
+        batch_plan(auto, 10_000)
     assert batch_plan(TrainConfig(batch_size=100, lr=0.01, max_steps_per_epoch=200), 10_000) == (100, 0.01)
     batch, lr = batch_plan(TrainConfig(batch_size=100, lr=0.01, max_steps_per_epoch=25), 10_000)
     assert batch == 400 and abs(lr - 0.02) < 1e-12  # 4x the pairs per step, sqrt(4) x the rate

@@ -19,7 +19,6 @@ import torch.nn.functional as F
 from torch import nn
 
 OBJECTIVES = ("bpr", "softmax")
-AUTO_STEPS = 64  # steps per epoch under train.max_steps_per_epoch=auto: validated on Gowalla (bench/results)
 
 
 class RecModel(nn.Module):
@@ -28,15 +27,9 @@ class RecModel(nn.Module):
 
     inductive = False
     cosine = False        # score by cosine: embed() returns unit-length vectors
-    # train.max_steps_per_epoch=auto: this family's steps per epoch, past which its batches grow with
-    # the log (None: batches of train.batch_size, however many). AUTO_STEPS where every step costs the
-    # whole graph or whole tables (propagation, dense Adam), so fixed batches make an epoch grow with
-    # the square of the log, or where measured to keep quality (GraphSAGE); PinSage: its own bound.
-    auto_steps: Optional[int] = AUTO_STEPS
     objective = "bpr"
     temperature = 0.1
     l2_form = "occurrence"  # train.l2_form (penalty)
-    recipe: dict = {}  # values for the train settings left `auto` (TrainConfig.resolved); none: GENERIC
 
     def encode(self, graph) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError

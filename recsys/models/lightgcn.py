@@ -20,13 +20,6 @@ class LightGCN(RecModel):
     (`user_features` / `item_features` given; implies `transform`), layer 0 is the ID embedding
     concatenated with a linear projection of the features. Output width: dim, or 2 * dim with features."""
 
-    # The training recipe for the `auto` settings (recsys.config.TrainConfig.resolved), chosen on
-    # validation splits (issue 21; bench/results/transfer.md): the hardest of auto_candidates uniform
-    # candidates (64 on Gowalla's density, 8 on MovieLens-100K's) for 8 negatives per positive,
-    # lr 0.002, L2 1e-3, a 0.998 parameter average, early stopping within 100 epochs.
-    recipe = {"epochs": 100, "lr": 0.002, "l2": 1e-3, "average": 0.998, "negatives.kind": "model",
-              "negatives.per_positive": 8}
-
     def __init__(self, n_users: int, n_items: int, *, dim: int = 64, layers: int = 3,
                  user_features: torch.Tensor | None = None, item_features: torch.Tensor | None = None,
                  transform: bool = False):

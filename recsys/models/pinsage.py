@@ -130,8 +130,7 @@ class PinSage(RecModel):
     # catalogue as degrees grow, so past some log size more, smaller steps repeat a catalogue-wide
     # convolution (module docstring). 1024 steps an epoch leaves batches of 2,048 up to ~2M pairs and
     # grows them past that; 64 steps (much larger batches) lost recall at 100k members
-    # (bench/results/retrain_scale.md).
-    auto_steps = 1024
+    # (bench/results/retrain_scale.md). The registry's entry holds the bound (auto_steps=1024).
 
     def __init__(self, n_users: int, n_items: int, *, dim: int = 64, layers: int = 2, num_neighbors: int = 10,
                  num_walks: int = 50, restart_prob: float = 0.5, num_traversals: int = 3, margin: float = 0.5,

@@ -8,13 +8,8 @@ import random
 import optuna
 
 from recsys.config import RunConfig, with_overrides
-from recsys.families import family, load
-
-
-def family_recipe(family_name: str) -> dict:
-    """What the family trains with where a setting is `auto` (its model's RecModel.recipe)."""
-    model = family(family_name).model
-    return getattr(load(model), "recipe", {}) if model else {}
+from recsys.families import family
+from recsys.recipe import resolve_run
 
 
 class ConfiguredTrial:
@@ -24,7 +19,8 @@ class ConfiguredTrial:
     out, so Optuna samples them."""
 
     def __init__(self, cfg: RunConfig):
-        resolved = cfg.model_copy(update={"train": cfg.train.resolved(family_recipe(cfg.search.family))})
+        searched = cfg.model_copy(update={"model": cfg.model.model_copy(update={"family": cfg.search.family})})
+        resolved = cfg.model_copy(update={"train": resolve_run(searched)})
         self.flat, self.params = resolved.flat(), {}
 
     def _take(self, name: str, allowed, fallback):
