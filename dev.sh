@@ -2,7 +2,7 @@
 # Set-up and everyday commands for graphrec, on a machine that has only Python 3.11.
 #
 #   ./dev.sh retrain [graphrec retrain options]   the retraining flow on the embedded default
-#   ./dev.sh test [pytest options]                lint (ruff check), then the test suite
+#   ./dev.sh test [pytest options]                lint (ruff check), type check (mypy), then the test suite
 #   ./dev.sh graphrec ARGS...                     any graphrec command (./dev.sh graphrec --help)
 #   ./dev.sh env                                  print the environment's folder
 #   eval "$(./dev.sh activate)"                   this shell: the environment, this checkout, `graphrec`
@@ -60,6 +60,13 @@ lint() {
     { echo "dev.sh: lint failed (see above; fixable ones: ./dev.sh python -m ruff check --fix .)" >&2; exit 1; }
 }
 
+# The type check of the library, deployment code and flows ([tool.mypy]), after the lint: an error
+# stops the command with mypy's report (exit 1).
+typecheck() {
+  (cd "$here" && "$venv/bin/python" -m mypy) ||
+    { echo "dev.sh: type check failed (see above)" >&2; exit 1; }
+}
+
 # This checkout's code first on the path; the environment's tools (mlflow, prefect) on PATH.
 run_here() { cd "$here"; export PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}" PATH="$venv/bin:$PATH"; exec "$@"; }
 
@@ -67,7 +74,7 @@ cmd="${1:-help}"
 [ $# -gt 0 ] && shift
 case "$cmd" in
   retrain)  setup; run_here "$venv/bin/python" -m flows.cli retrain "$@" ;;
-  test)     setup; lint; run_here "$venv/bin/python" -m pytest "$@" ;;
+  test)     setup; lint; typecheck; run_here "$venv/bin/python" -m pytest "$@" ;;
   graphrec) setup; run_here "$venv/bin/python" -m flows.cli "$@" ;;
   python)   setup; run_here "$venv/bin/python" "$@" ;;
   env)      echo "$venv" ;;

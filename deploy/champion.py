@@ -54,14 +54,6 @@ def _known(model_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
     return pd.Index(model_ids).get_indexer(ids) >= 0
 
 
-def score_version(name: str, version: str, data: IndexedData, split: str, eval_cfg: EvalConfig) -> dict[str, float]:
-    """`version` on `data`; a user it has no vector for scores 0 (it cannot serve them)."""
-    model = load_registered(name, version)
-    users, items, available = align(model, data)
-    return evaluate(users, items, data.split(split), data.seen_before(split), item_available=available,
-                    user_available=_known(model.user_ids, data.user_ids), **eval_cfg.ranking())
-
-
 def score_reference(model: RecommenderModel, reference, catalogue: np.ndarray,
                     eval_cfg: EvalConfig) -> tuple[dict[str, float], float]:
     """`model`'s metrics on a version's recorded evaluation users (deploy.profile.Reference),
@@ -182,7 +174,7 @@ def refresh_snapshot(name: str, root: Path, data: IndexedData, fingerprint: str,
             and current["model_name"] == name and current.get("vectors") == mode \
             and verify(root, current["name"]) is None:
         return Path(root) / current["name"], False, ""
-    if mode == "reembedded":
+    if mode == "reembedded" and reembed is not None:
         data, users, items = reembed(model.bundle)
         user_ids, item_ids, note = data.user_ids, data.item_ids, ""
     else:

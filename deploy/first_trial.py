@@ -3,6 +3,8 @@ same data, instead of training the recipe again. The run must have trained exact
 would: the same settings, data and code; else the refusal names what differs."""
 from __future__ import annotations
 
+from typing import Optional
+
 import optuna
 
 from deploy.provenance import source_tags
@@ -36,6 +38,28 @@ def _training_settings(flat: dict, family_name: str) -> dict[str, str]:
     return out
 
 
+def same_as_champion(cfg: RunConfig, fingerprint: str) -> Optional[str]:
+    """The champion's version when its run trained `cfg`'s settings (as _training_settings reads
+    them, `auto` resolved) on data of this fingerprint: registering `cfg` again would add a copy of
+    it. None without a champion or when anything differs."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    try:
+        champion = client.get_model_version_by_alias(cfg.stores.registered_model, "champion")
+    except MlflowException:  # no registered model, or no champion yet
+        return None
+    if champion.run_id is None:
+        return None
+    run = client.get_run(champion.run_id)
+    if run.data.tags.get("graphrec.data_fingerprint") != fingerprint:
+        return None
+    ours = _training_settings(cfg.flat(), cfg.model.family)
+    theirs = _training_settings(run.data.params, cfg.model.family)
+    return str(champion.version) if all(theirs.get(k) == v for k, v in ours.items()) else None
+
+
 def seed_first_trial(cfg: RunConfig, study: optuna.Study, prepared, parent_run_id: str, log=print) -> None:
     """search.first_trial_from: a new study's trial 0 is that finished run of the configured recipe,
     not the recipe trained again. The run must have trained what trial 0 would: the same settings
@@ -43,11 +67,13 @@ def seed_first_trial(cfg: RunConfig, study: optuna.Study, prepared, parent_run_i
     ConfigError names what differs. Its curves and per-user figures become a child run of the study."""
     s = cfg.search
     name = objective_name(cfg)
+    if s.first_trial_from is None:
+        raise ValueError("seed_first_trial needs search.first_trial_from")
     source = read_source_run(s.first_trial_from, s.first_trial_store, name)
     scratch = optuna.create_study()  # the recipe's params and distributions, as a trial of the space draws them
     scratch.enqueue_trial(configured_params(cfg))
     drawn = scratch.ask()
-    family(s.family).space(drawn)
+    family(s.family).draw(drawn)
     tcfg = with_overrides(trial_config(cfg, drawn), {"train.progress": False, "train.refit": False})
     ours, theirs = (_training_settings(flat, s.family) for flat in (tcfg.flat(), source.params))
     differ = [f"{k} ({theirs.get(k, 'not on the run')} there, {v} here)" for k, v in ours.items() if theirs.get(k) != v]

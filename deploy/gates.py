@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 
@@ -58,11 +58,11 @@ def metric_gate(metric: str, challenger: float, champion: Optional[float], champ
     passed = challenger >= champion - tolerance
     cmp = ">=" if passed else "<"
     parts = [f"{metric}: challenger {challenger:.4f} {cmp} champion v{champion_version} {champion:.4f} - {tolerance:g}"]
-    if reference is not None and reference.challenger is None:
+    if reference is not None and (reference.challenger is None or reference.champion is None):
         figures["reference_users"] = 0
         parts.append(f"champion v{champion_version} has no recorded evaluation users (registered before they "
                      "were recorded): not scored on them")
-    elif reference is not None:
+    elif reference is not None and reference.challenger is not None and reference.champion is not None:
         on_theirs = reference.challenger >= reference.champion - tolerance
         covered = reference.coverage >= min_coverage
         figures.update(reference_users=reference.users, reference_coverage=round(reference.coverage, 4),
@@ -87,7 +87,7 @@ def embedding_gate(user_ids, user_vectors, item_ids, item_vectors, n_users: int,
     report = validate_vectors("challenger vectors", {"users": (user_ids, user_vectors, n_users),
                                                      "items": (item_ids, item_vectors, n_items)},
                               cfg.min_norm, cfg.max_norm)
-    figures = {"users": len(user_ids), "items": len(item_ids), "catalogue_users": n_users,
+    figures: dict[str, Any] = {"users": len(user_ids), "items": len(item_ids), "catalogue_users": n_users,
                "catalogue_items": n_items, "checks": len(report.checks), "failed": len(report.failures)}
     for kind, vectors in (("user", user_vectors), ("item", item_vectors)):
         with np.errstate(over="ignore", invalid="ignore"):

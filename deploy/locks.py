@@ -12,7 +12,7 @@ import errno
 import fcntl
 import time
 from pathlib import Path
-from typing import Callable, Optional
+from typing import IO, Callable, Optional
 
 POLL_SECONDS = 0.2
 
@@ -27,7 +27,7 @@ class FileLock:
     def __init__(self, path: Path, timeout: Optional[float] = None, note: Optional[Callable[[], str]] = None,
                  busy: Optional[Callable[[str], BaseException]] = None):
         self.path, self.timeout, self.note, self.busy = Path(path), timeout, note, busy
-        self.handle = None
+        self.handle: IO[str]  # opened by __enter__
 
     def __enter__(self) -> "FileLock":
         self.handle = open(self.path, "a+")

@@ -18,7 +18,7 @@ def models_table(stores, metric: str) -> list[str]:
     versions = client.search_model_versions(f"name='{name}'")
     if not versions:
         return []
-    aliases = {}
+    aliases: dict[str, list[str]] = {}
     for alias, version in client.get_registered_model(name).aliases.items():
         aliases.setdefault(str(version), []).append(alias)
     lines = [f"{'version':>7}  {'aliases':<20} {'family':<8} {'decision':<9} {metric:>9} {'champion':>9} "
@@ -60,7 +60,7 @@ def metric_figures(tags: dict) -> dict[str, str]:
     if "gate.metric.challenger" in tags:
         return {k: tags.get(f"gate.metric.{k}", "") for k in ("challenger", "champion")}
     record = gate_record(tags) or {}
-    gate = next((g for g in record.get("gates", []) if g.get("name") == "metric"), {})
+    gate: dict = next((g for g in record.get("gates", []) if g.get("name") == "metric"), {})
     return {k: "" if gate.get("figures", {}).get(k) is None else str(gate["figures"][k])
             for k in ("challenger", "champion")}
 

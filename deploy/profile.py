@@ -80,7 +80,7 @@ def _downloaded(name: str, version: str, files: tuple[str, ...]):
     client = MlflowClient()
     run_id = client.get_model_version(name, str(version)).run_id
     present = {Path(a.path).name for a in client.list_artifacts(run_id, PROFILE_DIR)} if run_id else set()
-    if not set(files) <= present:
+    if run_id is None or not set(files) <= present:
         yield None
         return
     with tempfile.TemporaryDirectory(prefix="graphrec-profile-") as tmp:

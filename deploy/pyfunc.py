@@ -19,9 +19,9 @@ import shutil
 from importlib import metadata
 from pathlib import Path
 
-import mlflow
 import numpy as np
 import pandas as pd
+from mlflow.pyfunc.model import PythonModel
 
 from recsys.ranking import recommend
 
@@ -83,7 +83,7 @@ def stage_code(into: Path, inductive: bool) -> list[str]:
     return [str(into / "deploy"), str(into / "recsys")]
 
 
-class RecommenderModel(mlflow.pyfunc.PythonModel):
+class RecommenderModel(PythonModel):
     def load_context(self, context) -> None:
         self.load(context.artifacts[EMBEDDINGS], context.artifacts.get(BUNDLE))
 

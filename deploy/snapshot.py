@@ -133,7 +133,10 @@ class Snapshot:
     def __init__(self, root: Path, name: str, fallback_from: Optional[str] = None, problem: Optional[str] = None,
                  threads: Optional[int] = None):
         self.root, self.path, self.threads = Path(root), Path(root) / name, threads
-        self.manifest = read_manifest(root, name)
+        manifest = read_manifest(root, name)
+        if manifest is None:
+            raise SnapshotError(f"snapshot {name} in {root} has no readable manifest.json")
+        self.manifest: dict = manifest
         self.fallback_from, self.problem = fallback_from, problem
         self.user_vectors = np.load(self.path / "users.npy", mmap_mode="r")
         self.item_vectors = np.load(self.path / "items.npy", mmap_mode="r")
@@ -148,14 +151,15 @@ class Snapshot:
         root = Path(root)
         name = current_name(root)
         if name is None:
-            problem = _pointer_problem(root)
+            pointer = _pointer_problem(root)
             good = next((m["name"] for m in snapshots(root) if verify(root, m["name"]) is None), None)
             if good is None:
-                detail = "" if problem.endswith("is missing") else f" ({problem})"
+                detail = "" if pointer.endswith("is missing") else f" ({pointer})"
                 raise SnapshotError(f"no snapshot yet in {root}{detail}: run `graphrec retrain` "
                                     "(or `graphrec refresh`) first")
-            log.error("%s; serving the newest intact snapshot %s", problem, good)
-            return cls(root, good, fallback_from=CURRENT, problem=problem, threads=threads)
+            log.error("%s; serving the newest intact snapshot %s", pointer, good)
+            return cls(root, good, fallback_from=CURRENT, problem=pointer, threads=threads)
+        problem: Optional[str]
         if "/" in name or "\x00" in name or name in (".", ".."):
             problem = f"{root / CURRENT} names {name[:80]!r}, which is not a snapshot name"
         else:

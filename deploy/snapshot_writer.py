@@ -166,6 +166,12 @@ class SnapshotWriter:
             raise
         return self
 
+    def _work(self) -> Path:
+        """The folder being written (only inside the `with` block)."""
+        if self.tmp is None:
+            raise RuntimeError("the snapshot writer is not open: use it as `with SnapshotWriter(...) as w:`")
+        return self.tmp
+
     def _add(self, kind: str, ids: np.ndarray, vectors: np.ndarray) -> None:
         start, n = self.filled[kind], len(ids)
         if start + n > self.sizes[kind]:
@@ -174,7 +180,8 @@ class SnapshotWriter:
         if vectors.shape != (n, self.dim):
             raise ValueError(f"{kind}: chunk of shape {vectors.shape}, expected ({n}, {self.dim})")
         self.matrices[kind][start:start + n] = vectors
-        _write_vectors(self.tmp / kind / f"part-{self.parts[kind]:05d}.parquet", ids, vectors)
+        tmp = self._work()
+        _write_vectors(tmp / kind / f"part-{self.parts[kind]:05d}.parquet", ids, vectors)
         self.filled[kind] += n
         self.parts[kind] += 1
 
@@ -203,13 +210,14 @@ class SnapshotWriter:
                 raise ValueError(f"{kind}: {self.filled[kind]} of {self.sizes[kind]} vectors written; not committing")
         if len(self.seen[0]) != self.sizes["users"] + 1:
             self.set_seen(np.zeros(0), np.zeros(0))
-        np.save(self.tmp / "seen_indptr.npy", self.seen[0])
-        np.save(self.tmp / "seen_items.npy", self.seen[1])
+        tmp = self._work()
+        np.save(tmp / "seen_indptr.npy", self.seen[0])
+        np.save(tmp / "seen_items.npy", self.seen[1])
         for matrix in self.matrices.values():
             matrix.flush()
         self.matrices.clear()
-        items = np.load(self.tmp / "items.npy", mmap_mode="r")
-        users = np.load(self.tmp / "users.npy", mmap_mode="r")
+        items = np.load(tmp / "items.npy", mmap_mode="r")
+        users = np.load(tmp / "users.npy", mmap_mode="r")
         info = {"kind": "none", "items": 0}
         if len(items):
             index, info = ann.build_index(items, self.cfg.ann, self.cfg.threads)
@@ -219,25 +227,25 @@ class SnapshotWriter:
                 sample = np.sort(rng.choice(len(users), size=size, replace=False))
                 info["recall@10"] = round(ann.recall_at(index, items, users[sample], 10), 4)
                 info["recall_sample"] = int(len(sample))
-            ann.save(index, self.tmp / "items.faiss")
+            ann.save(index, tmp / "items.faiss")
             del index
         created = datetime.now(timezone.utc)
         name = f"{self.meta['model_name']}-v{self.meta['model_version']}-{created:%Y%m%dT%H%M%S%fZ}"
-        files = sorted(str(p.relative_to(self.tmp)) for p in self.tmp.rglob("*") if p.is_file())
+        files = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file())
         manifest = {
             "format": FORMAT, "name": name, **self.meta, "created": created.isoformat(),
             "counts": {"users": self.sizes["users"], "items": self.sizes["items"], "dim": self.dim,
                        "seen": int(len(self.seen[1])), "parts": dict(self.parts)},
             "ann": info,
-            "bytes": sum((self.tmp / f).stat().st_size for f in files),
-            "checksums": {f: file_sha256(self.tmp / f) for f in files},
+            "bytes": sum((tmp / f).stat().st_size for f in files),
+            "checksums": {f: file_sha256(tmp / f) for f in files},
         }
-        (self.tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
         for f in (*files, "manifest.json"):
-            _fsync(self.tmp / f)
-        for folder in (self.tmp / "users", self.tmp / "items", self.tmp):
+            _fsync(tmp / f)
+        for folder in (tmp / "users", tmp / "items", tmp):
             _fsync(folder)
-        os.rename(self.tmp, self.root / name)
+        os.rename(tmp, self.root / name)
         self.tmp = None
         _fsync(self.root)
         self.folder = self.root / name

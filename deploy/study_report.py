@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import tempfile
 import time
+import warnings
 from pathlib import Path
+from typing import Any, Callable
 
 import optuna
 from mlflow.entities import Metric, RunTag
@@ -29,27 +31,31 @@ def log_study(study: optuna.Study, parent_run_id: str) -> dict:
         trials.to_csv(path, index=False)
         client.log_artifact(parent_run_id, str(path), "study")
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    plots = {"history": ovm.plot_optimization_history, "importance": ovm.plot_param_importances,
-             "parallel_coordinate": ovm.plot_parallel_coordinate}
+    plots: dict[str, Callable[..., Any]] = {
+        "history": ovm.plot_optimization_history, "importance": ovm.plot_param_importances,
+        "parallel_coordinate": ovm.plot_parallel_coordinate}
     logged = []
     for name, plot in plots.items():
         try:
-            ax = plot(study)
+            with warnings.catch_warnings():  # layout notes on a study's few points: the PNG says what matters
+                warnings.simplefilter("ignore", UserWarning)
+                ax = plot(study)
+                fig = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
+                fig.set_size_inches(9, 5)
+                fig.tight_layout()
         except (ValueError, RuntimeError, ZeroDivisionError) as exc:  # e.g. importance needs 2+ complete trials
             client.set_tag(parent_run_id, f"graphrec.plot_{name}", f"skipped: {exc}"[:250])
             continue
-        fig = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
-        fig.set_size_inches(9, 5)
-        fig.tight_layout()
         client.log_figure(parent_run_id, fig, f"study/{name}.png")
         plt.close(fig)
         logged.append(name)
     states = {s.name.lower(): len(study.get_trials(deepcopy=False, states=(s,))) for s in optuna.trial.TrialState}
     now = int(time.time() * 1000)
     client.log_batch(parent_run_id, metrics=[Metric(f"trials_{k}", v, now, 0) for k, v in states.items()])
-    summary = {"study": study.study_name, "trials": states, "plots": logged}
+    summary: dict[str, Any] = {"study": study.study_name, "trials": states, "plots": logged}
     if complete:
         best = study.best_trial
+        assert best.value is not None  # a complete trial has its value
         client.log_metric(parent_run_id, "best_value", best.value)
         # tags, not params: a resumed study's best may change, and two workers ending together both
         # write it (a param may not change, and racing inserts of one new key collide: the second retries)

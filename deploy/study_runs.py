@@ -91,8 +91,10 @@ def read_source_run(run_id: str, tracking_uri: Optional[str], objective: str) ->
         raise ConfigError(f"search.first_trial_from: cannot read {where} ({str(exc)[:200]}); {fix}") from None
     if run.info.status != "FINISHED":
         raise ConfigError(f"search.first_trial_from: {where} is {run.info.status}, not FINISHED; {fix}")
-    # epochs count from 1; at step 0 a retrain logs its final figures (log_results), which are no point of a curve
-    curves = {key: {m.step: m.value for m in client.get_metric_history(run_id, key) if m.step >= 1}
+    # the epochs trained are the steps of its loss; a retrain logs its final figures one step after the
+    # last epoch (log_results) and, before that was so, at step 0: neither is a point of a curve
+    epochs = {m.step for m in client.get_metric_history(run_id, "loss") if m.step >= 1}
+    curves = {key: {m.step: m.value for m in client.get_metric_history(run_id, key) if m.step in epochs}
               for key in run.data.metrics if key.startswith("valid_") or key in EPOCH_KEYS}
     best_epoch = int(run.data.metrics.get("best_epoch", -1))
     if best_epoch not in curves.get(metric_key(f"valid_{objective}"), {}):

@@ -4,6 +4,7 @@ process left running."""
 from __future__ import annotations
 
 import time
+import warnings
 from datetime import datetime, timedelta, timezone
 from typing import Optional
 
@@ -35,6 +36,9 @@ def open_study(cfg: RunConfig, first: bool = False) -> optuna.Study:
     """The study on its storage, created if new, its dead trials failed. `first` (the search
     command's own process, not its workers): a new study gets the configured recipe as its first
     trial (search.first_trial_configured)."""
+    # The heartbeat, trials added by hand and the matplotlib plots are marked experimental by Optuna;
+    # graphrec relies on them knowingly, so the process that works on a study is not told each time.
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     storage = study_storage(cfg)
     study = build_study(cfg, storage)
     fail_unheard_trials(storage, study, cfg.search.grace_seconds or 2 * cfg.search.heartbeat_seconds)

@@ -78,8 +78,11 @@ def start_run(cfg: RunConfig, data_summary: dict, fingerprint: str, run_name: Op
     experiment_id = configure(cfg.stores)
     if parent_run_id is None:  # once per command, not once per search trial
         close_orphaned_runs(experiment_id)
+    from mlflow.tracking.context.registry import resolve_tags
+
     client = MlflowClient()
     all_tags = {
+        **resolve_tags(),  # MLflow's own: mlflow.user, mlflow.source.name and .type (the UI's Created by, Source)
         OWNER: owner(),
         "graphrec.model_family": cfg.model.family,
         "graphrec.data_source": cfg.data.source,
@@ -163,7 +166,10 @@ def run_figures(run_id: str) -> dict:
 def log_results(run_id: str, history: list[dict], metrics: dict[str, dict[str, float]],
                 extra: dict[str, float], recipe: Optional[dict] = None) -> None:
     """Final metrics per split, the settings trained with (`recipe`, the train settings with `auto`
-    resolved, as params `train_used.<key>`), the training-curve plot and a metrics table as artifacts."""
+    resolved, as params `train_used.<key>`), the training-curve plot and a metrics table as artifacts.
+    A final figure shares its key with the per-epoch curve (`valid_ndcg_at_20`), so it is logged one
+    step after the last epoch: the value MLflow shows for the run (runs table, compare page) is the
+    chosen model's, the one the gates judge, and the curve ends on it."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -171,7 +177,9 @@ def log_results(run_id: str, history: list[dict], metrics: dict[str, dict[str, f
 
     client = MlflowClient()
     now = int(time.time() * 1000)
-    flat = [Metric(metric_key(f"{split}_{k}"), float(v), now, 0) for split, m in metrics.items() for k, v in m.items()]
+    final = max((int(h["epoch"]) for h in history), default=0) + 1
+    flat = [Metric(metric_key(f"{split}_{k}"), float(v), now, final) for split, m in metrics.items()
+            for k, v in m.items()]
     flat += [Metric(k, float(v), now, 0) for k, v in extra.items()]
     params = [mlflow.entities.Param(f"train_used.{k}", str(v)) for k, v in (recipe or {}).items()]
     client.log_batch(run_id, metrics=flat, params=params)
@@ -322,6 +330,9 @@ def load_registered(registered_name: str, alias_or_version: str) -> RecommenderM
     return loaded.unwrap_python_model()
 
 
-def run_link(run_id: str, ui: str = "http://127.0.0.1:5000") -> str:
+def run_link(run_id: str, stores: StoresConfig) -> str:
+    """The run's page in MLflow's UI (`graphrec ui`, or the tracking server's own)."""
+    from deploy.tracking_ui import page_url, ui_base
+
     run = MlflowClient().get_run(run_id)
-    return f"{ui}/#/experiments/{run.info.experiment_id}/runs/{run_id}"
+    return page_url(ui_base(stores), run.info.experiment_id, run_id)

@@ -11,6 +11,7 @@ from pathlib import Path
 from flows.cli_read import (
     MAX_K,
     WRITES_STORE,
+    cmd_config,
     cmd_families,
     cmd_generate,
     cmd_models,
@@ -18,6 +19,7 @@ from flows.cli_read import (
     cmd_ui,
     cmd_validate,
     uses_threads,
+    version_line,
 )
 from flows.cli_read import config_of as _config
 from recsys import families
@@ -141,6 +143,9 @@ def cmd_search(args) -> int:
     if "chosen_from_run" in out:
         print(f"  the chosen trial is {out['chosen_from_run']} (search.first_trial_from): trained and gated "
               "already, not retrained")
+    if "recipe_kept" in out:
+        print(f"  recipe kept: the chosen configuration is what champion v{out['recipe_kept']} trained on this data "
+              "(nothing retrained or registered)")
     if "retrain" in out:
         r = out["retrain"]
         print(f"  best configuration retrained: run {r['run_id']}, model version {r['version']} "
@@ -207,11 +212,23 @@ def cmd_serve(args) -> int:
     return 0
 
 
+class _Version(argparse.Action):
+    """--version, worked out only when asked (it reads the package and the checkout's commit)."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(version_line())
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="graphrec",
         description="Graph recommenders retrained by a Prefect flow, tracked and registered in MLflow.",
     )
+    parser.add_argument("--version", action=_Version, help="print graphrec's version (and commit) and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     def add(name: str, func, help_text: str) -> argparse.ArgumentParser:
@@ -250,6 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--markdown", action="store_true", help="print the full markdown report")
     p = add("generate", cmd_generate, "write the synthetic professional network as Parquet files")
     p.add_argument("--out", required=True, type=Path, help="output folder (made if missing; not a file)")
+    add("config", cmd_config, "print the effective configuration as YAML: every key, defaults included, and "
+                              "where each value that is not the default came from (-c FILE, --set)")
     add("models", cmd_models, "list registered versions with aliases and gate results")
     add("families", cmd_families, "list the model families (recsys/families.py): inductive or not, what they read, "
                                   "whether a search can tune them")
@@ -266,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "(schedule.* in the config); runs until stopped")
     p = add("ui", cmd_ui, "start the MLflow UI on the configured store")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--port", type=int, help="default: stores.ui_port (5000), the port of the links graphrec prints")
     return parser
 
 
@@ -275,6 +294,10 @@ def main(argv: list[str] | None = None, supervised: bool = False) -> int:
     store runs in a child process of its own session, so that the terminal's signals reach the
     command and not the servers and workers it starts (flows/stopping.py)."""
     parser = build_parser()
+    if "_ARGCOMPLETE" in os.environ:  # the shell asks for completions (argcomplete's hook): answer, exit
+        import argcomplete
+
+        argcomplete.autocomplete(parser)
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):
         parser.print_help()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
 # Commands that write the store (MLflow, Prefect state, snapshots): a store they could not write is
@@ -100,14 +101,61 @@ def cmd_generate(args) -> int:
     return 0
 
 
+UI_START_SECONDS = 600  # how long `graphrec ui` waits for MLflow's UI to answer before giving up
+
+
 def cmd_ui(args) -> int:
-    from deploy.tracking_ui import ui_command
+    """MLflow's UI on the store, its address printed once it answers; it runs until stopped."""
+    import subprocess
+    import time
+    import urllib.request
+
+    from deploy.tracking_ui import page_url, ui_command
 
     cfg = config_of(args)
     cfg.stores.root.mkdir(parents=True, exist_ok=True)
-    cmd = ui_command(cfg.stores, args.host, args.port)
-    print("starting:", " ".join(cmd))
-    os.execv(sys.executable, cmd)
+    port = args.port or cfg.stores.ui_port
+    base = f"http://{args.host}:{port}"
+    print(f"starting MLflow's UI on {cfg.stores.resolved_tracking_uri()} at {base} (its first start can take a "
+          "minute); Ctrl-C stops it", flush=True)
+    server = subprocess.Popen(ui_command(cfg.stores, args.host, port), start_new_session=True)  # ended with us
+    try:
+        deadline = time.monotonic() + UI_START_SECONDS
+        while server.poll() is None:
+            try:
+                with urllib.request.urlopen(f"{base}/health", timeout=5):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    print(f"graphrec ui: MLflow's UI did not answer at {base} within {UI_START_SECONDS} s",
+                          file=sys.stderr)
+                    return 1
+                time.sleep(0.5)
+        else:
+            print(f"graphrec ui: MLflow's UI ended with exit code {server.returncode} before answering "
+                  "(is the port in use? --port chooses another)", file=sys.stderr)
+            return 1
+        print(f"MLflow UI: {page_url(base, _experiment_id(cfg.stores))}", flush=True)
+        return server.wait()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGKILL):  # the server and the workers it started
+            try:
+                os.killpg(server.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                server.wait(10)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+
+
+def _experiment_id(stores):
+    """The experiment's id in the store (None before the first run)."""
+    from mlflow.tracking import MlflowClient
+
+    found = MlflowClient(stores.resolved_tracking_uri()).get_experiment_by_name(stores.experiment)
+    return found.experiment_id if found else None
 
 
 def cmd_families(args) -> int:
@@ -134,3 +182,30 @@ def cmd_models(args) -> int:
     return 0
 
 
+
+
+def cmd_config(args) -> int:
+    from recsys.config_show import effective_yaml
+
+    sys.stdout.write(effective_yaml(args.config, args.set))
+    return 0
+
+
+def version_line() -> str:
+    """`graphrec --version`: the package's version and, in a git checkout, its commit."""
+    import subprocess
+    import tomllib
+    from importlib.metadata import PackageNotFoundError, version
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    try:
+        number = version("graphrec")
+    except PackageNotFoundError:  # run from a checkout (dev.sh puts it on the path, uninstalled)
+        number = tomllib.loads((root / "pyproject.toml").read_text())["project"]["version"]
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        commit = ""
+    return f"graphrec {number}" + (f" (commit {commit})" if commit else "")

@@ -4,6 +4,7 @@ compares with, and the evaluation users the next metric gate scores on)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
@@ -12,11 +13,14 @@ from prefect.cache_policies import NO_CACHE
 from recsys.config import RunConfig
 from recsys.data.types import RecData
 
+if TYPE_CHECKING:
+    from validation.drift import DataProfile, DriftReport
+
 
 @dataclass
 class DriftCheck:
-    profile: object  # validation.drift.DataProfile of today's data
-    report: object  # validation.drift.DriftReport
+    profile: DataProfile  # today's data
+    report: DriftReport
 
 
 @task(cache_policy=NO_CACHE)

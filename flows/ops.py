@@ -7,7 +7,7 @@ as the scheduled retrains, whether it was started by a schedule or by a person a
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
@@ -16,6 +16,9 @@ from prefect.cache_policies import NO_CACHE
 from flows.data_gates import check_drift
 from flows.retrain import load_data, reconcile, refresh, serve_decision, validate, write_refresh
 from recsys.config import RunConfig
+
+if TYPE_CHECKING:
+    from deploy.registry import PromotionDecision
 
 
 def _today(cfg: RunConfig):
@@ -31,6 +34,8 @@ def _snapshot_markdown(title: str, folder: Path, written: bool) -> str:
     from deploy.snapshot import read_manifest
 
     m = read_manifest(folder.parent, folder.name)
+    if m is None:
+        return f"# {title}\n\nSnapshot `{folder.name}` has no readable manifest.json"
     return "\n".join([
         f"# {title}", "", f"Snapshot `{folder.name}` ({'written' if written else 'unchanged'}), "
                           f"model {m['model_name']} v{m['model_version']}", "",
@@ -67,7 +72,7 @@ def refresh_flow(config: Optional[RunConfig] = None) -> dict:
 
 
 @task(cache_policy=NO_CACHE)
-def gate(version: str, indexed, cfg: RunConfig, force: Optional[str]):
+def gate(version: str, indexed, cfg: RunConfig, force: Optional[str]) -> PromotionDecision:
     from deploy.champion import promote_version
     from deploy.tracking import configure
 

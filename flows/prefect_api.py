@@ -88,7 +88,7 @@ def _server_for(home: Path, services: bool) -> str:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
         argv = [sys.executable, "-m", "flows.prefect_server", "--host", "127.0.0.1", "--port", str(port)]
         if not services:
-            argv.append("--no-services")
+            env.update(_recorder_only())
         with open(log_path, "ab") as log:
             server = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                       preexec_fn=_server_dies_with_parent)
@@ -105,6 +105,19 @@ def _server_for(home: Path, services: bool) -> str:
             break
     tail = log_path.read_text(errors="replace").strip().splitlines()[-5:]
     raise RuntimeError(f"the Prefect server for this command did not start (log: {log_path}): " + " / ".join(tail))
+
+
+def _recorder_only() -> dict[str, str]:
+    """Settings that keep one of the server's services: the task run recorder, which turns the
+    engine's events into the task runs the flow run's history and graph show. The others (the
+    scheduler, late runs, triggers, ...) serve deployments, which only `serve` runs."""
+    from prefect.settings.models.server.services import ServerServicesSettings
+
+    kept = {f"PREFECT_SERVER_SERVICES_{name.upper()}_ENABLED": str(name == "task_run_recorder").lower()
+            for name, field in ServerServicesSettings.model_fields.items()
+            if "enabled" in getattr(field.annotation, "model_fields", {})}
+    # written within a second, so a short command's last tasks are in before its server stops
+    return {**kept, "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL": "1"}
 
 
 def _stop_all() -> None:
@@ -175,6 +188,7 @@ def log_to_file(folder: Path, command: str, verbose: bool) -> Path:
             h.setFormatter(_WithoutTraceback(h.formatter))
             h.addFilter(_engine_errors)
     root.addHandler(_log_file)
+    logging.getLogger("graphrec").setLevel(logging.INFO)  # graphrec.progress: long steps say they are under way
     return path
 
 

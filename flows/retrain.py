@@ -18,7 +18,12 @@ from recsys.config import RunConfig
 from recsys.data.types import IndexedData, RecData
 
 if TYPE_CHECKING:  # torch and DGL load when a task runs, not when the CLI starts
-    from recsys.train import Trained
+    from pathlib import Path
+
+    from deploy.registry import PromotionDecision
+    from recsys.prepare import Prepared
+    from recsys.trained import Trained
+    from validation.report import ValidationReport
 
 
 def _transient(task, task_run, state) -> bool:
@@ -43,7 +48,7 @@ def load_data(cfg: RunConfig) -> RecData:
 
 
 @task(cache_policy=NO_CACHE)
-def validate(data: RecData, cfg: RunConfig):
+def validate(data: RecData, cfg: RunConfig) -> ValidationReport:
     from validation.data import raise_if_failed, validate_data
 
     needs_time = cfg.data.split.kind == "temporal" and "split" not in data.interactions
@@ -56,7 +61,7 @@ def validate(data: RecData, cfg: RunConfig):
 
 
 @task(cache_policy=NO_CACHE)
-def build_graph(data: RecData, cfg: RunConfig):
+def build_graph(data: RecData, cfg: RunConfig) -> Prepared:
     from recsys.prepare import prepare
 
     return prepare(data, cfg)
@@ -159,7 +164,7 @@ def register(trained: Trained, prepared, cfg: RunConfig, run_id: str) -> str:
 
 
 @task(retries=2, retry_delay_seconds=2, retry_condition_fn=_transient, cache_policy=NO_CACHE)
-def promote(version: str, metrics: dict, indexed: IndexedData, cfg: RunConfig):
+def promote(version: str, metrics: dict, indexed: IndexedData, cfg: RunConfig) -> PromotionDecision:
     """Metric, embedding and canary gates; the decision goes to the version's tags and to a
     Prefect artifact. A promoted version takes `champion` later, in `crown`, with its snapshot."""
     from deploy.champion import promote_version
@@ -173,7 +178,7 @@ def promote(version: str, metrics: dict, indexed: IndexedData, cfg: RunConfig):
 
 
 def write_refresh(indexed: IndexedData, fingerprint: str, cfg: RunConfig, data: Optional[RecData] = None,
-                  map_chunks=None, version: Optional[str] = None, staged: bool = False):
+                  map_chunks=None, version: Optional[str] = None, staged: bool = False) -> tuple[Path, bool]:
     """The champion's (or `version`'s) vectors as the CURRENT snapshot (`staged`: written whole but
     not switched to; `crown` does that). Given today's `data`, an inductive champion re-embeds
     every user and item of it (new ones included, `map_chunks` running the chunks) instead of
@@ -197,8 +202,8 @@ def write_refresh(indexed: IndexedData, fingerprint: str, cfg: RunConfig, data: 
     return folder, written
 
 
-refresh = task(write_refresh, name="refresh", retries=2, retry_delay_seconds=2, retry_condition_fn=_transient,
-               cache_policy=NO_CACHE)
+refresh = task(name="refresh", retries=2, retry_delay_seconds=2, retry_condition_fn=_transient,
+               cache_policy=NO_CACHE)(write_refresh)
 
 
 @task(cache_policy=NO_CACHE)
@@ -291,7 +296,7 @@ def retrain_flow(config: Optional[RunConfig] = None) -> dict:
 
     from deploy.tracking import run_link
 
-    url = run_link(run_id)
+    url = run_link(run_id, cfg.stores)
     create_markdown_artifact(markdown=_summary_markdown(cfg, metrics, decision, url, snapshot, written),
                              key="retrain-summary", description=decision.reason)
     logger.info(f"version {version}: {decision.reason}; snapshot {snapshot.name if snapshot else 'none'}")

@@ -41,8 +41,9 @@ from deploy.study_store import open_study
 from flows.retrain import build_graph, load_data, retrain_flow, validate
 from recsys.config import RunConfig, with_overrides
 from recsys.families import family
+from recsys.recipe import resolve_run
 from recsys.search.choice import chosen_trial
-from recsys.search.rules import AtDeadline, PruningReporter, recipe_trial
+from recsys.search.rules import AtDeadline, PruningReporter, TrialProgress, recipe_trial
 from recsys.search.space import objective_name, trial_config
 from recsys.search.study import finished_trials, run_trials
 
@@ -66,7 +67,7 @@ def make_objective(cfg: RunConfig, prepared, parent_run_id: str, log=print, dead
     searched = family(cfg.search.family)
 
     def objective(trial: optuna.Trial) -> float:
-        values = searched.space(trial)
+        values = searched.draw(trial)
         tcfg = with_overrides(cfg, {"model.family": cfg.search.family, **values, "train.progress": False,
                                     "train.refit": False})  # a trial is judged on validation: no refit
         found_on = next((p.found_on for p in searched.proven if p.settings == trial.params), None)
@@ -78,8 +79,10 @@ def make_objective(cfg: RunConfig, prepared, parent_run_id: str, log=print, dead
         name = objective_name(tcfg)
         reporter = PruningReporter(trial, f"valid_{name}")  # reports at whichever stage computes it
         stop = [AtDeadline(deadline)] if deadline is not None else []
+        progress = TrialProgress(trial.number, int(resolve_run(tcfg).epochs), f"valid_{name}", log, deadline)
         try:
-            trained = train(prepared, tcfg, lambda stage: [EpochLogger(run_id, prefix=stage), reporter, *stop])
+            trained = train(prepared, tcfg, lambda stage: [EpochLogger(run_id, prefix=stage), reporter, progress,
+                                                           *stop])
             if stop and stop[0].epoch is not None:
                 trial.set_user_attr("stopped_at_deadline", stop[0].epoch)
                 if trained.score == float("-inf"):  # stopped before its first validation figure: nothing to judge
@@ -147,7 +150,7 @@ def search_flow(config: Optional[RunConfig] = None) -> dict:
 
 
 def _search(cfg: RunConfig, study: optuna.Study, prepared, parent: str, logger) -> dict:
-    from deploy.first_trial import seed_first_trial
+    from deploy.first_trial import same_as_champion, seed_first_trial
     from deploy.study_report import log_study
     from deploy.study_runs import load_per_user, tag_best_trial_retrain, tag_chosen_trial
 
@@ -188,6 +191,11 @@ def _search(cfg: RunConfig, study: optuna.Study, prepared, parent: str, logger) 
         logger.info(f"study {study.study_name}: {why['reason']}")
     if cfg.search.register_best and "chosen_params" in summary and chosen.user_attrs.get("from_run"):
         summary["chosen_from_run"] = chosen.user_attrs["from_run"]  # trained and gated already: not again
+    elif cfg.search.register_best and "chosen_params" in summary and (
+            kept := same_as_champion(trial_config(cfg, chosen), prepared.data.fingerprint())):
+        summary["recipe_kept"] = kept  # a retrain would register a copy of the champion
+        logger.info(f"study {study.study_name}: the chosen configuration is what champion v{kept} trained on this "
+                    "data: recipe kept, nothing retrained or registered")
     elif cfg.search.register_best and "chosen_params" in summary:
         best = retrain_flow(trial_config(cfg, chosen))
         tag_best_trial_retrain(best["run_id"], parent, study.study_name)

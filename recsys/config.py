@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import TYPE_CHECKING, Any, Final, Literal, Optional, Union
 
 from pydantic import BaseModel, Field, ValidationError, create_model, field_validator
 
@@ -61,6 +61,9 @@ class _ModelSection(Section):
                                              "(see `graphrec families`; sage takes len(sage.fanouts))")
     score: Literal["dot", "cosine"] = Field("dot", description="cosine: embeddings scaled to unit length")
 
+    if TYPE_CHECKING:  # model.<family>: that family's options section, added from the registry below
+        def __getattr__(self, name: str) -> Any: ...
+
     @field_validator("family")
     @classmethod
     def _known(cls, name: str) -> str:
@@ -70,11 +73,14 @@ class _ModelSection(Section):
 
 
 # The model section: the shared keys above and each family's own options, model.<family>.
-ModelConfig = create_model("ModelConfig", __base__=_ModelSection, **{
-    f.name: (f.options, Field(default_factory=f.options)) for f in families.FAMILIES.values() if f.options})
+if TYPE_CHECKING:
+    ModelConfig = _ModelSection
+else:
+    ModelConfig = create_model("ModelConfig", __base__=_ModelSection, **{
+        f.name: (f.options, Field(default_factory=f.options)) for f in families.FAMILIES.values() if f.options})
 
 
-AUTO = "auto"  # a training setting the family's recipe gives (recsys/recipe.py), else GENERIC below
+AUTO: Final = "auto"  # a training setting the family's recipe gives (recsys/recipe.py), else GENERIC below
 
 
 class NegativesConfig(Section):

@@ -165,6 +165,9 @@ class StoresConfig(Section):
     registered_model: str = Field("graphrec-recommender", description="letters, digits, '.', '_', '-'")
     snapshots: Optional[Path] = Field(None, description="default: root/snapshots")
     optuna_storage: Optional[str] = Field(None, description="an SQLAlchemy URL; default: sqlite under root")
+    ui_port: int = Field(5000, ge=1, le=65535, description="where `graphrec ui` serves MLflow's UI, and the port "
+                                                          "of the links graphrec prints (a tracking server's own "
+                                                          "address when tracking_uri is http(s))")
     text_cache_dir: Optional[Path] = Field(
         None, description="sentence vectors of texts already encoded, by content; default: root/text_cache. Stores "
                           "may share one (writes replace its one file whole)")
@@ -252,7 +255,7 @@ def _writable_folder(folder: Path, key: str) -> None:
 
 
 class SearchConfig(Section):
-    family: str = Field("lightgcn", description="a family with a search space (recsys/families.py)")
+    family: str = Field("lightgcn", description="a family with a search space (see `graphrec families`)")
     trials: int = Field(20, ge=1, description="the study's target of finished (complete or pruned) trials")
     timeout: Optional[float] = Field(None, gt=0, description="wall-clock seconds for this invocation's trials: "
                                                             "none starts later, one still training stops at its "

@@ -65,7 +65,7 @@ class Family:
     model: str                                  # "module:Class", a RecModel with from_config(cfg, graph, seed)
     options: Optional[type[Section]] = None     # the family's own section, model.<name>
     space: Optional[Callable[[Any], dict]] = None  # Optuna space: trial -> {dotted key: value}; None: not searched
-    train: str = RANKING_LOOP                    # (prepared, cfg, model, callbacks, log) -> recsys.train.Trained
+    train: str = RANKING_LOOP                    # (prepared, cfg, model, callbacks, log) -> recsys.trained.Trained
     inductive: str = "no"                       # embeds nodes added after training: no | yes | with features
     reads_features: Callable[[Any], bool] = never  # model section -> whether node features are computed
     reads_text: bool = False                    # reads the users' and items' text itself (not through features)
@@ -79,6 +79,12 @@ class Family:
     def trained_model(self, cfg) -> "Family":
         """The family whose model is built and trained first (for a family on a bottom, the bottom)."""
         return FAMILIES[self.bottom(cfg)] if self.bottom else self
+
+    def draw(self, trial) -> dict:
+        """The family's search space as `trial` draws it ({dotted key: value})."""
+        if self.space is None:
+            raise ConfigError(f"model family {self.name!r} is not searched; searchable: {', '.join(searchable())}")
+        return self.space(trial)
 
     def build(self, cfg, graph, seed: int = 0):
         """The family's model (for a family on a bottom, the bottom's model) for this graph. The

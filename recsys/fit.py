@@ -13,11 +13,12 @@ from recsys.device import resolve_device
 from recsys.families import RANKING_LOOP, family, load
 from recsys.prepare import with_validation_trained
 from recsys.recipe import resolve_for_model
-from recsys.train import Callback, StopTraining, Trained, batch_plan, fit, no_callbacks
+from recsys.train import Callback, batch_plan, fit, no_callbacks
+from recsys.trained import Trained
 
 
 def train(prepared, cfg, callbacks=None, log: Optional[Callable[[str], None]] = None):
-    """Build the configured family's model and train it the family's way: a recsys.train.Trained.
+    """Build the configured family's model and train it the family's way: a recsys.trained.Trained.
     `callbacks(stage)` gives the observers of each training stage ("" for the ranking loop,
     "head_" for MMoE's heads, "prefix_" for the LLM prefix)."""
     f = family(cfg.model.family)
@@ -39,17 +40,6 @@ def train_ranking(prepared, cfg, model, callbacks: Callable[[str], Sequence[Call
     return Trained(model, prepared.graph, result, result.best_score, result.best_epoch)
 
 
-class StopAfter(Callback):
-    """Ends training after `epochs` epochs (a refit's budget)."""
-
-    def __init__(self, epochs: int):
-        self.epochs = epochs
-
-    def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
-        if epoch >= self.epochs:
-            raise StopTraining
-
-
 def refit_plan(cfg: TrainConfig, best_epoch: int, selection_batches: int, n_pairs: int) -> tuple[int, TrainConfig]:
     """(epochs, settings) of a refit on `n_pairs`: as many optimiser steps as the selection run took to
     its best epoch (`best_epoch` epochs of `selection_batches` steps), and the learning-rate schedule
@@ -58,7 +48,7 @@ def refit_plan(cfg: TrainConfig, best_epoch: int, selection_batches: int, n_pair
     batches = max(1, -(-n_pairs // batch))
     epochs = max(1, round(best_epoch * selection_batches / batches))
     stretch = epochs / best_epoch
-    return epochs, cfg.model_copy(update={"epochs": max(epochs, round(cfg.epochs * stretch)),
+    return epochs, cfg.model_copy(update={"epochs": max(epochs, round(int(cfg.epochs) * stretch)),
                                           "lr_milestones": [round(m * stretch) for m in cfg.lr_milestones]})
 
 
@@ -77,8 +67,8 @@ def refit(selected: Trained, prepared, cfg, build: Callable,
     if log:
         log(f"refit: {epochs} epochs on {len(merged.indexed.train)} pairs (training and validation), the optimiser "
             f"steps of the {r.best_epoch} epochs chosen on validation")
-    result = fit(model, merged.graph, merged.indexed, plan, cfg.eval, log=log,
-                 callbacks=[*callbacks("refit_"), StopAfter(epochs)], device=resolve_device(cfg.compute.device))
+    result = fit(model, merged.graph, merged.indexed, plan, cfg.eval, callbacks("refit_"), log=log,
+                 device=resolve_device(cfg.compute.device), stage="refit", stop_after=epochs)
     result.recipe.update({"refit_epochs": epochs, "refit_pairs": len(merged.indexed.train),
                           "selection_epochs": r.best_epoch, "selection_pairs": len(prepared.indexed.train)})
     return Trained(model, merged.graph, result, selected.score, selected.best_epoch, selection=selected,

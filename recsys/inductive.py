@@ -86,16 +86,14 @@ class Bundle:
         new_index = np.arange(d.n_users, d.n_users + n_new)
         item_pos = pd.Index(d.item_ids)
         user_pos = pd.Index(d.user_ids)
-        pairs = [np.stack([np.full(len(its), u), item_pos.get_indexer([str(i) for i in its])], 1)
-                 for u, its in zip(new_index, items) if len(its)]
-        social = [np.stack([np.full(len(fs), u), user_pos.get_indexer([str(f) for f in fs])], 1)
-                  for u, fs in zip(new_index, friends) if len(fs)]
-        pairs = _known(pairs)
-        social = _known(social)
+        pairs = _known([np.stack([np.full(len(its), u), item_pos.get_indexer([str(i) for i in its])], 1)
+                        for u, its in zip(new_index, items) if len(its)])
+        social = _known([np.stack([np.full(len(fs), u), user_pos.get_indexer([str(f) for f in fs])], 1)
+                         for u, fs in zip(new_index, friends) if len(fs)])
         grown = IndexedData(np.append(d.user_ids, [f"__new{k}" for k in range(n_new)]), d.item_ids,
                             np.concatenate([d.train, pairs]), d.valid, d.test, np.concatenate([d.social, social]))
         user_x = self.user_features
-        if user_x is not None:
+        if user_x is not None and self.user_encoder is not None:
             frame = profiles.reindex(columns=self.user_encoder.spec.columns())
             new_x = torch.as_tensor(self.user_encoder.transform(frame, text_encoder))
             user_x = torch.cat([user_x, new_x])

@@ -33,6 +33,8 @@ from typing import Optional
 
 import torch
 
+from recsys.progress import announced
+
 SOURCE = Path(__file__).resolve().parent / "csrc" / "csr_mm.cpp"
 SWITCH = "GRAPHREC_KERNELS"
 WAIT = "GRAPHREC_KERNEL_BUILD_WAIT"  # seconds to wait for another process's build
@@ -135,7 +137,8 @@ def _load():
             folder.mkdir(parents=True, exist_ok=True)
             with build_lock(folder, float(os.environ.get(WAIT, "600"))):
                 if not built.exists():
-                    return _build(folder, name, built)
+                    with announced(f"compiling the sparse products once for this machine into {folder}"):
+                        return _build(folder, name, built)
         return _import(name, built)
     except Exception as exc:  # no compiler, no ninja, a read-only cache, a build stuck elsewhere
         warnings.warn(f"graphrec: the compiled sparse products could not be built ({type(exc).__name__}: {exc}); "
@@ -201,6 +204,8 @@ def _import(name: str, path: Path):
     """Each extension is loaded once per process (a second copy of it crashes at exit)."""
     if name not in sys.modules:
         spec = importlib.util.spec_from_file_location(name, path)
+        if spec is None or spec.loader is None:
+            raise ImportError(f"cannot load the compiled extension {path}")
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         sys.modules[name] = module

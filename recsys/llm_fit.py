@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from recsys.device import embed_on, resolve_device
 from recsys.models.llm import FixedVectors, PrefixEncoder, graph_texts, item_texts, profile_texts
 from recsys.text import TextEncoder
-from recsys.train import Trained, TrainResult, drive_epochs, fit
+from recsys.train import TrainResult, drive_epochs, fit
+from recsys.trained import Trained
 
 
 def fit_prefix(model: PrefixEncoder, gnn_users: torch.Tensor, texts: list[str], item_vectors: torch.Tensor,

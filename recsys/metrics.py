@@ -14,7 +14,7 @@ Definitions (per user, then averaged over users with targets), with hits h_r in 
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -132,7 +132,7 @@ def per_user_scores(
     n_items: int,
     targets: np.ndarray,
     seen: np.ndarray,
-    ks: list[int] = (20,),
+    ks: Sequence[int] = (20,),
     chunk_size: int = 1024,
     item_available: Optional[np.ndarray] = None,
     user_mask: Optional[np.ndarray] = None,

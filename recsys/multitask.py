@@ -8,7 +8,6 @@ stops on the mean validation AUC over tasks (patience in epochs); the best state
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import numpy as np
@@ -22,6 +21,7 @@ from recsys.device import placed, resolve_device
 from recsys.metrics import auc
 from recsys.models.graph_multitask import GraphMultiTask
 from recsys.train import Callback, EarlyStopping, TrainResult, drive_epochs
+from recsys.trained import NetworkHeadResult
 
 
 def task_losses(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -114,16 +114,6 @@ def gate_utilisation(model: nn.Module, x: np.ndarray, batch_size: int = 8192) ->
     return (torch.stack(parts).sum(0) / len(x)).numpy()
 
 
-@dataclass
-class NetworkHeadResult:
-    model: nn.Module                       # GraphMultiTask (the first one for single-task heads)
-    aucs: dict[str, dict[str, float]]      # split -> {task: AUC}
-    friend_ranking: dict[str, float]       # test Recall/NDCG@20 of the friend-request head
-    gates: Optional[np.ndarray]            # (tasks, experts) mean gate weight on the test rows
-    history: list[dict]
-    best_epoch: int
-
-
 def friend_ranking(model: GraphMultiTask, tasks: NetworkTasks, split: str = "test", ks: Sequence[int] = (20,),
                    chunk_size: int = 16, max_users: Optional[int] = None, sample_seed: int = 0) -> dict[str, float]:
     """The friend-request head as a recommender: for each member with held-out friendships in
@@ -169,9 +159,11 @@ def fit_network_heads(tasks: NetworkTasks, bottom: nn.Module, graph, opts, seed:
     for t in range(n_tasks if per_task else 1):
         torch.manual_seed(seed + t)
         width = 1 if per_task else n_tasks
-        models.append(GraphMultiTask(bottom, graph, lambda d, w=width: build_head(
-            "shared_bottom" if per_task else opts.head, d, w, opts.experts, opts.expert_dim, opts.expert_hidden,
-            opts.tower_hidden, opts.dropout)[0], frozen=opts.freeze_bottom))
+
+        def head(d: int, w: int = width) -> nn.Module:
+            return build_head("shared_bottom" if per_task else opts.head, d, w, opts.experts, opts.expert_dim,
+                              opts.expert_hidden, opts.tower_hidden, opts.dropout)[0]
+        models.append(GraphMultiTask(bottom, graph, head, frozen=opts.freeze_bottom))
     aucs: dict[str, dict[str, float]] = {}
     history, best_epoch = [], 0
     for t, model in enumerate(models):

@@ -58,7 +58,11 @@ class Sampler:
     every device; the drawn ids are copied once to `device`, where positives are checked (and, for
     the model sampler, candidates scored and picked). `sample` takes ids as numpy arrays or tensors
     and returns an int64 tensor on the sampler's device."""
-    per_positive = 1
+
+    @property
+    def per_positive(self) -> int:
+        """Negatives drawn for each positive."""
+        return 1
 
     def __init__(self, n_items: int, train_pairs: np.ndarray, seed: int = 0, max_redraws: int = 50):
         self.n_items = n_items
@@ -218,14 +222,17 @@ class ScoreView:
 
     def __init__(self, model, graph, refresh_every: int = 10):
         self.model, self.graph, self.refresh_every = model, graph, refresh_every
-        self.calls, self.users, self.items = 0, None, None
+        self.calls = 0
+        self.users: Optional[torch.Tensor] = None
+        self.items: Optional[torch.Tensor] = None
 
     def __call__(self, users, items) -> torch.Tensor:
         """(B, M) scores, on the model's device (ids may be numpy or tensors anywhere)."""
-        if self.users is None or self.calls % self.refresh_every == 0:
+        if self.users is None or self.items is None or self.calls % self.refresh_every == 0:
             with torch.no_grad():
                 self.users, self.items = (t.detach() for t in self.model.embed(self.graph))
         self.calls += 1
+        assert self.users is not None and self.items is not None
         device = self.items.device
         return gather_dot(self.users[ids_on(users, device)], self.items, ids_on(items, device))
 

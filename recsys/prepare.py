@@ -13,6 +13,7 @@ from recsys.families import family, load
 from recsys.features import FeatureEncoder, infer_spec
 from recsys.graph.build import SIMILAR_ITEM, SIMILAR_USER, RecGraph, build_graph
 from recsys.graph.cold_start import attribute_edges, cold_nodes, similarity_edges
+from recsys.progress import announced
 from recsys.text import TextEncoder
 
 
@@ -71,8 +72,10 @@ def prepare(data: RecData, cfg: RunConfig, encoders: tuple = (None, None), servi
         indexed, tasks = load(extra)(data, indexed, cfg)
     wants_text = any(e is not None and e.spec.text for e in encoders) or (cfg.features.text and needs_features(cfg))
     text = TextEncoder(cfg.stores.text_cache()) if wants_text else None
-    user_enc, user_x = node_features(data.users, "user_id", cfg, text, encoders[0])
-    item_enc, item_x = node_features(data.items, "item_id", cfg, text, encoders[1])
+    with announced(f"node features of {len(data.users)} users and {len(data.items)} items"
+                   + (" (text through the sentence encoder)" if text else "")):
+        user_enc, user_x = node_features(data.users, "user_id", cfg, text, encoders[0])
+        item_enc, item_x = node_features(data.items, "item_id", cfg, text, encoders[1])
     return assemble(data, indexed, cfg, user_enc, user_x, item_enc, item_x, tasks)
 
 

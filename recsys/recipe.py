@@ -29,7 +29,8 @@ def resolve(train: TrainConfig, family_name: Optional[str], train_pairs: Optiona
     if out.max_steps_per_epoch == AUTO:
         update["max_steps_per_epoch"] = entry.auto_steps if entry else AUTO_STEPS
     negatives = out.negatives
-    if negatives.kind == "model" and negatives.candidates == AUTO and train_pairs is not None:
+    if negatives.kind == "model" and negatives.candidates == AUTO and train_pairs is not None \
+            and n_items is not None:
         update["negatives"] = negatives.model_copy(update={"candidates": auto_candidates(train_pairs, n_items)})
     return out.model_copy(update=update) if update else out
 

@@ -10,9 +10,12 @@ import hashlib
 import os
 import uuid
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
 
 DIM = 384
 CACHE_FILE = "minilm-l6-v2.npz"
@@ -25,7 +28,8 @@ def model_path() -> Path:
 
 
 class TextEncoder:
-    def __init__(self, cache_dir: Optional[str | Path] = None, batch_size: int = 64, device: str = "cpu"):
+    def __init__(self, cache_dir: Optional[str | Path] = None, batch_size: int = 64,
+                 device: str | torch.device = "cpu"):
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.device = str(device)  # where the sentence encoder runs (compute.device, resolved)
         self.batch_size = batch_size

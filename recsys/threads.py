@@ -166,7 +166,7 @@ class Governor:
         self.next_probe = float("inf")
         self.changes: list[tuple[float, int]] = []  # (seconds since start, threads) at each change
         self.started = self.t0 = time.monotonic()
-        self.d0 = _run_delay_seconds() if self.enabled else 0.0
+        self.d0: float = (_run_delay_seconds() or 0.0) if self.enabled else 0.0
 
     @property
     def lowest(self) -> int:
@@ -184,7 +184,8 @@ class Governor:
         now = time.monotonic()
         if now - self.t0 < self.window:
             return
-        delay = _run_delay_seconds() or self.d0
+        delay = _run_delay_seconds()
+        delay = self.d0 if delay is None else delay
         waiting = (delay - self.d0) / (now - self.t0)
         self.t0, self.d0 = now, delay
         if waiting > self.WAITING and self.threads > 1:

@@ -29,7 +29,8 @@ from recsys.data.types import IndexedData
 from recsys.device import embed_on, to_device
 from recsys.graph.build import RecGraph
 from recsys.metrics import evaluate, evaluate_per_user
-from recsys.negatives import ScoreView, build_sampler
+from recsys.models.base import RecModel
+from recsys.negatives import Sampler, ScoreView, build_sampler
 from recsys.recipe import resolve_for_model
 from recsys.threads import Governor
 
@@ -45,13 +46,13 @@ class Callback(Protocol):
     the three methods serves as well); any hook may raise StopTraining."""
 
     def on_epoch_start(self, epoch: int) -> None:
-        pass
+        return None
 
     def on_step(self, step: int, logs: dict[str, float]) -> None:
-        pass
+        return None
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
-        pass
+        return None
 
 
 class EarlyStopping:
@@ -182,18 +183,21 @@ def fit(
     sampler=None,
     log: Optional[Callable[[str], None]] = None,
     device: Optional[torch.device] = None,
+    stage: str = "train",
+    stop_after: Optional[int] = None,
 ) -> TrainResult:
     """Train `model` on `device` (default the CPU; recsys/device.py): the model and the graph's
     operators move there for the loop, and so does the sampler: its random ids are drawn on the
     host and copied once per batch; positives are checked and candidates scored on the device.
     The model comes back on the CPU, holding its best state. The thread count is the process's
-    (recsys/threads.py), lowered while other work holds the cores."""
+    (recsys/threads.py), lowered while other work holds the cores. `stop_after`: end after that many
+    epochs, the schedule still planned for cfg.epochs (a refit's budget); `stage` labels the progress bar."""
     torch.manual_seed(cfg.seed)
     device = torch.device("cpu") if device is None else torch.device(device)
     model.to(device)
     graph = graph.to(device)
     try:
-        return _fit(model, graph, data, cfg, eval_cfg, callbacks, sampler, log, device)
+        return _fit(model, graph, data, cfg, eval_cfg, callbacks, sampler, log, device, stage, stop_after)
     finally:
         model.to("cpu")
 
@@ -203,13 +207,13 @@ class _Run:
     """What one call of the loop holds: the resolved settings, the optimiser and its schedule, the
     sampler, the average, the early stopping, the result so far."""
     cfg: TrainConfig
-    model: object
+    model: RecModel
     graph: RecGraph
     data: IndexedData
-    sampler: object
+    sampler: Sampler
     scores: ScoreView
     optimizer: torch.optim.Optimizer
-    schedule: object
+    schedule: torch.optim.lr_scheduler.LRScheduler
     average: Optional[ParameterAverage]
     best: EarlyStopping
     result: TrainResult
@@ -228,6 +232,7 @@ def _start(model, graph, data, cfg, sampler, device) -> _Run:
     sampler.to(device)
     batch_size, lr = batch_plan(cfg, len(data.train))
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    schedule: torch.optim.lr_scheduler.LRScheduler
     if cfg.lr_schedule == "cosine":
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
     else:
@@ -251,7 +256,7 @@ def _epoch(run: _Run, epoch: int, callbacks: Sequence[Callback]) -> dict[str, fl
         idx = order[b * run.batch_size:(b + 1) * run.batch_size]
         batch = pairs[idx]
         users, pos, at = (to_device(a, run.device) for a in (batch[:, 0], batch[:, 1], idx))
-        neg = draw_negatives(run.sampler, users, pos, run.scores, cfg.negatives.per_positive)
+        neg = draw_negatives(run.sampler, users, pos, run.scores, int(cfg.negatives.per_positive))
         ranking, reg = run.model.batch_loss(run.graph, users, pos, neg, at)
         reg = cfg.l2 * reg
         run.optimizer.zero_grad()
@@ -316,9 +321,10 @@ def drive_epochs(epochs: int, run_epoch: Callable[[int], dict], callbacks: Seque
     return result
 
 
-def _fit(model, graph, data, cfg, eval_cfg, callbacks, sampler, log, device) -> TrainResult:
+def _fit(model, graph, data, cfg, eval_cfg, callbacks, sampler, log, device, stage, stop_after) -> TrainResult:
     run = _start(model, graph, data, cfg, sampler, device)
     cfg, result = run.cfg, run.result
+    epochs = cfg.epochs if stop_after is None else min(cfg.epochs, stop_after)
 
     def one_epoch(epoch: int) -> dict:
         logs = _epoch(run, epoch, callbacks)
@@ -326,13 +332,13 @@ def _fit(model, graph, data, cfg, eval_cfg, callbacks, sampler, log, device) -> 
         return logs
 
     def validate(epoch: int, logs: dict) -> bool:
-        return (epoch % cfg.eval_every == 0 or epoch == cfg.epochs) and _validate(run, epoch, eval_cfg, logs)
+        return (epoch % cfg.eval_every == 0 or epoch == epochs) and _validate(run, epoch, eval_cfg, logs)
 
     started = time.perf_counter()
     model.train()
     try:
-        drive_epochs(cfg.epochs, one_epoch, callbacks, result, validate if len(data.valid) else None, run.best,
-                     "train" if cfg.progress else None, log, cfg.monitor)
+        drive_epochs(epochs, one_epoch, callbacks, result, validate if len(data.valid) else None, run.best,
+                     stage if cfg.progress else None, log, cfg.monitor)
     finally:
         if run.average:
             run.average.close()
@@ -343,21 +349,6 @@ def _fit(model, graph, data, cfg, eval_cfg, callbacks, sampler, log, device) -> 
     result.seconds = time.perf_counter() - started
     result.recipe.update(threads=run.governor.most, threads_lowest=run.governor.lowest)
     return result
-
-
-@dataclass
-class Trained:
-    """What a family's training returns: the model that serves (embed), the graph it embeds, the
-    ranking training's result, the figure a search maximises (`score`, at `best_epoch`) and, for a
-    family with task heads, their result (recsys.multitask.NetworkHeadResult)."""
-    model: object
-    graph: RecGraph
-    result: TrainResult
-    score: float = float("-inf")
-    best_epoch: int = 0
-    heads: object = None
-    selection: Optional["Trained"] = None  # refit: the model chosen on validation, which the gates judge
-    indexed: Optional[IndexedData] = None  # refit: the pairs the serving model trained on (validation included)
 
 
 def no_callbacks(stage: str) -> list[Callback]:

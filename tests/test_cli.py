@@ -65,3 +65,75 @@ def test_an_error_prefect_reports_after_a_sigterm_still_ends_as_stopped(monkeypa
         with deploy.runs.ended_with_outcome("run", interrupted=stopping.stop_requested):
             raise ValueError("Task run is not set")
     assert ended == ["KILLED"]
+
+
+def test_version_names_the_package_and_its_commit():
+    import tomllib
+
+    from tests.conftest import REPO
+
+    out = subprocess.run([sys.executable, "-m", "flows.cli", "--version"], capture_output=True, text=True, cwd=REPO)
+    number = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    assert out.returncode == 0 and out.stdout.startswith(f"graphrec {number}")
+    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    if commit.returncode == 0:
+        assert f"(commit {commit.stdout.strip()})" in out.stdout
+
+
+def test_config_prints_every_key_with_the_source_of_each_change(tmp_path, capsys):
+    """`graphrec config`: defaults included, a comment naming the file's line or the --set behind
+    each value that is not the default, and the text read back gives the same configuration."""
+    import yaml
+
+    from recsys.config import load_config
+
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("model:\n  dim: 32\ntrain:\n  patience: 7\n")
+    assert main(["config", "-c", str(mine), "--set", "train.patience=9", "--set", "eval.ks=[5,20]"]) == 0
+    text = capsys.readouterr().out
+    lines, path = {}, []
+    for line in text.splitlines():
+        if line.startswith("#"):
+            continue
+        depth = (len(line) - len(line.lstrip())) // 2
+        path = path[:depth] + [line.split(":")[0].strip()]
+        lines[".".join(path)] = line
+    assert lines["model.dim"].endswith(f"# {mine} line 2")
+    assert lines["train.patience"].endswith("# --set train.patience")  # the last word wins over the file
+    assert lines["eval.ks"].endswith("# --set eval.ks") and "[5, 20]" in lines["eval.ks"]
+    assert "#" not in lines["model.layers"] and "train.batch_size" in lines  # defaults shown, not marked
+    again = tmp_path / "again.yaml"
+    again.write_text(text)
+    assert yaml.safe_load(text)["train"]["patience"] == 9
+    expected = load_config(mine, ["train.patience=9", "eval.ks=[5,20]"])
+    assert load_config(again) == expected
+
+
+def test_the_example_configuration_is_accepted_as_it_is(capsys):
+    """examples/retrain.yaml: read by the same loader as retrain, and its data passes validation."""
+    from tests.conftest import REPO
+
+    example = REPO / "examples" / "retrain.yaml"
+    assert main(["config", "-c", str(example)]) == 0
+    assert main(["validate", "-c", str(example)]) == 0
+    assert "passed all" in capsys.readouterr().out
+
+
+def test_shell_completion_answers_commands_and_options(tmp_path):
+    """argcomplete's protocol, as the shell's hook speaks it: the command line so far in the
+    environment, the candidates written to a file."""
+    import os
+
+    from tests.conftest import REPO
+
+    def complete(line: str) -> set[str]:
+        out = tmp_path / "candidates"
+        env = {**os.environ, "_ARGCOMPLETE": "1", "_ARGCOMPLETE_IFS": "\n", "COMP_LINE": line,
+               "COMP_POINT": str(len(line)), "_ARGCOMPLETE_STDOUT_FILENAME": str(out)}
+        done = subprocess.run([sys.executable, "-m", "flows.cli"], env=env, cwd=REPO, capture_output=True,
+                              text=True)
+        assert done.returncode == 0, done.stderr
+        return set(out.read_text().split())
+
+    assert {"retrain", "refresh", "recommend"} <= complete("graphrec re")
+    assert "--set" in complete("graphrec retrain --se")

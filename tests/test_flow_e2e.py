@@ -28,6 +28,23 @@ def workspace(tmp_path_factory, small_network):
     return root, files
 
 
+def task_runs_of(flow_run_id, expected: set[str]) -> set[str]:
+    """The task names Prefect's server recorded for a flow run (its recorder writes them from the
+    engine's events, a moment after they happen), read back through Prefect's client."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    from tests.conftest import wait_until
+
+    def recorded():
+        with get_client(sync_client=True) as client:
+            runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+        names = {run.name.rsplit("-", 1)[0] for run in runs}
+        return names if expected <= names else None
+
+    return wait_until(recorded, "Prefect's server to record the flow run's task runs", bound=300)
+
+
 def aliases(client, name) -> dict[str, str]:
     return {alias: str(v) for alias, v in client.get_registered_model(name).aliases.items()}
 
@@ -52,6 +69,9 @@ def test_two_runs_champion_then_rejected_data(workspace):
     state = retrain_flow(cfg, return_state=True)
     assert state.is_completed(), state
     out = state.result()
+    # Prefect's own record of the run: its task runs, which the history's task graph draws
+    tasks = task_runs_of(state.state_details.flow_run_id, {"validate", "build_graph", "train", "register", "crown"})
+    assert {"validate", "train", "evaluate", "register", "promote", "refresh", "crown"} <= tasks
     assert out["version"] == "1" and out["promoted"]
     client = MlflowClient(cfg.stores.resolved_tracking_uri())
     name = cfg.stores.registered_model
@@ -100,6 +120,8 @@ def test_two_runs_champion_then_rejected_data(workspace):
                       **cfg.eval.ranking())
     metric = next(g for g in gate_record(v1.tags)["gates"] if g["name"] == "metric")["figures"]
     assert metric["challenger"] == pytest.approx(judged["ndcg@20"], abs=1e-6)
+    # the run as MLflow shows it (runs table, compare page) has the figure the gate judged, not the last epoch's
+    assert run.data.metrics["valid_ndcg_at_20"] == pytest.approx(metric["challenger"], abs=1e-6)
     assert judged["ndcg@20"] == pytest.approx(out["metrics"]["valid"]["ndcg@20"], abs=1e-6)
     served = evaluate(*align(champion, indexed)[:2], indexed.valid, indexed.seen_before("valid"), **cfg.eval.ranking())
     assert served["ndcg@20"] > judged["ndcg@20"]  # it trained on them

@@ -35,3 +35,26 @@ def test_a_failing_phase_is_still_recorded():
     with pytest.raises(ZeroDivisionError):
         phases.run("bad", lambda: 1 / 0)
     assert "bad" in phases and "bad" in phases.peak_rss_mb
+
+
+def test_a_long_step_says_it_is_under_way_and_a_short_one_says_nothing(caplog):
+    import logging
+    import threading
+
+    from recsys.progress import announced
+
+    caplog.set_level(logging.INFO, logger="graphrec.progress")
+    with announced("quick", every=60):
+        pass
+    assert caplog.records == []
+    said = threading.Event()
+    seen = logging.Handler()
+    seen.emit = lambda record: said.set()  # type: ignore[method-assign]
+    logging.getLogger("graphrec.progress").addHandler(seen)
+    try:
+        with announced("encoding texts", every=0.05):
+            assert said.wait(300)  # the body outlasts the announcer's period (bounded, not a deadline)
+    finally:
+        logging.getLogger("graphrec.progress").removeHandler(seen)
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines[0].startswith("encoding texts: still working") and lines[-1].startswith("encoding texts: done in")

@@ -224,12 +224,26 @@ def test_a_study_takes_a_finished_retrain_of_the_recipe_as_its_first_trial(tmp_p
     client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
     (source,) = client.search_runs([client.get_experiment_by_name("graphrec").experiment_id])
     history = client.get_metric_history(source.info.run_id, "valid_ndcg_at_20")
-    curve = {m.step: m.value for m in history if m.step >= 1}  # step 0: the run's final figure, no epoch
+    epochs = {m.step for m in client.get_metric_history(source.info.run_id, "loss")}
+    curve = {m.step: m.value for m in history if m.step in epochs}  # the final figure follows the last epoch
     assert len(curve) == len(history) - 1 and min(curve) == 1  # train.eval_every=1 in TINY
+    assert max(m.step for m in history) == max(epochs) + 1
     best = int(source.data.metrics["best_epoch"])
     users, values = load_per_user(source.info.run_id, client)
     assert values.mean() == pytest.approx(curve[best], abs=1e-9)
     assert source.data.metrics["valid_ndcg_at_20"] == pytest.approx(curve[best], abs=1e-9)
+
+    # a search that chose these settings would register a copy of the champion: the search keeps it instead
+    from deploy.first_trial import same_as_champion
+    from deploy.tracking import configure
+    from recsys.config import with_overrides
+
+    as_trained = load_config(None, sets(root, "train.epochs=4", "model.dim=32"))
+    configure(as_trained.stores)
+    fingerprint = source.data.tags["graphrec.data_fingerprint"]
+    assert same_as_champion(as_trained, fingerprint) == "1"
+    assert same_as_champion(with_overrides(as_trained, {"model.dim": 16}), fingerprint) is None
+    assert same_as_champion(as_trained, "other data") is None
 
     capsys.readouterr()
     assert cli_main(["search", "--family", "lightgcn", "--trials", "1", "--first-trial-from", source.info.run_id,

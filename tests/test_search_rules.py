@@ -202,3 +202,21 @@ def test_neighbours_first_queues_the_recipe_with_one_parameter_moved_one_step(tm
         ("train.l2_form", "row"), ("train.average", "0.99"), ("train.batch_size", "1024"),
         ("train.batch_size", "4096"), ("train.negatives.per_positive", "4"), ("train.negatives.kind", "popularity"),
         ("train.negatives.kind", "ppr"), ("train.negatives.candidates", "2"), ("train.negatives.temperature", "0.1")])
+
+
+def test_trial_progress_warns_once_when_the_budget_cannot_hold_the_trial():
+    import time
+
+    from recsys.search.rules import TrialProgress
+
+    said = []
+    short = TrialProgress(3, epochs=100, key="valid_ndcg@20", log=said.append, deadline=time.time(), every=0)
+    short.on_epoch_end(1, {"loss": 0.5, "valid_ndcg@20": 0.12})
+    short.on_epoch_end(2, {"loss": 0.4})
+    warned = [line for line in said if "budget" in line]
+    assert len(warned) == 1 and warned[0].startswith("trial 3: at ") and "its 100 epochs need" in warned[0]
+    assert said[-1].startswith("trial 3: epoch 2 of at most 100, best ndcg@20 0.1200")
+    roomy: list[str] = []
+    quiet = TrialProgress(4, epochs=2, key="valid_ndcg@20", log=roomy.append, deadline=time.time() + 3600)
+    quiet.on_epoch_end(1, {"loss": 0.5})
+    assert roomy == []  # room for both epochs, and not yet `every` seconds: nothing said

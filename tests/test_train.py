@@ -296,3 +296,29 @@ def test_refit_trains_a_fresh_model_on_training_and_validation_for_the_chosen_bu
     no_refit = train(prepared, cfg.model_copy(update={"train": cfg.train.model_copy(update={"refit": False})}))
     assert no_refit.selection is None and no_refit.indexed is None
     assert torch.equal(no_refit.model.user_emb.weight, selected.model.user_emb.weight)  # the same seed, the same model
+
+
+def test_a_stage_stopped_early_shows_its_own_bar_to_the_end(prepared, monkeypatch):
+    """fit(stop_after=...) (a refit's budget): the bar is labelled with its stage and counts to the
+    epochs it runs, not to the epochs its schedule is planned for."""
+    seen: dict = {}
+
+    class Bar:  # what the loop tells its progress bar
+        def __init__(self, total, desc, **kwargs):
+            seen.update(total=total, desc=desc, n=0)
+
+        def update(self, n):
+            seen["n"] += n
+
+        def set_postfix(self, **kwargs):
+            pass
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr("recsys.train.tqdm", Bar)
+    data, graph = prepared
+    model = LightGCN(data.n_users, data.n_items, dim=8, layers=1)
+    cfg = TrainConfig(epochs=12, batch_size=4096, eval_every=50, progress=True)
+    result = fit(model, graph, data, cfg, EvalConfig(ks=[20]), stage="refit", stop_after=3)
+    assert result.epochs_run == 3 and seen == {"total": 3, "desc": "refit", "n": 3}

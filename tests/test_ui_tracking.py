@@ -91,6 +91,10 @@ def test_run_is_named_by_family_data_and_version_and_logs_its_data_set(tmp_path,
     source = json.loads(given.dataset.source)
     assert given.dataset.source_type == "code" and source["tags"]["mlflow.source.name"] == "recsys.data.synthetic"
 
+    import getpass
+
+    assert run.data.tags["mlflow.user"] == getpass.getuser()  # the UI's "Created by" and "Source"
+    assert run.data.tags["mlflow.source.type"] == "LOCAL" and run.data.tags["mlflow.source.name"]
     if (CHECKOUT / ".git").exists():  # the tests run from a checkout: the run names its commit
         assert run.data.tags["mlflow.source.git.commit"] == git(CHECKOUT, "rev-parse", "HEAD")
 
@@ -166,3 +170,47 @@ def test_models_listing_reads_new_and_old_verdicts(tags, shown):
     assert verdict(tags, "canary") == shown
     assert metric_figures({"gate.metric.challenger": "0.28", "gate.metric.champion": "0.31"}) == \
         {"challenger": "0.28", "champion": "0.31"}
+
+
+def test_links_open_the_runs_table_on_the_ui_port(tmp_path):
+    """The links graphrec prints ask for the model-training view (MLflow 3 otherwise opens an
+    experiment on its GenAI pages) on stores.ui_port, or on a tracking server's own address."""
+    from deploy.tracking import run_link
+    from deploy.tracking_ui import page_url, ui_base
+
+    cfg = store_config(tmp_path, "stores.ui_port=5123")
+    assert ui_base(cfg.stores) == "http://127.0.0.1:5123"
+    assert ui_base(store_config(tmp_path, "stores.tracking_uri=https://mlflow.example:8443/").stores) == \
+        "https://mlflow.example:8443"
+    experiment = configure(cfg.stores)
+    run_id = client_for(cfg).create_run(experiment).info.run_id
+    assert run_link(run_id, cfg.stores) == \
+        f"http://127.0.0.1:5123/#/experiments/{experiment}/runs/{run_id}?workflowType=machine_learning"
+    assert page_url("http://h:1", experiment) == f"http://h:1/#/experiments/{experiment}?workflowType=machine_learning"
+
+
+def test_ui_prints_its_address_once_it_answers_and_takes_its_server_along(tmp_path, processes):
+    import os
+    import signal
+    import socket
+    import sys
+    import urllib.request
+
+    from tests.conftest import REPO, descendants, exited, wait_until
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = store_config(tmp_path)
+    experiment = configure(cfg.stores)
+    ui = processes.start([sys.executable, "-m", "flows.cli", "ui", "--port", str(port), "--set",
+                          f"stores.root={tmp_path}"], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    shown = next((line.strip() for line in ui.stdout if line.startswith("MLflow UI:")), None)  # the command bounds it
+    assert shown == f"MLflow UI: http://127.0.0.1:{port}/#/experiments/{experiment}?workflowType=machine_learning"
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=30) as answer:
+        assert answer.status == 200
+    server = [pid for pid, _ in descendants(ui.pid)]
+    assert server
+    os.killpg(ui.pid, signal.SIGINT)  # Ctrl-C in its terminal
+    assert ui.wait(120) == 130
+    wait_until(lambda: all(exited(pid) for pid in server), "the UI's server to end with the command", bound=120)

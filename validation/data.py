@@ -160,7 +160,8 @@ def _suite(table: str, frame: pd.DataFrame, exps: list, n_examples: int) -> list
     its distinct values (each once) and reported with the number of rows holding a bad one."""
     import great_expectations.expectations as gxe
 
-    by_values, rest = [], []
+    by_values: list = []
+    rest: list = []
     for exp in exps:
         on_values = (isinstance(exp, gxe.ExpectColumnValuesToBeInTypeList) and exp.column in frame
                      and isinstance(frame[exp.column].dtype, pd.CategoricalDtype))
@@ -194,7 +195,7 @@ def validate_data(data: RecData, cfg: Optional[ValidationConfig] = None,
 
     inter = compact(data.interactions)
     required = ["user_id", "item_id"] + (["timestamp"] if require_timestamp else [])
-    exps = [gxe.ExpectTableRowCountToBeBetween(min_value=1)]
+    exps: list = [gxe.ExpectTableRowCountToBeBetween(min_value=1)]
     exps += [gxe.ExpectColumnToExist(column=c) for c in required]
     unknown = {}
     for col, ids in (("user_id", data.users), ("item_id", data.items)):
@@ -294,7 +295,7 @@ def _known_ids_suite(table: str, frame: pd.DataFrame, known: dict[str, pd.Series
             check.column = check.column[: -len(UNKNOWN)]
             check.expectation = "expect_column_values_to_be_in_id_table"
             check.detail = "expected an id present in the id table"
-        elif check.column == DUPLICATE:
+        elif check.column == DUPLICATE and unique_key and duplicated is not None:
             check.column = ",".join(unique_key)
             check.expectation = "expect_compound_columns_to_be_unique"
             check.detail = f"expected each ({', '.join(unique_key)}) at most once"

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Optional, Protocol
 
 
 @dataclass
@@ -87,9 +87,14 @@ class ValidationReport:
         return "\n".join(out)
 
 
-class DataValidationError(ValueError):
-    """Raised when data fails its suite; carries the report."""
+class Summarised(Protocol):
+    def summary(self) -> str: ...
 
-    def __init__(self, report: ValidationReport):
+
+class DataValidationError(ValueError):
+    """Raised when data fails its suite; carries the report (a ValidationReport, or the drift
+    check's DriftReport)."""
+
+    def __init__(self, report: Summarised):
         self.report = report
         super().__init__(report.summary())

@@ -173,7 +173,7 @@ def load_files(
                                           (users_df, users, "users", ("user_id",)),
                                           (items_df, items, "items", ("item_id",)), (social_df, social, "social",
                                                                                      ("src", "dst"))):
-        if frame is not None:
+        if frame is not None and file is not None:
             _strip_ids(frame, Path(file), what, id_columns)
     if users_df is None:
         users_df = pd.DataFrame({"user_id": np.asarray(pd.unique(inter["user_id"].dropna()))})

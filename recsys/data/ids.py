@@ -88,5 +88,6 @@ def stripped(col: pd.Series) -> tuple[pd.Series, int, int]:
         out = pd.Series(pd.Categorical.from_codes(new_codes.astype(np.int32), dtype=dtype, validate=False),
                         index=col.index, name=col.name)
     else:
-        out = pd.Series(np.append(np.asarray(uniques, dtype=object), None)[new_codes], index=col.index, name=col.name)
+        values = np.append(np.asarray(uniques, dtype=object), np.array([None], dtype=object))  # code -1: missing
+        out = pd.Series(values[new_codes], index=col.index, name=col.name)
     return out, int(touched.sum()), int(np.flatnonzero(touched)[0])

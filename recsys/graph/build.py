@@ -61,12 +61,19 @@ class RecGraph:
         return self._cache[key]
 
     @property
+    def dgl_graph(self) -> dgl.DGLHeteroGraph:
+        """The DGL heterograph, which the sampling families read (a graph of bare pairs has none)."""
+        if self.g is None:
+            raise ValueError("this needs a DGL graph; the graph holds bare edge pairs (pairs_graph)")
+        return self.g
+
+    @property
     def n_nodes(self) -> int:
         return self.n_users + self.n_items
 
     @property
     def etypes(self) -> list[tuple]:
-        return self.g.canonical_etypes if self.g is not None else list(self.pairs)
+        return self.g.canonical_etypes if self.g is not None else list(self.pairs or {})
 
     def uses(self, etype: tuple) -> bool:
         """Whether the models read this edge type: it is in the graph and, for friendships, switched on."""
@@ -78,7 +85,7 @@ class RecGraph:
 
     def edges(self, etype: tuple) -> tuple[torch.Tensor, torch.Tensor]:
         """(source, destination) node ids of one edge type."""
-        return self.g.edges(etype=etype) if self.g is not None else self.pairs[etype]
+        return self.g.edges(etype=etype) if self.g is not None else (self.pairs or {})[etype]
 
     def norm_adj(self, self_loops: bool = False) -> SparseOperator:
         key = ("norm_adj", self_loops)
@@ -118,10 +125,10 @@ def _all_edges(graph: RecGraph) -> tuple[torch.Tensor, torch.Tensor, torch.Tenso
     for etype in order:
         if not graph.uses(etype):
             continue
-        s, d = graph.g.edges(etype=etype)
+        s, d = graph.dgl_graph.edges(etype=etype)
         src.append(s + _offset(etype[0], graph))
         dst.append(d + _offset(etype[2], graph))
-        data = graph.g.edges[etype].data
+        data = graph.dgl_graph.edges[etype].data
         w.append(data["weight"].float() if "weight" in data else torch.ones(len(s)))
     return torch.cat(src).long(), torch.cat(dst).long(), torch.cat(w)
 
@@ -130,8 +137,8 @@ def build_graph(
     data: IndexedData,
     social_edges: bool = False,
     cold_edges: Optional[dict] = None,
-    user_features: Optional[np.ndarray] = None,
-    item_features: Optional[np.ndarray] = None,
+    user_features: Optional[np.ndarray | torch.Tensor] = None,
+    item_features: Optional[np.ndarray | torch.Tensor] = None,
 ) -> RecGraph:
     """Training pairs in both directions; friendships if asked; cold-start edges if given as
     {SIMILAR_USER: (src, dst, weight), SIMILAR_ITEM: (...)} (see cold_start.py)."""
@@ -175,7 +182,7 @@ def normalized_adjacency(graph: RecGraph, self_loops: bool = False) -> SparseOpe
     its warm neighbours by edge weight (a row-normalised, one-way block, hence the transpose).
     With `self_loops`, A + I is normalised instead (Kipf and Welling's GCN).
     """
-    g, nu, n = graph.g, graph.n_users, graph.n_nodes
+    nu, n = graph.n_users, graph.n_nodes
     src, dst = graph.edges(USER_ITEM)
     rows, cols = [src, dst + nu], [dst + nu, src]
     if graph.uses(FRIEND):
@@ -193,8 +200,8 @@ def normalized_adjacency(graph: RecGraph, self_loops: bool = False) -> SparseOpe
     for etype in (SIMILAR_USER, SIMILAR_ITEM):
         if not graph.uses(etype):
             continue
-        s, d = g.edges(etype=etype)
-        w = g.edges[etype].data["weight"].float()
+        s, d = graph.dgl_graph.edges(etype=etype)
+        w = graph.dgl_graph.edges[etype].data["weight"].float()
         off = _offset(etype[0], graph)
         dst_rows = d.long() + off
         row_sum = torch.zeros(n).index_add_(0, dst_rows, w)

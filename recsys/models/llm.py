@@ -22,8 +22,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-HIDDEN = 384
-
 
 def load_frozen_minilm():
     """(tokenizer, transformer) with every weight frozen and dropout off."""
@@ -90,11 +88,6 @@ def graph_texts(users: pd.DataFrame, items: pd.DataFrame, interactions: np.ndarr
             parts.append("Jobs engaged with: " + "; ".join(item_labels[i] for i in seen[u]) + ".")
         out.append(" ".join(parts)[:max_chars])
     return out
-
-
-def text_vectors(text_encoder, user_text: list[str], item_text: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Graph as text: unit vectors from the frozen sentence encoder (cosine = dot product)."""
-    return text_encoder.encode(user_text), text_encoder.encode(item_text)
 
 
 class PrefixEncoder(nn.Module):

@@ -65,7 +65,6 @@ class MMoE(nn.Module):
         self.gates = nn.ModuleList(nn.Linear(d_in, n_experts) for _ in range(n_tasks))
         self.towers = nn.ModuleList(mlp([expert_dim, *tower_hidden, 1], dropout, last_activation=False)
                                     for _ in range(n_tasks))
-        self.last_gates: torch.Tensor | None = None
 
     def gate_weights(self, x: torch.Tensor) -> torch.Tensor:
         """(batch, tasks, experts), each row a probability distribution over the experts."""
@@ -74,7 +73,6 @@ class MMoE(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         experts = self.experts(x)                                            # (B, E, D)
         gates = self.gate_weights(x)                                         # (B, T, E)
-        self.last_gates = gates.detach()
         mixed = gates @ experts                                              # (B, T, D)
         return torch.cat([tower(mixed[:, t]) for t, tower in enumerate(self.towers)], dim=1)
 

@@ -161,7 +161,7 @@ class PinSage(RecModel):
         self.head = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, dim))
         self._neighbourhoods: Optional[list[dgl.DGLGraph]] = None
         self._in_edges: Optional[list[_InEdges]] = None
-        self._whole: Optional[list] = None
+        self._whole: Optional[tuple[torch.device, list]] = None
         self._two_hop: Optional[tuple[RecGraph, dgl.DGLGraph]] = None  # uniform: built once per graph
         self._histories: Optional[tuple] = None  # users' items (CSR)
 
@@ -183,7 +183,7 @@ class PinSage(RecModel):
             for nbrs in drawn:
                 nbrs.edata["weights"] = torch.ones(nbrs.num_edges(), dtype=torch.int64)
             return drawn
-        bipartite = dgl.edge_type_subgraph(graph.g, [USER_ITEM, ITEM_USER])
+        bipartite = dgl.edge_type_subgraph(graph.dgl_graph, [USER_ITEM, ITEM_USER])
         sampler = dgl.sampling.PinSAGESampler(bipartite, "item", "user", **self.walk)
         drawn = [sampler(items) for _ in self.convs]
         if self.pooling == "mean":
@@ -194,7 +194,7 @@ class PinSage(RecModel):
     def two_hop_items(self, graph: RecGraph) -> dgl.DGLGraph:
         """Item -> item wherever the two share a user (each pair once, no self-loops)."""
         if self._two_hop is None or self._two_hop[0] is not graph:
-            reachable = dgl.metapath_reachable_graph(graph.g, [ITEM_USER, USER_ITEM])
+            reachable = dgl.metapath_reachable_graph(graph.dgl_graph, [ITEM_USER, USER_ITEM])
             self._two_hop = (graph, dgl.remove_self_loop(reachable))
         return self._two_hop[1]
 
@@ -210,11 +210,13 @@ class PinSage(RecModel):
         dgl.seed(self.seed + epoch)
         self.set_neighbourhoods(self.neighbourhoods(graph))
 
-    def _ensure_neighbourhoods(self, graph: RecGraph) -> None:
-        """Draw neighbourhoods if none are drawn, or if they were drawn for another number of items."""
+    def _ensure_neighbourhoods(self, graph: RecGraph) -> list[_InEdges]:
+        """The neighbourhoods, drawn if none are drawn or if they were drawn for another number of items."""
         if self._in_edges is None or any(e.n != graph.n_items for e in self._in_edges):
             dgl.seed(self.seed)
             self.set_neighbourhoods(self.neighbourhoods(graph))
+        assert self._in_edges is not None
+        return self._in_edges
 
     # ------------------------------------------------------------ full inference
 
@@ -225,14 +227,16 @@ class PinSage(RecModel):
             return h + self.item_proj(graph.item_features) if self.item_proj is not None else h
         items = items.to(graph.device)
         h = self.item_emb(items)
-        return h + self.item_proj(graph.item_features[items]) if self.item_proj is not None else h
+        if self.item_proj is None or graph.item_features is None:
+            return h
+        return h + self.item_proj(graph.item_features[items])
 
     def item_vectors(self, graph: RecGraph) -> torch.Tensor:
         """Every item's final vector, each layer over all items at once."""
-        self._ensure_neighbourhoods(graph)
+        in_edges = self._ensure_neighbourhoods(graph)
         if self._whole is None or self._whole[0] != graph.device:  # the same until the neighbourhoods are redrawn
             every = torch.arange(graph.n_items)
-            self._whole = (graph.device, [e.pooling(every, every, graph.device)[1:] for e in self._in_edges])
+            self._whole = (graph.device, [e.pooling(every, every, graph.device)[1:] for e in in_edges])
         h = self.layer0(graph)
         for conv, (rows, pooling) in zip(self.convs, self._whole[1]):
             h = conv.propagate(h, rows, pooling)
@@ -245,7 +249,7 @@ class PinSage(RecModel):
 
     @staticmethod
     def _user_sums(graph: RecGraph, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        u, i = (t.long().to(items.device) for t in graph.g.edges(etype=USER_ITEM))
+        u, i = (t.long().to(items.device) for t in graph.dgl_graph.edges(etype=USER_ITEM))
         sums = items.new_zeros(graph.n_users, items.shape[1]).index_add_(0, u, items[i])
         return sums, torch.bincount(u, minlength=graph.n_users).unsqueeze(1).float()
 
@@ -278,7 +282,7 @@ class PinSage(RecModel):
         for etype in (FRIEND, SIMILAR_USER):
             if not graph.uses(etype):
                 continue
-            src, dst = (t.long().to(users.device) for t in graph.g.edges(etype=etype))
+            src, dst = (t.long().to(users.device) for t in graph.dgl_graph.edges(etype=etype))
             keep = has_items[src]
             fallback.index_add_(0, dst[keep], users[src[keep]])
             known.index_add_(0, dst[keep], users.new_ones(int(keep.sum())))
@@ -291,10 +295,10 @@ class PinSage(RecModel):
     def item_vectors_of(self, graph: RecGraph, items: torch.Tensor) -> torch.Tensor:
         """Final vectors of `items` (distinct item ids) from their sampled neighbourhoods only: layer
         l's nodes need layer l-1's vectors of themselves and their in-neighbours in layer l's graph."""
-        self._ensure_neighbourhoods(graph)
+        layers = self._ensure_neighbourhoods(graph)
         plan = []  # per layer, top down: (rows of its nodes in the frontier below, pooling over that frontier)
         nodes = items.cpu()
-        for in_edges in reversed(self._in_edges):
+        for in_edges in reversed(layers):
             nodes, *layer = in_edges.pooling(nodes, device=graph.device)
             plan.append(layer)
         h = self.layer0(graph, nodes)
@@ -306,7 +310,7 @@ class PinSage(RecModel):
         """(indptr, items, keys): each user's training items, sorted, as CSR rows, and each entry's
         key user * n_items + item (sorted, to find a pair's position); cached per graph."""
         if self._histories is None or self._histories[0] is not graph:
-            u, i = (t.long() for t in graph.g.edges(etype=USER_ITEM))
+            u, i = (t.long() for t in graph.dgl_graph.edges(etype=USER_ITEM))
             keys = torch.sort(u * graph.n_items + i).values
             indptr = indptr_of(torch.bincount(u, minlength=graph.n_users))
             self._histories = (graph, indptr, keys % max(graph.n_items, 1), keys)

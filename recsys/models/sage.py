@@ -138,7 +138,7 @@ class GraphSAGE(RecModel):
         pairs `edge_ids` hidden in both directions: pair k is edge k (user->item) and edge m + k."""
         exclude = None
         if edge_ids is not None:
-            exclude = torch.cat([edge_ids, edge_ids + graph.g.num_edges("interacts")])
+            exclude = torch.cat([edge_ids, edge_ids + graph.dgl_graph.num_edges("interacts")])
         sampler = dgl.dataloading.NeighborSampler(self.fanouts)
         input_nodes, _, blocks = sampler.sample(graph.homogeneous(), seeds, exclude_eids=exclude)
         return input_nodes, blocks
@@ -170,13 +170,13 @@ class _Input(nn.Module):
     def __init__(self, n: int, dim: int, features: Optional[torch.Tensor]):
         super().__init__()
         self.from_features = features is not None and features.shape[1] > 0
-        if self.from_features:
+        if features is not None and self.from_features:
             self.proj = nn.Linear(features.shape[1], dim)
         else:
             self.emb = nn.Embedding(n, dim)
             nn.init.normal_(self.emb.weight, std=0.1)
 
     def forward(self, index: torch.Tensor, features: Optional[torch.Tensor]) -> torch.Tensor:
-        if self.from_features:
+        if self.from_features and features is not None:
             return self.proj(features[index])
         return self.emb(index)

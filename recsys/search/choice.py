@@ -19,11 +19,11 @@ def chosen_trial(best: optuna.trial.FrozenTrial, recipe: Optional[optuna.trial.F
     recipe, which the search did not choose, stays (bench/results/transfer.md shows why it matters)."""
     if recipe is None or recipe.number == best.number or not min_gain_se:
         return best, {"reason": f"trial {best.number} has the best validation figure"}
-    pair = [per_user(t) for t in (best, recipe)]
-    if any(p is None for p in pair) or not np.array_equal(pair[0][0], pair[1][0]):
+    ours, theirs = per_user(best), per_user(recipe)
+    if ours is None or theirs is None or not np.array_equal(ours[0], theirs[0]):
         return best, {"reason": f"trial {best.number} has the best validation figure (no per-user figures "
                                 "to compare it with the recipe's)"}
-    diff = pair[0][1] - pair[1][1]
+    diff = ours[1] - theirs[1]
     gain = float(diff.mean())
     se = float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else 0.0
     info = {"recipe_trial": recipe.number, "gain_over_recipe": gain, "gain_se": se}

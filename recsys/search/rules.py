@@ -4,7 +4,7 @@ Optuna and stop a trial at the search's deadline."""
 from __future__ import annotations
 
 import time
-from typing import Optional
+from typing import Callable, Optional, Sequence
 
 import optuna
 
@@ -21,7 +21,7 @@ class PacePruner(optuna.pruners.BasePruner):
     Trials at `proven` settings (proven_settings: few, and with evidence) are judged with
     `proven_stretch` instead (None: never pruned by pace)."""
 
-    def __init__(self, inner: optuna.pruners.BasePruner, stretch: float, recipe: dict, proven: list[dict] = (),
+    def __init__(self, inner: optuna.pruners.BasePruner, stretch: float, recipe: dict, proven: Sequence[dict] = (),
                  proven_stretch: Optional[float] = None):
         self.inner, self.stretch, self.recipe = inner, stretch, recipe
         self.proven, self.proven_stretch = list(proven), proven_stretch
@@ -97,12 +97,43 @@ class AtDeadline(Callback):
     `time.time()` instant, comparable between a search's processes)."""
 
     def __init__(self, deadline: float):
-        self.deadline, self.epoch = deadline, None
+        self.deadline = deadline
+        self.epoch: Optional[int] = None
 
     def on_epoch_end(self, epoch: int, logs: dict) -> None:
         if time.time() >= self.deadline:
             self.epoch = epoch
             raise StopTraining
+
+
+class TrialProgress(Callback):
+    """Training callback: a line on the trial's progress at most every `every` seconds, and after
+    its first epoch, if the search's deadline comes before the trial could run all its epochs at
+    that pace, one line that says so (the trial is then stopped there and judged on what it reached)."""
+
+    def __init__(self, number: int, epochs: int, key: str, log: Callable[[str], None],
+                 deadline: Optional[float] = None, every: float = 30.0):
+        self.number, self.epochs, self.key, self.log = number, epochs, key, log
+        self.deadline, self.every = deadline, every
+        self.started = self.said = time.time()
+        self.best: Optional[float] = None
+
+    def on_epoch_end(self, epoch: int, logs: dict) -> None:
+        now = time.time()
+        if self.key in logs:
+            self.best = logs[self.key] if self.best is None else max(self.best, logs[self.key])
+        if epoch == 1 and self.deadline is not None:
+            pace = now - self.started
+            needed = pace * self.epochs
+            if now + pace * (self.epochs - 1) > self.deadline:
+                self.log(f"trial {self.number}: at {pace:.1f} s an epoch, its {self.epochs} epochs "
+                         f"need about {needed:.0f} s and the search's budget ends in {self.deadline - now:.0f} s: "
+                         "it will stop at the deadline and be judged on the epochs it reached "
+                         f"(a budget of {needed * 1.2:.0f} s or more lets it finish)")
+        if now - self.said >= self.every:
+            self.said = now
+            best = f", best {self.key.removeprefix('valid_')} {self.best:.4f}" if self.best is not None else ""
+            self.log(f"trial {self.number}: epoch {epoch} of at most {self.epochs}{best}, {now - self.started:.0f} s")
 
 
 def first_complete_at(study: optuna.Study, params: dict) -> Optional[optuna.trial.FrozenTrial]:

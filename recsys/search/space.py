@@ -21,7 +21,8 @@ class ConfiguredTrial:
     def __init__(self, cfg: RunConfig):
         searched = cfg.model_copy(update={"model": cfg.model.model_copy(update={"family": cfg.search.family})})
         resolved = cfg.model_copy(update={"train": resolve_run(searched)})
-        self.flat, self.params = resolved.flat(), {}
+        self.flat = resolved.flat()
+        self.params: dict = {}
 
     def _take(self, name: str, allowed, fallback):
         value = self.flat.get(name)
@@ -43,7 +44,7 @@ class ConfiguredTrial:
 def configured_params(cfg: RunConfig) -> dict:
     """The search space's parameters at the configuration's values (ConfiguredTrial)."""
     trial = ConfiguredTrial(cfg)
-    family(cfg.search.family).space(trial)
+    family(cfg.search.family).draw(trial)
     return trial.params
 
 
@@ -98,15 +99,15 @@ def recipe_neighbours(cfg: RunConfig) -> list[dict]:
     """The configured recipe with one parameter moved one step (_NeighbourTrial), in an order
     shuffled with search.seed: trials 1, 2, ... under search.neighbours_first (NeighboursFirst)."""
     trial = _NeighbourTrial(cfg)
-    family(cfg.search.family).space(trial)
+    family(cfg.search.family).draw(trial)
     out = [{**trial.params, name: v} for name, values in trial.steps.items() for v in values]
     random.Random(cfg.search.seed).shuffle(out)
     return out
 
 
-def trial_config(cfg: RunConfig, trial: optuna.trial.FrozenTrial) -> RunConfig:
+def trial_config(cfg: RunConfig, trial: optuna.trial.BaseTrial) -> RunConfig:
     """A trial's configuration, rebuilt from its parameters by replaying the space."""
-    values = family(cfg.search.family).space(optuna.trial.FixedTrial(trial.params))
+    values = family(cfg.search.family).draw(optuna.trial.FixedTrial(trial.params))
     return with_overrides(cfg, {"model.family": cfg.search.family, **values})
 
 

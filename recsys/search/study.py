@@ -25,13 +25,13 @@ def build_study(cfg: RunConfig, storage) -> optuna.Study:
     """The study named by search.study_name on `storage`, created if new, with the configured
     sampler and pruners."""
     s = cfg.search
-    pruner = optuna.pruners.MedianPruner(n_startup_trials=s.pruner_startup_trials,
+    pruner: optuna.pruners.BasePruner = optuna.pruners.MedianPruner(n_startup_trials=s.pruner_startup_trials,
                                          n_warmup_steps=s.pruner_warmup_epochs) if s.median_pruning \
         else optuna.pruners.NopPruner()
     if s.pace_stretch:
         pruner = PacePruner(pruner, s.pace_stretch, configured_params(cfg), proven_settings(cfg),
                             s.proven_pace_stretch)
-    sampler = optuna.samplers.TPESampler(seed=s.seed)
+    sampler: optuna.samplers.BaseSampler = optuna.samplers.TPESampler(seed=s.seed)
     if s.first_trial_configured and (queue := queued_after_recipe(cfg)):
         sampler = NeighboursFirst(sampler, queue)
     return optuna.create_study(study_name=s.study_name(cfg.stores.experiment), storage=storage, direction="maximize",

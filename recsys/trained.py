@@ -1,0 +1,38 @@
+"""What a family's training returns, for the flow to evaluate, register and serve."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+from torch import nn
+
+from recsys.data.types import IndexedData
+from recsys.graph.build import RecGraph
+from recsys.train import TrainResult
+
+
+@dataclass
+class NetworkHeadResult:
+    """The multi-task heads of a family that has them (recsys/multitask.py)."""
+    model: nn.Module                       # GraphMultiTask (the first one for single-task heads)
+    aucs: dict[str, dict[str, float]]      # split -> {task: AUC}
+    friend_ranking: dict[str, float]       # test Recall/NDCG@20 of the friend-request head
+    gates: Optional[np.ndarray]            # (tasks, experts) mean gate weight on the test rows
+    history: list[dict]
+    best_epoch: int
+
+
+@dataclass
+class Trained:
+    """The model that serves (it embeds users and items: a RecModel, or the LLM family's fixed
+    vectors), the graph it embeds, the ranking training's result, the figure a search maximises
+    (`score`, at `best_epoch`) and, for a family with task heads, their result."""
+    model: nn.Module
+    graph: RecGraph
+    result: TrainResult
+    score: float = float("-inf")
+    best_epoch: int = 0
+    heads: Optional[NetworkHeadResult] = None
+    selection: Optional["Trained"] = None  # refit: the model chosen on validation, which the gates judge
+    indexed: Optional[IndexedData] = None  # refit: the pairs the serving model trained on (validation included)
