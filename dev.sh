@@ -2,7 +2,7 @@
 # Set-up and everyday commands for graphrec, on a machine that has only Python 3.11.
 #
 #   ./dev.sh retrain [graphrec retrain options]   the retraining flow on the embedded default
-#   ./dev.sh test [pytest options]                lint (ruff check), type check (mypy), then the test suite
+#   ./dev.sh test [pytest options]                lint (ruff check), then the test suite and the type check (mypy)
 #   ./dev.sh graphrec ARGS...                     any graphrec command (./dev.sh graphrec --help)
 #   ./dev.sh env                                  print the environment's folder
 #   eval "$(./dev.sh activate)"                   this shell: the environment, this checkout, `graphrec`
@@ -60,11 +60,19 @@ lint() {
     { echo "dev.sh: lint failed (see above; fixable ones: ./dev.sh python -m ruff check --fix .)" >&2; exit 1; }
 }
 
-# The type check of the library, deployment code and flows ([tool.mypy]), after the lint: an error
-# stops the command with mypy's report (exit 1).
-typecheck() {
-  (cd "$here" && "$venv/bin/python" -m mypy) ||
-    { echo "dev.sh: type check failed (see above)" >&2; exit 1; }
+# The type check of the library, deployment code and flows ([tool.mypy]) runs beside the tests (it
+# uses the cores the tests leave idle); an error fails the command with mypy's report (exit 1).
+test_and_typecheck() {
+  local report checker status=0
+  report="$(mktemp)"
+  (cd "$here" && exec "$venv/bin/python" -m mypy) >"$report" 2>&1 &
+  checker=$!
+  (run_here "$venv/bin/python" -m pytest "$@") || status=$?
+  if ! wait "$checker"; then
+    cat "$report" >&2; echo "dev.sh: type check failed (see above)" >&2; status=1
+  fi
+  rm -f "$report"
+  exit "$status"
 }
 
 # This checkout's code first on the path; the environment's tools (mlflow, prefect) on PATH.
@@ -74,7 +82,7 @@ cmd="${1:-help}"
 [ $# -gt 0 ] && shift
 case "$cmd" in
   retrain)  setup; run_here "$venv/bin/python" -m flows.cli retrain "$@" ;;
-  test)     setup; lint; typecheck; run_here "$venv/bin/python" -m pytest "$@" ;;
+  test)     setup; lint; test_and_typecheck "$@" ;;
   graphrec) setup; run_here "$venv/bin/python" -m flows.cli "$@" ;;
   python)   setup; run_here "$venv/bin/python" "$@" ;;
   env)      echo "$venv" ;;

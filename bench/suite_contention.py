@@ -26,7 +26,7 @@ from pathlib import Path
 from bench.common import RESULTS, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
-ORDER = (("before", "idle"), ("after", "idle"), ("after", "busy loop"), ("before", "busy loop"))
+ORDER = (("before", "idle"), ("after", "idle"), ("before", "busy loop"), ("after", "busy loop"))
 
 
 def _end(proc: subprocess.Popen, grace: float = 60) -> None:
@@ -65,7 +65,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--before", required=True, help="commit before the change")
     parser.add_argument("--after", required=True, help="commit with the change")
-    parser.add_argument("--cap", type=float, default=1800, help="seconds after which a run is stopped")
+    parser.add_argument("--cap", type=float, default=1200, help="seconds after which a run is stopped")
     args = parser.parse_args()
     rows = []
     (RESULTS / ".cache").mkdir(parents=True, exist_ok=True)
