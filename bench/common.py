@@ -21,6 +21,13 @@ UNIFORM_SETS = ["train.lr=0.005", "train.l2=0.0001", "train.average=null", "trai
                 "train.negatives.per_positive=1"]
 
 
+def command(bench: str, argv: list[str] | None) -> str:
+    """The command line that ran `bench` (argv: main's own, else the process's)."""
+    import sys
+
+    return f"./dev.sh python -m bench.{bench} " + " ".join(sys.argv[1:] if argv is None else argv)
+
+
 def machine() -> dict:
     cpu = platform.processor() or ""
     try:
