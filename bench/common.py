@@ -107,3 +107,10 @@ def epoch_caps(parser, recipes: list[str], max_epochs: int, overrides: list[str]
             parser.error(f"--max-epochs-for {item}: want RECIPE=N with RECIPE one of {', '.join(caps)}")
         caps[name] = int(n)
     return caps
+
+
+def growth_ratio(x, y, size_x, size_y, digits: int = 2):
+    """(cost ratio) / (size ratio) from one size to a larger one: 1.0 grows linearly; None without a base."""
+    if not x or not size_x or not size_y:
+        return None
+    return round((y / x) / (size_y / size_x), digits)

@@ -59,7 +59,7 @@ import torch
 import torch.nn.functional as F
 
 from bench.common import RESULTS, SHARED_DATA, UNIFORM_RECIPE, peak_rss_mb, write_results
-from bench.refresh import NETWORK  # the retrain-at-scale network; that module imports only numpy at load
+from bench.synthetic import NETWORK
 
 TARGET = 0.1830  # the LightGCN paper's Gowalla recall@20
 BATCH = 2048
@@ -151,7 +151,7 @@ def ranking_ms(graph, data, device: torch.device, chunk: int, repeats: int = 5) 
 def headline_curve(graph, data, device: torch.device, max_epochs: int, chunk: int, seed: int) -> list[dict]:
     """The validated recipe, test recall@20 of the parameter average after every epoch, until it reaches
     TARGET or max_epochs."""
-    from bench.lightgcn_gowalla import Averages, TestCurve
+    from bench.gowalla import Averages, TestCurve
     from recsys.config import EvalConfig
     from recsys.models.lightgcn import LightGCN
     from recsys.train import StopTraining, fit
