@@ -128,9 +128,9 @@ def test_a_terminated_bench_ends_its_child(tmp_path):
     (tmp_path / "child.py").write_text(
         f"import os, time\nopen({str(pid_file)!r}, 'w').write(str(os.getpid()))\ntime.sleep(600)\n")
     (tmp_path / "runner.py").write_text(
-        "import signal, sys\nfrom pathlib import Path\nfrom bench import runner\n"
-        "signal.signal(signal.SIGTERM, runner.interrupted)\n"
-        f"runner.run_bounded([sys.executable, {str(tmp_path / 'child.py')!r}], Path({str(tmp_path / 'c.log')!r}), 600)\n")
+        "import signal, sys\nfrom pathlib import Path\nfrom bench import runner as r\n"
+        "signal.signal(signal.SIGTERM, r.interrupted)\n"
+        f"r.run_bounded([sys.executable, {str(tmp_path / 'child.py')!r}], Path({str(tmp_path / 'c.log')!r}), 600)\n")
     bench = subprocess.Popen([sys.executable, str(tmp_path / "runner.py")], cwd=runner.REPO, start_new_session=True,
                              env={**os.environ, "PYTHONPATH": str(runner.REPO)})
     child = None
