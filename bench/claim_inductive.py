@@ -159,6 +159,7 @@ def case(spec: dict) -> dict:
     import pandas as pd
     import torch
 
+    from recsys.families import family
     from recsys.inductive import Bundle
     from recsys.metrics import evaluate
 
@@ -181,7 +182,7 @@ def case(spec: dict) -> dict:
             _, items = model.embed(prepared.graph)  # item vectors as served from the training graph
         item_index = pd.Index(prepared.indexed.item_ids)
         t0 = time.perf_counter()
-        if spec["family"] == "sage":
+        if family(spec["family"]).inductive != "no":  # the registry: it embeds nodes added after training
             g = prepared.graph
             bundle = Bundle(cfg.model.model_dump(), model.state_dict(), prepared.indexed, g.use_social,
                             g.user_features, g.item_features, prepared.user_encoder, prepared.item_encoder)

@@ -6,7 +6,7 @@ weights w1 = u1 and w2 = p u1 + sqrt(1 - p^2) u2, so p is the cosine between the
 y_t = w_t.x + sum_j sin(a_j w_t.x + b_j) + N(0, 1) noise, with the same 10 (a_j, b_j) for both tasks. Our heads
 are classifiers, so each y_t is cut at its median into a 0/1 label. p = 1 gives aligned tasks,
 p = 0 unrelated ones. And Census-Income (income and marital status, as in bench/census_mmoe.py).
-Each arm trains MMoE, shared-bottom and single-task heads of equal capacity (bench/census_mmoe.py)
+Each arm trains MMoE, shared-bottom and single-task heads of equal capacity (bench/heads.py)
 on a 60/20/20 split with early stopping on mean validation AUC, over two seeds.
 
     ./dev.sh python -m bench.claim_mmoe
@@ -18,6 +18,7 @@ import sys
 
 import numpy as np
 
+from bench.heads import KINDS, census, run_heads
 from bench.runner import child_main, run_arms
 
 CLAIM = {
@@ -59,22 +60,17 @@ def specs() -> list[dict]:
 
 
 def case(spec: dict) -> dict:
-    from bench.census_mmoe import run_heads
-    from recsys.data.tabular import CENSUS_NUMERIC, CENSUS_TASKS, Rows, load_census, split_rows, tabular_rows
+    from recsys.data.tabular import Rows, split_rows
 
     if spec["data"] == "synthetic":
         x, y = controlled_tasks(spec["p"])
         parts = split_rows(len(x), (0.6, 0.2, 0.2), seed=0)
         train, valid, test = (Rows(x[i], y[i]) for i in parts)
     else:
-        from bench.common import SHARED_DATA
-
-        frame = load_census(SHARED_DATA / "census-income" / "census-income.test")
-        parts = split_rows(len(frame), (0.6, 0.2, 0.2), seed=0)
-        train, valid, test = tabular_rows([frame.iloc[i] for i in parts], CENSUS_TASKS, numeric=CENSUS_NUMERIC)
+        train, valid, test = census()[2]
     runs = [run_heads(train, valid, test, seed, spec["epochs"], 2) for seed in range(SEEDS)]
     out = {}
-    for kind in ("mmoe", "shared_bottom", "single_task"):
+    for kind in KINDS:
         aucs = np.array([r[kind][0] for r in runs])  # (seeds, tasks)
         out[f"{kind}_auc"] = round(float(aucs.mean()), 4)
         out[f"{kind}_auc_by_task"] = [round(float(a), 4) for a in aucs.mean(0)]

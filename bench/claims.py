@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from bench.common import RESULTS, write_results
+from bench.common import RESULTS, SAMPLERS, write_results
 from bench.runner import run_case, settle
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "claims.md"
@@ -190,8 +190,6 @@ def negatives_verdict(rows: list[dict]) -> tuple[bool, str]:
 
 
 def _negatives_specs() -> list[dict]:
-    from bench.negatives import SAMPLERS
-
     return [{"arm": name, "dataset": "ml-100k", "sampler": name, "epochs": 80, "eval_every": 2, "lr": 0.005}
             for name in SAMPLERS]
 

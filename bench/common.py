@@ -19,6 +19,16 @@ UNIFORM_RECIPE = {"epochs": 40, "lr": 0.005, "l2": 1e-4, "average": None,
 PRE_RECIPE = {"average": None, "negatives": UNIFORM_RECIPE["negatives"]}  # what a bench left unset then
 UNIFORM_SETS = ["train.lr=0.005", "train.l2=0.0001", "train.average=null", "train.negatives.kind=uniform",
                 "train.negatives.per_positive=1"]
+# The negative samplers bench.negatives compares and claim 7 of bench.claims tests.
+SAMPLERS = {
+    "uniform": {"kind": "uniform"},
+    "popularity": {"kind": "popularity", "popularity_exponent": 0.75},
+    "in_batch": {"kind": "in_batch"},
+    "model (32 cand., softmax T=0.5, guard 95th pct)": {"kind": "model", "candidates": 32, "temperature": 0.5,
+                                                         "max_score_percentile": 95},
+    "ppr band + curriculum": {"kind": "ppr", "curriculum": True, "max_hard": 3},
+    "too hard (256 cand., top-1)": {"kind": "model", "candidates": 256},
+}
 
 
 def command(bench: str, argv: list[str] | None) -> str:

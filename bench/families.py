@@ -18,8 +18,12 @@ from pathlib import Path
 from bench.common import PRE_RECIPE, SHARED_DATA, peak_rss_mb, write_results
 from bench.runner import child_main, markdown_table, run_case
 
-FAMILIES = [("lightgcn", {}), ("lightgcn+features", {"lightgcn": {"use_features": True}}), ("gcn", {}),
-            ("sage", {"sage": {"aggregator": "mean", "fanouts": [20, 10]}}), ("pinsage", {})]
+# (case, model options, whether it needs node features); a case runs the family named before any "+"
+FAMILIES = [("lightgcn", {}, False), ("lightgcn+features", {"lightgcn": {"use_features": True}}, True),
+            ("gcn", {}, False), ("sage", {"sage": {"aggregator": "mean", "fanouts": [20, 10]}}, False),
+            ("pinsage", {}, False)]
+LAYERS = {"lightgcn": 3}  # propagation steps per family (the others: 2)
+WITHOUT_FEATURES = {"gowalla"}  # data sets with no node features
 
 
 def case(spec: dict) -> dict:
@@ -35,7 +39,7 @@ def case(spec: dict) -> dict:
                  "split": {"kind": "random", "valid_fraction": 0.1, "test_fraction": 0.1}},
         "features": {"text": True},
         "graph": spec.get("graph", {}),
-        "model": {"family": family, "dim": 64, "layers": 3 if family == "lightgcn" else 2, **spec["options"]},
+        "model": {"family": family, "dim": 64, "layers": LAYERS.get(family, 2), **spec["options"]},
         "train": {**PRE_RECIPE,  # the recorded protocol: uniform negatives, no average
                   "epochs": spec["epochs"], "batch_size": 2048, "lr": spec["lr"], "l2": 1e-4,
                   "eval_every": spec["eval_every"], "patience": 5, "progress": False},
@@ -61,9 +65,9 @@ def main() -> None:
     args = p.parse_args()
     rows = []
     for dataset in args.datasets:
-        for family, options in FAMILIES:
-            if dataset == "gowalla" and family == "lightgcn+features":
-                continue  # Gowalla has no features
+        for family, options, reads_features in FAMILIES:
+            if reads_features and dataset in WITHOUT_FEATURES:
+                continue
             gowalla = dataset == "gowalla"
             spec = {"dataset": dataset, "family": family, "options": options,
                     "epochs": args.gowalla_epochs if gowalla else args.ml100k_epochs,

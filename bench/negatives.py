@@ -18,18 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import RESULTS, SHARED_DATA, peak_rss_mb, write_results
+from bench.common import RESULTS, SAMPLERS, SHARED_DATA, peak_rss_mb, write_results
 from bench.runner import child_main, markdown_table, run_case
-
-SAMPLERS = {
-    "uniform": {"kind": "uniform"},
-    "popularity": {"kind": "popularity", "popularity_exponent": 0.75},
-    "in_batch": {"kind": "in_batch"},
-    "model (32 cand., softmax T=0.5, guard 95th pct)": {"kind": "model", "candidates": 32, "temperature": 0.5,
-                                                         "max_score_percentile": 95},
-    "ppr band + curriculum": {"kind": "ppr", "curriculum": True, "max_hard": 3},
-    "too hard (256 cand., top-1)": {"kind": "model", "candidates": 256},
-}
 
 
 def with_validation(data, fraction: float = 0.05, seed: int = 0):
