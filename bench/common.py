@@ -1,4 +1,5 @@
-"""What every benchmark records beside its figures, and how it writes them."""
+"""Harness: what every benchmark records beside its figures and how it writes them, the stages it keeps
+for --resume, and settings several benches share."""
 from __future__ import annotations
 
 import json
