@@ -19,11 +19,10 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-from bench.common import PRE_RECIPE, SHARED_DATA
+from bench.common import PRE_RECIPE, prepare_and_fit, run_config
 from bench.runner import child_main, run_arms
 
 CLAIM = {
@@ -61,20 +60,9 @@ def specs() -> list[dict]:
 
 
 def _config(family: str, seed: int, epochs: int = EPOCHS):
-    from recsys.config import RunConfig
-
-    return RunConfig.model_validate({
-        "data": {"source": "ml-100k", "path": str(SHARED_DATA / "ml-100k"),
-                 "split": {"kind": "random", "valid_fraction": 0.1, "test_fraction": 0.1,
-                           "cold_user_fraction": NEW_USER_FRACTION, "seed": seed}},
-        "features": {"text": True},
-        "model": MODELS[family],
-        "train": {**PRE_RECIPE,  # the recorded protocol: uniform negatives, no average
-                  "epochs": epochs, "batch_size": 2048, "lr": LR, "l2": 1e-4, "eval_every": 2, "patience": 5,
-                  "progress": False, "seed": seed},
-        "eval": {"ks": [20]},
-        "stores": {"root": str(Path(__file__).resolve().parent / "results" / ".cache")},
-    })
+    return run_config("ml-100k", MODELS[family], {**PRE_RECIPE,  # the recorded protocol: uniform negatives, no average
+                                                  "epochs": epochs, "lr": LR, "eval_every": 2, "seed": seed},
+                      {"cold_user_fraction": NEW_USER_FRACTION, "seed": seed}, features={"text": True})
 
 
 def arrival(cfg, seed: int):
@@ -118,16 +106,8 @@ def _pairs(lists: list[np.ndarray], item_index) -> np.ndarray:
 
 
 def _train(cfg, data):
-    from recsys.models import build_model
-    from recsys.prepare import prepare
-    from recsys.train import fit
-
-    prepared = prepare(data, cfg.model_copy(update={"data": cfg.data.model_copy(update={
-        "split": cfg.data.split.model_copy(update={"cold_user_fraction": 0.0})})}))  # the split is already made
-    model = build_model(cfg.model, prepared.graph)
-    t0 = time.perf_counter()
-    result = fit(model, prepared.graph, prepared.indexed, cfg.train, cfg.eval)
-    return prepared, model, result, time.perf_counter() - t0
+    return prepare_and_fit(cfg.model_copy(update={"data": cfg.data.model_copy(update={
+        "split": cfg.data.split.model_copy(update={"cold_user_fraction": 0.0})})}), data)  # the split is already made
 
 
 def _gcn_without_retraining(model, cfg, prepared, known_pairs):

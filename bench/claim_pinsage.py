@@ -17,12 +17,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
-from pathlib import Path
 
 import numpy as np
 
-from bench.common import PRE_RECIPE, SHARED_DATA
+from bench.common import PRE_RECIPE, mean_epoch_seconds, prepare_and_fit, run_config
 from bench.runner import child_main, run_arms
 
 CLAIM = {
@@ -62,22 +60,12 @@ def specs(datasets: tuple[str, ...] = ("ml-100k",)) -> list[dict]:
 
 
 def _config(spec: dict):
-    from recsys.config import RunConfig
-
-    dataset = spec["dataset"]
-    return RunConfig.model_validate({
-        # LastFM brings its own train/test split (no validation: a fixed epoch budget).
-        "data": {"source": dataset, "path": str(SHARED_DATA / dataset),
-                 "split": {"kind": "random", "valid_fraction": 0.1, "test_fraction": 0.1, "seed": spec["seed"]}},
-        "features": {"text": True},
-        "model": {"family": "pinsage", "dim": 64, "layers": 2,
-                  "pinsage": {"pooling": spec["pooling"], "num_neighbors": 10, "num_walks": 50, "restart_prob": 0.5}},
-        "train": {**PRE_RECIPE,  # the recorded protocol: uniform negatives, no average
-                  "epochs": spec["epochs"], "batch_size": 2048, "lr": 0.005, "l2": 1e-4, "eval_every": 2,
-                  "patience": 5, "progress": False, "seed": spec.get("model_seed", spec["seed"])},
-        "eval": {"ks": [20]},
-        "stores": {"root": str(Path(__file__).resolve().parent / "results" / ".cache")},
-    })
+    # LastFM brings its own train/test split (no validation: a fixed epoch budget).
+    return run_config(spec["dataset"], {"family": "pinsage", "dim": 64, "layers": 2, "pinsage": {
+        "pooling": spec["pooling"], "num_neighbors": 10, "num_walks": 50, "restart_prob": 0.5}},
+        {**PRE_RECIPE,  # the recorded protocol: uniform negatives, no average
+         "epochs": spec["epochs"], "lr": 0.005, "eval_every": 2, "seed": spec.get("model_seed", spec["seed"])},
+        {"seed": spec["seed"]}, features={"text": True})
 
 
 def head_items(train: np.ndarray, n_items: int, fraction: float = HEAD_FRACTION) -> np.ndarray:
@@ -120,19 +108,10 @@ def redraw_variance(model, graph, mask: np.ndarray, seeds=(1001, 1002)) -> float
 def case(spec: dict) -> dict:
     import torch
 
-    from recsys.data.loaders import load_data
     from recsys.metrics import evaluate
-    from recsys.models import build_model
-    from recsys.prepare import prepare
-    from recsys.train import fit
 
-    cfg = _config(spec)
-    prepared = prepare(load_data(cfg.data), cfg)
+    prepared, model, result, train_seconds = prepare_and_fit(_config(spec), seed=spec.get("model_seed", spec["seed"]))
     x, graph = prepared.indexed, prepared.graph
-    model = build_model(cfg.model, graph, seed=spec.get("model_seed", spec["seed"]))
-    t0 = time.perf_counter()
-    result = fit(model, graph, x, cfg.train, cfg.eval)
-    train_seconds = time.perf_counter() - t0
     model.eval()
     with torch.no_grad():
         users, items = model.embed(graph)
@@ -150,7 +129,7 @@ def case(spec: dict) -> dict:
            "hub_redraw_var": redraw_variance(model, graph, head),
            "tail_redraw_var": redraw_variance(model, graph, ~head),
            "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
-           "epoch_seconds": sum(h["epoch_seconds"] for h in result.history) / len(result.history),
+           "epoch_seconds": mean_epoch_seconds(result.history),
            "train_seconds": train_seconds}
     return {k: round(v, 4) if isinstance(v, float) else v for k, v in out.items()}
 

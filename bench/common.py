@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import resource
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -125,3 +126,36 @@ def growth_ratio(x, y, size_x, size_y, digits: int = 2):
     if not x or not size_x or not size_y:
         return None
     return round((y / x) / (size_y / size_x), digits)
+
+
+def run_config(dataset: str, model: dict, train: dict, split: dict | None = None, **sections):
+    """A run configuration as the benches on the shared data sets write it: `dataset` from SHARED_DATA
+    (the embedded synthetic network for "synthetic") with a per-user random 80/10/10 split unless `split`
+    says more, batch 2048, L2 1e-4, patience 5 and no progress bar unless `train` says otherwise,
+    Recall/NDCG@20, stores under bench/results/.cache; other sections as given."""
+    from recsys.config import RunConfig
+
+    return RunConfig.model_validate({
+        "data": {"source": dataset, "path": None if dataset == "synthetic" else str(SHARED_DATA / dataset),
+                 "split": {"kind": "random", "valid_fraction": 0.1, "test_fraction": 0.1, **(split or {})}},
+        "model": model, "train": {"batch_size": 2048, "l2": 1e-4, "patience": 5, "progress": False, **train},
+        "eval": {"ks": [20]}, "stores": {"root": str(RESULTS / ".cache")}, **sections})
+
+
+def prepare_and_fit(cfg, data=None, **build):
+    """The configured data (or `data`) prepared, the model built (build_model's `build` options) and fitted:
+    (prepared, model, fit's result, training seconds)."""
+    from recsys.data.loaders import load_data
+    from recsys.models import build_model
+    from recsys.prepare import prepare
+    from recsys.train import fit
+
+    prepared = prepare(load_data(cfg.data) if data is None else data, cfg)
+    model = build_model(cfg.model, prepared.graph, **build)
+    t0 = time.perf_counter()
+    result = fit(model, prepared.graph, prepared.indexed, cfg.train, cfg.eval)
+    return prepared, model, result, time.perf_counter() - t0
+
+
+def mean_epoch_seconds(history: list[dict]) -> float:
+    return sum(h["epoch_seconds"] for h in history) / len(history)

@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 from bench import gowalla as gw
-from bench.common import RESULTS, SHARED_DATA, command, peak_rss_mb, write_results
+from bench.common import RESULTS, command, peak_rss_mb, prepare_and_fit, run_config, write_results
 from bench.gowalla import SEED, load, mean_epoch_seconds, settings_of
 
 # The candidate recipes compared on Gowalla's validation split (dim 64, batch 2048 for all).
@@ -67,30 +66,15 @@ def lightgcn_epoch_seconds(recipe: dict, epochs: int, threads: int) -> dict:
             "epoch_seconds_each": [round(h["epoch_seconds"], 2) for h in result.history]}
 
 
-def ml100k_case(family: str, recipe: dict, max_epochs: int, patience: int, threads: int,
-                data_path: Path | None = None) -> dict:
+def ml100k_case(family: str, recipe: dict, max_epochs: int, patience: int, threads: int) -> dict:
     """One family on ML-100K: seeded random split, early stopping on validation recall@20, test figures."""
-    from recsys.config import RunConfig
-    from recsys.data.loaders import load_data
-    from recsys.models import build_model
-    from recsys.prepare import prepare
-    from recsys.train import evaluate_model, fit
+    from recsys.train import evaluate_model
 
-    cfg = RunConfig.model_validate({
-        "data": {"source": "ml-100k", "path": str(data_path or SHARED_DATA / "ml-100k"),
-                 "split": {"kind": "random", "valid_fraction": 0.1, "test_fraction": 0.1, "seed": 0}},
-        "features": {"enabled": False},
-        "model": {"family": family, "dim": 64, "layers": 3},
-        "eval": {"ks": [20]},
-        "stores": {"root": str(RESULTS / ".cache")},
-    })
+    cfg = run_config("ml-100k", {"family": family, "dim": 64, "layers": 3}, {}, {"seed": 0},
+                     features={"enabled": False})
     cfg = cfg.model_copy(update={"train": train_config(recipe, max_epochs, 0, threads, eval_every=1,
                                                        patience=patience, monitor="recall@20")})
-    prepared = prepare(load_data(cfg.data), cfg)
-    model = build_model(cfg.model, prepared.graph, seed=cfg.train.seed)
-    t0 = time.perf_counter()
-    result = fit(model, prepared.graph, prepared.indexed, cfg.train, cfg.eval)
-    wall = time.perf_counter() - t0
+    prepared, model, result, wall = prepare_and_fit(cfg, seed=cfg.train.seed)
     m = evaluate_model(model, prepared.graph, prepared.indexed, "test", cfg.eval)
     return {"family": family, "recall@20": round(m["recall@20"], 5), "ndcg@20": round(m["ndcg@20"], 5),
             "best_epoch": result.best_epoch, "best_valid_recall@20": round(result.best_score, 5),
