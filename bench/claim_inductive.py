@@ -17,13 +17,12 @@ ranked in full against the catalogue with the known half masked. Arms:
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 
 import numpy as np
 
 from bench.common import PRE_RECIPE, prepare_and_fit, run_config
-from bench.runner import child_main, run_arms
+from bench.runner import entry, run_arms
 
 CLAIM = {
     "id": 2,
@@ -209,7 +208,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    if "--case" in sys.argv:
-        child_main(case)
-    else:
-        main()
+    entry(case, main)

@@ -14,12 +14,11 @@ on a 60/20/20 split with early stopping on mean validation AUC, over two seeds.
 from __future__ import annotations
 
 import argparse
-import sys
 
 import numpy as np
 
 from bench.heads import KINDS, census, run_heads
-from bench.runner import child_main, run_arms
+from bench.runner import entry, run_arms
 
 CLAIM = {
     "id": 8, "title": "MMoE vs shared bottom, conflicting and aligned tasks",
@@ -93,7 +92,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    if "--case" in sys.argv:
-        child_main(case)
-    else:
-        main()
+    entry(case, main)

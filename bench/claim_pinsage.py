@@ -16,12 +16,11 @@ neighbourhoods are redrawn (sum over dimensions of the variance of two redraws, 
 from __future__ import annotations
 
 import argparse
-import sys
 
 import numpy as np
 
 from bench.common import PRE_RECIPE, mean_epoch_seconds, prepare_and_fit, run_config
-from bench.runner import child_main, run_arms
+from bench.runner import entry, run_arms
 
 CLAIM = {
     "id": 3,
@@ -174,7 +173,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    if "--case" in sys.argv:
-        child_main(case)
-    else:
-        main()
+    entry(case, main)

@@ -13,12 +13,11 @@ cosine between the member's headline and the job description (all-MiniLM-L6-v2).
 from __future__ import annotations
 
 import argparse
-import sys
 
 import numpy as np
 
 from bench.common import PRE_RECIPE, prepare_and_fit, run_config, write_results
-from bench.runner import child_main, run_case
+from bench.runner import entry, run_case
 
 ATTRIBUTES = {"synthetic": ["university", "title", "company"], "ml-100k": ["age", "gender", "occupation", "zip"]}
 
@@ -106,7 +105,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    if "--case" in sys.argv:
-        child_main(case)
-    else:
-        main()
+    entry(case, main)

@@ -11,11 +11,10 @@ quality, not converged quality. Each case runs in its own process so its peak RS
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 
 from bench.common import PRE_RECIPE, mean_epoch_seconds, peak_rss_mb, prepare_and_fit, run_config, write_results
-from bench.runner import child_main, markdown_table, run_case
+from bench.runner import entry, markdown_table, run_case
 
 # (case, model options, whether it needs node features); a case runs the family named before any "+"
 FAMILIES = [("lightgcn", {}, False), ("lightgcn+features", {"lightgcn": {"use_features": True}}, True),
@@ -68,7 +67,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    if "--case" in sys.argv:
-        child_main(case)
-    else:
-        main()
+    entry(case, main)

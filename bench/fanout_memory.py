@@ -10,11 +10,10 @@ ranking on test.txt after the budget.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 
 from bench.common import SHARED_DATA, peak_rss_mb, write_results
-from bench.runner import child_main, markdown_table, run_case
+from bench.runner import entry, markdown_table, run_case
 
 SETTINGS = {"full": [-1, -1], "[20,10]": [20, 10], "[10,5]": [10, 5], "[5,5]": [5, 5]}
 
@@ -58,7 +57,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    if "--case" in sys.argv:
-        child_main(case)
-    else:
-        main()
+    entry(case, main)

@@ -15,7 +15,7 @@ import time
 import numpy as np
 import torch
 
-from bench.common import SHARED_DATA, Stages, epoch_caps
+from bench.common import SHARED_DATA, Stages, epoch_caps, mean_epoch_seconds
 from recsys.data.types import IndexedData
 from recsys.metrics import evaluate
 from recsys.train import Callback, ParameterAverage, StopTraining
@@ -145,10 +145,6 @@ def validated_budget(curve: list[dict], series: str) -> tuple[int, str]:
     return epochs, (f"best validation epoch {best['epoch']} (recall@20 {recall(best):.4f}, {series}) x "
                     f"{1 - HELD_OUT:g} (the validation run's share of train.txt, so the same optimizer steps) "
                     f"= {epochs} epochs")
-
-
-def mean_epoch_seconds(history: list[dict]) -> float:
-    return sum(h["epoch_seconds"] for h in history) / len(history)
 
 
 def settings_of(recipe: dict) -> dict:

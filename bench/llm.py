@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import peak_rss_mb, write_results
-from bench.runner import child_main, run_arms, settle
+from bench.runner import entry, run_arms, settle
 
 GNN, TEXT, PREFIX = "gnn (GraphSAGE)", "graph as text", "GNN as prefix"
 
@@ -163,7 +163,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    if "--case" in sys.argv:
-        child_main(case)
-    else:
-        main()
+    entry(case, main)

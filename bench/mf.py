@@ -15,8 +15,8 @@ import json
 import time
 
 from bench import gowalla as gw
-from bench.common import RESULTS, command, peak_rss_mb, prepare_and_fit, run_config, write_results
-from bench.gowalla import SEED, load, mean_epoch_seconds, settings_of
+from bench.common import RESULTS, command, mean_epoch_seconds, peak_rss_mb, prepare_and_fit, run_config, write_results
+from bench.gowalla import SEED, load, settings_of
 
 # The candidate recipes compared on Gowalla's validation split (dim 64, batch 2048 for all).
 RECIPES = {

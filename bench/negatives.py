@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 import numpy as np
 
 from bench.common import RESULTS, SAMPLERS, peak_rss_mb, prepare_and_fit, run_config, write_results
-from bench.runner import child_main, markdown_table, run_case
+from bench.runner import entry, markdown_table, run_case
 
 
 def with_validation(data, fraction: float = 0.05, seed: int = 0):
@@ -78,7 +77,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    if "--case" in sys.argv:
-        child_main(case)
-    else:
-        main()
+    entry(case, main)

@@ -63,6 +63,11 @@ def child_main(case: Callable[[dict], dict]) -> None:
     print(json.dumps(case(spec)))
 
 
+def entry(case: Callable[[dict], dict], main: Callable[[], object]) -> None:
+    """A bench module run as a script: its case in a child (`--case SPEC`, see run_case), else its main."""
+    child_main(case) if "--case" in sys.argv else main()
+
+
 def markdown_table(rows: list[dict], columns: list[str]) -> list[tuple[str, str]]:
     """(label, value) rows for bench.common.write_results: one row per case, values joined."""
     out = []
