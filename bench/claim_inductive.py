@@ -1,16 +1,8 @@
-"""Claim 2: GraphSAGE embeds unseen users where GCN must retrain.
+"""Claim 2 of bench/claims.py: GraphSAGE embeds unseen users where GCN must retrain (CLAIM: the protocol).
 
-ML-100K (every rating an interaction, user and movie attributes as features). 10% of the users
-are held out of training entirely (`data.split.cold_user_fraction`); the rest get a per-user
-random 80/10/10 split and early stopping on validation NDCG@20. At arrival, half of each new
-user's items (seeded shuffle) become known edges and the other half are their test targets,
-ranked in full against the catalogue with the known half masked. Arms:
-  sage          GraphSAGE trained without them; new users embedded by recsys.inductive.Bundle from
-                their attributes and known items (timed), item vectors as served (training graph)
-  gcn           GCN trained without them, not retrained: new users keep their initial ID
-                embeddings, propagated with the trained weights over the grown graph (timed)
-  gcn_retrain   GCN retrained from scratch on the grown graph (timed)
-  sage_retrain  GraphSAGE retrained on the grown graph, for reference (timed)
+Arms: sage (trained without the new users, who are embedded by recsys.inductive.Bundle from their
+attributes and known items), gcn (not retrained: their initial ID vectors propagated with the trained
+weights over the grown graph), gcn_retrain and sage_retrain (from scratch on the grown graph).
 
     ./dev.sh python -m bench.claim_inductive
 """

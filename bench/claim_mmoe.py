@@ -1,13 +1,7 @@
-"""Claim 8: MMoE beats a shared bottom when tasks conflict, not when they agree.
+"""Claim 8 of bench/claims.py: MMoE beats a shared bottom when tasks conflict, not when they agree.
 
-Two kinds of data answer it. The MMoE paper's controlled experiment (Ma et al., KDD 2018, Sec. 4),
-rebuilt here: inputs x ~ N(0, I) in 100 dimensions; two unit vectors u1, u2 at right angles; task
-weights w1 = u1 and w2 = p u1 + sqrt(1 - p^2) u2, so p is the cosine between the tasks' directions;
-y_t = w_t.x + sum_j sin(a_j w_t.x + b_j) + N(0, 1) noise, with the same 10 (a_j, b_j) for both tasks. Our heads
-are classifiers, so each y_t is cut at its median into a 0/1 label. p = 1 gives aligned tasks,
-p = 0 unrelated ones. And Census-Income (income and marital status, as in bench/census_mmoe.py).
-Each arm trains MMoE, shared-bottom and single-task heads of equal capacity (bench/heads.py)
-on a 60/20/20 split with early stopping on mean validation AUC, over two seeds.
+The MMoE paper's controlled experiment (Ma et al., KDD 2018, Sec. 4) rebuilt (controlled_tasks), and
+Census-Income; each arm trains the heads of bench/heads.py over two seeds (CLAIM: the protocol).
 
     ./dev.sh python -m bench.claim_mmoe
 """
@@ -37,7 +31,9 @@ SEEDS = 2
 
 
 def controlled_tasks(p: float, n: int = 30_000, d: int = 100, m: int = 10, seed: int = 0):
-    """(x, y) with two 0/1 tasks whose underlying directions have cosine p."""
+    """(x, y) with two 0/1 tasks whose directions have cosine p: x ~ N(0, I); u1 and u2 orthogonal unit
+    vectors, w1 = u1, w2 = p u1 + sqrt(1 - p^2) u2; y_t = w_t.x + sum_j sin(a_j w_t.x + b_j) + N(0, 1),
+    the same (a_j, b_j) for both tasks, cut at its median into a label."""
     rng = np.random.default_rng(seed)
     basis, _ = np.linalg.qr(rng.normal(size=(d, 2)))
     u1, u2 = basis[:, 0], basis[:, 1]

@@ -1,15 +1,8 @@
-"""Claim 3: PinSage's importance pooling tames hub items.
+"""Claim 3 of bench/claims.py: PinSage's importance pooling tames hub items (CLAIM: the protocol).
 
-ML-100K (every rating an interaction, movie attributes and title embeddings as item features),
-per-user random 80/10/10 split, early stopping on validation NDCG@20. The same PinSage (2 layers,
-T = 10 neighbours, 50 walks, restart 0.5) with three neighbourhoods (`model.pinsage.pooling`):
-  importance  the T items random walks visit most, weighted by visit counts (the paper's)
-  mean        the same random-walk neighbours, equal weights
-  uniform     T items drawn uniformly from the distinct 2-hop (item-user-item) items, equal weights
-Hub ("head") items are the top 10% by training degree. Figures: Recall/NDCG@20 over all test
-pairs; Recall@20 over head and over tail targets apart (users with such a target); the share of
-head items in each test user's top 20; and how much hub and tail item vectors move when the
-neighbourhoods are redrawn (sum over dimensions of the variance of two redraws, unit vectors).
+The same PinSage with three neighbourhoods (`model.pinsage.pooling`): importance (the T items random
+walks visit most, weighted by visits: the paper's), mean (the same neighbours, equal weights), uniform
+(T items drawn from the 2-hop items); hubs are the top 10% of items by training degree.
 
     ./dev.sh python -m bench.claim_pinsage [--datasets ml-100k lastfm]
 """

@@ -28,22 +28,7 @@ Every stage runs in this one process on the same device, in this order:
     python -m bench.gpu --data /path/to/gowalla --device cuda:0
     python -m bench.gpu --device cpu --ref-steps 3 --max-epochs 1 --scale-members 0 --name gpu_cpu_check
 
-On the device machine (Python 3.12 and torch there; no pydantic and no network; ../shared does not
-travel): once, here, in the repository root,
-
-    echo /.whl/ >> .git/info/exclude; echo /.gowalla/ >> .git/info/exclude
-    python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-        --platform manylinux_2_17_x86_64 -d .whl pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0 \
-        typing-inspection==0.4.5
-    mkdir -p .gowalla && cp ../shared/data/gowalla/train.txt ../shared/data/gowalla/test.txt .gowalla/
-
-then one device run carrying .whl and .gowalla:
-
-    python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && \
-        PYTHONPATH=/tmp/site python3 -m bench.gpu --data .gowalla && cp bench/results/gpu.* $OUT/
-
-Results: bench/results/<--name, default gpu>.{json,md}, keys device_name, reference_epoch_seconds,
-graphrec_epoch_seconds, speedup, seconds_to_recall_0.183, ranking_ms, torch_version.
+Setting it up on a bare device machine: bench/README.md.
 """
 from __future__ import annotations
 
