@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from bench.common import RESULTS, SAMPLERS, write_results
+from bench.common import SAMPLERS, previous, write_results
 from bench.runner import run_case, settle
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "claims.md"
@@ -296,8 +296,7 @@ def main() -> None:
                    help="MLflow tracking URI (default: the embedded store, sqlite under .graphrec/)")
     args = p.parse_args()
 
-    path = RESULTS / "claims.json"
-    entries = {e["id"]: e for e in json.loads(path.read_text())["claims"]} if path.exists() else {}
+    entries = {e["id"]: e for e in previous("claims", "claims", [])}
     if args.report:
         write_doc([entries[k] for k in sorted(entries)])
         return

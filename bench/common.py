@@ -58,6 +58,12 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
+def previous(name: str, key: str, default=None):
+    """`key` of the results bench/results/<name>.json holds already (`default` where there are none)."""
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()).get(key, default) if path.is_file() else default
+
+
 def write_results(name: str, figures: dict, table_rows: list[tuple], title: str, notes: str = "",
                   header: tuple = ("figure", "value")) -> Path:
     """bench/results/<name>.json (figures + date, machine, threads) and a Markdown table beside it."""

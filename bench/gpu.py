@@ -33,7 +33,6 @@ Setting it up on a bare device machine: bench/README.md.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import statistics
 import time
@@ -43,7 +42,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bench.common import RESULTS, SHARED_DATA, UNIFORM_RECIPE, peak_rss_mb, write_results
+from bench.common import SHARED_DATA, UNIFORM_RECIPE, peak_rss_mb, previous, write_results
 from bench.synthetic import NETWORK
 
 TARGET = 0.1830  # the LightGCN paper's Gowalla recall@20
@@ -186,10 +185,7 @@ def scale_epoch(members: int, device: torch.device, seed: int = 0) -> dict:
 
 def cpu_epoch_seconds(members: int):
     """The fastest CPU epoch of LightGCN at this size in bench/results/retrain_scale.json (2 cores), or None."""
-    path = RESULTS / "retrain_scale.json"
-    if not path.exists():
-        return None
-    rows = [r for r in json.loads(path.read_text())["rows"] if r["family"] == "lightgcn" and r["members"] == members
+    rows = [r for r in previous("retrain_scale", "rows", []) if r["family"] == "lightgcn" and r["members"] == members
             and not any("max_steps" in s for s in r["settings"])]
     return min((r["epoch_seconds"] for r in rows), default=None)
 

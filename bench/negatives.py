@@ -11,11 +11,10 @@ false-negative guard and no curriculum: the setting the PinSage paper warns agai
 from __future__ import annotations
 
 import argparse
-import json
 
 import numpy as np
 
-from bench.common import RESULTS, SAMPLERS, peak_rss_mb, prepare_and_fit, run_config, write_results
+from bench.common import SAMPLERS, peak_rss_mb, prepare_and_fit, previous, run_config, write_results
 from bench.runner import entry, markdown_table, run_case
 
 
@@ -55,9 +54,7 @@ def main() -> None:
     p.add_argument("--ml100k-epochs", type=int, default=80)
     p.add_argument("--gowalla-epochs", type=int, default=20)
     args = p.parse_args()
-    previous = RESULTS / "negatives.json"  # keep the other datasets' rows when re-running one
-    rows = [r for r in (json.loads(previous.read_text())["cases"] if previous.exists() else [])
-            if r["dataset"] not in args.datasets]
+    rows = [r for r in previous("negatives", "cases", []) if r["dataset"] not in args.datasets]  # the others kept
     for dataset in args.datasets:
         gowalla = dataset == "gowalla"
         for sampler in SAMPLERS:

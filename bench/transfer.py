@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from bench.common import RESULTS, SHARED_DATA, Stages, write_results
+from bench.common import SHARED_DATA, Stages, previous, write_results
 
 NAME = "transfer"
 CARVED = "validation: 10% of each user's training pairs at random (split.seed 0), carved from train"
@@ -175,7 +175,7 @@ def main(argv=None) -> int:
 
     proven = {p.found_on for p in family("lightgcn").proven}
     stages, paired = Stages(args.name, args.resume), True
-    rows = {row["dataset"]: row for row in _previous_rows(args.name)}  # other data sets' rows are kept
+    rows = {row["dataset"]: row for row in previous(args.name, "rows", [])}  # other data sets' rows are kept
     with prefect_api(prepare_prefect(args.work)):
         for name, spec in todo.items():
             sets, root = spec["sets"], args.work / name
@@ -223,13 +223,10 @@ def pair_only(args: argparse.Namespace, todo: dict[str, dict]) -> int:
     """--pair-only: the paired test comparison (paired_test) added to the rows already in the results,
     from the models the stages left in --work; a row whose models there do not give its own test
     figures is left as it is (1 is returned)."""
-    import json
-
-    path = RESULTS / f"{args.name}.json"
-    record = json.loads(path.read_text()) if path.exists() else {"rows": []}
-    paired = [_pair(row, todo[row["dataset"]]["sets"], args.work / row["dataset"])
-              for row in record["rows"] if row["dataset"] in todo]
-    _write(args.name, record["rows"], record.get("note"))
+    rows = previous(args.name, "rows", [])
+    paired = [_pair(row, todo[row["dataset"]]["sets"], args.work / row["dataset"]) for row in rows
+              if row["dataset"] in todo]
+    _write(args.name, rows, previous(args.name, "note"))
     return 0 if all(paired) else 1
 
 
@@ -252,13 +249,6 @@ def _pair(row: dict, sets: list[str], root: Path) -> bool:
     row["test_paired"] = paired
     print(f"{row['dataset']}: searched - default on test {paired}", flush=True)
     return True
-
-
-def _previous_rows(name: str) -> list[dict]:
-    import json
-
-    path = RESULTS / f"{name}.json"
-    return json.loads(path.read_text()).get("rows", []) if path.exists() else []
 
 
 def _trials(row: dict) -> str:

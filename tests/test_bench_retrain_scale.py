@@ -3,8 +3,8 @@ child is never waited on past its bound."""
 import json
 import sys
 
+from bench import common, runner
 from bench import retrain_scale as rs
-from bench import runner
 
 
 def row(family, members, interactions, epoch, flow, rss=1000, settings=()):
@@ -76,7 +76,7 @@ def test_the_bounded_mode_is_compared_with_the_exact_one_on_the_same_budget():
 
 
 def test_failed_rows_render_and_merge_by_family_size_settings(tmp_path, monkeypatch):
-    monkeypatch.setattr(rs, "RESULTS", tmp_path)
+    monkeypatch.setattr(common, "RESULTS", tmp_path)
     failed = {"family": "gcn", "members": 5000, "settings": [], "interactions": 80,
               "error": "killed by SIGKILL (out of memory?); log x\ntraceback"}
     table = rs.table([row("mf", 5000, 80, 1.0, 10), failed], [])

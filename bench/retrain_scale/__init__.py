@@ -12,10 +12,9 @@ family, size and settings replaced). The full protocol and the recorded commands
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from bench.common import RESULTS, growth_ratio, write_results
+from bench.common import RESULTS, growth_ratio, previous, write_results
 from bench.synthetic import NETWORK
 
 SIZES = [100_000, 300_000, 1_000_000]
@@ -234,8 +233,7 @@ def headline(rows: list[dict], ratio_rows: list[dict], probes: list[dict] = ()) 
     out["worst_epoch_growth_vs_linear"] = max(growth.values()) if growth else None
     out["lightgcn_100k_vs_exact"] = versus_exact(rows)
     for key, (bench, figure) in GOWALLA.items():
-        path = RESULTS / f"{bench}.json"
-        out[key] = json.loads(path.read_text()).get(figure) if path.is_file() else None
+        out[key] = previous(bench, figure)
     return out
 
 
@@ -346,17 +344,14 @@ def report(name: str, rows: list[dict], threads: int, probes: list[dict] = ()) -
                          "\n".join(notes), header=HEADER)
 
 
+def merged(name: str, new: list[dict], key: str = "rows", ident=None) -> list[dict]:
+    """The results' `key` rows with `new` in place of those of the same identity (rows: row_key)."""
+    ident = ident or row_key
+    keys = {ident(r) for r in new}
+    return [r for r in previous(name, key, []) if ident(r) not in keys] + new
+
+
 def merged_probes(name: str, new: list[dict]) -> list[dict]:
-    path = RESULTS / f"{name}.json"
-    old = json.loads(path.read_text()).get("exact_probe", []) if path.is_file() else []
-    keys = {(r["family"], r["members"], probe_mode(r)) for r in new}
-    return [r for r in old if (r["family"], r["members"], probe_mode(r)) not in keys] + new
-
-
-def merged(name: str, new: list[dict]) -> list[dict]:
-    path = RESULTS / f"{name}.json"
-    old = json.loads(path.read_text()).get("rows", []) if path.is_file() else []
-    keys = {row_key(r) for r in new}
-    return [r for r in old if row_key(r) not in keys] + new
+    return merged(name, new, "exact_probe", lambda r: (r["family"], r["members"], probe_mode(r)))
 
 
