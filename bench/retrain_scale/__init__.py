@@ -107,6 +107,16 @@ def one_million(rows: list[dict]) -> list[dict]:
     return [r for r in rows if r["family"] == "lightgcn" and r["members"] == 1_000_000 and not cost_settings(r)]
 
 
+def growth_goals(rows: list[dict]):
+    """(family, cost settings, smaller and larger members, epoch growth or None where a row failed) for
+    each family and cost settings measured at both of the family's goal sizes."""
+    for (family, settings), sizes in sorted(comparable(rows).items()):
+        lo, hi = GOAL_SIZES.get(family, (None, None))
+        a, b = sizes.get(lo), sizes.get(hi)
+        if a is not None and b is not None:
+            yield family, settings, lo, hi, None if "error" in a or "error" in b else epoch_growth(a, b)
+
+
 def goals(rows: list[dict], probes: list[dict] = ()) -> list[dict]:
     """The issue's goals, for the rows measured at the goal's sizes: the end-to-end goal on
     one_million's rows, the epoch-growth goal between rows of the same cost settings, and between
@@ -118,12 +128,7 @@ def goals(rows: list[dict], probes: list[dict] = ()) -> list[dict]:
                       "settings": " ".join(r["settings"]),
                       "figure": r["error"].splitlines()[0] if "error" in r else
                       f"{r['flow_seconds'] / 60:.1f} min, {r['peak_rss_mb'] / 1024:.1f} GiB", "held": held})
-    for (family, settings), sizes in sorted(comparable(rows).items()):
-        lo, hi = GOAL_SIZES.get(family, (None, None))
-        a, b = sizes.get(lo), sizes.get(hi)
-        if a is None or b is None:
-            continue
-        ratio = None if "error" in a or "error" in b else epoch_growth(a, b)
+    for family, settings, lo, hi, ratio in growth_goals(rows):
         found.append({"goal": f"{family}: seconds per epoch {lo:,} -> {hi:,} members within {GOAL_RATIO}x linear",
                       "settings": settings, "figure": ratio, "held": ratio is not None and ratio <= GOAL_RATIO})
     for family, (a, b) in probe_pairs(probes).items():
@@ -219,13 +224,8 @@ def headline(rows: list[dict], ratio_rows: list[dict], probes: list[dict] = ()) 
     out["lightgcn_1m_total_seconds"] = one_m[0]["total_seconds"] if one_m else None
     out["lightgcn_1m_peak_rss_mb"] = one_m[0]["peak_rss_mb"] if one_m else None
     out["lightgcn_1m_settings"] = one_m[0]["settings"] if one_m else None
-    growth = {}
-    for (family, settings), sizes in comparable(rows).items():
-        lo, hi = GOAL_SIZES.get(family, (None, None))
-        a, b = sizes.get(lo), sizes.get(hi)
-        if a and b and "error" not in a and "error" not in b:
-            if (ratio := epoch_growth(a, b)) is not None:
-                growth[f"{family} {settings}".strip()] = ratio
+    growth = {f"{family} {settings}".strip(): ratio for family, settings, _, _, ratio in growth_goals(rows)
+              if ratio is not None}
     for family, (a, b) in probe_pairs(probes).items():
         if (ratio := probe_ratio(a, b)) is not None:
             growth.setdefault(f"{family} (probes)", ratio)
