@@ -1,9 +1,9 @@
-"""The Gowalla benchmark: the paper's epoch choice on a test curve; the epoch budget carried over from
-a validation curve. (The parameter average it ranks with is recsys.train.ParameterAverage, tested in
-tests/test_train.py.)"""
+"""The Gowalla paper protocol (bench/gowalla.py): the paper's epoch choice on a test curve; the epoch
+budget carried over from a validation curve. (The parameter average it ranks with is
+recsys.train.ParameterAverage, tested in tests/test_train.py.)"""
 
 def test_best_evaluation_is_the_highest_recall_point_with_its_own_ndcg():
-    from bench.lightgcn_gowalla import best_evaluation
+    from bench.gowalla import best_evaluation
 
     points = [{"epoch": e, "recall@20": r, "ndcg@20": n, "train_seconds": 60.0 * e}
               for e, r, n in [(1, 0.10, 0.09), (2, 0.18, 0.14), (3, 0.17, 0.16)]]
@@ -15,7 +15,7 @@ def test_best_evaluation_is_the_highest_recall_point_with_its_own_ndcg():
 
 
 def test_validated_budget_takes_the_best_epoch_of_the_series_and_carries_its_steps_over():
-    from bench.lightgcn_gowalla import validated_budget
+    from bench.gowalla import validated_budget
 
     curve = [{"epoch": e, "recall@20": r, "raw": [r, 0.0], "ema0.998": [a, 0.0]}
              for e, r, a in [(5, 0.19, 0.18), (10, 0.21, 0.20), (15, 0.20, 0.22), (20, 0.19, 0.21)]]
