@@ -108,7 +108,7 @@ def snapshot_key(recipe: dict, threads: int) -> str:
     """A folder name for one recipe's run on all of train.txt (its settings, so another recipe never reuses it)."""
     import hashlib
 
-    settings = json.dumps({k: v for k, v in recipe.items() if k != "about"} | {"threads": threads}, sort_keys=True)
+    settings = json.dumps(gw.settings_of(recipe) | {"threads": threads}, sort_keys=True)
     return hashlib.sha1(settings.encode()).hexdigest()[:12]
 
 
@@ -151,12 +151,12 @@ def validation_from_log(name: str, recipe: dict, log_path: str, patience: int) -
         raise SystemExit(f"{log_path}: no validation points")
     best = max(points, key=lambda p: p["recall@20"])
     seconds = [b["train_seconds"] - a["train_seconds"] for a, b in zip([{"train_seconds": 0.0}] + points, points)]
-    return {"recipe": name, "settings": {k: v for k, v in recipe.items() if k != "about"},
+    return {"recipe": name, "settings": gw.settings_of(recipe),
             "best_epoch": best["epoch"], "best_recall@20": best["recall@20"], "best_ndcg@20": best["ndcg@20"],
             "epochs_run": len(points), "max_epochs": len(points),
             "stopped": f"by hand after {len(points)} epoch(s), before its cap (curve read from its log)",
             "epoch_seconds": round(sum(seconds) / len(seconds), 1), "wall_seconds": points[-1]["train_seconds"],
-            "curve": [{k: p[k] for k in ("epoch", "train_seconds", "recall@20", "ndcg@20")} for p in points]}
+            "curve": [{k: p[k] for k in gw.CURVE_KEYS} for p in points]}
 
 
 def test_run(recipe: dict, epochs: int, threads: int) -> dict:
