@@ -1,14 +1,10 @@
 """PinSage (family pinsage) on Gowalla with mini-batch training, against MF's published figure.
 
-The paper's protocol, the budget chosen on validation (as bench/mf.py does): (A) each candidate recipe
-(objective, negatives, lr, L2, width, depth, user sample) trains on 90% of train.txt
-(bench.lightgcn_gowalla.explore_split: random pairs, seed 0) and ranks the held-out 10% after every
-epoch (all 40,981 items, training items masked); a run stops after --patience epochs without a better
-validation recall@20 or at its epoch cap. The recipe with the best validation recall@20 wins; its best
-epoch is carried over to all of train.txt in optimiser steps (the batch size is fixed, so
-bench.lightgcn_gowalla.validated_budget: epochs x 0.9). (B) PinSage trains on all of train.txt for that
-budget with that recipe and ranks test.txt once: recall@20, NDCG@20, beside MF's published figure
-(NGCF paper: recall@20 0.1291, NDCG@20 0.1109). test.txt chooses nothing.
+The paper protocol of bench/gowalla.py, as bench/mf.py runs it: (A) each candidate recipe (objective,
+negatives, lr, L2, width, depth, user sample) on the validation split (90% of train.txt trains), stopped
+after --patience epochs without a better validation recall@20 or at its cap; the best one's best epoch
+is carried over to all of train.txt in optimiser steps; (B) that recipe on all of train.txt for that
+budget, test.txt ranked once, beside MF's published figure (NGCF paper). test.txt chooses nothing.
 
 Training is recsys.train.fit with the model built through the family registry (model.family=pinsage):
 each batch convolves only its positives, negatives and a sample of at most `user_items` of each user's
