@@ -123,6 +123,21 @@ class PatienceOnCurve(Callback):
             raise StopTraining
 
 
+def reference_loss(users, items, adj, u, p, n, l2: float = 1e-4, layers: int = 3):
+    """A batch's loss with LightGCN-PyTorch's semantics (lightgcn_speed and gpu time it): autograd through
+    `layers` products with the COO adjacency, the mean of the layers, BPR with one negative per positive,
+    L2 on the batch's layer-0 rows."""
+    e = total = torch.cat([users, items])
+    for _ in range(layers):
+        e = torch.sparse.mm(adj, e)
+        total = total + e
+    final = total / (layers + 1)
+    fu, fi = final[: len(users)], final[len(users):]
+    loss = torch.nn.functional.softplus((fu[u] * fi[n]).sum(1) - (fu[u] * fi[p]).sum(1)).mean()
+    reg = 0.5 * (users[u].pow(2).sum() + items[p].pow(2).sum() + items[n].pow(2).sum()) / len(u)
+    return loss + l2 * reg
+
+
 def best_evaluation(points: list[dict]) -> dict | None:
     """The paper's own epoch choice applied to a test curve: the evaluation with the highest recall@20
     (its NDCG@20 and training seconds with it). Only meaningful for curves on test.txt."""

@@ -40,9 +40,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from bench.common import SHARED_DATA, UNIFORM_RECIPE, peak_rss_mb, previous, write_results
+from bench.gowalla import reference_loss
 from bench.synthetic import NETWORK
 
 TARGET = 0.1830  # the LightGCN paper's Gowalla recall@20
@@ -77,17 +77,8 @@ def reference_step_seconds(graph, data, device: torch.device, steps: int, seed: 
         pick = torch.randint(len(pairs), (BATCH,), device=device)
         u, p = pairs[pick, 0], pairs[pick, 1]
         n = torch.randint(data.n_items, (BATCH,), device=device)
-        e = torch.cat([users, items])
-        total = e
-        for _ in range(3):
-            e = torch.sparse.mm(adj, e)
-            total = total + e
-        final = total / 4
-        fu, fi = final[: data.n_users], final[data.n_users:]
-        loss = F.softplus((fu[u] * fi[n]).sum(1) - (fu[u] * fi[p]).sum(1)).mean()
-        reg = 0.5 * (users[u].pow(2).sum() + items[p].pow(2).sum() + items[n].pow(2).sum()) / BATCH
         optimizer.zero_grad()
-        (loss + 1e-4 * reg).backward()
+        reference_loss(users, items, adj, u, p, n).backward()
         optimizer.step()
 
     for _ in range(3):
