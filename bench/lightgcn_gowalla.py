@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from bench import gowalla as gw
-from bench.common import SHARED_DATA, command, peak_rss_mb, write_results
+from bench.common import SHARED_DATA, command, mean_epoch_seconds, peak_rss_mb, write_results
 from recsys.config import EvalConfig, TrainConfig
 from recsys.models.lightgcn import LightGCN
 from recsys.seeding import seed_everything
@@ -123,7 +123,7 @@ def main() -> None:
     final = curve.rank_all(trained)
     metrics = final[args.headline_ema]
 
-    epoch_seconds = sum(h["epoch_seconds"] for h in result.history) / len(result.history)
+    epoch_seconds = mean_epoch_seconds(result.history)
     figures = {
         "epochs": args.epochs,
         "epoch_seconds": round(epoch_seconds, 2),
