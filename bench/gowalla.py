@@ -166,15 +166,16 @@ def settings_of(recipe: dict) -> dict:
     return {k: v for k, v in recipe.items() if k != "about"}
 
 
-def validation_run(name: str, recipe: dict, model, cfg, patience: int, digits: int = 2,
+def validation_run(name: str, recipe: dict, build, cfg, patience: int, digits: int = 2,
                    at_cap: str = "at --max-epochs") -> dict:
-    """Step A for one recipe on the validation split: the recall@20 / NDCG@20 curve, one point per
-    epoch, stopped after `patience` epochs without a better recall@20 or at cfg.epochs."""
+    """Step A for one recipe on the validation split (the model build(graph), trained with `cfg`): the
+    recall@20 / NDCG@20 curve, one point per epoch, stopped after `patience` epochs without a better
+    recall@20 or at cfg.epochs."""
     from recsys.config import EvalConfig
     from recsys.train import fit
 
     data, graph = load(explore=True)
-    model = model(graph)
+    model = build(graph)
     curve = TestCurve(model, graph, data, every=1, chunk_size=1024)
     t0 = time.perf_counter()
     result = fit(model, graph, data, cfg, EvalConfig(ks=[20]), callbacks=[curve, PatienceOnCurve(curve, patience)])
