@@ -1,29 +1,13 @@
 """The data half of the flow at scale (issue 19, item 4): load, validate, index, fingerprint, graph.
 
-The synthetic professional network (bench/synthetic.py: 200k jobs, ~10 interactions per
-member, friendships, member and job attributes) is generated once per size as Parquet files under
---work (default ~/graphrec-scale/data-<n>, reused). Then each size runs in a fresh process, which
-times, phase by phase, what the retraining flow does before training:
-
-  load          recsys.data.loaders.load_files (text ids as categoricals)
-  validate      validation.data.validate_data: every Great Expectations suite (temporal split, so
-                timestamps are required, as the flow asks)
-  split         recsys.data.loaders.with_split (temporal, per user)
-  indexed       RecData.indexed(): ids -> contiguous integers, unique pairs per split, friendships
-  fingerprint   RecData.fingerprint()
-  prepare       recsys.prepare.prepare as the flow's build_graph task runs it (split, index, member
-                and job features without text, the DGL graph with friendships): `model.family=sage`
-                (a family that reads features), `features.text=false`, `graph.social_edges=true`
-  norm_adj      the graph's normalised adjacency (CSR), which the propagating families build first
-
-with the process's CPU time per phase and its peak RSS (bench.common.peak_rss_mb). Between
-consecutive sizes the growth of a phase is (seconds ratio) / (interactions ratio): 1.0 is linear.
-Goals on this machine (2 cores): at 1M members validate <= 60 s and prepare + norm_adj <= 60 s.
+The synthetic network of bench/synthetic.py, one fresh process per size, which times phase by phase
+(PHASES; bench/README.md says what each runs) what the retraining flow does before training, with the
+process's CPU time per phase and its peak RSS. Between consecutive sizes the growth of a phase is
+(seconds ratio) / (interactions ratio): 1.0 is linear. Goals on this machine (2 cores): at 1M members
+validate <= 60 s and prepare + norm_adj <= 60 s.
 
     ./dev.sh python -m bench.data_scale                          # 100k, 300k and 1M members
     ./dev.sh python -m bench.data_scale --sizes 100000 1000000   # some sizes
-
-Results: bench/results/data_scale.json (rows, ratios, date, machine, threads) and data_scale.md.
 """
 from __future__ import annotations
 

@@ -1,19 +1,10 @@
 """LightGCN training speed on Gowalla: the reference loop's semantics vs graphrec's loop, side by side.
 
-Both loops do the same mathematics per batch (batch 2048, one uniform negative per positive, the
-whole graph re-propagated for every batch, BPR + L2 on layer-0 embeddings, Adam): the first batch's
-loss is checked to agree between them before anything is timed. What differs is how:
-
-* reference semantics (as LightGCN-PyTorch does it): the normalised adjacency as a COO sparse
-  tensor, gradients by torch's autograd through `torch.sparse.mm`; measured over a bounded number
-  of batches and scaled to an epoch (396 batches), to keep the benchmark short;
-* graphrec: CSR adjacency, final embeddings and their gradient computed for the batch's rows only
-  (4 whole-graph products per batch instead of 6, recsys/models/lightgcn.py), compiled sparse
-  products (recsys/kernels.py), one full epoch through recsys.train.fit; then the same epoch with
-  torch's sparse products in place of the compiled ones.
-
-Same data, same sampler, same threads, same process. Then the full-ranking evaluation of all
-29,858 users: its time and its peak memory above the trained model's (RSS sampled every 5 ms).
+Both loops do the same mathematics per batch (batch 2048, one uniform negative per positive, the whole
+graph re-propagated for every batch, BPR + L2 on layer-0 embeddings, Adam), the first batch's loss
+checked to agree before anything is timed; how each does it: bench/README.md. Same data, sampler,
+threads and process. Then the full ranking of all 29,858 test users: its time and its peak memory above
+the trained model's (RSS sampled every 5 ms).
 
     ./dev.sh python -m bench.lightgcn_speed [--reference-batches 30]
 """
