@@ -189,27 +189,23 @@ def negatives_verdict(rows: list[dict]) -> tuple[bool, str]:
                   f"uniform and too-hard falls below it")
 
 
-def _negatives_specs() -> list[dict]:
-    return [{"arm": name, "dataset": "ml-100k", "sampler": name, "epochs": 80, "eval_every": 2, "lr": 0.005}
-            for name in SAMPLERS]
-
-
-def _negatives() -> Claim:
-    return Claim(
-        7, "Hard negatives sharpen ranking; too hard hurts",
-        "Negatives the model finds hard teach more than uniform ones, but always taking the hardest (no "
-        "curriculum, no false-negative guard) hurts, as the PinSage paper warns.",
-        "ML-100K (this run); Gowalla figures for the same samplers are in bench/results/negatives.json",
-        "LightGCN, K = 3, dim 64, lr 0.005, batch 2048; one run per sampler; per-user random 80/10/10 split; "
-        "the epoch chosen on validation NDCG@20 (every 2 epochs, up to 80), test ranked once. Holds if "
-        "model-mined beats uniform on NDCG@20 and the too-hard setting falls below uniform.",
-        "bench.negatives", _negatives_specs(),
-        ["recall@20", "ndcg@20", "best_epoch", "train_seconds_to_best_epoch"], negatives_verdict)
+NEGATIVES = Claim(
+    7, "Hard negatives sharpen ranking; too hard hurts",
+    "Negatives the model finds hard teach more than uniform ones, but always taking the hardest (no "
+    "curriculum, no false-negative guard) hurts, as the PinSage paper warns.",
+    "ML-100K (this run); Gowalla figures for the same samplers are in bench/results/negatives.json",
+    "LightGCN, K = 3, dim 64, lr 0.005, batch 2048; one run per sampler; per-user random 80/10/10 split; "
+    "the epoch chosen on validation NDCG@20 (every 2 epochs, up to 80), test ranked once. Holds if "
+    "model-mined beats uniform on NDCG@20 and the too-hard setting falls below uniform.",
+    "bench.negatives",
+    [{"arm": name, "dataset": "ml-100k", "sampler": name, "epochs": 80, "eval_every": 2, "lr": 0.005}
+     for name in SAMPLERS],
+    ["recall@20", "ndcg@20", "best_epoch", "train_seconds_to_best_epoch"], negatives_verdict)
 
 
 def all_claims() -> list[Claim]:
     return sorted([AGGREGATORS, Claim.of("bench.claim_inductive"), Claim.of("bench.claim_pinsage"), LIGHTGCN,
-                   FANOUT, COLD, _negatives(), Claim.of("bench.claim_mmoe"), Claim.of("bench.llm")],
+                   FANOUT, COLD, NEGATIVES, Claim.of("bench.claim_mmoe"), Claim.of("bench.llm")],
                   key=lambda c: c.id)
 
 
