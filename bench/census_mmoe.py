@@ -12,39 +12,14 @@ Also a smoke run of the generic tabular path on the Ali-CCP sample (click / purc
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 import pandas as pd
 import torch
 
 from bench.common import SHARED_DATA, peak_rss_mb, write_results
-from recsys.data.tabular import CENSUS_NUMERIC, CENSUS_TASKS, load_census, split_rows, tabular_rows
-from recsys.models.mmoe import build_head
-from recsys.multitask import fit_head, gate_utilisation, predict, task_aucs
-from recsys.seeding import seed_everything
-
-HEAD = dict(n_experts=8, expert_dim=16, expert_hidden=(64,), tower_hidden=(8,), dropout=0.1)
-
-
-def run_heads(train, valid, test, seed: int, epochs: int, n_tasks: int, lr: float = 1e-3, batch_size: int = 512):
-    """{head kind: (test AUC per task, best epochs, seconds, gate utilisation)}."""
-    out = {}
-    for kind in ("mmoe", "shared_bottom", "single_task"):
-        seed_everything(seed)
-        models = build_head(kind, train.x.shape[1], n_tasks, **HEAD)
-        t0 = time.perf_counter()
-        aucs, epochs_used = [], []
-        for t, model in enumerate(models):
-            tasks = list(range(n_tasks)) if len(models) == 1 else [t]
-            sub = [r.__class__(r.x, r.y[:, tasks]) for r in (train, valid, test)]
-            res = fit_head(model, sub[0], sub[1], epochs=epochs, lr=lr, batch_size=batch_size, seed=seed)
-            aucs += task_aucs(predict(model, sub[2].x), sub[2].y)
-            epochs_used.append(res.best_epoch)
-        gates = gate_utilisation(models[0], test.x) if kind == "mmoe" else None
-        out[kind] = (aucs, epochs_used, time.perf_counter() - t0, gates)
-        print(kind, [round(a, 4) for a in aucs], epochs_used, f"{out[kind][2]:.0f}s", flush=True)
-    return out
+from bench.heads import HEAD, KINDS, census, run_heads
+from recsys.data.tabular import tabular_rows
 
 
 def main() -> None:
@@ -55,9 +30,7 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
 
-    frame = load_census(SHARED_DATA / "census-income" / "census-income.test")
-    parts = split_rows(len(frame), (0.6, 0.2, 0.2), seed=0)
-    train, valid, test = tabular_rows([frame.iloc[i] for i in parts], CENSUS_TASKS, numeric=CENSUS_NUMERIC)
+    frame, parts, (train, valid, test) = census()
     print(f"census: {len(frame)} rows -> {[len(i) for i in parts]}, {train.x.shape[1]} input columns; "
           f"positive rates {np.nanmean(train.y, 0).round(4).tolist()}")
 
@@ -66,7 +39,7 @@ def main() -> None:
     figures: dict = {"split": "census-income.test, random 60/20/20 with seed 0", "rows": len(frame),
                      "input_columns": int(train.x.shape[1]), "seeds": args.seeds, "head": head}
     rows = []
-    for kind in ("mmoe", "shared_bottom", "single_task"):
+    for kind in KINDS:
         aucs = np.array([r[kind][0] for r in runs])
         mean, std = aucs.mean(0), aucs.std(0)
         figures[f"{kind}_income_auc"] = round(float(mean[0]), 4)

@@ -1,30 +1,20 @@
-"""Claim 2: GraphSAGE embeds unseen users where GCN must retrain.
+"""Claim 2 of bench/claims.py: GraphSAGE embeds unseen users where GCN must retrain (CLAIM: the protocol).
 
-ML-100K (every rating an interaction, user and movie attributes as features). 10% of the users
-are held out of training entirely (`data.split.cold_user_fraction`); the rest get a per-user
-random 80/10/10 split and early stopping on validation NDCG@20. At arrival, half of each new
-user's items (seeded shuffle) become known edges and the other half are their test targets,
-ranked in full against the catalogue with the known half masked. Arms:
-  sage          GraphSAGE trained without them; new users embedded by recsys.inductive.Bundle from
-                their attributes and known items (timed), item vectors as served (training graph)
-  gcn           GCN trained without them, not retrained: new users keep their initial ID
-                embeddings, propagated with the trained weights over the grown graph (timed)
-  gcn_retrain   GCN retrained from scratch on the grown graph (timed)
-  sage_retrain  GraphSAGE retrained on the grown graph, for reference (timed)
+Arms: sage (trained without the new users, who are embedded by recsys.inductive.Bundle from their
+attributes and known items), gcn (not retrained: their initial ID vectors propagated with the trained
+weights over the grown graph), gcn_retrain and sage_retrain (from scratch on the grown graph).
 
     ./dev.sh python -m bench.claim_inductive
 """
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-from bench.common import PRE_RECIPE, SHARED_DATA
-from bench.runner import child_main, run_arms
+from bench.common import PRE_RECIPE, prepare_and_fit, run_config
+from bench.runner import entry, run_arms
 
 CLAIM = {
     "id": 2,
@@ -61,20 +51,9 @@ def specs() -> list[dict]:
 
 
 def _config(family: str, seed: int, epochs: int = EPOCHS):
-    from recsys.config import RunConfig
-
-    return RunConfig.model_validate({
-        "data": {"source": "ml-100k", "path": str(SHARED_DATA / "ml-100k"),
-                 "split": {"kind": "random", "valid_fraction": 0.1, "test_fraction": 0.1,
-                           "cold_user_fraction": NEW_USER_FRACTION, "seed": seed}},
-        "features": {"text": True},
-        "model": MODELS[family],
-        "train": {**PRE_RECIPE,  # the recorded protocol: uniform negatives, no average
-                  "epochs": epochs, "batch_size": 2048, "lr": LR, "l2": 1e-4, "eval_every": 2, "patience": 5,
-                  "progress": False, "seed": seed},
-        "eval": {"ks": [20]},
-        "stores": {"root": str(Path(__file__).resolve().parent / "results" / ".cache")},
-    })
+    return run_config("ml-100k", MODELS[family], {**PRE_RECIPE,  # the recorded protocol: uniform negatives, no average
+                                                  "epochs": epochs, "lr": LR, "eval_every": 2, "seed": seed},
+                      {"cold_user_fraction": NEW_USER_FRACTION, "seed": seed}, features={"text": True})
 
 
 def arrival(cfg, seed: int):
@@ -118,16 +97,8 @@ def _pairs(lists: list[np.ndarray], item_index) -> np.ndarray:
 
 
 def _train(cfg, data):
-    from recsys.models import build_model
-    from recsys.prepare import prepare
-    from recsys.train import fit
-
-    prepared = prepare(data, cfg.model_copy(update={"data": cfg.data.model_copy(update={
-        "split": cfg.data.split.model_copy(update={"cold_user_fraction": 0.0})})}))  # the split is already made
-    model = build_model(cfg.model, prepared.graph)
-    t0 = time.perf_counter()
-    result = fit(model, prepared.graph, prepared.indexed, cfg.train, cfg.eval)
-    return prepared, model, result, time.perf_counter() - t0
+    return prepare_and_fit(cfg.model_copy(update={"data": cfg.data.model_copy(update={
+        "split": cfg.data.split.model_copy(update={"cold_user_fraction": 0.0})})}), data)  # the split is already made
 
 
 def _gcn_without_retraining(model, cfg, prepared, known_pairs):
@@ -159,6 +130,7 @@ def case(spec: dict) -> dict:
     import pandas as pd
     import torch
 
+    from recsys.families import family
     from recsys.inductive import Bundle
     from recsys.metrics import evaluate
 
@@ -181,7 +153,7 @@ def case(spec: dict) -> dict:
             _, items = model.embed(prepared.graph)  # item vectors as served from the training graph
         item_index = pd.Index(prepared.indexed.item_ids)
         t0 = time.perf_counter()
-        if spec["family"] == "sage":
+        if family(spec["family"]).inductive != "no":  # the registry: it embeds nodes added after training
             g = prepared.graph
             bundle = Bundle(cfg.model.model_dump(), model.state_dict(), prepared.indexed, g.use_social,
                             g.user_features, g.item_features, prepared.user_encoder, prepared.item_encoder)
@@ -228,7 +200,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    if "--case" in sys.argv:
-        child_main(case)
-    else:
-        main()
+    entry(case, main)

@@ -1,24 +1,18 @@
-"""Claim 8: MMoE beats a shared bottom when tasks conflict, not when they agree.
+"""Claim 8 of bench/claims.py: MMoE beats a shared bottom when tasks conflict, not when they agree.
 
-Two kinds of data answer it. The MMoE paper's controlled experiment (Ma et al., KDD 2018, Sec. 4),
-rebuilt here: inputs x ~ N(0, I) in 100 dimensions; two unit vectors u1, u2 at right angles; task
-weights w1 = u1 and w2 = p u1 + sqrt(1 - p^2) u2, so p is the cosine between the tasks' directions;
-y_t = w_t.x + sum_j sin(a_j w_t.x + b_j) + N(0, 1) noise, with the same 10 (a_j, b_j) for both tasks. Our heads
-are classifiers, so each y_t is cut at its median into a 0/1 label. p = 1 gives aligned tasks,
-p = 0 unrelated ones. And Census-Income (income and marital status, as in bench/census_mmoe.py).
-Each arm trains MMoE, shared-bottom and single-task heads of equal capacity (bench/census_mmoe.py)
-on a 60/20/20 split with early stopping on mean validation AUC, over two seeds.
+The MMoE paper's controlled experiment (Ma et al., KDD 2018, Sec. 4) rebuilt (controlled_tasks), and
+Census-Income; each arm trains the heads of bench/heads.py over two seeds (CLAIM: the protocol).
 
     ./dev.sh python -m bench.claim_mmoe
 """
 from __future__ import annotations
 
 import argparse
-import sys
 
 import numpy as np
 
-from bench.runner import child_main, run_arms
+from bench.heads import KINDS, census, run_heads
+from bench.runner import entry, run_arms
 
 CLAIM = {
     "id": 8, "title": "MMoE vs shared bottom, conflicting and aligned tasks",
@@ -37,7 +31,9 @@ SEEDS = 2
 
 
 def controlled_tasks(p: float, n: int = 30_000, d: int = 100, m: int = 10, seed: int = 0):
-    """(x, y) with two 0/1 tasks whose underlying directions have cosine p."""
+    """(x, y) with two 0/1 tasks whose directions have cosine p: x ~ N(0, I); u1 and u2 orthogonal unit
+    vectors, w1 = u1, w2 = p u1 + sqrt(1 - p^2) u2; y_t = w_t.x + sum_j sin(a_j w_t.x + b_j) + N(0, 1),
+    the same (a_j, b_j) for both tasks, cut at its median into a label."""
     rng = np.random.default_rng(seed)
     basis, _ = np.linalg.qr(rng.normal(size=(d, 2)))
     u1, u2 = basis[:, 0], basis[:, 1]
@@ -59,22 +55,17 @@ def specs() -> list[dict]:
 
 
 def case(spec: dict) -> dict:
-    from bench.census_mmoe import run_heads
-    from recsys.data.tabular import CENSUS_NUMERIC, CENSUS_TASKS, Rows, load_census, split_rows, tabular_rows
+    from recsys.data.tabular import Rows, split_rows
 
     if spec["data"] == "synthetic":
         x, y = controlled_tasks(spec["p"])
         parts = split_rows(len(x), (0.6, 0.2, 0.2), seed=0)
         train, valid, test = (Rows(x[i], y[i]) for i in parts)
     else:
-        from bench.common import SHARED_DATA
-
-        frame = load_census(SHARED_DATA / "census-income" / "census-income.test")
-        parts = split_rows(len(frame), (0.6, 0.2, 0.2), seed=0)
-        train, valid, test = tabular_rows([frame.iloc[i] for i in parts], CENSUS_TASKS, numeric=CENSUS_NUMERIC)
+        train, valid, test = census()[2]
     runs = [run_heads(train, valid, test, seed, spec["epochs"], 2) for seed in range(SEEDS)]
     out = {}
-    for kind in ("mmoe", "shared_bottom", "single_task"):
+    for kind in KINDS:
         aucs = np.array([r[kind][0] for r in runs])  # (seeds, tasks)
         out[f"{kind}_auc"] = round(float(aucs.mean()), 4)
         out[f"{kind}_auc_by_task"] = [round(float(a), 4) for a in aucs.mean(0)]
@@ -97,7 +88,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    if "--case" in sys.argv:
-        child_main(case)
-    else:
-        main()
+    entry(case, main)

@@ -1,29 +1,19 @@
-"""Claim 3: PinSage's importance pooling tames hub items.
+"""Claim 3 of bench/claims.py: PinSage's importance pooling tames hub items (CLAIM: the protocol).
 
-ML-100K (every rating an interaction, movie attributes and title embeddings as item features),
-per-user random 80/10/10 split, early stopping on validation NDCG@20. The same PinSage (2 layers,
-T = 10 neighbours, 50 walks, restart 0.5) with three neighbourhoods (`model.pinsage.pooling`):
-  importance  the T items random walks visit most, weighted by visit counts (the paper's)
-  mean        the same random-walk neighbours, equal weights
-  uniform     T items drawn uniformly from the distinct 2-hop (item-user-item) items, equal weights
-Hub ("head") items are the top 10% by training degree. Figures: Recall/NDCG@20 over all test
-pairs; Recall@20 over head and over tail targets apart (users with such a target); the share of
-head items in each test user's top 20; and how much hub and tail item vectors move when the
-neighbourhoods are redrawn (sum over dimensions of the variance of two redraws, unit vectors).
+The same PinSage with three neighbourhoods (`model.pinsage.pooling`): importance (the T items random
+walks visit most, weighted by visits: the paper's), mean (the same neighbours, equal weights), uniform
+(T items drawn from the 2-hop items); hubs are the top 10% of items by training degree.
 
     ./dev.sh python -m bench.claim_pinsage [--datasets ml-100k lastfm]
 """
 from __future__ import annotations
 
 import argparse
-import sys
-import time
-from pathlib import Path
 
 import numpy as np
 
-from bench.common import PRE_RECIPE, SHARED_DATA
-from bench.runner import child_main, run_arms
+from bench.common import PRE_RECIPE, mean_epoch_seconds, prepare_and_fit, run_config
+from bench.runner import entry, run_arms
 
 CLAIM = {
     "id": 3,
@@ -62,22 +52,12 @@ def specs(datasets: tuple[str, ...] = ("ml-100k",)) -> list[dict]:
 
 
 def _config(spec: dict):
-    from recsys.config import RunConfig
-
-    dataset = spec["dataset"]
-    return RunConfig.model_validate({
-        # LastFM brings its own train/test split (no validation: a fixed epoch budget).
-        "data": {"source": dataset, "path": str(SHARED_DATA / dataset),
-                 "split": {"kind": "random", "valid_fraction": 0.1, "test_fraction": 0.1, "seed": spec["seed"]}},
-        "features": {"text": True},
-        "model": {"family": "pinsage", "dim": 64, "layers": 2,
-                  "pinsage": {"pooling": spec["pooling"], "num_neighbors": 10, "num_walks": 50, "restart_prob": 0.5}},
-        "train": {**PRE_RECIPE,  # the recorded protocol: uniform negatives, no average
-                  "epochs": spec["epochs"], "batch_size": 2048, "lr": 0.005, "l2": 1e-4, "eval_every": 2,
-                  "patience": 5, "progress": False, "seed": spec.get("model_seed", spec["seed"])},
-        "eval": {"ks": [20]},
-        "stores": {"root": str(Path(__file__).resolve().parent / "results" / ".cache")},
-    })
+    # LastFM brings its own train/test split (no validation: a fixed epoch budget).
+    return run_config(spec["dataset"], {"family": "pinsage", "dim": 64, "layers": 2, "pinsage": {
+        "pooling": spec["pooling"], "num_neighbors": 10, "num_walks": 50, "restart_prob": 0.5}},
+        {**PRE_RECIPE,  # the recorded protocol: uniform negatives, no average
+         "epochs": spec["epochs"], "lr": 0.005, "eval_every": 2, "seed": spec.get("model_seed", spec["seed"])},
+        {"seed": spec["seed"]}, features={"text": True})
 
 
 def head_items(train: np.ndarray, n_items: int, fraction: float = HEAD_FRACTION) -> np.ndarray:
@@ -120,19 +100,10 @@ def redraw_variance(model, graph, mask: np.ndarray, seeds=(1001, 1002)) -> float
 def case(spec: dict) -> dict:
     import torch
 
-    from recsys.data.loaders import load_data
     from recsys.metrics import evaluate
-    from recsys.models import build_model
-    from recsys.prepare import prepare
-    from recsys.train import fit
 
-    cfg = _config(spec)
-    prepared = prepare(load_data(cfg.data), cfg)
+    prepared, model, result, train_seconds = prepare_and_fit(_config(spec), seed=spec.get("model_seed", spec["seed"]))
     x, graph = prepared.indexed, prepared.graph
-    model = build_model(cfg.model, graph, seed=spec.get("model_seed", spec["seed"]))
-    t0 = time.perf_counter()
-    result = fit(model, graph, x, cfg.train, cfg.eval)
-    train_seconds = time.perf_counter() - t0
     model.eval()
     with torch.no_grad():
         users, items = model.embed(graph)
@@ -150,7 +121,7 @@ def case(spec: dict) -> dict:
            "hub_redraw_var": redraw_variance(model, graph, head),
            "tail_redraw_var": redraw_variance(model, graph, ~head),
            "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
-           "epoch_seconds": sum(h["epoch_seconds"] for h in result.history) / len(result.history),
+           "epoch_seconds": mean_epoch_seconds(result.history),
            "train_seconds": train_seconds}
     return {k: round(v, 4) if isinstance(v, float) else v for k, v in out.items()}
 
@@ -195,7 +166,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    if "--case" in sys.argv:
-        child_main(case)
-    else:
-        main()
+    entry(case, main)

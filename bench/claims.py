@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from bench.common import RESULTS, write_results
+from bench.common import SAMPLERS, previous, write_results
 from bench.runner import run_case, settle
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "claims.md"
@@ -189,29 +189,23 @@ def negatives_verdict(rows: list[dict]) -> tuple[bool, str]:
                   f"uniform and too-hard falls below it")
 
 
-def _negatives_specs() -> list[dict]:
-    from bench.negatives import SAMPLERS
-
-    return [{"arm": name, "dataset": "ml-100k", "sampler": name, "epochs": 80, "eval_every": 2, "lr": 0.005}
-            for name in SAMPLERS]
-
-
-def _negatives() -> Claim:
-    return Claim(
-        7, "Hard negatives sharpen ranking; too hard hurts",
-        "Negatives the model finds hard teach more than uniform ones, but always taking the hardest (no "
-        "curriculum, no false-negative guard) hurts, as the PinSage paper warns.",
-        "ML-100K (this run); Gowalla figures for the same samplers are in bench/results/negatives.json",
-        "LightGCN, K = 3, dim 64, lr 0.005, batch 2048; one run per sampler; per-user random 80/10/10 split; "
-        "the epoch chosen on validation NDCG@20 (every 2 epochs, up to 80), test ranked once. Holds if "
-        "model-mined beats uniform on NDCG@20 and the too-hard setting falls below uniform.",
-        "bench.negatives", _negatives_specs(),
-        ["recall@20", "ndcg@20", "best_epoch", "train_seconds_to_best_epoch"], negatives_verdict)
+NEGATIVES = Claim(
+    7, "Hard negatives sharpen ranking; too hard hurts",
+    "Negatives the model finds hard teach more than uniform ones, but always taking the hardest (no "
+    "curriculum, no false-negative guard) hurts, as the PinSage paper warns.",
+    "ML-100K (this run); Gowalla figures for the same samplers are in bench/results/negatives.json",
+    "LightGCN, K = 3, dim 64, lr 0.005, batch 2048; one run per sampler; per-user random 80/10/10 split; "
+    "the epoch chosen on validation NDCG@20 (every 2 epochs, up to 80), test ranked once. Holds if "
+    "model-mined beats uniform on NDCG@20 and the too-hard setting falls below uniform.",
+    "bench.negatives",
+    [{"arm": name, "dataset": "ml-100k", "sampler": name, "epochs": 80, "eval_every": 2, "lr": 0.005}
+     for name in SAMPLERS],
+    ["recall@20", "ndcg@20", "best_epoch", "train_seconds_to_best_epoch"], negatives_verdict)
 
 
 def all_claims() -> list[Claim]:
     return sorted([AGGREGATORS, Claim.of("bench.claim_inductive"), Claim.of("bench.claim_pinsage"), LIGHTGCN,
-                   FANOUT, COLD, _negatives(), Claim.of("bench.claim_mmoe"), Claim.of("bench.llm")],
+                   FANOUT, COLD, NEGATIVES, Claim.of("bench.claim_mmoe"), Claim.of("bench.llm")],
                   key=lambda c: c.id)
 
 
@@ -298,8 +292,7 @@ def main() -> None:
                    help="MLflow tracking URI (default: the embedded store, sqlite under .graphrec/)")
     args = p.parse_args()
 
-    path = RESULTS / "claims.json"
-    entries = {e["id"]: e for e in json.loads(path.read_text())["claims"]} if path.exists() else {}
+    entries = {e["id"]: e for e in previous("claims", "claims", [])}
     if args.report:
         write_doc([entries[k] for k in sorted(entries)])
         return

@@ -13,43 +13,30 @@ cosine between the member's headline and the job description (all-MiniLM-L6-v2).
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import numpy as np
 
-from bench.common import PRE_RECIPE, SHARED_DATA, write_results
-from bench.runner import child_main, run_case
+from bench.common import PRE_RECIPE, prepare_and_fit, run_config, write_results
+from bench.runner import entry, run_case
 
 ATTRIBUTES = {"synthetic": ["university", "title", "company"], "ml-100k": ["age", "gender", "occupation", "zip"]}
 
 
 def case(spec: dict) -> dict:
-    from recsys.config import RunConfig
     from recsys.data.loaders import load_data
     from recsys.graph.build import SIMILAR_USER
     from recsys.metrics import evaluate
-    from recsys.models import build_model
     from recsys.prepare import prepare
-    from recsys.train import evaluate_model, fit
+    from recsys.train import evaluate_model
 
     dataset = spec["dataset"]
-    cfg = RunConfig.model_validate({
-        "data": {"source": dataset, "path": None if dataset == "synthetic" else str(SHARED_DATA / dataset),
-                 "split": {"kind": "random", "cold_user_fraction": 0.1, "seed": spec["seed"]}},
-        "graph": {"cold_start": {"enabled": spec["edges"], "k": 10, "user_attributes": ATTRIBUTES[dataset]}},
-        "features": {"text": True},
-        "model": {"family": "lightgcn", "dim": 64, "layers": 3},
-        "train": {**PRE_RECIPE,  # the recorded protocol: uniform negatives, no average
-                  "epochs": 60, "lr": 0.005, "batch_size": 2048, "eval_every": 2, "patience": 5,
-                  "progress": False, "seed": spec["seed"]},
-        "eval": {"ks": [20]},
-        "stores": {"root": str(Path(__file__).resolve().parent / "results" / ".cache")},
-    })
-    p = prepare(load_data(cfg.data), cfg)
+    cfg = run_config(dataset, {"family": "lightgcn", "dim": 64, "layers": 3},
+                     {**PRE_RECIPE,  # the recorded protocol: uniform negatives, no average
+                      "epochs": 60, "lr": 0.005, "l2": "auto", "eval_every": 2, "seed": spec["seed"]},
+                     {"cold_user_fraction": 0.1, "seed": spec["seed"]}, features={"text": True},
+                     graph={"cold_start": {"enabled": spec["edges"], "k": 10, "user_attributes": ATTRIBUTES[dataset]}})
+    p, model, _, _ = prepare_and_fit(cfg)
     x, g = p.indexed, p.graph
-    model = build_model(cfg.model, g)
-    fit(model, g, x, cfg.train, cfg.eval)
     ev = cfg.eval
     out = {"cold_test_users": int(len(np.unique(x.test[p.cold_users[x.test[:, 0]], 0])))}
     for name, mask in (("cold", p.cold_users), ("warm", ~p.cold_users)):
@@ -118,7 +105,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    if "--case" in sys.argv:
-        child_main(case)
-    else:
-        main()
+    entry(case, main)

@@ -1,13 +1,13 @@
 """Cold-start edges at scale (issue 19): the previous all-pairs implementations against the linear ones.
 
-Members: the synthetic network's attribute model (bench.refresh.NETWORK: 200 universities, 2,000
+Members: the synthetic network's attribute model (bench.synthetic.NETWORK: 200 universities, 2,000
 companies, titles from each member's field, as recsys.data.synthetic draws them), 5% cold,
 activity drawn as the generator's per-member view counts (5 + Poisson); k = 10 edges per cold
 member on university, company and title. Jobs: the network's job vectors (field + company +
 noise, recsys.data.synthetic._jobs), 5% cold, k = 10 nearest warm jobs by cosine; plus one row of
 random 64-d unit vectors (no neighbourhood structure: the worst case for an ANN index).
 
-The previous implementations (kept in tests/test_cold_start_scale.py) are quadratic: they run on
+The previous implementations (tests/test_cold_start_scale.py) are quadratic: they run on
 every cold node at the smallest size only; at larger sizes on the first `--ref-cold` cold nodes
 (every warm node kept) and are extrapolated to all of them (members: a line through 1x and 2x
 that many; jobs: the per-row cost times the cold count, exact search costs the same per row).
@@ -22,15 +22,13 @@ from __future__ import annotations
 import argparse
 import inspect
 import os
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from bench.common import peak_rss_mb, write_results
-from bench.refresh import NETWORK
+from bench.common import growth_ratio, peak_rss_mb, write_results
+from bench.synthetic import NETWORK
 from recsys.graph.cold_start import attribute_edges, similarity_edges
 
 EXACT_BELOW = inspect.signature(similarity_edges).parameters["exact_below"].default
@@ -82,7 +80,7 @@ def keep_cold(is_cold: np.ndarray, count: int) -> np.ndarray:
 
 
 def member_case(n: int, ref_cold: int, full_reference_below: int) -> dict:
-    from test_cold_start_scale import reference_attribute_edges
+    from tests.test_cold_start_scale import reference_attribute_edges
 
     frame, is_cold, activity = members(n)
     n_cold = int(is_cold.sum())
@@ -113,7 +111,7 @@ def member_case(n: int, ref_cold: int, full_reference_below: int) -> dict:
 
 
 def job_case(n: int, vectors_of, ref_cold: int, full_reference_below: int) -> dict:
-    from test_cold_start_scale import reference_similarity_edges
+    from tests.test_cold_start_scale import reference_similarity_edges
 
     vectors, is_cold = vectors_of(n)
     n_cold = int(is_cold.sum())
@@ -135,7 +133,7 @@ def job_case(n: int, vectors_of, ref_cold: int, full_reference_below: int) -> di
 
 def growth(rows: list[dict], size: str, key: str) -> list:
     """(seconds ratio) / (size ratio) from each size to the next: 1 linear, the size ratio quadratic."""
-    return [round((b[key] / a[key]) / (b[size] / a[size]), 2) for a, b in zip(rows, rows[1:])]
+    return [growth_ratio(a[key], b[key], a[size], b[size]) for a, b in zip(rows, rows[1:])]
 
 
 def main() -> None:
@@ -147,7 +145,6 @@ def main() -> None:
     p.add_argument("--ref-cold", type=int, default=500,
                    help="cold members the previous code runs on above the smallest size (jobs: twice that)")
     args = p.parse_args()
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the reference implementations
     load = os.getloadavg()[0]
     user_rows = [member_case(n, args.ref_cold, min(args.members)) for n in args.members]
     job_rows = [job_case(n, job_vectors, 2 * args.ref_cold, min(args.jobs)) for n in args.jobs]

@@ -1,10 +1,12 @@
-"""What every benchmark records beside its figures, and how it writes them."""
+"""Harness: what every benchmark records beside its figures and how it writes them, the stages it keeps
+for --resume, and settings several benches share."""
 from __future__ import annotations
 
 import json
 import os
 import platform
 import resource
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -19,6 +21,23 @@ UNIFORM_RECIPE = {"epochs": 40, "lr": 0.005, "l2": 1e-4, "average": None,
 PRE_RECIPE = {"average": None, "negatives": UNIFORM_RECIPE["negatives"]}  # what a bench left unset then
 UNIFORM_SETS = ["train.lr=0.005", "train.l2=0.0001", "train.average=null", "train.negatives.kind=uniform",
                 "train.negatives.per_positive=1"]
+# The negative samplers bench.negatives compares and claim 7 of bench.claims tests.
+SAMPLERS = {
+    "uniform": {"kind": "uniform"},
+    "popularity": {"kind": "popularity", "popularity_exponent": 0.75},
+    "in_batch": {"kind": "in_batch"},
+    "model (32 cand., softmax T=0.5, guard 95th pct)": {"kind": "model", "candidates": 32, "temperature": 0.5,
+                                                         "max_score_percentile": 95},
+    "ppr band + curriculum": {"kind": "ppr", "curriculum": True, "max_hard": 3},
+    "too hard (256 cand., top-1)": {"kind": "model", "candidates": 256},
+}
+
+
+def command(bench: str, argv: list[str] | None) -> str:
+    """The command line that ran `bench` (argv: main's own, else the process's)."""
+    import sys
+
+    return f"./dev.sh python -m bench.{bench} " + " ".join(sys.argv[1:] if argv is None else argv)
 
 
 def machine() -> dict:
@@ -37,6 +56,12 @@ def machine() -> dict:
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def previous(name: str, key: str, default=None):
+    """`key` of the results bench/results/<name>.json holds already (`default` where there are none)."""
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()).get(key, default) if path.is_file() else default
 
 
 def write_results(name: str, figures: dict, table_rows: list[tuple], title: str, notes: str = "",
@@ -100,3 +125,43 @@ def epoch_caps(parser, recipes: list[str], max_epochs: int, overrides: list[str]
             parser.error(f"--max-epochs-for {item}: want RECIPE=N with RECIPE one of {', '.join(caps)}")
         caps[name] = int(n)
     return caps
+
+
+def growth_ratio(x, y, size_x, size_y, digits: int = 2):
+    """(cost ratio) / (size ratio) from one size to a larger one: 1.0 grows linearly; None without a base."""
+    if not x or not size_x or not size_y:
+        return None
+    return round((y / x) / (size_y / size_x), digits)
+
+
+def run_config(dataset: str, model: dict, train: dict, split: dict | None = None, **sections):
+    """A run configuration as the benches on the shared data sets write it: `dataset` from SHARED_DATA
+    (the embedded synthetic network for "synthetic") with a per-user random 80/10/10 split unless `split`
+    says more, batch 2048, L2 1e-4, patience 5 and no progress bar unless `train` says otherwise,
+    Recall/NDCG@20, stores under bench/results/.cache; other sections as given."""
+    from recsys.config import RunConfig
+
+    return RunConfig.model_validate({
+        "data": {"source": dataset, "path": None if dataset == "synthetic" else str(SHARED_DATA / dataset),
+                 "split": {"kind": "random", "valid_fraction": 0.1, "test_fraction": 0.1, **(split or {})}},
+        "model": model, "train": {"batch_size": 2048, "l2": 1e-4, "patience": 5, "progress": False, **train},
+        "eval": {"ks": [20]}, "stores": {"root": str(RESULTS / ".cache")}, **sections})
+
+
+def prepare_and_fit(cfg, data=None, **build):
+    """The configured data (or `data`) prepared, the model built (build_model's `build` options) and fitted:
+    (prepared, model, fit's result, training seconds)."""
+    from recsys.data.loaders import load_data
+    from recsys.models import build_model
+    from recsys.prepare import prepare
+    from recsys.train import fit
+
+    prepared = prepare(load_data(cfg.data) if data is None else data, cfg)
+    model = build_model(cfg.model, prepared.graph, **build)
+    t0 = time.perf_counter()
+    result = fit(model, prepared.graph, prepared.indexed, cfg.train, cfg.eval)
+    return prepared, model, result, time.perf_counter() - t0
+
+
+def mean_epoch_seconds(history: list[dict]) -> float:
+    return sum(h["epoch_seconds"] for h in history) / len(history)

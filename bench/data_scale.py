@@ -1,43 +1,26 @@
 """The data half of the flow at scale (issue 19, item 4): load, validate, index, fingerprint, graph.
 
-The synthetic professional network (bench/refresh.py's settings: 200k jobs, ~10 interactions per
-member, friendships, member and job attributes) is generated once per size as Parquet files under
---work (default ~/graphrec-scale/data-<n>, reused). Then each size runs in a fresh process, which
-times, phase by phase, what the retraining flow does before training:
-
-  load          recsys.data.loaders.load_files (text ids as categoricals)
-  validate      validation.data.validate_data: every Great Expectations suite (temporal split, so
-                timestamps are required, as the flow asks)
-  split         recsys.data.loaders.with_split (temporal, per user)
-  indexed       RecData.indexed(): ids -> contiguous integers, unique pairs per split, friendships
-  fingerprint   RecData.fingerprint()
-  prepare       recsys.prepare.prepare as the flow's build_graph task runs it (split, index, member
-                and job features without text, the DGL graph with friendships): `model.family=sage`
-                (a family that reads features), `features.text=false`, `graph.social_edges=true`
-  norm_adj      the graph's normalised adjacency (CSR), which the propagating families build first
-
-with the process's CPU time per phase and its peak RSS (bench.common.peak_rss_mb). Between
-consecutive sizes the growth of a phase is (seconds ratio) / (interactions ratio): 1.0 is linear.
-Goals on this machine (2 cores): at 1M members validate <= 60 s and prepare + norm_adj <= 60 s.
+The synthetic network of bench/synthetic.py, one fresh process per size, which times phase by phase
+(PHASES; bench/README.md says what each runs) what the retraining flow does before training, with the
+process's CPU time per phase and its peak RSS. Between consecutive sizes the growth of a phase is
+(seconds ratio) / (interactions ratio): 1.0 is linear. Goals on this machine (2 cores): at 1M members
+validate <= 60 s and prepare + norm_adj <= 60 s.
 
     ./dev.sh python -m bench.data_scale                          # 100k, 300k and 1M members
     ./dev.sh python -m bench.data_scale --sizes 100000 1000000   # some sizes
-
-Results: bench/results/data_scale.json (rows, ratios, date, machine, threads) and data_scale.md.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-from bench.common import peak_rss_mb, write_results
+from bench.common import growth_ratio, peak_rss_mb, write_results
+from bench.runner import worker_result
+from bench.synthetic import network_files
 
-ROOT = Path(__file__).resolve().parents[1]
 PHASES = ("load", "validate", "split", "indexed", "fingerprint", "prepare", "norm_adj")
 SETTINGS = ["data.source=files", "features.text=false", "graph.social_edges=true", "model.family=sage",
             "data.split.kind=temporal"]
@@ -79,19 +62,6 @@ def worker(files: dict, threads: int) -> dict:
             "seconds": seconds, "cpu_seconds": cpu, "peak_rss_mb": round(peak_rss_mb())}
 
 
-def network(n: int, work: Path) -> dict:
-    """The network's files with n members (generated in a process of its own the first time)."""
-    folder = work / f"data-{n}"
-    names = ("interactions", "users", "items", "social")
-    if not all((folder / f"{name}.parquet").is_file() for name in names):
-        code = subprocess.call([sys.executable, "-c", "import sys; from pathlib import Path; "
-                                "from bench.refresh import generate_files; "
-                                "generate_files(int(sys.argv[1]), Path(sys.argv[2]))", str(n), str(folder)], cwd=ROOT)
-        if code != 0:
-            raise SystemExit(f"generating {n} members failed (exit {code})")
-    return {name: str(folder / f"{name}.parquet") for name in names}
-
-
 def growth(rows: list[dict], key: str) -> list[dict]:
     """Per consecutive pair of sizes: each phase's seconds ratio (rows[key]: "seconds" for wall
     clock, "cpu_seconds" for the process's CPU time) over the interactions ratio."""
@@ -99,7 +69,8 @@ def growth(rows: list[dict], key: str) -> list[dict]:
     for a, b in zip(rows, rows[1:]):
         scale = b["interactions"] / a["interactions"]
         out.append({"from": a["members"], "to": b["members"], "interactions_ratio": round(scale, 2),
-                    **{p: round(b[key][p] / a[key][p] / scale, 2) if a[key][p] > 0 else None for p in PHASES}})
+                    **{p: growth_ratio(a[key][p], b[key][p], a["interactions"], b["interactions"])
+                       for p in PHASES}})
     return out
 
 
@@ -117,14 +88,9 @@ def main() -> None:
     rows = []
     for n in sorted(args.sizes):
         print(f"{n:,} members:", flush=True)
-        files = network(n, args.work)
-        env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
-        proc = subprocess.run([sys.executable, "-m", "bench.data_scale", "--worker", json.dumps(files),
-                               "--threads", str(args.threads)], cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
-        line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
-        if proc.returncode != 0 or line is None:
-            raise SystemExit(f"the run with {n} members failed (exit {proc.returncode})")
-        rows.append(json.loads(line[len("RESULT "):]))
+        rows.append(worker_result("bench.data_scale", [json.dumps(network_files(n, args.work)[0])], args.threads))
+        if rows[-1] is None:
+            raise SystemExit(f"the run with {n} members failed")
         print(f"  {rows[-1]}", flush=True)
 
     wall, cpu = growth(rows, "seconds"), growth(rows, "cpu_seconds")

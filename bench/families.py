@@ -11,44 +11,31 @@ quality, not converged quality. Each case runs in its own process so its peak RS
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
-from bench.common import PRE_RECIPE, SHARED_DATA, peak_rss_mb, write_results
-from bench.runner import child_main, markdown_table, run_case
+from bench.common import PRE_RECIPE, mean_epoch_seconds, peak_rss_mb, prepare_and_fit, run_config, write_results
+from bench.runner import entry, markdown_table, run_case
 
-FAMILIES = [("lightgcn", {}), ("lightgcn+features", {"lightgcn": {"use_features": True}}), ("gcn", {}),
-            ("sage", {"sage": {"aggregator": "mean", "fanouts": [20, 10]}}), ("pinsage", {})]
+# (case, model options, whether it needs node features); a case runs the family named before any "+"
+FAMILIES = [("lightgcn", {}, False), ("lightgcn+features", {"lightgcn": {"use_features": True}}, True),
+            ("gcn", {}, False), ("sage", {"sage": {"aggregator": "mean", "fanouts": [20, 10]}}, False),
+            ("pinsage", {}, False)]
+LAYERS = {"lightgcn": 3}  # propagation steps per family (the others: 2)
+WITHOUT_FEATURES = {"gowalla"}  # data sets with no node features
 
 
 def case(spec: dict) -> dict:
-    from recsys.config import RunConfig
-    from recsys.data.loaders import load_data
-    from recsys.models import build_model
-    from recsys.prepare import prepare
-    from recsys.train import evaluate_model, fit
+    from recsys.train import evaluate_model
 
     family = spec["family"].split("+")[0]
-    cfg = RunConfig.model_validate({
-        "data": {"source": spec["dataset"], "path": str(SHARED_DATA / spec["dataset"]),
-                 "split": {"kind": "random", "valid_fraction": 0.1, "test_fraction": 0.1}},
-        "features": {"text": True},
-        "graph": spec.get("graph", {}),
-        "model": {"family": family, "dim": 64, "layers": 3 if family == "lightgcn" else 2, **spec["options"]},
-        "train": {**PRE_RECIPE,  # the recorded protocol: uniform negatives, no average
-                  "epochs": spec["epochs"], "batch_size": 2048, "lr": spec["lr"], "l2": 1e-4,
-                  "eval_every": spec["eval_every"], "patience": 5, "progress": False},
-        "eval": {"ks": [20]},
-        "stores": {"root": str(Path(__file__).resolve().parent / "results" / ".cache")},
-    })
-    prepared = prepare(load_data(cfg.data), cfg)
-    model = build_model(cfg.model, prepared.graph)
-    result = fit(model, prepared.graph, prepared.indexed, cfg.train, cfg.eval)
+    cfg = run_config(spec["dataset"], {"family": family, "dim": 64, "layers": LAYERS.get(family, 2), **spec["options"]},
+                     {**PRE_RECIPE, "epochs": spec["epochs"], "lr": spec["lr"], "eval_every": spec["eval_every"]},
+                     features={"text": True}, graph=spec.get("graph", {}))  # PRE_RECIPE: the recorded protocol
+    prepared, model, result, _ = prepare_and_fit(cfg)
     t0 = time.perf_counter()
     m = evaluate_model(model, prepared.graph, prepared.indexed, "test", cfg.eval)
     return {"recall@20": round(m["recall@20"], 4), "ndcg@20": round(m["ndcg@20"], 4),
-            "epoch_seconds": round(sum(h["epoch_seconds"] for h in result.history) / len(result.history), 2),
+            "epoch_seconds": round(mean_epoch_seconds(result.history), 2),
             "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
             "eval_seconds": round(time.perf_counter() - t0, 2), "peak_rss_mb": round(peak_rss_mb(), 1)}
 
@@ -61,9 +48,9 @@ def main() -> None:
     args = p.parse_args()
     rows = []
     for dataset in args.datasets:
-        for family, options in FAMILIES:
-            if dataset == "gowalla" and family == "lightgcn+features":
-                continue  # Gowalla has no features
+        for family, options, reads_features in FAMILIES:
+            if reads_features and dataset in WITHOUT_FEATURES:
+                continue
             gowalla = dataset == "gowalla"
             spec = {"dataset": dataset, "family": family, "options": options,
                     "epochs": args.gowalla_epochs if gowalla else args.ml100k_epochs,
@@ -80,7 +67,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    if "--case" in sys.argv:
-        child_main(case)
-    else:
-        main()
+    entry(case, main)

@@ -10,24 +10,21 @@ ranking on test.txt after the budget.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 
-from bench.common import SHARED_DATA, peak_rss_mb, write_results
-from bench.runner import child_main, markdown_table, run_case
+from bench.common import mean_epoch_seconds, peak_rss_mb, write_results
+from bench.gowalla import load
+from bench.runner import entry, markdown_table, run_case
 
 SETTINGS = {"full": [-1, -1], "[20,10]": [20, 10], "[10,5]": [10, 5], "[5,5]": [5, 5]}
 
 
 def case(spec: dict) -> dict:
     from recsys.config import EvalConfig, TrainConfig
-    from recsys.data.loaders import load_gowalla
-    from recsys.graph.build import build_graph
     from recsys.models.sage import GraphSAGE
     from recsys.train import evaluate_model, fit
 
-    data = load_gowalla(SHARED_DATA / "gowalla").indexed()
-    graph = build_graph(data)
+    data, graph = load(explore=False)
     graph.homogeneous()
     rss_before = peak_rss_mb()
     model = GraphSAGE(data.n_users, data.n_items, dim=64, aggregator="mean", fanouts=tuple(spec["fanouts"]))
@@ -36,7 +33,7 @@ def case(spec: dict) -> dict:
     rss_train = peak_rss_mb()
     t0 = time.perf_counter()
     m = evaluate_model(model, graph, data, "test", EvalConfig(ks=[20]))
-    return {"epoch_seconds": round(sum(h["epoch_seconds"] for h in result.history) / len(result.history), 1),
+    return {"epoch_seconds": round(mean_epoch_seconds(result.history), 1),
             "peak_rss_mb_training": round(rss_train, 1), "rss_mb_before_training": round(rss_before, 1),
             "recall@20": round(m["recall@20"], 4), "ndcg@20": round(m["ndcg@20"], 4),
             "eval_seconds": round(time.perf_counter() - t0, 1)}
@@ -58,7 +55,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    if "--case" in sys.argv:
-        child_main(case)
-    else:
-        main()
+    entry(case, main)

@@ -28,27 +28,11 @@ Every stage runs in this one process on the same device, in this order:
     python -m bench.gpu --data /path/to/gowalla --device cuda:0
     python -m bench.gpu --device cpu --ref-steps 3 --max-epochs 1 --scale-members 0 --name gpu_cpu_check
 
-On the device machine (Python 3.12 and torch there; no pydantic and no network; ../shared does not
-travel): once, here, in the repository root,
-
-    echo /.whl/ >> .git/info/exclude; echo /.gowalla/ >> .git/info/exclude
-    python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-        --platform manylinux_2_17_x86_64 -d .whl pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0 \
-        typing-inspection==0.4.5
-    mkdir -p .gowalla && cp ../shared/data/gowalla/train.txt ../shared/data/gowalla/test.txt .gowalla/
-
-then one device run carrying .whl and .gowalla:
-
-    python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && \
-        PYTHONPATH=/tmp/site python3 -m bench.gpu --data .gowalla && cp bench/results/gpu.* $OUT/
-
-Results: bench/results/<--name, default gpu>.{json,md}, keys device_name, reference_epoch_seconds,
-graphrec_epoch_seconds, speedup, seconds_to_recall_0.183, ranking_ms, torch_version.
+Setting it up on a bare device machine: bench/README.md.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import statistics
 import time
@@ -56,10 +40,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from bench.common import RESULTS, SHARED_DATA, UNIFORM_RECIPE, peak_rss_mb, write_results
-from bench.refresh import NETWORK  # the retrain-at-scale network; that module imports only numpy at load
+from bench.common import SHARED_DATA, UNIFORM_RECIPE, peak_rss_mb, previous, write_results
+from bench.gowalla import reference_loss
+from bench.synthetic import NETWORK
 
 TARGET = 0.1830  # the LightGCN paper's Gowalla recall@20
 BATCH = 2048
@@ -93,17 +77,8 @@ def reference_step_seconds(graph, data, device: torch.device, steps: int, seed: 
         pick = torch.randint(len(pairs), (BATCH,), device=device)
         u, p = pairs[pick, 0], pairs[pick, 1]
         n = torch.randint(data.n_items, (BATCH,), device=device)
-        e = torch.cat([users, items])
-        total = e
-        for _ in range(3):
-            e = torch.sparse.mm(adj, e)
-            total = total + e
-        final = total / 4
-        fu, fi = final[: data.n_users], final[data.n_users:]
-        loss = F.softplus((fu[u] * fi[n]).sum(1) - (fu[u] * fi[p]).sum(1)).mean()
-        reg = 0.5 * (users[u].pow(2).sum() + items[p].pow(2).sum() + items[n].pow(2).sum()) / BATCH
         optimizer.zero_grad()
-        (loss + 1e-4 * reg).backward()
+        reference_loss(users, items, adj, u, p, n).backward()
         optimizer.step()
 
     for _ in range(3):
@@ -151,7 +126,7 @@ def ranking_ms(graph, data, device: torch.device, chunk: int, repeats: int = 5) 
 def headline_curve(graph, data, device: torch.device, max_epochs: int, chunk: int, seed: int) -> list[dict]:
     """The validated recipe, test recall@20 of the parameter average after every epoch, until it reaches
     TARGET or max_epochs."""
-    from bench.lightgcn_gowalla import Averages, TestCurve
+    from bench.gowalla import Averages, TestCurve
     from recsys.config import EvalConfig
     from recsys.models.lightgcn import LightGCN
     from recsys.train import StopTraining, fit
@@ -201,10 +176,7 @@ def scale_epoch(members: int, device: torch.device, seed: int = 0) -> dict:
 
 def cpu_epoch_seconds(members: int):
     """The fastest CPU epoch of LightGCN at this size in bench/results/retrain_scale.json (2 cores), or None."""
-    path = RESULTS / "retrain_scale.json"
-    if not path.exists():
-        return None
-    rows = [r for r in json.loads(path.read_text())["rows"] if r["family"] == "lightgcn" and r["members"] == members
+    rows = [r for r in previous("retrain_scale", "rows", []) if r["family"] == "lightgcn" and r["members"] == members
             and not any("max_steps" in s for s in r["settings"])]
     return min((r["epoch_seconds"] for r in rows), default=None)
 

@@ -17,114 +17,17 @@ explore_m64x8_l2_1e-3, the best of the validation runs):
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from bench.common import SHARED_DATA, peak_rss_mb, write_results
+from bench import gowalla as gw
+from bench.common import SHARED_DATA, command, mean_epoch_seconds, peak_rss_mb, write_results
 from recsys.config import EvalConfig, TrainConfig
-from recsys.data.loaders import load_gowalla
-from recsys.data.types import IndexedData
-from recsys.graph.build import build_graph
-from recsys.metrics import evaluate
 from recsys.models.lightgcn import LightGCN
 from recsys.seeding import seed_everything
-from recsys.train import Callback, ParameterAverage, fit
-
-
-class Averages:
-    """Moving averages of the model's parameters, one per decay (recsys.train.ParameterAverage),
-    updated after every optimizer step of fit's loop."""
-
-    def __init__(self, model, decays: list[float]):
-        self.by_decay = {d: ParameterAverage(model, None, d) for d in decays}
-
-    def swapped(self, decay: float):
-        """The model's parameters replaced by the average for `decay` inside the block."""
-        return self.by_decay[decay].swapped()
-
-    def close(self) -> None:
-        for average in self.by_decay.values():
-            average.close()
-
-
-def rank(model, graph, data, chunk: int) -> dict:
-    model.eval()
-    with torch.no_grad():
-        users, items = model.embed(graph)
-    model.train()
-    return evaluate(users, items, data.test, data.train, [20], chunk_size=chunk)
-
-
-class TestCurve(Callback):
-    """Callback: recall@20 on test.txt every `every` epochs, against training wall clock (excluding
-    the evaluations themselves). With parameter averages, each is ranked too; `headline` (None: the
-    trained parameters, else a decay) gives the point's recall@20 / ndcg@20."""
-
-    def __init__(self, model, graph, data, every: int, chunk_size: int, averages: Averages | None = None,
-                 headline: float | None = None):
-        self.model, self.graph, self.data, self.every, self.chunk = model, graph, data, every, chunk_size
-        self.averages, self.headline = averages, headline
-        self.points: list[dict] = []
-        self.train_seconds = 0.0
-
-    def rank_all(self, trained: dict | None = None) -> dict:
-        """{None: metrics of the trained parameters (`trained` if already ranked), decay: metrics of that
-        average, ...}"""
-        out = {None: trained or rank(self.model, self.graph, self.data, self.chunk)}
-        for d in self.averages.by_decay if self.averages else ():
-            with self.averages.swapped(d):
-                out[d] = rank(self.model, self.graph, self.data, self.chunk)
-        return out
-
-    def on_epoch_end(self, epoch: int, logs: dict) -> None:
-        self.train_seconds += logs["epoch_seconds"]
-        if self.every and epoch % self.every == 0:
-            ranked = self.rank_all()
-            m = ranked[self.headline]
-            point = {"epoch": epoch, "train_seconds": round(self.train_seconds, 1),
-                     "recall@20": round(m["recall@20"], 5), "ndcg@20": round(m["ndcg@20"], 5)}
-            for d, m in ranked.items():
-                point["raw" if d is None else f"ema{d}"] = [round(m["recall@20"], 5), round(m["ndcg@20"], 5)]
-            self.points.append(point)
-            print(self.points[-1], flush=True)
-
-    def first_reaching(self, target: float):
-        return next((p["train_seconds"] for p in self.points if p["recall@20"] >= target), None)
-
-
-HELD_OUT = 0.1  # share of train.txt the validation split holds out
-VALIDATION = f"validation: {HELD_OUT:.0%} of train.txt held out at random (seed 0), test.txt not read"
-PAPER_RULE = ("epoch chosen on test.txt as the paper's code does (NGCF/LightGCN: test recall@20 evaluated during "
-              "training, early stopping on it, the best evaluation reported)")
-
-
-def best_evaluation(points: list[dict]) -> dict | None:
-    """The paper's own epoch choice applied to a test curve: the evaluation with the highest recall@20
-    (its NDCG@20 and training seconds with it). Only meaningful for curves on test.txt; settings still
-    come from validation runs."""
-    if not points:
-        return None
-    best = max(points, key=lambda p: p["recall@20"])
-    return {"epoch": best["epoch"], "recall@20": best["recall@20"], "ndcg@20": best["ndcg@20"],
-            "train_seconds": best["train_seconds"], "evaluations": len(points), "rule": PAPER_RULE}
-
-
-def validated_budget(curve: list[dict], series: str) -> tuple[int, str]:
-    """(epochs, how): the validation curve's best epoch by recall@20 of `series` ("raw" or "ema<decay>",
-    else the curve's headline), carried over in optimizer steps: the validation run trains on
-    1 - HELD_OUT of train.txt, so the same number of steps is that share of its epochs on all of it."""
-    def recall(point):
-        return point[series][0] if series in point else point["recall@20"]
-
-    best = max(curve, key=recall)
-    epochs = max(1, round(best["epoch"] * (1 - HELD_OUT)))
-    return epochs, (f"best validation epoch {best['epoch']} (recall@20 {recall(best):.4f}, {series}) x "
-                    f"{1 - HELD_OUT:g} (the validation run's share of train.txt, so the same optimizer steps) "
-                    f"= {epochs} epochs")
+from recsys.train import fit
 
 
 def chosen_on(name: str) -> dict:
@@ -134,17 +37,9 @@ def chosen_on(name: str) -> dict:
     from bench.common import RESULTS
 
     record = json.loads((RESULTS / f"{name}.json").read_text())
-    if record.get("split") != VALIDATION and "--explore" not in record["command"]:
+    if record.get("split") != gw.VALIDATION and "--explore" not in record["command"]:
         raise SystemExit(f"{name} is not a validation run (--explore); settings must not be chosen on test.txt")
-    return {"name": name, "split": VALIDATION, "command": record["command"], "curve": record["test_curve"]}
-
-
-def explore_split(data: IndexedData) -> IndexedData:
-    """train.txt split at random; the HELD_OUT share stands in for the test split."""
-    rng = np.random.default_rng(0)
-    held = rng.random(len(data.train)) < HELD_OUT
-    train, valid = data.train[~held], data.train[held]
-    return IndexedData(data.user_ids, data.item_ids, train, valid[:0], valid, data.social)
+    return {"name": name, "split": gw.VALIDATION, "command": record["command"], "curve": record["test_curve"]}
 
 
 def main() -> None:
@@ -182,7 +77,7 @@ def main() -> None:
                    help="--explore result files (bench/results/NAME.json) that chose these settings; their "
                         "commands and validation curves are copied into this run's results")
     p.add_argument("--explore", action="store_true",
-                   help=f"choose settings without test.txt: hold out {HELD_OUT * 100:.0f}%% of train.txt (random "
+                   help=f"choose settings without test.txt: hold out {gw.HELD_OUT * 100:.0f}%% of train.txt (random "
                         "pairs, seed 0) and report that split everywhere test figures would go; test.txt is not read")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -191,7 +86,7 @@ def main() -> None:
     budget_rule = "given on the command line"
     if chosen:
         series = "raw" if args.headline_ema is None else f"ema{args.headline_ema}"
-        budget, how = validated_budget(chosen[0]["curve"], series)
+        budget, how = gw.validated_budget(chosen[0]["curve"], series)
         if args.epochs is None:
             args.epochs, budget_rule = budget, how
         elif args.epochs != budget:
@@ -201,10 +96,7 @@ def main() -> None:
     elif args.epochs is None:
         args.epochs, budget_rule = 20, "the default"
     t0 = time.perf_counter()
-    data = load_gowalla(args.data).indexed()
-    if args.explore:
-        data = explore_split(data)
-    graph = build_graph(data)
+    data, graph = gw.load(args.explore, args.data)
     graph.norm_adj()
     load_seconds = time.perf_counter() - t0
     print(f"gowalla: {data.n_users} users, {data.n_items} items, {len(data.train)} train, {len(data.test)} test "
@@ -221,17 +113,17 @@ def main() -> None:
                                  "candidates": args.candidates})
     if args.headline_ema is not None and args.headline_ema not in args.ema:
         p.error("--headline-ema must be one of the --ema decays")
-    averages = Averages(model, args.ema) if args.ema else None
-    curve = TestCurve(model, graph, data, args.eval_every, args.chunk_size, averages, args.headline_ema)
+    averages = gw.Averages(model, args.ema) if args.ema else None
+    curve = gw.TestCurve(model, graph, data, args.eval_every, args.chunk_size, averages, args.headline_ema)
     result = fit(model, graph, data, cfg, EvalConfig(ks=[20]), callbacks=[curve])
 
     t1 = time.perf_counter()
-    trained = rank(model, graph, data, args.chunk_size)
+    trained = gw.rank(model, graph, data, args.chunk_size)
     eval_seconds = time.perf_counter() - t1
     final = curve.rank_all(trained)
     metrics = final[args.headline_ema]
 
-    epoch_seconds = sum(h["epoch_seconds"] for h in result.history) / len(result.history)
+    epoch_seconds = mean_epoch_seconds(result.history)
     figures = {
         "epochs": args.epochs,
         "epoch_seconds": round(epoch_seconds, 2),
@@ -259,7 +151,7 @@ def main() -> None:
         "test_curve": curve.points,
         "seconds_to_recall_0.17": curve.first_reaching(0.17),
         "seconds_to_recall_0.18": curve.first_reaching(0.18),
-        "paper_protocol_best": None if args.explore else best_evaluation(curve.points),
+        "paper_protocol_best": None if args.explore else gw.best_evaluation(curve.points),
     }
     rows = [("epochs", str(args.epochs)), ("seconds per epoch", f"{epoch_seconds:.1f}"),
             ("full evaluation (s)", f"{eval_seconds:.1f}"), ("peak RSS (MB)", f"{figures['peak_rss_mb']:.0f}"),
@@ -275,16 +167,16 @@ def main() -> None:
                      f"({best['train_seconds']:.0f} s)"))
     title = (f"LightGCN on Gowalla (lr {args.lr}, batch {args.batch_size}, {args.sampler} x{args.per_positive}, "
              f"{args.loss}{f' T={args.temperature}' if args.loss == 'softmax' else ''}, {args.score})")
-    figures["command"] = "./dev.sh python -m bench.lightgcn_gowalla " + " ".join(sys.argv[1:])
-    figures["split"] = VALIDATION if args.explore else "test.txt (the paper's protocol)"
+    figures["command"] = command("lightgcn_gowalla", None)
+    figures["split"] = gw.VALIDATION if args.explore else "test.txt (the paper's protocol)"
     figures["epochs_chosen_on"] = chosen
     figures["epoch_budget_rule"] = budget_rule
-    split = f"the validation split ({HELD_OUT:.0%} of train.txt; test.txt not read)" if args.explore else "test.txt"
+    split = f"the validation split ({gw.HELD_OUT:.0%} of train.txt; test.txt not read)" if args.explore else "test.txt"
     if args.eval_every:
         notes = (f"{split} ranked every {args.eval_every} epochs for the recall-vs-time curve (JSON `test_curve`), "
                  "as the paper's code does. Headline figures are after the last epoch.")
         if not args.explore:
-            notes += (" The 'best test evaluation' row applies the paper's own rule (" + PAPER_RULE + "); the "
+            notes += (" The 'best test evaluation' row applies the paper's own rule (" + gw.PAPER_RULE + "); the "
                       "headline does not.")
     else:
         notes = f"{split} ranked once, after the budget."

@@ -1,19 +1,10 @@
 """LightGCN training speed on Gowalla: the reference loop's semantics vs graphrec's loop, side by side.
 
-Both loops do the same mathematics per batch (batch 2048, one uniform negative per positive, the
-whole graph re-propagated for every batch, BPR + L2 on layer-0 embeddings, Adam): the first batch's
-loss is checked to agree between them before anything is timed. What differs is how:
-
-* reference semantics (as LightGCN-PyTorch does it): the normalised adjacency as a COO sparse
-  tensor, gradients by torch's autograd through `torch.sparse.mm`; measured over a bounded number
-  of batches and scaled to an epoch (396 batches), to keep the benchmark short;
-* graphrec: CSR adjacency, final embeddings and their gradient computed for the batch's rows only
-  (4 whole-graph products per batch instead of 6, recsys/models/lightgcn.py), compiled sparse
-  products (recsys/kernels.py), one full epoch through recsys.train.fit; then the same epoch with
-  torch's sparse products in place of the compiled ones.
-
-Same data, same sampler, same threads, same process. Then the full-ranking evaluation of all
-29,858 users: its time and its peak memory above the trained model's (RSS sampled every 5 ms).
+Both loops do the same mathematics per batch (batch 2048, one uniform negative per positive, the whole
+graph re-propagated for every batch, BPR + L2 on layer-0 embeddings, Adam), the first batch's loss
+checked to agree before anything is timed; how each does it: bench/README.md. Same data, sampler,
+threads and process. Then the full ranking of all 29,858 test users: its time and its peak memory above
+the trained model's (RSS sampled every 5 ms).
 
     ./dev.sh python -m bench.lightgcn_speed [--reference-batches 30]
 """
@@ -26,13 +17,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from bench.common import SHARED_DATA, UNIFORM_RECIPE, write_results
+from bench.common import UNIFORM_RECIPE, write_results
+from bench.gowalla import load, reference_loss
 from recsys import kernels
 from recsys.config import EvalConfig, TrainConfig
-from recsys.data.loaders import load_gowalla
-from recsys.graph.build import build_graph
 from recsys.metrics import evaluate
 from recsys.models.lightgcn import LightGCN
 from recsys.negatives import UniformNegatives
@@ -43,18 +32,8 @@ BATCH, LR, L2, DIM, LAYERS = 2048, 0.001, 1e-4, 64, 3
 
 
 def reference_batch(model: LightGCN, coo: torch.Tensor, users, pos, neg) -> torch.Tensor:
-    """One batch the reference's way: COO propagation with autograd, mean of layers, BPR + L2."""
-    e = torch.cat([model.user_emb.weight, model.item_emb.weight])
-    layers = [e]
-    for _ in range(LAYERS):
-        layers.append(torch.sparse.mm(coo, layers[-1]))
-    out = torch.stack(layers, dim=1).mean(dim=1)
-    u, items = out[: model.n_users], out[model.n_users:]
-    ub, pb, nb = u[users], items[pos], items[neg]
-    loss = F.softplus((ub * nb).sum(1) - (ub * pb).sum(1)).mean()
-    reg = 0.5 * (model.user_emb(users).pow(2).sum() + model.item_emb(pos).pow(2).sum()
-                 + model.item_emb(neg).pow(2).sum()) / len(users)
-    return loss + L2 * reg
+    """One batch the reference's way (bench.gowalla.reference_loss)."""
+    return reference_loss(model.user_emb.weight, model.item_emb.weight, coo, users, pos, neg, L2, LAYERS)
 
 
 def graphrec_batch(model: LightGCN, graph, users, pos, neg) -> torch.Tensor:
@@ -104,8 +83,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    data = load_gowalla(SHARED_DATA / "gowalla").indexed()
-    graph = build_graph(data)
+    data, graph = load(explore=False)
     csr = graph.norm_adj().matrix
     coo = csr.to_sparse_coo().coalesce()
     n_batches = -(-len(data.train) // BATCH)

@@ -1,15 +1,6 @@
-"""GNN alone vs graph-as-text vs GNN-as-prefix, on warm and cold members of the synthetic network.
-
-The network's default (2,000 members, 800 jobs) with 10% of members held out of training
-entirely (cold: profile and friendships, no interactions in training). GraphSAGE over the
-members' and jobs' features (with MiniLM text features) is the GNN; graph-as-text encodes each
-member's written-out neighbourhood with the frozen MiniLM (no training); the prefix model reads the
-GraphSAGE embedding as soft tokens before the member's profile (only the projection trains).
-Recall@20 / NDCG@20 on the test split, for warm and cold members apart. Each arm runs in its own
-process (bench.runner); the prefix arm trains its own GraphSAGE, the same one as the GNN arm's
-(same seeds for weights and neighbour sampling).
-
-Also a claim module for the claims report: CLAIM, COLUMNS, specs(), case(spec), verdict(rows).
+"""Claim 9 of bench/claims.py, and its own results: GNN alone vs graph-as-text vs GNN-as-prefix, on warm
+and cold members of the synthetic network (CLAIM: the protocol). Each arm runs in its own process; the
+prefix arm trains its own GraphSAGE, the same one as the GNN arm's (same seeds).
 
     ./dev.sh python -m bench.llm [--epochs 20] [--prefix-epochs 2] [--threads 2]
 """
@@ -23,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import peak_rss_mb, write_results
-from bench.runner import child_main, run_arms, settle
+from bench.runner import entry, run_arms, settle
 
 GNN, TEXT, PREFIX = "gnn (GraphSAGE)", "graph as text", "GNN as prefix"
 
@@ -163,7 +154,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    if "--case" in sys.argv:
-        child_main(case)
-    else:
-        main()
+    entry(case, main)

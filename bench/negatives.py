@@ -11,25 +11,11 @@ false-negative guard and no curriculum: the setting the PinSage paper warns agai
 from __future__ import annotations
 
 import argparse
-import json
-import sys
-import time
-from pathlib import Path
 
 import numpy as np
 
-from bench.common import RESULTS, SHARED_DATA, peak_rss_mb, write_results
-from bench.runner import child_main, markdown_table, run_case
-
-SAMPLERS = {
-    "uniform": {"kind": "uniform"},
-    "popularity": {"kind": "popularity", "popularity_exponent": 0.75},
-    "in_batch": {"kind": "in_batch"},
-    "model (32 cand., softmax T=0.5, guard 95th pct)": {"kind": "model", "candidates": 32, "temperature": 0.5,
-                                                         "max_score_percentile": 95},
-    "ppr band + curriculum": {"kind": "ppr", "curriculum": True, "max_hard": 3},
-    "too hard (256 cand., top-1)": {"kind": "model", "candidates": 256},
-}
+from bench.common import SAMPLERS, peak_rss_mb, prepare_and_fit, previous, run_config, write_results
+from bench.runner import entry, markdown_table, run_case
 
 
 def with_validation(data, fraction: float = 0.05, seed: int = 0):
@@ -44,31 +30,16 @@ def with_validation(data, fraction: float = 0.05, seed: int = 0):
 
 
 def case(spec: dict) -> dict:
-    from recsys.config import RunConfig
     from recsys.data.loaders import load_data
-    from recsys.models import build_model
-    from recsys.prepare import prepare
-    from recsys.train import evaluate_model, fit
+    from recsys.train import evaluate_model
 
-    gowalla = spec["dataset"] == "gowalla"
-    cfg = RunConfig.model_validate({
-        "data": {"source": spec["dataset"], "path": str(SHARED_DATA / spec["dataset"]),
-                 "split": {"kind": "random", "valid_fraction": 0.1, "test_fraction": 0.1}},
-        "model": {"family": "lightgcn", "dim": 64, "layers": 3},
-        "train": {"average": None,  # the recorded protocol: no parameter average
-                  "epochs": spec["epochs"], "batch_size": 2048, "lr": spec["lr"], "l2": 1e-4,
-                  "eval_every": spec["eval_every"], "patience": 5, "progress": False,
-                  "negatives": SAMPLERS[spec["sampler"]]},
-        "eval": {"ks": [20]},
-        "stores": {"root": str(Path(__file__).resolve().parent / "results" / ".cache")},
-    })
+    cfg = run_config(spec["dataset"], {"family": "lightgcn", "dim": 64, "layers": 3},
+                     {"average": None,  # the recorded protocol: no parameter average
+                      "epochs": spec["epochs"], "lr": spec["lr"], "eval_every": spec["eval_every"],
+                      "negatives": SAMPLERS[spec["sampler"]]})
     raw = load_data(cfg.data)
-    prepared = prepare(with_validation(raw) if gowalla else raw, cfg)
+    prepared, model, result, wall = prepare_and_fit(cfg, with_validation(raw) if spec["dataset"] == "gowalla" else raw)
     g, x = prepared.graph, prepared.indexed
-    t0 = time.perf_counter()
-    model = build_model(cfg.model, g)
-    result = fit(model, g, x, cfg.train, cfg.eval)
-    wall = time.perf_counter() - t0
     per_epoch = [h["epoch_seconds"] for h in result.history]
     m = evaluate_model(model, g, x, "test", cfg.eval)
     return {"recall@20": round(m["recall@20"], 4), "ndcg@20": round(m["ndcg@20"], 4),
@@ -83,9 +54,7 @@ def main() -> None:
     p.add_argument("--ml100k-epochs", type=int, default=80)
     p.add_argument("--gowalla-epochs", type=int, default=20)
     args = p.parse_args()
-    previous = RESULTS / "negatives.json"  # keep the other datasets' rows when re-running one
-    rows = [r for r in (json.loads(previous.read_text())["cases"] if previous.exists() else [])
-            if r["dataset"] not in args.datasets]
+    rows = [r for r in previous("negatives", "cases", []) if r["dataset"] not in args.datasets]  # the others kept
     for dataset in args.datasets:
         gowalla = dataset == "gowalla"
         for sampler in SAMPLERS:
@@ -105,7 +74,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    if "--case" in sys.argv:
-        child_main(case)
-    else:
-        main()
+    entry(case, main)

@@ -1,14 +1,10 @@
 """PinSage (family pinsage) on Gowalla with mini-batch training, against MF's published figure.
 
-The paper's protocol, the budget chosen on validation (as bench/mf.py does): (A) each candidate recipe
-(objective, negatives, lr, L2, width, depth, user sample) trains on 90% of train.txt
-(bench.lightgcn_gowalla.explore_split: random pairs, seed 0) and ranks the held-out 10% after every
-epoch (all 40,981 items, training items masked); a run stops after --patience epochs without a better
-validation recall@20 or at its epoch cap. The recipe with the best validation recall@20 wins; its best
-epoch is carried over to all of train.txt in optimiser steps (the batch size is fixed, so
-bench.lightgcn_gowalla.validated_budget: epochs x 0.9). (B) PinSage trains on all of train.txt for that
-budget with that recipe and ranks test.txt once: recall@20, NDCG@20, beside MF's published figure
-(NGCF paper: recall@20 0.1291, NDCG@20 0.1109). test.txt chooses nothing.
+The paper protocol of bench/gowalla.py, as bench/mf.py runs it: (A) each candidate recipe (objective,
+negatives, lr, L2, width, depth, user sample) on the validation split (90% of train.txt trains), stopped
+after --patience epochs without a better validation recall@20 or at its cap; the best one's best epoch
+is carried over to all of train.txt in optimiser steps; (B) that recipe on all of train.txt for that
+budget, test.txt ranked once, beside MF's published figure (NGCF paper). test.txt chooses nothing.
 
 Training is recsys.train.fit with the model built through the family registry (model.family=pinsage):
 each batch convolves only its positives, negatives and a sample of at most `user_items` of each user's
@@ -21,45 +17,18 @@ user's items summed for every batch), here through today's layers (each layer's 
 kept for the epoch), each scaled to seconds per epoch of train.txt. The implementation before mini-batches
 (DGL message passing) is slower than that full-graph path; the results' notes give its figure.
 
-The recorded run (bench/results/pinsage_gowalla.{json,md}) is two sessions' stages (each kept in
-bench/results/.cache/pinsage_gowalla_stages.json and reused by --resume when its inputs match; the
-first session's, lost with its machine, were put back from its committed results):
-
-    # step A, one validation run per recipe (one point an epoch, printed to the log), e.g.
-    OMP_WAIT_POLICY=PASSIVE nice -n 5 ./dev.sh python -m bench.pinsage_gowalla --recipes softmax_free_n64 \
-        --max-epochs 12 --validate-only --resume > softmax_free_n64.log
-    # step B's training, meanwhile: all of train.txt for the budget the leader's curve points to, a
-    # snapshot every epoch, test.txt not read
-    OMP_WAIT_POLICY=PASSIVE nice -n 5 ./dev.sh python -m bench.pinsage_gowalla --recipes softmax_free_n64 \
-        --train-ahead 11
-    # then: the best validation recall@20 chooses, its budget from its curve, the snapshot at that budget
-    # ranked on test.txt once (runs stopped by hand are read from their logs)
-    OMP_WAIT_POLICY=PASSIVE ./dev.sh python -m bench.pinsage_gowalla --recipes softmax softmax_hard hinge_hard \
-        softmax_lr02 softmax_b2048 softmax_user softmax_free softmax_free_n64 --max-epochs 12 \
-        --max-epochs-for softmax_lr02=3 softmax_b2048=3 hinge_hard=1 --speed-batches 20 --resume \
-        --curve-from-log softmax_user=softmax_user.log softmax_hard=softmax_hard.log --machine-note "..."
-
-(--curve-from-log RECIPE=LOG: a validation run stopped by hand before its cap, its curve read from its log; the
-results say so.)
-
-Other forms:
-
-    ./dev.sh python -m bench.pinsage_gowalla --recipes softmax hinge_hard --max-epochs 3   # compare on validation
-    ./dev.sh python -m bench.pinsage_gowalla --resume      # reuse stages an interrupted run finished
-    ./dev.sh python -m bench.pinsage_gowalla --help
-
-OMP_WAIT_POLICY=PASSIVE changes no figure (see bench/mf.py): it keeps idle OpenMP threads from spinning
-on a shared machine.
+The recorded run's commands (two sessions, stages reused by --resume, --train-ahead and --curve-from-log)
+are in bench/README.md.
 """
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 import time
 
-from bench.common import RESULTS, Stages, epoch_caps, peak_rss_mb, write_results
-from bench.mf import PUBLISHED_MF, SEED, PatienceOnCurve, curve_callback, gowalla, mean_epoch_seconds
+from bench import gowalla as gw
+from bench.common import RESULTS, command, peak_rss_mb, write_results
+from bench.gowalla import PUBLISHED_MF, SEED, load
+from recsys.train import Callback
 
 # Candidate recipes compared on Gowalla's validation split: the sampled softmax, then each variant as
 # what it changes.
@@ -124,23 +93,8 @@ def build(recipe: dict, graph):
 
 def validation_run(name: str, recipe: dict, max_epochs: int, patience: int, threads: int) -> dict:
     """Step A for one recipe: the validation recall@20 / NDCG@20 curve, one point per epoch."""
-    from recsys.config import EvalConfig
-    from recsys.train import fit
-
-    data, graph = gowalla(explore=True)
-    model = build(recipe, graph)
-    curve = curve_callback(model, graph, data)
-    t0 = time.perf_counter()
-    result = fit(model, graph, data, train_config(recipe, max_epochs, threads), EvalConfig(ks=[20]),
-                 callbacks=[curve, PatienceOnCurve(curve, patience)])
-    best = max(curve.points, key=lambda p: p["recall@20"])
-    return {"recipe": name, "settings": {k: v for k, v in recipe.items() if k != "about"},
-            "best_epoch": best["epoch"], "best_recall@20": best["recall@20"], "best_ndcg@20": best["ndcg@20"],
-            "epochs_run": result.epochs_run, "max_epochs": max_epochs,
-            "stopped": "early (patience)" if result.epochs_run < max_epochs else "at the epoch cap",
-            "epoch_seconds": round(mean_epoch_seconds(result), 1), "wall_seconds": round(time.perf_counter() - t0, 1),
-            "loss_by_epoch": [round(h["loss"], 5) for h in result.history],
-            "curve": [{k: p[k] for k in ("epoch", "train_seconds", "recall@20", "ndcg@20")} for p in curve.points]}
+    return gw.validation_run(name, recipe, lambda graph: build(recipe, graph),
+                             train_config(recipe, max_epochs, threads), patience, digits=1, at_cap="at the epoch cap")
 
 
 SNAPSHOTS = RESULTS / ".cache" / "pinsage_gowalla_full"
@@ -150,22 +104,16 @@ def snapshot_key(recipe: dict, threads: int) -> str:
     """A folder name for one recipe's run on all of train.txt (its settings, so another recipe never reuses it)."""
     import hashlib
 
-    settings = json.dumps({k: v for k, v in recipe.items() if k != "about"} | {"threads": threads}, sort_keys=True)
+    settings = json.dumps(gw.settings_of(recipe) | {"threads": threads}, sort_keys=True)
     return hashlib.sha1(settings.encode()).hexdigest()[:12]
 
 
-class Snapshots:
+class Snapshots(Callback):
     """Callback: the model's state and the epoch's figures after every epoch, under SNAPSHOTS/<key>/."""
 
     def __init__(self, model, folder):
         self.model, self.folder = model, folder
         folder.mkdir(parents=True, exist_ok=True)
-
-    def on_epoch_start(self, epoch: int) -> None:
-        pass
-
-    def on_step(self, step: int, logs: dict) -> None:
-        pass
 
     def on_epoch_end(self, epoch: int, logs: dict) -> None:
         import torch
@@ -182,7 +130,7 @@ def train_ahead(recipe: dict, epochs: int, threads: int) -> None:
     from recsys.config import EvalConfig
     from recsys.train import fit
 
-    data, graph = gowalla(explore=False)
+    data, graph = load(explore=False)
     model = build(recipe, graph)
     fit(model, graph, data, train_config(recipe, epochs, threads), EvalConfig(ks=[20]),
         callbacks=[Snapshots(model, SNAPSHOTS / snapshot_key(recipe, threads))])
@@ -199,12 +147,12 @@ def validation_from_log(name: str, recipe: dict, log_path: str, patience: int) -
         raise SystemExit(f"{log_path}: no validation points")
     best = max(points, key=lambda p: p["recall@20"])
     seconds = [b["train_seconds"] - a["train_seconds"] for a, b in zip([{"train_seconds": 0.0}] + points, points)]
-    return {"recipe": name, "settings": {k: v for k, v in recipe.items() if k != "about"},
+    return {"recipe": name, "settings": gw.settings_of(recipe),
             "best_epoch": best["epoch"], "best_recall@20": best["recall@20"], "best_ndcg@20": best["ndcg@20"],
             "epochs_run": len(points), "max_epochs": len(points),
             "stopped": f"by hand after {len(points)} epoch(s), before its cap (curve read from its log)",
             "epoch_seconds": round(sum(seconds) / len(seconds), 1), "wall_seconds": points[-1]["train_seconds"],
-            "curve": [{k: p[k] for k in ("epoch", "train_seconds", "recall@20", "ndcg@20")} for p in points]}
+            "curve": [{k: p[k] for k in gw.CURVE_KEYS} for p in points]}
 
 
 def test_run(recipe: dict, epochs: int, threads: int) -> dict:
@@ -212,11 +160,10 @@ def test_run(recipe: dict, epochs: int, threads: int) -> dict:
     left snapshots of this recipe up to that epoch, the training is theirs (see train_ahead)."""
     import torch
 
-    from bench.lightgcn_gowalla import rank
     from recsys.config import EvalConfig
     from recsys.train import fit
 
-    data, graph = gowalla(explore=False)
+    data, graph = load(explore=False)
     model = build(recipe, graph)
     folder = SNAPSHOTS / snapshot_key(recipe, threads)
     ahead = all((folder / f"epoch{e}.json").exists() for e in range(1, epochs + 1))
@@ -230,13 +177,7 @@ def test_run(recipe: dict, epochs: int, threads: int) -> dict:
         t0 = time.perf_counter()
         result = fit(model, graph, data, train_config(recipe, epochs, threads), EvalConfig(ks=[20]))
         history, trained, wall = result.history, "trained here", time.perf_counter() - t0
-    t1 = time.perf_counter()
-    m = rank(model, graph, data, 1024)
-    return {"recall@20": round(m["recall@20"], 5), "ndcg@20": round(m["ndcg@20"], 5), "epochs": epochs,
-            "trained": trained, "epoch_seconds": round(sum(h["epoch_seconds"] for h in history) / len(history), 1),
-            "epoch_seconds_each": [round(h["epoch_seconds"], 1) for h in history],
-            "eval_seconds": round(time.perf_counter() - t1, 1), "wall_seconds": round(wall, 1),
-            "loss_by_epoch": [round(h["loss"], 5) for h in history]}
+    return gw.ranked_once(model, graph, data, history, wall, digits=1, trained=trained)
 
 
 def full_graph_loss(model, graph, users, pos, neg):
@@ -253,7 +194,7 @@ def speed(batches: int, threads: int) -> dict:
     import numpy as np
     import torch
 
-    data, graph = gowalla(explore=False)
+    data, graph = load(explore=False)
     setting = {**RECIPES["hinge"], "per_positive": 1, "batch_size": 2048, "lr": 0.001, "user_items": 32}
     model = build(setting, graph)
     model.set_objective("bpr")
@@ -285,17 +226,7 @@ def speed(batches: int, threads: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                epilog="Candidate recipes: " + "; ".join(f"{k}: {v['about']}"
-                                                                         for k, v in RECIPES.items()))
-    p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
-    p.add_argument("--recipes", nargs="+", choices=list(RECIPES), default=["softmax"],
-                   help="candidate recipes compared on the validation split (default: softmax)")
-    p.add_argument("--max-epochs", type=int, default=12, help="validation runs: most epochs (default 12)")
-    p.add_argument("--max-epochs-for", nargs="*", default=[], metavar="RECIPE=N",
-                   help="a recipe's own cap on its validation run, instead of --max-epochs")
-    p.add_argument("--patience", type=int, default=3,
-                   help="validation runs: stop after this many epochs without a better recall@20 (default 3)")
+    p = gw.protocol_parser(__doc__, "pinsage_gowalla", RECIPES, ["softmax"], max_epochs=12, patience=3)
     p.add_argument("--curve-from-log", nargs="*", default=[], metavar="RECIPE=LOG",
                    help="a recipe's validation run that was stopped by hand before its cap: its curve as its log "
                         "printed it (one point an epoch) stands for step A's run, its cap the epochs it ran")
@@ -305,91 +236,56 @@ def main(argv: list[str] | None = None) -> None:
                         "test.txt not read; a later step B ranks the snapshot at the validated budget")
     p.add_argument("--speed-batches", type=int, default=10,
                    help="batches timed each way for mini-batch against full-graph seconds per epoch (0: skip)")
-    p.add_argument("--resume", action="store_true", help="reuse stages finished by an earlier run with the same "
-                                                         "inputs (bench/results/.cache/pinsage_gowalla_stages.json)")
-    p.add_argument("--name", default="pinsage_gowalla", help="results file name (default pinsage_gowalla)")
-    p.add_argument("--machine-note", default="", help="what else ran on the machine meanwhile")
     args = p.parse_args(argv)
-
-    import torch
-
-    from bench.lightgcn_gowalla import VALIDATION, validated_budget
-
-    torch.set_num_threads(args.threads)
     started = time.perf_counter()
-    stages = Stages("pinsage_gowalla", args.resume)
-    caps = epoch_caps(p, args.recipes, args.max_epochs, args.max_epochs_for)
-
+    protocol = gw.Protocol(p, args, "pinsage_gowalla", RECIPES)
     if args.train_ahead:
         train_ahead(RECIPES[args.recipes[0]], args.train_ahead, args.threads)
         return
 
-    # Step A: every recipe on the validation split; the best validation recall@20 chooses recipe and budget.
-    for item in args.curve_from_log:
+    for item in args.curve_from_log:  # step A's record of a run stopped by hand, in place of its stage
         name, _, log_path = item.partition("=")
-        if name not in caps:
-            p.error(f"--curve-from-log {item}: want RECIPE=LOG with RECIPE one of {', '.join(caps)}")
+        if name not in protocol.caps:
+            p.error(f"--curve-from-log {item}: want RECIPE=LOG with RECIPE one of {', '.join(protocol.caps)}")
         record = validation_from_log(name, RECIPES[name], log_path, args.patience)
-        caps[name] = record["max_epochs"]
-        stages.done[f"valid_{name}"] = {"inputs": {"max_epochs": caps[name], "patience": args.patience,
-                                                   "threads": args.threads, **RECIPES[name]}, "output": record}
-    validation = {name: stages.run(f"valid_{name}", {"max_epochs": caps[name], "patience": args.patience,
-                                                     "threads": args.threads, **RECIPES[name]},
-                                   lambda name=name: validation_run(name, RECIPES[name], caps[name], args.patience,
-                                                                    args.threads))
-                  for name in args.recipes}
+        protocol.caps[name] = record["max_epochs"]
+        protocol.stages.done[f"valid_{name}"] = {"inputs": protocol.inputs(name), "output": record}
+    validation = protocol.validate(lambda name, recipe, cap: validation_run(name, recipe, cap, args.patience,
+                                                                            args.threads))
     if args.validate_only:
         return
-    chosen = max(validation.values(), key=lambda v: v["best_recall@20"])
-    recipe = RECIPES[chosen["recipe"]]
-    budget, how = validated_budget(chosen["curve"], "raw")
-
-    # Step B: all of train.txt for that budget, test.txt ranked once.
-    test = stages.run("test", {"epochs": budget, "threads": args.threads, **recipe},
-                      lambda: test_run(recipe, budget, args.threads))
+    chosen, recipe, budget, how, test = protocol.test(validation,
+                                                      lambda recipe, budget: test_run(recipe, budget, args.threads))
     timing = None
     if args.speed_batches > 0:
-        timing = stages.run("speed", {"batches": args.speed_batches, "threads": args.threads},
-                            lambda: speed(args.speed_batches, args.threads))
+        timing = protocol.stages.run("speed", {"batches": args.speed_batches, "threads": args.threads},
+                                     lambda: speed(args.speed_batches, args.threads))
 
-    settings = {k: v for k, v in recipe.items() if k != "about"}
-    choice = (f"recipe '{chosen['recipe']}' ({recipe['about']}) chosen on Gowalla's validation split ({VALIDATION}) "
-              "by its best validation recall@20 among "
-              + ", ".join(f"{v['recipe']} {v['best_recall@20']:.4f} at epoch {v['best_epoch']}"
-                          for v in validation.values())
-              + f"; budget: {how}. test.txt chose nothing: it was ranked once, after step B.")
+    choice = gw.choice(chosen, recipe, validation, how, among=" among ")
     reached = test["recall@20"] >= PUBLISHED_MF["recall@20"]
     figures = {
-        "gowalla_recall@20": test["recall@20"],
-        "gowalla_ndcg@20": test["ndcg@20"],
+        **gw.headline_figures(test, budget),
         "reaches_published_mf_recall@20": reached,
-        "gowalla_budget_epochs": budget,
-        "gowalla_published_mf_recall@20": PUBLISHED_MF["recall@20"],
-        "gowalla_published_mf_ndcg@20": PUBLISHED_MF["ndcg@20"],
-        "gowalla_published_mf_source": PUBLISHED_MF["source"],
         "epoch_seconds": test["epoch_seconds"],
         "speed": timing,
         "machine_note": args.machine_note or None,
         "budget_chosen_on": choice,
         "settings": {"score": "dot", "seed": SEED, "num_neighbors": 10, "num_walks": 50, "restart_prob": 0.5,
-                     "pooling": "importance", "refresh_every_batches": REFRESHES_PER_BATCHES, **settings},
+                     "pooling": "importance", "refresh_every_batches": REFRESHES_PER_BATCHES,
+                     **gw.settings_of(recipe)},
         "gowalla_validation": validation,
         "gowalla_test": test,
         "this_invocation_seconds": round(time.perf_counter() - started, 1),
         "peak_rss_mb": round(peak_rss_mb(), 1),
-        "command": "./dev.sh python -m bench.pinsage_gowalla " + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": command("pinsage_gowalla", argv),
     }
     rows = [("Gowalla PinSage recall@20 / NDCG@20 (test.txt, validated budget)",
-             f"{test['recall@20']:.4f} / {test['ndcg@20']:.4f}"),
-            ("Gowalla MF, published (NGCF paper)", f"{PUBLISHED_MF['recall@20']:.4f} / {PUBLISHED_MF['ndcg@20']:.4f}"),
+             f"{test['recall@20']:.4f} / {test['ndcg@20']:.4f}"), gw.PUBLISHED_ROW,
             ("reaches MF's published recall@20", "yes" if reached else "no"),
             ("budget (epochs on all of train.txt)", f"{budget} ({how})"),
-            ("recipe chosen on validation", f"{chosen['recipe']}: {recipe['about']}")]
-    rows += [(f"validation, {v['recipe']}", f"best recall@20 {v['best_recall@20']:.4f} / NDCG@20 "
-              f"{v['best_ndcg@20']:.4f} at epoch {v['best_epoch']}; {v['epochs_run']} epochs run "
-              f"(cap {v['max_epochs']}), stopped {v['stopped']}; {v['epoch_seconds']:.1f} s/epoch")
-             for v in validation.values()]
-    rows.append(("PinSage seconds per epoch (all of train.txt, chosen recipe)", f"{test['epoch_seconds']:.1f}"))
+            ("recipe chosen on validation", f"{chosen['recipe']}: {recipe['about']}"),
+            *gw.validation_rows(validation, "validation, "),
+            ("PinSage seconds per epoch (all of train.txt, chosen recipe)", f"{test['epoch_seconds']:.1f}")]
     if timing:
         rows.append(("seconds per epoch at batch 2048, 1 uniform negative: mini-batch / full-graph (before)",
                      f"{timing['minibatch']['epoch_seconds']:.1f} / {timing['full_graph']['epoch_seconds']:.1f} "

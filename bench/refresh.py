@@ -16,8 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -25,10 +23,9 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import peak_rss_mb, write_results
+from bench.runner import worker_result
+from bench.synthetic import NETWORK, network_files
 
-ROOT = Path(__file__).resolve().parents[1]
-NETWORK = {"n_items": 200_000, "n_universities": 200, "n_companies": 2000, "mean_interactions": 10.0,
-           "candidates": 4096, "seed": 0}
 TRAIN_USERS = 20_000
 
 
@@ -37,21 +34,6 @@ def settings(store: Path, files: dict, threads: int) -> list[str]:
             "features.text=false", "model.family=sage", "model.dim=64", "model.sage.fanouts=[10, 5]",
             "model.sage.chunk_size=65536", "train.epochs=1", "train.progress=false", "train.batch_size=4096",
             "data.split.kind=random", f"train.threads={threads}", f"refresh.threads={threads}"]
-
-
-def generate_files(n_users: int, folder: Path) -> dict:
-    from recsys.data.loaders import save_files
-    from recsys.data.synthetic import generate
-
-    names = ("interactions", "users", "items", "social")
-    if all((folder / f"{n}.parquet").is_file() for n in names):  # made by an earlier run with --work
-        return {n: str(folder / f"{n}.parquet") for n in names}
-    t0 = time.perf_counter()
-    data = generate(n_users=n_users, **NETWORK)
-    files = save_files(data, folder)
-    print(f"  generated {n_users} members, {len(data.interactions)} interactions, {len(data.social)} friendships "
-          f"in {time.perf_counter() - t0:.0f} s", flush=True)
-    return {k: str(v) for k, v in files.items()}
 
 
 def train_champion(store: Path, full: dict, folder: Path, threads: int) -> None:
@@ -174,17 +156,13 @@ def main() -> None:
     per_size = {}
     for k, n in enumerate(sorted(args.sizes)):
         print(f"size {n}:", flush=True)
-        files = generate_files(n, work / f"data-{n}")
+        files, _ = network_files(n, work)
         if k == 0 and not (store / "snapshots").is_dir():
             train_champion(store, files, work / "train", args.threads)
-        env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
-        proc = subprocess.run([sys.executable, "-m", "bench.refresh", "--worker", str(store), json.dumps(files),
-                               "--threads", str(args.threads), "--queries", str(args.queries)],
-                              cwd=ROOT, env=env, capture_output=True, text=True)
-        line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
-        if proc.returncode != 0 or line is None:
-            raise SystemExit(f"refresh of {n} members failed:\n{proc.stderr[-3000:]}")
-        per_size[str(n)] = json.loads(line[len("RESULT "):])
+        per_size[str(n)] = worker_result("bench.refresh", [str(store), json.dumps(files), "--queries",
+                                                           str(args.queries)], args.threads)
+        if per_size[str(n)] is None:
+            raise SystemExit(f"refresh of {n} members failed (see above)")
         print(f"  {per_size[str(n)]}", flush=True)
 
     sizes = list(per_size)

@@ -1,10 +1,12 @@
-"""Run one benchmark case in a fresh process, so that its peak RSS is its own.
-
-A case is a JSON spec; the child prints one JSON line of figures, which the parent collects.
+"""Harness: child processes. A benchmark case in a fresh process, so that its peak RSS is its own (a
+case is a JSON spec; the child prints one JSON line of figures, which the parent collects); a
+claim's arms; a worker's RESULT line; and a child in a process group of its own, every wait bounded.
 """
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -61,6 +63,11 @@ def child_main(case: Callable[[dict], dict]) -> None:
     print(json.dumps(case(spec)))
 
 
+def entry(case: Callable[[dict], dict], main: Callable[[], object]) -> None:
+    """A bench module run as a script: its case in a child (`--case SPEC`, see run_case), else its main."""
+    child_main(case) if "--case" in sys.argv else main()
+
+
 def markdown_table(rows: list[dict], columns: list[str]) -> list[tuple[str, str]]:
     """(label, value) rows for bench.common.write_results: one row per case, values joined."""
     out = []
@@ -75,3 +82,64 @@ def markdown_table(rows: list[dict], columns: list[str]) -> list[tuple[str, str]
 
 def _fmt(v) -> str:
     return f"{v:.4f}" if isinstance(v, float) and abs(v) < 10 else (f"{v:.1f}" if isinstance(v, float) else str(v))
+
+
+def worker_result(module: str, args: list[str], threads: int, **run) -> dict | None:
+    """`python -m <module> --worker ARGS --threads N` in a child (OMP_NUM_THREADS=N): the JSON of the
+    line it prints after "RESULT ", or None if it failed."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    proc = subprocess.run([sys.executable, "-m", module, "--worker", *args, "--threads", str(threads)], cwd=REPO,
+                          env=env, stdout=subprocess.PIPE, text=True, **run)
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
+    return None if proc.returncode != 0 or line is None else json.loads(line[len("RESULT "):])
+
+
+def run_bounded(argv: list[str], log: Path, timeout: float, env: dict | None = None) -> tuple[int | None, float]:
+    """Run argv (a session of its own, output to `log`); (return code or None on timeout, seconds).
+    Past `timeout` the whole process group is sent SIGTERM, then SIGKILL 60 s later. Ctrl-C here
+    ends the group too."""
+    t0 = time.perf_counter()
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w") as out:
+        proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+        try:
+            code = proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            end_group(proc)
+            code = None
+        except BaseException:
+            end_group(proc)
+            raise
+    return code, time.perf_counter() - t0
+
+
+def interrupted(signum, frame) -> None:
+    """A signal handler that unwinds as Ctrl-C does (through run_bounded, which ends its child's group)."""
+    raise KeyboardInterrupt(f"stopped by signal {signum}")
+
+
+def end_group(proc: subprocess.Popen) -> None:
+    for sig, grace in ((signal.SIGTERM, 60), (signal.SIGKILL, 30)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(grace)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def failure(code: int | None, timeout: float, log: Path) -> str:
+    """Why a run_bounded child failed, and the tail of its log."""
+    if code is None:
+        why = f"ran past --timeout {timeout:.0f} s and was stopped"
+    elif code < 0:
+        name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else str(-code)
+        why = f"killed by {name}" + (" (out of memory?)" if -code == signal.SIGKILL else "")
+    else:
+        why = f"exited with code {code}"
+    tail = log.read_text(errors="replace")[-1500:] if log.is_file() else ""
+    return f"{why}; log {log}\n{tail}"

@@ -22,6 +22,7 @@ from recsys.config import load_config
 
 ML100K = ["data.source=ml-100k", f"data.path={SHARED_DATA / 'ml-100k'}", "data.split.kind=random",
           "validation.min_interactions_per_user=1"]
+DATA = {"mmoe": ["data.synthetic.n_users=2000"]}  # MMoE needs click events and friendships: the synthetic network
 
 
 def run_family(family: str, trials: int, epochs: int) -> dict:
@@ -32,7 +33,7 @@ def run_family(family: str, trials: int, epochs: int) -> dict:
 
     root = RESULTS / ".cache" / "search" / family
     shutil.rmtree(root, ignore_errors=True)
-    data = ML100K if family != "mmoe" else ["data.synthetic.n_users=2000"]
+    data = DATA.get(family, ML100K)
     cfg = load_config(None, [*data, f"stores.root={root}", f"search.family={family}", f"search.trials={trials}",
                              "search.register_best=false", f"train.epochs={epochs}", "train.eval_every=2",
                              "train.progress=false", f"model.mmoe.epochs={epochs}", "features.text=false"])

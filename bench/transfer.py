@@ -4,44 +4,13 @@ data set with a fixed test, through the product's own commands.
     ./dev.sh python -m bench.transfer [--datasets gowalla lastfm ml-100k] [--path FOLDER ...]
         [--published NAME=RECALL ...] [--search-seconds 3600] [--work DIR] [--resume] [--pair-only]
 
-Per data set, two stages, each in the same process through the flows `graphrec retrain` and
-`graphrec search` run (real Prefect, MLflow, Optuna; a stores root of their own under --work):
-
-  default   graphrec retrain with the shipped defaults (family lightgcn), only the data named.
-  searched  graphrec search --family lightgcn --timeout S --first-trial-from <the default run>: an
-            Optuna study over the recipe (recsys.families.embedding_space: sampler and hardness,
-            negatives per positive, lr and its schedule, L2 and its form, parameter average, batch
-            size, width, depth) whose first trial is the default run itself (its validation curve
-            and per-user figures; the whole budget S goes to other settings), then the settings
-            proven on the other data sets (recsys/families.py; those found on the data set being
-            searched are skipped, search.proven_skip, so the row measures transfer), then the
-            recipe's one-step neighbours, then TPE, pruning on the
-            validation metric (search.pace_stretch), the trials stopped at S; then the chosen
-            trial's configuration retrained and registered by the retraining flow, or, when the
-            recipe is chosen, the default run is the searched model (nothing is trained twice).
-
-Every choice (early stopping, the search's objective, the best trial) is made on the validation
-split; the model each stage registers is then refit on training and validation pairs for the chosen
-budget (train.refit, the default), and that model's test figure is reported. Gowalla and LastFM
-bring train and test only: validation is carved from train (10% of each user's training pairs,
-seeded; recsys.data.split.carve_validation). ML-100K has no published split for this: a seeded
-random per-user split (70/10/20). test is ranked once per registered model and chooses nothing.
-A folder given by --path is read in LightGCN format (train.txt / test.txt).
-
-Whether the searched model beats the default one on test is then measured user by user: both
-registered models' vectors (their snapshots) rank every test user, and the row gives the mean
-difference in recall@20 with the standard error of the paired difference (`test_paired`; each
-model's mean there must equal its stage's own test figure, a check on the recomputation).
---pair-only adds it to rows already written, from the models their stages left in --work.
-
-Published LightGCN recall@20 exists here for Gowalla only (0.1830, the LightGCN paper's Table 3;
-the other two have no figure on these splits in the paper or its reference code's README).
-
-Results: bench/results/transfer.{json,md}: `rows` (dataset, default_recall@20, searched_recall@20,
-published_recall@20, search_seconds (the search's budget; the time it took: trials_seconds, and with the
-retraining search_command_seconds), chosen_on, test_paired, and the chosen settings) and
-`gowalla_searched_recall@20`. Stages are kept in bench/results/.cache/transfer_stages.json
-(--resume reuses a finished stage with the same inputs).
+Per data set: `graphrec retrain` with the shipped defaults (family lightgcn), then `graphrec search
+--timeout S --first-trial-from <that run>` (trial 0: the default run itself; then the settings proven
+on the other data sets, then the recipe's neighbours, then TPE), each in this process through the real
+flows with a stores root of its own under --work. Every choice is made on the validation split; each
+registered model is refit on training and validation pairs and ranks test once; the searched model's
+lead over the default's is measured user by user (`test_paired`; --pair-only adds it to rows already
+written). The full protocol: bench/README.md. Stages are kept for --resume.
 """
 from __future__ import annotations
 
@@ -50,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from bench.common import RESULTS, SHARED_DATA, Stages, write_results
+from bench.common import SHARED_DATA, Stages, previous, write_results
 
 NAME = "transfer"
 CARVED = "validation: 10% of each user's training pairs at random (split.seed 0), carved from train"
@@ -206,7 +175,7 @@ def main(argv=None) -> int:
 
     proven = {p.found_on for p in family("lightgcn").proven}
     stages, paired = Stages(args.name, args.resume), True
-    rows = {row["dataset"]: row for row in _previous_rows(args.name)}  # other data sets' rows are kept
+    rows = {row["dataset"]: row for row in previous(args.name, "rows", [])}  # other data sets' rows are kept
     with prefect_api(prepare_prefect(args.work)):
         for name, spec in todo.items():
             sets, root = spec["sets"], args.work / name
@@ -254,13 +223,10 @@ def pair_only(args: argparse.Namespace, todo: dict[str, dict]) -> int:
     """--pair-only: the paired test comparison (paired_test) added to the rows already in the results,
     from the models the stages left in --work; a row whose models there do not give its own test
     figures is left as it is (1 is returned)."""
-    import json
-
-    path = RESULTS / f"{args.name}.json"
-    record = json.loads(path.read_text()) if path.exists() else {"rows": []}
-    paired = [_pair(row, todo[row["dataset"]]["sets"], args.work / row["dataset"])
-              for row in record["rows"] if row["dataset"] in todo]
-    _write(args.name, record["rows"], record.get("note"))
+    rows = previous(args.name, "rows", [])
+    paired = [_pair(row, todo[row["dataset"]]["sets"], args.work / row["dataset"]) for row in rows
+              if row["dataset"] in todo]
+    _write(args.name, rows, previous(args.name, "note"))
     return 0 if all(paired) else 1
 
 
@@ -283,13 +249,6 @@ def _pair(row: dict, sets: list[str], root: Path) -> bool:
     row["test_paired"] = paired
     print(f"{row['dataset']}: searched - default on test {paired}", flush=True)
     return True
-
-
-def _previous_rows(name: str) -> list[dict]:
-    import json
-
-    path = RESULTS / f"{name}.json"
-    return json.loads(path.read_text()).get("rows", []) if path.exists() else []
 
 
 def _trials(row: dict) -> str:

@@ -15,7 +15,7 @@ def test_help_names_the_recipes(capsys):
 
 
 def test_patience_stops_after_that_many_epochs_without_a_better_validation_recall():
-    from bench.mf import PatienceOnCurve
+    from bench.gowalla import PatienceOnCurve
     from recsys.train import StopTraining
 
     class Curve:

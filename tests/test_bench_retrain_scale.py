@@ -1,8 +1,9 @@
-"""bench/retrain_scale.py without running the flow: ratios, goals, merged rows, the table, and that a
+"""bench/retrain_scale/ without running the flow: ratios, goals, merged rows, the table, and that a
 child is never waited on past its bound."""
 import json
 import sys
 
+from bench import common, runner
 from bench import retrain_scale as rs
 
 
@@ -75,7 +76,7 @@ def test_the_bounded_mode_is_compared_with_the_exact_one_on_the_same_budget():
 
 
 def test_failed_rows_render_and_merge_by_family_size_settings(tmp_path, monkeypatch):
-    monkeypatch.setattr(rs, "RESULTS", tmp_path)
+    monkeypatch.setattr(common, "RESULTS", tmp_path)
     failed = {"family": "gcn", "members": 5000, "settings": [], "interactions": 80,
               "error": "killed by SIGKILL (out of memory?); log x\ntraceback"}
     table = rs.table([row("mf", 5000, 80, 1.0, 10), failed], [])
@@ -88,12 +89,12 @@ def test_failed_rows_render_and_merge_by_family_size_settings(tmp_path, monkeypa
 
 
 def test_a_child_past_its_bound_is_stopped(tmp_path):
-    code, seconds = rs.run_bounded([sys.executable, "-c", "import time; time.sleep(60)"], tmp_path / "c.log", 1)
+    code, seconds = runner.run_bounded([sys.executable, "-c", "import time; time.sleep(60)"], tmp_path / "c.log", 1)
     assert code is None and seconds < 30
-    assert "ran past --timeout" in rs.failure(code, 1, tmp_path / "c.log")
-    code, _ = rs.run_bounded([sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"],
+    assert "ran past --timeout" in runner.failure(code, 1, tmp_path / "c.log")
+    code, _ = runner.run_bounded([sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"],
                              tmp_path / "k.log", 30)
-    assert rs.failure(code, 30, tmp_path / "k.log").startswith("killed by SIGKILL (out of memory?)")
+    assert runner.failure(code, 30, tmp_path / "k.log").startswith("killed by SIGKILL (out of memory?)")
 
 
 def test_a_family_without_a_1m_flow_row_is_judged_on_the_probes_of_its_default_mode():
@@ -127,11 +128,11 @@ def test_a_terminated_bench_ends_its_child(tmp_path):
     (tmp_path / "child.py").write_text(
         f"import os, time\nopen({str(pid_file)!r}, 'w').write(str(os.getpid()))\ntime.sleep(600)\n")
     (tmp_path / "runner.py").write_text(
-        "import signal, sys\nfrom pathlib import Path\nfrom bench import retrain_scale as rs\n"
-        "signal.signal(signal.SIGTERM, rs._interrupted)\n"
-        f"rs.run_bounded([sys.executable, {str(tmp_path / 'child.py')!r}], Path({str(tmp_path / 'c.log')!r}), 600)\n")
-    bench = subprocess.Popen([sys.executable, str(tmp_path / "runner.py")], cwd=rs.ROOT, start_new_session=True,
-                             env={**os.environ, "PYTHONPATH": str(rs.ROOT)})
+        "import signal, sys\nfrom pathlib import Path\nfrom bench import runner as r\n"
+        "signal.signal(signal.SIGTERM, r.interrupted)\n"
+        f"r.run_bounded([sys.executable, {str(tmp_path / 'child.py')!r}], Path({str(tmp_path / 'c.log')!r}), 600)\n")
+    bench = subprocess.Popen([sys.executable, str(tmp_path / "runner.py")], cwd=runner.REPO, start_new_session=True,
+                             env={**os.environ, "PYTHONPATH": str(runner.REPO)})
     child = None
     try:
         for _ in range(600):  # the child has started (bounded: 60 s)

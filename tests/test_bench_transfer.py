@@ -14,7 +14,6 @@ def test_transfer_runs_both_recipes_and_the_search_starts_from_the_default(small
     data = with_split(small_network, DataConfig()).indexed()
     write_lightgcn_format(data, tmp_path / "tiny")
     monkeypatch.setattr(bench.common, "RESULTS", tmp_path / "results")
-    monkeypatch.setattr(bench.transfer, "RESULTS", tmp_path / "results")
     monkeypatch.setattr(bench.transfer, "COMMON", [*bench.transfer.COMMON, "model.dim=32", "train.epochs=6"])
     stale = tmp_path / "work" / "tiny" / "search" / "left-by-an-earlier-run"  # e.g. a study it would resume
     stale.parent.mkdir(parents=True)
