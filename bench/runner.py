@@ -119,14 +119,15 @@ def interrupted(signum, frame) -> None:
     raise KeyboardInterrupt(f"stopped by signal {signum}")
 
 
-def end_group(proc: subprocess.Popen) -> None:
-    for sig, grace in ((signal.SIGTERM, 60), (signal.SIGKILL, 30)):
+def end_group(proc: subprocess.Popen, first: int = signal.SIGTERM, grace: float = 60) -> None:
+    """`first` to the child's process group, then SIGKILL if it is still there after `grace` seconds."""
+    for sig, wait in ((first, grace), (signal.SIGKILL, 30)):
         try:
             os.killpg(proc.pid, sig)
         except ProcessLookupError:
             pass
         try:
-            proc.wait(grace)
+            proc.wait(wait)
             return
         except subprocess.TimeoutExpired:
             continue

@@ -14,7 +14,6 @@ idle_change_ratio: after's idle seconds over before's) and suite_contention.md.
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import signal
 import subprocess
@@ -24,23 +23,10 @@ import time
 from pathlib import Path
 
 from bench.common import RESULTS, write_results
+from bench.runner import end_group
 
 ROOT = Path(__file__).resolve().parents[1]
 ORDER = (("before", "idle"), ("after", "idle"), ("before", "busy loop"), ("after", "busy loop"))
-
-
-def _end(proc: subprocess.Popen, grace: float = 60) -> None:
-    for sig in (signal.SIGINT, signal.SIGKILL):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(grace)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-    proc.wait()
 
 
 def run_suite(tree: Path, cap: float, log: Path) -> tuple[float, str, bool]:
@@ -55,7 +41,7 @@ def run_suite(tree: Path, cap: float, log: Path) -> tuple[float, str, bool]:
         except subprocess.TimeoutExpired:
             capped = True
         finally:
-            _end(proc)
+            end_group(proc, signal.SIGINT)  # pytest tears its tests down on SIGINT
     seconds = time.perf_counter() - started
     found = re.findall(r"=+ (.*(?:passed|failed).*) in [\d.]+s", log.read_text())
     return (cap if capped else seconds), (found[-1] if found else "no summary"), capped
@@ -85,7 +71,7 @@ def main() -> None:
                     seconds, summary, capped = run_suite(trees[label], args.cap, log)
                 finally:
                     if burner:
-                        _end(burner, 5)
+                        end_group(burner, grace=5)
                 rows.append({"commit": getattr(args, label), "before_or_after": label, "neighbour": neighbour,
                              "seconds": round(seconds, 1), "summary": summary, "capped": capped})
                 print(rows[-1], flush=True)
