@@ -6,7 +6,6 @@ import json
 import os
 import platform
 import resource
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -15,24 +14,11 @@ SHARED_DATA = Path(os.environ.get("GRAPHREC_SHARED_DATA", Path(__file__).resolve
 
 
 # The training settings the flow used by default before LightGCN got its own recipe (issue 21): the
-# benches recorded before then (retrain_scale, lightgcn_speed, the gpu bench's scale stage) keep them.
+# benches recorded before then (retrain_scale, the gpu bench's reference and scale stages) keep them.
 UNIFORM_RECIPE = {"epochs": 40, "lr": 0.005, "l2": 1e-4, "average": None,
                   "negatives": {"kind": "uniform", "per_positive": 1}}
-PRE_RECIPE = {"average": None, "negatives": UNIFORM_RECIPE["negatives"]}  # what a bench left unset then
 UNIFORM_SETS = ["train.lr=0.005", "train.l2=0.0001", "train.average=null", "train.negatives.kind=uniform",
                 "train.negatives.per_positive=1"]
-# The negative samplers bench.negatives compares and claim 7 of bench.claims tests.
-SAMPLERS = {
-    "uniform": {"kind": "uniform"},
-    "popularity": {"kind": "popularity", "popularity_exponent": 0.75},
-    "in_batch": {"kind": "in_batch"},
-    "model (32 cand., softmax T=0.5, guard 95th pct)": {"kind": "model", "candidates": 32, "temperature": 0.5,
-                                                         "max_score_percentile": 95},
-    "ppr band + curriculum": {"kind": "ppr", "curriculum": True, "max_hard": 3},
-    "too hard (256 cand., top-1)": {"kind": "model", "candidates": 256},
-}
-
-
 def command(bench: str, argv: list[str] | None) -> str:
     """The command line that ran `bench` (argv: main's own, else the process's)."""
     import sys
@@ -74,13 +60,6 @@ def write_results(name: str, figures: dict, table_rows: list[tuple], title: str,
               "machine": machine(), "threads": torch.get_num_threads()}
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(record, indent=2) + "\n")
-    write_markdown(name, record, table_rows, title, notes, header)
-    return path
-
-
-def write_markdown(name: str, record: dict, table_rows: list[tuple], title: str, notes: str = "",
-                   header: tuple = ("figure", "value")) -> None:
-    """The table beside the JSON (also used to re-render it from a saved record)."""
     where = record["machine"]
     lines = [f"# {title}", "", f"{record['date']} on {where['cpu']} "
              f"({where['cores']} cores, {where['memory_gb']} GB), torch threads {record['threads']}",
@@ -90,6 +69,7 @@ def write_markdown(name: str, record: dict, table_rows: list[tuple], title: str,
         lines += ["", notes]
     (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+    return path
 
 
 class Stages:
@@ -116,51 +96,11 @@ class Stages:
         return output
 
 
-def epoch_caps(parser, recipes: list[str], max_epochs: int, overrides: list[str]) -> dict[str, int]:
-    """Each recipe's epoch cap: max_epochs, or N where --max-epochs-for gives RECIPE=N."""
-    caps = {name: max_epochs for name in recipes}
-    for item in overrides:
-        name, _, n = item.partition("=")
-        if name not in caps or not n.isdigit():
-            parser.error(f"--max-epochs-for {item}: want RECIPE=N with RECIPE one of {', '.join(caps)}")
-        caps[name] = int(n)
-    return caps
-
-
 def growth_ratio(x, y, size_x, size_y, digits: int = 2):
     """(cost ratio) / (size ratio) from one size to a larger one: 1.0 grows linearly; None without a base."""
     if not x or not size_x or not size_y:
         return None
     return round((y / x) / (size_y / size_x), digits)
-
-
-def run_config(dataset: str, model: dict, train: dict, split: dict | None = None, **sections):
-    """A run configuration as the benches on the shared data sets write it: `dataset` from SHARED_DATA
-    (the embedded synthetic network for "synthetic") with a per-user random 80/10/10 split unless `split`
-    says more, batch 2048, L2 1e-4, patience 5 and no progress bar unless `train` says otherwise,
-    Recall/NDCG@20, stores under bench/results/.cache; other sections as given."""
-    from recsys.config import RunConfig
-
-    return RunConfig.model_validate({
-        "data": {"source": dataset, "path": None if dataset == "synthetic" else str(SHARED_DATA / dataset),
-                 "split": {"kind": "random", "valid_fraction": 0.1, "test_fraction": 0.1, **(split or {})}},
-        "model": model, "train": {"batch_size": 2048, "l2": 1e-4, "patience": 5, "progress": False, **train},
-        "eval": {"ks": [20]}, "stores": {"root": str(RESULTS / ".cache")}, **sections})
-
-
-def prepare_and_fit(cfg, data=None, **build):
-    """The configured data (or `data`) prepared, the model built (build_model's `build` options) and fitted:
-    (prepared, model, fit's result, training seconds)."""
-    from recsys.data.loaders import load_data
-    from recsys.models import build_model
-    from recsys.prepare import prepare
-    from recsys.train import fit
-
-    prepared = prepare(load_data(cfg.data) if data is None else data, cfg)
-    model = build_model(cfg.model, prepared.graph, **build)
-    t0 = time.perf_counter()
-    result = fit(model, prepared.graph, prepared.indexed, cfg.train, cfg.eval)
-    return prepared, model, result, time.perf_counter() - t0
 
 
 def mean_epoch_seconds(history: list[dict]) -> float:

@@ -1,5 +1,5 @@
 """Harness: the synthetic professional network at scale (recsys.data.synthetic.generate) as the scale
-benches use it (refresh, retrain_scale, data_scale, cold_start_scale, gpu): 200k jobs, 200
+benches use it (refresh, retrain_scale, data_scale, gpu): 200k jobs, 200
 universities, 2,000 companies, 10 interactions per member on average, each block of members viewing
 4,096 random candidate jobs, friendships; its Parquet files generated once per size in a process
 of their own (`python -m bench.synthetic SIZE FOLDER`) and reused while their settings match.

@@ -2,9 +2,9 @@
 negatives (source: recsys/csrc/csr_mm.cpp).
 
 torch's CSR product (MKL) spends most of its time waiting on the rows of x it gathers; the
-compiled kernel prefetches them and keeps a 64-wide output row in registers (bench/lightgcn_speed.py
-measures both in the whole loop; bench/results/lightgcn_speed.md). It is built on first use with
-the machine's compiler into a folder keyed by everything that changes the build (build_key), beside the
+compiled kernel prefetches them and keeps a 64-wide output row in registers (bench.gpu times the
+loop on any device; bench/results/lightgcn_speed.md has both products side by side). It is built on
+first use with the machine's compiler into a folder keyed by everything that changes the build (build_key), beside the
 environment, shared by every checkout on the machine. The build never hangs a process: it waits
 for another process's build at most GRAPHREC_KERNEL_BUILD_WAIT seconds, a build whose process
 died releases its lock with it, and a module appears only complete, by one rename. torch's own

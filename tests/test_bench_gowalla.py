@@ -25,35 +25,18 @@ def test_validated_budget_takes_the_best_epoch_of_the_series_and_carries_its_ste
     assert validated_budget(curve, "ema0.5")[0] == 9  # a series the curve lacks: its headline recall@20
 
 
-def test_the_two_step_protocol_validates_each_recipe_once_then_trains_the_winner_for_its_budget(tmp_path,
-                                                                                                monkeypatch):
-    import torch
-
+def test_a_stage_is_reused_on_resume_only_with_the_same_inputs(tmp_path, monkeypatch):
     from bench import common
-    from bench import gowalla as gw
 
     monkeypatch.setattr(common, "RESULTS", tmp_path)
-    recipes = {"a": {"lr": 1, "about": "recipe a"}, "b": {"lr": 2, "about": "recipe b"}}
-    parser = gw.protocol_parser("a two-step bench\n", "t", recipes, list(recipes), max_epochs=30, patience=2)
-    args = parser.parse_args(["--max-epochs-for", "b=20", "--threads", str(torch.get_num_threads())])
     calls = []
 
-    def validate(name, recipe, cap):
-        calls.append(name)
-        best = {"a": 4, "b": 10}[name]
-        curve = [{"epoch": e, "train_seconds": float(e), "recall@20": 0.2 - abs(e - best) / 100, "ndcg@20": 0.1}
-                 for e in range(1, best + 3)]
-        return {"recipe": name, "best_epoch": best, "best_recall@20": 0.2 + recipe["lr"] / 100, "best_ndcg@20": 0.1,
-                "epochs_run": len(curve), "stopped": "early (patience)", "epoch_seconds": 1.0, "curve": curve}
+    def stage(value):
+        calls.append(value)
+        return {"value": value}
 
-    protocol = gw.Protocol(parser, args, "t", recipes)
-    validation = protocol.validate(validate)
-    assert calls == ["a", "b"] and [v["max_epochs"] for v in validation.values()] == [30, 20]
-    chosen, recipe, budget, how, test = protocol.test(validation, lambda recipe, epochs: {"epochs": epochs})
-    assert chosen["recipe"] == "b" and recipe is recipes["b"] and budget == 9 and test == {"epochs": 9}
-    resumed = ["--resume", "--max-epochs-for", "b=20", "--threads", str(torch.get_num_threads())]
-    again = gw.Protocol(parser, parser.parse_args(resumed), "t", recipes)
-    assert again.validate(validate) == validation and calls == ["a", "b"]  # reused, not run again
-    text = gw.choice(chosen, recipe, validation, how, among=" among ")
-    assert "recipe 'b' (recipe b)" in text and "among a 0.2100 at epoch 4, b 0.2200 at epoch 10" in text
-    assert gw.validation_rows(validation, "validation, ")[1][0] == "validation, b"
+    assert common.Stages("t", resume=False).run("a", {"x": 1}, lambda: stage(1)) == {"value": 1}
+    assert common.Stages("t", resume=True).run("a", {"x": 1}, lambda: stage(2)) == {"value": 1}  # reused
+    assert common.Stages("t", resume=True).run("a", {"x": 2}, lambda: stage(3)) == {"value": 3}  # inputs changed
+    assert common.Stages("t", resume=False).run("a", {"x": 2}, lambda: stage(4)) == {"value": 4}  # no --resume
+    assert calls == [1, 3, 4]

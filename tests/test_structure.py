@@ -18,7 +18,7 @@ LIBRARY = ("recsys", "validation", "deploy")
 LONG_FILES_LEFT: dict[str, int] = {}
 # bench/'s harness: what several benches share (bench/README.md). Every other module under bench/ is a bench,
 # or a part of one (bench/<name>/...), and imports from bench/ only these and its own parts.
-HARNESS = {"bench", "bench.common", "bench.runner", "bench.gowalla", "bench.synthetic", "bench.heads"}
+HARNESS = {"bench", "bench.common", "bench.runner", "bench.gowalla", "bench.synthetic"}
 LONG_FUNCTIONS_LEFT: dict[str, int] = {}
 
 

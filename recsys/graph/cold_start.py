@@ -9,7 +9,7 @@
 Edges run warm -> cold (the cold node reads from its neighbours, never the reverse), as
 (src, dst, weight) index arrays for build_graph's SIMILAR_USER / SIMILAR_ITEM edge types.
 
-Both run in time linear in the number of nodes (bench/cold_start_scale.py):
+Both run in time linear in the number of nodes (bench/results/cold_start_scale.md):
 
 * attribute_edges never matches a cold user against a whole value group (a university can have
   thousands of warm members). For each combination of up to `max_combination` attributes
@@ -27,7 +27,7 @@ Both run in time linear in the number of nodes (bench/cold_start_scale.py):
 * similarity_edges searches exactly (blocked cold x warm products) when there are at most
   `exact_below` cold or warm nodes, a cost linear in the other side; above that, a faiss HNSW
   graph over the warm vectors (approximate: recall of the exact k nearest is measured in
-  bench/cold_start_scale.py and tests/test_cold_start_scale.py; the build is multi-threaded, so
+  bench/results/cold_start_scale.md and tests/test_cold_start_scale.py; the build is multi-threaded, so
   near-ties may resolve differently between runs).
 """
 from __future__ import annotations

@@ -12,8 +12,8 @@ The final layers (Algorithm 2's G1, G2) let item vectors leave the positive orth
 convolution's ReLU confines them to, so that dot products can be negative; z is unit-length, as
 each convolution's output is, so the max-margin's margin keeps its scale. With `unit_items` off, z
 keeps the length the final layers give it, so an item's norm can carry its popularity, as MF's and
-LightGCN's do: on Gowalla's validation split, with the sampled softmax, that lifted recall@20 after
-12 epochs from 0.107 to 0.130 (bench/pinsage_gowalla.py, recipes softmax and softmax_free).
+LightGCN's do (on Gowalla's validation split, with the sampled softmax: bench/results/pinsage_gowalla.md,
+recipes softmax and softmax_free).
 
 `pooling` chooses the neighbourhood and its weights, to test what importance pooling buys:
   importance  the T most visited items, weighted by visit counts (the paper's; the default)
@@ -155,7 +155,7 @@ class PinSage(RecModel):
         self.user_emb = nn.Embedding(n_users, dim) if user_embedding else None
         if self.user_emb is not None:  # zero: training starts from the item mean and learns what it misses.
             # Random vectors outweighed the unit-bounded mean and the ranking started from noise
-            # (bench/pinsage_gowalla.py, recipe softmax_user)
+            # (bench/results/pinsage_gowalla.md, recipe softmax_user)
             nn.init.zeros_(self.user_emb.weight)
         self.convs = nn.ModuleList(WeightedPoolingConv(dim) for _ in range(layers))
         self.head = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, dim))
