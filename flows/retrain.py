@@ -12,7 +12,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from flows.data_gates import check_drift, record_profile
+from flows.data_gates import DriftCheck, check_drift, record_profile
 from flows.phases import Phases
 from recsys.config import RunConfig
 from recsys.data.types import IndexedData, RecData
@@ -75,12 +75,34 @@ def start_run(cfg: RunConfig, data: RecData) -> str:
 
 
 @task(cache_policy=NO_CACHE)
-def train(prepared, cfg: RunConfig, run_id: str) -> Trained:
-    """The family's whole training (recsys/families.py); every stage's epochs go to the MLflow run."""
+def train(prepared, cfg: RunConfig, run_id: str, drift: Optional[DriftCheck] = None) -> Trained:
+    """The family's whole training (recsys/families.py), from the champion or from scratch
+    (train.start, recsys/warm.py); every stage's epochs go to the MLflow run, and how it started too."""
     from deploy.tracking import EpochLogger
+    from deploy.warm_store import record_start
     from recsys.fit import train as train_family
+    from recsys.warm import choose
 
-    return train_family(prepared, cfg, lambda stage: [EpochLogger(run_id, prefix=stage)], get_run_logger().info)
+    state, why = _champion_state(cfg)
+    failures = drift.report.failures if drift is not None and not drift.report.success else []
+    warm, why = choose(cfg.train, state, why, "; ".join(f.line() for f in failures))
+    trained = train_family(prepared, cfg, lambda stage: [EpochLogger(run_id, prefix=stage)], get_run_logger().info,
+                           warm=warm, why=why)
+    if trained.start is not None:
+        record_start(run_id, trained.start)
+    return trained
+
+
+def _champion_state(cfg: RunConfig):
+    """(the champion's warm-start state or None, why none); nothing is read for train.start=scratch."""
+    if cfg.train.start == "scratch":
+        return None, "train.start=scratch"
+    from deploy.errors import tracking_store_failure
+    from deploy.warm_store import champion_warm_state
+
+    with tracking_store_failure(cfg.stores, "reading the champion's warm-start state",
+                                "Nothing was trained or registered; run again when the store is reachable"):
+        return champion_warm_state(cfg.stores.registered_model)
 
 
 @task(cache_policy=NO_CACHE)
@@ -136,7 +158,9 @@ def _registry_change(cfg: RunConfig, action: str):
 @task(cache_policy=NO_CACHE)
 def register(trained: Trained, prepared, cfg: RunConfig, run_id: str) -> str:
     from deploy.tracking import log_and_register_model, name_run_for_version
+    from deploy.warm_store import record_warm_state, start_tags
     from recsys.device import embed_on, resolve_device
+    from recsys.families import family
     from recsys.inductive import Bundle
 
     model, indexed = trained.model, trained.indexed or prepared.indexed
@@ -154,12 +178,18 @@ def register(trained: Trained, prepared, cfg: RunConfig, run_id: str) -> str:
                         g.item_features, prepared.user_encoder, prepared.item_encoder)
     tags = {"graphrec.family": cfg.model.family, "graphrec.inductive": str(model.inductive).lower(),
             "graphrec.refit": str(gate is not None).lower()}
+    if trained.start is not None:
+        tags.update(start_tags(trained.start))
     with _registry_change(cfg, "registering the model"):
         # detached: a family may return its tables themselves (mf: the embedding weights, which require grad)
         version = log_and_register_model(run_id, cfg.stores.registered_model, indexed.user_ids,
                                          users.detach().cpu().numpy(), indexed.item_ids, items.detach().cpu().numpy(),
                                          indexed.train, tags, bundle, gate)
         name_run_for_version(run_id, version)
+        start = trained.start
+        record_warm_state(run_id, trained.warm_model(), family(cfg.model.family).trained_model(cfg.model).name,
+                          cfg.model.model_dump(), prepared.indexed.user_ids, prepared.indexed.item_ids,
+                          start.chain if start is not None and start.mode == "champion" else 0)
         return version
 
 
@@ -283,7 +313,7 @@ def retrain_flow(config: Optional[RunConfig] = None) -> dict:
 
     with ended_with_outcome(run_id, interrupted=stop_requested):  # FAILED on an error, KILLED when stopped
         phases.run("record_profile", record_profile, run_id, drift, prepared, cfg)
-        trained = phases.run("train", train, prepared, cfg, run_id)
+        trained = phases.run("train", train, prepared, cfg, run_id, drift)
         metrics = phases.run("evaluate", evaluate, trained, prepared, cfg, run_id)
         version = phases.run("register", register, trained, prepared, cfg, run_id)
         decision = phases.run("promote", promote, version, metrics, indexed, cfg)

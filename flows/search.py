@@ -82,7 +82,7 @@ def make_objective(cfg: RunConfig, prepared, parent_run_id: str, log=print, dead
         progress = TrialProgress(trial.number, int(resolve_run(tcfg).epochs), f"valid_{name}", log, deadline)
         try:
             trained = train(prepared, tcfg, lambda stage: [EpochLogger(run_id, prefix=stage), reporter, progress,
-                                                           *stop])
+                                                           *stop], why="a search's trials start from scratch alike")
             if stop and stop[0].epoch is not None:
                 trial.set_user_attr("stopped_at_deadline", stop[0].epoch)
                 if trained.score == float("-inf"):  # stopped before its first validation figure: nothing to judge

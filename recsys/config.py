@@ -171,6 +171,16 @@ class TrainConfig(Section):
                                                                "softmax")
     temperature: float = Field(0.1, gt=0, description="softmax: logits are scores / temperature")
     negatives: NegativesConfig = Field(default_factory=NegativesConfig)
+    start: Literal["auto", "scratch", "champion"] = Field(
+        "auto", description="where training starts: champion: the champion's weights, its ID rows matched by id "
+                            "(recsys/warm.py); scratch: the usual initialisation; auto: the champion when one of the "
+                            "same family and shape exists, scratch_every allows it and the data did not drift "
+                            "beyond the check's bounds, else scratch (the reason is logged)")
+    scratch_every: int = Field(7, ge=0, description="auto: every this many retrains in a row, one from scratch, "
+                                                    "so errors do not compound (0: never)")
+    new_rows: Literal["neighbours", "init"] = Field(
+        "neighbours", description="a warm start's users and items the champion never saw: the mean of their "
+                                  "neighbours' carried rows, or the usual initialisation")
 
     @field_validator("epochs", "lr", "l2", "average")
     @classmethod

@@ -15,20 +15,45 @@ from recsys.prepare import with_validation_trained
 from recsys.recipe import resolve_for_model
 from recsys.train import Callback, batch_plan, fit, no_callbacks
 from recsys.trained import Trained
+from recsys.warm import Start, WarmStartError, WarmState, carry
 
 
-def train(prepared, cfg, callbacks=None, log: Optional[Callable[[str], None]] = None):
+def train(prepared, cfg, callbacks=None, log: Optional[Callable[[str], None]] = None,
+          warm: Optional[WarmState] = None, why: str = ""):
     """Build the configured family's model and train it the family's way: a recsys.trained.Trained.
     `callbacks(stage)` gives the observers of each training stage ("" for the ranking loop,
-    "head_" for MMoE's heads, "prefix_" for the LLM prefix)."""
+    "head_" for MMoE's heads, "prefix_" for the LLM prefix). `warm`: the champion's state to start
+    from (recsys/warm.py; `why` says why there is none); the Trained's `start` says how it started."""
     f = family(cfg.model.family)
     callbacks = callbacks or no_callbacks
     model = f.build(cfg.model, prepared.graph, seed=cfg.train.seed)
+    start = warm_start(model, warm, f.trained_model(cfg.model).name, prepared.indexed, cfg.train.new_rows, why)
+    if log:
+        log(f"training starts {'from ' + start.reason if start.mode == 'champion' else 'from scratch: ' + start.reason}"
+            + (f" ({start.carried})" if start.carried else ""))
     trained = load(f.train)(prepared, cfg, model, callbacks, log)
     if cfg.train.refit and f.train == RANKING_LOOP and len(prepared.indexed.valid) and trained.best_epoch:
-        trained = refit(trained, prepared, cfg, lambda graph: f.build(cfg.model, graph, seed=cfg.train.seed),
-                        callbacks, log)
+        def build(graph):
+            refit_model = f.build(cfg.model, graph, seed=cfg.train.seed)
+            if start.mode == "champion" and warm is not None:
+                carry(refit_model, warm, f.trained_model(cfg.model).name, prepared.indexed, cfg.train.new_rows)
+            return refit_model
+
+        trained = refit(trained, prepared, cfg, build, callbacks, log)
+    trained.start = start
     return trained
+
+
+def warm_start(model, warm: Optional[WarmState], family_name: str, data, new_rows: str, why: str) -> Start:
+    """`model` seeded from `warm` where it fits (recsys.warm.carry); otherwise left as built, with the reason."""
+    if warm is None:
+        return Start("scratch", why or "train.start=scratch")
+    try:
+        carried = carry(model, warm, family_name, data, new_rows)
+    except WarmStartError as e:
+        return Start("scratch", str(e))
+    model.warm_from = warm.version  # the loop ranks validation before the first epoch (recsys.train.fit)
+    return Start("champion", f"champion v{warm.version}", warm.version, warm.chain + 1, carried)
 
 
 def train_ranking(prepared, cfg, model, callbacks: Callable[[str], Sequence[Callback]] = no_callbacks,

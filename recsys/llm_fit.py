@@ -113,4 +113,4 @@ def train_family(prepared, cfg, bottom, callbacks, log=None):
                      device=device)
     vectors, _ = train_llm(prepared, cfg.model.llm, bottom, cfg.stores.text_cache(), cfg.train.seed, log,
                            callbacks("prefix_"), device)
-    return Trained(vectors, prepared.graph, result, result.best_score, result.best_epoch)
+    return Trained(vectors, prepared.graph, result, result.best_score, result.best_epoch, built=bottom)

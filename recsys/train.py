@@ -285,6 +285,17 @@ def _validate(run: _Run, epoch: int, eval_cfg: EvalConfig, logs: dict) -> bool:
     return stop
 
 
+def _baseline(run: _Run, eval_cfg: EvalConfig, callbacks: Sequence[Callback]) -> None:
+    """A warm start's validation figure before any step (epoch 0): early stopping keeps it unless
+    an epoch beats it, so a warm run never ends worse than where it started."""
+    logs: dict[str, float] = {"epoch_seconds": 0.0}
+    _validate(run, 0, eval_cfg, logs)
+    run.result.best_score, run.result.best_epoch = run.best.best_score, run.best.best_epoch
+    run.result.history.append({"epoch": 0, **logs})
+    for cb in callbacks:
+        cb.on_epoch_end(0, logs)
+
+
 def drive_epochs(epochs: int, run_epoch: Callable[[int], dict], callbacks: Sequence[Callback], result: TrainResult,
                  validate: Optional[Callable[[int, dict], bool]] = None, stopping: Optional[EarlyStopping] = None,
                  progress: Optional[str] = None, log: Optional[Callable[[str], None]] = None,
@@ -336,6 +347,8 @@ def _fit(model, graph, data, cfg, eval_cfg, callbacks, sampler, log, device, sta
 
     started = time.perf_counter()
     model.train()
+    if getattr(model, "warm_from", None) is not None and len(data.valid):
+        _baseline(run, eval_cfg, callbacks)
     try:
         drive_epochs(epochs, one_epoch, callbacks, result, validate if len(data.valid) else None, run.best,
                      stage if cfg.progress else None, log, cfg.monitor)

@@ -10,6 +10,7 @@ from torch import nn
 from recsys.data.types import IndexedData
 from recsys.graph.build import RecGraph
 from recsys.train import TrainResult
+from recsys.warm import Start
 
 
 @dataclass
@@ -36,3 +37,10 @@ class Trained:
     heads: Optional[NetworkHeadResult] = None
     selection: Optional["Trained"] = None  # refit: the model chosen on validation, which the gates judge
     indexed: Optional[IndexedData] = None  # refit: the pairs the serving model trained on (validation included)
+    built: Optional[nn.Module] = None      # the model the family built, when it is not `model` (llm: the bottom)
+    start: Optional[Start] = None          # how training started (recsys/warm.py)
+
+    def warm_model(self) -> nn.Module:
+        """The model a next warm start copies: the one chosen on validation, as the family built it."""
+        chosen = self.selection or self
+        return chosen.built if chosen.built is not None else chosen.model

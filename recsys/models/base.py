@@ -44,6 +44,12 @@ class RecModel(nn.Module):
             return F.normalize(users, dim=-1), F.normalize(items, dim=-1)
         return users, items
 
+    def id_tables(self) -> dict[str, str]:
+        """The state entries indexed by user or by item id ({name: "user" | "item"}): the family's ID
+        embeddings, named user_* / item_* (a warm start, recsys/warm.py, moves their rows by id)."""
+        return {f"{name}.weight": name.split("_", 1)[0] for name, module in self.named_modules()
+                if isinstance(module, nn.Embedding) and name.split("_", 1)[0] in ("user", "item")}
+
     def set_objective(self, objective: str, temperature: float = 0.1) -> None:
         if objective not in OBJECTIVES:
             raise ValueError(f"unknown objective {objective!r}; choose one of {', '.join(OBJECTIVES)}")

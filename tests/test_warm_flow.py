@@ -1,0 +1,72 @@
+"""Warm starts through the real retraining flow (Prefect, MLflow on SQLite, DGL, GX): the second
+retrain on the same data starts from the champion at the champion's own validation figure and
+says so on its run and its version; a champion that cannot seed today's model gives a scratch
+start with the reason, never a crash."""
+import shutil
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from flows.cli import prepare_prefect
+from recsys.config import load_config
+from recsys.data.loaders import save_files
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory, small_network):
+    root = tmp_path_factory.mktemp("warm")
+    files = save_files(small_network, root / "data")
+    prepare_prefect(root)
+    return root, files
+
+
+def _config(root, files, **extra):
+    sets = ["data.source=files", f"data.interactions={files['interactions']}", f"data.users={files['users']}",
+            f"data.items={files['items']}", f"data.social={files['social']}", "train.epochs=6", "train.eval_every=2",
+            "train.progress=false", "model.dim=16", f"stores.root={root / 'store'}"]
+    return load_config(None, sets + [f"{k}={v}" for k, v in extra.items()])
+
+
+def _run(cfg):
+    from flows.retrain import retrain_flow
+
+    out = retrain_flow(cfg)
+    client = MlflowClient(cfg.stores.resolved_tracking_uri())
+    version = client.get_model_version(cfg.stores.registered_model, out["version"])
+    return out, client, client.get_run(out["run_id"]), version
+
+
+def test_the_second_retrain_starts_from_the_champion_and_bad_champions_give_a_scratch_start(workspace):
+    root, files = workspace
+    cfg = _config(root, files)
+    first, client, run, version = _run(cfg)
+    assert run.data.params["start"] == "scratch" and "no champion yet" in run.data.params["start_reason"]
+    assert version.tags["graphrec.start"] == "scratch" and first["promoted"]
+    champion_valid = run.data.metrics["valid_ndcg_at_20"]  # the model chosen on validation, which the gates judge
+
+    second, client, run, version = _run(cfg)
+    params = run.data.params
+    assert params["start"] == "champion" and params["start_version"] == first["version"]
+    assert int(params["start_users_carried"]) > 0 and params["start_users_new"] == "0"
+    curve = client.get_metric_history(run.info.run_id, "valid_ndcg_at_20")
+    assert min(m.step for m in curve) == 0
+    at_start = next(m.value for m in curve if m.step == 0)
+    assert at_start == pytest.approx(champion_valid, abs=1e-5)  # where the champion stood
+    assert run.data.metrics["valid_ndcg_at_20"] >= at_start - 1e-6  # early stopping never ends below it
+    assert version.tags["graphrec.start"] == "champion" and version.tags["graphrec.warm_from"] == first["version"]
+    assert version.tags["graphrec.warm_chain"] == "1"
+
+    # a champion of another family: a scratch start naming both
+    _, _, run, _ = _run(_config(root, files, **{"train.epochs": 2, "model.family": "mf"}))
+    assert run.data.params["start"] == "scratch"
+    assert "is a lightgcn model, today's is mf" in run.data.params["start_reason"]
+
+    # the champion's warm-start files lost: a scratch start that says so
+    champion = client.get_registered_model(cfg.stores.registered_model).aliases["champion"]
+    artifacts = urlparse(client.get_run(client.get_model_version(cfg.stores.registered_model, champion).run_id)
+                         .info.artifact_uri).path
+    shutil.rmtree(Path(artifacts) / "warm_start")
+    _, _, run, _ = _run(_config(root, files, **{"train.epochs": 2, "train.start": "champion"}))
+    assert run.data.params["start"] == "scratch" and "has no warm-start state" in run.data.params["start_reason"]
