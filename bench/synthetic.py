@@ -1,5 +1,5 @@
-"""Harness: the synthetic professional network at scale (recsys.data.synthetic.generate) as the scale
-benches use it (refresh, retrain_scale, data_scale, gpu): 200k jobs, 200
+"""Harness: the synthetic professional network at scale (recsys.data.synthetic.generate, and its later
+days) as the scale benches use it (refresh, retrain_scale, data_scale, gpu, warm_start): 200k jobs, 200
 universities, 2,000 companies, 10 interactions per member on average, each block of members viewing
 4,096 random candidate jobs, friendships; its Parquet files generated once per size in a process
 of their own (`python -m bench.synthetic SIZE FOLDER`) and reused while their settings match.
@@ -17,22 +17,24 @@ NETWORK = {"n_items": 200_000, "n_universities": 200, "n_companies": 2000, "mean
 FILES = ("interactions", "users", "items", "social")
 
 
-def network_files(size: int, work: Path, timeout: float = 4 * 3600) -> tuple[dict, dict]:
-    """({name: path}, counts) of the network with `size` members under work/data-<size>, generated in
-    a process of its own unless a finished earlier generation with the same settings is there."""
+def network_files(size: int, work: Path, timeout: float = 4 * 3600, day: int = 0) -> tuple[dict, dict]:
+    """({name: path}, counts) of the network with `size` members (on `day`, recsys/data/next_day.py,
+    with the configuration's daily growth) under work/data-<size>[-day<day>], generated in a process
+    of its own unless a finished earlier generation with the same settings is there."""
     from bench.runner import failure, run_bounded
 
-    folder = work / f"data-{size}"
+    folder = work / (f"data-{size}" + (f"-day{day}" if day else ""))
     done = folder / "network.json"
-    wanted = {**NETWORK, "n_users": size}
+    wanted = {**NETWORK, "n_users": size, **({"day": day} if day else {})}
     if done.is_file():
         record = json.loads(done.read_text())
         if record.get("network") == wanted and all((folder / f"{n}.parquet").is_file() for n in FILES):
             return {n: str(folder / f"{n}.parquet") for n in FILES}, record["counts"]
     shutil.rmtree(folder, ignore_errors=True)
     print(f"  generating {size:,} members ...", flush=True)
-    log = work / "logs" / f"generate-{size}.log"
-    code, seconds = run_bounded([sys.executable, "-m", "bench.synthetic", str(size), str(folder)], log, timeout)
+    log = work / "logs" / f"generate-{folder.name}.log"
+    code, seconds = run_bounded([sys.executable, "-m", "bench.synthetic", str(size), str(folder), str(day)], log,
+                                timeout)
     if code != 0 or not done.is_file():
         raise RuntimeError("generating the network " + failure(code, timeout, log))
     record = json.loads(done.read_text())
@@ -40,18 +42,20 @@ def network_files(size: int, work: Path, timeout: float = 4 * 3600) -> tuple[dic
     return {n: str(folder / f"{n}.parquet") for n in FILES}, record["counts"]
 
 
-def write_network(size: int, folder: Path) -> None:
+def write_network(size: int, folder: Path, day: int = 0) -> None:
     from recsys.data.loaders import save_files
-    from recsys.data.synthetic import generate
+    from recsys.data.next_day import generate_day
+    from recsys.data.settings import DayGrowth
 
     t0 = time.perf_counter()
-    data = generate(n_users=size, **NETWORK)
+    data = generate_day(day, DayGrowth().model_dump(), n_users=size, **NETWORK)
     save_files(data, folder)
     counts = {"members": len(data.users), "jobs": len(data.items), "interactions": len(data.interactions),
               "friendships": 0 if data.social is None else len(data.social)}
-    (folder / "network.json").write_text(json.dumps({"network": {**NETWORK, "n_users": size}, "counts": counts,
+    wanted = {**NETWORK, "n_users": size, **({"day": day} if day else {})}
+    (folder / "network.json").write_text(json.dumps({"network": wanted, "counts": counts,
                                                      "seconds": round(time.perf_counter() - t0, 1)}))
 
 
 if __name__ == "__main__":
-    write_network(int(sys.argv[1]), Path(sys.argv[2]))
+    write_network(int(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]) if len(sys.argv) > 3 else 0)

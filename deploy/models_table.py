@@ -1,7 +1,7 @@
 """The table `graphrec models` prints: every registered version with its aliases, family, promotion
 decision, the metric gate's two figures, the other gates' verdicts, and what a person did to it
-(forced, rolled back) or what it replaced. Read from the registry here so that the command line
-only prints it."""
+(forced, rolled back), what it replaced and which version its training started from. Read from the
+registry here so that the command line only prints it."""
 from __future__ import annotations
 
 from mlflow.tracking import MlflowClient
@@ -51,6 +51,8 @@ def _notes(tags: dict) -> list[str]:
         note.append(f"rolled back {tags['promotion.rolled_back_at']}")
     if tags.get("promotion.previous_champion"):
         note.append(f"replaced v{tags['promotion.previous_champion']}")
+    if tags.get("graphrec.warm_from"):
+        note.append(f"warm from v{tags['graphrec.warm_from']}")
     return note
 
 

@@ -76,7 +76,7 @@ def cmd_validate(args) -> int:
 
 def cmd_generate(args) -> int:
     from recsys.data.loaders import save_files
-    from recsys.data.synthetic import generate
+    from recsys.data.next_day import generate_day
 
     out = args.out
     if out.exists() and not out.is_dir():
@@ -93,7 +93,7 @@ def cmd_generate(args) -> int:
         print(f"graphrec generate: --out {out} cannot be written ({exc.strerror}); give a writable folder",
               file=sys.stderr)
         return 2
-    data = generate(**cfg.data.synthetic.model_dump())
+    data = generate_day(**cfg.data.synthetic.model_dump())
     paths = save_files(data, out)
     print(f"wrote {data.summary()} to:")
     for name, path in paths.items():

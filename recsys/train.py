@@ -285,11 +285,12 @@ def _validate(run: _Run, epoch: int, eval_cfg: EvalConfig, logs: dict) -> bool:
     return stop
 
 
-def _baseline(run: _Run, eval_cfg: EvalConfig, callbacks: Sequence[Callback]) -> None:
+def _baseline(run: _Run, eval_cfg: EvalConfig, callbacks: Sequence[Callback], started: float) -> None:
     """A warm start's validation figure before any step (epoch 0): early stopping keeps it unless
     an epoch beats it, so a warm run never ends worse than where it started."""
     logs: dict[str, float] = {"epoch_seconds": 0.0}
     _validate(run, 0, eval_cfg, logs)
+    logs["elapsed_seconds"] = time.perf_counter() - started
     run.result.best_score, run.result.best_epoch = run.best.best_score, run.best.best_epoch
     run.result.history.append({"epoch": 0, **logs})
     for cb in callbacks:
@@ -343,12 +344,14 @@ def _fit(model, graph, data, cfg, eval_cfg, callbacks, sampler, log, device, sta
         return logs
 
     def validate(epoch: int, logs: dict) -> bool:
-        return (epoch % cfg.eval_every == 0 or epoch == epochs) and _validate(run, epoch, eval_cfg, logs)
+        stop = (epoch % cfg.eval_every == 0 or epoch == epochs) and _validate(run, epoch, eval_cfg, logs)
+        logs["elapsed_seconds"] = time.perf_counter() - started  # the loop's wall clock, evaluations included
+        return stop
 
     started = time.perf_counter()
     model.train()
     if getattr(model, "warm_from", None) is not None and len(data.valid):
-        _baseline(run, eval_cfg, callbacks)
+        _baseline(run, eval_cfg, callbacks, started)
     try:
         drive_epochs(epochs, one_epoch, callbacks, result, validate if len(data.valid) else None, run.best,
                      stage if cfg.progress else None, log, cfg.monitor)

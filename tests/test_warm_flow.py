@@ -57,6 +57,10 @@ def test_the_second_retrain_starts_from_the_champion_and_bad_champions_give_a_sc
     assert run.data.metrics["valid_ndcg_at_20"] >= at_start - 1e-6  # early stopping never ends below it
     assert version.tags["graphrec.start"] == "champion" and version.tags["graphrec.warm_from"] == first["version"]
     assert version.tags["graphrec.warm_chain"] == "1"
+    from deploy.models_table import models_table
+
+    listed = [line for line in models_table(cfg.stores, "ndcg@20") if line.split()[0] == second["version"]]
+    assert f"warm from v{first['version']}" in listed[0]  # `graphrec models` shows it
 
     # a champion of another family: a scratch start naming both
     _, _, run, _ = _run(_config(root, files, **{"train.epochs": 2, "model.family": "mf"}))

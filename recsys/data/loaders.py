@@ -169,9 +169,9 @@ def load_ml100k(folder: str | Path) -> RecData:
 def load_data(cfg: DataConfig) -> RecData:
     """The configured source, read as is (validation comes next, then `with_split`)."""
     if cfg.source == "synthetic":
-        from recsys.data.synthetic import generate
+        from recsys.data.next_day import generate_day
 
-        return generate(**cfg.synthetic.model_dump())
+        return generate_day(**cfg.synthetic.model_dump())
     folder_loaders = {"gowalla": load_gowalla, "ml-100k": load_ml100k, "lastfm": load_lastfm}
     if cfg.source in folder_loaders:
         if cfg.path is None:

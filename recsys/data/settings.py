@@ -10,6 +10,15 @@ from pydantic import Field
 from recsys.config_base import Section
 
 
+class DayGrowth(Section):
+    """What each day after day 0 changes in the synthetic network (shares of day 0's counts)."""
+    new_members: float = Field(0.03, ge=0, lt=1, description="members who join each day")
+    new_jobs: float = Field(0.03, ge=0, lt=1, description="jobs posted each day")
+    gone_members: float = Field(0.01, ge=0, lt=1, description="members who leave each day, with their interactions")
+    views_per_member: float = Field(2.0, ge=0, description="more jobs each member with interactions views a day, "
+                                                           "on average")
+
+
 class SyntheticConfig(Section):
     n_users: int = Field(2000, ge=10)
     n_items: int = Field(800, ge=10)
@@ -22,6 +31,9 @@ class SyntheticConfig(Section):
     seed: int = 0
     candidates: Optional[int] = Field(None, ge=10, description="views drawn from this many random jobs per block "
                                                                 "of members (large catalogues)")
+    day: int = Field(0, ge=0, description="the network this many days later (recsys/data/next_day.py): members "
+                                          "gone and joined, jobs posted, more views, as `days` says")
+    days: "DayGrowth" = Field(default_factory=lambda: DayGrowth())
 
 
 class SplitConfig(Section):

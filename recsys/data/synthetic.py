@@ -89,6 +89,18 @@ class _World(NamedTuple):
     company_fields: np.ndarray  # (companies, fields)
 
 
+class Latent(NamedTuple):
+    """What drew the network, for its later days (recsys/data/next_day.py): members' and jobs' vectors."""
+    world: _World
+    u_uni: np.ndarray
+    u_company: np.ndarray
+    taste: np.ndarray
+    j_vec: np.ndarray
+    popularity: np.ndarray
+    cold_users: np.ndarray
+    cold_items: np.ndarray
+
+
 def generate(
     n_users: int = 2000,
     n_items: int = 800,
@@ -106,8 +118,15 @@ def generate(
 
     `candidates`: draw each block of 1,024 members' views from that many random jobs instead
     of all of them (for catalogues of 10^5 jobs and more, where scoring every job is too slow).
-    The steps below share one Generator, so their order is part of the data set: do not reorder.
     """
+    return network(n_users, n_items, n_universities, n_companies, mean_interactions, friends_per_user,
+                   cold_user_fraction, cold_item_fraction, seed, latent_dim, candidates)[0]
+
+
+def network(n_users, n_items, n_universities, n_companies, mean_interactions, friends_per_user, cold_user_fraction,
+            cold_item_fraction, seed, latent_dim=16, candidates=None) -> tuple[RecData, Latent]:
+    """generate's data set and what drew it. The steps share one Generator, so their order is part of
+    the data set: do not reorder."""
     rng = np.random.default_rng(seed)
     world = _world(rng, n_universities, n_companies, latent_dim)
     u_uni, u_company, u_field, taste = _member_taste(rng, world, n_users)
@@ -123,7 +142,8 @@ def generate(
     interactions = _funnel(rng, pu, pi, ps, user_ids, item_ids)
     social_df = pd.DataFrame({"src": user_ids[social[:, 0]], "dst": user_ids[social[:, 1]]})
     meta = {"cold_users": int(cold_users.sum()), "cold_items": int(cold_items.sum()), "seed": seed}
-    return RecData("synthetic", users, items, interactions, social_df, meta)
+    return (RecData("synthetic", users, items, interactions, social_df, meta),
+            Latent(world, u_uni, u_company, taste, j_vec, popularity, cold_users, cold_items))
 
 
 def _world(rng: np.random.Generator, n_universities: int, n_companies: int, latent_dim: int) -> _World:
@@ -167,12 +187,13 @@ def _pull_towards_friends(taste: np.ndarray, social: np.ndarray) -> np.ndarray:
     return taste
 
 
-def _member_profiles(rng: np.random.Generator, world: _World, u_uni, u_company, u_field) -> pd.DataFrame:
+def _member_profiles(rng: np.random.Generator, world: _World, u_uni, u_company, u_field,
+                     first: int = 0) -> pd.DataFrame:
     """The members table: user_id, university, company, a job title from their field and a headline."""
     field_names = world.field_names
     u_title = [FIELDS[field_names[f]][0][rng.integers(3)] for f in u_field]
     users = pd.DataFrame({
-        "user_id": [f"u{k:06d}" for k in range(len(u_uni))],
+        "user_id": [f"u{k:06d}" for k in range(first, first + len(u_uni))],
         "university": [world.universities[k] for k in u_uni],
         "company": [world.companies[k] for k in u_company],
         "title": u_title,
@@ -184,7 +205,8 @@ def _member_profiles(rng: np.random.Generator, world: _World, u_uni, u_company, 
     return users
 
 
-def _jobs(rng: np.random.Generator, world: _World, n_items: int) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+def _jobs(rng: np.random.Generator, world: _World, n_items: int,
+          first: int = 0) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
     """The jobs table (item_id, title, company, field, description), each job's vector and popularity."""
     field_names = world.field_names
     n_fields, latent_dim = world.field_vec.shape
@@ -199,7 +221,7 @@ def _jobs(rng: np.random.Generator, world: _World, n_items: int) -> tuple[pd.Dat
         for f, lv in zip(j_field, j_level)
     ]
     items = pd.DataFrame({
-        "item_id": [f"j{k:06d}" for k in range(n_items)],
+        "item_id": [f"j{k:06d}" for k in range(first, first + n_items)],
         "title": j_title,
         "company": [world.companies[k] for k in j_company],
         "field": [field_names[f] for f in j_field],
@@ -212,12 +234,14 @@ def _jobs(rng: np.random.Generator, world: _World, n_items: int) -> tuple[pd.Dat
 
 
 def _views(rng: np.random.Generator, taste, j_vec, popularity, warm_users, warm_items,
-           mean_interactions: float, candidates: int | None):
+           mean_interactions: float, candidates: int | None, counts: np.ndarray | None = None):
     """Which warm member viewed which warm job: per member 5 + Poisson jobs by Gumbel-top-k over the appeal.
 
     Returns parallel arrays of member index, job index and appeal, one entry per view.
     """
-    counts = np.minimum(5 + rng.poisson(max(mean_interactions - 5, 0.1), size=len(warm_users)), len(warm_items))
+    if counts is None:  # `counts`: each member's number of views, given (a later day's)
+        counts = 5 + rng.poisson(max(mean_interactions - 5, 0.1), size=len(warm_users))
+    counts = np.minimum(counts, len(warm_items))
     scale = 1.5 / np.sqrt(taste.shape[1])
     rows_u, rows_i, rows_s = [], [], []
     for start in range(0, len(warm_users), 1024):  # chunks bound memory at 1024 x items
@@ -247,13 +271,14 @@ def _gumbel_top_k(rng: np.random.Generator, appeal: np.ndarray, need: np.ndarray
     return np.take_along_axis(order, np.argsort(-np.take_along_axis(gumbel, order, 1), axis=1), 1)
 
 
-def _funnel(rng: np.random.Generator, pu, pi, ps, user_ids, item_ids) -> pd.DataFrame:
+def _funnel(rng: np.random.Generator, pu, pi, ps, user_ids, item_ids, start: int = START,
+            span: int = SPAN) -> pd.DataFrame:
     """Turn views into the event log: some views become clicks and some clicks applications, more often
-    the better the match; timestamped within SPAN of START and sorted by (timestamp, user_id)."""
+    the better the match; timestamped within `span` seconds of `start` and sorted by (timestamp, user_id)."""
     match = 1 / (1 + np.exp(-(ps - np.median(ps))))
     clicked = rng.random(len(pu)) < 0.25 + 0.5 * match
     applied = clicked & (rng.random(len(pu)) < 0.1 + 0.4 * match)
-    t_view = START + rng.integers(0, SPAN, size=len(pu))
+    t_view = start + rng.integers(0, span, size=len(pu))
     t_click = t_view + rng.integers(5, 3600, size=len(pu))
     t_apply = t_click + rng.integers(600, 3 * 86400, size=len(pu))
     interactions = pd.DataFrame({

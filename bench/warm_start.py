@@ -1,0 +1,267 @@
+"""Warm starts against scratch starts, through the real retraining flow (issue 44).
+
+Per row: day 1 trained from scratch to convergence (early stopping on validation) in a store of its
+own, where it becomes the champion; then day 2 twice, each in a copy of that store: from scratch
+(train.start=scratch) and from day 1's champion (train.start=champion). Every stage runs
+`flows.retrain.retrain_flow` in a process of its own (its peak RSS its own) on a Prefect server of its
+own, with the configuration's defaults but `train.epochs` (the bound convergence may need) and the
+row's data. Figures per day-2 run: validation recall@20 against the loop's wall clock (evaluations
+included; the warm run's first point is the champion's state before any step), the best of it, the
+train phase's seconds (selection loop and refit), test recall@20 / NDCG@20 of the registered model.
+The warm run's `warm_seconds_to_scratch_best`: the loop's seconds until its validation recall@20
+first reaches the scratch run's best (None: never).
+
+Data, and which split chooses what (every choice on validation; test is ranked once per model):
+  gowalla   the LightGCN paper's split. Day 2 ("today") is train.txt; day 1 ("yesterday") a seeded 90%
+            of each user's train.txt pairs, 5% of the users (seeded) held back as day 2's arrivals.
+            Day 1's validation: 10% of its pairs per user at random. Day 2's: the pairs day 1 did not
+            have (an arrival: 10% of theirs at random), so neither day-2 run has trained on its
+            validation pairs. Test: test.txt, the users and items each day knows.
+  network   the synthetic network (bench/synthetic.py) on day 0 and day 1 (recsys/data/next_day.py,
+            the configuration's daily growth), the flow's temporal split: the newest pairs of each
+            member are validation and test.
+
+    ./dev.sh python -m bench.warm_start --rows gowalla-mf network100k-lightgcn [--resume]
+
+Writes bench/results/warm_start.json (rows: dataset, family, members, scratch_seconds,
+warm_seconds_to_scratch_best, scratch_test_recall@20, warm_test_recall@20, peak_rss_mb, and the
+curves; worst_warm_time_ratio: warm_seconds_to_scratch_best / scratch_seconds, the worst row;
+worst_warm_quality_ratio: warm / scratch test recall@20, the worst row; the 1M row's figures),
+warm_start.md and warm_start_curves.png.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import signal
+import sys
+import time
+from pathlib import Path
+
+from bench.common import SHARED_DATA, Stages, peak_rss_mb, write_results
+from bench.runner import failure, interrupted, run_bounded
+from bench.synthetic import network_files
+
+ROWS = {  # name: (data set, family, members of the synthetic network)
+    "gowalla-lightgcn": ("gowalla", "lightgcn", None),
+    "gowalla-mf": ("gowalla", "mf", None),
+    "network100k-lightgcn": ("network", "lightgcn", 100_000),
+    "network300k-lightgcn": ("network", "lightgcn", 300_000),
+    "network300k-sage": ("network", "sage", 300_000),
+    "network1m-lightgcn": ("network", "lightgcn", 1_000_000),
+}
+NETWORK_SETS = ["graph.social_edges=true", "features.enabled=true", "features.text=false"]
+
+
+def gowalla_days(work: Path, source: Path | None = None) -> dict[int, dict]:
+    """Day 1 and day 2 of Gowalla (or the LightGCN-format folder `source`) as interaction files with
+    their own split (see the module)."""
+    import numpy as np
+    import pandas as pd
+
+    from recsys.data.loaders import load_gowalla
+
+    out = {}
+    folder = work / "gowalla-days"
+    if (folder / "done").is_file():
+        return {d: {"interactions": str(folder / f"day{d}.parquet")} for d in (1, 2)}
+    folder.mkdir(parents=True, exist_ok=True)
+    inter = load_gowalla(source or SHARED_DATA / "gowalla").interactions[["user_id", "item_id", "split"]].astype(
+        {"user_id": str, "item_id": str, "split": str})
+    rng = np.random.default_rng(0)
+    users = inter["user_id"].unique()
+    arrivals = set(rng.choice(users, size=round(0.05 * len(users)), replace=False))
+    train = inter[inter["split"] == "train"].reset_index(drop=True)
+    arrival = train["user_id"].isin(arrivals).to_numpy()
+    draw = rng.random(len(train))
+    yesterday = ~arrival & (draw < 0.9)
+    day2 = train.assign(split=np.where(~yesterday & (~arrival | (draw < 0.1)), "valid", "train"))
+    day1 = train[yesterday].drop(columns="split")
+    from recsys.data.split import assign_split
+
+    day1 = assign_split(day1, "random", 0.1, 0.0, seed=0)
+    test = inter[inter["split"] == "test"]
+    for day, table in ((1, day1), (2, day2)):
+        known_users, known_items = set(table["user_id"]), set(table[table["split"] == "train"]["item_id"])
+        held = test[test["user_id"].isin(known_users) & test["item_id"].isin(known_items)]
+        frame = pd.concat([table.astype({"split": str}), held], ignore_index=True)
+        frame.to_parquet(folder / f"day{day}.parquet", index=False)
+        out[day] = {"interactions": str(folder / f"day{day}.parquet")}
+    (folder / "done").write_text("")
+    return out
+
+
+def data_sets(row: str, work: Path, members: int | None = None) -> dict[int, list[str]]:
+    """Each day's data settings for `row` (`members`: another size of the network)."""
+    data, _, size = ROWS[row]
+    members = members or size
+    if data == "gowalla":
+        days = gowalla_days(work)
+        return {d: ["data.source=files", f"data.interactions={days[d]['interactions']}",
+                    "validation.min_interactions_per_user=1", "eval.max_users=null"] for d in days}
+    out = {}
+    for day, generated in ((1, 0), (2, 1)):
+        files, _ = network_files(members, work, day=generated)
+        out[day] = ["data.source=files", *(f"data.{k}={v}" for k, v in files.items()), *NETWORK_SETS]
+    return out
+
+
+def run_stage(row: str, stage: str, store: Path, sets: list[str], args) -> dict:
+    """One retrain in a child process (a session of its own, bounded by --timeout): its figures."""
+    spec = store.parent / f"{store.name}.spec.json"
+    out = store.parent / f"{store.name}.out.json"
+    out.unlink(missing_ok=True)
+    spec.write_text(json.dumps({"store": str(store), "out": str(out), "overrides": [
+        f"stores.root={store}", f"model.family={ROWS[row][1]}", "train.progress=false",
+        f"train.epochs={args.epochs}", f"train.start={'champion' if stage == 'warm' else 'scratch'}", *sets,
+        *args.set]}))
+    log = args.work / "logs" / f"{row}-{stage}.log"
+    code, _ = run_bounded([sys.executable, "-m", "bench.warm_start", "--child", str(spec)], log, args.timeout)
+    if code != 0 or not out.is_file():
+        raise RuntimeError(f"{row} {stage}: " + failure(code, args.timeout, log))
+    return json.loads(out.read_text())
+
+
+def child_main(spec_path: Path) -> None:
+    """The retraining flow once, as `graphrec retrain` runs it; figures to spec["out"]."""
+    from deploy.tracking import configure, metric_history, run_figures
+    from flows.cli import prepare_prefect
+    from flows.prefect_api import prefect_api
+    from flows.retrain import retrain_flow
+    from recsys.config import load_config
+
+    spec = json.loads(spec_path.read_text())
+    cfg = load_config(None, spec["overrides"])
+    with prefect_api(prepare_prefect(Path(spec["store"]))):
+        out = retrain_flow(cfg, return_state=True).result()
+    configure(cfg.stores)
+    run = run_figures(out["run_id"])
+    recall = metric_history(out["run_id"], "valid_recall_at_20")
+    elapsed = metric_history(out["run_id"], "elapsed_seconds")
+    params, test = run["params"], out["metrics"].get("test", {})
+    Path(spec["out"]).write_text(json.dumps({
+        "curve": [[round(s, 1), round(r, 5)] for s, r in zip(elapsed, recall)],  # the final figure is not a point
+        "best_valid_recall@20": round(max(recall[: len(elapsed)]), 5) if elapsed else None,
+        "train_seconds": round(out["phase_seconds"]["train"], 1), "loop_seconds": round(elapsed[-1], 1),
+        "epochs_run": int(run["metrics"].get("epochs_run", 0)), "best_epoch": int(run["metrics"].get("best_epoch", 0)),
+        "test_recall@20": test.get("recall@20"), "test_ndcg@20": test.get("ndcg@20"),
+        "members": int(params.get("data.users", 0)), "start": params.get("start"),
+        "start_reason": params.get("start_reason"), "peak_rss_mb": round(peak_rss_mb()),
+        "version": out["version"], "promoted": out["promoted"]}))
+
+
+def run_row(row: str, stages: Stages, args) -> dict:
+    days = data_sets(row, args.work, args.members)
+    inputs = {"sets": args.set, "epochs": args.epochs, "days": days}
+    first = args.work / row / "day1"
+
+    def day1():
+        shutil.rmtree(first, ignore_errors=True)
+        first.mkdir(parents=True)
+        return run_stage(row, "day1", first / "store", days[1], args)
+
+    base = stages.run(f"{row}/day1", inputs, day1)
+
+    def day2(stage: str):
+        folder = args.work / row / stage
+        shutil.rmtree(folder, ignore_errors=True)
+        shutil.copytree(first, folder)  # day 1's store as it was: its champion is day 1's model
+        return run_stage(row, stage, folder / "store", days[2], args)
+
+    scratch = stages.run(f"{row}/scratch", inputs, lambda: day2("scratch"))
+    warm = stages.run(f"{row}/warm", inputs, lambda: day2("warm"))
+    target = scratch["best_valid_recall@20"]
+    reached = next((s for s, r in warm["curve"] if target is not None and r >= target), None)
+    return {"row": row, "dataset": ROWS[row][0], "family": ROWS[row][1], "members": warm["members"],
+            "day1_test_recall@20": base["test_recall@20"], "day1_epochs": base["epochs_run"],
+            "scratch_seconds": scratch["loop_seconds"], "scratch_train_seconds": scratch["train_seconds"],
+            "warm_seconds_to_scratch_best": reached, "warm_loop_seconds": warm["loop_seconds"],
+            "warm_train_seconds": warm["train_seconds"],
+            "scratch_best_valid_recall@20": target, "warm_best_valid_recall@20": warm["best_valid_recall@20"],
+            "warm_start_valid_recall@20": warm["curve"][0][1] if warm["curve"] else None,
+            "scratch_test_recall@20": scratch["test_recall@20"], "warm_test_recall@20": warm["test_recall@20"],
+            "scratch_test_ndcg@20": scratch["test_ndcg@20"], "warm_test_ndcg@20": warm["test_ndcg@20"],
+            "scratch_epochs": scratch["epochs_run"], "warm_epochs": warm["epochs_run"],
+            "warm_start": warm["start_reason"], "peak_rss_mb": max(scratch["peak_rss_mb"], warm["peak_rss_mb"]),
+            "scratch_curve": scratch["curve"], "warm_curve": warm["curve"]}
+
+
+def summary(rows: list[dict]) -> dict:
+    def ratio(a, b):
+        return None if a is None or not b else round(a / b, 3)
+
+    time_ratios = [ratio(r["warm_seconds_to_scratch_best"], r["scratch_seconds"]) for r in rows]
+    quality = [ratio(r["warm_test_recall@20"], r["scratch_test_recall@20"]) for r in rows]
+    one_m = next((r for r in rows if r["row"] == "network1m-lightgcn"), {})
+    return {"worst_warm_time_ratio": None if None in time_ratios or not rows else max(time_ratios),
+            "worst_warm_quality_ratio": min((q for q in quality if q is not None), default=None),
+            "lightgcn_1m_warm_total_seconds": one_m.get("warm_train_seconds"),
+            "lightgcn_1m_converged_test_recall@20": one_m.get("scratch_test_recall@20"),
+            "lightgcn_1m_warm_test_recall@20": one_m.get("warm_test_recall@20")}
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, max(1, len(rows)), figsize=(5 * max(1, len(rows)), 4), squeeze=False)
+    for ax, r in zip(axes[0], rows):
+        for name in ("scratch", "warm"):
+            points = r[f"{name}_curve"]
+            ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=name)
+        ax.set_title(r["row"])
+        ax.set_xlabel("training wall clock (s)")
+        ax.set_ylabel("validation recall@20")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rows", nargs="+", choices=list(ROWS), default=list(ROWS))
+    p.add_argument("--epochs", type=int, default=200, help="train.epochs: the bound; early stopping ends a run")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="more settings for every run")
+    p.add_argument("--members", type=int, help="the network rows at this many members instead (a smoke run)")
+    p.add_argument("--work", type=Path, default=Path.home() / "graphrec-warm-start")
+    p.add_argument("--timeout", type=float, default=12 * 3600, help="seconds a stage may run")
+    p.add_argument("--resume", action="store_true", help="reuse finished stages with the same inputs")
+    p.add_argument("--name", default="warm_start")
+    args = p.parse_args(argv)
+    signal.signal(signal.SIGTERM, interrupted)
+    stages = Stages(args.name, args.resume)
+    old = {r["row"]: r for r in _previous(args.name)}
+    for row in args.rows:
+        t0 = time.perf_counter()
+        old[row] = run_row(row, stages, args)
+        print(f"[{row}] done in {time.perf_counter() - t0:.0f} s", flush=True)
+    rows = [old[r] for r in ROWS if r in old]
+    from bench.common import RESULTS
+
+    plot(rows, RESULTS / f"{args.name}_curves.png")
+    table = [(r["row"], r["scratch_seconds"], r["warm_seconds_to_scratch_best"], r["scratch_test_recall@20"],
+              r["warm_test_recall@20"], r["warm_start_valid_recall@20"], r["scratch_best_valid_recall@20"],
+              r["peak_rss_mb"]) for r in rows]
+    write_results(args.name, {"rows": rows, **summary(rows), "settings": args.set, "epochs_bound": args.epochs},
+                  table, "Warm starts against scratch starts (day 2 of each row)",
+                  notes=__doc__.split("\n\n")[1].replace("\n", " "),
+                  header=("row", "scratch s (loop)", "warm s to scratch's best", "scratch test R@20",
+                          "warm test R@20", "warm valid R@20 at start", "scratch best valid R@20", "peak RSS MB"))
+    return 0
+
+
+def _previous(name: str) -> list[dict]:
+    from bench.common import previous
+
+    return previous(name, "rows", [])
+
+
+if __name__ == "__main__":
+    if "--child" in sys.argv:
+        child_main(Path(sys.argv[sys.argv.index("--child") + 1]))
+    else:
+        sys.exit(main())
