@@ -108,7 +108,7 @@ def main() -> None:
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, max_steps_per_epoch=args.max_steps_per_epoch,
                       lr_batch_scaling=args.lr_batch_scaling, lr=args.lr, l2=args.l2, seed=args.seed,
                       lr_milestones=args.lr_milestones, lr_gamma=args.lr_gamma,
-                      threads=args.threads, loss=args.loss, temperature=args.temperature, average=None,
+                      loss=args.loss, temperature=args.temperature, average=None,
                       negatives={"kind": args.sampler, "per_positive": args.per_positive,
                                  "candidates": args.candidates})
     if args.headline_ema is not None and args.headline_ema not in args.ema:

@@ -33,7 +33,7 @@ def settings(store: Path, files: dict, threads: int) -> list[str]:
     return [f"stores.root={store}", "data.source=files", *(f"data.{k}={v}" for k, v in files.items()),
             "features.text=false", "model.family=sage", "model.dim=64", "model.sage.fanouts=[10, 5]",
             "model.sage.chunk_size=65536", "train.epochs=1", "train.progress=false", "train.batch_size=4096",
-            "data.split.kind=random", f"train.threads={threads}", f"refresh.threads={threads}"]
+            "data.split.kind=random", f"compute.threads={threads}", f"refresh.threads={threads}"]
 
 
 def train_champion(store: Path, full: dict, folder: Path, threads: int) -> None:

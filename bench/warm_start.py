@@ -17,6 +17,8 @@ Data, and which split chooses what (every choice on validation; test is ranked o
             Day 1's validation: 10% of its pairs per user at random. Day 2's: the pairs day 1 did not
             have (an arrival: 10% of theirs at random), so neither day-2 run has trained on its
             validation pairs. Test: test.txt, the users and items each day knows.
+  embedded  the embedded default (2,000 members) on day 0 and day 1 (recsys/data/next_day.py), the
+            flow's temporal split.
   network   the synthetic network (bench/synthetic.py) on day 0 and day 1 (recsys/data/next_day.py,
             the configuration's daily growth), the flow's temporal split: the newest pairs of each
             member are validation and test.
@@ -44,6 +46,7 @@ from bench.runner import failure, interrupted, run_bounded
 from bench.synthetic import network_files
 
 ROWS = {  # name: (data set, family, members of the synthetic network)
+    "embedded-lightgcn": ("embedded", "lightgcn", None),
     "gowalla-lightgcn": ("gowalla", "lightgcn", None),
     "gowalla-mf": ("gowalla", "mf", None),
     "network100k-lightgcn": ("network", "lightgcn", 100_000),
@@ -96,6 +99,8 @@ def data_sets(row: str, work: Path, members: int | None = None) -> dict[int, lis
     """Each day's data settings for `row` (`members`: another size of the network)."""
     data, _, size = ROWS[row]
     members = members or size
+    if data == "embedded":
+        return {d: ["data.source=synthetic", f"data.synthetic.day={d - 1}"] for d in (1, 2)}
     if data == "gowalla":
         days = gowalla_days(work)
         return {d: ["data.source=files", f"data.interactions={days[d]['interactions']}",

@@ -152,8 +152,9 @@ def test_a_worse_challenger_never_becomes_champion(workspace):
     from flows.retrain import retrain_flow
 
     root, files = workspace
-    # One epoch with a tiny learning rate is worse than the six-epoch champion of the test above.
-    cfg = config(root, files["interactions"], files, **{"train.epochs": 1, "train.lr": 1e-5})
+    # One epoch with a tiny learning rate from scratch is worse than the six-epoch champion of the test
+    # above (from the champion, it would start where the champion stands).
+    cfg = config(root, files["interactions"], files, **{"train.epochs": 1, "train.lr": 1e-5, "train.start": "scratch"})
     out = retrain_flow(cfg, return_state=True).result()
     client = MlflowClient(cfg.stores.resolved_tracking_uri())
     name = cfg.stores.registered_model

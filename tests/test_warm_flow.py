@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 from urllib.parse import urlparse
 
+import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -66,6 +67,18 @@ def test_the_second_retrain_starts_from_the_champion_and_bad_champions_give_a_sc
     _, _, run, _ = _run(_config(root, files, **{"train.epochs": 2, "model.family": "mf"}))
     assert run.data.params["start"] == "scratch"
     assert "is a lightgcn model, today's is mf" in run.data.params["start_reason"]
+
+    # one retrain in every scratch_every from scratch; and after data that drifted beyond the check's bounds
+    _, _, run, _ = _run(_config(root, files, **{"train.epochs": 2, "train.scratch_every": 1}))
+    assert run.data.params["start"] == "scratch" and "train.scratch_every=1" in run.data.params["start_reason"]
+    inter = pd.read_parquet(files["interactions"])
+    kept = inter["user_id"].drop_duplicates().sample(frac=0.4, random_state=0)
+    drifted = root / "drifted.parquet"
+    inter[inter["user_id"].isin(kept)].to_parquet(drifted, index=False)
+    _, _, run, _ = _run(_config(root, {**files, "interactions": drifted},
+                                **{"train.epochs": 2, "promotion.data_drift.allow": "true"}))
+    assert run.data.tags["data_drift.result"] == "beyond bounds"
+    assert run.data.params["start"] == "scratch" and "drifted beyond" in run.data.params["start_reason"]
 
     # the champion's warm-start files lost: a scratch start that says so
     champion = client.get_registered_model(cfg.stores.registered_model).aliases["champion"]

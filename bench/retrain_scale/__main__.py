@@ -28,7 +28,7 @@ from bench.synthetic import network_files
 
 def base_settings(threads: int) -> list[str]:
     return ["data.source=files", "graph.social_edges=true", "features.enabled=true", "features.text=false",
-            f"train.threads={threads}", f"refresh.threads={threads}", "train.progress=false", *UNIFORM_SETS]
+            f"compute.threads={threads}", f"refresh.threads={threads}", "train.progress=false", *UNIFORM_SETS]
 
 
 def run_overrides(store: Path, files: dict, family: str, args, work: Path) -> list[str]:
@@ -274,7 +274,7 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=None, help="train.epochs for every run (default: the config's)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="configuration override for every run (repeatable), e.g. train.max_steps_per_epoch=64")
-    p.add_argument("--threads", type=int, default=2, help="train.threads and refresh.threads (default 2)")
+    p.add_argument("--threads", type=int, default=2, help="compute.threads and refresh.threads (default 2)")
     p.add_argument("--timeout", type=float, default=4 * 3600, help="seconds a run may take before it is stopped")
     p.add_argument("--work", type=Path, default=None, help="folder for the files, stores and logs (kept)")
     p.add_argument("--keep-stores", action="store_true", help="keep each run's MLflow store and snapshots")
