@@ -1,8 +1,9 @@
 """What a registered version keeps for the next night's warm start (recsys/warm.py): artifacts
 `warm_start/` of the version's MLflow run.
 
-- `state.pt`: the state of the model chosen on validation, as the family built it (a dict of
-  tensors, read back with torch's weights-only loader: loading runs no code from the store);
+- `state.pt`: the state of the model chosen on validation, as the family built it, and of its later
+  stages' modules (MMoE heads, the LLM prefix): dicts of tensors, read back with torch's weights-only
+  loader, so loading runs no code from the store;
 - `ids.npz`: the user and item ids its ID rows belong to, as text;
 - `warm.json`: the family, its model section, and how many warm starts in a row led to it.
 
@@ -28,12 +29,18 @@ FILES = ("state.pt", "ids.npz", "warm.json")
 FORMAT = 1
 
 
+def _plain(module: torch.nn.Module) -> dict:
+    return {k: v.detach().cpu() for k, v in module.state_dict().items()}
+
+
 def record_warm_state(run_id: str, model: torch.nn.Module, family: str, model_cfg: dict,
-                      user_ids: np.ndarray, item_ids: np.ndarray, chain: int) -> None:
+                      user_ids: np.ndarray, item_ids: np.ndarray, chain: int,
+                      stages: Optional[dict[str, torch.nn.Module]] = None) -> None:
     """Log what a later warm start needs as artifacts of `run_id`."""
     with tempfile.TemporaryDirectory(prefix="graphrec-warm-") as tmp:
         folder = Path(tmp)
-        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, folder / "state.pt")
+        torch.save({"model": _plain(model), "stages": {k: _plain(m) for k, m in (stages or {}).items()}},
+                   folder / "state.pt")
         np.savez(folder / "ids.npz", user_ids=np.asarray(user_ids).astype(str),
                  item_ids=np.asarray(item_ids).astype(str))
         (folder / "warm.json").write_text(json.dumps({"format": FORMAT, "family": family, "model_cfg": model_cfg,
@@ -60,15 +67,15 @@ def version_warm_state(name: str, version: str) -> tuple[Optional[WarmState], st
         with tempfile.TemporaryDirectory(prefix="graphrec-warm-") as tmp:
             local = Path(client.download_artifacts(run_id, WARM_DIR, tmp))
             meta = json.loads((local / "warm.json").read_text())
-            state = torch.load(local / "state.pt", map_location="cpu", weights_only=True)
+            saved = torch.load(local / "state.pt", map_location="cpu", weights_only=True)
             with np.load(local / "ids.npz", allow_pickle=False) as z:
                 users, items = z["user_ids"], z["item_ids"]
     except Exception as e:  # a damaged artifact is a reason for a scratch start, not a crash
         return None, f"champion v{version}'s warm-start state cannot be read ({type(e).__name__}: {e}): a scratch start"
-    if meta.get("format") != FORMAT or not isinstance(state, dict):
+    if meta.get("format") != FORMAT or not isinstance(saved, dict) or not isinstance(saved.get("model"), dict):
         return None, f"champion v{version}'s warm-start state is of another format: a scratch start"
-    return WarmState(meta["family"], meta.get("model_cfg", {}), state, users, items, str(version),
-                     int(meta.get("chain", 0))), ""
+    return WarmState(meta["family"], meta.get("model_cfg", {}), saved["model"], users, items, str(version),
+                     int(meta.get("chain", 0)), saved.get("stages") or {}), ""
 
 
 def record_start(run_id: str, start) -> None:

@@ -31,7 +31,8 @@ def train(prepared, cfg, callbacks=None, log: Optional[Callable[[str], None]] = 
     if log:
         log(f"training starts {'from ' + start.reason if start.mode == 'champion' else 'from scratch: ' + start.reason}"
             + (f" ({start.carried})" if start.carried else ""))
-    trained = load(f.train)(prepared, cfg, model, callbacks, log)
+    trained = load(f.train)(prepared, cfg, model, callbacks, log,
+                            warm.stages if warm is not None and start.mode == "champion" else None)
     if cfg.train.refit and f.train == RANKING_LOOP and len(prepared.indexed.valid) and trained.best_epoch:
         def build(graph):
             refit_model = f.build(cfg.model, graph, seed=cfg.train.seed)
@@ -57,9 +58,10 @@ def warm_start(model, warm: Optional[WarmState], family_name: str, data, new_row
 
 
 def train_ranking(prepared, cfg, model, callbacks: Callable[[str], Sequence[Callback]] = no_callbacks,
-                  log: Optional[Callable[[str], None]] = None) -> Trained:
+                  log: Optional[Callable[[str], None]] = None, stages: Optional[dict] = None) -> Trained:
     """A family's whole training when it is the ranking loop above (every family but those with a
-    later stage). `callbacks(stage)` gives the observers of a stage; this one is stage ""."""
+    later stage). `callbacks(stage)` gives the observers of a stage; this one is stage "". `stages`:
+    a warm start's later stages (a family with none has nothing to take from them)."""
     result = fit(model, prepared.graph, prepared.indexed, cfg.train, cfg.eval, callbacks=callbacks(""), log=log,
                  device=resolve_device(cfg.compute.device))
     return Trained(model, prepared.graph, result, result.best_score, result.best_epoch)

@@ -15,6 +15,7 @@ from recsys.models.llm import FixedVectors, PrefixEncoder, graph_texts, item_tex
 from recsys.text import TextEncoder
 from recsys.train import TrainResult, drive_epochs, fit
 from recsys.trained import Trained
+from recsys.warm import load_stage
 
 
 def fit_prefix(model: PrefixEncoder, gnn_users: torch.Tensor, texts: list[str], item_vectors: torch.Tensor,
@@ -77,11 +78,13 @@ def fit_prefix(model: PrefixEncoder, gnn_users: torch.Tensor, texts: list[str], 
 
 
 def train_llm(prepared, opts, bottom, text_cache, seed: int = 0, log: Optional[Callable[[str], None]] = None,
-              callbacks: Sequence = (), device: Optional[torch.device] = None) -> tuple[FixedVectors, list[dict]]:
+              callbacks: Sequence = (), device: Optional[torch.device] = None,
+              warm: Optional[dict] = None) -> tuple[FixedVectors, list[dict], Optional[PrefixEncoder]]:
     """The `llm` family on prepared data: `opts` (LLMOptions) picks graph-as-text or GNN-as-prefix;
     `bottom` is the trained GNN whose member embeddings the prefix reads. Jobs are the frozen
     encoder's vectors of their text in both modes. The encoders and the prefix run on `device`;
-    the vectors come back to the CPU."""
+    the vectors come back to the CPU. `warm`: a champion's stages, whose `prefix` starts the prefix
+    encoder where its shapes match. Also returns the prefix encoder (None for graph-as-text)."""
     device = torch.device(device or "cpu")
     data, indexed = prepared.data, prepared.indexed
     if list(data.users["user_id"].astype(str)) != list(indexed.user_ids):
@@ -91,26 +94,28 @@ def train_llm(prepared, opts, bottom, text_cache, seed: int = 0, log: Optional[C
     if opts.mode == "text":
         texts = graph_texts(data.users, data.items, indexed.train, indexed.social, opts.max_friends,
                             opts.max_items, opts.max_chars)
-        return FixedVectors(torch.as_tensor(encoder.encode(texts)), items), []
+        return FixedVectors(torch.as_tensor(encoder.encode(texts)), items), [], None
     bottom.eval()
     gnn_users, _ = embed_on(bottom, prepared.graph, device)
     texts = profile_texts(data.users)
     torch.manual_seed(seed)
     model = PrefixEncoder(gnn_users.shape[1], opts.prefix_tokens, opts.max_tokens)
+    load_stage(model, warm, "prefix")
     history = fit_prefix(model, gnn_users, texts, items, indexed.train, opts.epochs, opts.lr, opts.batch_size,
                          opts.temperature, opts.negatives, seed, log, callbacks, opts.members_per_epoch, device)
     users = model.encode(gnn_users.to(device), texts).cpu()
     model.to("cpu")
-    return FixedVectors(users, items), history
+    return FixedVectors(users, items), history, model
 
 
-def train_family(prepared, cfg, bottom, callbacks, log=None):
+def train_family(prepared, cfg, bottom, callbacks, log=None, stages=None):
     """The llm family's whole training (its registry entry): the GNN bottom by the ranking loop
     (prefix mode only: graph as text reads no GNN), then the language-model stage ("prefix_")."""
     result, device = TrainResult(), resolve_device(cfg.compute.device)
     if cfg.model.llm.mode == "prefix":
         result = fit(bottom, prepared.graph, prepared.indexed, cfg.train, cfg.eval, callbacks=callbacks(""), log=log,
                      device=device)
-    vectors, _ = train_llm(prepared, cfg.model.llm, bottom, cfg.stores.text_cache(), cfg.train.seed, log,
-                           callbacks("prefix_"), device)
-    return Trained(vectors, prepared.graph, result, result.best_score, result.best_epoch, built=bottom)
+    vectors, _, prefix = train_llm(prepared, cfg.model.llm, bottom, cfg.stores.text_cache(), cfg.train.seed, log,
+                                   callbacks("prefix_"), device, warm=stages)
+    return Trained(vectors, prepared.graph, result, result.best_score, result.best_epoch, built=bottom,
+                   stages={"prefix": prefix} if prefix is not None else {})

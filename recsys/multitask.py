@@ -146,12 +146,15 @@ def friend_ranking(model: GraphMultiTask, tasks: NetworkTasks, split: str = "tes
 
 def fit_network_heads(tasks: NetworkTasks, bottom: nn.Module, graph, opts, seed: int = 0,
                       callbacks: Sequence[Callback] = (), ranked_members: Optional[int] = None,
-                      ranking_seed: int = 0, device: Optional[torch.device] = None) -> NetworkHeadResult:
+                      ranking_seed: int = 0, device: Optional[torch.device] = None,
+                      warm: Optional[dict] = None) -> NetworkHeadResult:
     """Train the configured head (recsys.families.MMoEOptions) on both tasks over a trained bottom.
     Single-task heads: one model per task (each sees only its task's rows; `callbacks` observe the
     first). The friend ranking ranks `ranked_members` members (seeded; all when None). Heads train
-    and the friend ranking scores on `device`."""
+    and the friend ranking scores on `device`. `warm`: a champion's stages, whose heads (`head0`,
+    `head1`) start these where their shapes match (recsys.warm.load_stage)."""
     from recsys.models.mmoe import build_head
+    from recsys.warm import load_stage
 
     n_tasks = len(TASKS)
     per_task = opts.head == "single_task"
@@ -164,6 +167,7 @@ def fit_network_heads(tasks: NetworkTasks, bottom: nn.Module, graph, opts, seed:
             return build_head("shared_bottom" if per_task else opts.head, d, w, opts.experts, opts.expert_dim,
                               opts.expert_hidden, opts.tower_hidden, opts.dropout)[0]
         models.append(GraphMultiTask(bottom, graph, head, frozen=opts.freeze_bottom))
+        load_stage(models[-1].head, warm, f"head{t}")
     aucs: dict[str, dict[str, float]] = {}
     history, best_epoch = [], 0
     for t, model in enumerate(models):
@@ -184,18 +188,20 @@ def fit_network_heads(tasks: NetworkTasks, bottom: nn.Module, graph, opts, seed:
     # single-task heads: the last model is the friend task's
     with placed(models[-1], device or torch.device("cpu")):
         ranking = friend_ranking(models[-1], tasks, max_users=ranked_members, sample_seed=ranking_seed)
-    return NetworkHeadResult(models[0], aucs, ranking, gates, history, best_epoch)
+    return NetworkHeadResult(models[0], aucs, ranking, gates, history, best_epoch,
+                             {f"head{t}": m.head for t, m in enumerate(models)})
 
 
-def train_family(prepared, cfg, bottom, callbacks, log=None):
+def train_family(prepared, cfg, bottom, callbacks, log=None, stages=None):
     """The mmoe family's whole training (its registry entry): the bottom by the ranking loop, then
-    the heads on both tasks (stage "head_"); a search maximises their mean validation AUC."""
+    the heads on both tasks (stage "head_"); a search maximises their mean validation AUC. `stages`:
+    a warm start's, whose heads start these."""
     from recsys.fit import train_ranking
 
     trained = train_ranking(prepared, cfg, bottom, callbacks, log)
     heads = fit_network_heads(prepared.tasks, bottom, prepared.graph, cfg.model.mmoe, cfg.train.seed,
                               callbacks("head_"), ranked_members=cfg.model.mmoe.ranked_members,
-                              ranking_seed=cfg.eval.seed, device=resolve_device(cfg.compute.device))
-    trained.heads, trained.best_epoch = heads, heads.best_epoch
+                              ranking_seed=cfg.eval.seed, device=resolve_device(cfg.compute.device), warm=stages)
+    trained.heads, trained.best_epoch, trained.stages = heads, heads.best_epoch, dict(heads.modules)
     trained.score = float(np.mean(list(heads.aucs["valid"].values())))
     return trained

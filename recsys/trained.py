@@ -1,7 +1,7 @@
 """What a family's training returns, for the flow to evaluate, register and serve."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 import numpy as np
@@ -22,6 +22,7 @@ class NetworkHeadResult:
     gates: Optional[np.ndarray]            # (tasks, experts) mean gate weight on the test rows
     history: list[dict]
     best_epoch: int
+    modules: dict[str, nn.Module] = field(default_factory=dict)  # each head by name (a warm start's stages)
 
 
 @dataclass
@@ -38,6 +39,7 @@ class Trained:
     selection: Optional["Trained"] = None  # refit: the model chosen on validation, which the gates judge
     indexed: Optional[IndexedData] = None  # refit: the pairs the serving model trained on (validation included)
     built: Optional[nn.Module] = None      # the model the family built, when it is not `model` (llm: the bottom)
+    stages: dict[str, nn.Module] = field(default_factory=dict)  # later stages' modules a warm start carries
     start: Optional[Start] = None          # how training started (recsys/warm.py)
 
     def warm_model(self) -> nn.Module:

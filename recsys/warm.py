@@ -43,6 +43,7 @@ class WarmState:
     item_ids: np.ndarray
     version: str = ""                # the registered version it belongs to
     chain: int = 0                   # warm starts in a row behind it (0: it trained from scratch)
+    stages: dict[str, dict] = field(default_factory=dict)  # later stages' modules (MMoE heads, LLM prefix)
 
 
 @dataclass
@@ -109,6 +110,17 @@ def carry(model: torch.nn.Module, warm: WarmState, family: str, data: IndexedDat
     model.load_state_dict(out)
     return {"users_carried": int((users >= 0).sum()), "users_new": int((users < 0).sum()),
             "items_carried": int((items >= 0).sum()), "items_new": int((items < 0).sum()), "new_rows": new_rows}
+
+
+def load_stage(module: torch.nn.Module, stages: Optional[dict], name: str) -> bool:
+    """Start a later training stage's `module` (an MMoE head, the LLM prefix) from the champion's,
+    when the champion has one of the same names and shapes; whether it did."""
+    state = (stages or {}).get(name)
+    own = module.state_dict()
+    if state is None or set(state) != set(own) or any(state[k].shape != v.shape for k, v in own.items()):
+        return False
+    module.load_state_dict(state)
+    return True
 
 
 def _positions(known: np.ndarray, today: np.ndarray) -> np.ndarray:

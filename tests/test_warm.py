@@ -127,3 +127,18 @@ def test_a_warm_fit_starts_at_the_champions_validation_figure_and_keeps_it_if_no
     assert result.history[0]["valid_ndcg@20"] == pytest.approx(figure, abs=1e-6)
     assert result.best_epoch == 0 and result.best_score == pytest.approx(figure, abs=1e-6)
     assert evaluate_model(warm, graph, data, "valid", evals)["ndcg@20"] == pytest.approx(figure, abs=1e-6)
+
+
+def test_a_later_stage_starts_from_the_champions_module_only_where_it_fits():
+    from torch import nn
+
+    from recsys.warm import load_stage
+
+    champion = nn.Linear(4, 2)
+    same, wider = nn.Linear(4, 2), nn.Linear(5, 2)
+    assert load_stage(same, {"head0": champion.state_dict()}, "head0")
+    assert torch.equal(same.weight, champion.weight) and torch.equal(same.bias, champion.bias)
+    before = wider.weight.detach().clone()
+    assert not load_stage(wider, {"head0": champion.state_dict()}, "head0")  # another shape: as built
+    assert torch.equal(wider.weight, before)
+    assert not load_stage(same, {"prefix": champion.state_dict()}, "head0") and not load_stage(same, None, "head0")
