@@ -15,6 +15,8 @@ day was generated before it.
 """
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 import pandas as pd
 
@@ -27,7 +29,8 @@ DAY = 86400
 def generate_day(day: int, days: dict, **settings) -> RecData:
     """The network of `settings` (generate's keyword arguments) on day `day`, grown by `days`'
     shares (data.synthetic.days); day 0 is generate's own."""
-    data, latent = network(**{k: settings[k] for k in _NETWORK if k in settings})
+    settings = {**_NETWORK, **{k: v for k, v in settings.items() if k in _NETWORK}}
+    data, latent = network(**settings)
     if day == 0:
         return data
     grown = _Grown(data, latent)
@@ -36,8 +39,7 @@ def generate_day(day: int, days: dict, **settings) -> RecData:
     return grown.data(day)
 
 
-_NETWORK = ("n_users", "n_items", "n_universities", "n_companies", "mean_interactions", "friends_per_user",
-            "cold_user_fraction", "cold_item_fraction", "seed", "latent_dim", "candidates")
+_NETWORK = {name: p.default for name, p in inspect.signature(network).parameters.items()}  # network's defaults
 
 
 class _Grown:

@@ -101,7 +101,13 @@ class Latent(NamedTuple):
     cold_items: np.ndarray
 
 
-def generate(
+def generate(**settings) -> RecData:
+    """The synthetic network for these settings (`network`'s keyword arguments, see the module
+    docstring); one seed, one data set."""
+    return network(**settings)[0]
+
+
+def network(
     n_users: int = 2000,
     n_items: int = 800,
     n_universities: int = 12,
@@ -113,20 +119,11 @@ def generate(
     seed: int = 0,
     latent_dim: int = 16,
     candidates: int | None = None,
-) -> RecData:
-    """The synthetic network for these settings (see the module docstring); one seed, one data set.
-
-    `candidates`: draw each block of 1,024 members' views from that many random jobs instead
-    of all of them (for catalogues of 10^5 jobs and more, where scoring every job is too slow).
-    """
-    return network(n_users, n_items, n_universities, n_companies, mean_interactions, friends_per_user,
-                   cold_user_fraction, cold_item_fraction, seed, latent_dim, candidates)[0]
-
-
-def network(n_users, n_items, n_universities, n_companies, mean_interactions, friends_per_user, cold_user_fraction,
-            cold_item_fraction, seed, latent_dim=16, candidates=None) -> tuple[RecData, Latent]:
-    """generate's data set and what drew it. The steps share one Generator, so their order is part of
-    the data set: do not reorder."""
+) -> tuple[RecData, Latent]:
+    """The network's data set and what drew it (`candidates`: draw each block of 1,024 members' views
+    from that many random jobs instead of all of them, for catalogues of 10^5 jobs and more, where
+    scoring every job is too slow).
+    The steps share one Generator, so their order is part of the data set: do not reorder."""
     rng = np.random.default_rng(seed)
     world = _world(rng, n_universities, n_companies, latent_dim)
     u_uni, u_company, u_field, taste = _member_taste(rng, world, n_users)
