@@ -1,5 +1,5 @@
 """Harness: the synthetic professional network at scale (recsys.data.synthetic.generate, and its later
-days) as the scale benches use it (refresh, retrain_scale, data_scale, gpu, warm_start): 200k jobs, 200
+days) as the scale benches use it (refresh, retrain_scale, gpu, warm_start): 200k jobs, 200
 universities, 2,000 companies, 10 interactions per member on average, each block of members viewing
 4,096 random candidate jobs, friendships; its Parquet files generated once per size in a process
 of their own (`python -m bench.synthetic SIZE FOLDER`) and reused while their settings match.
