@@ -130,7 +130,7 @@ def run_stage(row: str, stage: str, store: Path, sets: list[str], args) -> dict:
 
 def child_main(spec_path: Path) -> None:
     """The retraining flow once, as `graphrec retrain` runs it; figures to spec["out"]."""
-    from deploy.tracking import configure, metric_history, run_figures
+    from deploy.tracking import configure, run_figures
     from flows.cli import prepare_prefect
     from flows.prefect_api import prefect_api
     from flows.retrain import retrain_flow
@@ -142,18 +142,24 @@ def child_main(spec_path: Path) -> None:
         out = retrain_flow(cfg, return_state=True).result()
     configure(cfg.stores)
     run = run_figures(out["run_id"])
-    recall = metric_history(out["run_id"], "valid_recall_at_20")
-    elapsed = metric_history(out["run_id"], "elapsed_seconds")
+    elapsed = by_step(out["run_id"], "elapsed_seconds")  # every epoch of the selection loop
+    recall = by_step(out["run_id"], "valid_recall_at_20")  # its validations (and the final figure, a step later)
+    curve = [[round(elapsed[step], 1), round(recall[step], 5)] for step in sorted(recall) if step in elapsed]
     params, test = run["params"], out["metrics"].get("test", {})
     Path(spec["out"]).write_text(json.dumps({
-        "curve": [[round(s, 1), round(r, 5)] for s, r in zip(elapsed, recall)],  # the final figure is not a point
-        "best_valid_recall@20": round(max(recall[: len(elapsed)]), 5) if elapsed else None,
-        "train_seconds": round(out["phase_seconds"]["train"], 1), "loop_seconds": round(elapsed[-1], 1),
+        "curve": curve, "best_valid_recall@20": max((r for _, r in curve), default=None),
+        "train_seconds": round(out["phase_seconds"]["train"], 1), "loop_seconds": round(max(elapsed.values()), 1),
         "epochs_run": int(run["metrics"].get("epochs_run", 0)), "best_epoch": int(run["metrics"].get("best_epoch", 0)),
         "test_recall@20": test.get("recall@20"), "test_ndcg@20": test.get("ndcg@20"),
         "members": int(params.get("data.users", 0)), "start": params.get("start"),
         "start_reason": params.get("start_reason"), "peak_rss_mb": round(peak_rss_mb()),
         "version": out["version"], "promoted": out["promoted"]}))
+
+
+def by_step(run_id: str, key: str) -> dict[int, float]:
+    from mlflow.tracking import MlflowClient
+
+    return {m.step: m.value for m in MlflowClient().get_metric_history(run_id, key)}
 
 
 def run_row(row: str, stages: Stages, args) -> dict:
