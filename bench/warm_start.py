@@ -112,7 +112,7 @@ def data_sets(row: str, work: Path, members: int | None = None) -> dict[int, lis
     return out
 
 
-def run_stage(row: str, stage: str, store: Path, sets: list[str], args) -> dict:
+def run_stage(row: str, stage: str, store: Path, sets: list[str], args, extra: tuple[str, ...] = ()) -> dict:
     """One retrain in a child process (a session of its own, bounded by --timeout): its figures."""
     spec = store.parent / f"{store.name}.spec.json"
     out = store.parent / f"{store.name}.out.json"
@@ -120,7 +120,7 @@ def run_stage(row: str, stage: str, store: Path, sets: list[str], args) -> dict:
     spec.write_text(json.dumps({"store": str(store), "out": str(out), "overrides": [
         f"stores.root={store}", f"model.family={ROWS[row][1]}", "train.progress=false",
         f"train.epochs={args.epochs}", f"train.start={'champion' if stage == 'warm' else 'scratch'}", *sets,
-        *args.set]}))
+        *args.set, *extra]}))
     log = args.work / "logs" / f"{row}-{stage}.log"
     code, _ = run_bounded([sys.executable, "-m", "bench.warm_start", "--child", str(spec)], log, args.timeout)
     if code != 0 or not out.is_file():
@@ -174,14 +174,16 @@ def run_row(row: str, stages: Stages, args) -> dict:
 
     base = stages.run(f"{row}/day1", inputs, day1)
 
-    def day2(stage: str):
+    def day2(stage: str, extra: tuple[str, ...] = ()):
         folder = args.work / row / stage
         shutil.rmtree(folder, ignore_errors=True)
         shutil.copytree(first, folder)  # day 1's store as it was: its champion is day 1's model
-        return run_stage(row, stage, folder / "store", days[2], args)
+        return run_stage(row, stage, folder / "store", days[2], args, extra)
 
     scratch = stages.run(f"{row}/scratch", inputs, lambda: day2("scratch"))
-    warm = stages.run(f"{row}/warm", inputs, lambda: day2("warm"))
+    variant = "warm" + "".join(f"+{s}" for s in args.warm_set)
+    warm = stages.run(f"{row}/{variant}", {**inputs, "warm_set": args.warm_set},
+                      lambda: day2("warm", tuple(args.warm_set)))
     target = scratch["best_valid_recall@20"]
     reached = next((s for s, r in warm["curve"] if target is not None and r >= target), None)
     return {"row": row, "dataset": ROWS[row][0], "family": ROWS[row][1], "members": warm["members"],
@@ -194,7 +196,8 @@ def run_row(row: str, stages: Stages, args) -> dict:
             "scratch_test_recall@20": scratch["test_recall@20"], "warm_test_recall@20": warm["test_recall@20"],
             "scratch_test_ndcg@20": scratch["test_ndcg@20"], "warm_test_ndcg@20": warm["test_ndcg@20"],
             "scratch_epochs": scratch["epochs_run"], "warm_epochs": warm["epochs_run"],
-            "warm_start": warm["start_reason"], "peak_rss_mb": max(scratch["peak_rss_mb"], warm["peak_rss_mb"]),
+            "warm_start": warm["start_reason"], "warm_settings": args.warm_set,
+            "peak_rss_mb": max(scratch["peak_rss_mb"], warm["peak_rss_mb"]),
             "scratch_curve": scratch["curve"], "warm_curve": warm["curve"]}
 
 
@@ -237,6 +240,9 @@ def main(argv=None) -> int:
     p.add_argument("--rows", nargs="+", choices=list(ROWS), default=list(ROWS))
     p.add_argument("--epochs", type=int, default=200, help="train.epochs: the bound; early stopping ends a run")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="more settings for every run")
+    p.add_argument("--warm-set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="settings of the warm run alone (e.g. train.warm_shrink=0.5); with --resume, day 1 and "
+                        "the scratch run are reused")
     p.add_argument("--members", type=int, help="the network rows at this many members instead (a smoke run)")
     p.add_argument("--work", type=Path, default=Path.home() / "graphrec-warm-start")
     p.add_argument("--timeout", type=float, default=12 * 3600, help="seconds a stage may run")
@@ -244,7 +250,7 @@ def main(argv=None) -> int:
     p.add_argument("--name", default="warm_start")
     args = p.parse_args(argv)
     signal.signal(signal.SIGTERM, interrupted)
-    stages = Stages(args.name, args.resume)
+    stages = Stages("warm_start", args.resume)  # one cache for every --name: warm variants share day 1 and scratch
     old = {r["row"]: r for r in _previous(args.name)}
     for row in args.rows:
         t0 = time.perf_counter()

@@ -181,6 +181,10 @@ class TrainConfig(Section):
     new_rows: Literal["neighbours", "init"] = Field(
         "neighbours", description="a warm start's users and items the champion never saw: the mean of their "
                                   "neighbours' carried rows, or the usual initialisation")
+    warm_shrink: float = Field(1.0, gt=0, le=1, description="a warm start's carried values are scaled by this and "
+                                                            "the fresh initialisation times warm_perturb added "
+                                                            "(shrink and perturb; 1 and 0: a plain copy)")
+    warm_perturb: float = Field(0.0, ge=0, le=1)
 
     @field_validator("epochs", "lr", "l2", "average")
     @classmethod

@@ -27,7 +27,7 @@ def train(prepared, cfg, callbacks=None, log: Optional[Callable[[str], None]] = 
     f = family(cfg.model.family)
     callbacks = callbacks or no_callbacks
     model = f.build(cfg.model, prepared.graph, seed=cfg.train.seed)
-    start = warm_start(model, warm, f.trained_model(cfg.model).name, prepared.indexed, cfg.train.new_rows, why)
+    start = warm_start(model, warm, f.trained_model(cfg.model).name, prepared.indexed, cfg.train, why)
     if log:
         log(f"training starts {'from ' + start.reason if start.mode == 'champion' else 'from scratch: ' + start.reason}"
             + (f" ({start.carried})" if start.carried else ""))
@@ -37,7 +37,8 @@ def train(prepared, cfg, callbacks=None, log: Optional[Callable[[str], None]] = 
         def build(graph):
             refit_model = f.build(cfg.model, graph, seed=cfg.train.seed)
             if start.mode == "champion" and warm is not None:
-                carry(refit_model, warm, f.trained_model(cfg.model).name, prepared.indexed, cfg.train.new_rows)
+                carry(refit_model, warm, f.trained_model(cfg.model).name, prepared.indexed, cfg.train.new_rows,
+                      cfg.train.warm_shrink, cfg.train.warm_perturb)
             return refit_model
 
         trained = refit(trained, prepared, cfg, build, callbacks, log)
@@ -45,12 +46,12 @@ def train(prepared, cfg, callbacks=None, log: Optional[Callable[[str], None]] = 
     return trained
 
 
-def warm_start(model, warm: Optional[WarmState], family_name: str, data, new_rows: str, why: str) -> Start:
+def warm_start(model, warm: Optional[WarmState], family_name: str, data, train: TrainConfig, why: str) -> Start:
     """`model` seeded from `warm` where it fits (recsys.warm.carry); otherwise left as built, with the reason."""
     if warm is None:
         return Start("scratch", why or "train.start=scratch")
     try:
-        carried = carry(model, warm, family_name, data, new_rows)
+        carried = carry(model, warm, family_name, data, train.new_rows, train.warm_shrink, train.warm_perturb)
     except WarmStartError as e:
         return Start("scratch", str(e))
     model.warm_from = warm.version  # the loop ranks validation before the first epoch (recsys.train.fit)

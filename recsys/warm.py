@@ -9,7 +9,11 @@ A warm start copies that state into today's freshly built model:
   a user keeps their row when the id order changes;
 * rows of ids the champion never saw follow `train.new_rows`: `neighbours` (the mean of the carried
   rows of their training neighbours: a new user's items, a new item's users; the usual
-  initialisation where none is carried) or `init` (the usual initialisation).
+  initialisation where none is carried) or `init` (the usual initialisation);
+* then, with `train.warm_shrink` below 1 or `train.warm_perturb` above 0, every floating-point value
+  becomes shrink x carried + perturb x freshly initialised ("shrink and perturb", Ash & Adams 2020:
+  a model warm-started at yesterday's optimum can sit where further training only overfits, and
+  shrinking it towards the initialisation gives training room again).
 
 Nothing is copied unless everything fits: a champion of another family, another shape or no
 shared id raises WarmStartError with the reason, and the model stays as built (a scratch start).
@@ -80,7 +84,7 @@ def choose(train: TrainConfig, state: Optional[WarmState], why_none: str,
 
 
 def carry(model: torch.nn.Module, warm: WarmState, family: str, data: IndexedData,
-          new_rows: str = "neighbours") -> dict:
+          new_rows: str = "neighbours", shrink: float = 1.0, perturb: float = 0.0) -> dict:
     """Copy `warm` into `model` (built for `data`) as the module says; returns what was carried.
     Raises WarmStartError, leaving the model untouched, when it does not fit."""
     if warm.family != family:
@@ -107,9 +111,12 @@ def carry(model: torch.nn.Module, warm: WarmState, family: str, data: IndexedDat
         out[name] = old.to(value.dtype) if side is None else _rows(value, old, users if side == "user" else items)
     if new_rows == "neighbours":
         _neighbour_rows(out, tables, data, users, items)
+    if shrink != 1.0 or perturb:
+        out = {k: shrink * v + perturb * own[k] if v.is_floating_point() else v for k, v in out.items()}
     model.load_state_dict(out)
     return {"users_carried": int((users >= 0).sum()), "users_new": int((users < 0).sum()),
-            "items_carried": int((items >= 0).sum()), "items_new": int((items < 0).sum()), "new_rows": new_rows}
+            "items_carried": int((items >= 0).sum()), "items_new": int((items < 0).sum()), "new_rows": new_rows,
+            "shrink": shrink, "perturb": perturb}
 
 
 def load_stage(module: torch.nn.Module, stages: Optional[dict], name: str) -> bool:

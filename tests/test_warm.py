@@ -43,7 +43,16 @@ def test_rows_move_with_their_ids_and_new_users_take_their_items_mean():
     assert items[2].tolist() == [1.0, 1.0]  # z: its one user a's carried row
     assert not torch.equal(items[2], init_z)
     assert carried == {"users_carried": 2, "users_new": 1, "items_carried": 2, "items_new": 1,
-                       "new_rows": "neighbours"}
+                       "new_rows": "neighbours", "shrink": 1.0, "perturb": 0.0}
+
+
+def test_shrink_and_perturb_scales_the_carried_values_and_adds_the_fresh_initialisation():
+    today = _data(["a", "b", "c"], ["x", "y"], [[0, 0]])
+    model = MF(3, 2, dim=2)
+    fresh = model.user_emb.weight.detach().clone()
+    carry(model, _champion(), "mf", today, shrink=0.5, perturb=0.1)
+    expected = 0.5 * torch.tensor([[1.0, 1.0], [2.0, 2.0], [3.0, 3.0]]) + 0.1 * fresh
+    assert torch.allclose(model.user_emb.weight.detach(), expected)
 
 
 def test_new_rows_keep_the_usual_initialisation_with_init_or_without_carried_neighbours():
