@@ -164,7 +164,7 @@ def by_step(run_id: str, key: str) -> dict[int, float]:
 
 def run_row(row: str, stages: Stages, args) -> dict:
     days = data_sets(row, args.work, args.members)
-    inputs = {"sets": args.set, "epochs": args.epochs, "days": days}
+    inputs = {"sets": args.set, "epochs": args.epochs, "days": {str(d): v for d, v in days.items()}}  # as JSON keeps it
     first = args.work / row / "day1"
 
     def day1():
