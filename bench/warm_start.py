@@ -184,14 +184,13 @@ def run_row(row: str, stages: Stages, args) -> dict:
     variant = "warm" + "".join(f"+{s}" for s in args.warm_set)
     warm = stages.run(f"{row}/{variant}", {**inputs, "warm_set": args.warm_set},
                       lambda: day2("warm", tuple(args.warm_set)))
-    target = scratch["best_valid_recall@20"]
-    reached = next((s for s, r in warm["curve"] if target is not None and r >= target), None)
     return {"row": row, "dataset": ROWS[row][0], "family": ROWS[row][1], "members": warm["members"],
             "day1_test_recall@20": base["test_recall@20"], "day1_epochs": base["epochs_run"],
             "scratch_seconds": scratch["loop_seconds"], "scratch_train_seconds": scratch["train_seconds"],
-            "warm_seconds_to_scratch_best": reached, "warm_loop_seconds": warm["loop_seconds"],
+            "warm_seconds_to_scratch_best": _reached(scratch, warm), "warm_loop_seconds": warm["loop_seconds"],
             "warm_train_seconds": warm["train_seconds"],
-            "scratch_best_valid_recall@20": target, "warm_best_valid_recall@20": warm["best_valid_recall@20"],
+            "scratch_best_valid_recall@20": scratch["best_valid_recall@20"],
+            "warm_best_valid_recall@20": warm["best_valid_recall@20"],
             "warm_start_valid_recall@20": warm["curve"][0][1] if warm["curve"] else None,
             "scratch_test_recall@20": scratch["test_recall@20"], "warm_test_recall@20": warm["test_recall@20"],
             "scratch_test_ndcg@20": scratch["test_ndcg@20"], "warm_test_ndcg@20": warm["test_ndcg@20"],
@@ -199,6 +198,31 @@ def run_row(row: str, stages: Stages, args) -> dict:
             "warm_start": warm["start_reason"], "warm_settings": args.warm_set,
             "peak_rss_mb": max(scratch["peak_rss_mb"], warm["peak_rss_mb"]),
             "scratch_curve": scratch["curve"], "warm_curve": warm["curve"]}
+
+
+def _reached(scratch: dict, warm: dict):
+    """The warm run's loop seconds until its validation recall@20 first reaches the scratch run's best."""
+    target = scratch["best_valid_recall@20"]
+    return next((s for s, r in warm["curve"] if target is not None and r >= target), None)
+
+
+def variants(stages: Stages, rows: list[dict]) -> list[dict]:
+    """Every warm run of these rows that the stage cache holds (the defaults' and --warm-set's), each
+    beside its row's scratch run: what chose the warm settings' defaults (on day 2's validation)."""
+    out = []
+    for row in (r["row"] for r in rows):
+        scratch = stages.done.get(f"{row}/scratch", {}).get("output")
+        for key, kept in stages.done.items():
+            if scratch and key.split("/")[0] == row and key.split("/")[1].startswith("warm"):
+                warm = kept["output"]
+                out.append({"row": row, "warm_settings": kept["inputs"].get("warm_set", []),
+                            "warm_seconds_to_scratch_best": _reached(scratch, warm),
+                            "warm_start_valid_recall@20": warm["curve"][0][1] if warm["curve"] else None,
+                            "warm_best_valid_recall@20": warm["best_valid_recall@20"],
+                            "scratch_best_valid_recall@20": scratch["best_valid_recall@20"],
+                            "warm_test_recall@20": warm["test_recall@20"],
+                            "scratch_test_recall@20": scratch["test_recall@20"]})
+    return out
 
 
 def summary(rows: list[dict]) -> dict:
@@ -263,9 +287,15 @@ def main(argv=None) -> int:
     table = [(r["row"], r["scratch_seconds"], r["warm_seconds_to_scratch_best"], r["scratch_test_recall@20"],
               r["warm_test_recall@20"], r["warm_start_valid_recall@20"], r["scratch_best_valid_recall@20"],
               r["peak_rss_mb"]) for r in rows]
-    write_results(args.name, {"rows": rows, **summary(rows), "settings": args.set, "epochs_bound": args.epochs},
+    tried = variants(stages, rows)
+    write_results(args.name, {"rows": rows, **summary(rows), "settings": args.set, "warm_settings": args.warm_set,
+                              "epochs_bound": args.epochs, "warm_variants": tried},
                   table, "Warm starts against scratch starts (day 2 of each row)",
-                  notes=__doc__.split("\n\n")[1].replace("\n", " "),
+                  notes=__doc__.split("\n\n")[1].replace("\n", " ") + "\n\nWarm runs measured (row, --warm-set: best "
+                  "validation recall@20 against the scratch run's, test recall@20 against the scratch model's):\n\n"
+                  + "\n".join(f"- {v['row']}, {' '.join(v['warm_settings']) or 'the defaults'}: "
+                               f"{v['warm_best_valid_recall@20']} vs {v['scratch_best_valid_recall@20']}, "
+                               f"{v['warm_test_recall@20']:.4f} vs {v['scratch_test_recall@20']:.4f}" for v in tried),
                   header=("row", "scratch s (loop)", "warm s to scratch's best", "scratch test R@20",
                           "warm test R@20", "warm valid R@20 at start", "scratch best valid R@20", "peak RSS MB"))
     return 0

@@ -119,7 +119,7 @@ class NegativesConfig(Section):
 
 
 GENERIC = {"epochs": 40, "lr": 0.005, "l2": 1e-4, "average": None, "negatives.kind": "uniform",
-           "negatives.per_positive": 1}  # the `auto` settings of a family without a recipe
+           "negatives.per_positive": 1, "warm_shrink": 0.3, "warm_perturb": 0.1}  # a family without a recipe
 
 
 class TrainConfig(Section):
@@ -181,18 +181,21 @@ class TrainConfig(Section):
     new_rows: Literal["neighbours", "init"] = Field(
         "neighbours", description="a warm start's users and items the champion never saw: the mean of their "
                                   "neighbours' carried rows, or the usual initialisation")
-    warm_shrink: float = Field(1.0, gt=0, le=1, description="a warm start's carried values are scaled by this and "
-                                                            "the fresh initialisation times warm_perturb added "
-                                                            "(shrink and perturb; 1 and 0: a plain copy)")
-    warm_perturb: float = Field(0.0, ge=0, le=1)
+    warm_shrink: Union[Literal["auto"], float] = Field(
+        AUTO, description="a warm start's carried values are scaled by this and the fresh initialisation times "
+                          "warm_perturb added (shrink and perturb; 1 and 0: a plain copy); auto: the family's "
+                          "recipe (see `graphrec families`), else 0.3")
+    warm_perturb: Union[Literal["auto"], float] = Field(AUTO, description="auto: the family's recipe, else 0.1")
 
-    @field_validator("epochs", "lr", "l2", "average")
+    @field_validator("epochs", "lr", "l2", "average", "warm_shrink", "warm_perturb")
     @classmethod
     def _recipe_value(cls, value, info):
         allowed, what = {"epochs": (lambda v: v >= 1, "a positive integer"),
                          "lr": (lambda v: v > 0, "a number above 0"),
                          "l2": (lambda v: v >= 0, "a number of 0 or more"),
-                         "average": (lambda v: 0 < v < 1, "a number between 0 and 1")}[info.field_name]
+                         "average": (lambda v: 0 < v < 1, "a number between 0 and 1"),
+                         "warm_shrink": (lambda v: 0 < v <= 1, "a number above 0, at most 1"),
+                         "warm_perturb": (lambda v: 0 <= v <= 1, "a number from 0 to 1")}[info.field_name]
         if value in (AUTO, None) or allowed(value):
             return value
         raise ValueError(f"must be auto or {what}")

@@ -37,8 +37,7 @@ def train(prepared, cfg, callbacks=None, log: Optional[Callable[[str], None]] = 
         def build(graph):
             refit_model = f.build(cfg.model, graph, seed=cfg.train.seed)
             if start.mode == "champion" and warm is not None:
-                carry(refit_model, warm, f.trained_model(cfg.model).name, prepared.indexed, cfg.train.new_rows,
-                      cfg.train.warm_shrink, cfg.train.warm_perturb)
+                warm_start(refit_model, warm, f.trained_model(cfg.model).name, prepared.indexed, cfg.train, why)
             return refit_model
 
         trained = refit(trained, prepared, cfg, build, callbacks, log)
@@ -50,8 +49,10 @@ def warm_start(model, warm: Optional[WarmState], family_name: str, data, train: 
     """`model` seeded from `warm` where it fits (recsys.warm.carry); otherwise left as built, with the reason."""
     if warm is None:
         return Start("scratch", why or "train.start=scratch")
+    train = resolve_for_model(train, model)  # warm_shrink and warm_perturb left `auto`
     try:
-        carried = carry(model, warm, family_name, data, train.new_rows, train.warm_shrink, train.warm_perturb)
+        carried = carry(model, warm, family_name, data, train.new_rows, float(train.warm_shrink),
+                        float(train.warm_perturb))
     except WarmStartError as e:
         return Start("scratch", str(e))
     model.warm_from = warm.version  # the loop ranks validation before the first epoch (recsys.train.fit)

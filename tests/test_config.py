@@ -100,11 +100,12 @@ def test_auto_training_settings_come_from_the_familys_recipe():
 
     lightgcn = resolve(TrainConfig(), "lightgcn").recipe()
     assert lightgcn == {"epochs": 100, "lr": 0.002, "l2": 1e-3, "average": 0.998, "negatives.kind": "model",
-                        "negatives.per_positive": 8}
+                        "negatives.per_positive": 8, "warm_shrink": 1.0, "warm_perturb": 0.0}
     assert resolve(TrainConfig(), "sage").recipe() == GENERIC
     mine = load_config(None, ["train.lr=0.01", "train.average=null", "train.negatives.per_positive=2"]).train
     kept = resolve(mine, "lightgcn").recipe()
     assert (kept["lr"], kept["average"], kept["negatives.per_positive"], kept["l2"]) == (0.01, None, 2, 1e-3)
-    for bad in ("train.lr=-1", "train.average=1.5", "train.epochs=0", "train.negatives.per_positive=0"):
+    for bad in ("train.lr=-1", "train.average=1.5", "train.epochs=0", "train.negatives.per_positive=0",
+                "train.warm_shrink=0", "train.warm_perturb=2"):
         with pytest.raises(ConfigError, match=bad.split("=")[0].split(".")[-1]):
             load_config(None, [bad])
