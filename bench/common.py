@@ -96,6 +96,23 @@ class Stages:
         return output
 
 
+def log_bench_run(name: str, params: dict, steps: list[tuple[int, dict]], files: dict[str, Path]) -> None:
+    """The bench's run in MLflow (the project's default store, .graphrec/mlflow.db; experiment
+    graphrec-bench): its params, metrics by step, and files as artifacts under their folders."""
+    import mlflow
+
+    store = Path(__file__).resolve().parents[1] / ".graphrec"
+    store.mkdir(exist_ok=True)
+    mlflow.set_tracking_uri(f"sqlite:///{store / 'mlflow.db'}")
+    mlflow.set_experiment("graphrec-bench")
+    with mlflow.start_run(run_name=name):
+        mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
+        for step, metrics in steps:
+            mlflow.log_metrics(metrics, step=step)
+        for path, folder in files.items():
+            mlflow.log_artifact(str(path), folder)
+
+
 def growth_ratio(x, y, size_x, size_y, digits: int = 2):
     """(cost ratio) / (size ratio) from one size to a larger one: 1.0 grows linearly; None without a base."""
     if not x or not size_x or not size_y:

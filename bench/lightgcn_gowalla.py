@@ -193,9 +193,8 @@ def save_curve(name: str, figures: dict, title: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import mlflow
 
-    from bench.common import RESULTS
+    from bench.common import RESULTS, log_bench_run
 
     points = figures["test_curve"]
     if not points:
@@ -211,17 +210,10 @@ def save_curve(name: str, figures: dict, title: str) -> None:
     png = RESULTS / f"{name}_curve.png"
     fig.savefig(png, dpi=110)
     plt.close(fig)
-    store = Path(__file__).resolve().parents[1] / ".graphrec"
-    store.mkdir(exist_ok=True)
-    mlflow.set_tracking_uri(f"sqlite:///{store / 'mlflow.db'}")
-    mlflow.set_experiment("graphrec-bench")
-    with mlflow.start_run(run_name=name):
-        mlflow.log_params({k: v for k, v in figures["settings"].items()})
-        for p in points:
-            mlflow.log_metrics({"test_recall_at_20": p["recall@20"], "test_ndcg_at_20": p["ndcg@20"],
-                                "train_seconds": p["train_seconds"]}, step=p["epoch"])
-        mlflow.log_artifact(str(png), "plots")
-        mlflow.log_artifact(str(RESULTS / f"{name}.json"), "results")
+    log_bench_run(name, figures["settings"],
+                  [(p["epoch"], {"test_recall_at_20": p["recall@20"], "test_ndcg_at_20": p["ndcg@20"],
+                                 "train_seconds": p["train_seconds"]}) for p in points],
+                  {png: "plots", RESULTS / f"{name}.json": "results"})
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.common import SHARED_DATA, Stages, peak_rss_mb, write_results
+from bench.common import SHARED_DATA, Stages, log_bench_run, peak_rss_mb, write_results
 from bench.runner import failure, interrupted, run_bounded
 from bench.synthetic import network_files
 
@@ -283,7 +283,8 @@ def main(argv=None) -> int:
     rows = [old[r] for r in ROWS if r in old]
     from bench.common import RESULTS
 
-    plot(rows, RESULTS / f"{args.name}_curves.png")
+    png = RESULTS / f"{args.name}_curves.png"
+    plot(rows, png)
     table = [(r["row"], r["scratch_seconds"], r["warm_seconds_to_scratch_best"], r["scratch_test_recall@20"],
               r["warm_test_recall@20"], r["warm_start_valid_recall@20"], r["scratch_best_valid_recall@20"],
               r["peak_rss_mb"]) for r in rows]
@@ -298,6 +299,9 @@ def main(argv=None) -> int:
                                f"{v['warm_test_recall@20']:.4f} vs {v['scratch_test_recall@20']:.4f}" for v in tried),
                   header=("row", "scratch s (loop)", "warm s to scratch's best", "scratch test R@20",
                           "warm test R@20", "warm valid R@20 at start", "scratch best valid R@20", "peak RSS MB"))
+    log_bench_run(args.name, {"rows": " ".join(r["row"] for r in rows), "settings": " ".join(args.set),
+                              "warm_settings": " ".join(args.warm_set)}, [],
+                  {png: "plots", RESULTS / f"{args.name}.json": "results"})
     return 0
 
 
