@@ -13,7 +13,8 @@ import torch
 from bench.common import SHARED_DATA
 from recsys.data.types import IndexedData
 from recsys.metrics import evaluate
-from recsys.train import Callback, ParameterAverage
+from recsys.train import Callback
+from recsys.train_state import ParameterAverage
 
 HELD_OUT = 0.1  # share of train.txt the validation split holds out
 VALIDATION = f"validation: {HELD_OUT:.0%} of train.txt held out at random (seed 0), test.txt not read"

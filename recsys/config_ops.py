@@ -120,12 +120,31 @@ class ScheduleConfig(Section):
         return value
 
 
+class RayConfig(Section):
+    """compute.trainer=ray: the model trains on Ray Train workers (torch DDP; recsys/dist.py says what
+    each worker computes and sends). docs/scale-out.md: running it on a cluster."""
+
+    address: Optional[str] = Field(None, description="an existing Ray cluster (e.g. ray://10.0.0.5:10001 or "
+                                                     "10.0.0.5:6379); none: a local Ray started by the command "
+                                                     "and stopped with it")
+    workers: int = Field(2, ge=1, description="training workers (one DDP rank each)")
+    cpus_per_worker: int = Field(1, ge=1, description="CPUs each worker holds (its torch threads)")
+    gpus_per_worker: float = Field(0, ge=0, description="GPUs each worker holds (NCCL between them); 0: CPU "
+                                                        "workers (gloo)")
+    max_failures: int = Field(1, ge=0, description="worker failures survived: the group restarts from the last "
+                                                   "epoch's checkpoint")
+
+
 class ComputeConfig(Section):
-    """Where the work runs: the layer mathematics (`device`), the refresh's chunks and the search's trials."""
+    """Where the work runs: the layer mathematics (`device`), the model's training (`trainer`), the
+    refresh's chunks and the search's trials."""
 
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N: where training, negative scoring, "
                                             "evaluation and the refresh's embedding run (auto: CUDA when torch "
                                             "sees a device); recorded on the run")
+    trainer: Literal["local", "ray"] = Field("local", description="where the model trains: local (this process) "
+                                                                  "or ray (Ray Train workers, compute.ray)")
+    ray: RayConfig = Field(default_factory=RayConfig)
     runner: Literal["local", "dask"] = Field("local", description="dask: Prefect's DaskTaskRunner")
     workers: int = Field(2, ge=1, description="local Dask cluster: worker processes (one thread each)")
     address: Optional[str] = Field(None, description="an existing Dask scheduler, e.g. tcp://10.0.0.5:8786; "
@@ -151,10 +170,20 @@ class ComputeConfig(Section):
         return name
 
     def check_device(self) -> None:
-        """Refuse a device this machine does not have (ConfigError, exit 2) before anything starts."""
+        """Refuse a device this machine does not have (ConfigError, exit 2) before anything starts:
+        compute.device, and GPUs for local Ray workers."""
         from recsys.device import resolve_device
 
         resolve_device(self.device)
+        if self.trainer == "ray" and self.ray.gpus_per_worker and self.ray.address is None:
+            import torch
+
+            have = torch.cuda.device_count()
+            if have < self.ray.workers * self.ray.gpus_per_worker:
+                raise ConfigError(f"compute.ray.gpus_per_worker={self.ray.gpus_per_worker} with "
+                                  f"compute.ray.workers={self.ray.workers} asks for "
+                                  f"{self.ray.workers * self.ray.gpus_per_worker:g} GPUs, but this machine has {have} "
+                                  "and compute.ray.address names no cluster; set gpus_per_worker=0 or an address")
 
 
 class StoresConfig(Section):

@@ -15,7 +15,7 @@ from recsys.prepare import with_validation_trained
 from recsys.recipe import resolve_for_model
 from recsys.train import Callback, batch_plan, fit, no_callbacks
 from recsys.trained import Trained
-from recsys.warm import Start, WarmStartError, WarmState, carry
+from recsys.warm import Start, WarmStartError, WarmState, carry, stages_carried
 
 
 def train(prepared, cfg, callbacks=None, log: Optional[Callable[[str], None]] = None,
@@ -41,6 +41,8 @@ def train(prepared, cfg, callbacks=None, log: Optional[Callable[[str], None]] = 
             return refit_model
 
         trained = refit(trained, prepared, cfg, build, callbacks, log)
+    if start.mode == "champion" and trained.stages:
+        start.carried["stages"] = stages_carried(trained.stages)
     trained.start = start
     return trained
 

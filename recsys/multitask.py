@@ -20,7 +20,8 @@ from recsys.data.tabular import Rows
 from recsys.device import placed, resolve_device
 from recsys.metrics import auc
 from recsys.models.graph_multitask import GraphMultiTask
-from recsys.train import Callback, EarlyStopping, TrainResult, drive_epochs
+from recsys.train import Callback, TrainResult, drive_epochs
+from recsys.train_state import EarlyStopping
 from recsys.trained import NetworkHeadResult
 
 

@@ -13,26 +13,26 @@ multi-task heads (recsys/multitask.py) and the LLM prefix (recsys/llm_fit.py).
 """
 from __future__ import annotations
 
-import copy
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Protocol, Sequence
 
 import numpy as np
 import torch
-from torch.optim.optimizer import register_optimizer_step_post_hook
 from tqdm.auto import tqdm
 
 from recsys.config import EvalConfig, TrainConfig
 from recsys.data.types import IndexedData
 from recsys.device import embed_on, to_device
+from recsys.dist import Worker
 from recsys.graph.build import RecGraph
 from recsys.metrics import evaluate, evaluate_per_user
 from recsys.models.base import RecModel
 from recsys.negatives import Sampler, ScoreView, build_sampler
 from recsys.recipe import resolve_for_model
 from recsys.threads import Governor
+from recsys.train_state import EarlyStopping, ParameterAverage
 
 
 class StopTraining(Exception):
@@ -53,73 +53,6 @@ class Callback(Protocol):
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
         return None
-
-
-class EarlyStopping:
-    """The best state of a model by a validation score (higher is better), and when to stop:
-    after `patience` evaluations in a row without improvement. Loops call `update` after each
-    evaluation and `restore` at the end."""
-
-    def __init__(self, patience: int):
-        self.patience = patience
-        self.best_score, self.best_epoch, self.bad = float("-inf"), 0, 0
-        self.state: Optional[dict] = None
-
-    def update(self, model, score: float, epoch: int) -> bool:
-        """Record an evaluation; True when training should stop. A NaN score never improves."""
-        if score > self.best_score:
-            self.best_score, self.best_epoch, self.bad = score, epoch, 0
-            self.state = copy.deepcopy(model.state_dict())
-            return False
-        self.bad += 1
-        return self.bad >= self.patience
-
-    def restore(self, model) -> bool:
-        """Load the best state into the model; False when no evaluation was ever recorded."""
-        if self.state is None:
-            return False
-        model.load_state_dict(self.state)
-        return True
-
-
-class ParameterAverage:
-    """An exponential moving average of a model's parameters (Polyak averaging), updated after every
-    step of `optimizer` (None: of any optimizer); the decay warms up as min(decay, (1 + t) / (10 + t)),
-    so early steps are not frozen in. train.average; bench.lightgcn_gowalla chose 0.998 on Gowalla's
-    validation split."""
-
-    def __init__(self, model, optimizer: Optional[torch.optim.Optimizer], decay: float):
-        self.params, self.decay, self.steps = list(model.parameters()), decay, 0
-        self.shadow = [p.detach().clone() for p in self.params]
-        self.handle = (optimizer.register_step_post_hook(self.update) if optimizer is not None
-                       else register_optimizer_step_post_hook(self.update))
-
-    def update(self, optimizer=None, args=None, kwargs=None) -> None:
-        self.steps += 1
-        weight = 1 - min(self.decay, (1 + self.steps) / (10 + self.steps))
-        with torch.no_grad():
-            torch._foreach_lerp_(self.shadow, [p.detach() for p in self.params], weight)
-
-    def load(self) -> None:
-        """Put the average into the model for good."""
-        with torch.no_grad():
-            for p, s in zip(self.params, self.shadow):
-                p.copy_(s)
-
-    @contextmanager
-    def swapped(self):
-        """The model holds the average inside the block, its trained parameters again after it."""
-        saved = [p.detach().clone() for p in self.params]
-        self.load()
-        try:
-            yield
-        finally:
-            with torch.no_grad():
-                for p, s in zip(self.params, saved):
-                    p.copy_(s)
-
-    def close(self) -> None:
-        self.handle.remove()
 
 
 @dataclass
@@ -185,19 +118,21 @@ def fit(
     device: Optional[torch.device] = None,
     stage: str = "train",
     stop_after: Optional[int] = None,
+    worker: Optional[Worker] = None,
 ) -> TrainResult:
     """Train `model` on `device` (default the CPU; recsys/device.py): the model and the graph's
     operators move there for the loop, and so does the sampler: its random ids are drawn on the
     host and copied once per batch; positives are checked and candidates scored on the device.
     The model comes back on the CPU, holding its best state. The thread count is the process's
     (recsys/threads.py), lowered while other work holds the cores. `stop_after`: end after that many
-    epochs, the schedule still planned for cfg.epochs (a refit's budget); `stage` labels the progress bar."""
+    epochs, the schedule still planned for cfg.epochs (a refit's budget); `stage` labels the progress bar.
+    `worker`: this process is one of several training workers (recsys/dist.py says what each does)."""
     torch.manual_seed(cfg.seed)
     device = torch.device("cpu") if device is None else torch.device(device)
     model.to(device)
-    graph = graph.to(device)
+    graph = graph.to(device) if worker is None else graph.to(device).sharded(worker)
     try:
-        return _fit(model, graph, data, cfg, eval_cfg, callbacks, sampler, log, device, stage, stop_after)
+        return _fit(model, graph, data, cfg, eval_cfg, callbacks, sampler, log, device, stage, stop_after, worker)
     finally:
         model.to("cpu")
 
@@ -221,10 +156,12 @@ class _Run:
     device: torch.device
     governor: Governor
     rng: np.random.Generator
+    worker: Optional[Worker]
+    loss: Callable  # the model's batch_loss (behind DDP on several workers)
     step: int = 0
 
 
-def _start(model, graph, data, cfg, sampler, device) -> _Run:
+def _start(model, graph, data, cfg, sampler, device, worker=None) -> _Run:
     cfg = resolve_for_model(cfg, model, data.train, data.n_items)  # `auto` settings: recsys/recipe.py
     model.set_objective(cfg.loss, cfg.temperature)
     model.l2_form = cfg.l2_form
@@ -241,7 +178,8 @@ def _start(model, graph, data, cfg, sampler, device) -> _Run:
     result.recipe["negatives.candidates"] = getattr(sampler, "candidates", None)
     return _Run(cfg, model, graph, data, sampler, ScoreView(model, graph, cfg.negatives.refresh_every), optimizer,
                 schedule, ParameterAverage(model, optimizer, cfg.average) if cfg.average else None,
-                EarlyStopping(cfg.patience), result, batch_size, device, Governor(), np.random.default_rng(cfg.seed))
+                EarlyStopping(cfg.patience), result, batch_size, device, Governor(), np.random.default_rng(cfg.seed),
+                worker, model.batch_loss if worker is None else worker.wrap(model, model.sharded_parameters()))
 
 
 def _epoch(run: _Run, epoch: int, callbacks: Sequence[Callback]) -> dict[str, float]:
@@ -257,10 +195,13 @@ def _epoch(run: _Run, epoch: int, callbacks: Sequence[Callback]) -> dict[str, fl
         batch = pairs[idx]
         users, pos, at = (to_device(a, run.device) for a in (batch[:, 0], batch[:, 1], idx))
         neg = draw_negatives(run.sampler, users, pos, run.scores, int(cfg.negatives.per_positive))
-        ranking, reg = run.model.batch_loss(run.graph, users, pos, neg, at)
+        scale = 1.0
+        if run.worker is not None:  # the whole batch's negatives, alike on every worker; this one's share
+            scale, (users, pos, neg, at) = run.worker.share(users, pos, neg, at)
+        ranking, reg = run.loss(run.graph, users, pos, neg, at)
         reg = cfg.l2 * reg
         run.optimizer.zero_grad()
-        (ranking + reg).backward()
+        ((ranking + reg) * scale).backward()
         run.optimizer.step()
         run.step += 1
         run.governor.tick()
@@ -333,24 +274,31 @@ def drive_epochs(epochs: int, run_epoch: Callable[[int], dict], callbacks: Seque
     return result
 
 
-def _fit(model, graph, data, cfg, eval_cfg, callbacks, sampler, log, device, stage, stop_after) -> TrainResult:
-    run = _start(model, graph, data, cfg, sampler, device)
+def _fit(model, graph, data, cfg, eval_cfg, callbacks, sampler, log, device, stage, stop_after,
+         worker) -> TrainResult:
+    run = _start(model, graph, data, cfg, sampler, device, worker)
+    leads = worker is None or worker.leads  # rank 0 validates and keeps the best state
     cfg, result = run.cfg, run.result
     epochs = cfg.epochs if stop_after is None else min(cfg.epochs, stop_after)
 
     def one_epoch(epoch: int) -> dict:
         logs = _epoch(run, epoch, callbacks)
+        if worker is not None:
+            logs.update(worker.take_figures())
         run.schedule.step()
         return logs
 
     def validate(epoch: int, logs: dict) -> bool:
-        stop = (epoch % cfg.eval_every == 0 or epoch == epochs) and _validate(run, epoch, eval_cfg, logs)
+        due = epoch % cfg.eval_every == 0 or epoch == epochs
+        stop = due and leads and _validate(run, epoch, eval_cfg, logs)
+        if due and worker is not None:
+            stop = worker.agree(stop)
         logs["elapsed_seconds"] = time.perf_counter() - started  # the loop's wall clock, evaluations included
         return stop
 
     started = time.perf_counter()
     model.train()
-    if getattr(model, "warm_from", None) is not None and len(data.valid):
+    if getattr(model, "warm_from", None) is not None and len(data.valid) and leads:
         _baseline(run, eval_cfg, callbacks, started)
     try:
         drive_epochs(epochs, one_epoch, callbacks, result, validate if len(data.valid) else None, run.best,

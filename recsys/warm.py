@@ -121,13 +121,20 @@ def carry(model: torch.nn.Module, warm: WarmState, family: str, data: IndexedDat
 
 def load_stage(module: torch.nn.Module, stages: Optional[dict], name: str) -> bool:
     """Start a later training stage's `module` (an MMoE head, the LLM prefix) from the champion's,
-    when the champion has one of the same names and shapes; whether it did."""
+    when the champion has one of the same names and shapes; whether it did (also kept on the
+    module as `warm_loaded`, which `stages_carried` reads after training)."""
     state = (stages or {}).get(name)
     own = module.state_dict()
     if state is None or set(state) != set(own) or any(state[k].shape != v.shape for k, v in own.items()):
         return False
     module.load_state_dict(state)
+    setattr(module, "warm_loaded", True)  # a plain attribute (nn.Module types its own as tensors or modules)
     return True
+
+
+def stages_carried(stages: dict[str, torch.nn.Module]) -> str:
+    """The later stages (by name) that started from the champion's (load_stage), or `none`."""
+    return ",".join(sorted(k for k, m in stages.items() if getattr(m, "warm_loaded", False))) or "none"
 
 
 def _positions(known: np.ndarray, today: np.ndarray) -> np.ndarray:

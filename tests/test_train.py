@@ -8,7 +8,8 @@ from recsys.data.loaders import with_split
 from recsys.graph.build import build_graph
 from recsys.metrics import evaluate
 from recsys.models.lightgcn import LightGCN
-from recsys.train import Callback, EarlyStopping, StopTraining, evaluate_model, fit
+from recsys.train import Callback, StopTraining, evaluate_model, fit
+from recsys.train_state import EarlyStopping
 
 
 @pytest.fixture(scope="module")
@@ -197,7 +198,7 @@ def test_the_bounded_mode_takes_the_exact_modes_objective_over_more_pairs(prepar
 def test_the_parameter_average_is_the_hand_computed_moving_average():
     """One parameter, plain SGD with lr 1 and gradient 1: it goes 0, -1, -2, ...; the average
     follows a_t = d_t a_{t-1} + (1 - d_t) p_t with d_t = min(decay, (1 + t) / (10 + t))."""
-    from recsys.train import ParameterAverage
+    from recsys.train_state import ParameterAverage
 
     layer = torch.nn.Linear(1, 1, bias=False)
     with torch.no_grad():
@@ -222,7 +223,7 @@ def test_the_parameter_average_is_the_hand_computed_moving_average():
 
 def test_fit_keeps_the_average_when_asked(small_network):
     """With train.average and no validation, the trained model holds the average, not the last step."""
-    from recsys.train import ParameterAverage
+    from recsys.train_state import ParameterAverage
 
     data = with_split(small_network, DataConfig()).indexed()
     data = type(data)(data.user_ids, data.item_ids, data.train, data.train[:0], data.test, data.social)

@@ -85,6 +85,22 @@ class RowProducts:
         """A[r] x, of shape len(r) x d."""
         return csr_mm(self.a, x, rows=r)
 
+    def gradient(self, r: torch.Tensor, h: torch.Tensor, first: Optional[torch.Tensor], layers: int) -> torch.Tensor:
+        """BatchRows' gradient to layer 0 (n x d): h / (K + 1) is the batch's gradient at the rows r,
+        `first` the L2 term's at layer 0 (or None)."""
+        if layers == 0:
+            d = torch.zeros(self.n, h.shape[1], device=h.device).index_add_(0, r, h)
+        else:
+            d = self.transposed(r, h, k=None if layers == 1 else 5)
+            d.index_add_(0, r, h)
+            for k in range(1, layers):
+                out = torch.empty_like(d) if k == layers - 1 else self.buffer(3 + k % 2, d.shape[1])
+                d = csr_mm(self.at, d, out=out)
+                d.index_add_(0, r, h)
+        if first is not None:  # the L2 term used layer 0 at r
+            d.index_add_(0, r, first)
+        return d
+
     def transposed(self, r: torch.Tensor, h: torch.Tensor, k: int | None = None) -> torch.Tensor:
         """A[r]^T h for h of shape (len(r), d) and r with no repeats: n x d (into scratch matrix k
         when k is given)."""
@@ -93,6 +109,47 @@ class RowProducts:
             return masked_mm(self.at, self.local, h, out=None if k is None else self.buffer(k, h.shape[1]))
         finally:
             self.local[r] = -1
+
+
+class ShardedRows(RowProducts):
+    """RowProducts split over training workers (recsys/dist.py): each whole-graph product is this
+    worker's block of rows, gathered from all (`worker.gather_rows`). The backward first sums the
+    workers' batch gradients (`worker.sum`: they trained on different pairs), so every worker
+    holds the gradient of their summed loss; it returns it divided by W, the mean that DDP takes of
+    every other weight's gradient. Per step: (K - 1) gathers forward, one sum of an n x 2d matrix
+    and K gathers backward, each of the n x d whole."""
+
+    def __init__(self, op: SparseOperator, worker):
+        super().__init__(op)
+        self.worker = worker
+        start, end, _ = worker.block(self.n)
+        self.own_a, self.own_at = _row_block(self.a, start, end), _row_block(self.at, start, end)
+
+    def matmul(self, x: torch.Tensor, k: int) -> torch.Tensor:
+        return self.worker.gather_rows(csr_mm(self.own_a, x), self.n, out=self.buffer(k, x.shape[1]))
+
+    def gradient(self, r: torch.Tensor, h: torch.Tensor, first: Optional[torch.Tensor], layers: int) -> torch.Tensor:
+        width = h.shape[1]
+        both = torch.zeros(self.n, 2 * width, device=h.device)
+        both[:, :width].index_add_(0, r, h)
+        if first is not None:
+            both[:, width:].index_add_(0, r, first)
+        self.worker.sum(both)
+        y, d = both[:, :width], both[:, :width]
+        start, end, _ = self.worker.block(self.n)
+        for _ in range(layers):  # Horner's rule as in RowProducts, each product by blocks of rows
+            d = self.worker.gather_rows(csr_mm(self.own_at, d) + y[start:end], self.n)
+        return (d + both[:, width:]) / self.worker.world
+
+
+def _row_block(a: torch.Tensor, start: int, end: int) -> torch.Tensor:
+    """Rows start..end-1 of a CSR matrix, as a CSR matrix of its own."""
+    crow = a.crow_indices()
+    lo, hi = int(crow[start]), int(crow[end])
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Sparse CSR tensor support is in beta")
+        return torch.sparse_csr_tensor(crow[start:end + 1] - lo, a.col_indices()[lo:hi], a.values()[lo:hi],
+                                       size=(end - start, a.shape[1]))
 
 
 class BatchRows(torch.autograd.Function):
@@ -127,19 +184,7 @@ class BatchRows(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad, grad_first):
         (r,) = ctx.saved_tensors
-        rows, layers = ctx.rows, ctx.layers
-        h = grad / (layers + 1)
-        if layers == 0:
-            d = torch.zeros(rows.n, h.shape[1], device=h.device).index_add_(0, r, h)
-        else:
-            d = rows.transposed(r, h, k=None if layers == 1 else 5)
-            d.index_add_(0, r, h)
-            for k in range(1, layers):
-                out = torch.empty_like(d) if k == layers - 1 else rows.buffer(3 + k % 2, d.shape[1])
-                d = csr_mm(rows.at, d, out=out)
-                d.index_add_(0, r, h)
-        if grad_first is not None:  # the L2 term used layer 0 at r
-            d.index_add_(0, r, grad_first)
+        d = ctx.rows.gradient(r, grad / (ctx.layers + 1), grad_first, ctx.layers)
         return d[: ctx.n_users], d[ctx.n_users:], None, None, None
 
 

@@ -50,6 +50,11 @@ class RecModel(nn.Module):
         return {f"{name}.weight": name.split("_", 1)[0] for name, module in self.named_modules()
                 if isinstance(module, nn.Embedding) and name.split("_", 1)[0] in ("user", "item")}
 
+    def sharded_parameters(self) -> tuple[str, ...]:
+        """Parameters whose whole gradient comes out of the row-split products summed over the training
+        workers already (recsys/dist.py), so DDP leaves them alone; none but for LightGCN's ID tables."""
+        return ()
+
     def set_objective(self, objective: str, temperature: float = 0.1) -> None:
         if objective not in OBJECTIVES:
             raise ValueError(f"unknown objective {objective!r}; choose one of {', '.join(OBJECTIVES)}")

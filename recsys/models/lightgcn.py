@@ -87,6 +87,10 @@ class LightGCN(RecModel):
             out.append((u, p, n.reshape(b, k, -1)))
         return self.ranking_loss(*out[0]), l2(*out[1])
 
+    def sharded_parameters(self) -> tuple[str, ...]:
+        """The ID tables, whose gradient BatchRows computes whole (the L2 term's too)."""
+        return () if self.transform else ("user_emb.weight", "item_emb.weight")
+
     def regularised(self, users, pos, neg) -> list[torch.Tensor]:
         """The paper's L2 is on the batch's layer-0 (ID) embeddings."""
         return [self.user_emb(users), self.item_emb(pos), self.item_emb(neg)]

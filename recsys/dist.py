@@ -1,0 +1,138 @@
+"""Training on several workers (compute.trainer=ray): what each worker computes and what it sends.
+
+A worker is one rank of a torch.distributed process group (gloo between CPUs, NCCL between GPUs);
+Ray Train starts the group and restarts it after a failure (deploy/ray_train.py). Every worker runs
+the ordinary loop (recsys/train.py `fit`, given a Worker) over the same data with the same seeds,
+so every random choice that is not a worker's own is the same on all of them:
+
+* each epoch's order of the training pairs and each batch's negatives are drawn alike on every
+  worker, for the whole batch; a worker then keeps its share of the batch (positions rank,
+  rank + W, ...) and takes the loss on it scaled by W x its share of the batch, so the mean of the
+  workers' gradients (DDP's all-reduce) is the whole batch's gradient, as one worker takes it;
+* the sampling families (GraphSAGE, PinSage, the MMoE heads' bottom) sample their share's
+  neighbourhoods each on its own;
+* the whole-graph families (LightGCN) split the products over the whole graph by rows:
+  each worker computes its block of the rows of A x and the blocks are gathered, forward and
+  backward (recsys.graph.propagation.ShardedRows), so an epoch's products cost each worker 1/W
+  of one worker's; the ID tables' gradient comes out of that backward summed over the workers
+  already, so DDP leaves those tables alone and all-reduces only the other weights;
+* rank 0 ranks the validation split, keeps the best state, and tells the others when to stop.
+
+A Worker counts the seconds spent in collectives and the bytes it sends, as ring algorithms send
+them: (W - 1) / W x the size for an all-gather of the whole, 2 (W - 1) / W x for an all-reduce.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+import torch.distributed as torch_dist
+
+
+@dataclass
+class Worker:
+    """This process's rank among `world` training workers, in an initialised process group."""
+    rank: int
+    world: int
+    seconds: float = 0.0     # in collectives, since the last `take_figures`
+    sent: int = 0            # bytes sent, likewise
+    restarts: int = 0        # the group's restarts before this run (Ray Train's)
+
+    @classmethod
+    def current(cls, restarts: int = 0) -> "Worker":
+        return cls(torch_dist.get_rank(), torch_dist.get_world_size(), restarts=restarts)
+
+    @property
+    def leads(self) -> bool:
+        """Rank 0: it validates, keeps the best state, logs and returns the model."""
+        return self.rank == 0
+
+    def block(self, n: int) -> tuple[int, int, int]:
+        """(first row, end, rows per block) of this worker's block of n rows; blocks are equal but the last."""
+        size = -(-n // self.world)
+        return min(n, self.rank * size), min(n, (self.rank + 1) * size), size
+
+    def share(self, *batch: torch.Tensor) -> tuple[float, tuple[torch.Tensor, ...]]:
+        """This worker's share of a batch (positions rank, rank + W, ...) of each tensor, and the scale
+        of its loss: W x its share of the batch, so that the workers' mean gradient is the batch's."""
+        n = len(batch[0])
+        mine = tuple(t[self.rank::self.world] for t in batch)
+        return self.world * len(mine[0]) / max(n, 1), mine
+
+    def gather_rows(self, own: torch.Tensor, n: int, out: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Every worker's block of rows, in rank order: the n x d whole (into `out` when given)."""
+        start = time.perf_counter()
+        _, _, size = self.block(n)
+        padded = own if len(own) == size else torch.cat([own, own.new_zeros(size - len(own), own.shape[1])])
+        parts = [torch.empty_like(padded) for _ in range(self.world)]
+        torch_dist.all_gather(parts, padded.contiguous())
+        whole = torch.cat(parts)[:n]
+        if out is not None:
+            whole = out.copy_(whole)
+        self._count(start, padded, (self.world - 1))
+        return whole
+
+    def sum(self, t: torch.Tensor) -> torch.Tensor:
+        """The sum of `t` over the workers, in place."""
+        start = time.perf_counter()
+        torch_dist.all_reduce(t)
+        self._count(start, t, 2 * (self.world - 1) / self.world)
+        return t
+
+    def agree(self, flag: bool) -> bool:
+        """Rank 0's `flag`, on every worker (the others' is ignored)."""
+        t = torch.tensor([int(flag)])
+        torch_dist.broadcast(t, 0)
+        return bool(t.item())
+
+    def take_figures(self) -> dict[str, float]:
+        """Seconds in collectives and bytes sent since the last call."""
+        out = {"collective_seconds": self.seconds, "bytes_sent": float(self.sent)}
+        self.seconds, self.sent = 0.0, 0
+        return out
+
+    def wrap(self, model, ignore: tuple[str, ...]) -> Callable:
+        """The model's batch_loss with DDP around it: its gradients averaged over the workers, but for
+        the parameters named in `ignore` (the ID tables, summed by the sharded products); the model's
+        own batch_loss when nothing is left for DDP to average."""
+        synced = [name for name, p in model.named_parameters() if p.requires_grad and name not in ignore]
+        if not synced:
+            return model.batch_loss
+        from torch.nn.parallel import DistributedDataParallel
+
+        wrapper = _BatchLoss(model)
+        DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(wrapper, [f"model.{n}" for n in ignore])
+        ddp = DistributedDataParallel(wrapper, find_unused_parameters=True)
+        ddp.register_comm_hook(self, _counted_allreduce)
+        return ddp
+
+    def _count(self, start: float, t: torch.Tensor, factor: float) -> None:
+        self.seconds += time.perf_counter() - start
+        self.sent += int(factor * t.numel() * t.element_size())
+
+
+def _counted_allreduce(worker: Worker, bucket):  # no annotation: DDP checks it against its own, unparsed
+    """DDP's own averaging of a bucket of gradients, counted (its seconds run from the launch to the
+    end, so they include what overlaps the backward's remaining computation)."""
+    from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
+
+    start, buffer = time.perf_counter(), bucket.buffer()
+
+    def done(future):
+        worker._count(start, buffer, 2 * (worker.world - 1) / worker.world)
+        return future.value()
+
+    return allreduce_hook(torch_dist.group.WORLD, bucket).then(done)  # type: ignore[arg-type]
+
+
+class _BatchLoss(torch.nn.Module):
+    """A model whose forward is its batch_loss, for DDP (which hooks the forward)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, graph, users, pos, neg, edge_ids=None):
+        return self.model.batch_loss(graph, users, pos, neg, edge_ids)

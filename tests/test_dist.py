@@ -1,0 +1,78 @@
+"""Training on several workers (recsys/dist.py) is the same mathematics as on one: W workers that
+each take 1/W of every batch end at the parameters one worker reaches with the whole batches,
+to float tolerance, for the whole-graph products split by rows (LightGCN) and plain DDP (MF).
+The workers are real processes in a gloo group (torch.multiprocessing), ended when the test ends."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+FAMILIES = ("lightgcn", "mf")
+
+
+def _setting():
+    from recsys.config import DataConfig, EvalConfig, TrainConfig
+    from recsys.data.loaders import with_split
+    from recsys.data.synthetic import generate
+
+    data = with_split(generate(n_users=120, n_items=80, n_universities=3, n_companies=4, mean_interactions=8,
+                               seed=3), DataConfig()).indexed()
+    cfg = TrainConfig(epochs=2, batch_size=256, max_steps_per_epoch=None, lr=0.01, l2=1e-3, average=None,
+                      negatives={"kind": "uniform", "per_positive": 2}, eval_every=2, progress=False)
+    return data, cfg, EvalConfig(ks=[20])
+
+
+def _model(family, data, graph):
+    from recsys.models.lightgcn import LightGCN
+    from recsys.models.mf import MF
+
+    torch.manual_seed(0)
+    return LightGCN(data.n_users, data.n_items, dim=8, layers=3) if family == "lightgcn" else \
+        MF(data.n_users, data.n_items, dim=8)
+
+
+def _train(rank: int, world: int, folder: str, family: str) -> None:
+    """One worker of `world` (world 1: alone); rank 0 saves the trained state and the figures."""
+    import torch.distributed as torch_dist
+
+    from recsys.dist import Worker
+    from recsys.graph.build import build_graph
+    from recsys.train import fit
+
+    torch.set_num_threads(1)
+    data, cfg, eval_cfg = _setting()
+    graph = build_graph(data)
+    model = _model(family, data, graph)
+    worker = None
+    if world > 1:
+        torch_dist.init_process_group("gloo", init_method=f"file://{folder}/group", rank=rank, world_size=world)
+        worker = Worker.current()
+    try:
+        result = fit(model, graph, data, cfg, eval_cfg, worker=worker)
+    finally:
+        if world > 1:
+            torch_dist.destroy_process_group()
+    if rank == 0:
+        torch.save({"state": model.state_dict(), "history": result.history}, f"{folder}/{family}-{world}.pt")
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_two_workers_with_half_batches_reach_one_workers_parameters(tmp_path, family):
+    _train(0, 1, str(tmp_path), family)
+    mp.spawn(_train, args=(2, str(tmp_path), family), nprocs=2, join=True)  # both ended when it returns
+    one = torch.load(tmp_path / f"{family}-1.pt")
+    two = torch.load(tmp_path / f"{family}-2.pt")
+    for name, value in one["state"].items():
+        assert torch.allclose(value, two["state"][name], atol=1e-5), (name, (value - two["state"][name]).abs().max())
+    assert one["history"][-1]["valid_ndcg@20"] == pytest.approx(two["history"][-1]["valid_ndcg@20"], abs=1e-6)
+    last = two["history"][-1]
+    assert last["collective_seconds"] > 0 and last["bytes_sent"] > 0
+    if family == "lightgcn":  # per step, each worker sends its block of rows to the other for (K - 1) forward
+        # and K backward gathers (K = 3, d = 8, float32), and half of the n x 2d matrix summed (ring all-reduce)
+        data, cfg, _ = _setting()
+        n, steps = data.n_users + data.n_items, -(-len(data.train) // cfg.batch_size)
+        per_step = 5 * (-(-n // 2)) * 8 * 4 + n * 16 * 4
+        assert last["bytes_sent"] == pytest.approx(steps * per_step)
+    assert np.isfinite([h["loss"] for h in two["history"]]).all()
