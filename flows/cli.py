@@ -25,6 +25,7 @@ from flows.cli_read import config_of as _config
 from recsys import families
 
 FULL_DISK = 5  # exit code: a store's file system had no room (README: exit codes)
+TRAINING_FAILED = 6  # exit code: the Ray training workers failed more often than compute.ray.max_failures
 
 
 def prepare_prefect(root: Path) -> Path:
@@ -69,6 +70,7 @@ def _finished(state, command: str, stopped: str):
 
 def _failed(exc: Exception, command: str, stopped: str) -> int:
     from deploy.errors import RegistryError, StoreFullError
+    from deploy.ray_train import RayTrainingFailed
     from flows.stopping import stop_requested, stopped_by
     from recsys.config import ConfigError
     from recsys.data.loaders import DataLoadError
@@ -82,6 +84,10 @@ def _failed(exc: Exception, command: str, stopped: str) -> int:
     if isinstance(exc, StoreFullError):
         print(f"\ngraphrec {command}: {exc.strerror}. The champion and CURRENT are unchanged", file=sys.stderr)
         return FULL_DISK
+    if isinstance(exc, RayTrainingFailed):
+        print(f"\ngraphrec {command}: the training workers failed beyond compute.ray.max_failures: {exc}. "
+              "The champion and CURRENT are unchanged", file=sys.stderr)
+        return TRAINING_FAILED
     if isinstance(exc, (DataLoadError, RegistryError, ConfigError)):  # bad input or settings, found in the flow
         print(f"\ngraphrec {command}: {exc}", file=sys.stderr)
         return 2

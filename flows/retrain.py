@@ -77,7 +77,8 @@ def start_run(cfg: RunConfig, data: RecData) -> str:
 @task(cache_policy=NO_CACHE)
 def train(prepared, cfg: RunConfig, run_id: str, drift: Optional[DriftCheck] = None) -> Trained:
     """The family's whole training (recsys/families.py), from the champion or from scratch
-    (train.start, recsys/warm.py); every stage's epochs go to the MLflow run, and how it started too."""
+    (train.start, recsys/warm.py), in this process or on Ray workers (compute.trainer); every
+    stage's epochs go to the MLflow run, and how it started too."""
     from deploy.tracking import EpochLogger
     from deploy.warm_store import record_start
     from recsys.fit import train as train_family
@@ -86,8 +87,13 @@ def train(prepared, cfg: RunConfig, run_id: str, drift: Optional[DriftCheck] = N
     state, why = _champion_state(cfg)
     failures = drift.report.failures if drift is not None and not drift.report.success else []
     warm, why = choose(cfg.train, state, why, "; ".join(f.line() for f in failures))
-    trained = train_family(prepared, cfg, lambda stage: [EpochLogger(run_id, prefix=stage)], get_run_logger().info,
-                           warm=warm, why=why)
+    if cfg.compute.trainer == "ray":
+        from deploy.ray_train import train_on_ray
+
+        trained = train_on_ray(prepared, cfg, run_id, warm, why, get_run_logger().info)
+    else:
+        trained = train_family(prepared, cfg, lambda stage: [EpochLogger(run_id, prefix=stage)],
+                               get_run_logger().info, warm=warm, why=why)
     if trained.start is not None:
         record_start(run_id, trained.start)
     return trained

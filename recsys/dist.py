@@ -24,11 +24,31 @@ them: (W - 1) / W x the size for an all-gather of the whole, 2 (W - 1) / W x for
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 import torch
 import torch.distributed as torch_dist
+
+from recsys.train_state import LoopCheckpoint
+
+_ACTIVE: list["Worker"] = []
+
+
+def active() -> Optional["Worker"]:
+    """The worker this process trains as (inside `training_as`), else None: every ranking loop it runs
+    (recsys/train.py `fit`: a family's selection run, its refit, a bottom under later stages) is its."""
+    return _ACTIVE[-1] if _ACTIVE else None
+
+
+@contextmanager
+def training_as(worker: "Worker") -> Iterator["Worker"]:
+    _ACTIVE.append(worker)
+    try:
+        yield worker
+    finally:
+        _ACTIVE.pop()
 
 
 @dataclass
@@ -38,11 +58,13 @@ class Worker:
     world: int
     seconds: float = 0.0     # in collectives, since the last `take_figures`
     sent: int = 0            # bytes sent, likewise
-    restarts: int = 0        # the group's restarts before this run (Ray Train's)
+    restarts: int = 0        # the group's restarts from a checkpoint before this start (Ray Train's)
+    checkpoint: Optional[LoopCheckpoint] = None  # where each loop keeps its state after every epoch
 
     @classmethod
-    def current(cls, restarts: int = 0) -> "Worker":
-        return cls(torch_dist.get_rank(), torch_dist.get_world_size(), restarts=restarts)
+    def current(cls, checkpoint: Optional[LoopCheckpoint] = None, restarts: int = 0) -> "Worker":
+        """This process's place in the initialised default process group."""
+        return cls(torch_dist.get_rank(), torch_dist.get_world_size(), restarts=restarts, checkpoint=checkpoint)
 
     @property
     def leads(self) -> bool:
@@ -86,6 +108,15 @@ class Worker:
         t = torch.tensor([int(flag)])
         torch_dist.broadcast(t, 0)
         return bool(t.item())
+
+    def share_best(self, model, result) -> None:
+        """Rank 0's kept state and best epoch on every worker, so all leave the loop with the same model
+        (a refit's length, a later stage's bottom)."""
+        best = [result.best_epoch, result.best_score]
+        torch_dist.broadcast_object_list(best, 0)
+        result.best_epoch, result.best_score = best
+        for value in model.state_dict().values():
+            torch_dist.broadcast(value, 0)
 
     def take_figures(self) -> dict[str, float]:
         """Seconds in collectives and bytes sent since the last call."""

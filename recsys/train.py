@@ -25,14 +25,14 @@ from tqdm.auto import tqdm
 from recsys.config import EvalConfig, TrainConfig
 from recsys.data.types import IndexedData
 from recsys.device import embed_on, to_device
-from recsys.dist import Worker
+from recsys.dist import Worker, active
 from recsys.graph.build import RecGraph
 from recsys.metrics import evaluate, evaluate_per_user
 from recsys.models.base import RecModel
 from recsys.negatives import Sampler, ScoreView, build_sampler
 from recsys.recipe import resolve_for_model
 from recsys.threads import Governor
-from recsys.train_state import EarlyStopping, ParameterAverage
+from recsys.train_state import EarlyStopping, LoopCheckpoint, ParameterAverage, loop_state, restore_loop
 
 
 class StopTraining(Exception):
@@ -119,6 +119,7 @@ def fit(
     stage: str = "train",
     stop_after: Optional[int] = None,
     worker: Optional[Worker] = None,
+    checkpoint: Optional[LoopCheckpoint] = None,
 ) -> TrainResult:
     """Train `model` on `device` (default the CPU; recsys/device.py): the model and the graph's
     operators move there for the loop, and so does the sampler: its random ids are drawn on the
@@ -126,13 +127,18 @@ def fit(
     The model comes back on the CPU, holding its best state. The thread count is the process's
     (recsys/threads.py), lowered while other work holds the cores. `stop_after`: end after that many
     epochs, the schedule still planned for cfg.epochs (a refit's budget); `stage` labels the progress bar.
-    `worker`: this process is one of several training workers (recsys/dist.py says what each does)."""
+    `worker` (default: recsys.dist.active()): this process is one of several training workers
+    (recsys/dist.py says what each does); `checkpoint` (default: the worker's): where the loop's
+    state goes after every epoch and comes back from (resuming)."""
     torch.manual_seed(cfg.seed)
+    worker = worker or active()
+    checkpoint = checkpoint or (worker.checkpoint if worker is not None else None)
     device = torch.device("cpu") if device is None else torch.device(device)
     model.to(device)
     graph = graph.to(device) if worker is None else graph.to(device).sharded(worker)
     try:
-        return _fit(model, graph, data, cfg, eval_cfg, callbacks, sampler, log, device, stage, stop_after, worker)
+        return _fit(model, graph, data, cfg, eval_cfg, callbacks, sampler, log, device, stage, stop_after, worker,
+                    checkpoint)
     finally:
         model.to("cpu")
 
@@ -241,15 +247,17 @@ def _baseline(run: _Run, eval_cfg: EvalConfig, callbacks: Sequence[Callback], st
 def drive_epochs(epochs: int, run_epoch: Callable[[int], dict], callbacks: Sequence[Callback], result: TrainResult,
                  validate: Optional[Callable[[int, dict], bool]] = None, stopping: Optional[EarlyStopping] = None,
                  progress: Optional[str] = None, log: Optional[Callable[[str], None]] = None,
-                 monitor: str = "") -> TrainResult:
+                 monitor: str = "", first: int = 1) -> TrainResult:
     """The epochs of every training loop (the ranking loop below, the MMoE heads, the LLM prefix):
     `run_epoch(epoch)` trains one and returns its figures; `validate(epoch, figures)`, where the
     data has a validation split, adds the validation figures, updates `stopping` and says whether
     to stop. Callbacks see each epoch start and end (and may raise StopTraining); the history, the
-    epochs run and the best figure so far go to `result`; `progress` labels a progress bar."""
-    bar = tqdm(total=epochs, desc=progress or "", unit="epoch", disable=progress is None, leave=False)
+    epochs run and the best figure so far go to `result`; `progress` labels a progress bar. `first`:
+    the epoch to start at (a loop resumed from its checkpoint)."""
+    bar = tqdm(total=epochs, initial=first - 1, desc=progress or "", unit="epoch", disable=progress is None,
+               leave=False)
     try:
-        for epoch in range(1, epochs + 1):
+        for epoch in range(first, epochs + 1):
             for cb in callbacks:
                 cb.on_epoch_start(epoch)
             logs = run_epoch(epoch)
@@ -275,8 +283,12 @@ def drive_epochs(epochs: int, run_epoch: Callable[[int], dict], callbacks: Seque
 
 
 def _fit(model, graph, data, cfg, eval_cfg, callbacks, sampler, log, device, stage, stop_after,
-         worker) -> TrainResult:
+         worker, checkpoint) -> TrainResult:
     run = _start(model, graph, data, cfg, sampler, device, worker)
+    saved = checkpoint.load(stage) if checkpoint is not None else None
+    first = 1 if saved is None else restore_loop(run, saved) + 1
+    if saved is not None and saved["done"]:
+        return run.result  # this stage finished before the restart: its trained state is back
     leads = worker is None or worker.leads  # rank 0 validates and keeps the best state
     cfg, result = run.cfg, run.result
     epochs = cfg.epochs if stop_after is None else min(cfg.epochs, stop_after)
@@ -298,11 +310,12 @@ def _fit(model, graph, data, cfg, eval_cfg, callbacks, sampler, log, device, sta
 
     started = time.perf_counter()
     model.train()
-    if getattr(model, "warm_from", None) is not None and len(data.valid) and leads:
+    if getattr(model, "warm_from", None) is not None and len(data.valid) and leads and saved is None:
         _baseline(run, eval_cfg, callbacks, started)
     try:
-        drive_epochs(epochs, one_epoch, callbacks, result, validate if len(data.valid) else None, run.best,
-                     stage if cfg.progress else None, log, cfg.monitor)
+        saving = [] if checkpoint is None else [_Saving(run, checkpoint, stage)]
+        drive_epochs(epochs, one_epoch, [*callbacks, *saving], result, validate if len(data.valid) else None,
+                     run.best, stage if cfg.progress else None, log, cfg.monitor, first)
     finally:
         if run.average:
             run.average.close()
@@ -310,9 +323,23 @@ def _fit(model, graph, data, cfg, eval_cfg, callbacks, sampler, log, device, sta
         result.best_epoch = result.epochs_run
         if run.average:
             run.average.load()
+    if worker is not None:
+        worker.share_best(model, result)
     result.seconds = time.perf_counter() - started
     result.recipe.update(threads=run.governor.most, threads_lowest=run.governor.lowest)
+    if checkpoint is not None:
+        checkpoint.save(stage, loop_state(run, result.epochs_run, done=True))
     return result
+
+
+class _Saving(Callback):
+    """The loop's state to its checkpoint after every epoch (the epoch's figures in the history)."""
+
+    def __init__(self, run: _Run, checkpoint: LoopCheckpoint, stage: str):
+        self.run, self.checkpoint, self.stage = run, checkpoint, stage
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
+        self.checkpoint.save(self.stage, loop_state(self.run, epoch, done=False))
 
 
 def no_callbacks(stage: str) -> list[Callback]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import copy
 from contextlib import contextmanager
-from typing import Optional
+from typing import Optional, Protocol
 
 import torch
 from torch.optim.optimizer import register_optimizer_step_post_hook
@@ -77,3 +77,45 @@ class ParameterAverage:
 
     def close(self) -> None:
         self.handle.remove()
+
+
+class LoopCheckpoint(Protocol):
+    """Where a training loop keeps its state after every epoch, by stage ("train", "refit"), so that a
+    loop started again (a training worker restarted after a failure, deploy/ray_train.py) goes on
+    from the last epoch instead of from the first; a finished stage is not trained again."""
+
+    def load(self, stage: str) -> Optional[dict]:
+        ...
+
+    def save(self, stage: str, state: dict) -> None:
+        ...
+
+
+def loop_state(run, epoch: int, done: bool) -> dict:
+    """Everything the ranking loop (recsys/train.py's _Run) carries from one epoch to the next."""
+    average = run.average
+    return {"epoch": epoch, "done": done, "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
+            "schedule": run.schedule.state_dict(), "step": run.step, "result": copy.deepcopy(run.result),
+            "average": None if average is None else ([s.clone() for s in average.shadow], average.steps),
+            "best": (run.best.best_score, run.best.best_epoch, run.best.bad, run.best.state),
+            "rng": run.rng.bit_generator.state, "sampler_rng": run.sampler.rng.bit_generator.state,
+            "torch_rng": torch.get_rng_state()}
+
+
+def restore_loop(run, state: dict) -> int:
+    """Put a loop_state back into `run`; the epoch it was taken after."""
+    run.model.load_state_dict(state["model"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.schedule.load_state_dict(state["schedule"])
+    run.step = state["step"]
+    for key, value in vars(state["result"]).items():
+        setattr(run.result, key, value)
+    if run.average is not None and state["average"] is not None:
+        shadow, run.average.steps = state["average"]
+        for mine, saved in zip(run.average.shadow, shadow):
+            mine.copy_(saved)
+    run.best.best_score, run.best.best_epoch, run.best.bad, run.best.state = state["best"]
+    run.rng.bit_generator.state = state["rng"]
+    run.sampler.rng.bit_generator.state = state["sampler_rng"]
+    torch.set_rng_state(state["torch_rng"])
+    return int(state["epoch"])

@@ -128,7 +128,7 @@ def load_stage(module: torch.nn.Module, stages: Optional[dict], name: str) -> bo
     if state is None or set(state) != set(own) or any(state[k].shape != v.shape for k, v in own.items()):
         return False
     module.load_state_dict(state)
-    setattr(module, "warm_loaded", True)  # a plain attribute (nn.Module types its own as tensors or modules)
+    module.warm_loaded = True  # type: ignore[assignment]  # a plain flag (nn.Module types attributes as tensors)
     return True
 
 

@@ -76,3 +76,42 @@ def test_two_workers_with_half_batches_reach_one_workers_parameters(tmp_path, fa
         per_step = 5 * (-(-n // 2)) * 8 * 4 + n * 16 * 4
         assert last["bytes_sent"] == pytest.approx(steps * per_step)
     assert np.isfinite([h["loss"] for h in two["history"]]).all()
+
+
+class _Memory:
+    """A LoopCheckpoint in memory that fails the loop (as a killed worker would) after `fail_after` epochs."""
+
+    def __init__(self, fail_after=None):
+        self.kept, self.fail_after = {}, fail_after
+
+    def load(self, stage):
+        return self.kept.get(stage)
+
+    def save(self, stage, state):
+        self.kept[stage] = state
+        if self.fail_after is not None and state["epoch"] == self.fail_after and not state["done"]:
+            self.fail_after = None
+            raise RuntimeError("the worker died")
+
+
+def test_a_loop_started_again_goes_on_from_its_last_epoch_to_the_uninterrupted_runs_parameters():
+    from recsys.graph.build import build_graph
+    from recsys.train import fit
+
+    data, cfg, eval_cfg = _setting()
+    cfg = cfg.model_copy(update={"epochs": 4, "eval_every": 1, "average": 0.9})
+    graph = build_graph(data)
+    whole = _model("lightgcn", data, graph)
+    fit(whole, graph, data, cfg, eval_cfg)
+    memory = _Memory(fail_after=2)
+    resumed = _model("lightgcn", data, graph)
+    with pytest.raises(RuntimeError, match="the worker died"):
+        fit(resumed, graph, data, cfg, eval_cfg, checkpoint=memory)
+    again = _model("lightgcn", data, graph)  # a fresh process builds the model anew
+    result = fit(again, graph, data, cfg, eval_cfg, checkpoint=memory)
+    assert [h["epoch"] for h in result.history] == [1, 2, 3, 4]
+    for name, value in whole.state_dict().items():
+        assert torch.allclose(value, again.state_dict()[name], atol=1e-6), name
+    finished = _model("lightgcn", data, graph)  # a finished stage is not trained again
+    assert fit(finished, graph, data, cfg, eval_cfg, checkpoint=memory).epochs_run == 4
+    assert all(torch.equal(v, finished.state_dict()[k]) for k, v in again.state_dict().items())

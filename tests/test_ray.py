@@ -1,0 +1,98 @@
+"""compute.trainer=ray through the real command line: the retrain trains on two Ray Train workers
+(a local Ray that the command starts and stops), registers what they trained, and a worker killed
+with SIGKILL mid-training is restarted from the last epoch's checkpoint, the run finishing with the
+model an uninterrupted training reaches (the same as this process's own training: recsys/dist.py).
+With no failure allowed, the same kill fails the command with exit 6, the run FAILED, the champion
+and CURRENT untouched. No Ray process outlives its command. (The mathematics of the workers:
+test_dist.py.)"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from flows.cli import main as cli_main
+from flows.cli import prepare_prefect
+from tests.conftest import REPO, TINY_NETWORK, descendants, exited, wait_until
+from tests.stores import registry, serves, state
+
+TINY = [*TINY_NETWORK, "train.epochs=8", "train.eval_every=2", "train.patience=8"]
+RAY = ["compute.trainer=ray", "compute.ray.workers=2", "compute.ray.cpus_per_worker=1"]
+
+
+def _argv(root: Path, *extra: str) -> list[str]:
+    args = ["retrain"]
+    for item in [f"stores.root={root}", *TINY, *extra]:
+        args += ["--set", item]
+    return args
+
+
+def _ray_workers(proc) -> list[int]:
+    return [pid for pid, name in descendants(proc.pid) if name.startswith("ray::RayTrainW")]
+
+
+def _checkpoints(root: Path) -> set[str]:
+    return {p.name for p in root.glob("ray-train-*/graphrec/checkpoint_*")}
+
+
+def _retrain_killing_a_worker(processes, root: Path, log: Path, *extra: str) -> tuple[int, list[int]]:
+    """A Ray retrain one of whose workers is killed (SIGKILL) once an epoch's checkpoint is kept; its
+    exit code, and every Ray process seen under it."""
+    out = open(log, "w")
+    proc = processes.start([sys.executable, "-m", "flows.cli", *_argv(root, *RAY, *extra)], cwd=REPO,
+                           env=dict(os.environ), stdout=out, stderr=subprocess.STDOUT)
+    first = wait_until(lambda: _checkpoints(root) or proc.poll() is not None, "the first epoch's checkpoint")
+    # the first one deleted: Ray Train's controller has registered a later one (it keeps one), which a restart reads
+    wait_until(lambda: not set(first) <= _checkpoints(root) or proc.poll() is not None, "a later checkpoint kept")
+    assert proc.poll() is None, log.read_text()[-3000:]
+    workers = _ray_workers(proc)
+    assert len(workers) == 2, descendants(proc.pid)
+    seen = [pid for pid, name in descendants(proc.pid) if name.startswith(("ray::", "raylet", "gcs_server"))]
+    os.kill(workers[-1], signal.SIGKILL)
+    return proc.wait(), seen
+
+
+def test_a_ray_retrain_survives_a_killed_worker_and_fails_cleanly_when_none_may_fail(tmp_path, processes):
+    root = tmp_path / "store"
+    prepare_prefect(root)
+    assert cli_main(_argv(root)) == 0  # this process's own training: version 1, the champion
+    client, cfg = registry(root)
+    local = client.get_run(client.get_model_version(cfg.stores.registered_model, "1").run_id)
+
+    code, seen = _retrain_killing_a_worker(processes, root, tmp_path / "killed.log", "compute.ray.max_failures=1",
+                                           "train.start=scratch")
+    assert code == 0, (tmp_path / "killed.log").read_text()[-3000:]
+    assert all(exited(pid) for pid in seen)  # no Ray process outlives the command
+    run = client.get_run(client.get_model_version(cfg.stores.registered_model, "2").run_id)
+    assert run.data.params["ray_workers"] == "2" and run.data.params["ray_restarts"] == "1"
+    assert run.data.metrics["collective_seconds"] > 0 and run.data.metrics["bytes_sent"] > 0
+    for split in ("valid", "test"):  # restarted from its checkpoint: the model an unbroken training reaches
+        assert run.data.metrics[f"{split}_recall_at_20"] == pytest.approx(local.data.metrics[f"{split}_recall_at_20"],
+                                                                          abs=1e-4)
+
+    before = state(root)
+    code, seen = _retrain_killing_a_worker(processes, root, tmp_path / "exhausted.log", "compute.ray.max_failures=0")
+    text = (tmp_path / "exhausted.log").read_text()
+    assert code == 6, text[-3000:]
+    assert "failed beyond compute.ray.max_failures" in text and "Traceback" not in text.split("failed beyond")[-1]
+    assert all(exited(pid) for pid in seen)
+    assert state(root) == before
+    serves(root, before["champion"])
+    failed = client.search_runs([client.get_experiment_by_name(cfg.stores.experiment).experiment_id],
+                                order_by=["attributes.start_time DESC"], max_results=1)[0]
+    assert failed.info.status == "FAILED"
+
+
+def test_gpu_workers_on_a_machine_without_one_are_refused_before_anything_starts(tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    root = tmp_path / "store"
+    assert cli_main(_argv(root, *RAY, "compute.ray.gpus_per_worker=1")) == 2
+    assert "compute.ray.gpus_per_worker=1" in capsys.readouterr().err
+    assert not (root / "mlflow.db").exists()
