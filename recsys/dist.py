@@ -58,6 +58,7 @@ class Worker:
     world: int
     seconds: float = 0.0     # in collectives, since the last `take_figures`
     sent: int = 0            # bytes sent, likewise
+    steps: int = 0           # optimiser steps, likewise
     restarts: int = 0        # the group's restarts from a checkpoint before this start (Ray Train's)
     checkpoint: Optional[LoopCheckpoint] = None  # where each loop keeps its state after every epoch
 
@@ -80,6 +81,7 @@ class Worker:
         """This worker's share of a batch (positions rank, rank + W, ...) of each tensor, and the scale
         of its loss: W x its share of the batch, so that the workers' mean gradient is the batch's."""
         n = len(batch[0])
+        self.steps += 1
         mine = tuple(t[self.rank::self.world] for t in batch)
         return self.world * len(mine[0]) / max(n, 1), mine
 
@@ -119,9 +121,9 @@ class Worker:
             torch_dist.broadcast(value, 0)
 
     def take_figures(self) -> dict[str, float]:
-        """Seconds in collectives and bytes sent since the last call."""
-        out = {"collective_seconds": self.seconds, "bytes_sent": float(self.sent)}
-        self.seconds, self.sent = 0.0, 0
+        """Seconds in collectives, bytes sent and optimiser steps since the last call."""
+        out = {"collective_seconds": self.seconds, "bytes_sent": float(self.sent), "steps": float(self.steps)}
+        self.seconds, self.sent, self.steps = 0.0, 0, 0
         return out
 
     def wrap(self, model, ignore: tuple[str, ...]) -> Callable:

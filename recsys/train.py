@@ -202,8 +202,8 @@ def _epoch(run: _Run, epoch: int, callbacks: Sequence[Callback]) -> dict[str, fl
         users, pos, at = (to_device(a, run.device) for a in (batch[:, 0], batch[:, 1], idx))
         neg = draw_negatives(run.sampler, users, pos, run.scores, int(cfg.negatives.per_positive))
         scale = 1.0
-        if run.worker is not None:  # the whole batch's negatives, alike on every worker; this one's share
-            scale, (users, pos, neg, at) = run.worker.share(users, pos, neg, at)
+        if run.worker is not None:  # the whole batch's negatives, alike on every worker; this one's share (the
+            scale, (users, pos, neg) = run.worker.share(users, pos, neg)  # whole batch's pairs stay hidden)
         ranking, reg = run.loss(run.graph, users, pos, neg, at)
         reg = cfg.l2 * reg
         run.optimizer.zero_grad()

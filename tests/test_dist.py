@@ -1,6 +1,7 @@
 """Training on several workers (recsys/dist.py) is the same mathematics as on one: W workers that
 each take 1/W of every batch end at the parameters one worker reaches with the whole batches,
-to float tolerance, for the whole-graph products split by rows (LightGCN) and plain DDP (MF).
+to float tolerance, for the whole-graph products split by rows (LightGCN), plain DDP (MF) and DDP
+over sampled neighbourhoods (GraphSAGE).
 The workers are real processes in a gloo group (torch.multiprocessing), ended when the test ends."""
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-FAMILIES = ("lightgcn", "mf")
+FAMILIES = ("lightgcn", "mf", "sage")
 
 
 def _setting():
@@ -25,12 +26,17 @@ def _setting():
 
 
 def _model(family, data, graph):
+    """LightGCN (row-split products), MF (plain DDP), GraphSAGE (DDP over sampled neighbourhoods: fan-outs
+    above every degree, so each worker samples exactly what one worker samples for the same nodes)."""
     from recsys.models.lightgcn import LightGCN
     from recsys.models.mf import MF
+    from recsys.models.sage import GraphSAGE
 
     torch.manual_seed(0)
-    return LightGCN(data.n_users, data.n_items, dim=8, layers=3) if family == "lightgcn" else \
-        MF(data.n_users, data.n_items, dim=8)
+    build = {"lightgcn": lambda: LightGCN(data.n_users, data.n_items, dim=8, layers=3),
+             "mf": lambda: MF(data.n_users, data.n_items, dim=8),
+             "sage": lambda: GraphSAGE(data.n_users, data.n_items, dim=8, fanouts=(1000, 1000))}
+    return build[family]()
 
 
 def _train(rank: int, world: int, folder: str, family: str) -> None:
@@ -49,11 +55,7 @@ def _train(rank: int, world: int, folder: str, family: str) -> None:
     if world > 1:
         torch_dist.init_process_group("gloo", init_method=f"file://{folder}/group", rank=rank, world_size=world)
         worker = Worker.current()
-    try:
-        result = fit(model, graph, data, cfg, eval_cfg, worker=worker)
-    finally:
-        if world > 1:
-            torch_dist.destroy_process_group()
+    result = fit(model, graph, data, cfg, eval_cfg, worker=worker)  # the group ends with the process
     if rank == 0:
         torch.save({"state": model.state_dict(), "history": result.history}, f"{folder}/{family}-{world}.pt")
 
