@@ -293,7 +293,9 @@ def main(argv=None) -> int:
                               "epochs_bound": args.epochs, "warm_variants": tried},
                   table, "Warm starts against scratch starts (day 2 of each row)",
                   notes=__doc__.split("\n\n")[1].replace("\n", " ") + "\n\nWarm runs measured (row, --warm-set: best "
-                  "validation recall@20 against the scratch run's, test recall@20 against the scratch model's):\n\n"
+                  "validation recall@20 against the scratch run's, test recall@20 against the scratch model's). The "
+                  "settings are chosen on the first figure, day 2's validation split (the recipe's: the variant whose "
+                  "worst ratio over the rows is highest); test is read once per run:\n\n"
                   + "\n".join(f"- {v['row']}, {' '.join(v['warm_settings']) or 'the defaults'}: "
                                f"{v['warm_best_valid_recall@20']} vs {v['scratch_best_valid_recall@20']}, "
                                f"{v['warm_test_recall@20']:.4f} vs {v['scratch_test_recall@20']:.4f}" for v in tried),

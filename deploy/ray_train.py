@@ -115,8 +115,9 @@ def _worker_loop(config: dict) -> None:
 
 class RayCheckpoint:
     """recsys.train_state.LoopCheckpoint through Ray Train: after every epoch every worker reports
-    (Ray's barrier), rank 0 with every stage's loop state so far; a group started again reads the
-    latest. `restarts`: how many starts before this one found a checkpoint."""
+    (Ray's barrier), rank 0 with every stage's loop state so far, copied to the run's storage while
+    training goes on; a group started again reads the latest. `restarts`: how many starts before
+    this one found a checkpoint."""
 
     def __init__(self):
         import ray.train
@@ -137,12 +138,14 @@ class RayCheckpoint:
         import ray.train
 
         self.loops[stage] = state
-        leads = self.worker is None or self.worker.leads
         metrics = {"stage": stage, "epoch": state["epoch"]}
-        with tempfile.TemporaryDirectory() as folder:
-            if leads:
-                torch.save({"loops": self.loops, "restarts": self.restarts}, Path(folder) / LOOPS)
-            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder) if leads else None)
+        if self.worker is not None and not self.worker.leads:
+            ray.train.report(metrics)
+            return
+        folder = tempfile.mkdtemp(prefix="graphrec-loop-")  # Ray copies it to the run's storage, then deletes it
+        torch.save({"loops": self.loops, "restarts": self.restarts}, Path(folder) / LOOPS)
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder),
+                         checkpoint_upload_mode=ray.train.CheckpointUploadMode.ASYNC)  # training goes on meanwhile
 
 
 class _Pickler(pickle.Pickler):

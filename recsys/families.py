@@ -31,10 +31,10 @@ RANKING_LOOP = "recsys.fit:train_ranking"
 AUTO_STEPS = 64
 # LightGCN's training recipe for the `auto` settings, chosen on validation splits of three data sets
 # (bench/results/transfer.md): the hardest of auto_candidates uniform candidates for 8 negatives per
-# positive, a 0.998 parameter average, early stopping within 100 epochs; a warm start copies the champion
-# as it is (bench/results/warm_start.md: shrinking it cost test quality here, as it gained for MF).
+# positive, a 0.998 parameter average, early stopping within 100 epochs. A warm start takes the generic
+# shrink and perturb (recsys.config.GENERIC), chosen on day 2's validation splits in bench/results/warm_start.md.
 LIGHTGCN_RECIPE = {"epochs": 100, "lr": 0.002, "l2": 1e-3, "average": 0.998, "negatives.kind": "model",
-                   "negatives.per_positive": 8, "warm_shrink": 1.0, "warm_perturb": 0.0}
+                   "negatives.per_positive": 8}
 
 
 def never(model_cfg) -> bool:

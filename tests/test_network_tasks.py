@@ -44,7 +44,7 @@ def test_held_out_friendships_never_reach_the_graph(small_network):
 
 
 @pytest.mark.usefixtures("small_network")
-def test_mmoe_family_through_the_flow(tmp_path, small_network):
+def test_mmoe_family_through_the_flow_and_its_warm_start(tmp_path, small_network):
     from flows.cli import prepare_prefect
     from flows.retrain import retrain_flow
     from recsys.config import load_config
@@ -64,6 +64,11 @@ def test_mmoe_family_through_the_flow(tmp_path, small_network):
         assert 0.5 < run.data.metrics[f"test_auc_{task}"] <= 1.0
     assert {a.path for a in client.list_artifacts(out["run_id"], "plots")} >= {"plots/gate_utilisation.png"}
     assert out["version"] == "1" and out["promoted"]  # the bottom's embeddings serve retrieval as usual
+
+    # the next retrain starts warm: the bottom from the champion's, and the MMoE head from the champion's head
+    again = client.get_run(retrain_flow(cfg)["run_id"]).data.params
+    assert again["start"] == "champion" and again["start_version"] == "1"
+    assert again["start_stages"] == "head0"
 
 
 def test_friend_ranking_metrics_by_hand():

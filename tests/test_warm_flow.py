@@ -47,7 +47,8 @@ def test_the_second_retrain_starts_from_the_champion_and_bad_champions_give_a_sc
     assert version.tags["graphrec.start"] == "scratch" and first["promoted"]
     champion_valid = run.data.metrics["valid_ndcg_at_20"]  # the model chosen on validation, which the gates judge
 
-    second, client, run, version = _run(cfg)
+    # a plain copy (no shrink and perturb): the warm run starts where the champion stood
+    second, client, run, version = _run(_config(root, files, **{"train.warm_shrink": 1, "train.warm_perturb": 0}))
     params = run.data.params
     assert params["start"] == "champion" and params["start_version"] == first["version"]
     assert int(params["start_users_carried"]) > 0 and params["start_users_new"] == "0"
@@ -80,10 +81,15 @@ def test_the_second_retrain_starts_from_the_champion_and_bad_champions_give_a_sc
     assert run.data.tags["data_drift.result"] == "beyond bounds"
     assert run.data.params["start"] == "scratch" and "drifted beyond" in run.data.params["start_reason"]
 
-    # the champion's warm-start files lost: a scratch start that says so
-    champion = client.get_registered_model(cfg.stores.registered_model).aliases["champion"]
-    artifacts = urlparse(client.get_run(client.get_model_version(cfg.stores.registered_model, champion).run_id)
-                         .info.artifact_uri).path
-    shutil.rmtree(Path(artifacts) / "warm_start")
+    # the champion's warm-start files damaged, then lost: a scratch start that says so
+    def champion_warm_files() -> Path:
+        champion = client.get_registered_model(cfg.stores.registered_model).aliases["champion"]
+        run_id = client.get_model_version(cfg.stores.registered_model, champion).run_id
+        return Path(urlparse(client.get_run(run_id).info.artifact_uri).path) / "warm_start"
+
+    (champion_warm_files() / "state.pt").write_bytes(b"not a torch file")
+    _, _, run, _ = _run(_config(root, files, **{"train.epochs": 2, "train.start": "champion"}))
+    assert run.data.params["start"] == "scratch" and "state cannot be read" in run.data.params["start_reason"]
+    shutil.rmtree(champion_warm_files())
     _, _, run, _ = _run(_config(root, files, **{"train.epochs": 2, "train.start": "champion"}))
     assert run.data.params["start"] == "scratch" and "has no warm-start state" in run.data.params["start_reason"]
