@@ -20,7 +20,7 @@ from flows.cli import prepare_prefect
 from tests.conftest import REPO, TINY_NETWORK, descendants, exited, wait_until
 from tests.stores import registry, serves, state
 
-TINY = [*TINY_NETWORK, "train.epochs=4", "train.eval_every=2", "train.patience=8"]
+TINY = [*TINY_NETWORK, "train.epochs=4", "train.eval_every=2", "train.patience=8", "train.refit=false"]
 RAY = ["compute.trainer=ray", "compute.ray.workers=2", "compute.ray.cpus_per_worker=1"]
 
 
