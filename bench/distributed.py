@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 from bench.common import command, log_bench_run, write_results
-from bench.runner import failure, run_bounded
+from bench.runner import retrain_here, retrain_in_child
 from bench.synthetic import network_files
 
 MODES = {"1x2": ["compute.trainer=local", "compute.threads=2"],
@@ -38,43 +38,28 @@ BYTES_GROW_WITH_NODES = {"lightgcn": True, "sage": False}
 
 
 def child_main(spec_path: Path) -> None:
-    """The retraining flow once; the run's per-epoch figures to spec["out"]."""
+    """The retraining flow once; the run's per-epoch figures to the spec's "out"."""
     from mlflow.tracking import MlflowClient
 
     from bench.common import peak_rss_mb
-    from deploy.tracking import configure
-    from flows.cli import prepare_prefect
-    from flows.prefect_api import prefect_api
-    from flows.retrain import retrain_flow
-    from recsys.config import load_config
 
-    spec = json.loads(spec_path.read_text())
-    cfg = load_config(None, spec["overrides"])
-    with prefect_api(prepare_prefect(Path(spec["store"]))):
-        out = retrain_flow(cfg, return_state=True).result()
-    configure(cfg.stores)
+    out, _, figures = retrain_here(spec_path)
     client = MlflowClient()
     history = {key: [m.value for m in sorted(client.get_metric_history(out["run_id"], key), key=lambda m: m.step)]
                for key in ("epoch_seconds", "collective_seconds", "bytes_sent", "steps")}
-    Path(spec["out"]).write_text(json.dumps({
+    params = client.get_run(out["run_id"]).data.params
+    figures.write_text(json.dumps({
         "history": history, "recall@20": out["metrics"]["test"]["recall@20"], "peak_rss_mb": round(peak_rss_mb()),
-        "nodes": sum(int(client.get_run(out["run_id"]).data.params[f"data.{k}"]) for k in ("users", "items"))}))
+        "nodes": sum(int(params[f"data.{k}"]) for k in ("users", "items"))}))
 
 
 def run_one(family: str, mode: str, files: dict, args) -> dict:
     folder = args.work / f"{family}-{mode}"
-    spec, out = folder / "spec.json", folder / "out.json"
     folder.mkdir(parents=True, exist_ok=True)
-    out.unlink(missing_ok=True)
-    spec.write_text(json.dumps({"store": str(folder / "store"), "out": str(out), "overrides": [
-        f"stores.root={folder / 'store'}", f"model.family={family}", f"train.epochs={args.epochs}",
-        f"train.eval_every={args.epochs}", "data.source=files", *(f"data.{k}={v}" for k, v in files.items()),
-        *SETS, *MODES[mode]]}))
-    log = args.work / "logs" / f"{family}-{mode}.log"
-    code, _ = run_bounded([sys.executable, "-m", "bench.distributed", "--child", str(spec)], log, args.timeout)
-    if code != 0 or not out.is_file():
-        raise RuntimeError(f"{family} {mode}: " + failure(code, args.timeout, log))
-    got = json.loads(out.read_text())
+    got = retrain_in_child("bench.distributed", folder / "store", [
+        f"model.family={family}", f"train.epochs={args.epochs}", f"train.eval_every={args.epochs}",
+        "data.source=files", *(f"data.{k}={v}" for k, v in files.items()), *SETS, *MODES[mode]],
+        args.work / "logs" / f"{family}-{mode}.log", args.timeout, f"{family} {mode}")
     h = got["history"]
     later = h["epoch_seconds"][1:] or h["epoch_seconds"]
     steps = sum(h["steps"]) or None

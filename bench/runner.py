@@ -74,3 +74,34 @@ def failure(code: int | None, timeout: float, log: Path) -> str:
         why = f"exited with code {code}"
     tail = log.read_text(errors="replace")[-1500:] if log.is_file() else ""
     return f"{why}; log {log}\n{tail}"
+
+
+def retrain_in_child(module: str, store: Path, overrides: list[str], log: Path, timeout: float, what: str) -> dict:
+    """The retraining flow once in `python -m <module> --child SPEC` (a session of its own, bounded by
+    `timeout`), on a store at `store` with `overrides`: the JSON its `child_main` wrote (retrain_here)."""
+    spec = store.parent / f"{store.name}.spec.json"
+    out = store.parent / f"{store.name}.out.json"
+    out.unlink(missing_ok=True)
+    spec.write_text(json.dumps({"store": str(store), "out": str(out), "overrides": [f"stores.root={store}",
+                                                                                   *overrides]}))
+    code, _ = run_bounded([sys.executable, "-m", module, "--child", str(spec)], log, timeout)
+    if code != 0 or not out.is_file():
+        raise RuntimeError(f"{what}: " + failure(code, timeout, log))
+    return json.loads(out.read_text())
+
+
+def retrain_here(spec_path: Path):
+    """In the child: the retraining flow once, as `graphrec retrain` runs it, on a Prefect API of its
+    own; (its result, its configuration, where its figures go). MLflow then reads the run's store."""
+    from deploy.tracking import configure
+    from flows.cli import prepare_prefect
+    from flows.prefect_api import prefect_api
+    from flows.retrain import retrain_flow
+    from recsys.config import load_config
+
+    spec = json.loads(spec_path.read_text())
+    cfg = load_config(None, spec["overrides"])
+    with prefect_api(prepare_prefect(Path(spec["store"]))):
+        out = retrain_flow(cfg, return_state=True).result()
+    configure(cfg.stores)
+    return out, cfg, Path(spec["out"])

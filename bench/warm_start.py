@@ -42,7 +42,7 @@ import time
 from pathlib import Path
 
 from bench.common import SHARED_DATA, Stages, log_bench_run, peak_rss_mb, write_results
-from bench.runner import failure, interrupted, run_bounded
+from bench.runner import interrupted, retrain_here, retrain_in_child
 from bench.synthetic import network_files
 
 ROWS = {  # name: (data set, family, members of the synthetic network)
@@ -114,39 +114,23 @@ def data_sets(row: str, work: Path, members: int | None = None) -> dict[int, lis
 
 def run_stage(row: str, stage: str, store: Path, sets: list[str], args, extra: tuple[str, ...] = ()) -> dict:
     """One retrain in a child process (a session of its own, bounded by --timeout): its figures."""
-    spec = store.parent / f"{store.name}.spec.json"
-    out = store.parent / f"{store.name}.out.json"
-    out.unlink(missing_ok=True)
-    spec.write_text(json.dumps({"store": str(store), "out": str(out), "overrides": [
-        f"stores.root={store}", f"model.family={ROWS[row][1]}", "train.progress=false",
-        f"train.epochs={args.epochs}", f"train.start={'champion' if stage == 'warm' else 'scratch'}", *sets,
-        *args.set, *extra]}))
-    log = args.work / "logs" / f"{row}-{stage}.log"
-    code, _ = run_bounded([sys.executable, "-m", "bench.warm_start", "--child", str(spec)], log, args.timeout)
-    if code != 0 or not out.is_file():
-        raise RuntimeError(f"{row} {stage}: " + failure(code, args.timeout, log))
-    return json.loads(out.read_text())
+    return retrain_in_child("bench.warm_start", store, [
+        f"model.family={ROWS[row][1]}", "train.progress=false", f"train.epochs={args.epochs}",
+        f"train.start={'champion' if stage == 'warm' else 'scratch'}", *sets, *args.set, *extra],
+        args.work / "logs" / f"{row}-{stage}.log", args.timeout, f"{row} {stage}")
 
 
 def child_main(spec_path: Path) -> None:
-    """The retraining flow once, as `graphrec retrain` runs it; figures to spec["out"]."""
-    from deploy.tracking import configure, run_figures
-    from flows.cli import prepare_prefect
-    from flows.prefect_api import prefect_api
-    from flows.retrain import retrain_flow
-    from recsys.config import load_config
+    """The retraining flow once, as `graphrec retrain` runs it; figures to the spec's "out"."""
+    from deploy.tracking import run_figures
 
-    spec = json.loads(spec_path.read_text())
-    cfg = load_config(None, spec["overrides"])
-    with prefect_api(prepare_prefect(Path(spec["store"]))):
-        out = retrain_flow(cfg, return_state=True).result()
-    configure(cfg.stores)
+    out, _, figures = retrain_here(spec_path)
     run = run_figures(out["run_id"])
     elapsed = by_step(out["run_id"], "elapsed_seconds")  # every epoch of the selection loop
     recall = by_step(out["run_id"], "valid_recall_at_20")  # its validations (and the final figure, a step later)
     curve = [[round(elapsed[step], 1), round(recall[step], 5)] for step in sorted(recall) if step in elapsed]
     params, test = run["params"], out["metrics"].get("test", {})
-    Path(spec["out"]).write_text(json.dumps({
+    figures.write_text(json.dumps({
         "curve": curve, "best_valid_recall@20": max((r for _, r in curve), default=None),
         "train_seconds": round(out["phase_seconds"]["train"], 1), "loop_seconds": round(max(elapsed.values()), 1),
         "epochs_run": int(run["metrics"].get("epochs_run", 0)), "best_epoch": int(run["metrics"].get("best_epoch", 0)),
