@@ -85,18 +85,16 @@ class Worker:
         mine = tuple(t[self.rank::self.world] for t in batch)
         return self.world * len(mine[0]) / max(n, 1), mine
 
-    def gather_rows(self, own: torch.Tensor, n: int, out: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Every worker's block of rows, in rank order: the n x d whole (into `out` when given)."""
+    def gather_rows(self, own: torch.Tensor, n: int) -> torch.Tensor:
+        """Every worker's block of rows, in rank order: the n x d whole, gathered straight into one
+        matrix (the blocks are views of it; no copy after the gather)."""
         start = time.perf_counter()
         _, _, size = self.block(n)
         padded = own if len(own) == size else torch.cat([own, own.new_zeros(size - len(own), own.shape[1])])
-        parts = [torch.empty_like(padded) for _ in range(self.world)]
-        torch_dist.all_gather(parts, padded.contiguous())
-        whole = torch.cat(parts)[:n]
-        if out is not None:
-            whole = out.copy_(whole)
+        whole = own.new_empty(self.world * size, own.shape[1])
+        torch_dist.all_gather(list(whole.view(self.world, size, -1).unbind(0)), padded.contiguous())
         self._count(start, padded, (self.world - 1))
-        return whole
+        return whole[:n]
 
     def sum(self, t: torch.Tensor) -> torch.Tensor:
         """The sum of `t` over the workers, in place."""

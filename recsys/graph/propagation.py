@@ -126,7 +126,7 @@ class ShardedRows(RowProducts):
         self.own_a, self.own_at = _row_block(self.a, start, end), _row_block(self.at, start, end)
 
     def matmul(self, x: torch.Tensor, k: int) -> torch.Tensor:
-        return self.worker.gather_rows(csr_mm(self.own_a, x), self.n, out=self.buffer(k, x.shape[1]))
+        return self.worker.gather_rows(csr_mm(self.own_a, x), self.n)
 
     def gradient(self, r: torch.Tensor, h: torch.Tensor, first: Optional[torch.Tensor], layers: int) -> torch.Tensor:
         width = h.shape[1]
