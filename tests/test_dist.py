@@ -39,8 +39,9 @@ def _model(family, data, graph):
     return build[family]()
 
 
-def _train(rank: int, world: int, folder: str, family: str) -> None:
-    """One worker of `world` (world 1: alone); rank 0 saves the trained state and the figures."""
+def _train(rank: int, world: int, folder: str) -> None:
+    """One worker of `world` (world 1: alone) training each family in turn; rank 0 saves each trained
+    state and its figures."""
     import torch.distributed as torch_dist
 
     from recsys.dist import Worker
@@ -50,34 +51,35 @@ def _train(rank: int, world: int, folder: str, family: str) -> None:
     torch.set_num_threads(1)
     data, cfg, eval_cfg = _setting()
     graph = build_graph(data)
-    model = _model(family, data, graph)
     worker = None
     if world > 1:
         torch_dist.init_process_group("gloo", init_method=f"file://{folder}/group", rank=rank, world_size=world)
         worker = Worker.current()
-    result = fit(model, graph, data, cfg, eval_cfg, worker=worker)  # the group ends with the process
-    if rank == 0:
-        torch.save({"state": model.state_dict(), "history": result.history}, f"{folder}/{family}-{world}.pt")
+    for family in FAMILIES:
+        model = _model(family, data, graph)
+        result = fit(model, graph, data, cfg, eval_cfg, worker=worker)  # the group ends with the process
+        if rank == 0:
+            torch.save({"state": model.state_dict(), "history": result.history}, f"{folder}/{family}-{world}.pt")
 
 
-@pytest.mark.parametrize("family", FAMILIES)
-def test_two_workers_with_half_batches_reach_one_workers_parameters(tmp_path, family):
-    _train(0, 1, str(tmp_path), family)
-    mp.spawn(_train, args=(2, str(tmp_path), family), nprocs=2, join=True)  # both ended when it returns
-    one = torch.load(tmp_path / f"{family}-1.pt")
-    two = torch.load(tmp_path / f"{family}-2.pt")
-    for name, value in one["state"].items():
-        assert torch.allclose(value, two["state"][name], atol=1e-5), (name, (value - two["state"][name]).abs().max())
-    assert one["history"][-1]["valid_ndcg@20"] == pytest.approx(two["history"][-1]["valid_ndcg@20"], abs=1e-6)
-    last = two["history"][-1]
-    assert last["collective_seconds"] > 0 and last["bytes_sent"] > 0
-    if family == "lightgcn":  # per step, each worker sends its block of rows to the other for (K - 1) forward
-        # and K backward gathers (K = 3, d = 8, float32), and half of the n x 2d matrix summed (ring all-reduce)
-        data, cfg, _ = _setting()
-        n, steps = data.n_users + data.n_items, -(-len(data.train) // cfg.batch_size)
-        per_step = 5 * (-(-n // 2)) * 8 * 4 + n * 16 * 4
-        assert last["bytes_sent"] == pytest.approx(steps * per_step)
-    assert np.isfinite([h["loss"] for h in two["history"]]).all()
+def test_two_workers_with_half_batches_reach_one_workers_parameters(tmp_path):
+    _train(0, 1, str(tmp_path))
+    mp.spawn(_train, args=(2, str(tmp_path)), nprocs=2, join=True)  # both ended when it returns
+    for family in FAMILIES:
+        one = torch.load(tmp_path / f"{family}-1.pt")
+        two = torch.load(tmp_path / f"{family}-2.pt")
+        for name, value in one["state"].items():
+            assert torch.allclose(value, two["state"][name], atol=1e-5), (family, name)
+        assert one["history"][-1]["valid_ndcg@20"] == pytest.approx(two["history"][-1]["valid_ndcg@20"], abs=1e-6)
+        last = two["history"][-1]
+        assert last["collective_seconds"] > 0 and last["bytes_sent"] > 0, family
+        assert np.isfinite([h["loss"] for h in two["history"]]).all(), family
+    # LightGCN, per step: each worker sends its block of rows to the other for (K - 1) forward and K backward
+    # gathers (K = 3, d = 8, float32), and half of the n x 2d matrix summed (ring all-reduce)
+    data, cfg, _ = _setting()
+    n, steps = data.n_users + data.n_items, -(-len(data.train) // cfg.batch_size)
+    per_step = 5 * (-(-n // 2)) * 8 * 4 + n * 16 * 4
+    assert torch.load(tmp_path / "lightgcn-2.pt")["history"][-1]["bytes_sent"] == pytest.approx(steps * per_step)
 
 
 class _Memory:
