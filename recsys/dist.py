@@ -3,21 +3,26 @@
 A worker is one rank of a torch.distributed process group (gloo between CPUs, NCCL between GPUs);
 Ray Train starts the group and restarts it after a failure (deploy/ray_train.py). Every worker runs
 the ordinary loop (recsys/train.py `fit`, given a Worker) over the same data with the same seeds,
-so every random choice that is not a worker's own is the same on all of them:
+so every random choice that is not a worker's own is the same on all of them: each epoch's order
+of the training pairs and each batch's negatives are drawn alike on every worker. Then one of two
+splits, by what the family's model says (RecModel.split_columns):
 
-* each epoch's order of the training pairs and each batch's negatives are drawn alike on every
-  worker, for the whole batch; a worker then keeps its share of the batch (positions rank,
-  rank + W, ...) and takes the loss on it scaled by W x its share of the batch, so the mean of the
-  workers' gradients (DDP's all-reduce) is the whole batch's gradient, as one worker takes it;
-* the sampling families (GraphSAGE, PinSage, the MMoE heads' bottom) sample their share's
-  neighbourhoods each on its own;
-* the whole-graph families (LightGCN) split the products over the whole graph by rows:
-  each worker computes its block of the rows of A x and the blocks are gathered, forward and
-  backward (recsys.graph.propagation.ShardedRows), so an epoch's products cost each worker 1/W
-  of one worker's; the ID tables' gradient comes out of that backward summed over the workers
-  already, so DDP leaves those tables alone and all-reduces only the other weights;
-* rank 0 ranks the validation split, keeps the best state, and tells the others when to stop.
+* by columns (LightGCN without weight matrices, MF: a score is a dot product of ID-table rows, and
+  a propagation treats every column of the tables alike). Each worker trains its own block of the
+  tables' columns (a `Part`) on the whole batch: its products over the whole graph are d / W wide,
+  so they cost it 1/W of one worker's, and it needs nothing from the others to compute them. Its
+  scores are partial dot products; one sum of the batch's partial scores and L2 terms (`Part.total`,
+  B x (1 + k) + 1 numbers) makes them whole, and the gradient of the whole loss by each partial
+  score is the gradient by the score, so each worker's columns get exactly one worker's gradient
+  with no further exchange. The hard-negative sampler's scores are summed the same way. After each
+  epoch the workers gather their blocks (`join_columns`: the tables, Adam's moments, the parameter
+  average), so rank 0 validates and every checkpoint holds the whole state.
+* by batch (every other family: the sampling families GraphSAGE and PinSage, GCN, MMoE's bottom):
+  a worker keeps its share of each batch (positions rank, rank + W, ...), samples that share's
+  neighbourhoods on its own and takes the loss on it scaled by W x its share of the batch, so the
+  mean of the workers' gradients (DDP's all-reduce) is the whole batch's gradient.
 
+Rank 0 ranks the validation split, keeps the best state, and tells the others when to stop.
 A Worker counts the seconds spent in collectives and the bytes it sends, as ring algorithms send
 them: (W - 1) / W x the size for an all-gather of the whole, 2 (W - 1) / W x for an all-reduce.
 """
@@ -26,6 +31,7 @@ from __future__ import annotations
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable, Iterator, Optional
 
 import torch
@@ -81,20 +87,27 @@ class Worker:
         """This worker's share of a batch (positions rank, rank + W, ...) of each tensor, and the scale
         of its loss: W x its share of the batch, so that the workers' mean gradient is the batch's."""
         n = len(batch[0])
-        self.steps += 1
         mine = tuple(t[self.rank::self.world] for t in batch)
         return self.world * len(mine[0]) / max(n, 1), mine
 
-    def gather_rows(self, own: torch.Tensor, n: int) -> torch.Tensor:
-        """Every worker's block of rows, in rank order: the n x d whole, gathered straight into one
-        matrix (the blocks are views of it; no copy after the gather)."""
+    def columns(self, width: int) -> "Part":
+        """This worker's block of `width` columns."""
+        start, end, _ = self.block(width)
+        return Part(self, start, end)
+
+    def join_columns(self, tensors: list[torch.Tensor]) -> None:
+        """Every worker's block of the columns of each n x d tensor, in place (all-gathered), so that all
+        hold the whole; the other columns of a worker's copy are stale until then."""
         start = time.perf_counter()
-        _, _, size = self.block(n)
-        padded = own if len(own) == size else torch.cat([own, own.new_zeros(size - len(own), own.shape[1])])
-        whole = own.new_empty(self.world * size, own.shape[1])
-        torch_dist.all_gather(list(whole.view(self.world, size, -1).unbind(0)), padded.contiguous())
-        self._count(start, padded, (self.world - 1))
-        return whole[:n]
+        for t in tensors:
+            first, end, size = self.block(t.shape[1])
+            own = t.new_zeros(size, t.shape[0])
+            own[: end - first] = t[:, first:end].T
+            whole = t.new_empty(self.world, size, t.shape[0])
+            torch_dist.all_gather(list(whole.unbind(0)), own)
+            self._count(start, own, self.world - 1)
+            start = time.perf_counter()
+            t.copy_(whole.reshape(self.world * size, -1)[: t.shape[1]].T)
 
     def sum(self, t: torch.Tensor) -> torch.Tensor:
         """The sum of `t` over the workers, in place."""
@@ -124,16 +137,17 @@ class Worker:
         self.seconds, self.sent, self.steps = 0.0, 0, 0
         return out
 
-    def wrap(self, model, ignore: tuple[str, ...]) -> Callable:
-        """The model's batch_loss with DDP around it: its gradients averaged over the workers, but for
-        the parameters named in `ignore` (the ID tables, summed by the sharded products); the model's
-        own batch_loss when nothing is left for DDP to average."""
+    def wrap(self, model, part: Optional["Part"] = None) -> Callable:
+        """The model's batch_loss (on `part`, the columns this worker trains, if any) with DDP around it:
+        its gradients averaged over the workers, but for the tables split by columns; the model's own
+        batch_loss when nothing is left for DDP to average."""
+        ignore = model.split_columns() if part is not None else ()
         synced = [name for name, p in model.named_parameters() if p.requires_grad and name not in ignore]
         if not synced:
-            return model.batch_loss
+            return partial(model.batch_loss, part=part)
         from torch.nn.parallel import DistributedDataParallel
 
-        wrapper = _BatchLoss(model)
+        wrapper = _BatchLoss(model, part)
         DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(wrapper, [f"model.{n}" for n in ignore])
         ddp = DistributedDataParallel(wrapper, find_unused_parameters=True)
         ddp.register_comm_hook(self, _counted_allreduce)
@@ -161,9 +175,38 @@ def _counted_allreduce(worker: Worker, bucket):  # no annotation: DDP checks it 
 class _BatchLoss(torch.nn.Module):
     """A model whose forward is its batch_loss, for DDP (which hooks the forward)."""
 
-    def __init__(self, model):
+    def __init__(self, model, part):
         super().__init__()
-        self.model = model
+        self.model, self.part = model, part
 
     def forward(self, graph, users, pos, neg, edge_ids=None):
-        return self.model.batch_loss(graph, users, pos, neg, edge_ids)
+        extra = {} if self.part is None else {"part": self.part}
+        return self.model.batch_loss(graph, users, pos, neg, edge_ids, **extra)
+
+
+@dataclass
+class Part:
+    """The block of columns start..end-1 of the ID tables that one worker trains (see the module's text)."""
+    worker: Worker
+    start: int
+    end: int
+
+    def of(self, table: torch.Tensor) -> torch.Tensor:
+        """This worker's columns of `table` (a view)."""
+        return table[:, self.start:self.end]
+
+    def total(self, *parts: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Each tensor summed over the workers (one all-reduce for all); the gradient passes back
+        unchanged, since the whole is the sum of the parts."""
+        return _Total.apply(self.worker, *parts)
+
+
+class _Total(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, worker, *parts):
+        flat = worker.sum(torch.cat([t.reshape(-1) for t in parts]))
+        return tuple(chunk.view_as(t).clone() for chunk, t in zip(flat.split([t.numel() for t in parts]), parts))
+
+    @staticmethod
+    def backward(ctx, *grads):
+        return (None, *grads)

@@ -220,8 +220,10 @@ class ScoreView:
     """The model's current scores for the model-mined sampler, from embeddings recomputed (without
     gradients) every `refresh_every` batches: one extra forward pass per refresh, not per batch."""
 
-    def __init__(self, model, graph, refresh_every: int = 10):
-        self.model, self.graph, self.refresh_every = model, graph, refresh_every
+    def __init__(self, model, graph, refresh_every: int = 10, part=None):
+        """`part`: the columns of the ID tables this training worker holds (recsys/dist.py): it scores
+        with them alone, and the partial scores are summed over the workers."""
+        self.model, self.graph, self.refresh_every, self.part = model, graph, refresh_every, part
         self.calls = 0
         self.users: Optional[torch.Tensor] = None
         self.items: Optional[torch.Tensor] = None
@@ -230,11 +232,13 @@ class ScoreView:
         """(B, M) scores, on the model's device (ids may be numpy or tensors anywhere)."""
         if self.users is None or self.items is None or self.calls % self.refresh_every == 0:
             with torch.no_grad():
-                self.users, self.items = (t.detach() for t in self.model.embed(self.graph))
+                options = {} if self.part is None else {"part": self.part}
+                self.users, self.items = (t.detach() for t in self.model.embed(self.graph, **options))
         self.calls += 1
         assert self.users is not None and self.items is not None
         device = self.items.device
-        return gather_dot(self.users[ids_on(users, device)], self.items, ids_on(items, device))
+        scores = gather_dot(self.users[ids_on(users, device)], self.items, ids_on(items, device))
+        return scores if self.part is None else self.part.total(scores)[0]
 
 
 AUTO_SCALE = 1.5  # candidates ~ AUTO_SCALE / sqrt(density), fitted on three validation splits (auto_candidates)

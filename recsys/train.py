@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from recsys.config import EvalConfig, TrainConfig
 from recsys.data.types import IndexedData
 from recsys.device import embed_on, to_device
-from recsys.dist import Worker, active
+from recsys.dist import Part, Worker, active
 from recsys.graph.build import RecGraph
 from recsys.metrics import evaluate, evaluate_per_user
 from recsys.models.base import RecModel
@@ -135,7 +135,7 @@ def fit(
     checkpoint = checkpoint or (worker.checkpoint if worker is not None else None)
     device = torch.device("cpu") if device is None else torch.device(device)
     model.to(device)
-    graph = graph.to(device) if worker is None else graph.to(device).sharded(worker)
+    graph = graph.to(device)
     try:
         return _fit(model, graph, data, cfg, eval_cfg, callbacks, sampler, log, device, stage, stop_after, worker,
                     checkpoint)
@@ -163,8 +163,24 @@ class _Run:
     governor: Governor
     rng: np.random.Generator
     worker: Optional[Worker]
+    part: Optional[Part]  # the columns of the ID tables this worker trains (recsys/dist.py), if it splits them
     loss: Callable  # the model's batch_loss (behind DDP on several workers)
     step: int = 0
+
+    def join(self) -> None:
+        """Every worker's columns of the split tables, of Adam's moments of them and of their average, to
+        all workers: the whole state, for validation and the checkpoint."""
+        if self.worker is None or self.part is None:
+            return
+        named = dict(self.model.named_parameters())
+        kept = {id(p): s for p, s in zip(self.average.params, self.average.shadow)} if self.average else {}
+        tensors = []
+        for name in self.model.split_columns():
+            p = named[name]
+            moments = self.optimizer.state.get(p, {}).values()
+            tensors += [p.data, *(m for m in moments if torch.is_tensor(m) and m.shape == p.shape)]
+            tensors += [kept[id(p)]] if id(p) in kept else []
+        self.worker.join_columns(tensors)
 
 
 def _start(model, graph, data, cfg, sampler, device, worker=None) -> _Run:
@@ -182,10 +198,12 @@ def _start(model, graph, data, cfg, sampler, device, worker=None) -> _Run:
         schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, cfg.lr_milestones, cfg.lr_gamma)
     result = TrainResult(batch_size=batch_size, recipe=cfg.recipe())
     result.recipe["negatives.candidates"] = getattr(sampler, "candidates", None)
-    return _Run(cfg, model, graph, data, sampler, ScoreView(model, graph, cfg.negatives.refresh_every), optimizer,
-                schedule, ParameterAverage(model, optimizer, cfg.average) if cfg.average else None,
+    split = model.split_columns() if worker is not None else ()
+    part = worker.columns(dict(model.named_parameters())[split[0]].shape[1]) if worker is not None and split else None
+    return _Run(cfg, model, graph, data, sampler, ScoreView(model, graph, cfg.negatives.refresh_every, part),
+                optimizer, schedule, ParameterAverage(model, optimizer, cfg.average) if cfg.average else None,
                 EarlyStopping(cfg.patience), result, batch_size, device, Governor(), np.random.default_rng(cfg.seed),
-                worker, model.batch_loss if worker is None else worker.wrap(model, model.sharded_parameters()))
+                worker, part, model.batch_loss if worker is None else worker.wrap(model, part))
 
 
 def _epoch(run: _Run, epoch: int, callbacks: Sequence[Callback]) -> dict[str, float]:
@@ -202,8 +220,11 @@ def _epoch(run: _Run, epoch: int, callbacks: Sequence[Callback]) -> dict[str, fl
         users, pos, at = (to_device(a, run.device) for a in (batch[:, 0], batch[:, 1], idx))
         neg = draw_negatives(run.sampler, users, pos, run.scores, int(cfg.negatives.per_positive))
         scale = 1.0
-        if run.worker is not None:  # the whole batch's negatives, alike on every worker; this one's share (the
-            scale, (users, pos, neg) = run.worker.share(users, pos, neg)  # whole batch's pairs stay hidden)
+        if run.worker is not None:
+            run.worker.steps += 1
+        if run.worker is not None and run.part is None:  # the whole batch's negatives, alike on every worker;
+            scale, (users, pos, neg) = run.worker.share(users, pos, neg)  # this one's share (the whole batch's
+            # pairs stay hidden from the samplers)
         ranking, reg = run.loss(run.graph, users, pos, neg, at)
         reg = cfg.l2 * reg
         run.optimizer.zero_grad()
@@ -295,6 +316,7 @@ def _fit(model, graph, data, cfg, eval_cfg, callbacks, sampler, log, device, sta
 
     def one_epoch(epoch: int) -> dict:
         logs = _epoch(run, epoch, callbacks)
+        run.join()
         if worker is not None:
             logs.update(worker.take_figures())
         run.schedule.step()

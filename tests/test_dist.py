@@ -1,7 +1,7 @@
-"""Training on several workers (recsys/dist.py) is the same mathematics as on one: W workers that
-each take 1/W of every batch end at the parameters one worker reaches with the whole batches,
-to float tolerance, for the whole-graph products split by rows (LightGCN), plain DDP (MF) and DDP
-over sampled neighbourhoods (GraphSAGE).
+"""Training on several workers (recsys/dist.py) is the same mathematics as on one: W workers end at
+the parameters one worker reaches with the whole batches, to float tolerance, whether they split
+the ID tables by columns (LightGCN, MF: each worker trains its columns on whole batches) or split
+every batch (GraphSAGE: each takes 1/W of it, DDP over sampled neighbourhoods).
 The workers are real processes in a gloo group (torch.multiprocessing), ended when the test ends."""
 from __future__ import annotations
 
@@ -11,6 +11,10 @@ import torch
 import torch.multiprocessing as mp
 
 FAMILIES = ("lightgcn", "mf", "sage")
+# LightGCN with the hard-negative sampler (partial scores summed) and an average (joined after each epoch),
+# MF with the row-wise L2 term (on the worker's columns)
+VARIANTS = {"lightgcn": {"negatives": {"kind": "model", "candidates": 4, "refresh_every": 2}, "average": 0.9},
+            "mf": {"l2_form": "row"}}
 
 
 def _setting():
@@ -26,8 +30,8 @@ def _setting():
 
 
 def _model(family, data, graph):
-    """LightGCN (row-split products), MF (plain DDP), GraphSAGE (DDP over sampled neighbourhoods: fan-outs
-    above every degree, so each worker samples exactly what one worker samples for the same nodes)."""
+    """LightGCN and MF (split by columns), GraphSAGE (DDP over sampled neighbourhoods: fan-outs above every
+    degree, so each worker samples exactly what one worker samples for the same nodes)."""
     from recsys.models.lightgcn import LightGCN
     from recsys.models.mf import MF
     from recsys.models.sage import GraphSAGE
@@ -55,14 +59,17 @@ def _train(rank: int, world: int, folder: str) -> None:
     if world > 1:
         torch_dist.init_process_group("gloo", init_method=f"file://{folder}/group", rank=rank, world_size=world)
         worker = Worker.current()
-    for family in FAMILIES:
+    for family in FAMILIES:  # the group ends with the process
         model = _model(family, data, graph)
-        result = fit(model, graph, data, cfg, eval_cfg, worker=worker)  # the group ends with the process
+        update = dict(VARIANTS.get(family, {}))
+        if "negatives" in update:
+            update["negatives"] = cfg.negatives.model_copy(update=update["negatives"])
+        result = fit(model, graph, data, cfg.model_copy(update=update), eval_cfg, worker=worker)
         if rank == 0:
             torch.save({"state": model.state_dict(), "history": result.history}, f"{folder}/{family}-{world}.pt")
 
 
-def test_two_workers_with_half_batches_reach_one_workers_parameters(tmp_path):
+def test_two_workers_reach_one_workers_parameters(tmp_path):
     _train(0, 1, str(tmp_path))
     mp.spawn(_train, args=(2, str(tmp_path)), nprocs=2, join=True)  # both ended when it returns
     for family in FAMILIES:
@@ -74,12 +81,14 @@ def test_two_workers_with_half_batches_reach_one_workers_parameters(tmp_path):
         last = two["history"][-1]
         assert last["collective_seconds"] > 0 and last["bytes_sent"] > 0, family
         assert np.isfinite([h["loss"] for h in two["history"]]).all(), family
-    # LightGCN, per step: each worker sends its block of rows to the other for (K - 1) forward and K backward
-    # gathers (K = 3, d = 8, float32), and half of the n x 2d matrix summed (ring all-reduce)
+    # MF split by columns, an epoch: per step the sum of the batch's B (1 + k) partial scores and its L2 term
+    # (a ring all-reduce of 2 workers sends the size once, float32); after the epoch each worker sends its
+    # 4 of the 8 columns of the n rows of the tables and of Adam's two moments of them
     data, cfg, _ = _setting()
-    n, steps = data.n_users + data.n_items, -(-len(data.train) // cfg.batch_size)
-    per_step = 5 * (-(-n // 2)) * 8 * 4 + n * 16 * 4
-    assert torch.load(tmp_path / "lightgcn-2.pt")["history"][-1]["bytes_sent"] == pytest.approx(steps * per_step)
+    n, pairs, b = data.n_users + data.n_items, len(data.train), cfg.batch_size
+    batches = [b] * (pairs // b) + ([pairs % b] if pairs % b else [])
+    epoch = sum((1 + 2) * size + 1 for size in batches) * 4 + 3 * n * 4 * 4
+    assert torch.load(tmp_path / "mf-2.pt")["history"][-1]["bytes_sent"] == epoch
 
 
 class _Memory:

@@ -8,15 +8,14 @@ Node types `user` and `item`; edge types:
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 import torch
 
 from recsys.data.types import IndexedData
-from recsys.graph.propagation import RowProducts, ShardedRows, SparseOperator
+from recsys.graph.propagation import RowProducts, SparseOperator
 
 if TYPE_CHECKING:
     import dgl
@@ -44,7 +43,6 @@ class RecGraph:
     device: torch.device = torch.device("cpu")  # where features and derived operators live (DGL's graph: CPU)
     pairs: Optional[dict] = None  # where g is None: edge type -> (src, dst)
     _cache: dict = field(default_factory=dict, repr=False)
-    worker: Optional[Any] = None  # a training worker among several (recsys/dist.py): products split by rows
 
     def to(self, device: torch.device) -> "RecGraph":
         """The same graph with its features, and the operators it derives, on `device` (recsys/device.py);
@@ -101,14 +99,8 @@ class RecGraph:
         key = ("row_products", self_loops)
         if key not in self._cache:
             op = self.norm_adj(self_loops)
-            self._cache[key] = RowProducts(op) if self.worker is None else ShardedRows(op, self.worker)
+            self._cache[key] = RowProducts(op)
         return self._cache[key]
-
-    def sharded(self, worker) -> "RecGraph":
-        """The same graph for one of several training workers: its batch-row products split by rows
-        over them (ShardedRows); the operators already built are shared."""
-        kept = {k: v for k, v in self._cache.items() if k[0] == "norm_adj"}
-        return dataclasses.replace(self, _cache=kept, worker=worker)
 
     def homogeneous(self) -> dgl.DGLGraph:
         """One node space (users 0..n_users-1, then items) with every edge type, for samplers."""

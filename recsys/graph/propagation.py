@@ -111,47 +111,6 @@ class RowProducts:
             self.local[r] = -1
 
 
-class ShardedRows(RowProducts):
-    """RowProducts split over training workers (recsys/dist.py): each whole-graph product is this
-    worker's block of rows, gathered from all (`worker.gather_rows`). The backward first sums the
-    workers' batch gradients (`worker.sum`: they trained on different pairs), so every worker
-    holds the gradient of their summed loss; it returns it divided by W, the mean that DDP takes of
-    every other weight's gradient. Per step: (K - 1) gathers forward, one sum of an n x 2d matrix
-    and K gathers backward, each of the n x d whole."""
-
-    def __init__(self, op: SparseOperator, worker):
-        super().__init__(op)
-        self.worker = worker
-        start, end, _ = worker.block(self.n)
-        self.own_a, self.own_at = _row_block(self.a, start, end), _row_block(self.at, start, end)
-
-    def matmul(self, x: torch.Tensor, k: int) -> torch.Tensor:
-        return self.worker.gather_rows(csr_mm(self.own_a, x), self.n)
-
-    def gradient(self, r: torch.Tensor, h: torch.Tensor, first: Optional[torch.Tensor], layers: int) -> torch.Tensor:
-        width = h.shape[1]
-        both = torch.zeros(self.n, 2 * width, device=h.device)
-        both[:, :width].index_add_(0, r, h)
-        if first is not None:
-            both[:, width:].index_add_(0, r, first)
-        self.worker.sum(both)
-        y, d = both[:, :width], both[:, :width]
-        start, end, _ = self.worker.block(self.n)
-        for _ in range(layers):  # Horner's rule as in RowProducts, each product by blocks of rows
-            d = self.worker.gather_rows(csr_mm(self.own_at, d) + y[start:end], self.n)
-        return (d + both[:, width:]) / self.worker.world
-
-
-def _row_block(a: torch.Tensor, start: int, end: int) -> torch.Tensor:
-    """Rows start..end-1 of a CSR matrix, as a CSR matrix of its own."""
-    crow = a.crow_indices()
-    lo, hi = int(crow[start]), int(crow[end])
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", "Sparse CSR tensor support is in beta")
-        return torch.sparse_csr_tensor(crow[start:end + 1] - lo, a.col_indices()[lo:hi], a.values()[lo:hi],
-                                       size=(end - start, a.shape[1]))
-
-
 class BatchRows(torch.autograd.Function):
     """LightGCN's final embedding at the rows r only, and its exact gradient to layer 0.
 

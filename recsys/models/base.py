@@ -50,9 +50,11 @@ class RecModel(nn.Module):
         return {f"{name}.weight": name.split("_", 1)[0] for name, module in self.named_modules()
                 if isinstance(module, nn.Embedding) and name.split("_", 1)[0] in ("user", "item")}
 
-    def sharded_parameters(self) -> tuple[str, ...]:
-        """Parameters whose whole gradient comes out of the row-split products summed over the training
-        workers already (recsys/dist.py), so DDP leaves them alone; none but for LightGCN's ID tables."""
+    def split_columns(self) -> tuple[str, ...]:
+        """The ID tables that training workers split by columns (recsys/dist.py), each training its block
+        on whole batches; none (the workers split each batch instead) unless the family's scores are
+        dot products of rows that every column reaches alike (LightGCN, MF), and never for cosine
+        scores, whose norms need every column. Such a family's batch_loss and encode take `part`."""
         return ()
 
     def set_objective(self, objective: str, temperature: float = 0.1) -> None:
@@ -73,11 +75,20 @@ class RecModel(nn.Module):
         """u, p: (B, d); n: (B, k, d)."""
         if self.cosine:
             u, p, n = F.normalize(u, dim=-1), F.normalize(p, dim=-1), F.normalize(n, dim=-1)
-        pos = (u * p).sum(-1, keepdim=True)
-        neg = torch.einsum("bd,bkd->bk", u, n)
+        return self.loss_of(*scores(u, p, n))
+
+    def part_losses(self, u, p, n, reg: torch.Tensor, part) -> tuple[torch.Tensor, torch.Tensor]:
+        """(ranking loss, L2 term) from rows u, p, n and an L2 term that hold `part`'s columns only (one
+        training worker's, recsys/dist.py): the scores and the term summed over the workers first."""
+        pos, neg = scores(u, p, n)
+        pos, neg, reg = part.total(pos, neg, reg)
+        return self.loss_of(pos, neg), reg
+
+    def loss_of(self, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
+        """The objective from the scores of the positives (B, 1) and of their negatives (B, k)."""
         if self.objective == "softmax":
             logits = torch.cat([pos, neg], dim=1) / self.temperature
-            return F.cross_entropy(logits, torch.zeros(len(u), dtype=torch.long, device=u.device))
+            return F.cross_entropy(logits, torch.zeros(len(pos), dtype=torch.long, device=pos.device))
         return self.pairwise(pos, neg)
 
     def pairwise(self, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
@@ -88,12 +99,18 @@ class RecModel(nn.Module):
         tensors = self.regularised(users, pos, neg)
         return self.penalty(*tensors) if tensors else torch.zeros((), device=users.device)
 
-    def penalty(self, u: torch.Tensor, p: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+    def penalty(self, u: torch.Tensor, p: torch.Tensor, n: torch.Tensor, part=None) -> torch.Tensor:
         """The L2 term of a batch whose layer-0 rows are u, p, n, in the form train.l2_form names:
-        `occurrence` (the paper's l2 below) or `row` (row_l2 of the whole ID tables)."""
+        `occurrence` (the paper's l2 below) or `row` (row_l2 of the whole ID tables, or of `part`'s columns)."""
         if self.l2_form == "row":
-            return row_l2(self.user_emb.weight, self.item_emb.weight)
+            users, items = self.user_emb.weight, self.item_emb.weight
+            return row_l2(users, items) if part is None else row_l2(part.of(users), part.of(items))
         return l2(u, p, n)
+
+
+def scores(u: torch.Tensor, p: torch.Tensor, n: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The dot products of u (B, d) with p (B, d) and with each of n (B, k, d): (B, 1) and (B, k)."""
+    return (u * p).sum(-1, keepdim=True), torch.einsum("bd,bkd->bk", u, n)
 
 
 def row_l2(users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:

@@ -58,9 +58,11 @@ class LightGCN(RecModel):
             parts.append(proj(feats) if proj is not None else torch.zeros(n, ids.shape[1], device=ids.device))
         return torch.cat([ids, torch.cat(parts)], dim=1)
 
-    def encode(self, graph: RecGraph) -> tuple[torch.Tensor, torch.Tensor]:
-        """Final (user, item) embeddings after K propagation steps over the whole graph."""
-        e0 = self._layer0(graph)
+    def encode(self, graph: RecGraph, part=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Final (user, item) embeddings after K propagation steps over the whole graph (of `part`'s
+        columns only, for a training worker that holds them: recsys/dist.py)."""
+        e0 = self._layer0(graph) if part is None else torch.cat([part.of(self.user_emb.weight),
+                                                                  part.of(self.item_emb.weight)])
         if not self.transform:
             out = propagate(graph.norm_adj(), e0, self.layers)
         else:
@@ -71,25 +73,28 @@ class LightGCN(RecModel):
             out = total / (self.layers + 1)
         return out[: self.n_users], out[self.n_users:]
 
-    def batch_loss(self, graph, users, pos, neg, edge_ids=None):
+    def batch_loss(self, graph, users, pos, neg, edge_ids=None, part=None):
         """The objective + L2 on layer 0 (the paper's eq. 15), with final embeddings computed only at
-        the batch's rows (see BatchRows)."""
+        the batch's rows (see BatchRows); on `part`'s columns of the ID tables when given."""
         if self.transform:
             return super().batch_loss(graph, users, pos, neg, edge_ids)
         b, k = neg.shape
         rows = torch.cat([users, pos + self.n_users, neg.reshape(-1) + self.n_users])
         uniq, inverse = torch.unique(rows, return_inverse=True)
-        final, first = BatchRows.apply(self.user_emb.weight, self.item_emb.weight, uniq,
+        tables = (self.user_emb.weight, self.item_emb.weight)
+        final, first = BatchRows.apply(*(tables if part is None else map(part.of, tables)), uniq,
                                        graph.row_products(), self.layers)
         out = []
         for t in (final[inverse], first[inverse]):
             u, p, n = t.split([b, b, b * k])
             out.append((u, p, n.reshape(b, k, -1)))
+        if part is not None:
+            return self.part_losses(*out[0], l2(*out[1]), part)
         return self.ranking_loss(*out[0]), l2(*out[1])
 
-    def sharded_parameters(self) -> tuple[str, ...]:
-        """The ID tables, whose gradient BatchRows computes whole (the L2 term's too)."""
-        return () if self.transform else ("user_emb.weight", "item_emb.weight")
+    def split_columns(self) -> tuple[str, ...]:
+        """The ID tables, without weight matrices (which mix the columns) or cosine scores."""
+        return () if self.transform or self.cosine else ("user_emb.weight", "item_emb.weight")
 
     def regularised(self, users, pos, neg) -> list[torch.Tensor]:
         """The paper's L2 is on the batch's layer-0 (ID) embeddings."""

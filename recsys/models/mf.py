@@ -26,10 +26,20 @@ class MF(RecModel):
     def from_config(cls, cfg, graph, seed: int = 0) -> "MF":
         return cls(graph.n_users, graph.n_items, dim=cfg.dim)
 
-    def encode(self, graph=None) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.user_emb.weight, self.item_emb.weight
+    def encode(self, graph=None, part=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The tables (`part`'s columns of them, for a training worker that holds them: recsys/dist.py)."""
+        tables = self.user_emb.weight, self.item_emb.weight
+        return tables if part is None else (part.of(tables[0]), part.of(tables[1]))
 
-    def batch_loss(self, graph, users, pos, neg, edge_ids=None):
-        """The objective and L2 from the batch's rows only (no whole-table product)."""
-        u, p, n = self.user_emb(users), self.item_emb(pos), self.item_emb(neg)
-        return self.ranking_loss(u, p, n), self.penalty(u, p, n)
+    def batch_loss(self, graph, users, pos, neg, edge_ids=None, part=None):
+        """The objective and L2 from the batch's rows only (no whole-table product); on `part`'s
+        columns of the tables when given."""
+        if part is None:
+            u, p, n = self.user_emb(users), self.item_emb(pos), self.item_emb(neg)
+            return self.ranking_loss(u, p, n), self.penalty(u, p, n)
+        users_w, items_w = self.encode(part=part)
+        u, p, n = users_w[users], items_w[pos], items_w[neg]
+        return self.part_losses(u, p, n, self.penalty(u, p, n, part), part)
+
+    def split_columns(self) -> tuple[str, ...]:
+        return () if self.cosine else ("user_emb.weight", "item_emb.weight")
