@@ -8,7 +8,7 @@ the seconds it spent in collectives per epoch (recsys/dist.py counts them), test
 The projection: an epoch on M machines like this one (2 cores each), at 1M and 10M members, for 10,
 25 and 100 Gbit/s between them = the measured one-worker epoch scaled by the log's size (linear:
 bench/results/retrain_scale.md) and divided by M, plus the bytes a worker sends per epoch at that
-size (recsys/dist.py's count, as a function of the node count for LightGCN, of the weights for
+size (recsys/dist.py's count, growing with the log for LightGCN, with the weights for
 GraphSAGE) over the bandwidth. It assumes the split is even and that nothing else competes for the
 network; the 2-worker measurement here says what the engine itself costs.
 
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -32,9 +33,10 @@ SETS = ["train.refit=false", "train.progress=false", "graph.social_edges=true", 
 SIZES = (1_000_000, 10_000_000)
 MACHINES = (2, 4, 8)
 GBITS = (10, 25, 100)
-# what a worker's bytes per step grow with (recsys/dist.py): LightGCN's gathers and sum move the n x d whole
-# of the graph's nodes; GraphSAGE's DDP sum moves its weights, whatever the members
-BYTES_GROW_WITH_NODES = {"lightgcn": True, "sage": False}
+# what a worker's bytes per step grow with (recsys/dist.py): LightGCN's, split by columns, with the log (the
+# batch's partial scores: a batch holds 1/64 of the log; the tables joined after an epoch: a row per member);
+# GraphSAGE's DDP sum moves its weights, whatever the members
+BYTES_GROW_WITH_LOG = {"lightgcn": True, "sage": False}
 
 
 def child_main(spec_path: Path) -> None:
@@ -55,6 +57,7 @@ def child_main(spec_path: Path) -> None:
 
 def run_one(family: str, mode: str, files: dict, args) -> dict:
     folder = args.work / f"{family}-{mode}"
+    shutil.rmtree(folder / "store", ignore_errors=True)  # no champion from an earlier run: both start from scratch
     folder.mkdir(parents=True, exist_ok=True)
     got = retrain_in_child("bench.distributed", folder / "store", [
         f"model.family={family}", f"train.epochs={args.epochs}", f"train.eval_every={args.epochs}",
@@ -81,11 +84,10 @@ def projection(rows: list[dict]) -> list[dict]:
         steps = two["steps_per_epoch"] or 64
         for members in SIZES:
             scale = members / one["members"]
-            nodes = one["nodes"] - one["members"] + members
             for machines in MACHINES:
                 # a worker's bytes per step, from the 2-worker measurement: x (M - 1) / M for a gather of the
                 # whole, 2 (M - 1) / M for a sum, against 1/2 and 1 at M = 2
-                grow = nodes / two["nodes"] if BYTES_GROW_WITH_NODES[family] else 1.0
+                grow = scale if BYTES_GROW_WITH_LOG[family] else 1.0
                 per_step = two["bytes_per_step"] * grow * ((machines - 1) / machines) / (1 / 2)
                 for gbit in GBITS:
                     seconds = one["epoch_seconds"] * scale / machines + steps * per_step / (gbit * 1e9 / 8)

@@ -10,6 +10,7 @@ here. On a cluster the workers get this checkout's code through Ray's runtime en
 from __future__ import annotations
 
 import logging
+import os
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator, Optional
@@ -31,9 +32,12 @@ def ray_connection(settings, log: Optional[Callable[[str], None]] = None) -> Ite
     options: dict = {"include_dashboard": False, "logging_level": logging.WARNING, "log_to_driver": False}
     if settings.address is None:
         # logical CPUs: the workers' and one for Ray Train's controller; the threads each worker runs
-        # are compute.ray.cpus_per_worker whatever the machine has
+        # are compute.ray.cpus_per_worker whatever the machine has. The workers run at the command's
+        # own priority, as a local training does (Ray's default, nice 15, starves them beside any
+        # other work on the machine)
         options.update(num_cpus=settings.workers * settings.cpus_per_worker + 1,
-                       num_gpus=int(settings.workers * settings.gpus_per_worker + 0.999))
+                       num_gpus=int(settings.workers * settings.gpus_per_worker + 0.999),
+                       _system_config={"worker_niceness": os.nice(0)})
         where = "a local Ray"
     else:
         options.update(address=settings.address,

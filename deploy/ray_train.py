@@ -1,8 +1,11 @@
 """compute.trainer=ray: the family's training on Ray Train workers (torch DDP inside).
 
-`train_on_ray` is what the flow's train task calls instead of recsys.fit.train. It puts the prepared
-data and the warm-start state into Ray's object store once (workers on the same machine read it
-from shared memory; a worker on another machine fetches it over the network from there), starts
+`train_on_ray` is what the flow's train task calls instead of recsys.fit.train. It sends the prepared
+data and the warm-start state to the workers once, by the route `compute.ray.data` names
+(`data_route`): through Ray's object store (a local Ray: workers on the same machine read it from
+shared memory), or through the run's artifact store (a cluster: written once, as a pickle under the
+run's `ray_data/`, read by every worker, deleted when training ends; the store is a shared one there,
+and the data does not sit in the driver's object store memory or die with the driver). It starts
 Ray Train's TorchTrainer with `compute.ray.workers` workers (gloo between CPU workers, NCCL between
 GPU ones) and waits for it. Every worker runs recsys.fit.train, the same code as a local training,
 as one rank of the group (recsys/dist.py: what each computes and sends). Rank 0 logs every epoch
@@ -17,6 +20,7 @@ import io
 import pickle
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -26,6 +30,7 @@ from recsys.graph.build import RecGraph
 
 TRAINED = "trained.pkl"
 LOOPS = "loops.pt"
+DATA, BUNDLE = "ray_data", "bundle.pkl"  # the artifacts route: the run's folder for the data, and its file
 
 
 class RayTrainingFailed(RuntimeError):
@@ -34,7 +39,7 @@ class RayTrainingFailed(RuntimeError):
 
 def train_on_ray(prepared, cfg, run_id: str, warm=None, why: str = "", log: Optional[Callable[[str], None]] = None):
     """recsys.fit.train on Ray Train workers; the rank 0 worker's Trained, with the flow's graphs."""
-    import ray
+    import mlflow
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -43,9 +48,13 @@ def train_on_ray(prepared, cfg, run_id: str, warm=None, why: str = "", log: Opti
     settings = cfg.compute.ray
     gpus = settings.gpus_per_worker
     storage = Path(tempfile.mkdtemp(prefix="ray-train-", dir=cfg.stores.root))
+    route, client = data_route(settings), mlflow.MlflowClient()
     try:
         with ray_connection(settings, log):
-            bundle = ray.put({"prepared": prepared, "warm": warm})
+            started = time.perf_counter()
+            bundle = send({"prepared": prepared, "warm": warm}, route, run_id)
+            client.log_param(run_id, "ray_data", route)
+            client.log_metric(run_id, "ray_data_send_seconds", time.perf_counter() - started)
             resources = {"CPU": settings.cpus_per_worker, **({"GPU": gpus} if gpus else {})}
             trainer = TorchTrainer(
                 _worker_loop,
@@ -68,6 +77,8 @@ def train_on_ray(prepared, cfg, run_id: str, warm=None, why: str = "", log: Opti
                 trained = _load_trained(Path(folder) / TRAINED, prepared, cfg)
     finally:
         shutil.rmtree(storage, ignore_errors=True)
+        if route == "artifacts":
+            forget(run_id, log)
     if log:
         start = trained.start
         log(f"trained on {settings.workers} Ray workers, "
@@ -91,7 +102,9 @@ def _worker_loop(config: dict) -> None:
     torch.set_num_threads(int(config["threads"]))
     mlflow.set_tracking_uri(config["tracking_uri"])
     cfg = RunConfig.model_validate(config["cfg"])
-    bundle = ray.get(config["bundle"])
+    started = time.perf_counter()
+    bundle = receive(config["bundle"], config["run_id"])
+    received = time.perf_counter() - started
     checkpoint = RayCheckpoint()
     worker = Worker.current(checkpoint, restarts=checkpoint.restarts)
     checkpoint.worker = worker
@@ -106,11 +119,65 @@ def _worker_loop(config: dict) -> None:
         client = mlflow.MlflowClient()
         for key, value in (("ray_workers", worker.world), ("ray_restarts", worker.restarts)):
             client.log_param(run_id, key, value)
+        client.log_metric(run_id, "ray_data_receive_seconds", received)
     with tempfile.TemporaryDirectory() as folder:
         if worker.leads:
             _save_trained(trained, bundle["prepared"].graph, Path(folder) / TRAINED)
         ray.train.report({"finished": 1}, checkpoint=ray.train.Checkpoint.from_directory(folder)
                          if worker.leads else None)
+
+
+def data_route(settings) -> str:
+    """How the prepared data reaches the workers: compute.ray.data, `auto` made concrete (the object
+    store for a local Ray, the run's artifacts on a cluster)."""
+    if settings.data != "auto":
+        return settings.data
+    return "object_store" if settings.address is None else "artifacts"
+
+
+def send(bundle: dict, route: str, run_id: str):
+    """Where the workers find `bundle` (`receive` reads it): a reference into Ray's object store, or
+    the run whose artifacts hold it."""
+    if route == "object_store":
+        import ray
+
+        return ray.put(bundle)
+    import mlflow
+
+    with tempfile.TemporaryDirectory(prefix="graphrec-ray-data-") as folder:
+        path = Path(folder) / BUNDLE
+        with open(path, "wb") as f:
+            pickle.dump(bundle, f, protocol=pickle.HIGHEST_PROTOCOL)
+        mlflow.MlflowClient().log_artifact(run_id, str(path), DATA)
+    return {"run_id": run_id}
+
+
+def receive(source, run_id: str) -> dict:
+    """The bundle `send` sent, in a worker."""
+    if not isinstance(source, dict):
+        import ray
+
+        return ray.get(source)
+    import mlflow
+
+    with tempfile.TemporaryDirectory(prefix="graphrec-ray-data-") as folder:
+        path = mlflow.artifacts.download_artifacts(run_id=source["run_id"], artifact_path=f"{DATA}/{BUNDLE}",
+                                                   dst_path=folder)
+        with open(path, "rb") as f:
+            return pickle.load(f)
+
+
+def forget(run_id: str, log: Optional[Callable[[str], None]] = None) -> None:
+    """The data the artifacts route wrote under the run, deleted (it is a copy of the prepared data)."""
+    import mlflow
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    try:
+        repository = get_artifact_repository(mlflow.MlflowClient().get_run(run_id).info.artifact_uri)
+        repository.delete_artifacts(DATA)
+    except Exception as e:  # a store that cannot delete keeps the copy; training's result stands
+        if log:
+            log(f"the workers' copy of the data stays under the run's {DATA}/ ({_first_line(e)})")
 
 
 class RayCheckpoint:

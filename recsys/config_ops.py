@@ -133,6 +133,11 @@ class RayConfig(Section):
                                                         "workers (gloo)")
     max_failures: int = Field(1, ge=0, description="worker failures survived: the group restarts from the last "
                                                    "epoch's checkpoint")
+    data: Literal["auto", "object_store", "artifacts"] = Field(
+        "auto", description="how the prepared data reaches the workers: object_store (Ray's: shared memory on one "
+                            "machine), artifacts (written once under the run in the artifact store, which every "
+                            "machine of a cluster reaches, and read by each worker); auto: object_store for a "
+                            "local Ray, artifacts with an address")
 
 
 class ComputeConfig(Section):

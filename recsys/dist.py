@@ -145,11 +145,14 @@ class Worker:
         synced = [name for name, p in model.named_parameters() if p.requires_grad and name not in ignore]
         if not synced:
             return partial(model.batch_loss, part=part)
+        return self.averaged(_BatchLoss(model, part), tuple(f"model.{n}" for n in ignore))
+
+    def averaged(self, module: torch.nn.Module, ignore: tuple[str, ...] = ()) -> torch.nn.Module:
+        """`module` behind DDP: its gradients averaged over the workers (counted), but for those named in `ignore`."""
         from torch.nn.parallel import DistributedDataParallel
 
-        wrapper = _BatchLoss(model, part)
-        DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(wrapper, [f"model.{n}" for n in ignore])
-        ddp = DistributedDataParallel(wrapper, find_unused_parameters=True)
+        DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(module, list(ignore))
+        ddp = DistributedDataParallel(module, find_unused_parameters=True)
         ddp.register_comm_hook(self, _counted_allreduce)
         return ddp
 

@@ -18,6 +18,7 @@ from torch import nn
 from recsys.data.network_tasks import TASKS, NetworkTasks
 from recsys.data.tabular import Rows
 from recsys.device import placed, resolve_device
+from recsys.dist import active
 from recsys.metrics import auc
 from recsys.models.graph_multitask import GraphMultiTask
 from recsys.train import Callback, TrainResult, drive_epochs
@@ -25,11 +26,12 @@ from recsys.train_state import EarlyStopping
 from recsys.trained import NetworkHeadResult
 
 
-def task_losses(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """(tasks,) mean BCE per task over the rows labelled for it (0 for a task with none)."""
+def task_losses(logits: torch.Tensor, y: torch.Tensor, labelled_rows: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """(tasks,) mean BCE per task over the rows labelled for it (0 for a task with none); the sum is
+    divided by `labelled_rows` per task when given (a worker's share of a batch: the whole batch's)."""
     labelled = ~torch.isnan(y)
     bce = F.binary_cross_entropy_with_logits(logits, torch.nan_to_num(y), reduction="none") * labelled
-    return bce.sum(0) / labelled.sum(0).clamp(min=1)
+    return bce.sum(0) / (labelled.sum(0) if labelled_rows is None else labelled_rows).clamp(min=1)
 
 
 @torch.no_grad()
@@ -74,33 +76,46 @@ def _fit_head(model, train, valid, weights, epochs, batch_size, lr, weight_decay
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     x_all, y_all = torch.from_numpy(train.x).to(device), torch.from_numpy(train.y).to(device)
     best, steps = EarlyStopping(patience), [0]
+    worker = active()  # one of several training workers (recsys/dist.py): each takes its share of every batch
+    net = model if worker is None else worker.averaged(model)
 
     def one_epoch(epoch: int) -> dict:
         t0, total = time.perf_counter(), 0.0
         order = torch.from_numpy(rng.permutation(len(train))).to(device)
         for s in range(0, len(order), batch_size):
             idx = order[s:s + batch_size]
-            loss = (task_losses(model(x_all[idx]), y_all[idx]) * w).sum()
+            if worker is None:
+                loss = (task_losses(model(x_all[idx]), y_all[idx]) * w).sum()
+            else:  # its share's BCE over the whole batch's labelled rows, x W: DDP's mean is the batch's gradient
+                worker.steps += 1
+                labelled, (mine,) = (~torch.isnan(y_all[idx])).sum(0), worker.share(idx)[1]
+                loss = (task_losses(net(x_all[mine]), y_all[mine], labelled) * w).sum() * worker.world
             opt.zero_grad()
             loss.backward()
             opt.step()
             steps[0] += 1
-            value = float(loss.detach())
+            value = float(loss.detach() if worker is None else worker.sum(loss.detach().clone()) / worker.world)
             total += value * len(idx)
             for cb in callbacks:
                 cb.on_step(steps[0], {"loss": value})
-        return {"loss": total / len(train), "epoch_seconds": time.perf_counter() - t0}
+        return {"loss": total / len(train), "epoch_seconds": time.perf_counter() - t0,
+                **(worker.take_figures() if worker is not None else {})}
 
     def validate(epoch: int, logs: dict) -> bool:
-        aucs = task_aucs(predict(model, valid.x), valid.y)
-        score = float(np.nanmean(aucs))
-        logs.update({"valid_mean_auc": score, **{f"valid_auc_{t}": a for t, a in enumerate(aucs)}})
-        return best.update(model, score, epoch)
+        stop = False
+        if worker is None or worker.leads:  # rank 0 validates, keeps the best state and says when to stop
+            aucs = task_aucs(predict(model, valid.x), valid.y)
+            score = float(np.nanmean(aucs))
+            logs.update({"valid_mean_auc": score, **{f"valid_auc_{t}": a for t, a in enumerate(aucs)}})
+            stop = best.update(model, score, epoch)
+        return stop if worker is None else worker.agree(stop)
 
     started = time.perf_counter()
     model.train()
     result = drive_epochs(epochs, one_epoch, callbacks, TrainResult(), validate, best)
     best.restore(model)
+    if worker is not None:
+        worker.share_best(model, result)
     result.seconds = time.perf_counter() - started
     return result
 

@@ -232,9 +232,12 @@ def _epoch(run: _Run, epoch: int, callbacks: Sequence[Callback]) -> dict[str, fl
         run.optimizer.step()
         run.step += 1
         run.governor.tick()
-        value = float(ranking.detach())  # one read of the loss per step
+        figures = torch.stack([ranking.detach(), reg.detach()])
+        if run.worker is not None and run.part is None:  # the whole batch's, from the workers' shares
+            figures = run.worker.sum(figures * scale) / run.worker.world
+        value, penalty = figures.tolist()  # one read of the loss per step
         loss_sum += value
-        reg_sum += float(reg.detach())
+        reg_sum += penalty
         for cb in callbacks:
             cb.on_step(run.step, {"loss": value})
     return {"loss": loss_sum / n_batches, "reg_loss": reg_sum / n_batches,

@@ -1,9 +1,11 @@
 """Training on several workers (recsys/dist.py) is the same mathematics as on one: W workers end at
 the parameters one worker reaches with the whole batches, to float tolerance, whether they split
 the ID tables by columns (LightGCN, MF: each worker trains its columns on whole batches) or split
-every batch (GraphSAGE: each takes 1/W of it, DDP over sampled neighbourhoods).
+every batch (GraphSAGE: each takes 1/W of it, DDP over sampled neighbourhoods; the MMoE heads).
 The workers are real processes in a gloo group (torch.multiprocessing), ended when the test ends."""
 from __future__ import annotations
+
+from contextlib import nullcontext
 
 import numpy as np
 import pytest
@@ -48,8 +50,9 @@ def _train(rank: int, world: int, folder: str) -> None:
     state and its figures."""
     import torch.distributed as torch_dist
 
-    from recsys.dist import Worker
+    from recsys.dist import Worker, training_as
     from recsys.graph.build import build_graph
+    from recsys.multitask import fit_head
     from recsys.train import fit
 
     torch.set_num_threads(1)
@@ -67,17 +70,43 @@ def _train(rank: int, world: int, folder: str) -> None:
         result = fit(model, graph, data, cfg.model_copy(update=update), eval_cfg, worker=worker)
         if rank == 0:
             torch.save({"state": model.state_dict(), "history": result.history}, f"{folder}/{family}-{world}.pt")
+    heads = _heads()
+    with training_as(worker) if worker is not None else nullcontext():
+        result = fit_head(heads, *_rows(), epochs=2, batch_size=64, seed=0)
+    if rank == 0:
+        torch.save({"state": heads.state_dict(), "history": result.history}, f"{folder}/heads-{world}.pt")
+
+
+def _heads():
+    """MMoE heads over 6 inputs for 2 tasks (recsys/multitask.py trains them, each worker its share)."""
+    from recsys.models.mmoe import MMoE
+
+    torch.manual_seed(0)
+    return MMoE(6, 2, n_experts=3, expert_dim=4)
+
+
+def _rows():
+    """(train, valid) rows with labels missing for some tasks, so a share's labelled counts differ."""
+    from recsys.data.tabular import Rows
+
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(400, 6)).astype(np.float32)
+    y = (x[:, :2] + rng.normal(size=(400, 2)) > 0).astype(np.float32)
+    y[rng.random((400, 2)) < 0.3] = np.nan
+    return Rows(x[:300], y[:300]), Rows(x[300:], y[300:])
 
 
 def test_two_workers_reach_one_workers_parameters(tmp_path):
     _train(0, 1, str(tmp_path))
     mp.spawn(_train, args=(2, str(tmp_path)), nprocs=2, join=True)  # both ended when it returns
-    for family in FAMILIES:
+    for family in (*FAMILIES, "heads"):
         one = torch.load(tmp_path / f"{family}-1.pt")
         two = torch.load(tmp_path / f"{family}-2.pt")
         for name, value in one["state"].items():
             assert torch.allclose(value, two["state"][name], atol=1e-5), (family, name)
-        assert one["history"][-1]["valid_ndcg@20"] == pytest.approx(two["history"][-1]["valid_ndcg@20"], abs=1e-6)
+        key = "valid_mean_auc" if family == "heads" else "valid_ndcg@20"
+        assert one["history"][-1][key] == pytest.approx(two["history"][-1][key], abs=1e-6)
+        assert one["history"][-1]["loss"] == pytest.approx(two["history"][-1]["loss"], rel=1e-5)
         last = two["history"][-1]
         assert last["collective_seconds"] > 0 and last["bytes_sent"] > 0, family
         assert np.isfinite([h["loss"] for h in two["history"]]).all(), family
