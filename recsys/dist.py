@@ -17,10 +17,11 @@ splits, by what the family's model says (RecModel.split_columns):
   with no further exchange. The hard-negative sampler's scores are summed the same way. After each
   epoch the workers gather their blocks (`join_columns`: the tables, Adam's moments, the parameter
   average), so rank 0 validates and every checkpoint holds the whole state.
-* by batch (every other family: the sampling families GraphSAGE and PinSage, GCN, MMoE's bottom):
-  a worker keeps its share of each batch (positions rank, rank + W, ...), samples that share's
-  neighbourhoods on its own and takes the loss on it scaled by W x its share of the batch, so the
-  mean of the workers' gradients (DDP's all-reduce) is the whole batch's gradient.
+* by batch (every other family: the sampling families GraphSAGE and PinSage, GCN; the MMoE heads and
+  the LLM prefix, recsys/multitask.py and recsys/llm_fit.py): a worker keeps its share of each batch
+  (positions rank, rank + W, ...), samples that share's neighbourhoods on its own and takes the loss
+  on it scaled by W x its share of the batch, so the mean of the workers' gradients (DDP's
+  all-reduce) is the whole batch's gradient.
 
 Rank 0 ranks the validation split, keeps the best state, and tells the others when to stop.
 A Worker counts the seconds spent in collectives and the bytes it sends, as ring algorithms send

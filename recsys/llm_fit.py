@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from recsys.device import embed_on, resolve_device
+from recsys.dist import active
 from recsys.models.llm import FixedVectors, PrefixEncoder, graph_texts, item_texts, profile_texts
 from recsys.text import TextEncoder
 from recsys.train import TrainResult, drive_epochs, fit
@@ -42,6 +43,8 @@ def fit_prefix(model: PrefixEncoder, gnn_users: torch.Tensor, texts: list[str], 
     starts = torch.cumsum(counts, 0) - counts
     n_items = len(item_vectors)
     steps = [0]
+    worker = active()  # one of several training workers (recsys/dist.py): each reads its share of the members
+    net = model if worker is None else worker.averaged(model)
 
     def one_epoch(epoch: int) -> dict:
         t0, total, done = time.perf_counter(), 0.0, 0
@@ -54,19 +57,30 @@ def fit_prefix(model: PrefixEncoder, gnn_users: torch.Tensor, texts: list[str], 
             jobs = torch.unique(pos)
             candidates = torch.cat([jobs, torch.randint(n_items, (negatives,), generator=gen)])
             target = torch.searchsorted(jobs, pos)
-            u = model(gnn_users[members[chosen].to(device)], [texts[i] for i in members[chosen].tolist()])
-            logits = u[slot.to(device)] @ item_vectors[candidates.to(device)].T / temperature
+            # the batch's members this worker reads (all of them alone) and their pairs; the candidates
+            # are the whole batch's on every worker
+            mine = torch.arange(len(chosen)) if worker is None else torch.arange(worker.rank, len(chosen), worker.world)
+            kept = torch.isin(slot, mine)
+            u = net(gnn_users[members[chosen[mine]].to(device)], [texts[i] for i in members[chosen[mine]].tolist()])
+            logits = u[(slot[kept] // (1 if worker is None else worker.world)).to(device)] \
+                @ item_vectors[candidates.to(device)].T / temperature
             # the member's other jobs (wherever they appear among the candidates) are not negatives
-            theirs = torch.isin(slot.unsqueeze(1) * n_items + candidates.unsqueeze(0), slot * n_items + pos)
-            theirs &= target.unsqueeze(1) != torch.arange(len(candidates))
-            loss = F.cross_entropy(logits.masked_fill(theirs.to(device), float("-inf")), target.to(device))
+            theirs = torch.isin(slot[kept].unsqueeze(1) * n_items + candidates.unsqueeze(0), slot * n_items + pos)
+            theirs &= target[kept].unsqueeze(1) != torch.arange(len(candidates))
+            loss = F.cross_entropy(logits.masked_fill(theirs.to(device), float("-inf")), target[kept].to(device),
+                                   reduction="mean" if worker is None else "sum")
+            if worker is not None:  # over the whole batch's pairs, x W: DDP's mean of the gradients is the batch's
+                worker.steps += 1
+                loss = loss / len(pos) * worker.world
             opt.zero_grad()
             loss.backward()
             opt.step()
-            total, done, steps[0] = total + float(loss.detach()), done + 1, steps[0] + 1
+            value = float(loss.detach() if worker is None else worker.sum(loss.detach().clone()) / worker.world)
+            total, done, steps[0] = total + value, done + 1, steps[0] + 1
             for cb in callbacks:
-                cb.on_step(steps[0], {"loss": float(loss.detach())})
-        logs = {"loss": total / max(done, 1), "epoch_seconds": time.perf_counter() - t0}
+                cb.on_step(steps[0], {"loss": value})
+        logs = {"loss": total / max(done, 1), "epoch_seconds": time.perf_counter() - t0,
+                **(worker.take_figures() if worker is not None else {})}
         if log:
             log(f"prefix epoch {epoch}: loss {logs['loss']:.4f} ({logs['epoch_seconds']:.0f} s)")
         return logs

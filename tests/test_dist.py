@@ -1,7 +1,8 @@
 """Training on several workers (recsys/dist.py) is the same mathematics as on one: W workers end at
 the parameters one worker reaches with the whole batches, to float tolerance, whether they split
 the ID tables by columns (LightGCN, MF: each worker trains its columns on whole batches) or split
-every batch (GraphSAGE: each takes 1/W of it, DDP over sampled neighbourhoods; the MMoE heads).
+every batch (GraphSAGE: each takes 1/W of it, DDP over sampled neighbourhoods; the MMoE heads; the LLM
+prefix, each reading its share of a batch's members).
 The workers are real processes in a gloo group (torch.multiprocessing), ended when the test ends."""
 from __future__ import annotations
 
@@ -52,6 +53,7 @@ def _train(rank: int, world: int, folder: str) -> None:
 
     from recsys.dist import Worker, training_as
     from recsys.graph.build import build_graph
+    from recsys.llm_fit import fit_prefix
     from recsys.multitask import fit_head
     from recsys.train import fit
 
@@ -75,6 +77,30 @@ def _train(rank: int, world: int, folder: str) -> None:
         result = fit_head(heads, *_rows(), epochs=2, batch_size=64, seed=0)
     if rank == 0:
         torch.save({"state": heads.state_dict(), "history": result.history}, f"{folder}/heads-{world}.pt")
+    prefix, inputs = _prefix()
+    with training_as(worker) if worker is not None else nullcontext():
+        history = fit_prefix(prefix, *inputs, epochs=2, batch_size=8, negatives=5, seed=0)
+    if rank == 0:
+        torch.save({"state": prefix.state_dict(), "history": history}, f"{folder}/prefix-{world}.pt")
+
+
+def _prefix():
+    """The LLM family's soft-prompt prefix over a small frozen BERT of random weights (the real tokenizer),
+    and its inputs: GNN vectors and a text per member, job vectors, (member, job) pairs."""
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from recsys.models.llm import PrefixEncoder
+    from recsys.text import model_path
+
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(str(model_path()))
+    bert = BertModel(BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=16, num_hidden_layers=1,
+                                num_attention_heads=2, intermediate_size=32)).eval().requires_grad_(False)
+    rng = np.random.default_rng(2)
+    pairs = np.stack([rng.integers(0, 30, 120), rng.integers(0, 40, 120)], 1)
+    texts = [f"member {i} studied {['maths', 'art', 'law'][i % 3]}" for i in range(30)]
+    jobs = torch.nn.functional.normalize(torch.randn(40, 16), dim=-1)
+    return PrefixEncoder(8, tokens=2, tokenizer=tokenizer, transformer=bert), (torch.randn(30, 8), texts, jobs, pairs)
 
 
 def _heads():
@@ -99,11 +125,14 @@ def _rows():
 def test_two_workers_reach_one_workers_parameters(tmp_path):
     _train(0, 1, str(tmp_path))
     mp.spawn(_train, args=(2, str(tmp_path)), nprocs=2, join=True)  # both ended when it returns
-    for family in (*FAMILIES, "heads"):
+    for family in (*FAMILIES, "heads", "prefix"):
         one = torch.load(tmp_path / f"{family}-1.pt")
         two = torch.load(tmp_path / f"{family}-2.pt")
         for name, value in one["state"].items():
             assert torch.allclose(value, two["state"][name], atol=1e-5), (family, name)
+        if family == "prefix":  # no validation split: the loss per epoch
+            assert [h["loss"] for h in one["history"]] == pytest.approx([h["loss"] for h in two["history"]], rel=1e-5)
+            continue
         key = "valid_mean_auc" if family == "heads" else "valid_ndcg@20"
         assert one["history"][-1][key] == pytest.approx(two["history"][-1][key], abs=1e-6)
         assert one["history"][-1]["loss"] == pytest.approx(two["history"][-1]["loss"], rel=1e-5)
