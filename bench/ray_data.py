@@ -13,7 +13,7 @@ receive, and the peak RSS of this process; and the seconds to prepare the data (
 scale, since every retrain pays that before either route. The prepared data grows linearly with
 the log (it is the interaction arrays, the graph's edge arrays and the features).
 
-    python -m bench.ray_data [--members 1000000] [--work DIR]
+    python -m bench.ray_data [--members 100000 1000000] [--work DIR]
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ SETS = ["graph.social_edges=true", "features.text=false", "validation.min_intera
         "compute.ray.workers=1", "compute.ray.cpus_per_worker=1"]
 
 
-def received(source, run_id: str, tracking_uri: str) -> float:
+def received(source: dict, tracking_uri: str) -> float:
     """In a Ray worker: seconds to receive the bundle `source` points at."""
     import mlflow
 
@@ -38,7 +38,7 @@ def received(source, run_id: str, tracking_uri: str) -> float:
 
     mlflow.set_tracking_uri(tracking_uri)
     started = time.perf_counter()
-    bundle = receive(source, run_id)
+    bundle = receive(source)
     seconds = time.perf_counter() - started
     assert bundle["prepared"].indexed.n_users > 0
     return seconds
@@ -46,7 +46,7 @@ def received(source, run_id: str, tracking_uri: str) -> float:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--members", type=int, default=1_000_000)
+    p.add_argument("--members", type=int, nargs="+", default=[100_000, 1_000_000])
     p.add_argument("--work", type=Path, default=Path("/tmp/graphrec-ray-data"))
     p.add_argument("--name", default="ray_data")
     args = p.parse_args(argv)
@@ -61,42 +61,43 @@ def main(argv=None) -> int:
     from recsys.prepare import prepare
 
     (args.work / "logs").mkdir(parents=True, exist_ok=True)
-    files, counts = network_files(args.members, args.work)
-    cfg = load_config(None, [f"stores.root={args.work / 'store'}", "data.source=files",
-                             *(f"data.{k}={v}" for k, v in files.items()), *SETS])
-    started = time.perf_counter()
-    prepared = prepare(load_data(cfg.data), cfg)
-    prepare_seconds = time.perf_counter() - started
-    bundle = {"prepared": prepared, "warm": None}
-    size = len(pickle.dumps(bundle, protocol=pickle.HIGHEST_PROTOCOL))
-    configure(cfg.stores)
-    client = mlflow.MlflowClient()
-    experiment = mlflow.set_experiment("graphrec-ray-data").experiment_id
-    run_id = client.create_run(experiment).info.run_id
-    rows = []
+    rows: list[dict] = []
     remote = ray.remote(num_cpus=1)(received)
-    with ray_connection(cfg.compute.ray):
-        for route in ("object_store", "artifacts"):
-            started = time.perf_counter()
-            source = send(bundle, route, run_id)
-            sent = time.perf_counter() - started
-            seconds = ray.get(remote.remote(source, run_id, cfg.stores.resolved_tracking_uri()))
-            if route == "artifacts":
-                forget(run_id)
-            del source
-            rows.append({"route": route, "members": args.members, "bytes": size, "send_seconds": round(sent, 2),
-                         "receive_seconds": round(seconds, 2)})
-    client.set_terminated(run_id)
-    figures = {"rows": rows, "prepare_seconds": round(prepare_seconds, 1), "peak_rss_mb": round(peak_rss_mb()),
-               "network": counts, "command": command("ray_data", argv)}
-    table = [(r["route"], f"{r['members']:,}", f"{r['bytes'] / 1e6:,.0f}", r["send_seconds"], r["receive_seconds"])
-             for r in rows]
-    notes = (f"Preparing the data (load and graph) took {figures['prepare_seconds']} s; this process's peak RSS "
-             f"{figures['peak_rss_mb']} MB. Both routes carry the same bundle; the module's text says what each "
-             "step is.")
+    for members in args.members:
+        files, counts = network_files(members, args.work)
+        cfg = load_config(None, [f"stores.root={args.work / 'store'}", "data.source=files",
+                                 *(f"data.{k}={v}" for k, v in files.items()), *SETS])
+        started = time.perf_counter()
+        prepared = prepare(load_data(cfg.data), cfg)
+        prepare_seconds = time.perf_counter() - started
+        bundle = {"prepared": prepared, "warm": None}
+        size = len(pickle.dumps(bundle, protocol=pickle.HIGHEST_PROTOCOL))
+        configure(cfg.stores)
+        client = mlflow.MlflowClient()
+        run_id = client.create_run(mlflow.set_experiment("graphrec-ray-data").experiment_id).info.run_id
+        with ray_connection(cfg.compute.ray):
+            for route in ("object_store", "artifacts"):
+                started = time.perf_counter()
+                source = send(bundle, route, run_id)
+                sent = time.perf_counter() - started
+                seconds = ray.get(remote.remote(source, cfg.stores.resolved_tracking_uri()))
+                if route == "artifacts":
+                    forget(run_id)
+                del source
+                rows.append({"route": route, "members": members, "interactions": counts["interactions"],
+                             "bytes": size, "send_seconds": round(sent, 2), "receive_seconds": round(seconds, 2),
+                             "prepare_seconds": round(prepare_seconds, 1)})
+        client.set_terminated(run_id)
+        del prepared, bundle
+    figures = {"rows": rows, "peak_rss_mb": round(peak_rss_mb()), "command": command("ray_data", argv)}
+    table = [(r["route"], f"{r['members']:,}", f"{r['bytes'] / 1e6:,.0f}", r["send_seconds"], r["receive_seconds"],
+              r["prepare_seconds"]) for r in rows]
+    notes = (f"This process's peak RSS {figures['peak_rss_mb']} MB. Both routes carry the same bundle; the "
+             "module's text says what each step is. prepare s: loading the data and building the graph, which "
+             "every retrain pays before either route.")
     path = write_results(args.name, figures, table, "The prepared data to the Ray workers", notes,
-                         header=("route", "members", "MB", "send s", "receive s (a worker)"))
-    log_bench_run(args.name, {"members": args.members}, [], {path: "results"})
+                         header=("route", "members", "MB", "send s", "receive s (a worker)", "prepare s"))
+    log_bench_run(args.name, {"members": " ".join(map(str, args.members))}, [], {path: "results"})
     return 0
 
 

@@ -103,7 +103,7 @@ def _worker_loop(config: dict) -> None:
     mlflow.set_tracking_uri(config["tracking_uri"])
     cfg = RunConfig.model_validate(config["cfg"])
     started = time.perf_counter()
-    bundle = receive(config["bundle"], config["run_id"])
+    bundle = receive(config["bundle"])
     received = time.perf_counter() - started
     checkpoint = RayCheckpoint()
     worker = Worker.current(checkpoint, restarts=checkpoint.restarts)
@@ -135,13 +135,13 @@ def data_route(settings) -> str:
     return "object_store" if settings.address is None else "artifacts"
 
 
-def send(bundle: dict, route: str, run_id: str):
+def send(bundle: dict, route: str, run_id: str) -> dict:
     """Where the workers find `bundle` (`receive` reads it): a reference into Ray's object store, or
     the run whose artifacts hold it."""
     if route == "object_store":
         import ray
 
-        return ray.put(bundle)
+        return {"route": route, "ref": ray.put(bundle)}  # inside a dict: Ray hands a task the reference
     import mlflow
 
     with tempfile.TemporaryDirectory(prefix="graphrec-ray-data-") as folder:
@@ -149,15 +149,15 @@ def send(bundle: dict, route: str, run_id: str):
         with open(path, "wb") as f:
             pickle.dump(bundle, f, protocol=pickle.HIGHEST_PROTOCOL)
         mlflow.MlflowClient().log_artifact(run_id, str(path), DATA)
-    return {"run_id": run_id}
+    return {"route": route, "run_id": run_id}
 
 
-def receive(source, run_id: str) -> dict:
+def receive(source: dict) -> dict:
     """The bundle `send` sent, in a worker."""
-    if not isinstance(source, dict):
+    if source["route"] == "object_store":
         import ray
 
-        return ray.get(source)
+        return ray.get(source["ref"])
     import mlflow
 
     with tempfile.TemporaryDirectory(prefix="graphrec-ray-data-") as folder:
