@@ -4,6 +4,7 @@ of its GNN bottom. The modules it trains are in recsys/models/llm.py."""
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
 import numpy as np
@@ -11,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from recsys.device import embed_on, resolve_device
-from recsys.dist import active
+from recsys.dist import Worker, active
 from recsys.models.llm import FixedVectors, PrefixEncoder, graph_texts, item_texts, profile_texts
 from recsys.text import TextEncoder
 from recsys.train import TrainResult, drive_epochs, fit
@@ -44,34 +45,16 @@ def fit_prefix(model: PrefixEncoder, gnn_users: torch.Tensor, texts: list[str], 
     n_items = len(item_vectors)
     steps = [0]
     worker = active()  # one of several training workers (recsys/dist.py): each reads its share of the members
-    net = model if worker is None else worker.averaged(model)
+    step = _Step(model if worker is None else worker.averaged(model), worker, gnn_users, texts, item_vectors,
+                 temperature, device)
 
     def one_epoch(epoch: int) -> dict:
         t0, total, done = time.perf_counter(), 0.0, 0
         order = torch.randperm(len(members), generator=gen)[:members_per_epoch]
         for a in range(0, len(order), batch_size):
             chosen = order[a:a + batch_size]
-            rows = torch.cat([torch.arange(s, s + c) for s, c in zip(starts[chosen].tolist(), counts[chosen].tolist())])
-            slot = torch.repeat_interleave(torch.arange(len(chosen)), counts[chosen])  # pair -> member in batch
-            pos = pairs[rows, 1]
-            jobs = torch.unique(pos)
-            candidates = torch.cat([jobs, torch.randint(n_items, (negatives,), generator=gen)])
-            target = torch.searchsorted(jobs, pos)
-            # the batch's members this worker reads (all of them alone) and their pairs; the candidates
-            # are the whole batch's on every worker
-            mine = torch.arange(len(chosen)) if worker is None else torch.arange(worker.rank, len(chosen), worker.world)
-            kept = torch.isin(slot, mine)
-            u = net(gnn_users[members[chosen[mine]].to(device)], [texts[i] for i in members[chosen[mine]].tolist()])
-            logits = u[(slot[kept] // (1 if worker is None else worker.world)).to(device)] \
-                @ item_vectors[candidates.to(device)].T / temperature
-            # the member's other jobs (wherever they appear among the candidates) are not negatives
-            theirs = torch.isin(slot[kept].unsqueeze(1) * n_items + candidates.unsqueeze(0), slot * n_items + pos)
-            theirs &= target[kept].unsqueeze(1) != torch.arange(len(candidates))
-            loss = F.cross_entropy(logits.masked_fill(theirs.to(device), float("-inf")), target[kept].to(device),
-                                   reduction="mean" if worker is None else "sum")
-            if worker is not None:  # over the whole batch's pairs, x W: DDP's mean of the gradients is the batch's
-                worker.steps += 1
-                loss = loss / len(pos) * worker.world
+            slot, pos, candidates, target = _batch(pairs, starts[chosen], counts[chosen], n_items, negatives, gen)
+            loss = step.loss(members[chosen], slot, pos, candidates, target)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -89,6 +72,52 @@ def fit_prefix(model: PrefixEncoder, gnn_users: torch.Tensor, texts: list[str], 
     history = drive_epochs(epochs, one_epoch, callbacks, TrainResult()).history
     model.eval()
     return history
+
+
+@dataclass
+class _Step:
+    """What a step's loss reads: the prefix (behind DDP on several workers), the worker, the inputs."""
+    net: torch.nn.Module
+    worker: Optional[Worker]
+    gnn_users: torch.Tensor
+    texts: list[str]
+    item_vectors: torch.Tensor
+    temperature: float
+    device: torch.device
+
+    def loss(self, chosen: torch.Tensor, slot: torch.Tensor, pos: torch.Tensor, candidates: torch.Tensor,
+             target: torch.Tensor) -> torch.Tensor:
+        """The in-batch softmax loss of the members `chosen` (see _batch for the rest); on one of several
+        workers, of its share of the members (positions rank, rank + W, ...) against the whole batch's
+        candidates: the sum over its pairs / the batch's pairs x W, so DDP's mean is the batch's gradient."""
+        worker, n_items, device = self.worker, len(self.item_vectors), self.device
+        mine = torch.arange(len(chosen)) if worker is None else torch.arange(worker.rank, len(chosen), worker.world)
+        kept = torch.isin(slot, mine)
+        u = self.net(self.gnn_users[chosen[mine].to(device)], [self.texts[i] for i in chosen[mine].tolist()])
+        logits = u[(slot[kept] // (1 if worker is None else worker.world)).to(device)] \
+            @ self.item_vectors[candidates.to(device)].T / self.temperature
+        # the member's other jobs (wherever they appear among the candidates) are not negatives
+        theirs = torch.isin(slot[kept].unsqueeze(1) * n_items + candidates.unsqueeze(0), slot * n_items + pos)
+        theirs &= target[kept].unsqueeze(1) != torch.arange(len(candidates))
+        loss = F.cross_entropy(logits.masked_fill(theirs.to(device), float("-inf")), target[kept].to(device),
+                               reduction="mean" if worker is None else "sum")
+        if worker is None:
+            return loss
+        worker.steps += 1
+        return loss / len(pos) * worker.world
+
+
+def _batch(pairs: torch.Tensor, starts: torch.Tensor, counts: torch.Tensor, n_items: int, negatives: int,
+           gen: torch.Generator) -> tuple[torch.Tensor, ...]:
+    """A step's pairs, for the members whose pairs start at `starts` (`counts` each): for each pair its
+    member's place in the batch and its job; the candidate jobs (the batch's, then `negatives` drawn at
+    random); and each pair's job's place among them."""
+    rows = torch.cat([torch.arange(s, s + c) for s, c in zip(starts.tolist(), counts.tolist())])
+    slot = torch.repeat_interleave(torch.arange(len(starts)), counts)
+    pos = pairs[rows, 1]
+    jobs = torch.unique(pos)
+    return slot, pos, torch.cat([jobs, torch.randint(n_items, (negatives,), generator=gen)]), \
+        torch.searchsorted(jobs, pos)
 
 
 def train_llm(prepared, opts, bottom, text_cache, seed: int = 0, log: Optional[Callable[[str], None]] = None,
