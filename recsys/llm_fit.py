@@ -39,8 +39,8 @@ def fit_prefix(model: PrefixEncoder, gnn_users: torch.Tensor, texts: list[str], 
 
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(model.proj.parameters(), lr=lr)
-    pairs = torch.unique(torch.as_tensor(np.asarray(pairs, dtype=np.int64).reshape(-1, 2)), dim=0)  # by member
-    members, counts = torch.unique_consecutive(pairs[:, 0], return_counts=True)
+    by_member = torch.unique(torch.as_tensor(np.asarray(pairs, dtype=np.int64).reshape(-1, 2)), dim=0)
+    members, counts = torch.unique_consecutive(by_member[:, 0], return_counts=True)
     starts = torch.cumsum(counts, 0) - counts
     n_items = len(item_vectors)
     steps = [0]
@@ -53,7 +53,7 @@ def fit_prefix(model: PrefixEncoder, gnn_users: torch.Tensor, texts: list[str], 
         order = torch.randperm(len(members), generator=gen)[:members_per_epoch]
         for a in range(0, len(order), batch_size):
             chosen = order[a:a + batch_size]
-            slot, pos, candidates, target = _batch(pairs, starts[chosen], counts[chosen], n_items, negatives, gen)
+            slot, pos, candidates, target = _batch(by_member, starts[chosen], counts[chosen], n_items, negatives, gen)
             loss = step.loss(members[chosen], slot, pos, candidates, target)
             opt.zero_grad()
             loss.backward()
