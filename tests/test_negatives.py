@@ -10,6 +10,7 @@ from recsys.models.lightgcn import LightGCN
 from recsys.negatives import (
     ModelMinedNegatives,
     PopularityNegatives,
+    PositiveSet,
     PPRNegatives,
     ScoreView,
     UniformNegatives,
@@ -124,3 +125,20 @@ def test_auto_candidates_follow_the_logs_density(per_user, n_items, expected):
 
     pairs = np.array([(u, i) for u in range(20) for i in range(per_user)])
     assert auto_candidates(pairs, n_items) == expected
+
+
+@pytest.mark.parametrize("n_pairs", [0, 1, 500, 20_000])
+def test_the_positive_set_answers_as_a_python_set_does(n_pairs):
+    """Every (user, item) checked, positives and not, including users and items past the largest
+    positive key, answers as membership in a set of the pairs."""
+    rng = np.random.default_rng(n_pairs)
+    n_users, n_items = 300, 700
+    pairs = np.stack([rng.integers(0, n_users - 20, n_pairs), rng.integers(0, n_items - 30, n_pairs)], 1)
+    kept = PositiveSet(pairs, n_items)
+    asked_u = np.concatenate([pairs[:, 0], rng.integers(0, n_users, 50_000 - n_pairs)])
+    asked_i = np.concatenate([pairs[:, 1], rng.integers(0, n_items, 50_000 - n_pairs)])
+    truth = {(int(u), int(i)) for u, i in pairs}
+    expected = [(int(u), int(i)) in truth for u, i in zip(asked_u, asked_i)]
+    assert kept.contains(torch.from_numpy(asked_u), torch.from_numpy(asked_i)).tolist() == expected
+    as_rows = kept.contains(torch.from_numpy(asked_u).reshape(-1, 10), torch.from_numpy(asked_i).reshape(-1, 10))
+    assert as_rows.reshape(-1).tolist() == expected
