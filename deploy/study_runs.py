@@ -170,6 +170,12 @@ def trial_failed(run_id: str, exc: BaseException) -> None:
     client.set_terminated(run_id, "FAILED")
 
 
+def trial_lost(run_id: str) -> None:
+    """A trial another worker took too and finished first: this worker's run of it is deleted, so the
+    study's every trial has one run."""
+    MlflowClient().delete_run(run_id)
+
+
 def trial_interrupted(run_id: str) -> None:
     """SIGTERM or Ctrl-C during the trial: the run ends KILLED with the process."""
     MlflowClient().set_terminated(run_id, "KILLED")

@@ -59,6 +59,7 @@ def make_objective(cfg: RunConfig, prepared, parent_run_id: str, log=print, dead
         trial_complete,
         trial_failed,
         trial_interrupted,
+        trial_lost,
         trial_pruned,
     )
     from deploy.tracking import EpochLogger
@@ -92,6 +93,9 @@ def make_objective(cfg: RunConfig, prepared, parent_run_id: str, log=print, dead
         except optuna.TrialPruned:
             trial_pruned(run_id)
             log(f"trial {trial.number} pruned: {values}")
+            raise
+        except optuna.exceptions.UpdateFinishedTrialError:  # another worker took this waiting trial as well and
+            trial_lost(run_id)  # finished it (SQLite has no row locks): its run is that worker's, not this one
             raise
         except Exception as exc:
             trial_failed(run_id, exc)
