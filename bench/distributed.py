@@ -19,7 +19,9 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from bench.common import command, log_bench_run, write_results
@@ -28,6 +30,10 @@ from bench.synthetic import network_files
 
 MODES = {"1x2": ["compute.trainer=local", "compute.threads=2"],
          "2x1": ["compute.trainer=ray", "compute.ray.workers=2", "compute.ray.cpus_per_worker=1"]}
+# the 2x1 run again, one worker SIGKILLed after an epoch's checkpoint: `restart_recovered` (LightGCN)
+KILLED = ("2x1-killed", [*MODES["2x1"], "compute.ray.max_failures=1"])
+RECOVERED_WITHIN = 0.001  # test recall@20 of the killed run against the uninterrupted 2x1 run's
+SETTINGS = {**MODES, KILLED[0]: KILLED[1]}
 SETS = ["train.refit=false", "train.progress=false", "graph.social_edges=true", "features.text=false",
         "validation.min_interactions_per_user=1"]
 SIZES = (1_000_000, 10_000_000)
@@ -52,17 +58,46 @@ def child_main(spec_path: Path) -> None:
     params = client.get_run(out["run_id"]).data.params
     figures.write_text(json.dumps({
         "history": history, "recall@20": out["metrics"]["test"]["recall@20"], "peak_rss_mb": round(peak_rss_mb()),
-        "nodes": sum(int(params[f"data.{k}"]) for k in ("users", "items"))}))
+        "nodes": sum(int(params[f"data.{k}"]) for k in ("users", "items")),
+        "restarts": int(params.get("ray_restarts", 0))}))
+
+
+def kill_a_worker_after_a_checkpoint(store: Path, done: threading.Event) -> None:
+    """SIGKILL one Ray Train worker of this process's descendants once Ray Train has kept a second
+    epoch's checkpoint (the first one deleted: a restart then reads a registered one), as
+    tests/test_ray.py does."""
+    import psutil
+
+    first: set[str] = set()
+    while not done.wait(2):
+        now = {p.name for p in store.glob("ray-train-*/graphrec/checkpoint_*")}
+        if not first:
+            first = now
+        elif not first <= now:
+            workers = [p for p in psutil.Process().children(recursive=True)
+                       if p.name().startswith("ray::RayTrainW")]
+            if workers:
+                max(workers, key=lambda p: p.pid).send_signal(signal.SIGKILL)
+                return
 
 
 def run_one(family: str, mode: str, files: dict, args) -> dict:
     folder = args.work / f"{family}-{mode}"
     shutil.rmtree(folder / "store", ignore_errors=True)  # no champion from an earlier run: both start from scratch
     folder.mkdir(parents=True, exist_ok=True)
-    got = retrain_in_child("bench.distributed", folder / "store", [
-        f"model.family={family}", f"train.epochs={args.epochs}", f"train.eval_every={args.epochs}",
-        "data.source=files", *(f"data.{k}={v}" for k, v in files.items()), *SETS, *MODES[mode]],
-        args.work / "logs" / f"{family}-{mode}.log", args.timeout, f"{family} {mode}")
+    done = threading.Event()
+    if mode.endswith("killed"):
+        threading.Thread(target=kill_a_worker_after_a_checkpoint, args=(folder / "store", done), daemon=True).start()
+    try:
+        got = retrain_in_child("bench.distributed", folder / "store", [
+            f"model.family={family}", f"train.epochs={args.epochs}", f"train.eval_every={args.epochs}",
+            "data.source=files", *(f"data.{k}={v}" for k, v in files.items()), *SETS, *SETTINGS[mode]],
+            args.work / "logs" / f"{family}-{mode}.log", args.timeout, f"{family} {mode}")
+    finally:
+        done.set()
+    if mode.endswith("killed"):
+        return {"family": family, "members": args.members, "restarts": got["restarts"],
+                "recall@20": round(got["recall@20"], 4)}
     h = got["history"]
     later = h["epoch_seconds"][1:] or h["epoch_seconds"]
     steps = sum(h["steps"]) or None
@@ -105,6 +140,8 @@ def main(argv=None) -> int:
     p.add_argument("--work", type=Path, default=Path("/tmp/graphrec-distributed"))
     p.add_argument("--timeout", type=float, default=3 * 3600, help="seconds a run may take")
     p.add_argument("--name", default="distributed")
+    p.add_argument("--kill", action=argparse.BooleanOptionalAction, default=True,
+                   help="also run LightGCN's 2x1 with a worker killed after a checkpoint (restart_recovered)")
     p.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
@@ -113,14 +150,22 @@ def main(argv=None) -> int:
     (args.work / "logs").mkdir(parents=True, exist_ok=True)
     files, counts = network_files(args.members, args.work)
     rows = [run_one(family, mode, files, args) for family in args.families for mode in MODES]
+    killed = run_one("lightgcn", KILLED[0], files, args) if args.kill and "lightgcn" in args.families else None
+    whole = next((r for r in rows if r["family"] == "lightgcn" and r["workers"] == 2), None)
     overhead = max(two["epoch_seconds"] / one["epoch_seconds"] for one in rows for two in rows
                    if one["family"] == two["family"] and one["workers"] == 1 and two["workers"] == 2)
     figures = {"rows": rows, "overhead_2_workers": round(overhead, 3), "projection": projection(rows),
+               "killed_run": killed, "restart_recovered": None if killed is None or whole is None else bool(
+                   killed["restarts"] == 1 and abs(killed["recall@20"] - whole["recall@20"]) <= RECOVERED_WITHIN),
                "network": counts, "command": command("distributed", argv)}
     table = [(r["family"], f"{r['members']:,}", f"{r['workers']} x {r['threads_per_worker']}", r["epoch_seconds"],
               f"{r['bytes_per_step']:,}", r["collective_seconds"], r["recall@20"], r["peak_rss_mb"]) for r in rows]
     notes = (f"Worst 2-worker / 1-worker epoch: {figures['overhead_2_workers']} (goal: <= 1.3 here, 2 cores).\n\n"
-             "Projected epoch seconds on M machines of 2 cores (the module's text says how):\n\n"
+             + ("" if killed is None else
+                f"LightGCN 2 x 1 with a worker SIGKILLed after an epoch's checkpoint: {killed['restarts']} restart, "
+                f"test R@20 {killed['recall@20']} (restart_recovered: {figures['restart_recovered']}, within "
+                f"{RECOVERED_WITHIN} of the uninterrupted run's).\n\n")
+             + "Projected epoch seconds on M machines of 2 cores (the module's text says how):\n\n"
              "| family | members | machines | 10 Gbit/s | 25 Gbit/s | 100 Gbit/s |\n|---|---:|---:|---:|---:|---:|\n"
              + "\n".join(f"| {f} | {m:,} | {k} | " + " | ".join(
                  str(next(x["epoch_seconds"] for x in figures["projection"] if x["family"] == f and x["members"] == m

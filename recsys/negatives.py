@@ -244,6 +244,12 @@ class ScoreView:
         self.users: Optional[torch.Tensor] = None
         self.items: Optional[torch.Tensor] = None
 
+    def reset(self) -> None:
+        """Scores from fresh embeddings at the next call, counted anew: each epoch starts so, whether the
+        loop ran the epoch before or was resumed after it (recsys/train_state.py)."""
+        self.users = self.items = None
+        self.calls = 0
+
     def __call__(self, users, items) -> torch.Tensor:
         """(B, M) scores, on the model's device (ids may be numpy or tensors anywhere)."""
         if self.users is None or self.items is None or self.calls % self.refresh_every == 0:

@@ -211,6 +211,7 @@ def _epoch(run: _Run, epoch: int, callbacks: Sequence[Callback]) -> dict[str, fl
     t0, cfg, pairs = time.perf_counter(), run.cfg, run.data.train
     run.model.on_epoch_start(run.graph, epoch)
     run.sampler.set_epoch(epoch)
+    run.scores.reset()
     order = run.rng.permutation(len(pairs))
     n_batches = max(1, -(-len(pairs) // run.batch_size))
     loss_sum = reg_sum = 0.0

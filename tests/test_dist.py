@@ -170,7 +170,8 @@ def test_a_loop_started_again_goes_on_from_its_last_epoch_to_the_uninterrupted_r
     from recsys.train import fit
 
     data, cfg, eval_cfg = _setting()
-    cfg = cfg.model_copy(update={"epochs": 4, "eval_every": 1, "average": 0.9})
+    cfg = cfg.model_copy(update={"epochs": 4, "eval_every": 1, "average": 0.9, "negatives": cfg.negatives.model_copy(
+        update={"kind": "model", "candidates": 4, "refresh_every": 100})})  # the hard negatives' scores resume too
     graph = build_graph(data)
     whole = _model("lightgcn", data, graph)
     fit(whole, graph, data, cfg, eval_cfg)
