@@ -145,7 +145,7 @@ class Worker:
         ignore = model.split_columns() if part is not None else ()
         synced = [name for name, p in model.named_parameters() if p.requires_grad and name not in ignore]
         if not synced:
-            return partial(model.batch_loss, part=part)
+            return model.batch_loss if part is None else partial(model.batch_loss, part=part)
         return self.averaged(_BatchLoss(model, part), tuple(f"model.{n}" for n in ignore))
 
     def averaged(self, module: torch.nn.Module, ignore: tuple[str, ...] = ()) -> torch.nn.Module:
