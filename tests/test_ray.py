@@ -82,11 +82,11 @@ def _per_user_recall(root: Path, extra: list[str]):
 
 
 def test_a_ray_retrain_matches_the_local_one_survives_a_killed_worker_and_fails_cleanly(tmp_path, processes):
-    """On ML-100K (the default recipe for a few epochs): this process's own training in one store; in
+    """On ML-100K (the default recipe for 4 epochs): this process's own training in one store; in
     another, two Ray workers, one of them killed after a checkpoint. The restarted run's test recall@20
     is within the paired standard error of the local run's; then, with no failure allowed, the same
     kill fails cleanly."""
-    ml100k = ["data.source=ml-100k", f"data.path={shared('ml-100k')}", "train.progress=false", "train.epochs=6",
+    ml100k = ["data.source=ml-100k", f"data.path={shared('ml-100k')}", "train.progress=false", "train.epochs=4",
               "train.eval_every=2", "train.patience=8", "train.refit=false"]
     one, root = tmp_path / "one", tmp_path / "two"
     for folder in (one, root):
