@@ -86,8 +86,10 @@ class Worker:
 
     def share(self, *batch: torch.Tensor) -> tuple[float, tuple[torch.Tensor, ...]]:
         """This worker's share of a batch (positions rank, rank + W, ...) of each tensor, and the scale
-        of its loss: W x its share of the batch, so that the workers' mean gradient is the batch's."""
+        of its loss: W x its share of the batch, so that the workers' mean gradient is the batch's. One
+        optimiser step each (counted)."""
         n = len(batch[0])
+        self.steps += 1
         mine = tuple(t[self.rank::self.world] for t in batch)
         return self.world * len(mine[0]) / max(n, 1), mine
 

@@ -91,7 +91,9 @@ class _Step:
         workers, of its share of the members (positions rank, rank + W, ...) against the whole batch's
         candidates: the sum over its pairs / the batch's pairs x W, so DDP's mean is the batch's gradient."""
         worker, n_items, device = self.worker, len(self.item_vectors), self.device
-        mine = torch.arange(len(chosen)) if worker is None else torch.arange(worker.rank, len(chosen), worker.world)
+        mine = torch.arange(len(chosen))
+        if worker is not None:
+            mine = worker.share(mine)[1][0]
         kept = torch.isin(slot, mine)
         u = self.net(self.gnn_users[chosen[mine].to(device)], [self.texts[i] for i in chosen[mine].tolist()])
         logits = u[(slot[kept] // (1 if worker is None else worker.world)).to(device)] \
@@ -101,10 +103,7 @@ class _Step:
         theirs &= target[kept].unsqueeze(1) != torch.arange(len(candidates))
         loss = F.cross_entropy(logits.masked_fill(theirs.to(device), float("-inf")), target[kept].to(device),
                                reduction="mean" if worker is None else "sum")
-        if worker is None:
-            return loss
-        worker.steps += 1
-        return loss / len(pos) * worker.world
+        return loss if worker is None else loss / len(pos) * worker.world
 
 
 def _batch(pairs: torch.Tensor, starts: torch.Tensor, counts: torch.Tensor, n_items: int, negatives: int,

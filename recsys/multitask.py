@@ -87,7 +87,6 @@ def _fit_head(model, train, valid, weights, epochs, batch_size, lr, weight_decay
             if worker is None:
                 loss = (task_losses(model(x_all[idx]), y_all[idx]) * w).sum()
             else:  # its share's BCE over the whole batch's labelled rows, x W: DDP's mean is the batch's gradient
-                worker.steps += 1
                 labelled, (mine,) = (~torch.isnan(y_all[idx])).sum(0), worker.share(idx)[1]
                 loss = (task_losses(net(x_all[mine]), y_all[mine], labelled) * w).sum() * worker.world
             opt.zero_grad()

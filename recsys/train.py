@@ -221,11 +221,11 @@ def _epoch(run: _Run, epoch: int, callbacks: Sequence[Callback]) -> dict[str, fl
         users, pos, at = (to_device(a, run.device) for a in (batch[:, 0], batch[:, 1], idx))
         neg = draw_negatives(run.sampler, users, pos, run.scores, int(cfg.negatives.per_positive))
         scale = 1.0
-        if run.worker is not None:
-            run.worker.steps += 1
         if run.worker is not None and run.part is None:  # the whole batch's negatives, alike on every worker;
             scale, (users, pos, neg) = run.worker.share(users, pos, neg)  # this one's share (the whole batch's
             # pairs stay hidden from the samplers)
+        elif run.worker is not None:  # split by columns: the whole batch
+            run.worker.steps += 1
         ranking, reg = run.loss(run.graph, users, pos, neg, at)
         reg = cfg.l2 * reg
         run.optimizer.zero_grad()
