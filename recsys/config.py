@@ -186,10 +186,6 @@ class TrainConfig(Section):
                           "warm_perturb added (shrink and perturb; 1 and 0: a plain copy); auto: the family's "
                           "recipe (see `graphrec families`), else 0.3")
     warm_perturb: Union[Literal["auto"], float] = Field(AUTO, description="auto: the family's recipe, else 0.1")
-    warm_ramp: float = Field(0.0, ge=0, description="a warm start's learning rate rises linearly from 0 to its "
-                                                    "value over this many epochs' steps (Adam starts without "
-                                                    "moments; its first full-size steps knock a trained model off "
-                                                    "its optimum); 0: no ramp")
 
     @field_validator("epochs", "lr", "l2", "average", "warm_shrink", "warm_perturb")
     @classmethod

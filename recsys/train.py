@@ -166,7 +166,6 @@ class _Run:
     part: Optional[Part]  # the columns of the ID tables this worker trains (recsys/dist.py), if it splits them
     loss: Callable  # the model's batch_loss (behind DDP on several workers)
     step: int = 0
-    ramp: int = 0  # a warm start's first steps, over which the learning rate rises from 0 (train.warm_ramp)
 
     def join(self) -> None:
         """Every worker's columns of the split tables, of Adam's moments of them and of their average, to
@@ -199,14 +198,12 @@ def _start(model, graph, data, cfg, sampler, device, worker=None) -> _Run:
         schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, cfg.lr_milestones, cfg.lr_gamma)
     result = TrainResult(batch_size=batch_size, recipe=cfg.recipe())
     result.recipe["negatives.candidates"] = getattr(sampler, "candidates", None)
-    warm = getattr(model, "warm_from", None) is not None
-    ramp = round(cfg.warm_ramp * -(-len(data.train) // batch_size)) if warm else 0
     split = model.split_columns() if worker is not None else ()
     part = worker.columns(dict(model.named_parameters())[split[0]].shape[1]) if worker is not None and split else None
     return _Run(cfg, model, graph, data, sampler, ScoreView(model, graph, cfg.negatives.refresh_every, part),
                 optimizer, schedule, ParameterAverage(model, optimizer, cfg.average) if cfg.average else None,
                 EarlyStopping(cfg.patience), result, batch_size, device, Governor(), np.random.default_rng(cfg.seed),
-                worker, part, model.batch_loss if worker is None else worker.wrap(model, part), ramp=ramp)
+                worker, part, model.batch_loss if worker is None else worker.wrap(model, part))
 
 
 def _epoch(run: _Run, epoch: int, callbacks: Sequence[Callback]) -> dict[str, float]:
@@ -233,7 +230,7 @@ def _epoch(run: _Run, epoch: int, callbacks: Sequence[Callback]) -> dict[str, fl
         reg = cfg.l2 * reg
         run.optimizer.zero_grad()
         ((ranking + reg) * scale).backward()
-        _step(run)
+        run.optimizer.step()
         run.step += 1
         run.governor.tick()
         figures = torch.stack([ranking.detach(), reg.detach()])
@@ -246,19 +243,6 @@ def _epoch(run: _Run, epoch: int, callbacks: Sequence[Callback]) -> dict[str, fl
             cb.on_step(run.step, {"loss": value})
     return {"loss": loss_sum / n_batches, "reg_loss": reg_sum / n_batches,
             "epoch_seconds": time.perf_counter() - t0, "lr": run.optimizer.param_groups[0]["lr"]}
-
-
-def _step(run: _Run) -> None:
-    """One optimiser step; during a warm start's ramp at lr x (steps so far / ramp)."""
-    if run.step >= run.ramp:
-        run.optimizer.step()
-        return
-    planned = [g["lr"] for g in run.optimizer.param_groups]
-    for g in run.optimizer.param_groups:
-        g["lr"] *= (run.step + 1) / run.ramp
-    run.optimizer.step()
-    for g, lr in zip(run.optimizer.param_groups, planned):
-        g["lr"] = lr
 
 
 def _validate(run: _Run, epoch: int, eval_cfg: EvalConfig, logs: dict) -> bool:
