@@ -187,7 +187,7 @@ def log_results(run_id: str, history: list[dict], metrics: dict[str, dict[str, f
     table = pd.DataFrame(metrics).T.rename_axis("split").reset_index()
     client.log_table(run_id, data=table, artifact_file="metrics/metrics_table.json")
     client.log_text(run_id, _markdown_table(table), "metrics/metrics_table.md")
-    if not history:  # nothing was trained (the llm family's graph-as-text)
+    if not history or "loss" not in history[0]:  # no gradient steps: the llm's graph-as-text, the graph filter
         return
     hist = pd.DataFrame(history)
     valid_cols = [c for c in hist.columns if c.startswith("valid_ndcg@") or c.startswith("valid_recall@")]

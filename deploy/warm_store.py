@@ -39,7 +39,9 @@ def record_warm_state(run_id: str, model: torch.nn.Module, family: str, model_cf
     """Log what a later warm start needs as artifacts of `run_id`."""
     with tempfile.TemporaryDirectory(prefix="graphrec-warm-") as tmp:
         folder = Path(tmp)
-        torch.save({"model": _plain(model), "stages": {k: _plain(m) for k, m in (stages or {}).items()}},
+        # a model fitted whole (the graph filter) starts nothing: its family and ids alone are kept
+        state = _plain(model) if getattr(model, "warm_startable", True) else {}
+        torch.save({"model": state, "stages": {k: _plain(m) for k, m in (stages or {}).items()}},
                    folder / "state.pt")
         np.savez(folder / "ids.npz", user_ids=np.asarray(user_ids).astype(str),
                  item_ids=np.asarray(item_ids).astype(str))

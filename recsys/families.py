@@ -67,7 +67,7 @@ class Family:
     options: Optional[type[Section]] = None     # the family's own section, model.<name>
     space: Optional[Callable[[Any], dict]] = None  # Optuna space: trial -> {dotted key: value}; None: not searched
     train: str = RANKING_LOOP                    # (prepared, cfg, model, callbacks, log) -> recsys.trained.Trained
-    inductive: str = "no"                       # embeds nodes added after training: no | yes | with features
+    inductive: str = "no"  # embeds nodes added after training: no | yes | with features | from items
     reads_features: Callable[[Any], bool] = never  # model section -> whether node features are computed
     reads_text: bool = False                    # reads the users' and items' text itself (not through features)
     bottom: Optional[Callable[[Any], str]] = None  # trains on top of another family's model: which one
@@ -209,6 +209,42 @@ def pinsage_space(trial) -> dict[str, Any]:
             "train.lr": trial.suggest_float("train.lr", 1e-3, 2e-2, log=True)}
 
 
+class FilterOptions(Section):
+    """The graph filter (recsys/models/graph_filter.py says what each does). The defaults are ChebyCF's
+    published Gowalla settings (its authors' choice); bench/results/filter.md chooses on validation."""
+    kind: Literal["cheby", "linear"] = Field("cheby", description="cheby: a Chebyshev low-pass polynomial; "
+                                                                  "linear: the normalised item-item graph itself")
+    order: int = Field(8, ge=1, le=64, description="cheby: the polynomial's degree")
+    flatness: float = Field(1.5, gt=0, description="cheby: how long the response stays near a half mid-spectrum")
+    ideal_rank: int = Field(512, ge=0, description="eigenvectors in the ideal low-pass part (0: none)")
+    ideal_weight: float = Field(0.2, ge=0, description="the ideal low-pass part's weight")
+    degree_power: float = Field(0.4, ge=0, le=1, description="items' degree ^ -this before the filter, ^ +this "
+                                                            "after")
+    rank: int = Field(1024, ge=1, description="width of the served vectors: the filter's best rank-k form")
+    oversample: int = Field(32, ge=0, description="randomized SVD: extra columns beyond rank")
+    iterations: int = Field(4, ge=0, description="randomized SVD: power iterations")
+
+    @field_validator("ideal_rank")
+    @classmethod
+    def _ideal(cls, value, info):
+        if value > info.data.get("rank", value):
+            raise ValueError("ideal_rank must not exceed rank (the served eigenvectors)")
+        return value
+
+
+def filter_space(trial) -> dict[str, Any]:
+    """The filter's kind and shape; its served rank stays as configured (it sets the cost)."""
+    kind = trial.suggest_categorical("model.filter.kind", ["cheby", "linear"])
+    space = {"model.filter.kind": kind,
+             "model.filter.ideal_rank": trial.suggest_categorical("model.filter.ideal_rank", [0, 128, 256, 512]),
+             "model.filter.ideal_weight": trial.suggest_float("model.filter.ideal_weight", 0.0, 0.6),
+             "model.filter.degree_power": trial.suggest_float("model.filter.degree_power", 0.0, 0.6)}
+    if kind == "cheby":
+        space["model.filter.order"] = trial.suggest_int("model.filter.order", 2, 16)
+        space["model.filter.flatness"] = trial.suggest_float("model.filter.flatness", 0.3, 3.0, log=True)
+    return space
+
+
 class MMoEOptions(Section):
     """The multi-task family: a GNN bottom (trained for retrieval as its own family would be) and a
     head on (user, candidate) pairs for two tasks, job click and friend request."""
@@ -284,6 +320,9 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
            reads_features=always, auto_steps=1024),
     Family("mf", "matrix factorisation: a learned vector per user and item, no propagation", "recsys.models.mf:MF",
            space=embedding_space),
+    Family("filter", "a low-pass graph filter on the normalised item-item graph, fitted by one truncated SVD",
+           "recsys.models.graph_filter:GraphFilter", FilterOptions, filter_space,
+           train="recsys.filter_fit:train_filter", inductive="from items", auto_steps=None),
     Family("mmoe", "a GNN bottom for retrieval, then MMoE heads for job click and friend request",
            "", MMoEOptions, mmoe_space, train="recsys.multitask:train_family", inductive="as its bottom",
            reads_features=always, bottom=lambda m: m.mmoe.bottom,

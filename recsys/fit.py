@@ -51,6 +51,8 @@ def warm_start(model, warm: Optional[WarmState], family_name: str, data, train: 
     """`model` seeded from `warm` where it fits (recsys.warm.carry); otherwise left as built, with the reason."""
     if warm is None:
         return Start("scratch", why or "train.start=scratch")
+    if not getattr(model, "warm_startable", True):
+        return Start("scratch", f"a {family_name} model is fitted whole; nothing carries over")
     train = resolve_for_model(train, model)  # warm_shrink and warm_perturb left `auto`
     try:
         carried = carry(model, warm, family_name, data, train.new_rows, float(train.warm_shrink),
