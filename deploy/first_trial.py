@@ -11,9 +11,8 @@ from deploy.provenance import source_tags
 from deploy.study_runs import copy_trial_run, read_source_run
 from deploy.tracking import metric_key
 from recsys.config import AUTO, GENERIC, ConfigError, RunConfig, with_overrides
-from recsys.families import family
 from recsys.recipe import recipe_values
-from recsys.search.space import configured_params, objective_name, trial_config
+from recsys.search.space import configured_params, draw, objective_name, trial_config
 
 # the settings that decide what a trial trains and how it is judged (a run's params under these
 # prefixes), less those that change neither, and the data's files: the data's fingerprint is compared
@@ -73,7 +72,7 @@ def seed_first_trial(cfg: RunConfig, study: optuna.Study, prepared, parent_run_i
     scratch = optuna.create_study()  # the recipe's params and distributions, as a trial of the space draws them
     scratch.enqueue_trial(configured_params(cfg))
     drawn = scratch.ask()
-    family(s.family).draw(drawn)
+    draw(cfg, drawn)
     tcfg = with_overrides(trial_config(cfg, drawn), {"train.progress": False, "train.refit": False})
     ours, theirs = (_training_settings(flat, s.family) for flat in (tcfg.flat(), source.params))
     differ = [f"{k} ({theirs.get(k, 'not on the run')} there, {v} here)" for k, v in ours.items() if theirs.get(k) != v]

@@ -45,7 +45,7 @@ def study_parent_run(cfg: RunConfig, study_name: str, data) -> str:
     if found:
         return found
     mine = start_run(cfg, data.summary(), data.fingerprint(), run_name=f"study {study_name}",
-                     tags={STUDY: study_name, ROLE: "study", "graphrec.search_family": cfg.search.family})
+                     tags={STUDY: study_name, ROLE: "study", "graphrec.search_family": "+".join(cfg.search.searched())})
     first = oldest()
     if first != mine:
         client.delete_run(mine)

@@ -44,7 +44,7 @@ from recsys.families import family
 from recsys.recipe import resolve_run
 from recsys.search.choice import chosen_trial
 from recsys.search.rules import AtDeadline, PruningReporter, TrialProgress, recipe_trial
-from recsys.search.space import objective_name, trial_config
+from recsys.search.space import check_joint_data, draw, objective_name, trial_config
 from recsys.search.study import finished_trials, run_trials
 
 PROVEN_ON = "graphrec.proven_on"  # a trial run's tag: the data set its settings were proven on
@@ -68,10 +68,12 @@ def make_objective(cfg: RunConfig, prepared, parent_run_id: str, log=print, dead
     searched = family(cfg.search.family)
 
     def objective(trial: optuna.Trial) -> float:
-        values = searched.draw(trial)
-        tcfg = with_overrides(cfg, {"model.family": cfg.search.family, **values, "train.progress": False,
+        values = draw(cfg, trial)
+        tcfg = with_overrides(cfg, {**values, "train.progress": False,
                                     "train.refit": False})  # a trial is judged on validation: no refit
-        found_on = next((p.found_on for p in searched.proven if p.settings == trial.params), None)
+        own = {k: v for k, v in trial.params.items() if k != "model.family"}
+        found_on = next((p.found_on for p in searched.proven if p.settings == own
+                         and values["model.family"] == searched.name), None)
         run_id = start_trial_run(tcfg, prepared.data, parent_run_id, trial.study.study_name, trial.number,
                                  {PROVEN_ON: found_on} if found_on else None)
         if found_on:
@@ -142,6 +144,7 @@ def search_flow(config: Optional[RunConfig] = None) -> dict:
 
     cfg = config or RunConfig()
     cfg = with_overrides(cfg, {"model.family": cfg.search.family})  # data preparation depends on it
+    check_joint_data(cfg)
     logger = get_run_logger()
     data = load_data(cfg)
     validate(data, cfg)

@@ -294,7 +294,12 @@ class SearchConfig(Section):
     timeout: Optional[float] = Field(None, gt=0, description="wall-clock seconds for this invocation's trials: "
                                                             "none starts later, one still training stops at its "
                                                             "next epoch end")
-    study: Optional[str] = Field(None, description="default: <experiment>-<family>")
+    families: list[str] = Field(default_factory=list, description="a joint study: these families compete for one "
+                                "objective on validation, each trial drawing one (the parameter model.family) and "
+                                "then its own space; `family` (trial 0's recipe) must be among them; empty: "
+                                "`family` alone")
+    study: Optional[str] = Field(None, description="default: <experiment>-<family> (a joint study: the families "
+                                                   "joined by +)")
     seed: int = Field(0, description="TPE sampler seed")
     median_pruning: bool = Field(
         False, description="also prune a trial whose best validation figure is below the median of the other "
@@ -364,5 +369,19 @@ class SearchConfig(Section):
             raise ValueError(f"no search space for this family; choose one of {', '.join(families.searchable())}")
         return name
 
+    @field_validator("families")
+    @classmethod
+    def _all_searchable(cls, names: list[str], info) -> list[str]:
+        if unknown := [n for n in names if n not in families.searchable()]:
+            raise ValueError(f"no search space for {', '.join(unknown)}; "
+                             f"choose from {', '.join(families.searchable())}")
+        if names and info.data.get("family") not in names:
+            raise ValueError(f"search.family ({info.data.get('family')}, trial 0's recipe) must be one of them")
+        return list(dict.fromkeys(names))
+
+    def searched(self) -> list[str]:
+        """The families the study draws from."""
+        return self.families or [self.family]
+
     def study_name(self, experiment: str) -> str:
-        return self.study or f"{experiment}-{self.family}"
+        return self.study or f"{experiment}-{'+'.join(self.searched())}"

@@ -220,6 +220,8 @@ class FilterOptions(Section):
     ideal_weight: float = Field(0.2, ge=0, description="the ideal low-pass part's weight")
     degree_power: float = Field(0.4, ge=0, le=1, description="items' degree ^ -this before the filter, ^ +this "
                                                             "after")
+    norm_power: float = Field(0.5, ge=0, le=1, description="the graph's normalisation: users' and items' degree ^ "
+                                                          "-this on each interaction")
     rank: int = Field(1024, ge=1, description="width of the served vectors: the filter's best rank-k form")
     oversample: int = Field(32, ge=0, description="randomized SVD: extra columns beyond rank")
     iterations: int = Field(4, ge=0, description="randomized SVD: power iterations")
@@ -237,11 +239,12 @@ def filter_space(trial) -> dict[str, Any]:
     kind = trial.suggest_categorical("model.filter.kind", ["cheby", "linear"])
     space = {"model.filter.kind": kind,
              "model.filter.ideal_rank": trial.suggest_categorical("model.filter.ideal_rank", [0, 128, 256, 512]),
-             "model.filter.ideal_weight": trial.suggest_float("model.filter.ideal_weight", 0.0, 0.6),
-             "model.filter.degree_power": trial.suggest_float("model.filter.degree_power", 0.0, 0.6)}
+             "model.filter.ideal_weight": trial.suggest_float("model.filter.ideal_weight", 0.0, 1.0),
+             "model.filter.degree_power": trial.suggest_float("model.filter.degree_power", 0.0, 0.6),
+             "model.filter.norm_power": trial.suggest_float("model.filter.norm_power", 0.2, 0.6)}
     if kind == "cheby":
         space["model.filter.order"] = trial.suggest_int("model.filter.order", 2, 16)
-        space["model.filter.flatness"] = trial.suggest_float("model.filter.flatness", 0.3, 3.0, log=True)
+        space["model.filter.flatness"] = trial.suggest_float("model.filter.flatness", 0.3, 6.0, log=True)
     return space
 
 

@@ -1,9 +1,10 @@
 """A graph filter on the normalised interaction graph: no gradient descent, one truncated factorisation.
 
 After GF-CF (Shen et al., CIKM 2021) and ChebyCF (Kim et al., SIGIR 2025). With R the training
-interactions (users x items, 0/1), R~ = D_U^-1/2 R D_I^-1/2 and P = R~' R~ the normalised item-item
-graph (eigenvalues in [0, 1]; near 1: signals that vary little between items users share), a
-user's scores are their interaction row r filtered on that graph:
+interactions (users x items, 0/1), R~ = D_U^-a R D_I^-a (a: `norm_power`, the symmetric 1/2 by
+default) and P = R~' R~ / (its largest eigenvalue) the normalised item-item graph (eigenvalues in
+[0, 1]; near 1: signals that vary little between items users share), a user's scores are their
+interaction row r filtered on that graph:
 
     s(r) = D_I^b [ g(P) + w V_e V_e' ] D_I^-b r
 
@@ -47,6 +48,7 @@ class GraphFilter(RecModel):
         self.register_buffer("item_in", torch.zeros(n_items, options.rank))
         self.register_buffer("item_out", torch.zeros(n_items, options.rank))
         self.register_buffer("eigenvalues", torch.zeros(options.rank))  # of P, the served pairs', falling
+        self.register_buffer("scale", torch.ones(()))  # the largest eigenvalue of R~'R~, which P is divided by
 
     @classmethod
     def from_config(cls, cfg, graph: RecGraph, seed: int = 0) -> "GraphFilter":
@@ -75,12 +77,16 @@ class GraphFilter(RecModel):
         """The served vectors from `graph`'s training interactions; what it took."""
         t0 = time.perf_counter()
         o = self.options
-        ops = operators(graph)
+        ops = operators(graph, o.norm_power)
         n_users, n_items = ops["shape"]
         q = min(o.rank + o.oversample, n_users, n_items)
-        sing, vecs = singular(ops, q, o.iterations)
+        key = ("filter_svd", o.norm_power, q, o.iterations)  # one factorisation serves every filter on it (a search)
+        if key not in graph._cache:
+            graph._cache[key] = singular(ops, q, o.iterations)
+        sing, vecs = graph._cache[key]
         take = min(o.rank, q)
-        lam, vecs = (sing[:take] ** 2).clamp(max=1.0), vecs[:, :take]
+        self.scale.fill_(float(sing[0]) ** 2)  # P's largest eigenvalue (1 at norm_power 0.5): P / it has [0, 1]
+        lam, vecs = (sing[:take] ** 2 / self.scale).clamp(max=1.0), vecs[:, :take]
         gain = self.response(lam.cpu())
         gain[:o.ideal_rank] += o.ideal_weight
         pre, post = ops["degree"].pow(-o.degree_power), ops["degree"].pow(o.degree_power)
@@ -107,7 +113,7 @@ class GraphFilter(RecModel):
     def exact_scores(self, graph: RecGraph, users: np.ndarray) -> torch.Tensor:
         """The filter applied to these users' training rows by sparse products: (len(users), n_items).
         The ideal part uses the fit's eigenvectors (the top `ideal_rank` of the served ones)."""
-        o, ops = self.options, operators(graph)
+        o, ops = self.options, operators(graph, self.options.norm_power)
         rows = dense_rows(ops["binary"], torch.as_tensor(users, dtype=torch.long, device=ops["degree"].device))
         degree = ops["degree"]
         pre, post = degree.pow(-o.degree_power), degree.pow(o.degree_power)
@@ -115,7 +121,7 @@ class GraphFilter(RecModel):
         y = (rows * pre).T.contiguous()  # items x chunk
 
         def gram(x):  # P x
-            return csr_mm(ops["norm_t"], csr_mm(ops["norm"], x))
+            return csr_mm(ops["norm_t"], csr_mm(ops["norm"], x)) / self.scale
 
         if o.kind == "linear":
             out = gram(y)
@@ -132,30 +138,35 @@ class GraphFilter(RecModel):
         return (out * post[:, None]).T.contiguous()
 
 
-def operators(graph: RecGraph) -> dict:
+def operators(graph: RecGraph, power: float = 0.5) -> dict:
     """The training interactions as sparse matrices, cached on the graph: `binary` R (CSR, users x
-    items), `norm` R~ and `norm_t` its transpose (CSR), `degree` the items' degrees, `shape`."""
-    if "filter_operators" not in graph._cache:
+    items), `degree` / `user_degree`, `shape`; and, for this normalisation exponent, `norm` R~ =
+    D_U^-power R D_I^-power and `norm_t` its transpose (CSR; `norm_coo` as COO)."""
+    if "filter_interactions" not in graph._cache:
         src, dst = graph.edges(USER_ITEM)
         n_users, n_items = graph.n_users, graph.n_items
         keys = torch.unique(src.long().cpu() * n_items + dst.long().cpu())
         u, i = keys // n_items, keys % n_items
         ones = torch.ones(len(keys))
-        du = torch.zeros(n_users).index_add_(0, u, ones)
-        di = torch.zeros(n_items).index_add_(0, i, ones)
-        weight = du[u].rsqrt() * di[i].rsqrt()
-        index = torch.stack([u, i])
-        binary = torch.sparse_coo_tensor(index, ones, (n_users, n_items)).coalesce()
-        norm = torch.sparse_coo_tensor(index, weight, (n_users, n_items)).coalesce()
-        device = graph.device
+        graph._cache["filter_interactions"] = {
+            "index": torch.stack([u, i]), "shape": (n_users, n_items),
+            "user_degree": torch.zeros(n_users).index_add_(0, u, ones),
+            "degree": torch.zeros(n_items).index_add_(0, i, ones)}
+    base = graph._cache["filter_interactions"]
+    key = ("filter_operators", power)
+    if key not in graph._cache:
+        index, shape, device = base["index"], base["shape"], graph.device
+        weight = base["user_degree"][index[0]].pow(-power) * base["degree"][index[1]].pow(-power)
+        binary = torch.sparse_coo_tensor(index, torch.ones(index.shape[1]), shape).coalesce()
+        norm = torch.sparse_coo_tensor(index, weight, shape).coalesce()
         with warnings.catch_warnings():  # torch calls its CSR tensors beta; they are what csr_mm takes
             warnings.filterwarnings("ignore", "Sparse CSR tensor support is in beta")
-            graph._cache["filter_operators"] = {
+            graph._cache[key] = {
                 "binary": binary.to_sparse_csr().to(device), "norm": norm.to_sparse_csr().to(device),
                 "norm_coo": norm.to(device), "norm_t": norm.t().coalesce().to_sparse_csr().to(device),
-                "degree": di.to(device), "user_degree": du.to(device), "shape": (n_users, n_items)}
-    return graph._cache["filter_operators"]
-
+                "degree": base["degree"].to(device), "user_degree": base["user_degree"].to(device),
+                "shape": shape}
+    return graph._cache[key]
 
 
 def borrowed(vectors: torch.Tensor, graph: RecGraph, etype: tuple, degree: torch.Tensor) -> torch.Tensor:

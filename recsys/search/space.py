@@ -8,6 +8,7 @@ import random
 import optuna
 
 from recsys.config import RunConfig, with_overrides
+from recsys.config_base import ConfigError
 from recsys.families import family
 from recsys.recipe import resolve_run
 
@@ -41,10 +42,19 @@ class ConfiguredTrial:
         return self._take(name, lambda v: v in choices, choices[0])
 
 
+def draw(cfg: RunConfig, trial) -> dict:
+    """The study's space as `trial` draws it ({dotted key: value}, model.family included). In a joint
+    study (search.families) the family is a parameter of its own, drawn first, and only that family's
+    space follows (Optuna samples define-by-run spaces)."""
+    names = cfg.search.searched()
+    name = trial.suggest_categorical("model.family", names) if len(names) > 1 else names[0]
+    return {"model.family": name, **family(name).draw(trial)}
+
+
 def configured_params(cfg: RunConfig) -> dict:
     """The search space's parameters at the configuration's values (ConfiguredTrial)."""
     trial = ConfiguredTrial(cfg)
-    family(cfg.search.family).draw(trial)
+    draw(cfg, trial)
     return trial.params
 
 
@@ -92,14 +102,15 @@ def proven_settings(cfg: RunConfig) -> list[dict]:
     s = cfg.search
     if not (s.proven_first and s.first_trial_configured):
         return []
-    return [p.settings for p in family(s.family).proven if p.found_on not in s.proven_skip]
+    joint = {"model.family": s.family} if len(s.searched()) > 1 else {}
+    return [{**joint, **p.settings} for p in family(s.family).proven if p.found_on not in s.proven_skip]
 
 
 def recipe_neighbours(cfg: RunConfig) -> list[dict]:
     """The configured recipe with one parameter moved one step (_NeighbourTrial), in an order
     shuffled with search.seed: trials 1, 2, ... under search.neighbours_first (NeighboursFirst)."""
     trial = _NeighbourTrial(cfg)
-    family(cfg.search.family).draw(trial)
+    draw(cfg, trial)
     out = [{**trial.params, name: v} for name, values in trial.steps.items() for v in values]
     random.Random(cfg.search.seed).shuffle(out)
     return out
@@ -107,11 +118,28 @@ def recipe_neighbours(cfg: RunConfig) -> list[dict]:
 
 def trial_config(cfg: RunConfig, trial: optuna.trial.BaseTrial) -> RunConfig:
     """A trial's configuration, rebuilt from its parameters by replaying the space."""
-    values = family(cfg.search.family).draw(optuna.trial.FixedTrial(trial.params))
-    return with_overrides(cfg, {"model.family": cfg.search.family, **values})
+    return with_overrides(cfg, draw(cfg, optuna.trial.FixedTrial(trial.params)))
 
 
 def objective_name(cfg: RunConfig) -> str:
     """What a study maximises: the family's validation figure (a ranking metric, or for mmoe the
-    mean validation AUC of its two tasks)."""
-    return family(cfg.search.family).objective(cfg)
+    mean validation AUC of its two tasks); in a joint study every family's must be the same one."""
+    names = {n: family(n).objective(cfg) for n in cfg.search.searched()}
+    if len(set(names.values())) > 1:
+        raise ConfigError(f"search.families: the families maximise different figures ({names}); a joint study "
+                          "compares one figure: choose families that share it")
+    return names[cfg.search.family]
+
+
+def check_joint_data(cfg: RunConfig) -> None:
+    """A joint study prepares its data once: refuses families that read different data (node
+    features, text, prepared tasks)."""
+    from recsys.prepare import needs_features
+
+    reads = {n: (needs_features(with_overrides(cfg, {"model.family": n})), family(n).reads_text, family(n).prepare)
+             for n in cfg.search.searched()}
+    if len(set(reads.values())) > 1:
+        what = {n: ", ".join(k for k, on in zip(("features", "text", "tasks"), r) if on) or "interactions only"
+                for n, r in reads.items()}
+        raise ConfigError(f"search.families: a joint study prepares the data once, and these families read "
+                          f"different data ({what}); search them in studies of their own")

@@ -1,0 +1,180 @@
+"""The graph-filter family (issue 46) beside LightGCN's default, data set by data set.
+
+Per data set, in a process of its own (its peak RSS its own): the data prepared as the retraining flow
+prepares it (Gowalla, LastFM, ML-100K: bench.transfer's splits; the synthetic network: the flow's
+temporal split, as bench.retrain_scale ran it); the filter's settings chosen on the validation split by
+a coordinate search from the defaults (each option over its grid in turn, the best kept; --rounds, 2;
+the randomized SVD is computed once per graph and reused by every candidate, as in a search); then the
+chosen filter fitted again from nothing on training and validation pairs together (train.refit, what
+the flow serves): its fit seconds; test ranked once, with the served rank-k vectors and with the exact
+filter (sparse products), on the same users (eval.max_users as the flow ranks: every user on the
+public sets, a seeded 10,000 on the network).
+
+    ./dev.sh python -m bench.filter [--datasets gowalla lastfm ml-100k network100k network1m]
+        [--set KEY=VALUE ...] [--rounds 2] [--work DIR] [--resume]
+
+LightGCN's figures are the committed ones of the same splits: bench/results/transfer.json (its default
+recipe, refit, every test user) and bench/results/retrain_scale.json (the network, the bench's settings:
+its epochs within the nightly bound). Writes bench/results/filter.{json,md}.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from bench.common import Stages, peak_rss_mb, previous, write_results
+
+NAME = "filter"
+DATASETS = ["gowalla", "lastfm", "ml-100k", "network100k", "network1m"]
+GRID = {"kind": ["cheby", "linear"], "norm_power": [0.3, 0.35, 0.4, 0.45, 0.5],
+        "degree_power": [0.0, 0.1, 0.2, 0.3, 0.4, 0.5], "ideal_rank": [0, 128, 256, 512],
+        "ideal_weight": [0.0, 0.1, 0.2, 0.4, 0.8], "order": [4, 8, 12, 16], "flatness": [0.5, 1.0, 1.5, 2.5, 4.0, 8.0]}
+
+
+def data_sets(name: str, work: Path) -> list[str]:
+    """The configuration settings that load and split data set `name`."""
+    from bench.transfer import DATASETS as PUBLIC
+
+    if name in PUBLIC:
+        return [*PUBLIC[name]["sets"], "eval.max_users=null"]
+    from bench.synthetic import network_files
+
+    members = {"network100k": 100_000, "network1m": 1_000_000}[name]
+    files, _ = network_files(members, work)
+    return ["data.source=files", *(f"data.{k}={v}" for k, v in files.items())]
+
+
+def lightgcn_default(name: str) -> tuple[float | None, str]:
+    """(LightGCN's default test recall@20 on this split, where it comes from)."""
+    if name.startswith("network"):
+        members = {"network100k": 100_000, "network1m": 1_000_000}[name]
+        rows = [r for r in previous("retrain_scale", "rows", []) if r["family"] == "lightgcn"
+                and r["members"] == members and r["settings"] == [f"train.epochs={10 if members == 100_000 else 4}"]]
+        return (rows[0]["recall@20"], f"retrain_scale.json: {rows[0]['epochs']} epochs") if rows else (None, "-")
+    rows = [r for r in previous("transfer", "rows", []) if r.get("dataset") == name]
+    return (rows[0].get("default_recall@20"), "transfer.json: default recipe") if rows else (None, "-")
+
+
+def child(name: str, sets: list[str], out: Path, rounds: int) -> None:
+    """One data set, start to end (see the module); figures to `out`."""
+    from recsys.config import load_config
+    from recsys.data.loaders import load_data
+    from recsys.filter_fit import train_filter
+    from recsys.metrics import evaluate_scores
+    from recsys.models import build_model
+    from recsys.prepare import prepare
+    from recsys.train import evaluate_model
+
+    base = load_config(None, [*sets, "model.family=filter", "train.progress=false"])
+    prepared = prepare(load_data(base.data), base)
+    monitor = base.train.monitor
+    chosen = base.model.filter.model_dump()
+    tried: dict[str, float] = {}
+
+    def score(options: dict) -> float:
+        key = json.dumps(options, sort_keys=True)
+        if key not in tried:
+            cfg = base.model_copy(update={"model": base.model.model_copy(update={
+                "filter": base.model.filter.model_validate(options)})})
+            model = build_model(cfg.model, prepared.graph)
+            model.fit(prepared.graph)
+            tried[key] = evaluate_model(model, prepared.graph, prepared.indexed, "valid", cfg.eval)[monitor]
+            print(f"  [{name}] {options} valid {monitor}={tried[key]:.5f}", flush=True)
+        return tried[key]
+
+    t0 = time.perf_counter()
+    best = score(chosen)
+    for _ in range(rounds):
+        for option, values in GRID.items():
+            for value in values:
+                candidate = {**chosen, option: value}
+                if candidate["ideal_rank"] > candidate["rank"] or candidate == chosen or (
+                        option == "ideal_weight" and not candidate["ideal_rank"]) or (
+                        option in ("order", "flatness") and candidate["kind"] == "linear"):
+                    continue  # out of range, or the same filter as one tried
+                if score(candidate) > best:
+                    best, chosen = score(candidate), candidate
+    search_seconds = time.perf_counter() - t0
+    cfg = base.model_copy(update={"model": base.model.model_copy(update={
+        "filter": base.model.filter.model_validate(chosen)})})
+    trained = train_filter(prepared, cfg, build_model(cfg.model, prepared.graph))  # fit, then refit from nothing
+    model, graph, data = trained.model, trained.graph, trained.indexed or prepared.indexed
+    served = evaluate_model(model, graph, data, "test", cfg.eval)
+    t1 = time.perf_counter()
+    exact = evaluate_scores(lambda users: model.exact_scores(graph, users), data.n_users, data.n_items,
+                            data.split("test"), data.seen_before("test"), **cfg.eval.ranking())
+    out.write_text(json.dumps({
+        "dataset": name, "members": data.n_users, "items": data.n_items, "train_pairs": len(data.train),
+        "exact_recall@20": exact["recall@20"], "exact_ndcg@20": exact["ndcg@20"],
+        "served_recall@20": served["recall@20"], "ndcg@20": served["ndcg@20"],
+        "fit_seconds": round(trained.result.history[0]["fit_seconds"], 1), "peak_rss_mb": round(peak_rss_mb()),
+        "exact_test_seconds": round(time.perf_counter() - t1, 1), "search_seconds": round(search_seconds, 1),
+        "candidates_tried": len(tried), "valid_" + monitor: best, "chosen": chosen,
+        "eval_users": cfg.eval.max_users}))
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--datasets", nargs="+", choices=DATASETS, default=DATASETS)
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="more settings for every data set")
+    p.add_argument("--work", type=Path, default=Path.home() / "graphrec-filter")
+    p.add_argument("--rounds", type=int, default=2, help="rounds of the coordinate search over the grid")
+    p.add_argument("--timeout", type=float, default=3 * 3600, help="seconds a data set may run")
+    p.add_argument("--resume", action="store_true", help="reuse data sets finished with the same inputs")
+    args = p.parse_args(argv)
+    from bench.runner import failure, run_bounded
+
+    stages = Stages(NAME, args.resume)
+    old = {r["dataset"]: r for r in previous(NAME, "rows", [])}
+    for name in args.datasets:
+        sets = data_sets(name, args.work) + list(args.set)
+
+        def run(name=name, sets=sets):
+            out = args.work / f"{name}.json"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.unlink(missing_ok=True)
+            log = args.work / "logs" / f"{name}.log"
+            code, _ = run_bounded([sys.executable, "-m", "bench.filter", "--child", name, str(out), str(args.rounds),
+                                   *sets], log, args.timeout)
+            if code != 0 or not out.is_file():
+                raise RuntimeError(f"bench.filter {name} " + failure(code, args.timeout, log))
+            return json.loads(out.read_text())
+
+        row = stages.run(name, {"sets": sets, "rounds": args.rounds}, run)
+        row["lightgcn_default_recall@20"], row["lightgcn_from"] = lightgcn_default(name)
+        old[name] = row
+    rows = [old[n] for n in DATASETS if n in old]
+    gowalla = old.get("gowalla", {})
+    one_m = old.get("network1m", {})
+    write_results(NAME, {"rows": rows, "gowalla_served_recall@20": gowalla.get("served_recall@20"),
+                         "gowalla_fit_seconds": gowalla.get("fit_seconds"),
+                         "filter_1m_fit_seconds": one_m.get("fit_seconds"),
+                         "filter_1m_peak_rss_mb": one_m.get("peak_rss_mb"), "settings": args.set},
+                  [(r["dataset"], r["members"], _f(r["exact_recall@20"]), _f(r["served_recall@20"]), _f(r["ndcg@20"]),
+                    r["fit_seconds"], r["peak_rss_mb"], _f(r["lightgcn_default_recall@20"]), r["lightgcn_from"],
+                    _chosen(r["chosen"])) for r in rows],
+                  "The graph filter beside LightGCN's default (test, ranked once)",
+                  notes=__doc__.split("\n\n")[1].replace("\n", " "),
+                  header=("data set", "members", "exact R@20", "served R@20", "served NDCG@20", "fit s",
+                          "peak RSS MB", "LightGCN default R@20", "LightGCN figure from", "chosen on validation"))
+    return 0
+
+
+def _f(value) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def _chosen(options: dict) -> str:
+    keep = ("kind", "order", "flatness", "ideal_rank", "ideal_weight", "degree_power", "rank")
+    return ", ".join(f"{k}={options[k]}" for k in keep if k in options)
+
+
+if __name__ == "__main__":
+    if "--child" in sys.argv:
+        at = sys.argv.index("--child")
+        child(sys.argv[at + 1], sys.argv[at + 4:], Path(sys.argv[at + 2]), int(sys.argv[at + 3]))
+    else:
+        sys.exit(main())
