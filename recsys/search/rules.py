@@ -30,8 +30,9 @@ class PacePruner(optuna.pruners.BasePruner):
         if self.inner.prune(study, trial):
             return True
         stretch = self.proven_stretch if trial.params in self.proven else self.stretch
-        if trial.last_step is None or stretch is None:
-            return False
+        if trial.last_step is None or stretch is None or \
+                trial.params.get("model.family") != self.recipe.get("model.family"):
+            return False  # (a joint study: another family learns at its own pace, e.g. the filter in one fit)
         reference = first_complete_at(study, self.recipe)
         if reference is None or reference.number == trial.number:
             return False

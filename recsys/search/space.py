@@ -21,7 +21,7 @@ class ConfiguredTrial:
 
     def __init__(self, cfg: RunConfig):
         searched = cfg.model_copy(update={"model": cfg.model.model_copy(update={"family": cfg.search.family})})
-        resolved = cfg.model_copy(update={"train": resolve_run(searched)})
+        resolved = searched.model_copy(update={"train": resolve_run(searched)})
         self.flat = resolved.flat()
         self.params: dict = {}
 
@@ -91,9 +91,12 @@ class _NeighbourTrial(ConfiguredTrial):
 
 
 def queued_after_recipe(cfg: RunConfig) -> list[dict]:
-    """Trials 1, 2, ... of a new study: the family's proven settings (search.proven_first, less
-    those found on search.proven_skip), then the recipe's neighbours (search.neighbours_first)."""
-    return proven_settings(cfg) + (recipe_neighbours(cfg) if cfg.search.neighbours_first else [])
+    """Trials 1, 2, ... of a new study: in a joint study, each other family at the configuration's
+    values; then the family's proven settings (search.proven_first, less those found on
+    search.proven_skip), then the recipe's neighbours (search.neighbours_first)."""
+    others = [configured_params(with_overrides(cfg, {"search.family": n}))
+              for n in cfg.search.searched() if n != cfg.search.family]
+    return others + proven_settings(cfg) + (recipe_neighbours(cfg) if cfg.search.neighbours_first else [])
 
 
 def proven_settings(cfg: RunConfig) -> list[dict]:
