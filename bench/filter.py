@@ -7,11 +7,13 @@ a coordinate search from the defaults (each option over its grid in turn, the be
 the randomized SVD is computed once per graph and reused by every candidate, as in a search); then the
 chosen filter fitted again from nothing on training and validation pairs together (train.refit, what
 the flow serves): its fit seconds; test ranked once, with the served rank-k vectors and with the exact
-filter (sparse products), on the same users (eval.max_users as the flow ranks: every user on the
-public sets, a seeded 10,000 on the network).
+filter (sparse products, 256 users at a time), on the same users (eval.max_users as the flow ranks:
+every user on the public sets, a seeded 10,000 on the network; --exact-users: a seeded sample for the
+exact filter, the served vectors ranked on it too). Peak RSS: the child's peak before the test is
+ranked (data, search, fit and refit); the exact filter's ranking is recorded apart.
 
     ./dev.sh python -m bench.filter [--datasets gowalla lastfm ml-100k network100k network1m]
-        [--set KEY=VALUE ...] [--rounds 2] [--work DIR] [--resume]
+        [--set KEY=VALUE ...] [--rounds 2] [--settings-from ROW] [--exact-users N] [--work DIR] [--resume]
 
 LightGCN's figures are the committed ones of the same splits: bench/results/transfer.json (its default
 recipe, refit, every test user) and bench/results/retrain_scale.json (the network, the bench's settings:
@@ -58,8 +60,11 @@ def lightgcn_default(name: str) -> tuple[float | None, str]:
     return (rows[0].get("default_recall@20"), "transfer.json: default recipe") if rows else (None, "-")
 
 
-def child(name: str, sets: list[str], out: Path, rounds: int) -> None:
-    """One data set, start to end (see the module); figures to `out`."""
+def child(spec: dict) -> None:
+    """One data set, start to end (see the module): spec's name, sets, rounds, `fixed` (settings
+    taken as chosen, no search: another row's), exact_users (test users the exact filter ranks:
+    a seeded sample, the served vectors ranked on it as well); figures to spec's out."""
+    name, sets, out = spec["name"], spec["sets"], Path(spec["out"])
     from recsys.config import load_config
     from recsys.data.loaders import load_data
     from recsys.filter_fit import train_filter
@@ -86,8 +91,9 @@ def child(name: str, sets: list[str], out: Path, rounds: int) -> None:
         return tried[key]
 
     t0 = time.perf_counter()
-    best = score(chosen)
-    for _ in range(rounds):
+    chosen = spec.get("fixed") or chosen
+    best = score(chosen) if len(prepared.indexed.valid) else float("nan")
+    for _ in range(0 if spec.get("fixed") else spec["rounds"]):
         for option, values in GRID.items():
             for value in values:
                 candidate = {**chosen, option: value}
@@ -102,15 +108,21 @@ def child(name: str, sets: list[str], out: Path, rounds: int) -> None:
         "filter": base.model.filter.model_validate(chosen)})})
     trained = train_filter(prepared, cfg, build_model(cfg.model, prepared.graph))  # fit, then refit from nothing
     model, graph, data = trained.model, trained.graph, trained.indexed or prepared.indexed
+    fit_rss = round(peak_rss_mb())  # the process's peak so far: data, the search (if any), the fit and refit
     served = evaluate_model(model, graph, data, "test", cfg.eval)
+    sample = cfg.eval.model_copy(update={"max_users": spec.get("exact_users") or cfg.eval.max_users})
+    on_sample = served if sample == cfg.eval else evaluate_model(model, graph, data, "test", sample)
     t1 = time.perf_counter()
     exact = evaluate_scores(lambda users: model.exact_scores(graph, users), data.n_users, data.n_items,
-                            data.split("test"), data.seen_before("test"), **cfg.eval.ranking())
+                            data.split("test"), data.seen_before("test"),
+                            **{**sample.ranking(), "chunk_size": 256})  # its products hold users x chunk
     out.write_text(json.dumps({
         "dataset": name, "members": data.n_users, "items": data.n_items, "train_pairs": len(data.train),
         "exact_recall@20": exact["recall@20"], "exact_ndcg@20": exact["ndcg@20"],
+        "exact_users": sample.max_users, "served_recall@20_on_exact_users": on_sample["recall@20"],
         "served_recall@20": served["recall@20"], "ndcg@20": served["ndcg@20"],
-        "fit_seconds": round(trained.result.history[0]["fit_seconds"], 1), "peak_rss_mb": round(peak_rss_mb()),
+        "fit_seconds": round(trained.result.history[0]["fit_seconds"], 1), "peak_rss_mb": fit_rss,
+        "peak_rss_mb_with_exact": round(peak_rss_mb()),
         "exact_test_seconds": round(time.perf_counter() - t1, 1), "search_seconds": round(search_seconds, 1),
         "candidates_tried": len(tried), "valid_" + monitor: best, "chosen": chosen,
         "eval_users": cfg.eval.max_users}))
@@ -118,10 +130,14 @@ def child(name: str, sets: list[str], out: Path, rounds: int) -> None:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--datasets", nargs="+", choices=DATASETS, default=DATASETS)
+    p.add_argument("--datasets", nargs="*", choices=DATASETS, default=DATASETS,
+                   help="the rows to run (none: rewrite the results from the rows they hold)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="more settings for every data set")
     p.add_argument("--work", type=Path, default=Path.home() / "graphrec-filter")
     p.add_argument("--rounds", type=int, default=2, help="rounds of the coordinate search over the grid")
+    p.add_argument("--settings-from", choices=DATASETS, help="no search: the settings chosen on that (finished) row")
+    p.add_argument("--exact-users", type=int, help="test users the exact filter ranks (a seeded sample; default: "
+                                                   "those the served vectors rank)")
     p.add_argument("--timeout", type=float, default=3 * 3600, help="seconds a data set may run")
     p.add_argument("--resume", action="store_true", help="reuse data sets finished with the same inputs")
     args = p.parse_args(argv)
@@ -131,19 +147,23 @@ def main(argv=None) -> int:
     old = {r["dataset"]: r for r in previous(NAME, "rows", [])}
     for name in args.datasets:
         sets = data_sets(name, args.work) + list(args.set)
+        fixed = old[args.settings_from]["chosen"] if args.settings_from else None
 
-        def run(name=name, sets=sets):
+        def run(name=name, sets=sets, fixed=fixed):
             out = args.work / f"{name}.json"
             out.parent.mkdir(parents=True, exist_ok=True)
             out.unlink(missing_ok=True)
             log = args.work / "logs" / f"{name}.log"
-            code, _ = run_bounded([sys.executable, "-m", "bench.filter", "--child", name, str(out), str(args.rounds),
-                                   *sets], log, args.timeout)
+            spec = args.work / f"{name}-spec.json"
+            spec.write_text(json.dumps({"name": name, "sets": sets, "out": str(out), "rounds": args.rounds,
+                                        "fixed": fixed, "exact_users": args.exact_users}))
+            code, _ = run_bounded([sys.executable, "-m", "bench.filter", "--child", str(spec)], log, args.timeout)
             if code != 0 or not out.is_file():
                 raise RuntimeError(f"bench.filter {name} " + failure(code, args.timeout, log))
             return json.loads(out.read_text())
 
-        row = stages.run(name, {"sets": sets, "rounds": args.rounds}, run)
+        row = stages.run(name, {"sets": sets, "rounds": args.rounds, "fixed": fixed, "exact": args.exact_users}, run)
+        row["chosen_on"] = f"{args.settings_from}'s validation" if fixed else "its validation"
         row["lightgcn_default_recall@20"], row["lightgcn_from"] = lightgcn_default(name)
         old[name] = row
     rows = [old[n] for n in DATASETS if n in old]
@@ -153,13 +173,15 @@ def main(argv=None) -> int:
                          "gowalla_fit_seconds": gowalla.get("fit_seconds"),
                          "filter_1m_fit_seconds": one_m.get("fit_seconds"),
                          "filter_1m_peak_rss_mb": one_m.get("peak_rss_mb"), "settings": args.set},
-                  [(r["dataset"], r["members"], _f(r["exact_recall@20"]), _f(r["served_recall@20"]), _f(r["ndcg@20"]),
+                  [(r["dataset"], r["members"], r.get("exact_users") or "all", _f(r["exact_recall@20"]),
+                    _f(r.get("served_recall@20_on_exact_users")), _f(r["served_recall@20"]), _f(r["ndcg@20"]),
                     r["fit_seconds"], r["peak_rss_mb"], _f(r["lightgcn_default_recall@20"]), r["lightgcn_from"],
-                    _chosen(r["chosen"])) for r in rows],
+                    f"{_chosen(r['chosen'])} (on {r.get('chosen_on', 'its validation')})") for r in rows],
                   "The graph filter beside LightGCN's default (test, ranked once)",
                   notes=__doc__.split("\n\n")[1].replace("\n", " "),
-                  header=("data set", "members", "exact R@20", "served R@20", "served NDCG@20", "fit s",
-                          "peak RSS MB", "LightGCN default R@20", "LightGCN figure from", "chosen on validation"))
+                  header=("data set", "members", "exact: test users", "exact R@20", "served R@20 (same users)",
+                          "served R@20", "served NDCG@20", "fit s", "peak RSS MB", "LightGCN default R@20",
+                          "LightGCN figure from", "settings (chosen on)"))
     return 0
 
 
@@ -168,13 +190,12 @@ def _f(value) -> str:
 
 
 def _chosen(options: dict) -> str:
-    keep = ("kind", "order", "flatness", "ideal_rank", "ideal_weight", "degree_power", "rank")
+    keep = ("kind", "order", "flatness", "ideal_rank", "ideal_weight", "degree_power", "norm_power", "rank")
     return ", ".join(f"{k}={options[k]}" for k in keep if k in options)
 
 
 if __name__ == "__main__":
     if "--child" in sys.argv:
-        at = sys.argv.index("--child")
-        child(sys.argv[at + 1], sys.argv[at + 4:], Path(sys.argv[at + 2]), int(sys.argv[at + 3]))
+        child(json.loads(Path(sys.argv[sys.argv.index("--child") + 1]).read_text()))
     else:
         sys.exit(main())

@@ -19,7 +19,7 @@ import importlib
 from dataclasses import dataclass
 from typing import Any, Callable, Literal, Optional
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from recsys.config_base import ConfigError, Section
 
@@ -226,12 +226,12 @@ class FilterOptions(Section):
     oversample: int = Field(32, ge=0, description="randomized SVD: extra columns beyond rank")
     iterations: int = Field(4, ge=0, description="randomized SVD: power iterations")
 
-    @field_validator("ideal_rank")
-    @classmethod
-    def _ideal(cls, value, info):
-        if value > info.data.get("rank", value):
-            raise ValueError("ideal_rank must not exceed rank (the served eigenvectors)")
-        return value
+    @model_validator(mode="after")
+    def _ideal_within_rank(self):
+        if self.ideal_rank > self.rank:
+            raise ValueError(f"ideal_rank ({self.ideal_rank}) must not exceed rank ({self.rank}), the served "
+                             "eigenvectors it is drawn from")
+        return self
 
 
 def filter_space(trial) -> dict[str, Any]:
