@@ -17,6 +17,14 @@ SHARED_DATA = Path(os.environ.get("GRAPHREC_SHARED_DATA", Path(__file__).resolve
 # benches recorded before then (retrain_scale, the gpu bench's reference and scale stages) keep them.
 UNIFORM_RECIPE = {"epochs": 40, "lr": 0.005, "l2": 1e-4, "average": None,
                   "negatives": {"kind": "uniform", "per_positive": 1}}
+# The public data sets as the quality benches (transfer, filter) load and split them: configuration
+# settings per name. 10 LastFM users have fewer than 3 artists, which the default validation refuses.
+PUBLIC_SETS = {
+    "gowalla": ["data.source=gowalla", f"data.path={SHARED_DATA / 'gowalla'}"],
+    "lastfm": ["data.source=lastfm", f"data.path={SHARED_DATA / 'lastfm'}", "validation.min_interactions_per_user=1"],
+    "ml-100k": ["data.source=ml-100k", f"data.path={SHARED_DATA / 'ml-100k'}", "data.split.kind=random",
+                "data.split.valid_fraction=0.1", "data.split.test_fraction=0.2"],
+}
 UNIFORM_SETS = ["train.lr=0.005", "train.l2=0.0001", "train.average=null", "train.negatives.kind=uniform",
                 "train.negatives.per_positive=1"]
 def command(bench: str, argv: list[str] | None) -> str:

@@ -27,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.common import Stages, peak_rss_mb, previous, write_results
+from bench.common import PUBLIC_SETS, Stages, peak_rss_mb, previous, write_results
 
 NAME = "filter"
 DATASETS = ["gowalla", "lastfm", "ml-100k", "network100k", "network1m"]
@@ -38,10 +38,8 @@ GRID = {"kind": ["cheby", "linear"], "norm_power": [0.3, 0.35, 0.4, 0.45, 0.5],
 
 def data_sets(name: str, work: Path) -> list[str]:
     """The configuration settings that load and split data set `name`."""
-    from bench.transfer import DATASETS as PUBLIC
-
-    if name in PUBLIC:
-        return [*PUBLIC[name]["sets"], "eval.max_users=null"]
+    if name in PUBLIC_SETS:
+        return [*PUBLIC_SETS[name], "eval.max_users=null"]
     from bench.synthetic import network_files
 
     members = {"network100k": 100_000, "network1m": 1_000_000}[name]

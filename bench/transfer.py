@@ -19,20 +19,14 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from bench.common import SHARED_DATA, Stages, previous, write_results
+from bench.common import PUBLIC_SETS, Stages, previous, write_results
 
 NAME = "transfer"
 CARVED = "validation: 10% of each user's training pairs at random (split.seed 0), carved from train"
 DATASETS = {
-    "gowalla": {"sets": ["data.source=gowalla", f"data.path={SHARED_DATA / 'gowalla'}"],
-                "published": 0.1830, "chosen_on": CARVED},
-    # 10 LastFM users have fewer than 3 artists, which the default validation refuses
-    "lastfm": {"sets": ["data.source=lastfm", f"data.path={SHARED_DATA / 'lastfm'}",
-                        "validation.min_interactions_per_user=1"],
-               "published": None, "chosen_on": CARVED},
-    "ml-100k": {"sets": ["data.source=ml-100k", f"data.path={SHARED_DATA / 'ml-100k'}", "data.split.kind=random",
-                         "data.split.valid_fraction=0.1", "data.split.test_fraction=0.2"],
-                "published": None,
+    "gowalla": {"sets": PUBLIC_SETS["gowalla"], "published": 0.1830, "chosen_on": CARVED},
+    "lastfm": {"sets": PUBLIC_SETS["lastfm"], "published": None, "chosen_on": CARVED},
+    "ml-100k": {"sets": PUBLIC_SETS["ml-100k"], "published": None,
                 "chosen_on": "validation: 10% of each user's pairs at random (split.seed 0; test 20%)"},
 }
 # every user with targets is ranked (the product samples 10,000; on Gowalla's 29,858 test users that

@@ -19,7 +19,7 @@ import importlib
 from dataclasses import dataclass
 from typing import Any, Callable, Literal, Optional
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator
 
 from recsys.config_base import ConfigError, Section
 
@@ -216,7 +216,8 @@ class FilterOptions(Section):
                                                                   "linear: the normalised item-item graph itself")
     order: int = Field(8, ge=1, le=64, description="cheby: the polynomial's degree")
     flatness: float = Field(1.5, gt=0, description="cheby: how long the response stays near a half mid-spectrum")
-    ideal_rank: int = Field(512, ge=0, description="eigenvectors in the ideal low-pass part (0: none)")
+    ideal_rank: int = Field(512, ge=0, description="eigenvectors in the ideal low-pass part (0: none; at most "
+                                                   "`rank`, the served ones: a larger value takes them all)")
     ideal_weight: float = Field(0.2, ge=0, description="the ideal low-pass part's weight")
     degree_power: float = Field(0.4, ge=0, le=1, description="items' degree ^ -this before the filter, ^ +this "
                                                             "after")
@@ -225,13 +226,6 @@ class FilterOptions(Section):
     rank: int = Field(1024, ge=1, description="width of the served vectors: the filter's best rank-k form")
     oversample: int = Field(32, ge=0, description="randomized SVD: extra columns beyond rank")
     iterations: int = Field(4, ge=0, description="randomized SVD: power iterations")
-
-    @model_validator(mode="after")
-    def _ideal_within_rank(self):
-        if self.ideal_rank > self.rank:
-            raise ValueError(f"ideal_rank ({self.ideal_rank}) must not exceed rank ({self.rank}), the served "
-                             "eigenvectors it is drawn from")
-        return self
 
 
 def filter_space(trial) -> dict[str, Any]:

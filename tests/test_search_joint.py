@@ -14,7 +14,8 @@ def test_a_joint_study_draws_the_family_first_and_registers_the_best_of_either(t
     root = tmp_path / "store"
     code = cli_main(["search", "--trials", "2", *cli_args(root, "train.epochs=2", "search.family=lightgcn",
                                                           "search.families=[filter,lightgcn]",
-                                                          "model.filter.rank=64", "model.filter.ideal_rank=32")])
+                                                          "model.filter.rank=64", "model.filter.ideal_rank=32",
+                                                          "train.eval_every=1")])
     assert code == 0
     s = study(root, "graphrec-filter+lightgcn")
     done = [t for t in s.trials if t.state == optuna.trial.TrialState.COMPLETE]
