@@ -104,7 +104,7 @@ class GraphFilter(RecModel):
         """Users: the sums of their training items' input vectors; items: their output vectors. A user
         or item with no training pair takes its cold-start neighbours' vectors, weighted
         (recsys/graph/cold_start.py), where the graph has such edges."""
-        ops = operators(graph)
+        ops = operators(graph, self.options.norm_power)
         users = torch.sparse.mm(ops["binary"], self.item_in)
         return (borrowed(users, graph, SIMILAR_USER, ops["user_degree"]),
                 borrowed(self.item_out, graph, SIMILAR_ITEM, ops["degree"]))
