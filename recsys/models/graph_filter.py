@@ -89,8 +89,7 @@ class GraphFilter(RecModel):
         lam, vecs = (sing[:take] ** 2 / self.scale).clamp(max=1.0), vecs[:, :take]
         gain = self.response(lam.cpu())
         gain[:o.ideal_rank] += o.ideal_weight
-        pre, post = ops["degree"].pow(-o.degree_power), ops["degree"].pow(o.degree_power)
-        pre[ops["degree"] == 0] = 0
+        pre, post = degree_scaling(ops["degree"], o.degree_power)
         self.item_in.zero_()
         self.item_out.zero_()
         self.eigenvalues.zero_()
@@ -115,9 +114,7 @@ class GraphFilter(RecModel):
         The ideal part uses the fit's eigenvectors (the top `ideal_rank` of the served ones)."""
         o, ops = self.options, operators(graph, self.options.norm_power)
         rows = dense_rows(ops["binary"], torch.as_tensor(users, dtype=torch.long, device=ops["degree"].device))
-        degree = ops["degree"]
-        pre, post = degree.pow(-o.degree_power), degree.pow(o.degree_power)
-        pre[degree == 0] = 0
+        pre, post = degree_scaling(ops["degree"], o.degree_power)
         y = (rows * pre).T.contiguous()  # items x chunk
 
         def gram(x):  # P x
@@ -148,8 +145,11 @@ def operators(graph: RecGraph, power: float = 0.5) -> dict:
         keys = torch.unique(src.long().cpu() * n_items + dst.long().cpu())
         u, i = keys // n_items, keys % n_items
         ones = torch.ones(len(keys))
+        with warnings.catch_warnings():  # torch calls its CSR tensors beta; they are what csr_mm takes
+            warnings.filterwarnings("ignore", "Sparse CSR tensor support is in beta")
+            binary = torch.sparse_coo_tensor(torch.stack([u, i]), ones, (n_users, n_items)).coalesce().to_sparse_csr()
         graph._cache["filter_interactions"] = {
-            "index": torch.stack([u, i]), "shape": (n_users, n_items),
+            "index": torch.stack([u, i]), "shape": (n_users, n_items), "binary": binary,
             "user_degree": torch.zeros(n_users).index_add_(0, u, ones),
             "degree": torch.zeros(n_items).index_add_(0, i, ones)}
     base = graph._cache["filter_interactions"]
@@ -157,16 +157,22 @@ def operators(graph: RecGraph, power: float = 0.5) -> dict:
     if key not in graph._cache:
         index, shape, device = base["index"], base["shape"], graph.device
         weight = base["user_degree"][index[0]].pow(-power) * base["degree"][index[1]].pow(-power)
-        binary = torch.sparse_coo_tensor(index, torch.ones(index.shape[1]), shape).coalesce()
         norm = torch.sparse_coo_tensor(index, weight, shape).coalesce()
         with warnings.catch_warnings():  # torch calls its CSR tensors beta; they are what csr_mm takes
             warnings.filterwarnings("ignore", "Sparse CSR tensor support is in beta")
             graph._cache[key] = {
-                "binary": binary.to_sparse_csr().to(device), "norm": norm.to_sparse_csr().to(device),
+                "binary": base["binary"].to(device), "norm": norm.to_sparse_csr().to(device),
                 "norm_coo": norm.to(device), "norm_t": norm.t().coalesce().to_sparse_csr().to(device),
                 "degree": base["degree"].to(device), "user_degree": base["user_degree"].to(device),
                 "shape": shape}
     return graph._cache[key]
+
+
+def degree_scaling(degree: torch.Tensor, power: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(degree^-power, degree^+power), the first 0 where the degree is (an item with no pairs)."""
+    pre, post = degree.pow(-power), degree.pow(power)
+    pre[degree == 0] = 0
+    return pre, post
 
 
 def borrowed(vectors: torch.Tensor, graph: RecGraph, etype: tuple, degree: torch.Tensor) -> torch.Tensor:
