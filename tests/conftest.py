@@ -55,8 +55,18 @@ def _sys_path_as_it_was():
     sys.path[:] = saved
 
 
+# The files that take longest, handed to the xdist workers first (pyproject: --dist loadfile with
+# --no-loadscope-reorder keeps this order), so that no long file starts last while the other worker
+# has nothing left: longest first balances two workers. An order only: a file missing here runs later.
+LONGEST_FIRST = ["test_kills.py", "test_ray.py", "test_stopping.py", "test_search.py", "test_faults.py",
+                 "test_kernels.py", "test_handover.py", "test_serve.py", "test_dask.py", "test_bad_inputs.py"]
+
+
 def pytest_collection_modifyitems(items):
-    """Tests whose module runs Prefect flows get the session's Prefect server."""
+    """The longest files first (LONGEST_FIRST); tests whose module runs Prefect flows get the
+    session's Prefect server."""
+    order = {name: rank for rank, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: order.get(Path(str(item.fspath)).name, len(order)))  # stable: the rest as collected
     uses_prefect = {}
     for item in items:
         path = Path(str(item.fspath))

@@ -36,7 +36,8 @@ def _wait(check, what: str):
 def prefect_server(tmp_path, processes):
     port = _free_port()
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-server"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-           "PREFECT_API_URL": f"http://127.0.0.1:{port}/api"}
+           "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
+           "PREFECT_RUNNER_POLL_FREQUENCY": "1"}  # serve's runner asks for scheduled runs each second (default 10)
     env.pop("PREFECT_API_KEY", None)
     processes.start([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
                     env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
