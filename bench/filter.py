@@ -13,7 +13,14 @@ exact filter, the served vectors ranked on it too). Peak RSS: the child's peak b
 ranked (data, search, fit and refit); the exact filter's ranking is recorded apart.
 
     ./dev.sh python -m bench.filter [--datasets gowalla lastfm ml-100k network100k network1m]
-        [--set KEY=VALUE ...] [--rounds 2] [--settings-from ROW] [--exact-users N] [--work DIR] [--resume]
+        [--set KEY=VALUE ...] [--rounds 2] [--settings-from ROW] [--exact-users N] [--ranks K ...]
+        [--work DIR] [--resume]
+
+Row gowalla-published is Gowalla with the family's defaults, ChebyCF's published Gowalla settings
+(its authors' choice, on the test split), with no search: a check of the implementation against the
+paper's figure, and the price of serving those settings as vectors (--ranks 1536 2048: the served
+vectors at more ranks, each fitted from nothing, beside the configured one). It is not a row chosen
+on validation.
 
 LightGCN's figures are the committed ones of the same splits: bench/results/transfer.json (its default
 recipe, refit, every test user) and bench/results/retrain_scale.json (the network, the bench's settings:
@@ -28,16 +35,20 @@ import time
 from pathlib import Path
 
 from bench.common import PUBLIC_SETS, Stages, peak_rss_mb, previous, write_results
+from recsys.families import FILTER_IDEAL_RANKS
 
 NAME = "filter"
-DATASETS = ["gowalla", "lastfm", "ml-100k", "network100k", "network1m"]
+DATASETS = ["gowalla", "lastfm", "ml-100k", "network100k", "network1m", "gowalla-published"]
+PUBLISHED = {"gowalla-published": "gowalla"}  # row -> the data set it runs, with the defaults and no search
 GRID = {"kind": ["cheby", "linear"], "norm_power": [0.3, 0.35, 0.4, 0.45, 0.5],
-        "degree_power": [0.0, 0.1, 0.2, 0.3, 0.4, 0.5], "ideal_rank": [0, 128, 256, 512],
-        "ideal_weight": [0.0, 0.1, 0.2, 0.4, 0.8], "order": [4, 8, 12, 16], "flatness": [0.5, 1.0, 1.5, 2.5, 4.0, 8.0]}
+        "degree_power": [0.0, 0.1, 0.2, 0.3, 0.4, 0.5], "ideal_rank": FILTER_IDEAL_RANKS,
+        "ideal_weight": [0.0, 0.1, 0.2, 0.4, 0.7, 1.0], "order": [4, 8, 12, 16],
+        "flatness": [0.5, 1.0, 1.5, 2.5, 4.0, 8.0]}
 
 
 def data_sets(name: str, work: Path) -> list[str]:
     """The configuration settings that load and split data set `name`."""
+    name = PUBLISHED.get(name, name)
     if name in PUBLIC_SETS:
         return [*PUBLIC_SETS[name], "eval.max_users=null"]
     from bench.synthetic import network_files
@@ -49,6 +60,7 @@ def data_sets(name: str, work: Path) -> list[str]:
 
 def lightgcn_default(name: str) -> tuple[float | None, str]:
     """(LightGCN's default test recall@20 on this split, where it comes from)."""
+    name = PUBLISHED.get(name, name)
     if name.startswith("network"):
         members = {"network100k": 100_000, "network1m": 1_000_000}[name]
         rows = [r for r in previous("retrain_scale", "rows", []) if r["family"] == "lightgcn"
@@ -60,8 +72,9 @@ def lightgcn_default(name: str) -> tuple[float | None, str]:
 
 def child(spec: dict) -> None:
     """One data set, start to end (see the module): spec's name, sets, rounds, `fixed` (settings
-    taken as chosen, no search: another row's), exact_users (test users the exact filter ranks:
-    a seeded sample, the served vectors ranked on it as well); figures to spec's out."""
+    taken as chosen, no search: another row's; `search` false: the defaults, no search), exact_users
+    (test users the exact filter ranks: a seeded sample, the served vectors ranked on it as well),
+    ranks (more ranks to serve at); figures to spec's out."""
     name, sets, out = spec["name"], spec["sets"], Path(spec["out"])
     from recsys.config import load_config
     from recsys.data.loaders import load_data
@@ -91,7 +104,7 @@ def child(spec: dict) -> None:
     t0 = time.perf_counter()
     chosen = spec.get("fixed") or chosen
     best = score(chosen) if len(prepared.indexed.valid) else float("nan")
-    for _ in range(0 if spec.get("fixed") else spec["rounds"]):
+    for _ in range(spec["rounds"] if spec.get("search", True) and not spec.get("fixed") else 0):
         for option, values in GRID.items():
             for value in values:
                 candidate = {**chosen, option: value}
@@ -114,6 +127,8 @@ def child(spec: dict) -> None:
     exact = evaluate_scores(lambda users: model.exact_scores(graph, users), data.n_users, data.n_items,
                             data.split("test"), data.seen_before("test"),
                             **{**sample.ranking(), "chunk_size": 256})  # its products hold users x chunk
+    exact_seconds = time.perf_counter() - t1
+    by_rank = [_at_rank(cfg, graph, data, rank) for rank in spec.get("ranks") or []]
     out.write_text(json.dumps({
         "dataset": name, "members": data.n_users, "items": data.n_items, "train_pairs": len(data.train),
         "exact_recall@20": exact["recall@20"], "exact_ndcg@20": exact["ndcg@20"],
@@ -121,9 +136,25 @@ def child(spec: dict) -> None:
         "served_recall@20": served["recall@20"], "ndcg@20": served["ndcg@20"],
         "fit_seconds": round(trained.result.history[0]["fit_seconds"], 1), "peak_rss_mb": fit_rss,
         "peak_rss_mb_with_exact": round(peak_rss_mb()),
-        "exact_test_seconds": round(time.perf_counter() - t1, 1), "search_seconds": round(search_seconds, 1),
+        "exact_test_seconds": round(exact_seconds, 1), "search_seconds": round(search_seconds, 1), "by_rank": by_rank,
         "candidates_tried": len(tried), "valid_" + monitor: best, "chosen": chosen,
         "eval_users": cfg.eval.max_users}))
+
+
+def _at_rank(cfg, graph, data, rank: int) -> dict:
+    """The chosen filter at another rank, fitted from nothing on the served graph: its fit seconds and
+    test figures (the same users as the served row)."""
+    from recsys.models import build_model
+    from recsys.train import evaluate_model
+
+    options = cfg.model.filter.model_copy(update={"rank": rank, "ideal_rank": min(cfg.model.filter.ideal_rank, rank)})
+    model = build_model(cfg.model.model_copy(update={"filter": options}), graph)
+    started = time.perf_counter()
+    model.fit(graph)
+    fitted = time.perf_counter() - started
+    figures = evaluate_model(model, graph, data, "test", cfg.eval)
+    return {"rank": rank, "fit_seconds": round(fitted, 1), "served_recall@20": figures["recall@20"],
+            "ndcg@20": figures["ndcg@20"]}
 
 
 def main(argv=None) -> int:
@@ -136,6 +167,8 @@ def main(argv=None) -> int:
     p.add_argument("--settings-from", choices=DATASETS, help="no search: the settings chosen on that (finished) row")
     p.add_argument("--exact-users", type=int, help="test users the exact filter ranks (a seeded sample; default: "
                                                    "those the served vectors rank)")
+    p.add_argument("--ranks", nargs="*", type=int, default=[],
+                   help="serve at these ranks too (each fitted from nothing; test figures and fit seconds)")
     p.add_argument("--timeout", type=float, default=3 * 3600, help="seconds a data set may run")
     p.add_argument("--resume", action="store_true", help="reuse data sets finished with the same inputs")
     args = p.parse_args(argv)
@@ -145,7 +178,7 @@ def main(argv=None) -> int:
     old = {r["dataset"]: r for r in previous(NAME, "rows", [])}
     for name in args.datasets:
         sets = data_sets(name, args.work) + list(args.set)
-        fixed = old[args.settings_from]["chosen"] if args.settings_from else None
+        fixed = old[args.settings_from]["chosen"] if args.settings_from and name not in PUBLISHED else None
 
         def run(name=name, sets=sets, fixed=fixed):
             out = args.work / f"{name}.json"
@@ -154,14 +187,17 @@ def main(argv=None) -> int:
             log = args.work / "logs" / f"{name}.log"
             spec = args.work / f"{name}-spec.json"
             spec.write_text(json.dumps({"name": name, "sets": sets, "out": str(out), "rounds": args.rounds,
-                                        "fixed": fixed, "exact_users": args.exact_users}))
+                                        "fixed": fixed, "exact_users": args.exact_users, "ranks": args.ranks,
+                                        "search": name not in PUBLISHED}))
             code, _ = run_bounded([sys.executable, "-m", "bench.filter", "--child", str(spec)], log, args.timeout)
             if code != 0 or not out.is_file():
                 raise RuntimeError(f"bench.filter {name} " + failure(code, args.timeout, log))
             return json.loads(out.read_text())
 
-        row = stages.run(name, {"sets": sets, "rounds": args.rounds, "fixed": fixed, "exact": args.exact_users}, run)
-        row["chosen_on"] = f"{args.settings_from}'s validation" if fixed else "its validation"
+        row = stages.run(name, {"sets": sets, "rounds": args.rounds, "fixed": fixed, "exact": args.exact_users,
+                                **({"ranks": args.ranks} if args.ranks else {})}, run)
+        row["chosen_on"] = ("ChebyCF's test split, by its authors (published)" if name in PUBLISHED else
+                            f"{args.settings_from}'s validation" if fixed else "its validation")
         row["lightgcn_default_recall@20"], row["lightgcn_from"] = lightgcn_default(name)
         old[name] = row
     rows = [old[n] for n in DATASETS if n in old]
@@ -176,11 +212,25 @@ def main(argv=None) -> int:
                     r["fit_seconds"], r["peak_rss_mb"], _f(r["lightgcn_default_recall@20"]), r["lightgcn_from"],
                     f"{_chosen(r['chosen'])} (on {r.get('chosen_on', 'its validation')})") for r in rows],
                   "The graph filter beside LightGCN's default (test, ranked once)",
-                  notes=__doc__.split("\n\n")[1].replace("\n", " "),
+                  notes=" ".join(__doc__.split("\n\n")[i].replace("\n", " ")
+                                 for i in (1, 3) if i == 1 or any(r["dataset"] in PUBLISHED for r in rows))
+                  + _by_rank(rows),
                   header=("data set", "members", "exact: test users", "exact R@20", "served R@20 (same users)",
                           "served R@20", "served NDCG@20", "fit s", "peak RSS MB", "LightGCN default R@20",
                           "LightGCN figure from", "settings (chosen on)"))
     return 0
+
+
+def _by_rank(rows: list[dict]) -> str:
+    """The served vectors at more ranks (--ranks), as a table after the notes."""
+    lines = [f"| {r['dataset']} | {r['chosen']['rank']} (served row) | {r['fit_seconds']} | "
+             f"{_f(r['served_recall@20'])} | {_f(r['ndcg@20'])} | {_f(r['exact_recall@20'])} |\n"
+             + "".join(f"| {r['dataset']} | {b['rank']} | {b['fit_seconds']} | {_f(b['served_recall@20'])} | "
+                       f"{_f(b['ndcg@20'])} | |\n" for b in r["by_rank"])
+             for r in rows if r.get("by_rank")]
+    return ("\n\nThe served vectors' rank (each fitted from nothing on the served graph; test, every user):\n\n"
+            "| data set | rank | fit s | served R@20 | served NDCG@20 | exact R@20 |\n|---|---:|---:|---:|---:|---:|\n"
+            + "".join(lines)) if lines else ""
 
 
 def _f(value) -> str:

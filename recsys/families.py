@@ -228,17 +228,22 @@ class FilterOptions(Section):
     iterations: int = Field(4, ge=0, description="randomized SVD: power iterations")
 
 
+# The ideal low-pass part's sizes a search chooses among (tens suit a data set of a thousand or so
+# items, hundreds larger ones); bench/filter.py's grid takes the same.
+FILTER_IDEAL_RANKS = [0, 32, 64, 128, 256, 512]
+
+
 def filter_space(trial) -> dict[str, Any]:
     """The filter's kind and shape; its served rank stays as configured (it sets the cost)."""
     kind = trial.suggest_categorical("model.filter.kind", ["cheby", "linear"])
     space = {"model.filter.kind": kind,
-             "model.filter.ideal_rank": trial.suggest_categorical("model.filter.ideal_rank", [0, 128, 256, 512]),
+             "model.filter.ideal_rank": trial.suggest_categorical("model.filter.ideal_rank", FILTER_IDEAL_RANKS),
              "model.filter.ideal_weight": trial.suggest_float("model.filter.ideal_weight", 0.0, 1.0),
              "model.filter.degree_power": trial.suggest_float("model.filter.degree_power", 0.0, 0.6),
              "model.filter.norm_power": trial.suggest_float("model.filter.norm_power", 0.2, 0.6)}
     if kind == "cheby":
         space["model.filter.order"] = trial.suggest_int("model.filter.order", 2, 16)
-        space["model.filter.flatness"] = trial.suggest_float("model.filter.flatness", 0.3, 6.0, log=True)
+        space["model.filter.flatness"] = trial.suggest_float("model.filter.flatness", 0.3, 10.0, log=True)
     return space
 
 
