@@ -4,8 +4,8 @@ with SIGKILL mid-training is restarted from the last epoch's checkpoint, the run
 quality of this process's own training on ML-100K (within the paired standard error); its data
 reaches the workers through the run's artifacts, the other run's through Ray's object store.
 With no failure allowed, the same kill (in a retrain of a tiny network) fails the command with
-exit 6, the run FAILED, the champion and CURRENT untouched. No Ray process outlives its command. (The mathematics of the workers:
-test_dist.py.)"""
+exit 6, the run FAILED, the champion and CURRENT untouched. No Ray process outlives its command.
+(The mathematics of the workers: test_dist.py.)"""
 from __future__ import annotations
 
 import os
