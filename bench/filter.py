@@ -147,7 +147,7 @@ def _at_rank(cfg, graph, data, rank: int) -> dict:
     from recsys.models import build_model
     from recsys.train import evaluate_model
 
-    options = cfg.model.filter.model_copy(update={"rank": rank, "ideal_rank": min(cfg.model.filter.ideal_rank, rank)})
+    options = cfg.model.filter.model_copy(update={"rank": rank})  # (the fit takes at most `rank` ideal eigenvectors)
     model = build_model(cfg.model.model_copy(update={"filter": options}), graph)
     started = time.perf_counter()
     model.fit(graph)
