@@ -104,9 +104,11 @@ def _flow_run_crashed(name: str) -> None:
 
 # Each phase under one signal, each signal in two phases (the handler is one for both signals; what a
 # phase leaves to clean up is the phase's): SIGTERM to every process at once, below, adds the pair not taken.
-@pytest.mark.parametrize("phase,sig", [("validate", signal.SIGINT), ("train", signal.SIGTERM),
-                                       ("register", signal.SIGINT), ("refresh", signal.SIGTERM)],
-                         ids=["validate-SIGINT", "train-SIGTERM", "register-SIGINT", "refresh-SIGTERM"])
+STOPPED = [("validate", signal.SIGINT), ("train", signal.SIGTERM), ("register", signal.SIGINT),
+           ("refresh", signal.SIGTERM)]
+
+
+@pytest.mark.parametrize("phase,sig", STOPPED, ids=[f"{phase}-{sig.name}" for phase, sig in STOPPED])
 def test_a_retrain_stopped_through_its_group_ends_cleanly(store, phase, sig, tmp_path, processes):
     """On the session's Prefect server, where the flow run's state is read back (a command's own
     server: the tests below)."""
