@@ -119,7 +119,8 @@ class NegativesConfig(Section):
 
 
 GENERIC = {"epochs": 40, "lr": 0.005, "l2": 1e-4, "average": None, "negatives.kind": "uniform",
-           "negatives.per_positive": 1, "warm_shrink": 0.3, "warm_perturb": 0.1}  # a family without a recipe
+           "negatives.per_positive": 1, "warm_shrink": 0.3, "warm_perturb": 0.1,
+           "warm_replay": 1.0}  # a family without a recipe
 
 
 class TrainConfig(Section):
@@ -186,8 +187,12 @@ class TrainConfig(Section):
                           "warm_perturb added (shrink and perturb; 1 and 0: a plain copy); auto: the family's "
                           "recipe (see `graphrec families`), else 0.3")
     warm_perturb: Union[Literal["auto"], float] = Field(AUTO, description="auto: the family's recipe, else 0.1")
+    warm_replay: Union[Literal["auto"], float] = Field(
+        AUTO, description="a warm start's epochs: every training pair the champion never trained on, and this "
+                          "fraction of those it did, drawn afresh each epoch (1: every pair); a champion that "
+                          "kept no pairs: every pair. auto: the family's recipe, else 1")
 
-    @field_validator("epochs", "lr", "l2", "average", "warm_shrink", "warm_perturb")
+    @field_validator("epochs", "lr", "l2", "average", "warm_shrink", "warm_perturb", "warm_replay")
     @classmethod
     def _recipe_value(cls, value, info):
         allowed, what = {"epochs": (lambda v: v >= 1, "a positive integer"),
@@ -195,7 +200,8 @@ class TrainConfig(Section):
                          "l2": (lambda v: v >= 0, "a number of 0 or more"),
                          "average": (lambda v: 0 < v < 1, "a number between 0 and 1"),
                          "warm_shrink": (lambda v: 0 < v <= 1, "a number above 0, at most 1"),
-                         "warm_perturb": (lambda v: 0 <= v <= 1, "a number from 0 to 1")}[info.field_name]
+                         "warm_perturb": (lambda v: 0 <= v <= 1, "a number from 0 to 1"),
+                         "warm_replay": (lambda v: 0 <= v <= 1, "a number from 0 to 1")}[info.field_name]
         if value in (AUTO, None) or allowed(value):
             return value
         raise ValueError(f"must be auto or {what}")

@@ -165,6 +165,7 @@ class _Run:
     worker: Optional[Worker]
     part: Optional[Part]  # the columns of the ID tables this worker trains (recsys/dist.py), if it splits them
     loss: Callable  # the model's batch_loss (behind DDP on several workers)
+    fresh: Optional[np.ndarray] = None  # a warm start's pairs new to the champion (train.warm_replay below 1)
     step: int = 0
 
     def join(self) -> None:
@@ -203,7 +204,24 @@ def _start(model, graph, data, cfg, sampler, device, worker=None) -> _Run:
     return _Run(cfg, model, graph, data, sampler, ScoreView(model, graph, cfg.negatives.refresh_every, part),
                 optimizer, schedule, ParameterAverage(model, optimizer, cfg.average) if cfg.average else None,
                 EarlyStopping(cfg.patience), result, batch_size, device, Governor(), np.random.default_rng(cfg.seed),
-                worker, part, model.batch_loss if worker is None else worker.wrap(model, part))
+                worker, part, model.batch_loss if worker is None else worker.wrap(model, part),
+                replayed(model, data.train, cfg))
+
+
+def replayed(model, pairs: np.ndarray, cfg: TrainConfig) -> Optional[np.ndarray]:
+    """Which of `pairs` a warm start's epochs always train (those new to the champion, recsys.warm.Seen),
+    the others replayed at train.warm_replay; None: every pair every epoch (a scratch start, a replay
+    of 1, a champion that kept no pairs). `cfg` is resolved."""
+    seen = getattr(model, "warm_seen", None)
+    return None if seen is None or float(cfg.warm_replay) >= 1 else seen.fresh(pairs)
+
+
+def epoch_pairs(cfg: TrainConfig, n_pairs: int, fresh: Optional[np.ndarray]) -> float:
+    """How many pairs an epoch trains on average (all of them, or replayed's new ones and the replayed share)."""
+    if fresh is None:
+        return float(n_pairs)
+    new = int(fresh.sum())
+    return new + float(cfg.warm_replay) * (n_pairs - new)
 
 
 def _epoch(run: _Run, epoch: int, callbacks: Sequence[Callback]) -> dict[str, float]:
@@ -213,7 +231,10 @@ def _epoch(run: _Run, epoch: int, callbacks: Sequence[Callback]) -> dict[str, fl
     run.sampler.set_epoch(epoch)
     run.scores.reset()
     order = run.rng.permutation(len(pairs))
-    n_batches = max(1, -(-len(pairs) // run.batch_size))
+    if run.fresh is not None:  # a warm start's epoch: the pairs new to the champion and a share of the rest
+        picked = order[run.fresh[order] | (run.rng.random(len(order)) < float(cfg.warm_replay))]
+        order = picked if len(picked) else order[:run.batch_size]
+    n_batches = max(1, -(-len(order) // run.batch_size))
     loss_sum = reg_sum = 0.0
     for b in range(n_batches):
         idx = order[b * run.batch_size:(b + 1) * run.batch_size]
