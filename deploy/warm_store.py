@@ -4,8 +4,7 @@
 - `state.pt`: the state of the model chosen on validation, as the family built it, and of its later
   stages' modules (MMoE heads, the LLM prefix): dicts of tensors, read back with torch's weights-only
   loader, so loading runs no code from the store;
-- `ids.npz`: the user and item ids its ID rows belong to, as text, and the training pairs that state
-  learnt from (recsys.warm.pair_keys of their rows), so a warm run knows which of today's are new;
+- `ids.npz`: the user and item ids its ID rows belong to, as text;
 - `warm.json`: the family, its model section, and how many warm starts in a row led to it.
 
 A version without them (registered before warm starts, or its files lost) gives no state, and
@@ -23,7 +22,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from deploy.registry import CHAMPION, alias_version
-from recsys.warm import WarmState, pair_keys
+from recsys.warm import WarmState
 
 WARM_DIR = "warm_start"
 FILES = ("state.pt", "ids.npz", "warm.json")
@@ -36,19 +35,16 @@ def _plain(module: torch.nn.Module) -> dict:
 
 def record_warm_state(run_id: str, model: torch.nn.Module, family: str, model_cfg: dict,
                       user_ids: np.ndarray, item_ids: np.ndarray, chain: int,
-                      stages: Optional[dict[str, torch.nn.Module]] = None,
-                      pairs: Optional[np.ndarray] = None) -> None:
-    """Log what a later warm start needs as artifacts of `run_id` (`pairs`: the (user row, item
-    row) pairs the state trained on)."""
+                      stages: Optional[dict[str, torch.nn.Module]] = None) -> None:
+    """Log what a later warm start needs as artifacts of `run_id`."""
     with tempfile.TemporaryDirectory(prefix="graphrec-warm-") as tmp:
         folder = Path(tmp)
         # a model fitted whole (the graph filter) starts nothing: its family and ids alone are kept
         state = _plain(model) if getattr(model, "warm_startable", True) else {}
         torch.save({"model": state, "stages": {k: _plain(m) for k, m in (stages or {}).items()}},
                    folder / "state.pt")
-        keys = {} if pairs is None else {"pairs": pair_keys(pairs, len(item_ids))}
         np.savez(folder / "ids.npz", user_ids=np.asarray(user_ids).astype(str),
-                 item_ids=np.asarray(item_ids).astype(str), **keys)
+                 item_ids=np.asarray(item_ids).astype(str))
         (folder / "warm.json").write_text(json.dumps({"format": FORMAT, "family": family, "model_cfg": model_cfg,
                                                       "chain": chain}, indent=1, default=str))
         MlflowClient().log_artifacts(run_id, str(folder), WARM_DIR)
@@ -76,13 +72,12 @@ def version_warm_state(name: str, version: str) -> tuple[Optional[WarmState], st
             saved = torch.load(local / "state.pt", map_location="cpu", weights_only=True)
             with np.load(local / "ids.npz", allow_pickle=False) as z:
                 users, items = z["user_ids"], z["item_ids"]
-                pairs = z["pairs"] if "pairs" in z.files else None  # a version recorded before pairs were kept
     except Exception as e:  # a damaged artifact is a reason for a scratch start, not a crash
         return None, f"champion v{version}'s warm-start state cannot be read ({type(e).__name__}: {e}): a scratch start"
     if meta.get("format") != FORMAT or not isinstance(saved, dict) or not isinstance(saved.get("model"), dict):
         return None, f"champion v{version}'s warm-start state is of another format: a scratch start"
     return WarmState(meta["family"], meta.get("model_cfg", {}), saved["model"], users, items, str(version),
-                     int(meta.get("chain", 0)), saved.get("stages") or {}, pairs), ""
+                     int(meta.get("chain", 0)), saved.get("stages") or {}), ""
 
 
 def record_start(run_id: str, start) -> None:

@@ -196,7 +196,7 @@ def register(trained: Trained, prepared, cfg: RunConfig, run_id: str) -> str:
         record_warm_state(run_id, trained.warm_model(), family(cfg.model.family).trained_model(cfg.model).name,
                           cfg.model.model_dump(), prepared.indexed.user_ids, prepared.indexed.item_ids,
                           start.chain if start is not None and start.mode == "champion" else 0,
-                          (trained.selection or trained).stages, prepared.indexed.train)
+                          (trained.selection or trained).stages)
         return version
 
 

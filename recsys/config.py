@@ -120,7 +120,7 @@ class NegativesConfig(Section):
 
 GENERIC = {"epochs": 40, "lr": 0.005, "l2": 1e-4, "average": None, "negatives.kind": "uniform",
            "negatives.per_positive": 1, "warm_shrink": 0.3, "warm_perturb": 0.1,
-           "warm_replay": 1.0}  # a family without a recipe
+           "warm_lr": 1.0, "warm_lr_epochs": 0}  # a family without a recipe
 
 
 class TrainConfig(Section):
@@ -187,12 +187,13 @@ class TrainConfig(Section):
                           "warm_perturb added (shrink and perturb; 1 and 0: a plain copy); auto: the family's "
                           "recipe (see `graphrec families`), else 0.3")
     warm_perturb: Union[Literal["auto"], float] = Field(AUTO, description="auto: the family's recipe, else 0.1")
-    warm_replay: Union[Literal["auto"], float] = Field(
-        AUTO, description="a warm start's epochs: every training pair the champion never trained on, and this "
-                          "fraction of those it did, drawn afresh each epoch (1: every pair); a champion that "
-                          "kept no pairs: every pair. auto: the family's recipe, else 1")
+    warm_lr: Union[Literal["auto"], float] = Field(
+        AUTO, description="a warm start trains its first warm_lr_epochs epochs at lr x this, then at lr (the "
+                          "carried values, shrunk, need the larger steps to grow back); auto: the family's "
+                          "recipe, else 1")
+    warm_lr_epochs: Union[Literal["auto"], int] = Field(AUTO, description="auto: the family's recipe, else 0")
 
-    @field_validator("epochs", "lr", "l2", "average", "warm_shrink", "warm_perturb", "warm_replay")
+    @field_validator("epochs", "lr", "l2", "average", "warm_shrink", "warm_perturb", "warm_lr", "warm_lr_epochs")
     @classmethod
     def _recipe_value(cls, value, info):
         allowed, what = {"epochs": (lambda v: v >= 1, "a positive integer"),
@@ -201,7 +202,9 @@ class TrainConfig(Section):
                          "average": (lambda v: 0 < v < 1, "a number between 0 and 1"),
                          "warm_shrink": (lambda v: 0 < v <= 1, "a number above 0, at most 1"),
                          "warm_perturb": (lambda v: 0 <= v <= 1, "a number from 0 to 1"),
-                         "warm_replay": (lambda v: 0 <= v <= 1, "a number from 0 to 1")}[info.field_name]
+                         "warm_lr": (lambda v: v > 0, "a number above 0"),
+                         "warm_lr_epochs": (lambda v: v >= 0 and int(v) == v, "an integer of 0 or more")
+                         }[info.field_name]
         if value in (AUTO, None) or allowed(value):
             return value
         raise ValueError(f"must be auto or {what}")

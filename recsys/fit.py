@@ -6,7 +6,6 @@ the refit calls), so nothing below imports it back.
 """
 from __future__ import annotations
 
-import math
 from typing import Callable, Optional, Sequence
 
 from recsys.config import TrainConfig
@@ -14,9 +13,9 @@ from recsys.device import resolve_device
 from recsys.families import RANKING_LOOP, family, load
 from recsys.prepare import with_validation_trained
 from recsys.recipe import resolve_for_model
-from recsys.train import Callback, batch_plan, epoch_pairs, fit, no_callbacks, replayed
+from recsys.train import Callback, batch_plan, fit, no_callbacks
 from recsys.trained import Trained
-from recsys.warm import Start, WarmStartError, WarmState, carry, seen_pairs, stages_carried
+from recsys.warm import Start, WarmStartError, WarmState, carry, stages_carried
 
 
 def train(prepared, cfg, callbacks=None, log: Optional[Callable[[str], None]] = None,
@@ -61,9 +60,6 @@ def warm_start(model, warm: Optional[WarmState], family_name: str, data, train: 
     except WarmStartError as e:
         return Start("scratch", str(e))
     model.warm_from = warm.version  # the loop ranks validation before the first epoch (recsys.train.fit)
-    model.warm_seen = seen_pairs(warm, data)  # and trains the pairs new to it (train.warm_replay)
-    carried.update(pairs_new=int(model.warm_seen.fresh(data.train).sum()) if model.warm_seen else "not kept",
-                   replay=float(train.warm_replay))
     return Start("champion", f"champion v{warm.version}", warm.version, warm.chain + 1, carried)
 
 
@@ -77,18 +73,19 @@ def train_ranking(prepared, cfg, model, callbacks: Callable[[str], Sequence[Call
     return Trained(model, prepared.graph, result, result.best_score, result.best_epoch)
 
 
-def refit_plan(cfg: TrainConfig, best_epoch: int, selection_batches: int, n_pairs: int,
-               per_epoch: Optional[float] = None) -> tuple[int, TrainConfig]:
+def refit_plan(cfg: TrainConfig, best_epoch: int, selection_batches: int, n_pairs: int) -> tuple[int, TrainConfig]:
     """(epochs, settings) of a refit on `n_pairs`: as many optimiser steps as the selection run took to
     its best epoch (`best_epoch` epochs of `selection_batches` steps), and the learning-rate schedule
-    (cosine's length, the milestones) stretched by the same factor. `per_epoch`: the pairs an epoch
-    trains when not all (a warm start's replay, recsys.train.epoch_pairs). `cfg` is resolved (no `auto`)."""
+    (cosine's length, the milestones, a warm start's larger first steps) stretched by the same factor.
+    `cfg` is resolved (no `auto`)."""
     batch, _ = batch_plan(cfg, n_pairs)
-    batches = max(1, math.ceil((n_pairs if per_epoch is None else per_epoch) / batch))
+    batches = max(1, -(-n_pairs // batch))
     epochs = max(1, round(best_epoch * selection_batches / batches))
     stretch = epochs / best_epoch
     return epochs, cfg.model_copy(update={"epochs": max(epochs, round(int(cfg.epochs) * stretch)),
-                                          "lr_milestones": [round(m * stretch) for m in cfg.lr_milestones]})
+                                          "lr_milestones": [round(m * stretch) for m in cfg.lr_milestones],
+                                          "warm_lr_epochs": round(cfg.warm_lr_epochs * stretch)
+                                          if isinstance(cfg.warm_lr_epochs, int) else cfg.warm_lr_epochs})
 
 
 def refit(selected: Trained, prepared, cfg, build: Callable,
@@ -100,10 +97,9 @@ def refit(selected: Trained, prepared, cfg, build: Callable,
     merged = with_validation_trained(prepared, cfg)
     model = build(merged.graph)
     train_cfg = resolve_for_model(cfg.train, model)
-    r, pairs, merged_pairs = selected.result, prepared.indexed.train, merged.indexed.train
-    selection = epoch_pairs(train_cfg, len(pairs), replayed(selected.model, pairs, train_cfg))
-    epochs, plan = refit_plan(train_cfg, r.best_epoch, max(1, math.ceil(selection / r.batch_size)), len(merged_pairs),
-                              epoch_pairs(train_cfg, len(merged_pairs), replayed(model, merged_pairs, train_cfg)))
+    r = selected.result
+    epochs, plan = refit_plan(train_cfg, r.best_epoch, max(1, -(-len(prepared.indexed.train) // r.batch_size)),
+                              len(merged.indexed.train))
     if log:
         log(f"refit: {epochs} epochs on {len(merged.indexed.train)} pairs (training and validation), the optimiser "
             f"steps of the {r.best_epoch} epochs chosen on validation")

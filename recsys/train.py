@@ -33,6 +33,7 @@ from recsys.negatives import Sampler, ScoreView, build_sampler
 from recsys.recipe import resolve_for_model
 from recsys.threads import Governor
 from recsys.train_state import EarlyStopping, LoopCheckpoint, ParameterAverage, loop_state, restore_loop
+from recsys.warm import lr_boost
 
 
 class StopTraining(Exception):
@@ -165,7 +166,7 @@ class _Run:
     worker: Optional[Worker]
     part: Optional[Part]  # the columns of the ID tables this worker trains (recsys/dist.py), if it splits them
     loss: Callable  # the model's batch_loss (behind DDP on several workers)
-    fresh: Optional[np.ndarray] = None  # a warm start's pairs new to the champion (train.warm_replay below 1)
+    boost: tuple[float, int] = (1.0, 0)  # a warm start's lr factor and the epochs it lasts (train.warm_lr)
     step: int = 0
 
     def join(self) -> None:
@@ -197,6 +198,9 @@ def _start(model, graph, data, cfg, sampler, device, worker=None) -> _Run:
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
     else:
         schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, cfg.lr_milestones, cfg.lr_gamma)
+    boost = lr_boost(model, cfg)
+    for group in optimizer.param_groups:  # after the schedule's first step, which the factor then rides on
+        group["lr"] *= boost[0]
     result = TrainResult(batch_size=batch_size, recipe=cfg.recipe())
     result.recipe["negatives.candidates"] = getattr(sampler, "candidates", None)
     split = model.split_columns() if worker is not None else ()
@@ -205,23 +209,7 @@ def _start(model, graph, data, cfg, sampler, device, worker=None) -> _Run:
                 optimizer, schedule, ParameterAverage(model, optimizer, cfg.average) if cfg.average else None,
                 EarlyStopping(cfg.patience), result, batch_size, device, Governor(), np.random.default_rng(cfg.seed),
                 worker, part, model.batch_loss if worker is None else worker.wrap(model, part),
-                replayed(model, data.train, cfg))
-
-
-def replayed(model, pairs: np.ndarray, cfg: TrainConfig) -> Optional[np.ndarray]:
-    """Which of `pairs` a warm start's epochs always train (those new to the champion, recsys.warm.Seen),
-    the others replayed at train.warm_replay; None: every pair every epoch (a scratch start, a replay
-    of 1, a champion that kept no pairs). `cfg` is resolved."""
-    seen = getattr(model, "warm_seen", None)
-    return None if seen is None or float(cfg.warm_replay) >= 1 else seen.fresh(pairs)
-
-
-def epoch_pairs(cfg: TrainConfig, n_pairs: int, fresh: Optional[np.ndarray]) -> float:
-    """How many pairs an epoch trains on average (all of them, or replayed's new ones and the replayed share)."""
-    if fresh is None:
-        return float(n_pairs)
-    new = int(fresh.sum())
-    return new + float(cfg.warm_replay) * (n_pairs - new)
+                boost)
 
 
 def _epoch(run: _Run, epoch: int, callbacks: Sequence[Callback]) -> dict[str, float]:
@@ -231,10 +219,7 @@ def _epoch(run: _Run, epoch: int, callbacks: Sequence[Callback]) -> dict[str, fl
     run.sampler.set_epoch(epoch)
     run.scores.reset()
     order = run.rng.permutation(len(pairs))
-    if run.fresh is not None:  # a warm start's epoch: the pairs new to the champion and a share of the rest
-        picked = order[run.fresh[order] | (run.rng.random(len(order)) < float(cfg.warm_replay))]
-        order = picked if len(picked) else order[:run.batch_size]
-    n_batches = max(1, -(-len(order) // run.batch_size))
+    n_batches = max(1, -(-len(pairs) // run.batch_size))
     loss_sum = reg_sum = 0.0
     for b in range(n_batches):
         idx = order[b * run.batch_size:(b + 1) * run.batch_size]
@@ -345,6 +330,9 @@ def _fit(model, graph, data, cfg, eval_cfg, callbacks, sampler, log, device, sta
         if worker is not None:
             logs.update(worker.take_figures())
         run.schedule.step()
+        if epoch == run.boost[1]:  # a warm start's larger steps end (the schedule's own changes stay)
+            for group in run.optimizer.param_groups:
+                group["lr"] /= run.boost[0]
         return logs
 
     def validate(epoch: int, logs: dict) -> bool:

@@ -13,13 +13,9 @@ A warm start copies that state into today's freshly built model:
 * then, with `train.warm_shrink` below 1 or `train.warm_perturb` above 0, every floating-point value
   becomes shrink x carried + perturb x freshly initialised ("shrink and perturb", Ash & Adams 2020:
   a model warm-started at yesterday's optimum can sit where further training only overfits, and
-  shrinking it towards the initialisation gives training room again).
-
-A version also keeps the training pairs its state learnt from (`WarmState.pairs`), so a warm run
-can tell today's pairs it has not learnt yet from those it has: with `train.warm_replay` below 1,
-each epoch trains every pair new to the champion and that fraction of the others (`Seen`, read by
-recsys/train.py), so the new pairs are learnt in a fraction of a full epoch's steps while the old
-ones are replayed often enough to be kept.
+  shrinking it towards the initialisation gives training room again);
+* the first `train.warm_lr_epochs` epochs train at `train.warm_lr` x the learning rate (`lr_boost`,
+  applied by recsys/train.py): the shrunk values grow back in fewer steps.
 
 Nothing is copied unless everything fits: a champion of another family, another shape or no
 shared id raises WarmStartError with the reason, and the model stays as built (a scratch start).
@@ -54,41 +50,6 @@ class WarmState:
     version: str = ""                # the registered version it belongs to
     chain: int = 0                   # warm starts in a row behind it (0: it trained from scratch)
     stages: dict[str, dict] = field(default_factory=dict)  # later stages' modules (MMoE heads, LLM prefix)
-    pairs: Optional[np.ndarray] = None  # its training pairs as sorted pair_keys of its own rows (None: not kept)
-
-
-def pair_keys(pairs: np.ndarray, n_items: int) -> np.ndarray:
-    """(user row, item row) pairs as one sorted int64 key each: what a WarmState keeps of its pairs."""
-    pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
-    return np.unique(pairs[:, 0] * n_items + pairs[:, 1])
-
-
-@dataclass
-class Seen:
-    """The champion's training pairs against today's rows: `fresh(pairs)` says which of today's
-    pairs (rows of today's tables) the champion's state never trained on."""
-    user_rows: np.ndarray  # each of today's users' row in the champion's tables, -1 where it has none
-    item_rows: np.ndarray
-    keys: np.ndarray       # WarmState.pairs
-    n_items: int           # items in the champion's tables
-
-    def fresh(self, pairs: np.ndarray) -> np.ndarray:
-        pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
-        users, items = self.user_rows[pairs[:, 0]], self.item_rows[pairs[:, 1]]
-        if not len(self.keys):
-            return np.ones(len(pairs), dtype=bool)
-        keys = users * self.n_items + items
-        at = np.minimum(np.searchsorted(self.keys, keys), len(self.keys) - 1)
-        return ~((users >= 0) & (items >= 0) & (self.keys[at] == keys))
-
-
-def seen_pairs(warm: WarmState, data: IndexedData) -> Optional[Seen]:
-    """`warm`'s training pairs against `data`'s rows (None: the version kept none)."""
-    if warm.pairs is None:
-        return None
-    return Seen(_positions(warm.user_ids, data.user_ids).astype(np.int64),
-                _positions(warm.item_ids, data.item_ids).astype(np.int64), np.asarray(warm.pairs, dtype=np.int64),
-                len(warm.item_ids))
 
 
 @dataclass
@@ -158,6 +119,14 @@ def carry(model: torch.nn.Module, warm: WarmState, family: str, data: IndexedDat
     return {"users_carried": int((users >= 0).sum()), "users_new": int((users < 0).sum()),
             "items_carried": int((items >= 0).sum()), "items_new": int((items < 0).sum()), "new_rows": new_rows,
             "shrink": shrink, "perturb": perturb}
+
+
+def lr_boost(model, cfg: TrainConfig) -> tuple[float, int]:
+    """(lr factor, epochs) of a warm start's first epochs (train.warm_lr, warm_lr_epochs); (1, 0) for
+    a scratch start. `cfg` is resolved."""
+    if getattr(model, "warm_from", None) is None or not int(cfg.warm_lr_epochs):
+        return 1.0, 0
+    return float(cfg.warm_lr), int(cfg.warm_lr_epochs)
 
 
 def load_stage(module: torch.nn.Module, stages: Optional[dict], name: str) -> bool:

@@ -272,8 +272,8 @@ def test_a_refit_takes_the_selection_runs_optimiser_steps_by_hand():
     # bounded steps per epoch (64): the batch grows with the pairs, so the epochs stay the same
     bounded = cfg.model_copy(update={"max_steps_per_epoch": 64})
     assert refit_plan(bounded, best_epoch=10, selection_batches=64, n_pairs=100_000)[0] == 10
-    # a warm start's replay: epochs of 450 of the 1000 pairs (4.5 -> 5 steps), so 10 x 9 steps take 18 epochs
-    assert refit_plan(cfg, best_epoch=10, selection_batches=9, n_pairs=1000, per_epoch=450.0)[0] == 18
+    boosted = cfg.model_copy(update={"warm_lr": 3.0, "warm_lr_epochs": 2})  # a warm start's first epochs stretch too
+    assert refit_plan(boosted, best_epoch=10, selection_batches=9, n_pairs=450)[1].warm_lr_epochs == 4  # x 1.8
 
 
 def test_refit_trains_a_fresh_model_on_training_and_validation_for_the_chosen_budget(small_network):

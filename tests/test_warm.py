@@ -10,7 +10,7 @@ from recsys.data.types import IndexedData
 from recsys.graph.build import pairs_graph
 from recsys.models.gcn import GCN
 from recsys.models.mf import MF
-from recsys.warm import Seen, WarmStartError, WarmState, carry, choose, pair_keys, seen_pairs
+from recsys.warm import WarmStartError, WarmState, carry, choose
 
 
 def _data(users, items, train, valid=()):
@@ -153,46 +153,19 @@ def test_a_later_stage_starts_from_the_champions_module_only_where_it_fits():
     assert not load_stage(same, {"prefix": champion.state_dict()}, "head0") and not load_stage(same, None, "head0")
 
 
-def test_the_champions_pairs_follow_their_ids_and_tell_todays_new_pairs():
-    # the champion trained a-x, b-y and c-x; today lists users c, a, b, d and items y, x, z
-    keys = pair_keys(np.array([[0, 0], [1, 1], [2, 0]]), n_items=2)
-    state = WarmState("mf", {}, {}, np.array(["a", "b", "c"]), np.array(["x", "y"]), pairs=keys)
-    today = _data(["c", "a", "b", "d"], ["y", "x", "z"], [])
-    seen = seen_pairs(state, today)
-    #                         c-x     a-x     b-y     a-y     d-x     b-z
-    pairs = np.array([[0, 1], [1, 1], [2, 0], [1, 0], [3, 1], [2, 2]])
-    assert seen.fresh(pairs).tolist() == [False, False, False, True, True, True]
-    assert Seen(seen.user_rows, seen.item_rows, keys[:0], 2).fresh(pairs).all()  # it trained on nothing
-    assert seen_pairs(WarmState("mf", {}, {}, state.user_ids, state.item_ids), today) is None  # pairs not kept
-
-
-@pytest.mark.parametrize("replay, steps", [(0.0, 10), (1.0, 30)])
-def test_a_warm_epoch_trains_the_new_pairs_and_replays_a_share_of_the_others(replay, steps):
+def test_a_warm_start_takes_larger_steps_for_its_first_epochs_only():
     from recsys.fit import warm_start
     from recsys.train import fit
 
     rng = np.random.default_rng(0)
     pairs = np.stack(np.meshgrid(np.arange(30), np.arange(20)), -1).reshape(-1, 2)[rng.permutation(600)[:300]]
     data = _data([f"u{i}" for i in range(30)], [f"i{i}" for i in range(20)], pairs)
-    champion = MF(30, 20, dim=8)
-    state = WarmState("mf", {}, champion.state_dict(), data.user_ids, data.item_ids, "1",
-                      pairs=pair_keys(pairs[:200], 20))  # it trained on the first 200
-    cfg = TrainConfig(epochs=2, lr=0.01, l2=0.0, average=None, progress=False, max_steps_per_epoch=None,
-                      batch_size=10, warm_replay=replay, warm_shrink=1, warm_perturb=0)
-    model = MF(30, 20, dim=8)
-    start = warm_start(model, state, "mf", data, cfg, "")
-    assert start.carried["pairs_new"] == 100 and start.carried["replay"] == replay
-    counted = []
-
-    class Steps:
-        def on_epoch_start(self, epoch):
-            counted.append(0)
-
-        def on_step(self, step, logs):
-            counted[-1] += 1
-
-        def on_epoch_end(self, epoch, logs):
-            pass
-
-    fit(model, pairs_graph(data), data, cfg, EvalConfig(ks=[20]), callbacks=[Steps()])
-    assert counted == [steps, steps]  # 100 new pairs in batches of 10, and (replay 1) the 200 others
+    state = WarmState("mf", {}, MF(30, 20, dim=8).state_dict(), data.user_ids, data.item_ids, "1")
+    cfg = TrainConfig(epochs=4, lr=0.01, l2=0.0, average=None, progress=False, max_steps_per_epoch=None,
+                      batch_size=100, warm_lr=3, warm_lr_epochs=2, lr_milestones=[3], lr_gamma=0.5)
+    for warm, expected in ((True, [0.03, 0.03, 0.01, 0.005]), (False, [0.01, 0.01, 0.01, 0.005])):
+        model = MF(30, 20, dim=8)
+        if warm:
+            warm_start(model, state, "mf", data, cfg, "")
+        result = fit(model, pairs_graph(data), data, cfg, EvalConfig(ks=[20]))
+        assert [h["lr"] for h in result.history] == pytest.approx(expected)  # the milestone rides on it
