@@ -130,3 +130,37 @@ def growth_ratio(x, y, size_x, size_y, digits: int = 2):
 
 def mean_epoch_seconds(history: list[dict]) -> float:
     return sum(h["epoch_seconds"] for h in history) / len(history)
+
+
+def paired_recall(sets: list[str], first: Path, second: Path) -> dict:
+    """Test recall@20 of the models two stores roots serve (their CURRENT snapshots), user by user on
+    the same users: the vectors ranked as the retraining flow ranks test (training and validation
+    pairs masked, every user with test pairs) on the data `sets` configure, so each mean is that
+    run's own test figure; the second's lead comes with the standard error of the paired per-user
+    difference. The same root twice ranks once."""
+    import numpy as np
+    import pandas as pd
+
+    from deploy.snapshot import Snapshot
+    from recsys.config import load_config
+    from recsys.data.loaders import load_data, with_split
+    from recsys.metrics import evaluate_per_user
+
+    cfg = load_config(None, sets)
+    indexed = with_split(load_data(cfg.data), cfg.data).indexed()
+    recall = {}
+    for root in dict.fromkeys((first, second)):
+        snapshot = Snapshot.open(root / "snapshots")
+        users = snapshot.user_ids.get_indexer(indexed.user_ids)
+        items = pd.Index(snapshot.item_ids).get_indexer(indexed.item_ids)
+        if (users < 0).any() or (items < 0).any():
+            raise ValueError(f"the snapshot in {root} lacks users or items of the data: not this data's model")
+        _, values = evaluate_per_user(np.asarray(snapshot.user_vectors)[users],
+                                      np.asarray(snapshot.item_vectors)[items], indexed.test,
+                                      indexed.seen_before("test"), **cfg.eval.ranking())
+        recall[root] = values["recall@20"]
+    diff = recall[second] - recall[first]
+    se = float(diff.std(ddof=1) / len(diff) ** 0.5) if len(diff) > 1 else 0.0
+    return {"users": len(diff), "first": round(float(recall[first].mean()), 5),
+            "second": round(float(recall[second].mean()), 5), "second_minus_first": round(float(diff.mean()), 5),
+            "se": round(se, 5), "z": round(float(diff.mean()) / se, 2) if se > 0 else None}

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from bench.common import PUBLIC_SETS, Stages, previous, write_results
+from bench.common import PUBLIC_SETS, Stages, paired_recall, previous, write_results
 
 NAME = "transfer"
 CARVED = "validation: 10% of each user's training pairs at random (split.seed 0), carved from train"
@@ -89,38 +89,11 @@ def run_search(sets: list[str], root: Path, seconds: float, study: str, trials: 
 
 
 def paired_test(sets: list[str], default: Path, searched: Path) -> dict:
-    """Test recall@20 of the two stages' registered models, user by user on the same users: their
-    snapshots' vectors (under each stores root) ranked as the retraining flow ranks test (training
-    and validation pairs masked, every user with test pairs), so each mean is the stage's own test
-    figure, and the searched model's lead over the default's comes with the standard error of the
-    paired per-user difference. Reports only: test chooses nothing."""
-    import numpy as np
-    import pandas as pd
-
-    from deploy.snapshot import Snapshot
-    from recsys.config import load_config
-    from recsys.data.loaders import load_data, with_split
-    from recsys.metrics import evaluate_per_user
-
-    cfg = load_config(None, [*COMMON, *sets])
-    indexed = with_split(load_data(cfg.data), cfg.data).indexed()
-    recall = {}
-    for root in dict.fromkeys((default, searched)):  # the recipe chosen: one model, ranked once
-        snapshot = Snapshot.open(root / "snapshots")
-        users = snapshot.user_ids.get_indexer(indexed.user_ids)
-        items = pd.Index(snapshot.item_ids).get_indexer(indexed.item_ids)
-        if (users < 0).any() or (items < 0).any():
-            raise ValueError(f"the snapshot in {root} lacks users or items of the data: not this data's model")
-        _, values = evaluate_per_user(np.asarray(snapshot.user_vectors)[users],
-                                      np.asarray(snapshot.item_vectors)[items], indexed.test,
-                                      indexed.seen_before("test"), **cfg.eval.ranking())
-        recall[root] = values["recall@20"]
-    diff = recall[searched] - recall[default]
-    se = float(diff.std(ddof=1) / len(diff) ** 0.5) if len(diff) > 1 else 0.0
-    return {"users": len(diff), "default": round(float(recall[default].mean()), 5),
-            "searched": round(float(recall[searched].mean()), 5),
-            "searched_minus_default": round(float(diff.mean()), 5), "se": round(se, 5),
-            "z": round(float(diff.mean()) / se, 2) if se > 0 else None}
+    """The searched model's test recall@20 against the default's, user by user (bench.common.paired_recall).
+    Reports only: test chooses nothing."""
+    p = paired_recall([*COMMON, *sets], default, searched)
+    return {"users": p["users"], "default": p["first"], "searched": p["second"],
+            "searched_minus_default": p["second_minus_first"], "se": p["se"], "z": p["z"]}
 
 
 def _commit(folder: Path = Path(__file__).parent) -> str:

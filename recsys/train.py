@@ -258,14 +258,15 @@ def _validate(run: _Run, epoch: int, eval_cfg: EvalConfig, logs: dict) -> bool:
         metrics = evaluate_model(run.model, run.graph, run.data, "valid", eval_cfg)
         if run.cfg.monitor not in metrics:
             raise ValueError(f"train.monitor={run.cfg.monitor!r} is not computed; choose one of {sorted(metrics)}")
-        stop = run.best.update(run.model, metrics[run.cfg.monitor], epoch)
+        stop = run.best.update(run.model, metrics[run.cfg.monitor], epoch, baseline=epoch == 0)
     logs.update({f"valid_{k}": v for k, v in metrics.items()})
     return stop
 
 
 def _baseline(run: _Run, eval_cfg: EvalConfig, callbacks: Sequence[Callback], started: float) -> None:
     """A warm start's validation figure before any step (epoch 0): early stopping keeps it unless
-    an epoch beats it, so a warm run never ends worse than where it started."""
+    an epoch beats it, so a warm run never ends worse than where it started; its patience counts the
+    trained epochs' own progress (EarlyStopping)."""
     logs: dict[str, float] = {"epoch_seconds": 0.0}
     _validate(run, 0, eval_cfg, logs)
     logs["elapsed_seconds"] = time.perf_counter() - started

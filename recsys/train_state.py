@@ -14,19 +14,26 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 
 class EarlyStopping:
     """The best state of a model by a validation score (higher is better), and when to stop:
-    after `patience` evaluations in a row without improvement. Loops call `update` after each
-    evaluation and `restore` at the end."""
+    after `patience` evaluations in a row that did not improve on the best of the trained epochs.
+    A baseline (a warm start's state before any step) can be the best state kept, but does not set
+    the bar for patience: a warm run whose first epochs dip below it trains on while its own curve
+    rises. Loops call `update` after each evaluation and `restore` at the end."""
 
     def __init__(self, patience: int):
         self.patience = patience
         self.best_score, self.best_epoch, self.bad = float("-inf"), 0, 0
+        self.curve = float("-inf")  # the best score of the trained epochs
         self.state: Optional[dict] = None
 
-    def update(self, model, score: float, epoch: int) -> bool:
+    def update(self, model, score: float, epoch: int, baseline: bool = False) -> bool:
         """Record an evaluation; True when training should stop. A NaN score never improves."""
         if score > self.best_score:
-            self.best_score, self.best_epoch, self.bad = score, epoch, 0
+            self.best_score, self.best_epoch = score, epoch
             self.state = copy.deepcopy(model.state_dict())
+        if baseline:
+            return False
+        if score > self.curve:
+            self.curve, self.bad = score, 0
             return False
         self.bad += 1
         return self.bad >= self.patience
@@ -97,7 +104,7 @@ def loop_state(run, epoch: int, done: bool) -> dict:
     return {"epoch": epoch, "done": done, "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
             "schedule": run.schedule.state_dict(), "step": run.step, "result": copy.deepcopy(run.result),
             "average": None if average is None else ([s.clone() for s in average.shadow], average.steps),
-            "best": (run.best.best_score, run.best.best_epoch, run.best.bad, run.best.state),
+            "best": (run.best.best_score, run.best.best_epoch, run.best.bad, run.best.state, run.best.curve),
             "rng": run.rng.bit_generator.state, "sampler_rng": run.sampler.rng.bit_generator.state,
             "torch_rng": torch.get_rng_state()}
 
@@ -114,7 +121,8 @@ def restore_loop(run, state: dict) -> int:
         shadow, run.average.steps = state["average"]
         for mine, saved in zip(run.average.shadow, shadow):
             mine.copy_(saved)
-    run.best.best_score, run.best.best_epoch, run.best.bad, run.best.state = state["best"]
+    best = state["best"]  # a checkpoint from before `curve` was kept: its best score stands for it
+    run.best.best_score, run.best.best_epoch, run.best.bad, run.best.state, run.best.curve = (*best, best[0])[:5]
     run.rng.bit_generator.state = state["rng"]
     run.sampler.rng.bit_generator.state = state["sampler_rng"]
     torch.set_rng_state(state["torch_rng"])

@@ -114,6 +114,23 @@ def test_early_stopping_keeps_the_best_state_and_counts_patience():
     assert stop.update(model, 0.1, 2) and stop.restore(model) and float(model.weight) == 7.0
 
 
+def test_a_baseline_can_be_kept_but_patience_follows_the_trained_epochs():
+    import torch
+
+    model = torch.nn.Linear(1, 1)
+    stop = EarlyStopping(patience=2)
+    with torch.no_grad():
+        model.weight.fill_(0.0)
+    assert not stop.update(model, 0.5, 0, baseline=True)  # a warm start's state before any step
+    decisions = []
+    for epoch, score in enumerate([0.2, 0.3, 0.4, 0.45, 0.44, 0.43], 1):  # a dip, a climb that stays below it
+        with torch.no_grad():
+            model.weight.fill_(epoch)
+        decisions.append(stop.update(model, score, epoch))
+    assert decisions == [False, False, False, False, False, True]  # stops once its own curve stops rising
+    assert stop.best_epoch == 0 and stop.restore(model) and float(model.weight) == 0.0  # the baseline is kept
+
+
 def test_bounded_steps_per_epoch_grow_the_batch_and_its_learning_rate(prepared, monkeypatch):
     from recsys import families
     from recsys.recipe import resolve
