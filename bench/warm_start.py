@@ -188,7 +188,8 @@ def run_row(row: str, stages: Stages, args) -> dict:
             "warm_start_valid_recall@20": warm["curve"][0][1] if warm["curve"] else None,
             "scratch_test_recall@20": scratch["test_recall@20"], "warm_test_recall@20": warm["test_recall@20"],
             "scratch_test_ndcg@20": scratch["test_ndcg@20"], "warm_test_ndcg@20": warm["test_ndcg@20"],
-            "test_paired": warm.get("test_paired") or _paired(row, days[2], args, scratch, warm),
+            # a warm stage cached before the comparison was kept: from the stores, if they still hold its models
+            "test_paired": warm["test_paired"] if "test_paired" in warm else _paired(row, days[2], args, scratch, warm),
             "scratch_epochs": scratch["epochs_run"], "warm_epochs": warm["epochs_run"],
             "warm_start": warm["start_reason"], "warm_settings": args.warm_set,
             "peak_rss_mb": max(scratch["peak_rss_mb"], warm["peak_rss_mb"]),

@@ -84,8 +84,7 @@ def refit_plan(cfg: TrainConfig, best_epoch: int, selection_batches: int, n_pair
     stretch = epochs / best_epoch
     return epochs, cfg.model_copy(update={"epochs": max(epochs, round(int(cfg.epochs) * stretch)),
                                           "lr_milestones": [round(m * stretch) for m in cfg.lr_milestones],
-                                          "warm_lr_epochs": round(cfg.warm_lr_epochs * stretch)
-                                          if isinstance(cfg.warm_lr_epochs, int) else cfg.warm_lr_epochs})
+                                          "warm_lr_epochs": round(int(cfg.warm_lr_epochs) * stretch)})
 
 
 def refit(selected: Trained, prepared, cfg, build: Callable,

@@ -282,7 +282,7 @@ def test_a_refit_takes_the_selection_runs_optimiser_steps_by_hand():
     from recsys.fit import refit_plan
 
     cfg = TrainConfig(epochs=40, batch_size=100, lr=0.01, l2=0.0, average=None, max_steps_per_epoch=None,
-                      lr_milestones=[20], progress=False)
+                      lr_milestones=[20], progress=False, warm_lr_epochs=0)
     # 10 epochs of ceil(900 / 100) = 9 steps chosen on validation; 1000 pairs take 10 steps an epoch
     epochs, plan = refit_plan(cfg, best_epoch=10, selection_batches=9, n_pairs=1000)
     assert (epochs, plan.epochs, plan.lr_milestones) == (9, 36, [18])
