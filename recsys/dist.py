@@ -93,10 +93,12 @@ class Worker:
         mine = tuple(t[self.rank::self.world] for t in batch)
         return self.world * len(mine[0]) / max(n, 1), mine
 
-    def columns(self, width: int) -> "Part":
-        """This worker's block of `width` columns."""
-        start, end, _ = self.block(width)
-        return Part(self, start, end)
+    def columns(self, model) -> "Part":
+        """This worker's block of the columns of the model's split tables (RecModel.split_columns)."""
+        named = dict(model.named_parameters())
+        tables = [named[name] for name in model.split_columns()]
+        start, end, _ = self.block(tables[0].shape[1])
+        return Part(self, start, end, tables)
 
     def join_columns(self, tensors: list[torch.Tensor]) -> None:
         """Every worker's block of the columns of each n x d tensor, in place (all-gathered), so that all
@@ -190,21 +192,60 @@ class _BatchLoss(torch.nn.Module):
         return self.model.batch_loss(graph, users, pos, neg, edge_ids, **extra)
 
 
-@dataclass
 class Part:
-    """The block of columns start..end-1 of the ID tables that one worker trains (see the module's text)."""
-    worker: Worker
-    start: int
-    end: int
+    """The block of columns start..end-1 of the ID tables that one worker trains (see the module's text).
+    The worker's optimiser steps that block alone: each table's block is a leaf tensor of its own (a
+    view of the table, so the model holds the steps without a copy), Adam's moments of it are views of
+    whole-size tensors (`moments`), and the parameter average moves only its `window`. So the worker's
+    gradients, Adam's arithmetic and the average cost n x d / W, not n x d; `join_columns` gathers the
+    tables, the moments and the average whole after each epoch."""
+
+    def __init__(self, worker: Worker, start: int, end: int, tables: list[torch.Tensor]):
+        self.worker, self.start, self.end, self.tables = worker, start, end, tables
+        self.leaves = {id(t): t.detach()[:, start:end].requires_grad_() for t in tables}
+        self.moments = {id(t): {key: torch.zeros_like(t) for key in _MOMENTS} for t in tables}
 
     def of(self, table: torch.Tensor) -> torch.Tensor:
-        """This worker's columns of `table` (a view)."""
-        return table[:, self.start:self.end]
+        """This worker's columns of `table` (one of the split tables): the leaf its optimiser steps."""
+        return self.leaves[id(table)]
+
+    def window(self, param: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """This worker's columns of `t`, a tensor shaped like `param`, if `param` is split; else `t`."""
+        return t[:, self.start:self.end] if id(param) in self.leaves else t
+
+    def params(self, model) -> list[torch.Tensor]:
+        """What the optimiser steps: the model's parameters, with each split table's leaf in its place."""
+        return [self.leaves.get(id(p), p) for p in model.parameters()]
+
+    def bind(self, optimizer: torch.optim.Optimizer) -> None:
+        """Adam's moments of each leaf made views of the whole-size `moments` (a state just loaded
+        from a checkpoint, whole, is copied into them first)."""
+        for t in self.tables:
+            state = optimizer.state[self.leaves[id(t)]]
+            for key, whole in self.moments[id(t)].items():
+                if key in state and state[key].shape == whole.shape:
+                    whole.copy_(state[key])
+                state[key] = whole[:, self.start:self.end]
+            state.setdefault("step", torch.tensor(0.0))
+
+    def whole_state(self, optimizer: torch.optim.Optimizer) -> dict:
+        """The optimiser's state_dict with the whole moments (as last joined) in place of this worker's
+        columns of them: what a checkpoint keeps, for every worker to `bind` again."""
+        out = optimizer.state_dict()
+        order = [p for group in optimizer.param_groups for p in group["params"]]
+        whole = {id(self.leaves[id(t)]): self.moments[id(t)] for t in self.tables}
+        for index, p in enumerate(order):
+            if id(p) in whole and index in out["state"]:
+                out["state"][index] = {**out["state"][index], **whole[id(p)]}
+        return out
 
     def total(self, *parts: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Each tensor summed over the workers (one all-reduce for all); the gradient passes back
         unchanged, since the whole is the sum of the parts."""
         return _Total.apply(self.worker, *parts)
+
+
+_MOMENTS = ("exp_avg", "exp_avg_sq")  # Adam's (recsys/train.py trains with Adam, without amsgrad)
 
 
 class _Total(torch.autograd.Function):

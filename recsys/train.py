@@ -174,14 +174,11 @@ class _Run:
         all workers: the whole state, for validation and the checkpoint."""
         if self.worker is None or self.part is None:
             return
-        named = dict(self.model.named_parameters())
         kept = {id(p): s for p, s in zip(self.average.params, self.average.shadow)} if self.average else {}
         tensors = []
-        for name in self.model.split_columns():
-            p = named[name]
-            moments = self.optimizer.state.get(p, {}).values()
-            tensors += [p.data, *(m for m in moments if torch.is_tensor(m) and m.shape == p.shape)]
-            tensors += [kept[id(p)]] if id(p) in kept else []
+        for table in self.part.tables:
+            tensors += [table.data, *self.part.moments[id(table)].values()]
+            tensors += [kept[id(table)]] if id(table) in kept else []
         self.worker.join_columns(tensors)
 
 
@@ -192,7 +189,10 @@ def _start(model, graph, data, cfg, sampler, device, worker=None) -> _Run:
     sampler = sampler or build_sampler(cfg.negatives, data.n_users, data.n_items, data.train, seed=cfg.seed)
     sampler.to(device)
     batch_size, lr = batch_plan(cfg, len(data.train))
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    part = worker.columns(model) if worker is not None and model.split_columns() else None
+    optimizer = torch.optim.Adam(model.parameters() if part is None else part.params(model), lr=lr)
+    if part is not None:
+        part.bind(optimizer)
     schedule: torch.optim.lr_scheduler.LRScheduler
     if cfg.lr_schedule == "cosine":
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
@@ -203,10 +203,8 @@ def _start(model, graph, data, cfg, sampler, device, worker=None) -> _Run:
         group["lr"] *= boost[0]
     result = TrainResult(batch_size=batch_size, recipe=cfg.recipe())
     result.recipe["negatives.candidates"] = getattr(sampler, "candidates", None)
-    split = model.split_columns() if worker is not None else ()
-    part = worker.columns(dict(model.named_parameters())[split[0]].shape[1]) if worker is not None and split else None
     return _Run(cfg, model, graph, data, sampler, ScoreView(model, graph, cfg.negatives.refresh_every, part),
-                optimizer, schedule, ParameterAverage(model, optimizer, cfg.average) if cfg.average else None,
+                optimizer, schedule, ParameterAverage(model, optimizer, cfg.average, part) if cfg.average else None,
                 EarlyStopping(cfg.patience), result, batch_size, device, Governor(), np.random.default_rng(cfg.seed),
                 worker, part, model.batch_loss if worker is None else worker.wrap(model, part),
                 boost)

@@ -52,9 +52,13 @@ class ParameterAverage:
     so early steps are not frozen in. train.average; bench.lightgcn_gowalla chose 0.998 on Gowalla's
     validation split."""
 
-    def __init__(self, model, optimizer: Optional[torch.optim.Optimizer], decay: float):
+    def __init__(self, model, optimizer: Optional[torch.optim.Optimizer], decay: float, part=None):
         self.params, self.decay, self.steps = list(model.parameters()), decay, 0
         self.shadow = [p.detach().clone() for p in self.params]
+        # what a step moves: all of each, or a training worker's own columns of the tables it splits
+        # (`part`, recsys/dist.py: the rest is joined after each epoch)
+        cut = part.window if part is not None else (lambda p, t: t)
+        self.moving = [(cut(p, p.detach()), cut(p, s)) for p, s in zip(self.params, self.shadow)]
         self.handle = (optimizer.register_step_post_hook(self.update) if optimizer is not None
                        else register_optimizer_step_post_hook(self.update))
 
@@ -62,7 +66,7 @@ class ParameterAverage:
         self.steps += 1
         weight = 1 - min(self.decay, (1 + self.steps) / (10 + self.steps))
         with torch.no_grad():
-            torch._foreach_lerp_(self.shadow, [p.detach() for p in self.params], weight)
+            torch._foreach_lerp_([s for _, s in self.moving], [p for p, _ in self.moving], weight)
 
     def load(self) -> None:
         """Put the average into the model for good."""
@@ -101,7 +105,7 @@ class LoopCheckpoint(Protocol):
 def loop_state(run, epoch: int, done: bool) -> dict:
     """Everything the ranking loop (recsys/train.py's _Run) carries from one epoch to the next."""
     average = run.average
-    return {"epoch": epoch, "done": done, "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
+    return {"epoch": epoch, "done": done, "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict() if run.part is None else run.part.whole_state(run.optimizer),
             "schedule": run.schedule.state_dict(), "step": run.step, "result": copy.deepcopy(run.result),
             "average": None if average is None else ([s.clone() for s in average.shadow], average.steps),
             "best": (run.best.best_score, run.best.best_epoch, run.best.bad, run.best.state, run.best.curve),
@@ -113,6 +117,8 @@ def restore_loop(run, state: dict) -> int:
     """Put a loop_state back into `run`; the epoch it was taken after."""
     run.model.load_state_dict(state["model"])
     run.optimizer.load_state_dict(state["optimizer"])
+    if run.part is not None:  # a training worker's moments of its columns: views of the whole ones again
+        run.part.bind(run.optimizer)
     run.schedule.load_state_dict(state["schedule"])
     run.step = state["step"]
     for key, value in vars(state["result"]).items():

@@ -72,6 +72,15 @@ def _train(rank: int, world: int, folder: str) -> None:
         result = fit(model, graph, data, cfg.model_copy(update=update), eval_cfg, worker=worker)
         if rank == 0:
             torch.save({"state": model.state_dict(), "history": result.history}, f"{folder}/{family}-{world}.pt")
+        if family == "lightgcn" and worker is not None:  # each worker killed after epoch 1, started again
+            memory = _Memory(fail_after=1)  # from its checkpoint: whole tables, moments and average
+            with pytest.raises(RuntimeError, match="the worker died"):
+                fit(_model(family, data, graph), graph, data, cfg.model_copy(update=update), eval_cfg,
+                    worker=worker, checkpoint=memory)
+            again = _model(family, data, graph)
+            fit(again, graph, data, cfg.model_copy(update=update), eval_cfg, worker=worker, checkpoint=memory)
+            if rank == 0:
+                torch.save({"state": again.state_dict()}, f"{folder}/{family}-resumed.pt")
     heads = _heads()
     with training_as(worker) if worker is not None else nullcontext():
         result = fit_head(heads, *_rows(), epochs=2, batch_size=64, seed=0)
@@ -125,6 +134,9 @@ def _rows():
 def test_two_workers_reach_one_workers_parameters(tmp_path):
     _train(0, 1, str(tmp_path))
     mp.spawn(_train, args=(2, str(tmp_path)), nprocs=2, join=True)  # both ended when it returns
+    resumed = torch.load(tmp_path / "lightgcn-resumed.pt")["state"]  # split by columns, from a checkpoint
+    for name, value in torch.load(tmp_path / "lightgcn-1.pt")["state"].items():
+        assert torch.allclose(value, resumed[name], atol=1e-5), name
     for family in (*FAMILIES, "heads", "prefix"):
         one = torch.load(tmp_path / f"{family}-1.pt")
         two = torch.load(tmp_path / f"{family}-2.pt")
