@@ -104,8 +104,9 @@ class LoopCheckpoint(Protocol):
 
 def loop_state(run, epoch: int, done: bool) -> dict:
     """Everything the ranking loop (recsys/train.py's _Run) carries from one epoch to the next."""
-    average = run.average
-    return {"epoch": epoch, "done": done, "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict() if run.part is None else run.part.whole_state(run.optimizer),
+    average, part = run.average, run.part  # part: a training worker's columns (recsys/dist.py), whole once joined
+    optimizer = run.optimizer.state_dict() if part is None else part.whole_state(run.optimizer)
+    return {"epoch": epoch, "done": done, "model": run.model.state_dict(), "optimizer": optimizer,
             "schedule": run.schedule.state_dict(), "step": run.step, "result": copy.deepcopy(run.result),
             "average": None if average is None else ([s.clone() for s in average.shadow], average.steps),
             "best": (run.best.best_score, run.best.best_epoch, run.best.bad, run.best.state, run.best.curve),
