@@ -148,16 +148,31 @@ class ModelMinedNegatives(Sampler):
     def sample(self, users, pos_items, model_state: Callable) -> torch.Tensor:
         users = ids_on(users, self.device)
         cand = self.repair(users, self.draw((len(users), self.candidates)))
-        scores = torch.as_tensor(model_state(users, cand)).to(self.device, torch.float64)
+        return cand.gather(1, self._pick(model_state(users, cand))[:, None]).squeeze(1)
+
+    def sample_many(self, users, pos_items, model_state: Callable, k: int) -> torch.Tensor:
+        """(B, k): what k calls of `sample` draw, from the same random stream; without a temperature
+        (whose draws would interleave) the k candidate sets are scored in one call of a ScoreView's
+        `many`, so a training worker sums its partial scores once per batch, not k times."""
+        many = getattr(model_state, "many", None)
+        if self.temperature is not None or many is None:
+            return torch.stack([self.sample(users, pos_items, model_state) for _ in range(k)], dim=1)
+        users = ids_on(users, self.device)
+        cands = [self.repair(users, self.draw((len(users), self.candidates))) for _ in range(k)]
+        picks = [c.gather(1, self._pick(s)[:, None]) for c, s in zip(cands, many(users, cands))]
+        return torch.cat(picks, dim=1)
+
+    def _pick(self, scores) -> torch.Tensor:
+        """Each row's chosen candidate: the highest score below the percentile cap, or a draw by
+        softmax(scores / temperature)."""
+        scores = torch.as_tensor(scores).to(self.device, torch.float64)
         if self.max_score_percentile is not None:
             scores = scores.masked_fill(scores > percentile(scores, self.max_score_percentile), -torch.inf)
         if self.temperature is None:
-            pick = scores.argmax(1)
-        else:
-            cdf = torch.softmax(scores / self.temperature, dim=1).cumsum(1)
-            u = to_device(self.rng.random((len(users), 1)), self.device)
-            pick = (cdf < u).sum(1).clamp_(max=self.candidates - 1)
-        return cand.gather(1, pick[:, None]).squeeze(1)
+            return scores.argmax(1)
+        cdf = torch.softmax(scores / self.temperature, dim=1).cumsum(1)
+        u = to_device(self.rng.random((len(scores), 1)), self.device)
+        return (cdf < u).sum(1).clamp_(max=self.candidates - 1)
 
 
 def percentile(scores: torch.Tensor, q: float) -> torch.Tensor:
@@ -252,15 +267,22 @@ class ScoreView:
 
     def __call__(self, users, items) -> torch.Tensor:
         """(B, M) scores, on the model's device (ids may be numpy or tensors anywhere)."""
-        if self.users is None or self.items is None or self.calls % self.refresh_every == 0:
-            with torch.no_grad():
-                options = {} if self.part is None else {"part": self.part}
-                self.users, self.items = (t.detach() for t in self.model.embed(self.graph, **options))
-        self.calls += 1
-        assert self.users is not None and self.items is not None
-        device = self.items.device
-        scores = gather_dot(self.users[ids_on(users, device)], self.items, ids_on(items, device))
-        return scores if self.part is None else self.part.total(scores)[0]
+        return self.many(users, [items])[0]
+
+    def many(self, users, items: list) -> list[torch.Tensor]:
+        """The scores of each (B, M) set of items in turn, as that many calls would give them (each call
+        counts towards the refresh); a training worker's partial scores summed in one exchange."""
+        out = []
+        for each in items:
+            if self.users is None or self.items is None or self.calls % self.refresh_every == 0:
+                with torch.no_grad():
+                    options = {} if self.part is None else {"part": self.part}
+                    self.users, self.items = (t.detach() for t in self.model.embed(self.graph, **options))
+            self.calls += 1
+            assert self.users is not None and self.items is not None
+            device = self.items.device
+            out.append(gather_dot(self.users[ids_on(users, device)], self.items, ids_on(each, device)))
+        return out if self.part is None else list(self.part.total(*out))
 
 
 AUTO_SCALE = 1.5  # candidates ~ AUTO_SCALE / sqrt(density), fitted on three validation splits (auto_candidates)

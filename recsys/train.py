@@ -69,7 +69,10 @@ class TrainResult:
 
 def draw_negatives(sampler, users: torch.Tensor, pos: torch.Tensor, scores, per_positive: int) -> torch.Tensor:
     """(batch, k) negatives on the sampler's device: the sampler's own k if it returns several, else
-    per_positive draws."""
+    per_positive draws (in one go where the sampler can: recsys.negatives.ModelMinedNegatives)."""
+    many = getattr(sampler, "sample_many", None)
+    if many is not None:
+        return many(users, pos, scores, per_positive)
     first = sampler.sample(users, pos, scores)
     if first.ndim == 2:
         return first

@@ -26,7 +26,7 @@ def mode(request):
         yield request.param
 
 
-@pytest.mark.parametrize("width", [64, 16, 70, 128])  # 70: a 64-wide block and a 6-wide rest
+@pytest.mark.parametrize("width", [64, 32, 16, 70, 120, 128])  # 70: a 64-wide block, a 6-wide rest; 120: 64, 32, 16, 8
 def test_product_equals_the_dense_one(mode, width):
     dense, a = _random_csr(40, 30, 0.3, seed=width)
     x = torch.randn(30, width)

@@ -1,8 +1,8 @@
 // Sparse (CSR, float32) x dense (float32, row-major) products for graph propagation on the CPU.
 //
 // Each output row is a weighted sum of rows of x. With 64-wide embeddings a row of x is four
-// 16-float vectors, so one output row is accumulated in four registers while the row's stored
-// entries are walked, and the x rows a few entries ahead are prefetched: the work is a chain of
+// 16-float vectors, so one output row is accumulated in four registers (two for 32 wide, one for
+// 16) while the row's stored entries are walked, and the x rows a few entries ahead are prefetched: the work is a chain of
 // gathers from x, and hiding their latency is what matters. Rows are handed to threads in small
 // dynamic chunks, because degrees in interaction graphs are skewed.
 //
@@ -28,39 +28,49 @@ namespace {
 
 constexpr int64_t kAhead = 8;  // entries to look ahead when prefetching rows of x
 
-// out_row = sum over entries j in [s, e) (where pick(j) >= 0) of val[j] * src[pick(j)], d floats.
+#ifdef __AVX512F__
+// Columns c .. c + 16 V - 1 of out_row = the sum over entries j in [s, e) (where pick(j) >= 0) of
+// val[j] * src[pick(j)], held in V 16-float registers while the entries are walked; the same
+// columns of the rows kAhead entries on are prefetched (V cache lines).
+template <int V, typename Pick>
+inline void block(const float* val, const float* src, int64_t d, int64_t c, int64_t s, int64_t e,
+                  Pick pick, float* out_row) {
+  __m512 a[V];
+  for (int k = 0; k < V; ++k) a[k] = _mm512_setzero_ps();
+  for (int64_t j = s; j < e; ++j) {
+    if (j + kAhead < e) {
+      const int64_t ahead = pick(j + kAhead);
+      if (ahead >= 0) {
+        const char* p = reinterpret_cast<const char*>(src + ahead * d + c);
+        for (int k = 0; k < V; ++k) __builtin_prefetch(p + 64 * k);
+      }
+    }
+    const int64_t r = pick(j);
+    if (r < 0) continue;
+    const float* x = src + r * d + c;
+    const __m512 v = _mm512_set1_ps(val[j]);
+    for (int k = 0; k < V; ++k) a[k] = _mm512_fmadd_ps(v, _mm512_loadu_ps(x + 16 * k), a[k]);
+  }
+  for (int k = 0; k < V; ++k) _mm512_storeu_ps(out_row + c + 16 * k, a[k]);
+}
+#endif
+
+// out_row = sum over entries j in [s, e) (where pick(j) >= 0) of val[j] * src[pick(j)], d floats:
+// 64 columns at a time, then 32, then 16 (a worker's block of a split table is often 32 or 16
+// wide: recsys/dist.py), then plain loops for what is left.
 template <typename Pick>
 inline void accumulate(const float* val, const float* src, int64_t d, int64_t s, int64_t e,
                        Pick pick, float* out_row) {
   int64_t c = 0;
 #ifdef __AVX512F__
-  for (; c + 64 <= d; c += 64) {
-    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps(),
-           a3 = _mm512_setzero_ps();
-    for (int64_t j = s; j < e; ++j) {
-      if (j + kAhead < e) {
-        const int64_t ahead = pick(j + kAhead);
-        if (ahead >= 0) {
-          const char* p = reinterpret_cast<const char*>(src + ahead * d + c);
-          __builtin_prefetch(p);
-          __builtin_prefetch(p + 64);
-          __builtin_prefetch(p + 128);
-          __builtin_prefetch(p + 192);
-        }
-      }
-      const int64_t r = pick(j);
-      if (r < 0) continue;
-      const float* x = src + r * d + c;
-      const __m512 v = _mm512_set1_ps(val[j]);
-      a0 = _mm512_fmadd_ps(v, _mm512_loadu_ps(x), a0);
-      a1 = _mm512_fmadd_ps(v, _mm512_loadu_ps(x + 16), a1);
-      a2 = _mm512_fmadd_ps(v, _mm512_loadu_ps(x + 32), a2);
-      a3 = _mm512_fmadd_ps(v, _mm512_loadu_ps(x + 48), a3);
-    }
-    _mm512_storeu_ps(out_row + c, a0);
-    _mm512_storeu_ps(out_row + c + 16, a1);
-    _mm512_storeu_ps(out_row + c + 32, a2);
-    _mm512_storeu_ps(out_row + c + 48, a3);
+  for (; c + 64 <= d; c += 64) block<4>(val, src, d, c, s, e, pick, out_row);
+  if (c + 32 <= d) {
+    block<2>(val, src, d, c, s, e, pick, out_row);
+    c += 32;
+  }
+  if (c + 16 <= d) {
+    block<1>(val, src, d, c, s, e, pick, out_row);
+    c += 16;
   }
 #endif
   if (c < d) {  // what is left of the width (all of it without AVX-512): plain loops
