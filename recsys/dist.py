@@ -14,10 +14,16 @@ splits, by what the family's model says (RecModel.split_columns):
   scores are partial dot products; one sum of the batch's partial scores and L2 terms (`Part.total`,
   B x (1 + k) + 1 numbers) makes them whole, and the gradient of the whole loss by each partial
   score is the gradient by the score, so each worker's columns get exactly one worker's gradient
-  with no further exchange. The hard-negative sampler's scores are summed the same way. After each
+  with no further exchange. The hard-negative sampler's scores of a batch's candidates are summed the
+  same way, all of the batch's draws in one sum (B x k x candidates numbers). The worker's optimiser
+  steps its block alone (its gradients, Adam's arithmetic and the average are n x d / W). After each
   epoch the workers gather their blocks (`join_columns`: the tables, Adam's moments, the parameter
   average), so rank 0 validates and every checkpoint holds the whole state.
-* by batch (every other family: the sampling families GraphSAGE and PinSage, GCN; the MMoE heads and
+  GCN too, though its weight matrices mix the columns: a worker holds its block of the tables'
+  columns and of every layer's weight rows (its output columns), gathers each layer's whole input
+  from the workers' blocks (`Part.gather`: an n x d all-gather forward, an n x d all-reduce of its
+  gradient backward) and computes its columns of the layer's products, 1/W of each.
+* by batch (every other family: the sampling families GraphSAGE and PinSage; the MMoE heads and
   the LLM prefix, recsys/multitask.py and recsys/llm_fit.py): a worker keeps its share of each batch
   (positions rank, rank + W, ...), samples that share's neighbourhoods on its own and takes the loss
   on it scaled by W x its share of the batch, so the mean of the workers' gradients (DDP's
@@ -94,25 +100,32 @@ class Worker:
         return self.world * len(mine[0]) / max(n, 1), mine
 
     def columns(self, model) -> "Part":
-        """This worker's block of the columns of the model's split tables (RecModel.split_columns)."""
+        """This worker's block of the model's split tables: of their columns (RecModel.split_columns),
+        and of the rows of the weight matrices whose rows make output columns (RecModel.split_rows)."""
         named = dict(model.named_parameters())
-        tables = [named[name] for name in model.split_columns()]
-        start, end, _ = self.block(tables[0].shape[1])
+        tables = [(named[name], 1) for name in model.split_columns()]
+        tables += [(named[name], 0) for name in model.split_rows()]
+        start, end, _ = self.block(tables[0][0].shape[1])
         return Part(self, start, end, tables)
 
     def join_columns(self, tensors: list[torch.Tensor]) -> None:
         """Every worker's block of the columns of each n x d tensor, in place (all-gathered), so that all
         hold the whole; the other columns of a worker's copy are stale until then."""
-        start = time.perf_counter()
         for t in tensors:
-            first, end, size = self.block(t.shape[1])
-            own = t.new_zeros(size, t.shape[0])
-            own[: end - first] = t[:, first:end].T
-            whole = t.new_empty(self.world, size, t.shape[0])
-            torch_dist.all_gather(list(whole.unbind(0)), own)
-            self._count(start, own, self.world - 1)
-            start = time.perf_counter()
-            t.copy_(whole.reshape(self.world * size, -1)[: t.shape[1]].T)
+            first, end, _ = self.block(t.shape[1])
+            t.copy_(self.gather_columns(t[:, first:end], t.shape[1]))
+
+    def gather_columns(self, block: torch.Tensor, width: int) -> torch.Tensor:
+        """The n x `width` tensor whose columns are every worker's `block` (this one's of n x its block's
+        width), in the order of the workers (all-gathered)."""
+        start = time.perf_counter()
+        first, end, size = self.block(width)
+        own = block.new_zeros(size, block.shape[0])
+        own[: end - first] = block.T
+        whole = block.new_empty(self.world, size, block.shape[0])
+        torch_dist.all_gather(list(whole.unbind(0)), own)
+        self._count(start, own, self.world - 1)
+        return whole.reshape(self.world * size, -1)[:width].T
 
     def sum(self, t: torch.Tensor) -> torch.Tensor:
         """The sum of `t` over the workers, in place."""
@@ -146,7 +159,7 @@ class Worker:
         """The model's batch_loss (on `part`, the columns this worker trains, if any) with DDP around it:
         its gradients averaged over the workers, but for the tables split by columns; the model's own
         batch_loss when nothing is left for DDP to average."""
-        ignore = model.split_columns() if part is not None else ()
+        ignore = (*model.split_columns(), *model.split_rows()) if part is not None else ()
         synced = [name for name, p in model.named_parameters() if p.requires_grad and name not in ignore]
         if not synced:
             return model.batch_loss if part is None else partial(model.batch_loss, part=part)
@@ -193,25 +206,33 @@ class _BatchLoss(torch.nn.Module):
 
 
 class Part:
-    """The block of columns start..end-1 of the ID tables that one worker trains (see the module's text).
-    The worker's optimiser steps that block alone: each table's block is a leaf tensor of its own (a
-    view of the table, so the model holds the steps without a copy), Adam's moments of it are views of
+    """The block start..end-1 of the columns of the ID tables that one worker trains (see the module's
+    text), and of the rows of weight matrices whose rows make those output columns (GCN's). The
+    worker's optimiser steps that block alone: each table's block is a leaf tensor of its own (a view
+    of the table, so the model holds the steps without a copy), Adam's moments of it are views of
     whole-size tensors (`moments`), and the parameter average moves only its `window`. So the worker's
-    gradients, Adam's arithmetic and the average cost n x d / W, not n x d; `join_columns` gathers the
-    tables, the moments and the average whole after each epoch."""
+    gradients, Adam's arithmetic and the average cost 1/W of the whole; `join_columns` gathers the
+    tables, the moments and the average whole after each epoch (`as_columns`)."""
 
-    def __init__(self, worker: Worker, start: int, end: int, tables: list[torch.Tensor]):
-        self.worker, self.start, self.end, self.tables = worker, start, end, tables
-        self.leaves = {id(t): t.detach()[:, start:end].requires_grad_() for t in tables}
-        self.moments = {id(t): {key: torch.zeros_like(t) for key in _MOMENTS} for t in tables}
+    def __init__(self, worker: Worker, start: int, end: int, tables: list[tuple[torch.Tensor, int]]):
+        self.worker, self.start, self.end, self.width = worker, start, end, tables[0][0].shape[1]
+        self.tables = [t for t, _ in tables]
+        self.axes = {id(t): axis for t, axis in tables}  # 1: split by columns, 0: by rows
+        self.leaves = {id(t): t.detach().narrow(axis, start, end - start).requires_grad_() for t, axis in tables}
+        self.moments = {id(t): {key: torch.zeros_like(t) for key in _MOMENTS} for t in self.tables}
 
     def of(self, table: torch.Tensor) -> torch.Tensor:
-        """This worker's columns of `table` (one of the split tables): the leaf its optimiser steps."""
+        """This worker's block of `table` (one of the split tables): the leaf its optimiser steps."""
         return self.leaves[id(table)]
 
     def window(self, param: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """This worker's columns of `t`, a tensor shaped like `param`, if `param` is split; else `t`."""
-        return t[:, self.start:self.end] if id(param) in self.leaves else t
+        """This worker's block of `t`, a tensor shaped like `param`, if `param` is split; else `t`."""
+        axis = self.axes.get(id(param))
+        return t if axis is None else t.narrow(axis, self.start, self.end - self.start)
+
+    def as_columns(self, param: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """`t` (shaped like the split `param`) as a view whose columns are split: what join_columns takes."""
+        return t if self.axes[id(param)] == 1 else t.T
 
     def params(self, model) -> list[torch.Tensor]:
         """What the optimiser steps: the model's parameters, with each split table's leaf in its place."""
@@ -225,12 +246,12 @@ class Part:
             for key, whole in self.moments[id(t)].items():
                 if key in state and state[key].shape == whole.shape:
                     whole.copy_(state[key])
-                state[key] = whole[:, self.start:self.end]
+                state[key] = self.window(t, whole)
             state.setdefault("step", torch.tensor(0.0))
 
     def whole_state(self, optimizer: torch.optim.Optimizer) -> dict:
         """The optimiser's state_dict with the whole moments (as last joined) in place of this worker's
-        columns of them: what a checkpoint keeps, for every worker to `bind` again."""
+        block of them: what a checkpoint keeps, for every worker to `bind` again."""
         out = optimizer.state_dict()
         order = [p for group in optimizer.param_groups for p in group["params"]]
         whole = {id(self.leaves[id(t)]): self.moments[id(t)] for t in self.tables}
@@ -239,6 +260,12 @@ class Part:
                 out["state"][index] = {**out["state"][index], **whole[id(p)]}
         return out
 
+    def gather(self, block: torch.Tensor) -> torch.Tensor:
+        """The n x d tensor whose columns are every worker's n x (its block's width) `block` (an all-gather);
+        its gradient comes back as the sum of the workers' gradients by the whole (an all-reduce), this
+        worker's columns of it. GCN's layers: each worker computes its output columns from the whole input."""
+        return _Gather.apply(self, block)
+
     def total(self, *parts: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Each tensor summed over the workers (one all-reduce for all); the gradient passes back
         unchanged, since the whole is the sum of the parts."""
@@ -246,6 +273,18 @@ class Part:
 
 
 _MOMENTS = ("exp_avg", "exp_avg_sq")  # Adam's (recsys/train.py trains with Adam, without amsgrad)
+
+
+class _Gather(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, part, block):
+        ctx.part = part
+        return part.worker.gather_columns(block, part.width).contiguous()
+
+    @staticmethod
+    def backward(ctx, grad):
+        part = ctx.part
+        return None, part.worker.sum(grad.contiguous().clone())[:, part.start:part.end]
 
 
 class _Total(torch.autograd.Function):

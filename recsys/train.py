@@ -177,11 +177,11 @@ class _Run:
         all workers: the whole state, for validation and the checkpoint."""
         if self.worker is None or self.part is None:
             return
-        kept = {id(p): s for p, s in zip(self.average.params, self.average.shadow)} if self.average else {}
+        kept = {id(p): [s] for p, s in zip(self.average.params, self.average.shadow)} if self.average else {}
         tensors = []
         for table in self.part.tables:
-            tensors += [table.data, *self.part.moments[id(table)].values()]
-            tensors += [kept[id(table)]] if id(table) in kept else []
+            whole = [table.data, *self.part.moments[id(table)].values(), *kept.get(id(table), [])]
+            tensors += [self.part.as_columns(table, t) for t in whole]
         self.worker.join_columns(tensors)
 
 

@@ -1,6 +1,7 @@
 """Training on several workers (recsys/dist.py) is the same mathematics as on one: W workers end at
 the parameters one worker reaches with the whole batches, to float tolerance, whether they split
-the ID tables by columns (LightGCN, MF: each worker trains its columns on whole batches) or split
+the ID tables by columns (LightGCN, MF: each worker trains its columns on whole batches; GCN: its
+columns of the tables and of every layer's output, each layer's input gathered) or split
 every batch (GraphSAGE: each takes 1/W of it, DDP over sampled neighbourhoods; the MMoE heads; the LLM
 prefix, each reading its share of a batch's members).
 The workers are real processes in a gloo group (torch.multiprocessing), ended when the test ends."""
@@ -13,11 +14,12 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-FAMILIES = ("lightgcn", "mf", "sage")
+FAMILIES = ("lightgcn", "mf", "gcn", "sage")
 # LightGCN with the hard-negative sampler (partial scores summed) and an average (joined after each epoch),
-# MF with the row-wise L2 term (on the worker's columns)
+# MF with the row-wise L2 term (on the worker's columns), GCN (its weights split by rows) like LightGCN
 VARIANTS = {"lightgcn": {"negatives": {"kind": "model", "candidates": 4, "refresh_every": 2}, "average": 0.9},
-            "mf": {"l2_form": "row"}}
+            "mf": {"l2_form": "row"},
+            "gcn": {"negatives": {"kind": "model", "candidates": 4, "refresh_every": 2}, "average": 0.9}}
 
 
 def _setting():
@@ -35,6 +37,7 @@ def _setting():
 def _model(family, data, graph):
     """LightGCN and MF (split by columns), GraphSAGE (DDP over sampled neighbourhoods: fan-outs above every
     degree, so each worker samples exactly what one worker samples for the same nodes)."""
+    from recsys.models.gcn import GCN
     from recsys.models.lightgcn import LightGCN
     from recsys.models.mf import MF
     from recsys.models.sage import GraphSAGE
@@ -42,6 +45,7 @@ def _model(family, data, graph):
     torch.manual_seed(0)
     build = {"lightgcn": lambda: LightGCN(data.n_users, data.n_items, dim=8, layers=3),
              "mf": lambda: MF(data.n_users, data.n_items, dim=8),
+             "gcn": lambda: GCN(data.n_users, data.n_items, dim=8, layers=2),
              "sage": lambda: GraphSAGE(data.n_users, data.n_items, dim=8, fanouts=(1000, 1000))}
     return build[family]()
 
@@ -72,7 +76,7 @@ def _train(rank: int, world: int, folder: str) -> None:
         result = fit(model, graph, data, cfg.model_copy(update=update), eval_cfg, worker=worker)
         if rank == 0:
             torch.save({"state": model.state_dict(), "history": result.history}, f"{folder}/{family}-{world}.pt")
-        if family == "lightgcn" and worker is not None:  # each worker killed after epoch 1, started again
+        if family in ("lightgcn", "gcn") and worker is not None:  # each worker killed after epoch 1, started again
             memory = _Memory(fail_after=1)  # from its checkpoint: whole tables, moments and average
             with pytest.raises(RuntimeError, match="the worker died"):
                 fit(_model(family, data, graph), graph, data, cfg.model_copy(update=update), eval_cfg,
@@ -134,9 +138,10 @@ def _rows():
 def test_two_workers_reach_one_workers_parameters(tmp_path):
     _train(0, 1, str(tmp_path))
     mp.spawn(_train, args=(2, str(tmp_path)), nprocs=2, join=True)  # both ended when it returns
-    resumed = torch.load(tmp_path / "lightgcn-resumed.pt")["state"]  # split by columns, from a checkpoint
-    for name, value in torch.load(tmp_path / "lightgcn-1.pt")["state"].items():
-        assert torch.allclose(value, resumed[name], atol=1e-5), name
+    for family in ("lightgcn", "gcn"):  # split by columns, from a checkpoint
+        resumed = torch.load(tmp_path / f"{family}-resumed.pt")["state"]
+        for name, value in torch.load(tmp_path / f"{family}-1.pt")["state"].items():
+            assert torch.allclose(value, resumed[name], atol=1e-5), (family, name)
     for family in (*FAMILIES, "heads", "prefix"):
         one = torch.load(tmp_path / f"{family}-1.pt")
         two = torch.load(tmp_path / f"{family}-2.pt")

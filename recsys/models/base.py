@@ -57,6 +57,11 @@ class RecModel(nn.Module):
         scores, whose norms need every column. Such a family's batch_loss and encode take `part`."""
         return ()
 
+    def split_rows(self) -> tuple[str, ...]:
+        """The weight matrices that training workers split by rows alongside `split_columns` (GCN's:
+        a Linear's rows make its output columns, so a worker computes its columns of every layer)."""
+        return ()
+
     def set_objective(self, objective: str, temperature: float = 0.1) -> None:
         if objective not in OBJECTIVES:
             raise ValueError(f"unknown objective {objective!r}; choose one of {', '.join(OBJECTIVES)}")
