@@ -8,7 +8,7 @@ the seconds it spent in collectives per epoch (recsys/dist.py counts them), test
 The projection: an epoch on M machines like this one (2 cores each), at 1M and 10M members, for 10,
 25 and 100 Gbit/s between them = the measured one-worker epoch scaled by the log's size (linear:
 bench/results/retrain_scale.md) and divided by M, plus the bytes a worker sends per epoch at that
-size (recsys/dist.py's count, growing with the log for LightGCN, with the weights for
+size (recsys/dist.py's count, growing with the log for LightGCN and GCN, with the weights for
 GraphSAGE) over the bandwidth. It assumes the split is even and that nothing else competes for the
 network; the 2-worker measurement here says what the engine itself costs.
 
@@ -41,8 +41,8 @@ MACHINES = (2, 4, 8)
 GBITS = (10, 25, 100)
 # what a worker's bytes per step grow with (recsys/dist.py): LightGCN's, split by columns, with the log (the
 # batch's partial scores: a batch holds 1/64 of the log; the tables joined after an epoch: a row per member);
-# GraphSAGE's DDP sum moves its weights, whatever the members
-BYTES_GROW_WITH_LOG = {"lightgcn": True, "sage": False}
+# GraphSAGE's DDP sum moves its weights, whatever the members; GCN's gathers move n x d per layer and step
+BYTES_GROW_WITH_LOG = {"lightgcn": True, "sage": False, "gcn": True}
 
 
 def child_main(spec_path: Path) -> None:
@@ -155,7 +155,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--members", type=int, default=100_000)
     p.add_argument("--epochs", type=int, default=4)
-    p.add_argument("--families", nargs="+", default=["lightgcn", "sage"])
+    p.add_argument("--families", nargs="+", default=["lightgcn", "sage"], choices=sorted(BYTES_GROW_WITH_LOG))
     p.add_argument("--work", type=Path, default=Path("/tmp/graphrec-distributed"))
     p.add_argument("--timeout", type=float, default=3 * 3600, help="seconds a run may take")
     p.add_argument("--name", default="distributed")
