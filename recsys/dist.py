@@ -208,25 +208,30 @@ class _BatchLoss(torch.nn.Module):
 class Part:
     """The block start..end-1 of the columns of the ID tables that one worker trains (see the module's
     text), and of the rows of weight matrices whose rows make those output columns (GCN's). The
-    worker's optimiser steps that block alone: each table's block is a leaf tensor of its own (a view
-    of the table, so the model holds the steps without a copy), Adam's moments of it are views of
-    whole-size tensors (`moments`), and the parameter average moves only its `window`. So the worker's
-    gradients, Adam's arithmetic and the average cost 1/W of the whole; `join_columns` gathers the
-    tables, the moments and the average whole after each epoch (`as_columns`)."""
+    worker's optimiser steps that block alone, as a contiguous tensor of its own (a leaf: `of`), and
+    Adam's moments and the parameter average follow it; so the worker's gradients, Adam's arithmetic
+    and the average cost 1/W of the whole. Before each epoch's join the blocks go into the whole
+    tensors (`push`: the tables, the moments in `moments`), which `join_columns` completes from the
+    other workers (`as_columns`); after a checkpoint is loaded into the whole tensors they come back
+    out (`pull`)."""
 
     def __init__(self, worker: Worker, start: int, end: int, tables: list[tuple[torch.Tensor, int]]):
         self.worker, self.start, self.end, self.width = worker, start, end, tables[0][0].shape[1]
         self.tables = [t for t, _ in tables]
         self.axes = {id(t): axis for t, axis in tables}  # 1: split by columns, 0: by rows
-        self.leaves = {id(t): t.detach().narrow(axis, start, end - start).requires_grad_() for t, axis in tables}
+        self.leaves = {id(t): t.detach().narrow(axis, start, end - start).clone().requires_grad_()
+                       for t, axis in tables}
         self.moments = {id(t): {key: torch.zeros_like(t) for key in _MOMENTS} for t in self.tables}
 
     def of(self, table: torch.Tensor) -> torch.Tensor:
         """This worker's block of `table` (one of the split tables): the leaf its optimiser steps."""
         return self.leaves[id(table)]
 
+    def splits(self, param: torch.Tensor) -> bool:
+        return id(param) in self.leaves
+
     def window(self, param: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """This worker's block of `t`, a tensor shaped like `param`, if `param` is split; else `t`."""
+        """This worker's block of `t`, a tensor shaped like `param`, if `param` is split; else `t` (a view)."""
         axis = self.axes.get(id(param))
         return t if axis is None else t.narrow(axis, self.start, self.end - self.start)
 
@@ -238,20 +243,32 @@ class Part:
         """What the optimiser steps: the model's parameters, with each split table's leaf in its place."""
         return [self.leaves.get(id(p), p) for p in model.parameters()]
 
-    def bind(self, optimizer: torch.optim.Optimizer) -> None:
-        """Adam's moments of each leaf made views of the whole-size `moments` (a state just loaded
-        from a checkpoint, whole, is copied into them first)."""
+    @torch.no_grad()
+    def push(self, optimizer: torch.optim.Optimizer) -> None:
+        """This worker's blocks into the whole tables and the whole `moments`, for join_columns."""
         for t in self.tables:
-            state = optimizer.state[self.leaves[id(t)]]
+            leaf = self.leaves[id(t)]
+            self.window(t, t.data).copy_(leaf)
+            state = optimizer.state.get(leaf, {})
             for key, whole in self.moments[id(t)].items():
-                if key in state and state[key].shape == whole.shape:
-                    whole.copy_(state[key])
-                state[key] = self.window(t, whole)
-            state.setdefault("step", torch.tensor(0.0))
+                if key in state:
+                    self.window(t, whole).copy_(state[key])
+
+    @torch.no_grad()
+    def pull(self, optimizer: torch.optim.Optimizer) -> None:
+        """The blocks back from the whole tables and from whole moments just loaded (a checkpoint's)."""
+        for t in self.tables:
+            leaf = self.leaves[id(t)]
+            leaf.copy_(self.window(t, t.data))
+            state = optimizer.state.get(leaf, {})
+            for key in _MOMENTS:
+                if key in state and state[key].shape == t.shape:
+                    self.moments[id(t)][key].copy_(state[key])
+                    state[key] = self.window(t, state[key]).clone()
 
     def whole_state(self, optimizer: torch.optim.Optimizer) -> dict:
         """The optimiser's state_dict with the whole moments (as last joined) in place of this worker's
-        block of them: what a checkpoint keeps, for every worker to `bind` again."""
+        block of them: what a checkpoint keeps, for every worker to `pull` again."""
         out = optimizer.state_dict()
         order = [p for group in optimizer.param_groups for p in group["params"]]
         whole = {id(self.leaves[id(t)]): self.moments[id(t)] for t in self.tables}

@@ -177,6 +177,9 @@ class _Run:
         all workers: the whole state, for validation and the checkpoint."""
         if self.worker is None or self.part is None:
             return
+        self.part.push(self.optimizer)
+        if self.average:
+            self.average.push()
         kept = {id(p): [s] for p, s in zip(self.average.params, self.average.shadow)} if self.average else {}
         tensors = []
         for table in self.part.tables:
@@ -194,8 +197,6 @@ def _start(model, graph, data, cfg, sampler, device, worker=None) -> _Run:
     batch_size, lr = batch_plan(cfg, len(data.train))
     part = worker.columns(model) if worker is not None and model.split_columns() else None
     optimizer = torch.optim.Adam(model.parameters() if part is None else part.params(model), lr=lr)
-    if part is not None:
-        part.bind(optimizer)
     schedule: torch.optim.lr_scheduler.LRScheduler
     if cfg.lr_schedule == "cosine":
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)

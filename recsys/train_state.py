@@ -55,10 +55,16 @@ class ParameterAverage:
     def __init__(self, model, optimizer: Optional[torch.optim.Optimizer], decay: float, part=None):
         self.params, self.decay, self.steps = list(model.parameters()), decay, 0
         self.shadow = [p.detach().clone() for p in self.params]
-        # what a step moves: all of each, or a training worker's own columns of the tables it splits
-        # (`part`, recsys/dist.py: the rest is joined after each epoch)
-        cut = part.window if part is not None else (lambda p, t: t)
-        self.moving = [(cut(p, p.detach()), cut(p, s)) for p, s in zip(self.params, self.shadow)]
+        # what a step moves: each whole, or a training worker's own block of a table it splits (`part`,
+        # recsys/dist.py), averaged apart and put into the whole at `push`, before each epoch's join
+        self.moving, self.blocks = [], []
+        for p, s in zip(self.params, self.shadow):
+            if part is None or not part.splits(p):
+                self.moving.append((p.detach(), s))
+                continue
+            own = part.window(p, s).clone()
+            self.moving.append((part.of(p).detach(), own))
+            self.blocks.append((part.window(p, s), own))
         self.handle = (optimizer.register_step_post_hook(self.update) if optimizer is not None
                        else register_optimizer_step_post_hook(self.update))
 
@@ -67,6 +73,18 @@ class ParameterAverage:
         weight = 1 - min(self.decay, (1 + self.steps) / (10 + self.steps))
         with torch.no_grad():
             torch._foreach_lerp_([s for _, s in self.moving], [p for p, _ in self.moving], weight)
+
+    @torch.no_grad()
+    def push(self) -> None:
+        """A training worker's averaged blocks into the whole average."""
+        for whole, own in self.blocks:
+            whole.copy_(own)
+
+    @torch.no_grad()
+    def pull(self) -> None:
+        """The blocks back from the whole average (a checkpoint's, just loaded)."""
+        for whole, own in self.blocks:
+            own.copy_(whole)
 
     def load(self) -> None:
         """Put the average into the model for good."""
@@ -118,8 +136,8 @@ def restore_loop(run, state: dict) -> int:
     """Put a loop_state back into `run`; the epoch it was taken after."""
     run.model.load_state_dict(state["model"])
     run.optimizer.load_state_dict(state["optimizer"])
-    if run.part is not None:  # a training worker's moments of its columns: views of the whole ones again
-        run.part.bind(run.optimizer)
+    if run.part is not None:  # a training worker's blocks of the tables and the moments, from the whole
+        run.part.pull(run.optimizer)
     run.schedule.load_state_dict(state["schedule"])
     run.step = state["step"]
     for key, value in vars(state["result"]).items():
@@ -128,6 +146,7 @@ def restore_loop(run, state: dict) -> int:
         shadow, run.average.steps = state["average"]
         for mine, saved in zip(run.average.shadow, shadow):
             mine.copy_(saved)
+        run.average.pull()
     best = state["best"]  # a checkpoint from before `curve` was kept: its best score stands for it
     run.best.best_score, run.best.best_epoch, run.best.bad, run.best.state, run.best.curve = (*best, best[0])[:5]
     run.rng.bit_generator.state = state["rng"]
