@@ -12,7 +12,7 @@ size (recsys/dist.py's count, growing with the log for LightGCN and GCN, with th
 GraphSAGE) over the bandwidth. It assumes the split is even and that nothing else competes for the
 network; the 2-worker measurement here says what the engine itself costs.
 
-    python -m bench.distributed [--members 100000] [--epochs 4] [--families lightgcn sage]
+    python -m bench.distributed [--members 100000] [--epochs 4] [--families lightgcn sage gcn]
 """
 from __future__ import annotations
 
