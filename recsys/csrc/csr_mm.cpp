@@ -2,8 +2,8 @@
 //
 // Each output row is a weighted sum of rows of x. With 64-wide embeddings a row of x is four
 // 16-float vectors, so one output row is accumulated in four registers (two for 32 wide, one for
-// 16) while the row's stored entries are walked, and the x rows a few entries ahead are prefetched: the work is a chain of
-// gathers from x, and hiding their latency is what matters. Rows are handed to threads in small
+// 16) while the row's stored entries are walked, and the x rows a few entries ahead are
+// prefetched: the work is a chain of gathers from x, and hiding their latency is what matters. Rows are handed to threads in small
 // dynamic chunks, because degrees in interaction graphs are skewed.
 //
 //   rows_mm(crow, col, val, x, rows, out):   out[l] = A[rows[l]] x   (every row when rows is empty)
