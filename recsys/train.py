@@ -167,7 +167,7 @@ class _Run:
     governor: Governor
     rng: np.random.Generator
     worker: Optional[Worker]
-    part: Optional[Part]  # the columns of the ID tables this worker trains (recsys/dist.py), if it splits them
+    part: Optional[Part]  # the block of the split tables this worker trains (recsys/dist.py), if it splits them
     loss: Callable  # the model's batch_loss (behind DDP on several workers)
     boost: tuple[float, int] = (1.0, 0)  # a warm start's lr factor and the epochs it lasts (train.warm_lr)
     step: int = 0
