@@ -25,6 +25,11 @@ Data, and which split chooses what (every choice on validation; test is ranked o
 
     ./dev.sh python -m bench.warm_start --rows gowalla-mf network100k-lightgcn [--resume]
 
+--resume reuses the stages that finished; a stage stopped while training (the command killed, the
+machine lost, --timeout) goes on from the loop state its store kept (train.checkpoint_seconds,
+deploy/resume.py), its curve whole and its figures tagged `resumed`, so a 1M-member run to
+convergence can take several sittings.
+
 Writes bench/results/warm_start.json (rows: dataset, family, members, scratch_seconds,
 warm_seconds_to_scratch_best, scratch_test_recall@20, warm_test_recall@20, peak_rss_mb, and the
 curves; worst_warm_time_ratio: warm_seconds_to_scratch_best / scratch_seconds, the worst row;
@@ -144,7 +149,8 @@ def child_main(spec_path: Path) -> None:
         "test_recall@20": test.get("recall@20"), "test_ndcg@20": test.get("ndcg@20"),
         "members": int(params.get("data.users", 0)), "start": params.get("start"),
         "start_reason": params.get("start_reason"), "peak_rss_mb": round(peak_rss_mb()),
-        "version": out["version"], "promoted": out["promoted"]}))
+        "version": out["version"], "promoted": out["promoted"],
+        "resumed": run["tags"].get("graphrec.resumed")}))  # train_seconds is then the last process's alone
 
 
 def by_step(run_id: str, key: str) -> dict[int, float]:
@@ -159,16 +165,18 @@ def run_row(row: str, stages: Stages, args) -> dict:
     first = args.work / row / "day1"
 
     def day1():
-        shutil.rmtree(first, ignore_errors=True)
-        first.mkdir(parents=True)
+        if not _interrupted(first):
+            shutil.rmtree(first, ignore_errors=True)
+            first.mkdir(parents=True)
         return run_stage(row, "day1", first / "store", days[1], args)
 
     base = stages.run(f"{row}/day1", inputs, day1)
 
     def day2(stage: str, extra: tuple[str, ...] = ()):
         folder = args.work / row / stage
-        shutil.rmtree(folder, ignore_errors=True)
-        shutil.copytree(first, folder)  # day 1's store as it was: its champion is day 1's model
+        if not _interrupted(folder):
+            shutil.rmtree(folder, ignore_errors=True)
+            shutil.copytree(first, folder)  # day 1's store as it was: its champion is day 1's model
         return run_stage(row, stage, folder / "store", days[2], args, extra)
 
     scratch = stages.run(f"{row}/scratch", inputs, lambda: day2("scratch"))
@@ -194,6 +202,15 @@ def run_row(row: str, stages: Stages, args) -> dict:
             "warm_start": warm["start_reason"], "warm_settings": args.warm_set,
             "peak_rss_mb": max(scratch["peak_rss_mb"], warm["peak_rss_mb"]),
             "scratch_curve": scratch["curve"], "warm_curve": warm["curve"]}
+
+
+def _interrupted(folder: Path) -> bool:
+    """Whether a run of this stage was stopped while training: its store then keeps the loop's state
+    (deploy/resume.py), and the stage, run again, goes on from there instead of starting afresh."""
+    found = any((folder / "store" / "checkpoints").glob("*/*.pt"))
+    if found:
+        print(f"[{folder}] goes on from the training state an interrupted run kept", flush=True)
+    return found
 
 
 def _paired(row: str, sets: list[str], args, scratch: dict, warm: dict) -> dict | None:

@@ -158,9 +158,9 @@ def metric_history(run_id: str, key: str) -> list[float]:
 
 
 def run_figures(run_id: str) -> dict:
-    """A run's params and (latest) metrics: {"params": {...}, "metrics": {...}}."""
+    """A run's params, (latest) metrics and tags: {"params": {...}, "metrics": {...}, "tags": {...}}."""
     run = MlflowClient().get_run(run_id)
-    return {"params": dict(run.data.params), "metrics": dict(run.data.metrics)}
+    return {"params": dict(run.data.params), "metrics": dict(run.data.metrics), "tags": dict(run.data.tags)}
 
 
 def log_results(run_id: str, history: list[dict], metrics: dict[str, dict[str, float]],

@@ -79,9 +79,7 @@ def train(prepared, cfg: RunConfig, run_id: str, drift: Optional[DriftCheck] = N
     """The family's whole training (recsys/families.py), from the champion or from scratch
     (train.start, recsys/warm.py), in this process or on Ray workers (compute.trainer); every
     stage's epochs go to the MLflow run, and how it started too."""
-    from deploy.tracking import EpochLogger
     from deploy.warm_store import record_start
-    from recsys.fit import train as train_family
     from recsys.warm import choose
 
     state, why = _champion_state(cfg)
@@ -92,10 +90,32 @@ def train(prepared, cfg: RunConfig, run_id: str, drift: Optional[DriftCheck] = N
 
         trained = train_on_ray(prepared, cfg, run_id, warm, why, get_run_logger().info)
     else:
-        trained = train_family(prepared, cfg, lambda stage: [EpochLogger(run_id, prefix=stage)],
-                               get_run_logger().info, warm=warm, why=why)
+        trained = _train_here(prepared, cfg, run_id, warm, why)
     if trained.start is not None:
         record_start(run_id, trained.start)
+    return trained
+
+
+def _train_here(prepared, cfg: RunConfig, run_id: str, warm, why: str) -> Trained:
+    """In this process, going on from the state an interrupted run of the same training kept (deploy/resume.py)."""
+    from mlflow import MlflowClient
+
+    from deploy.resume import loop_checkpoint, resumed_line
+    from deploy.tracking import EpochLogger
+    from recsys.fit import train as train_family
+    from recsys.train_state import keeping
+
+    logger = get_run_logger()
+    checkpoint = loop_checkpoint(cfg, prepared.data.fingerprint(), None if warm is None else str(warm.version))
+    with keeping(checkpoint):
+        trained = train_family(prepared, cfg, lambda stage: [EpochLogger(run_id, prefix=stage)], logger.info,
+                               warm=warm, why=why)
+    if checkpoint is not None:
+        for note in checkpoint.notes:
+            logger.warning(note)
+        if checkpoint.resumed:
+            MlflowClient().set_tag(run_id, "graphrec.resumed", resumed_line(checkpoint))
+        checkpoint.clear()
     return trained
 
 

@@ -168,6 +168,10 @@ class TrainConfig(Section):
     monitor: str = "ndcg@20"
     seed: int = 0
     progress: bool = True
+    checkpoint_seconds: Optional[float] = Field(
+        120.0, ge=0, description="the retrain keeps the loop's state on disk after an epoch, at most this often, "
+                                 "so a run interrupted part-way goes on from there when started again on the same "
+                                 "data and settings; null: never")
     loss: Literal["bpr", "softmax"] = Field("bpr", description="bpr (or the family's pairwise loss) or sampled "
                                                                "softmax")
     temperature: float = Field(0.1, gt=0, description="softmax: logits are scores / temperature")

@@ -32,7 +32,7 @@ from recsys.models.base import RecModel
 from recsys.negatives import Sampler, ScoreView, build_sampler
 from recsys.recipe import resolve_for_model
 from recsys.threads import Governor
-from recsys.train_state import EarlyStopping, LoopCheckpoint, ParameterAverage, loop_state, restore_loop
+from recsys.train_state import EarlyStopping, LoopCheckpoint, ParameterAverage, kept, loop_state, replay, restore_loop
 from recsys.warm import lr_boost
 
 
@@ -136,7 +136,7 @@ def fit(
     state goes after every epoch and comes back from (resuming)."""
     torch.manual_seed(cfg.seed)
     worker = worker or active()
-    checkpoint = checkpoint or (worker.checkpoint if worker is not None else None)
+    checkpoint = checkpoint or (worker.checkpoint if worker is not None else kept())
     device = torch.device("cpu") if device is None else torch.device(device)
     model.to(device)
     graph = graph.to(device)
@@ -321,6 +321,10 @@ def _fit(model, graph, data, cfg, eval_cfg, callbacks, sampler, log, device, sta
     run = _start(model, graph, data, cfg, sampler, device, worker)
     saved = checkpoint.load(stage) if checkpoint is not None else None
     first = 1 if saved is None else restore_loop(run, saved) + 1
+    if saved is not None and worker is None:  # a loop resumed by a new process (recsys.train_state.keeping)
+        replay(run.result.history, callbacks)
+        if log:
+            log(f"{stage}: goes on after epoch {first - 1}, from the state an interrupted run kept")
     if saved is not None and saved["done"]:
         return run.result  # this stage finished before the restart: its trained state is back
     leads = worker is None or worker.leads  # rank 0 validates and keeps the best state
@@ -346,7 +350,8 @@ def _fit(model, graph, data, cfg, eval_cfg, callbacks, sampler, log, device, sta
         logs["elapsed_seconds"] = time.perf_counter() - started  # the loop's wall clock, evaluations included
         return stop
 
-    started = time.perf_counter()
+    history = run.result.history  # a resumed loop's clock goes on from its last kept epoch
+    started = time.perf_counter() - (history[-1].get("elapsed_seconds", 0.0) if history else 0.0)
     model.train()
     if getattr(model, "warm_from", None) is not None and len(data.valid) and leads and saved is None:
         _baseline(run, eval_cfg, callbacks, started)
@@ -371,13 +376,14 @@ def _fit(model, graph, data, cfg, eval_cfg, callbacks, sampler, log, device, sta
 
 
 class _Saving(Callback):
-    """The loop's state to its checkpoint after every epoch (the epoch's figures in the history)."""
+    """The loop's state to its checkpoint after an epoch, when it is due (the epoch's figures in the history)."""
 
     def __init__(self, run: _Run, checkpoint: LoopCheckpoint, stage: str):
         self.run, self.checkpoint, self.stage = run, checkpoint, stage
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
-        self.checkpoint.save(self.stage, loop_state(self.run, epoch, done=False))
+        if self.checkpoint.due():
+            self.checkpoint.save(self.stage, loop_state(self.run, epoch, done=False))
 
 
 def no_callbacks(stage: str) -> list[Callback]:

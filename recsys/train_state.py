@@ -5,7 +5,11 @@ and when to stop (EarlyStopping), and the parameter average that is judged and k
 from __future__ import annotations
 
 import copy
+import os
+import shutil
+import time
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Optional, Protocol
 
 import torch
@@ -118,6 +122,77 @@ class LoopCheckpoint(Protocol):
 
     def save(self, stage: str, state: dict) -> None:
         ...
+
+    def due(self) -> bool:
+        """Whether the state after this epoch is to be kept (a finished stage's always is)."""
+        ...
+
+
+class FileCheckpoint:
+    """A LoopCheckpoint in a folder (the flow's train task keeps one per configuration, data and start:
+    deploy/resume.py), so that a retrain killed part-way goes on from its last kept epoch when run
+    again: a file per stage, written aside and renamed over the previous one (a kill at any moment
+    leaves one whole), at most every `seconds`. `resumed`: the epoch each stage went on from;
+    `notes`: a file that could not be read (its stage is trained again)."""
+
+    def __init__(self, folder: Path, seconds: float = 0.0):
+        self.folder, self.seconds = Path(folder), float(seconds)
+        self.last = time.monotonic()
+        self.resumed: dict[str, int] = {}
+        self.notes: list[str] = []
+
+    def load(self, stage: str) -> Optional[dict]:
+        path = self.folder / f"{stage}.pt"
+        if not path.exists():
+            return None
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as e:  # a disk error: the stage trains again from its first epoch
+            self.notes.append(f"{path} could not be read ({type(e).__name__}: {e}); {stage} starts again")
+            return None
+        self.resumed[stage] = int(state["epoch"])
+        return state
+
+    def due(self) -> bool:
+        return time.monotonic() - self.last >= self.seconds
+
+    def save(self, stage: str, state: dict) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / f"{stage}.pt"
+        aside = path.with_name(f"{path.name}.{os.getpid()}.part")
+        torch.save(state, aside)
+        os.replace(aside, path)
+        self.last = time.monotonic()
+
+    def clear(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+_KEPT: list[Optional[LoopCheckpoint]] = []
+
+
+@contextmanager
+def keeping(checkpoint: Optional[LoopCheckpoint]):
+    """The training loops run in this block by this process (not a training worker's, which has its
+    own) keep their state in `checkpoint` and go on from it (recsys.train.fit)."""
+    _KEPT.append(checkpoint)
+    try:
+        yield
+    finally:
+        _KEPT.pop()
+
+
+def kept() -> Optional[LoopCheckpoint]:
+    return _KEPT[-1] if _KEPT else None
+
+
+def replay(history: list[dict], callbacks) -> None:
+    """A loop resumed in a new process: its kept epochs' figures to the observers again (a new MLflow
+    run shows the whole curve)."""
+    for entry in history:
+        logs = {k: v for k, v in entry.items() if k != "epoch"}
+        for cb in callbacks:
+            cb.on_epoch_end(entry["epoch"], logs)
 
 
 def loop_state(run, epoch: int, done: bool) -> dict:

@@ -3,7 +3,8 @@ start of each phase of the flow that writes (or follows a write), and two retrai
 store. After each: the champion and CURRENT are as they were (the killed runs are set up so that
 they could not pass the gates anyway: CANNOT_WIN), CURRENT still serves, no version is left with
 half a decision, the killed run is marked KILLED by the next start, and the Prefect server the
-command started went with it.
+command started went with it. A retrain killed while training goes on from its last kept epoch when
+run again (deploy/resume.py).
 
 (Commands stopped by SIGINT / SIGTERM to their process group: test_stopping.py. The kernel build
 killed at any moment: test_kernels.py. A refresh killed mid-write and the tracking server lost
@@ -22,7 +23,7 @@ import pytest
 from flows.cli import main as cli_main
 from flows.cli import prepare_prefect
 from tests.conftest import REPO, TINY_NETWORK, descendants, exited, wait_until, worker_of
-from tests.stores import registry, serves, state
+from tests.stores import registry, runs, serves, state
 
 TINY = [*TINY_NETWORK, "train.epochs=1", "train.eval_every=1"]
 # No vector of a trained model is that short: the embedding gate refuses these challengers.
@@ -110,3 +111,22 @@ def test_two_retrains_at_once_both_finish_and_current_serves_the_champion(store,
     assert codes == [0, 0], [log.read_text()[-2000:] for log in logs]
     now = state(root)
     serves(root, now["champion"])
+
+
+def test_a_retrain_killed_while_training_goes_on_from_its_kept_epoch_when_run_again(store, tmp_path, processes):
+    root = store
+    keep = [*CANNOT_WIN, "train.epochs=60", "train.patience=60", "train.checkpoint_seconds=0"]
+    log = tmp_path / "retrain.log"
+    proc = _start(processes, root, log, *keep)
+    kept = wait_until(lambda: list((root / "checkpoints").glob("*/train.pt")) or proc.poll() is not None,
+                      "an epoch kept on disk")
+    assert proc.poll() is None, log.read_text()[-3000:]
+    os.killpg(worker_of(proc), signal.SIGKILL)
+    proc.wait()
+    assert cli_main(_argv(root, *keep)) == 0
+    client, _ = registry(root)
+    run = runs(root)[0]
+    assert run.data.tags["graphrec.resumed"].startswith("train after epoch ")
+    steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "loss"))
+    assert steps == list(range(1, 61))  # the new run's curve holds the epochs before the kill too
+    assert not kept[0].parent.exists()  # a finished training removes what it kept
