@@ -13,7 +13,8 @@ store runs supervised (`supervise`):
   in that session, out of reach of the terminal's signals, and is tied to it (PR_SET_PDEATHSIG);
 - the supervisor passes the first SIGINT / SIGTERM / SIGHUP to the child alone, which unwinds as
   from Ctrl-C: the flow run is marked crashed on a server that is still there, the MLflow run
-  ends KILLED, nothing is promoted;
+  ends KILLED, nothing is promoted; the child raises for its first stop signal only, so one that
+  reaches it again (sent to every process at once, and passed on) cannot cut that unwinding short;
 - a second signal while the first is handled, or a child still unwinding after `grace` seconds,
   ends the child's whole group at once with SIGKILL (the store stays consistent: every write is
   atomic or ignored until it is complete);
@@ -51,6 +52,9 @@ def stop_on_signals() -> None:
     it ignored, as a shell does for background jobs), SIGTERM and SIGHUP raise `Terminated`."""
     def handler(signum, frame):
         _received.append(signum)
+        if len(_received) > 1:  # already unwinding: raising again would cut its cleanup short (the MLflow
+            return  # run's end); a signal sent to every process at once reaches this one twice (direct and
+        # passed on by the supervisor), and the supervisor ends the group if the unwinding takes too long
         # The interruption cancels whatever an event loop (Prefect's runner) was awaiting; asyncio
         # then logs each cancelled callback with its traceback: noise once the command is stopping.
         logging.getLogger("asyncio").setLevel(logging.CRITICAL)

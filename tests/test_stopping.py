@@ -201,3 +201,22 @@ def test_the_servers_and_workers_are_outside_the_terminals_group(store, tmp_path
     held.proc.send_signal(signal.SIGKILL)  # the command alone, however it ends: the rest follows
     held.proc.wait(BOUND)
     wait_until(lambda: all(exited(pid) for pid in below), "the work and its server to follow the command")
+
+
+def test_a_stop_signal_that_arrives_again_while_unwinding_does_not_cut_the_unwinding_short(tmp_path):
+    """The work raises for its first stop signal only: a second one (SIGTERM sent to every process at
+    once reaches the work directly and again through its supervisor) lets the cleanup finish."""
+    import subprocess
+
+    script = tmp_path / "work.py"
+    script.write_text(
+        "import os, signal\n"
+        "from flows.stopping import Terminated, stop_on_signals\n"
+        "stop_on_signals()\n"
+        "try:\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "except Terminated:\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)  # the same signal again, while the first is handled\n"
+        "    print('cleaned up', flush=True)\n")
+    done = subprocess.run([sys.executable, str(script)], cwd=REPO, capture_output=True, text=True, timeout=BOUND)
+    assert done.returncode == 0 and done.stdout == "cleaned up\n", done.stderr
