@@ -172,6 +172,34 @@ def test_sage_embeds_a_new_node_without_retraining(prepared):
     assert users[-1].abs().sum() > 0
 
 
+@pytest.mark.parametrize("aggregator, layers", [("mean", 2), ("sum", 2), ("mean", 1), ("mean", 3)])
+def test_sage_aggregating_features_before_projecting_them_equals_projecting_first(prepared, aggregator, layers):
+    """Layer 1 over the features themselves (GraphSAGE.linear_first): the vectors and every parameter's
+    gradient of the usual order (project each input node, then aggregate), on the same sampled blocks."""
+    import dgl
+
+    graph = prepared.graph
+    torch.manual_seed(0)
+    model = GraphSAGE(graph.n_users, graph.n_items, dim=8, aggregator=aggregator, fanouts=(4,) * layers,
+                      user_features=graph.user_features, item_features=graph.item_features)
+    assert model.linear_first
+    dgl.seed(0)
+    inputs, blocks = model.sample_blocks(graph, torch.arange(0, graph.n_nodes, 5))
+    out = {}
+    for order, forward in (("features first", lambda: model._from_inputs(blocks, inputs, graph)),
+                           ("vectors first", lambda: model._forward(blocks, model.input_vectors(inputs, graph)))):
+        model.zero_grad()
+        y = forward()
+        y.pow(2).sum().backward()
+        out[order] = (y.detach(), {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None})
+    torch.testing.assert_close(out["features first"][0], out["vectors first"][0])
+    assert out["features first"][1].keys() == out["vectors first"][1].keys()
+    for name, grad in out["vectors first"][1].items():
+        torch.testing.assert_close(out["features first"][1][name], grad, msg=name)
+    assert not GraphSAGE(graph.n_users, graph.n_items, dim=8, aggregator="max", user_features=graph.user_features,
+                         item_features=graph.item_features).linear_first  # a maximum does not commute
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_every_family_trains_and_beats_random(family, prepared):
     cfg = RunConfig.model_validate({"model": {"family": family, "dim": 16, "layers": 2,

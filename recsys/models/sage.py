@@ -60,8 +60,12 @@ class SAGELayer(nn.Module):
     def forward(self, block, h_src: torch.Tensor, use_dgl: Optional[bool] = None) -> torch.Tensor:
         """`block`: a DGL block (sampled) or a whole graph; destination nodes come first in h_src.
         A destination without in-edges aggregates to zero. `use_dgl`: DGL's reducers (default: on the CPU)."""
-        n_dst = block.num_dst_nodes()
         messages = torch.relu(self.pool(h_src)) if self.pool is not None else h_src
+        return self.self_lin(h_src[:block.num_dst_nodes()]) + self.neigh_lin(self.aggregate(block, messages, use_dgl))
+
+    def aggregate(self, block, messages: torch.Tensor, use_dgl: Optional[bool] = None) -> torch.Tensor:
+        """AGG of the source nodes' `messages` at each destination of `block`."""
+        n_dst, h_src = block.num_dst_nodes(), messages
         if use_dgl is None:
             use_dgl = h_src.device.type == "cpu"
         if use_dgl:
@@ -78,7 +82,7 @@ class SAGELayer(nn.Module):
             index = dst.long().to(h_src.device).unsqueeze(1).expand(-1, messages.shape[1])
             neigh = messages.new_zeros(n_dst, messages.shape[1]).scatter_reduce(
                 0, index, messages[src.long().to(h_src.device)], "amax", include_self=False)
-        return self.self_lin(h_src[:n_dst]) + self.neigh_lin(neigh)
+        return neigh
 
 
 class GraphSAGE(RecModel):
@@ -116,19 +120,59 @@ class GraphSAGE(RecModel):
         out[~is_user] = self.item_input(nodes[~is_user] - graph.n_users, graph.item_features)
         return out
 
-    def _forward(self, blocks, h: torch.Tensor) -> torch.Tensor:
-        for k, (layer, block) in enumerate(zip(self.layers, blocks)):
+    def _forward(self, blocks, h: torch.Tensor, first: int = 0) -> torch.Tensor:
+        """Layers `first`, ... over `blocks` (one each) from the vectors `h` of the first block's sources."""
+        for k, (layer, block) in enumerate(zip(self.layers[first:], blocks), start=first):
             h = layer(block, h)
             if k < len(self.layers) - 1:
                 h = torch.relu(h)
         return h
+
+    @property
+    def linear_first(self) -> bool:
+        """Whether layer 1 can aggregate the features themselves (`_from_inputs`): layer 0 is a projection
+        of fixed features for both node types, and the aggregator is linear."""
+        return self.inductive and self.layers[0].aggregator in ("mean", "sum")
+
+    def _from_inputs(self, blocks, input_nodes: torch.Tensor, graph: RecGraph) -> torch.Tensor:
+        """The last block's destinations' vectors. With `linear_first`, layer 1 aggregates each node's
+        features (both types' columns side by side, and a column of ones per type for the projection's
+        bias) before projecting them: W_neigh AGG(P x + c) = AGG([x, 1]) [P; c] W_neigh exactly, for a mean
+        or a sum. The aggregation then needs no gradient, runs over the features' few columns, and no
+        vector of dim columns is made for the input nodes; the projections' and layer 1's weights are
+        composed instead (small products)."""
+        if not self.linear_first:
+            return self._forward(blocks, self.input_vectors(input_nodes, graph))
+        z, first = self._stacked(input_nodes, graph), self.layers[0]
+        with torch.no_grad():
+            neigh = first.aggregate(blocks[0], z)
+        u, i = self.user_input.proj, self.item_input.proj
+        project = torch.cat([u.weight.T, i.weight.T, u.bias[None], i.bias[None]])
+        h = (z[:blocks[0].num_dst_nodes()] @ (project @ first.self_lin.weight.T) + first.self_lin.bias
+             + neigh @ (project @ first.neigh_lin.weight.T))
+        return self._forward(blocks[1:], torch.relu(h), first=1) if len(self.layers) > 1 else h
+
+    @staticmethod
+    def _stacked(nodes: torch.Tensor, graph: RecGraph) -> torch.Tensor:
+        """[user features | item features | is user | is item] of `nodes` (users first in the node space)."""
+        users, items = graph.user_features, graph.item_features
+        assert users is not None and items is not None  # linear_first: both types have features
+        du, di = users.shape[1], items.shape[1]
+        nodes = nodes.to(graph.device)
+        is_user = nodes < graph.n_users
+        z = users.new_zeros(len(nodes), du + di + 2)
+        z[is_user, :du] = users[nodes[is_user]]
+        z[~is_user, du:du + di] = items[nodes[~is_user] - graph.n_users]
+        z[is_user, du + di] = 1.0
+        z[~is_user, du + di + 1] = 1.0
+        return z
 
     def batch_loss(self, graph: RecGraph, users, pos, neg, edge_ids=None):
         b, k = neg.shape
         seeds, inverse = torch.unique(torch.cat([users, pos + graph.n_users, neg.reshape(-1) + graph.n_users]),
                                       return_inverse=True)
         input_nodes, blocks = self.sample_blocks(graph, seeds.cpu(), None if edge_ids is None else edge_ids.cpu())
-        out = self._forward(blocks, self.input_vectors(input_nodes, graph))
+        out = self._from_inputs(blocks, input_nodes, graph)
         u, p, n = out[inverse].split([b, b, b * k])
         n = n.reshape(b, k, -1)
         return self.ranking_loss(u, p, n), l2(u, p, n)
