@@ -194,8 +194,9 @@ def test_sage_aggregating_features_before_projecting_them_equals_projecting_firs
         out[order] = (y.detach(), {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None})
     torch.testing.assert_close(out["features first"][0], out["vectors first"][0])
     assert out["features first"][1].keys() == out["vectors first"][1].keys()
-    for name, grad in out["vectors first"][1].items():
-        torch.testing.assert_close(out["features first"][1][name], grad, msg=name)
+    for name, grad in out["vectors first"][1].items():  # float32 sums in another order: within 1e-6 of the largest
+        scale = float(grad.abs().max())
+        torch.testing.assert_close(out["features first"][1][name], grad, rtol=1e-5, atol=1e-6 * scale, msg=name)
     assert not GraphSAGE(graph.n_users, graph.n_items, dim=8, aggregator="max", user_features=graph.user_features,
                          item_features=graph.item_features).linear_first  # a maximum does not commute
 
