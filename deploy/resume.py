@@ -45,10 +45,8 @@ def checkpoint_key(cfg, fingerprint: str, warm_version: Optional[str]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
-def resumed_line(checkpoint: Optional[FileCheckpoint]) -> str:
-    """What the training went on from ("" when it started afresh), for the run's tag and the log."""
-    if checkpoint is None:
-        return ""
+def resumed_line(checkpoint: FileCheckpoint) -> str:
+    """What the training went on from ("" when it started afresh), for the run's tag."""
     return ", ".join(f"{stage} after epoch {epoch}" for stage, epoch in checkpoint.resumed.items())
 
 

@@ -65,9 +65,9 @@ class SAGELayer(nn.Module):
 
     def aggregate(self, block, messages: torch.Tensor, use_dgl: Optional[bool] = None) -> torch.Tensor:
         """AGG of the source nodes' `messages` at each destination of `block`."""
-        n_dst, h_src = block.num_dst_nodes(), messages
+        n_dst, device = block.num_dst_nodes(), messages.device
         if use_dgl is None:
-            use_dgl = h_src.device.type == "cpu"
+            use_dgl = device.type == "cpu"
         if use_dgl:
             with block.local_scope():
                 block.srcdata["h"] = messages
@@ -75,13 +75,13 @@ class SAGELayer(nn.Module):
                 neigh = block.dstdata["neigh"]
         elif self.aggregator in ("mean", "sum"):
             src, dst = block.edges()
-            neigh = EdgeMean(dst, src, None, n_dst, len(h_src), h_src.device, normalise=self.aggregator == "mean",
+            neigh = EdgeMean(dst, src, None, n_dst, len(messages), device, normalise=self.aggregator == "mean",
                              sorted_by_dst=False)(messages)
         else:
             src, dst = block.edges()
-            index = dst.long().to(h_src.device).unsqueeze(1).expand(-1, messages.shape[1])
+            index = dst.long().to(device).unsqueeze(1).expand(-1, messages.shape[1])
             neigh = messages.new_zeros(n_dst, messages.shape[1]).scatter_reduce(
-                0, index, messages[src.long().to(h_src.device)], "amax", include_self=False)
+                0, index, messages[src.long().to(device)], "amax", include_self=False)
         return neigh
 
 
