@@ -36,32 +36,20 @@ them: (W - 1) / W x the size for an all-gather of the whole, 2 (W - 1) / W x for
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
-from typing import Callable, Iterator, Optional
+from typing import Callable, Optional
 
 import torch
 import torch.distributed as torch_dist
 
-from recsys.train_state import LoopCheckpoint
+from recsys.train_state import InEffect, LoopCheckpoint
 
-_ACTIVE: list["Worker"] = []
-
-
-def active() -> Optional["Worker"]:
-    """The worker this process trains as (inside `training_as`), else None: every ranking loop it runs
-    (recsys/train.py `fit`: a family's selection run, its refit, a bottom under later stages) is its."""
-    return _ACTIVE[-1] if _ACTIVE else None
-
-
-@contextmanager
-def training_as(worker: "Worker") -> Iterator["Worker"]:
-    _ACTIVE.append(worker)
-    try:
-        yield worker
-    finally:
-        _ACTIVE.pop()
+_WORKER = InEffect()
+# training_as(worker): the block's training, in this process, is that worker's; active(): the worker this
+# process trains as, else None: every ranking loop it runs (recsys/train.py `fit`: a family's selection run,
+# its refit, a bottom under later stages) is its
+training_as, active = _WORKER.using, _WORKER.get
 
 
 @dataclass

@@ -168,22 +168,29 @@ class FileCheckpoint:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-_KEPT: list[Optional[LoopCheckpoint]] = []
+class InEffect:
+    """A value in effect for the blocks that `using` opens in this process, the innermost's winning;
+    `get` is None outside them."""
+
+    def __init__(self):
+        self._stack: list = []
+
+    def get(self):
+        return self._stack[-1] if self._stack else None
+
+    @contextmanager
+    def using(self, value):
+        self._stack.append(value)
+        try:
+            yield value
+        finally:
+            self._stack.pop()
 
 
-@contextmanager
-def keeping(checkpoint: Optional[LoopCheckpoint]):
-    """The training loops run in this block by this process (not a training worker's, which has its
-    own) keep their state in `checkpoint` and go on from it (recsys.train.fit)."""
-    _KEPT.append(checkpoint)
-    try:
-        yield
-    finally:
-        _KEPT.pop()
-
-
-def kept() -> Optional[LoopCheckpoint]:
-    return _KEPT[-1] if _KEPT else None
+_KEPT = InEffect()
+# keeping(checkpoint): the training loops run in the block by this process (not a training worker's,
+# which has its own) keep their state in the checkpoint and go on from it (recsys.train.fit); kept(): it
+keeping, kept = _KEPT.using, _KEPT.get
 
 
 def replay(history: list[dict], callbacks) -> None:

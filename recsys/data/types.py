@@ -20,18 +20,26 @@ SPLITS = ("train", "valid", "test")
 
 @dataclass
 class RecData:
+    """A data set's tables. Every step that changes them makes a new RecData (the tables of one are
+    never changed in place), so its fingerprint is computed once."""
     name: str
     users: pd.DataFrame  # column user_id, then optional features
     items: pd.DataFrame  # column item_id, then optional features
     interactions: pd.DataFrame  # user_id, item_id, optional timestamp / event / split
     social: Optional[pd.DataFrame] = None  # src, dst (user ids); one row per friendship
     meta: dict = field(default_factory=dict)
+    _fingerprint: Optional[str] = field(default=None, init=False, repr=False, compare=False)
 
     def fingerprint(self) -> str:
         """A content hash of ids and interactions: same data, same fingerprint. Ids count by their
         text (1 and "1" are the same id, as in `indexed`), whatever their dtype (object, categorical);
         other columns by value (a number's bits, a string's text). Each row's hash is the same as
         pandas' hash of the row; the multiset of row hashes is hashed, so row order does not count."""
+        if self._fingerprint is None:
+            self._fingerprint = self._hashed()
+        return self._fingerprint
+
+    def _hashed(self) -> str:
         from pandas.core.util.hashing import combine_hash_arrays
 
         h = hashlib.sha256()
