@@ -158,7 +158,10 @@ class Worker:
         from torch.nn.parallel import DistributedDataParallel
 
         DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(module, list(ignore))
-        ddp = DistributedDataParallel(module, find_unused_parameters=True)
+        # every step uses the same parameters (static_graph: DDP finds those a family leaves unused once, in
+        # the first step, not by walking the autograd graph at every step), and the buffers are alike on
+        # every worker (the same data), so they are not sent again before each step
+        ddp = DistributedDataParallel(module, static_graph=True, broadcast_buffers=False)
         ddp.register_comm_hook(self, _counted_allreduce)
         return ddp
 
