@@ -12,7 +12,7 @@ size (recsys/dist.py's count, growing with the log for LightGCN and GCN, with th
 GraphSAGE) over the bandwidth. It assumes the split is even and that nothing else competes for the
 network; the 2-worker measurement here says what the engine itself costs.
 
-    python -m bench.distributed [--members 100000] [--epochs 4] [--families lightgcn sage gcn]
+    python -m bench.distributed [--members 100000] [--epochs 8] [--families lightgcn sage gcn]
 """
 from __future__ import annotations
 
@@ -154,7 +154,7 @@ def add_killed(files: dict, args) -> int:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--members", type=int, default=100_000)
-    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--epochs", type=int, default=8, help="per run; the mean leaves out the first")
     p.add_argument("--families", nargs="+", default=["lightgcn", "sage"], choices=sorted(BYTES_GROW_WITH_LOG))
     p.add_argument("--work", type=Path, default=Path("/tmp/graphrec-distributed"))
     p.add_argument("--timeout", type=float, default=3 * 3600, help="seconds a run may take")

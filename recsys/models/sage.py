@@ -8,7 +8,7 @@ added after training gets a vector from its features and edges, without retraini
 without features falls back to learned ID embeddings (and is then transductive).
 
 Training runs on mini-batches: for the batch's users, positive and negative items, DGL's
-NeighborSampler draws `fanouts` neighbours per layer (the batch's own training edges are hidden,
+neighbour sampler draws `fanouts` neighbours per layer (the batch's own training edges are hidden,
 both directions, so a positive is never read off its own edge). A node reads min(degree, fan-out)
 neighbours, so a step's cost is bounded by the batch and the fan-outs, not the graph; below that
 bound it grows with the degrees, as the catalogue fills and jobs gain training edges, and fewer
@@ -183,9 +183,18 @@ class GraphSAGE(RecModel):
         exclude = None
         if edge_ids is not None:
             exclude = torch.cat([edge_ids, edge_ids + graph.dgl_graph.num_edges("interacts")])
-        sampler = dgl.dataloading.NeighborSampler(self.fanouts)
-        input_nodes, _, blocks = sampler.sample(graph.homogeneous(), seeds, exclude_eids=exclude)
-        return input_nodes, blocks
+        g, blocks = graph.homogeneous(), []
+        if g.device.type != "cpu":
+            sampler = dgl.dataloading.NeighborSampler(self.fanouts)
+            input_nodes, _, blocks = sampler.sample(g, seeds, exclude_eids=exclude)
+            return input_nodes, blocks
+        # DGL's fused sampler (neighbours and block in one pass, CPU only); its NeighborSampler picks it only
+        # with several threads, but it is the faster with one too (a training worker's)
+        mapping: dict = {}  # the sampler's scratch: an id map over the graph's nodes
+        for fanout in reversed(self.fanouts):
+            blocks.insert(0, g.sample_neighbors_fused(seeds, fanout, exclude_edges=exclude, mapping=mapping))
+            seeds = blocks[0].srcdata[dgl.NID]
+        return seeds, blocks
 
     def input_chunk(self, graph: RecGraph, nodes: torch.Tensor) -> torch.Tensor:
         return self.input_vectors(nodes, graph)
