@@ -159,8 +159,10 @@ class Worker:
 
         DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(module, list(ignore))
         # every step uses the same parameters (static_graph: DDP finds those a family leaves unused once, in
-        # the first step, not by walking the autograd graph at every step), and the buffers are alike on
-        # every worker (the same data), so they are not sent again before each step
+        # the first step, not by walking the autograd graph at every step): no batch_loss reads a weight at
+        # some steps only (the heads' masked losses keep a task without labels in the share in the graph;
+        # tests/test_dist.py trains every family so). The buffers are alike on every worker (the same
+        # data), so they are not sent again before each step
         ddp = DistributedDataParallel(module, static_graph=True, broadcast_buffers=False)
         ddp.register_comm_hook(self, _counted_allreduce)
         return ddp
