@@ -9,12 +9,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
-from prefect import flow, get_run_logger, task
+from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows.data_gates import check_drift
 from flows.retrain import load_data, reconcile, refresh, serve_decision, validate, write_refresh
+from flows.stopping import flow
 from recsys.config import RunConfig
 
 if TYPE_CHECKING:

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Optional
 
-from prefect import flow, get_run_logger, task
+from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows.data_gates import DriftCheck, check_drift, record_profile
 from flows.phases import Phases
+from flows.stopping import flow
 from recsys.config import RunConfig
 from recsys.data.types import IndexedData, RecData
 

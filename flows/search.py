@@ -34,11 +34,12 @@ import time
 from typing import Optional
 
 import optuna
-from prefect import flow, get_run_logger, task
+from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from deploy.study_store import open_study
 from flows.retrain import build_graph, load_data, retrain_flow, validate
+from flows.stopping import flow
 from recsys.config import RunConfig, with_overrides
 from recsys.families import family
 from recsys.recipe import resolve_run

@@ -27,11 +27,14 @@ supervisor stops the work too.
 from __future__ import annotations
 
 import ctypes
+import functools
+import inspect
 import logging
 import os
 import signal
 import sys
-from typing import Callable
+import threading
+from typing import Any, Callable
 
 PR_SET_PDEATHSIG = 1
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -47,23 +50,52 @@ class Terminated(KeyboardInterrupt):
 _received: list[int] = []  # the stop signals received, in order
 
 
+def _stop(signum, frame):
+    _received.append(signum)
+    if len(_received) > 1:  # already unwinding: raising again would cut its cleanup short (the MLflow
+        return  # run's end); a signal sent to every process at once reaches this one twice (direct and
+    # passed on by the supervisor), and the supervisor ends the group if the unwinding takes too long
+    # Noise once the command is stopping: the interruption cancels whatever an event loop (Prefect's
+    # runner) was awaiting, and asyncio logs each cancelled callback with its traceback; Optuna logs
+    # the interrupted trial as failed, with its parameters.
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+    logging.getLogger("optuna").setLevel(logging.ERROR)
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt
+    raise Terminated(signal.Signals(signum).name)
+
+
 def stop_on_signals() -> None:
     """In the process doing the work: SIGINT raises KeyboardInterrupt (even where the parent left
     it ignored, as a shell does for background jobs), SIGTERM and SIGHUP raise `Terminated`."""
-    def handler(signum, frame):
-        _received.append(signum)
-        if len(_received) > 1:  # already unwinding: raising again would cut its cleanup short (the MLflow
-            return  # run's end); a signal sent to every process at once reaches this one twice (direct and
-        # passed on by the supervisor), and the supervisor ends the group if the unwinding takes too long
-        # The interruption cancels whatever an event loop (Prefect's runner) was awaiting; asyncio
-        # then logs each cancelled callback with its traceback: noise once the command is stopping.
-        logging.getLogger("asyncio").setLevel(logging.CRITICAL)
-        if signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        raise Terminated(signal.Signals(signum).name)
-
     for sig in STOP_SIGNALS:
-        signal.signal(sig, handler)
+        signal.signal(sig, _stop)
+
+
+def flow(**options) -> Callable[[Callable], Any]:
+    """`prefect.flow(**options)`, whose body keeps this module's SIGTERM handler in a graphrec command.
+
+    Prefect's flow engine installs a SIGTERM handler of its own around the flow, which raises for
+    every SIGTERM: the second one (sent to every process at once, it reaches the work directly and
+    through the supervisor) would then cut the first one's unwinding short, leaving the MLflow run
+    RUNNING. In a supervised command the body takes `_stop` back, and keeps it once a stop began
+    (Prefect's crash report is part of the unwinding). A flow run by a Prefect runner (a served
+    deployment) has no `_stop`: there Prefect's handler stays, with its cancellation through the runner."""
+    from prefect import flow as prefect_flow
+
+    def decorate(fn: Callable) -> Any:
+        @functools.wraps(fn)
+        def body(*args, **kwargs):
+            ours = threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is _stop
+            previous = signal.signal(signal.SIGTERM, _stop) if ours else None
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                if previous is not None and not _received:
+                    signal.signal(signal.SIGTERM, previous)
+        body.__signature__ = inspect.signature(fn, eval_str=True)  # type: ignore[attr-defined]  # Prefect validates against it
+        return prefect_flow(**options)(body)
+    return decorate
 
 
 def stop_requested() -> bool:

@@ -17,7 +17,7 @@ import pytest
 from deploy.locks import FileLock
 from flows.cli import main as cli_main
 from flows.cli import prepare_prefect
-from tests.conftest import REPO, TINY_NETWORK, descendants, exited, wait_until
+from tests.conftest import REPO, TINY_NETWORK, descendants, exited, proc_stat, wait_until
 from tests.stores import runs, serves, state
 
 TINY = [*TINY_NETWORK, "train.epochs=2", "train.eval_every=1", "train.refit=false"]
@@ -187,6 +187,26 @@ def test_sigterm_to_every_process_at_once_as_systemd_does(store, tmp_path, proce
     assert "Traceback" not in held.err.read_text() and "Error logging to API" not in after
     _nothing_left(below, store)
     assert state(store) == before
+
+
+def test_a_sigterm_again_while_a_flow_unwinds_lets_the_run_end(store, tmp_path, processes, monkeypatch):
+    """Inside a flow Prefect's engine raises for every SIGTERM; the work raises for its first only, so
+    the second that systemd's group kill brings (directly and through the supervisor, at any moment
+    of the unwinding) cannot leave the MLflow run RUNNING. Held while the run is being ended."""
+    monkeypatch.setenv("GRAPHREC_STOP_GRACE", str(BOUND))  # the supervisor waits out the held unwinding
+    started = {r.info.run_id for r in runs(store)}
+    held = Held(processes, tmp_path, ["retrain", *_sets(store)], f"{PHASES['train']},deploy.runs:_end_if_possible",
+                own_server=True)
+    below = held.wait_in("train")
+    work = next(pid for pid in below if proc_stat(pid) and proc_stat(pid)[1] == held.proc.pid)
+    os.kill(work, signal.SIGTERM)
+    held.wait_in("_end_if_possible")
+    os.kill(work, signal.SIGTERM)
+    (tmp_path / "_end_if_possible.go").touch()
+    assert held.proc.wait(BOUND) == 143, held.err.read_text()[-3000:]
+    assert "Traceback" not in held.err.read_text()
+    _nothing_left(below, store)
+    assert [r.info.status for r in runs(store) if r.info.run_id not in started] == ["KILLED"]
 
 
 def test_the_servers_and_workers_are_outside_the_terminals_group(store, tmp_path, processes):
