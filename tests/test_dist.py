@@ -68,7 +68,7 @@ def _train(rank: int, world: int, folder: str) -> None:
     if world > 1:
         torch_dist.init_process_group("gloo", init_method=f"file://{folder}/group", rank=rank, world_size=world)
         worker = Worker.current()
-    for family in FAMILIES:  # the group ends with the process
+    for family in FAMILIES:
         model = _model(family, data, graph)
         update = dict(VARIANTS.get(family, {}))
         if "negatives" in update:
@@ -95,6 +95,9 @@ def _train(rank: int, world: int, folder: str) -> None:
         history = fit_prefix(prefix, *inputs, epochs=2, batch_size=8, negatives=5, seed=0)
     if rank == 0:
         torch.save({"state": prefix.state_dict(), "history": history}, f"{folder}/prefix-{world}.pt")
+    if world > 1:  # ended before the interpreter: gloo's threads left to its exit can abort it (std::terminate)
+        torch_dist.barrier()
+        torch_dist.destroy_process_group()
 
 
 def _prefix():
