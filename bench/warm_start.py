@@ -185,7 +185,8 @@ def run_row(row: str, stages: Stages, args) -> dict:
         out = day2("warm", tuple(args.warm_set))
         return {**out, "test_paired": _paired(row, days[2], args, scratch, out)}
 
-    warm = stages.run(f"{row}/{variant}", {**inputs, "warm_set": args.warm_set}, warm_day)
+    warm = stages.run(f"{row}/{variant}", {**inputs, "warm_set": args.warm_set, "warm_recipe": _warm_recipe(row)},
+                      warm_day)
     return {"row": row, "dataset": ROWS[row][0], "family": ROWS[row][1], "members": warm["members"],
             "day1_test_recall@20": base["test_recall@20"], "day1_epochs": base["epochs_run"],
             "scratch_seconds": scratch["loop_seconds"], "scratch_train_seconds": scratch["train_seconds"],
@@ -202,6 +203,15 @@ def run_row(row: str, stages: Stages, args) -> dict:
             "warm_start": warm["start_reason"], "warm_settings": args.warm_set,
             "peak_rss_mb": max(scratch["peak_rss_mb"], warm["peak_rss_mb"]),
             "scratch_curve": scratch["curve"], "warm_curve": warm["curve"]}
+
+
+def _warm_recipe(row: str) -> dict:
+    """The family's warm-start settings as its recipe resolves them: a warm stage measured under other
+    ones is not reused. (Day 1 and the scratch run are keyed by the row's inputs alone: after a change
+    to a family's training recipe, run its rows without --resume.)"""
+    from recsys.recipe import recipe_values
+
+    return {k: v for k, v in recipe_values(ROWS[row][1]).items() if k.startswith("warm_")}
 
 
 def _interrupted(folder: Path) -> bool:

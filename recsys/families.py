@@ -35,7 +35,7 @@ AUTO_STEPS = 64
 # shrink and perturb (recsys.config.GENERIC) and 3 x the learning rate for its first 3 epochs, chosen on
 # day 2's validation splits in bench/results/warm_start.md.
 LIGHTGCN_RECIPE = {"epochs": 100, "lr": 0.002, "l2": 1e-3, "average": 0.998, "negatives.kind": "model",
-                   "negatives.per_positive": 8, "warm_lr": 3.0, "warm_lr_epochs": 3}
+                   "negatives.per_positive": 8, "warm_shrink": 0.1, "warm_lr": 3.0, "warm_lr_epochs": 3}
 
 
 def never(model_cfg) -> bool:
