@@ -255,6 +255,7 @@ def variants(stages: Stages, rows: list[dict]) -> list[dict]:
             if scratch and key.split("/")[0] == row and key.split("/")[1].startswith("warm"):
                 warm = kept["output"]
                 out.append({"row": row, "warm_settings": kept["inputs"].get("warm_set", []),
+                            "warm_recipe": kept["inputs"].get("warm_recipe"),  # None: measured before it was kept
                             "warm_seconds_to_scratch_best": _reached(scratch, warm),
                             "warm_start_valid_recall@20": warm["curve"][0][1] if warm["curve"] else None,
                             "warm_best_valid_recall@20": warm["best_valid_recall@20"],
@@ -332,7 +333,7 @@ def main(argv=None) -> int:
                               "epochs_bound": args.epochs, "warm_variants": tried},
                   table, "Warm starts against scratch starts (day 2 of each row)",
                   notes=__doc__.split("\n\n")[1].replace("\n", " ") + "\n\n" + VARIANTS + "\n\n"
-                  + "\n".join(f"- {v['row']}, {' '.join(v['warm_settings']) or 'the defaults'}: "
+                  + "\n".join(f"- {v['row']}, {' '.join(v['warm_settings']) or 'the defaults'}{_recipe(v)}: "
                                f"{v['warm_best_valid_recall@20']} vs {v['scratch_best_valid_recall@20']}, "
                                f"{v['warm_seconds_to_scratch_best']} s, "
                                f"{v['warm_test_recall@20']:.4f} vs {v['scratch_test_recall@20']:.4f}" for v in tried),
@@ -343,6 +344,12 @@ def main(argv=None) -> int:
                               "warm_settings": " ".join(args.warm_set)}, [],
                   {png: "plots", RESULTS / f"{args.name}.json": "results"})
     return 0
+
+
+def _recipe(variant: dict) -> str:
+    """The family's warm settings a variant ran on, as a parenthesis (empty where the cache did not keep them)."""
+    recipe = variant.get("warm_recipe")
+    return f" (recipe {' '.join(f'{k}={v}' for k, v in recipe.items())})" if recipe else ""
 
 
 def _lead(paired: dict | None) -> str:
