@@ -225,18 +225,20 @@ def _interrupted(folder: Path) -> bool:
 
 def _paired(row: str, sets: list[str], args, scratch: dict, warm: dict) -> dict | None:
     """The warm model's test recall@20 against the scratch model's, user by user (bench.common.paired_recall),
-    from the stores the day-2 runs left in --work; None when they no longer serve these runs' models."""
+    on --paired-users test users, from the stores the day-2 runs left in --work; None when they no longer
+    serve these runs' models (their figures on the runs' own test users differ from the runs')."""
     folder = args.work / row
+    stores = (folder / "scratch" / "store", folder / "warm" / "store")
+    sets = [f"model.family={ROWS[row][1]}", *sets, *args.set]
     try:
-        p = paired_recall([f"model.family={ROWS[row][1]}", *sets, *args.set], folder / "scratch" / "store",
-                          folder / "warm" / "store")
+        own = paired_recall(sets, *stores)
+        if abs(own["first"] - scratch["test_recall@20"]) > 1e-4 or abs(own["second"] - warm["test_recall@20"]) > 1e-4:
+            print(f"[{row}] no paired comparison: the stores in {folder} serve other models", flush=True)
+            return None
+        return paired_recall([*sets, f"eval.max_users={args.paired_users or 'null'}"], *stores)
     except (OSError, ValueError) as e:
         print(f"[{row}] no paired comparison: {e}", flush=True)
         return None
-    if abs(p["first"] - scratch["test_recall@20"]) > 1e-4 or abs(p["second"] - warm["test_recall@20"]) > 1e-4:
-        print(f"[{row}] no paired comparison: the stores in {folder} serve other models", flush=True)
-        return None
-    return p
 
 
 def _reached(scratch: dict, warm: dict):
@@ -312,6 +314,8 @@ def main(argv=None) -> int:
     p.add_argument("--timeout", type=float, default=12 * 3600, help="seconds a stage may run")
     p.add_argument("--resume", action="store_true", help="reuse finished stages with the same inputs")
     p.add_argument("--name", default="warm_start")
+    p.add_argument("--paired-users", type=int, default=100_000,
+                   help="test users of the paired comparison (0: every one); each run's own figure uses eval.max_users")
     args = p.parse_args(argv)
     signal.signal(signal.SIGTERM, interrupted)
     stages = Stages("warm_start", args.resume)  # one cache for every --name: warm variants share day 1 and scratch
@@ -354,7 +358,7 @@ def _recipe(variant: dict) -> str:
 
 def _lead(paired: dict | None) -> str:
     """The paired test comparison as a cell: the mean per-user difference and its z (difference / standard error)."""
-    return "-" if not paired else f"{paired['second_minus_first']:+.4f} ({paired['z']})"
+    return "-" if not paired else f"{paired['second_minus_first']:+.4f} ({paired['z']}; {paired['users']} users)"
 
 
 def _previous(name: str) -> list[dict]:
