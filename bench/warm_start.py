@@ -211,7 +211,10 @@ def _warm_recipe(row: str) -> dict:
     to a family's training recipe, run its rows without --resume.)"""
     from recsys.recipe import recipe_values
 
-    return {k: v for k, v in recipe_values(ROWS[row][1]).items() if k.startswith("warm_")}
+    # named as before train.warm was a section (warm_shrink, ...), and a setting that keeps the earlier
+    # behaviour (warm.patience null: train.patience) left out, so stages measured then are still found
+    return {"warm_" + k.split(".", 1)[1]: v for k, v in recipe_values(ROWS[row][1]).items()
+            if k.startswith("warm.") and v is not None}
 
 
 def _interrupted(folder: Path) -> bool:
@@ -307,7 +310,7 @@ def main(argv=None) -> int:
     p.add_argument("--epochs", type=int, default=200, help="train.epochs: the bound; early stopping ends a run")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="more settings for every run")
     p.add_argument("--warm-set", nargs="*", default=[], metavar="KEY=VALUE",
-                   help="settings of the warm run alone (e.g. train.warm_shrink=0.5); with --resume, day 1 and "
+                   help="settings of the warm run alone (e.g. train.warm.shrink=0.5); with --resume, day 1 and "
                         "the scratch run are reused")
     p.add_argument("--members", type=int, help="the network rows at this many members instead (a smoke run)")
     p.add_argument("--work", type=Path, default=Path.home() / "graphrec-warm-start")

@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Literal, Optional, Union
+from typing import TYPE_CHECKING, Any, Literal, Optional, Union
 
 from pydantic import BaseModel, Field, ValidationError, create_model, field_validator
 
@@ -13,6 +13,7 @@ from recsys import families
 from recsys.config_base import ConfigError, Section
 from recsys.config_file import describe, override_value, read_yaml
 from recsys.config_ops import ComputeConfig, PromotionConfig, RefreshConfig, ScheduleConfig, SearchConfig, StoresConfig
+from recsys.config_train import AUTO, NegativesConfig, WarmConfig, recipe_value
 from recsys.data.settings import DataConfig, SplitConfig, SyntheticConfig  # noqa: F401  (sections of RunConfig)
 
 
@@ -80,47 +81,10 @@ else:
         f.name: (f.options, Field(default_factory=f.options)) for f in families.FAMILIES.values() if f.options})
 
 
-AUTO: Final = "auto"  # a training setting the family's recipe gives (recsys/recipe.py), else GENERIC below
-
-
-class NegativesConfig(Section):
-    kind: Literal["auto", "uniform", "popularity", "in_batch", "model", "ppr"] = Field(
-        AUTO, description="auto: the family's recipe (see `graphrec families`), else uniform")
-    per_positive: Union[Literal["auto"], int] = Field(
-        AUTO, description="negatives drawn per positive (ppr: set by its curriculum); auto: the family's recipe "
-                          "(see `graphrec families`), else 1")
-    popularity_exponent: float = Field(0.75, ge=0)
-    candidates: Union[Literal["auto"], int] = Field(
-        "auto", description="model: uniform candidates scored per positive, the hardest kept (the hardness); auto: "
-                            "from the log's density (recsys.negatives.auto_candidates)")
-    temperature: Optional[float] = Field(None, gt=0, description="model: None keeps the hardest candidate")
-    max_score_percentile: Optional[float] = Field(None, gt=0, le=100, description="model: false-negative guard")
-    refresh_every: int = Field(10, ge=1, description="model: batches between score refreshes")
-    band: list[float] = Field(default_factory=lambda: [0.05, 0.12], description="ppr: rank band, catalogue fractions")
-    pool_size: int = Field(32, ge=1)
-    ppr_alpha: float = Field(0.15, gt=0, lt=1)
-    ppr_iterations: int = Field(10, ge=1)
-    curriculum: bool = True
-    max_hard: int = Field(3, ge=0)
-
-    @field_validator("per_positive", "candidates")
-    @classmethod
-    def _count(cls, value):
-        if value != AUTO and value < 1:
-            raise ValueError("must be auto or a positive integer")
-        return value
-
-    @field_validator("band")
-    @classmethod
-    def _band(cls, band: list[float]) -> list[float]:
-        if len(band) != 2 or not 0 <= band[0] < band[1] <= 1:
-            raise ValueError("band must be [low, high] with 0 <= low < high <= 1 (fractions of the catalogue)")
-        return band
-
 
 GENERIC = {"epochs": 40, "lr": 0.005, "l2": 1e-4, "average": None, "negatives.kind": "uniform",
-           "negatives.per_positive": 1, "warm_shrink": 0.3, "warm_perturb": 0.1,
-           "warm_lr": 1.0, "warm_lr_epochs": 0}  # a family without a recipe
+           "negatives.per_positive": 1, "warm.shrink": 0.3, "warm.perturb": 0.1,
+           "warm.lr": 1.0, "warm.lr_epochs": 0, "warm.patience": None}  # a family without a recipe
 
 
 class TrainConfig(Section):
@@ -183,35 +147,17 @@ class TrainConfig(Section):
                             "beyond the check's bounds, else scratch (the reason is logged)")
     scratch_every: int = Field(7, ge=0, description="auto: every this many retrains in a row, one from scratch, "
                                                     "so errors do not compound (0: never)")
-    new_rows: Literal["neighbours", "init"] = Field(
-        "neighbours", description="a warm start's users and items the champion never saw: the mean of their "
-                                  "neighbours' carried rows, or the usual initialisation")
-    warm_shrink: Union[Literal["auto"], float] = Field(
-        AUTO, description="a warm start's carried values are scaled by this and the fresh initialisation times "
-                          "warm_perturb added (shrink and perturb; 1 and 0: a plain copy); auto: the family's "
-                          "recipe (see `graphrec families`), else 0.3")
-    warm_perturb: Union[Literal["auto"], float] = Field(AUTO, description="auto: the family's recipe, else 0.1")
-    warm_lr: Union[Literal["auto"], float] = Field(
-        AUTO, description="a warm start trains its first warm_lr_epochs epochs at lr x this, then at lr (the "
-                          "carried values, shrunk, need the larger steps to grow back); auto: the family's "
-                          "recipe, else 1")
-    warm_lr_epochs: Union[Literal["auto"], int] = Field(AUTO, description="auto: the family's recipe, else 0")
+    warm: WarmConfig = Field(default_factory=WarmConfig)
 
-    @field_validator("epochs", "lr", "l2", "average", "warm_shrink", "warm_perturb", "warm_lr", "warm_lr_epochs")
+    @field_validator("epochs", "lr", "l2", "average")
     @classmethod
     def _recipe_value(cls, value, info):
         allowed, what = {"epochs": (lambda v: v >= 1, "a positive integer"),
                          "lr": (lambda v: v > 0, "a number above 0"),
                          "l2": (lambda v: v >= 0, "a number of 0 or more"),
                          "average": (lambda v: 0 < v < 1, "a number between 0 and 1"),
-                         "warm_shrink": (lambda v: 0 < v <= 1, "a number above 0, at most 1"),
-                         "warm_perturb": (lambda v: 0 <= v <= 1, "a number from 0 to 1"),
-                         "warm_lr": (lambda v: v > 0, "a number above 0"),
-                         "warm_lr_epochs": (lambda v: v >= 0 and int(v) == v, "an integer of 0 or more")
                          }[info.field_name]
-        if value in (AUTO, None) or allowed(value):
-            return value
-        raise ValueError(f"must be auto or {what}")
+        return recipe_value(value, allowed, what)
 
     def resolved(self, recipe: dict) -> "TrainConfig":
         """A copy with every `auto` setting taken from `recipe` (a family's recipe, dotted

@@ -32,10 +32,12 @@ AUTO_STEPS = 64
 # LightGCN's training recipe for the `auto` settings, chosen on validation splits of three data sets
 # (bench/results/transfer.md): the hardest of auto_candidates uniform candidates for 8 negatives per
 # positive, a 0.998 parameter average, early stopping within 100 epochs. A warm start shrinks the carried
-# values to 0.1 (the generic perturbation, recsys.config.GENERIC) and takes 3 x the learning rate for its
-# first 3 epochs, chosen on day 2's validation splits in bench/results/warm_start.md.
+# values to 0.1 (the generic perturbation, recsys.config.GENERIC), takes 3 x the learning rate for its
+# first 3 epochs and stops after 2 evaluations without improvement, chosen on day 2's validation splits
+# in bench/results/warm_start.md.
 LIGHTGCN_RECIPE = {"epochs": 100, "lr": 0.002, "l2": 1e-3, "average": 0.998, "negatives.kind": "model",
-                   "negatives.per_positive": 8, "warm_shrink": 0.1, "warm_lr": 3.0, "warm_lr_epochs": 3}
+                   "negatives.per_positive": 8, "warm.shrink": 0.1, "warm.lr": 3.0, "warm.lr_epochs": 3,
+                   "warm.patience": 2}
 
 
 def never(model_cfg) -> bool:

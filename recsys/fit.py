@@ -53,10 +53,10 @@ def warm_start(model, warm: Optional[WarmState], family_name: str, data, train: 
         return Start("scratch", why or "train.start=scratch")
     if not getattr(model, "warm_startable", True):
         return Start("scratch", f"a {family_name} model is fitted whole; nothing carries over")
-    train = resolve_for_model(train, model)  # warm_shrink and warm_perturb left `auto`
+    settings = resolve_for_model(train, model).warm  # shrink and perturb left `auto`
     try:
-        carried = carry(model, warm, family_name, data, train.new_rows, float(train.warm_shrink),
-                        float(train.warm_perturb))
+        carried = carry(model, warm, family_name, data, settings.new_rows, float(settings.shrink),
+                        float(settings.perturb))
     except WarmStartError as e:
         return Start("scratch", str(e))
     model.warm_from = warm.version  # the loop ranks validation before the first epoch (recsys.train.fit)
@@ -84,7 +84,8 @@ def refit_plan(cfg: TrainConfig, best_epoch: int, selection_batches: int, n_pair
     stretch = epochs / best_epoch
     return epochs, cfg.model_copy(update={"epochs": max(epochs, round(int(cfg.epochs) * stretch)),
                                           "lr_milestones": [round(m * stretch) for m in cfg.lr_milestones],
-                                          "warm_lr_epochs": round(int(cfg.warm_lr_epochs) * stretch)})
+                                          "warm": cfg.warm.model_copy(
+                                              update={"lr_epochs": round(int(cfg.warm.lr_epochs) * stretch)})})
 
 
 def refit(selected: Trained, prepared, cfg, build: Callable,

@@ -49,9 +49,14 @@ def resolve_run(cfg: RunConfig, train_pairs: Optional[np.ndarray] = None, n_item
 
 def recipe_values(family_name: Optional[str]) -> dict:
     """What each setting GENERIC names resolves to for `family_name` when left `auto`."""
-    every_auto = TrainConfig(**{k: AUTO for k in GENERIC if "." not in k},
-                             negatives={k.split(".", 1)[1]: AUTO for k in GENERIC if k.startswith("negatives.")})
-    return resolve(every_auto, family_name).recipe()
+    every_auto: dict = {}
+    for key in GENERIC:
+        *sections, name = key.split(".")
+        node = every_auto
+        for section in sections:
+            node = node.setdefault(section, {})
+        node[name] = AUTO
+    return resolve(TrainConfig(**every_auto), family_name).recipe()
 
 
 def families_table() -> list[str]:

@@ -33,7 +33,7 @@ from recsys.negatives import Sampler, ScoreView, build_sampler
 from recsys.recipe import resolve_for_model
 from recsys.threads import Governor
 from recsys.train_state import EarlyStopping, LoopCheckpoint, ParameterAverage, kept, loop_state, replay, restore_loop
-from recsys.warm import lr_boost
+from recsys.warm import lr_boost, patience
 
 
 class StopTraining(Exception):
@@ -169,7 +169,7 @@ class _Run:
     worker: Optional[Worker]
     part: Optional[Part]  # the block of the split tables this worker trains (recsys/dist.py), if it splits them
     loss: Callable  # the model's batch_loss (behind DDP on several workers)
-    boost: tuple[float, int] = (1.0, 0)  # a warm start's lr factor and the epochs it lasts (train.warm_lr)
+    boost: tuple[float, int] = (1.0, 0)  # a warm start's lr factor and the epochs it lasts (train.warm.lr)
     step: int = 0
 
     def join(self) -> None:
@@ -209,9 +209,9 @@ def _start(model, graph, data, cfg, sampler, device, worker=None) -> _Run:
     result.recipe["negatives.candidates"] = getattr(sampler, "candidates", None)
     return _Run(cfg, model, graph, data, sampler, ScoreView(model, graph, cfg.negatives.refresh_every, part),
                 optimizer, schedule, ParameterAverage(model, optimizer, cfg.average, part) if cfg.average else None,
-                EarlyStopping(cfg.patience), result, batch_size, device, Governor(), np.random.default_rng(cfg.seed),
-                worker, part, model.batch_loss if worker is None else worker.wrap(model, part),
-                boost)
+                EarlyStopping(patience(model, cfg)), result, batch_size, device, Governor(),
+                np.random.default_rng(cfg.seed), worker, part,
+                model.batch_loss if worker is None else worker.wrap(model, part), boost)
 
 
 def _epoch(run: _Run, epoch: int, callbacks: Sequence[Callback]) -> dict[str, float]:

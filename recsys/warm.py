@@ -7,15 +7,17 @@ A warm start copies that state into today's freshly built model:
 * every parameter or buffer the family shares with it, of the same shape, takes the champion's value;
 * rows of the ID tables (`RecModel.id_tables`: the user and item embeddings) move with their ids, so
   a user keeps their row when the id order changes;
-* rows of ids the champion never saw follow `train.new_rows`: `neighbours` (the mean of the carried
+* rows of ids the champion never saw follow `train.warm.new_rows`: `neighbours` (the mean of the carried
   rows of their training neighbours: a new user's items, a new item's users; the usual
   initialisation where none is carried) or `init` (the usual initialisation);
-* then, with `train.warm_shrink` below 1 or `train.warm_perturb` above 0, every floating-point value
+* then, with `train.warm.shrink` below 1 or `train.warm.perturb` above 0, every floating-point value
   becomes shrink x carried + perturb x freshly initialised ("shrink and perturb", Ash & Adams 2020:
   a model warm-started at yesterday's optimum can sit where further training only overfits, and
   shrinking it towards the initialisation gives training room again);
-* the first `train.warm_lr_epochs` epochs train at `train.warm_lr` x the learning rate (`lr_boost`,
-  applied by recsys/train.py): the shrunk values grow back in fewer steps.
+* the first `train.warm.lr_epochs` epochs train at `train.warm.lr` x the learning rate (`lr_boost`,
+  applied by recsys/train.py): the shrunk values grow back in fewer steps;
+* early stopping waits `train.warm.patience` evaluations without improvement (`patience`): a warm
+  run starts near its best.
 
 Nothing is copied unless everything fits: a champion of another family, another shape or no
 shared id raises WarmStartError with the reason, and the model stays as built (a scratch start).
@@ -122,11 +124,19 @@ def carry(model: torch.nn.Module, warm: WarmState, family: str, data: IndexedDat
 
 
 def lr_boost(model, cfg: TrainConfig) -> tuple[float, int]:
-    """(lr factor, epochs) of a warm start's first epochs (train.warm_lr, warm_lr_epochs); (1, 0) for
+    """(lr factor, epochs) of a warm start's first epochs (train.warm.lr, warm.lr_epochs); (1, 0) for
     a scratch start. `cfg` is resolved."""
-    if getattr(model, "warm_from", None) is None or not int(cfg.warm_lr_epochs):
+    if getattr(model, "warm_from", None) is None or not int(cfg.warm.lr_epochs):
         return 1.0, 0
-    return float(cfg.warm_lr), int(cfg.warm_lr_epochs)
+    return float(cfg.warm.lr), int(cfg.warm.lr_epochs)
+
+
+def patience(model, cfg: TrainConfig) -> int:
+    """Evaluations without improvement before the loop stops: train.warm.patience for a warm start
+    (where set), else train.patience. `cfg` is resolved."""
+    if getattr(model, "warm_from", None) is None or cfg.warm.patience is None:
+        return int(cfg.patience)
+    return int(cfg.warm.patience)
 
 
 def load_stage(module: torch.nn.Module, stages: Optional[dict], name: str) -> bool:

@@ -100,13 +100,13 @@ def test_auto_training_settings_come_from_the_familys_recipe():
 
     lightgcn = resolve(TrainConfig(), "lightgcn").recipe()
     assert lightgcn == {"epochs": 100, "lr": 0.002, "l2": 1e-3, "average": 0.998, "negatives.kind": "model",
-                        "negatives.per_positive": 8, "warm_shrink": 0.1, "warm_perturb": 0.1, "warm_lr": 3.0,
-                        "warm_lr_epochs": 3}
+                        "negatives.per_positive": 8, "warm.shrink": 0.1, "warm.perturb": 0.1, "warm.lr": 3.0,
+                        "warm.lr_epochs": 3, "warm.patience": 2}
     assert resolve(TrainConfig(), "sage").recipe() == GENERIC
     mine = load_config(None, ["train.lr=0.01", "train.average=null", "train.negatives.per_positive=2"]).train
     kept = resolve(mine, "lightgcn").recipe()
     assert (kept["lr"], kept["average"], kept["negatives.per_positive"], kept["l2"]) == (0.01, None, 2, 1e-3)
     for bad in ("train.lr=-1", "train.average=1.5", "train.epochs=0", "train.negatives.per_positive=0",
-                "train.warm_shrink=0", "train.warm_perturb=2"):
+                "train.warm.shrink=0", "train.warm.perturb=2", "train.warm.patience=0"):
         with pytest.raises(ConfigError, match=bad.split("=")[0].split(".")[-1]):
             load_config(None, [bad])

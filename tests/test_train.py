@@ -282,15 +282,15 @@ def test_a_refit_takes_the_selection_runs_optimiser_steps_by_hand():
     from recsys.fit import refit_plan
 
     cfg = TrainConfig(epochs=40, batch_size=100, lr=0.01, l2=0.0, average=None, max_steps_per_epoch=None,
-                      lr_milestones=[20], progress=False, warm_lr_epochs=0)
+                      lr_milestones=[20], progress=False, warm={"lr_epochs": 0})
     # 10 epochs of ceil(900 / 100) = 9 steps chosen on validation; 1000 pairs take 10 steps an epoch
     epochs, plan = refit_plan(cfg, best_epoch=10, selection_batches=9, n_pairs=1000)
     assert (epochs, plan.epochs, plan.lr_milestones) == (9, 36, [18])
     # bounded steps per epoch (64): the batch grows with the pairs, so the epochs stay the same
     bounded = cfg.model_copy(update={"max_steps_per_epoch": 64})
     assert refit_plan(bounded, best_epoch=10, selection_batches=64, n_pairs=100_000)[0] == 10
-    boosted = cfg.model_copy(update={"warm_lr": 3.0, "warm_lr_epochs": 2})  # a warm start's first epochs stretch too
-    assert refit_plan(boosted, best_epoch=10, selection_batches=9, n_pairs=450)[1].warm_lr_epochs == 4  # x 1.8
+    boosted = cfg.model_copy(update={"warm": cfg.warm.model_copy(update={"lr": 3.0, "lr_epochs": 2})})
+    assert refit_plan(boosted, best_epoch=10, selection_batches=9, n_pairs=450)[1].warm.lr_epochs == 4  # x 1.8
 
 
 def test_refit_trains_a_fresh_model_on_training_and_validation_for_the_chosen_budget(small_network):

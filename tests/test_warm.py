@@ -162,10 +162,34 @@ def test_a_warm_start_takes_larger_steps_for_its_first_epochs_only():
     data = _data([f"u{i}" for i in range(30)], [f"i{i}" for i in range(20)], pairs)
     state = WarmState("mf", {}, MF(30, 20, dim=8).state_dict(), data.user_ids, data.item_ids, "1")
     cfg = TrainConfig(epochs=4, lr=0.01, l2=0.0, average=None, progress=False, max_steps_per_epoch=None,
-                      batch_size=100, warm_lr=3, warm_lr_epochs=2, lr_milestones=[3], lr_gamma=0.5)
+                      batch_size=100, warm={"lr": 3, "lr_epochs": 2}, lr_milestones=[3], lr_gamma=0.5)
     for warm, expected in ((True, [0.03, 0.03, 0.01, 0.005]), (False, [0.01, 0.01, 0.01, 0.005])):
         model = MF(30, 20, dim=8)
         if warm:
             warm_start(model, state, "mf", data, cfg, "")
         result = fit(model, pairs_graph(data), data, cfg, EvalConfig(ks=[20]))
         assert [h["lr"] for h in result.history] == pytest.approx(expected)  # the milestone rides on it
+
+
+def test_a_warm_start_waits_its_own_patience_and_a_scratch_start_train_patience():
+    """train.warm.patience bounds how long a warm run waits for improvement; a scratch run keeps
+    train.patience, and so does a warm one with warm.patience null. A learning rate too small to
+    move any float32 value keeps every score where it was, so after the first trained epoch each
+    evaluation ties and a run trains 1 + patience epochs."""
+    from recsys.fit import warm_start
+    from recsys.train import fit
+
+    rng = np.random.default_rng(0)
+    order = rng.permutation(600)
+    grid = np.stack(np.meshgrid(np.arange(30), np.arange(20)), -1).reshape(-1, 2)
+    data = _data([f"u{i}" for i in range(30)], [f"i{i}" for i in range(20)], grid[order[:300]], grid[order[300:360]])
+    state = WarmState("mf", {}, MF(30, 20, dim=8).state_dict(), data.user_ids, data.item_ids, "1")
+    base = dict(epochs=20, lr=1e-12, l2=0.0, average=None, progress=False, max_steps_per_epoch=None, batch_size=100,
+                eval_every=1, patience=5)
+    for warm, patience, epochs in ((True, 2, 3), (False, 2, 6), (True, None, 6)):
+        cfg = TrainConfig(**base, warm={"patience": patience, "shrink": 1, "perturb": 0, "lr_epochs": 0})
+        model = MF(30, 20, dim=8)
+        if warm:
+            assert warm_start(model, state, "mf", data, cfg, "").mode == "champion"
+        result = fit(model, pairs_graph(data), data, cfg, EvalConfig(ks=[20]))
+        assert result.epochs_run == epochs, (warm, patience)

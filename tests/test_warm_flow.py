@@ -48,7 +48,7 @@ def test_the_second_retrain_starts_from_the_champion_and_bad_champions_give_a_sc
     champion_valid = run.data.metrics["valid_ndcg_at_20"]  # the model chosen on validation, which the gates judge
 
     # a plain copy (no shrink and perturb): the warm run starts where the champion stood
-    second, client, run, version = _run(_config(root, files, **{"train.warm_shrink": 1, "train.warm_perturb": 0}))
+    second, client, run, version = _run(_config(root, files, **{"train.warm.shrink": 1, "train.warm.perturb": 0}))
     params = run.data.params
     assert params["start"] == "champion" and params["start_version"] == first["version"]
     assert int(params["start_users_carried"]) > 0 and params["start_users_new"] == "0"
