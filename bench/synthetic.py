@@ -25,7 +25,9 @@ def network_files(size: int, work: Path, timeout: float = 4 * 3600, day: int = 0
 
     folder = work / (f"data-{size}" + (f"-day{day}" if day else ""))
     done = folder / "network.json"
-    wanted = {**NETWORK, "n_users": size, **({"day": day} if day else {})}
+    from recsys.data.next_day import RULE
+
+    wanted = {**NETWORK, "n_users": size, **({"day": day, "rule": RULE} if day else {})}
     if done.is_file():
         record = json.loads(done.read_text())
         if record.get("network") == wanted and all((folder / f"{n}.parquet").is_file() for n in FILES):

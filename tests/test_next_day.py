@@ -1,6 +1,7 @@
 """The synthetic network's later days (recsys/data/next_day.py): day 0 is the embedded data set
 itself; a later day keeps what stayed, adds members, jobs and views after every earlier view, drops
 who left with their traces, and is the same whenever it is generated."""
+import numpy as np
 import pandas as pd
 
 from recsys.data.next_day import generate_day
@@ -44,3 +45,28 @@ def test_a_later_day_grows_the_network_and_forgets_who_left():
     joined = [u for u in users if u not in set(day0.users["user_id"])]
     assert set(joined) <= set(new["user_id"]) | set(day2.users["user_id"])  # ids continue, no reuse
     assert pd.Series(sorted(users)).is_unique
+
+
+def test_with_candidates_a_later_day_draws_from_each_members_day_0_jobs_and_those_posted_since():
+    """A large catalogue's day 0 draws each block of members' views from its own random jobs
+    (recsys.data.synthetic.Pools); a later day keeps each member's jobs, so their history still
+    predicts them. Checked view by view against the pools day 0 drew."""
+    from recsys.data.synthetic import network
+
+    settings = {**SMALL, "candidates": 40}
+    day0, latent = network(**settings)
+    day2 = generate_day(2, GROWTH, **settings)
+    members = {u: i for i, u in enumerate(day0.users["user_id"])}
+    jobs = {j: i for i, j in enumerate(day2.items["item_id"])}
+    new = day2.interactions.merge(day0.interactions, how="left", indicator=True)
+    new = new[(new["_merge"] == "left_only") & new["user_id"].isin(members)]
+    assert len(new) > 100
+    member, job = new["user_id"].map(members).to_numpy(), new["item_id"].map(jobs).to_numpy()
+    block = latent.pools.block[member]
+    assert (block >= 0).all()
+    in_pool = np.array([j in set(latent.pools.jobs[b]) for b, j in zip(block, job)])
+    posted = job >= len(day0.items)
+    assert (in_pool | posted).all()  # every later view: the member's day-0 jobs or a job posted since
+    assert in_pool.mean() > 0.5 and posted.any()
+    # without candidates there are no pools, and a later day draws from every job as before
+    assert network(**SMALL)[1].pools is None

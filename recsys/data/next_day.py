@@ -10,6 +10,12 @@ day 0 (recsys/data/synthetic.py, same seed), then, day by day:
   the same appeal as on day 0 from every job there is, within that day, after every earlier view;
   views become clicks and applications as on day 0 (hours and days after the view).
 
+With `candidates` (a large catalogue), day 0 draws each block of members' views from its own random
+jobs (recsys.data.synthetic.Pools). A later day keeps that: a member views from their block's jobs,
+which gain each job posted since with the share of the catalogue a pool holds on day 0, and new
+members form blocks of their own, with pools drawn as day 0's are. (Before RULE 2 a later day drew
+fresh pools, so a member's views moved overnight to jobs unrelated to their history.)
+
 Day N's draws come from a Generator seeded by (seed, N), so day N is the same data set whichever
 day was generated before it.
 """
@@ -20,10 +26,24 @@ import inspect
 import numpy as np
 import pandas as pd
 
-from recsys.data.synthetic import SPAN, START, Latent, _funnel, _jobs, _member_profiles, _member_taste, _views, network
+from recsys.data.synthetic import (
+    BLOCK,
+    SPAN,
+    START,
+    Latent,
+    Pools,
+    _funnel,
+    _jobs,
+    _member_profiles,
+    _member_taste,
+    _views,
+    block_views,
+    network,
+)
 from recsys.data.types import RecData
 
 DAY = 86400
+RULE = 2  # the version of the later days' draws: generated data sets kept on disk key on it
 
 
 def generate_day(day: int, days: dict, **settings) -> RecData:
@@ -54,6 +74,9 @@ class _Grown:
         self.present = np.ones(len(self.users), dtype=bool)
         self.active = ~latent.cold_users  # members who interact
         self.open_jobs = ~latent.cold_items
+        self.pools = latent.pools and Pools(latent.pools.block.copy(), list(latent.pools.jobs))
+        # the share of day 0's open jobs a pool holds: each job posted later joins a pool with it
+        self.share = latent.pools and len(latent.pools.jobs[0]) / int(self.open_jobs.sum())
 
     def one_day(self, rng: np.random.Generator, k: int, days: dict, settings: dict) -> None:
         n0, m0 = settings["n_users"], settings["n_items"]
@@ -62,13 +85,18 @@ class _Grown:
         self.present[gone] = False
         first = len(self.users)
         new = self._join(rng, int(round(n0 * days["new_members"])), settings["friends_per_user"])
+        posted = len(self.items)
         self._post(rng, int(round(m0 * days["new_jobs"])))
         viewers = np.flatnonzero(self.present & self.active)
         counts = rng.poisson(days["views_per_member"], size=len(viewers))
         fresh = viewers >= first  # new members start with a day-0 member's history
         counts[fresh] = 5 + rng.poisson(max(settings["mean_interactions"] - 5, 0.1), size=int(fresh.sum()))
-        pu, pi, ps = _views(rng, self.taste, self.j_vec, self.popularity, viewers, np.flatnonzero(self.open_jobs),
-                            settings["mean_interactions"], settings["candidates"], counts)
+        if self.pools is None:
+            pu, pi, ps, _ = _views(rng, self.taste, self.j_vec, self.popularity, viewers,
+                                   np.flatnonzero(self.open_jobs), settings["mean_interactions"], None, counts)
+        else:
+            self._grow_pools(rng, new, np.arange(posted, len(self.items)), settings["candidates"])
+            pu, pi, ps = self._pooled_views(rng, viewers, counts)
         self.inter.append(_funnel(rng, pu, pi, ps, self.users["user_id"].to_numpy(), self.items["item_id"].to_numpy(),
                                   start=START + SPAN + (k - 1) * DAY, span=DAY))
         self.added = getattr(self, "added", 0) + len(new)
@@ -94,6 +122,30 @@ class _Grown:
         ids_text = self.users["user_id"].to_numpy()
         self.social.append(pd.DataFrame({"src": ids_text[edges[:, 0]], "dst": ids_text[edges[:, 1]]}))
         return ids
+
+    def _grow_pools(self, rng: np.random.Generator, members: np.ndarray, jobs: np.ndarray, candidates: int) -> None:
+        """Each block's pool gains each of the `jobs` just posted with day 0's share; new `members` form
+        blocks of their own, each with `candidates` random open jobs (as day 0 draws a pool)."""
+        block, pools = self.pools.block, self.pools.jobs
+        joins = rng.random((len(pools), len(jobs))) < self.share
+        pools = [np.r_[pool, jobs[joined]] for pool, joined in zip(pools, joins)]
+        open_jobs = np.flatnonzero(self.open_jobs)
+        block = np.r_[block, np.full(len(self.taste) - len(block), -1)]
+        for start in range(0, len(members), BLOCK):
+            block[members[start:start + BLOCK]] = len(pools)
+            pools.append(np.sort(rng.choice(open_jobs, size=min(candidates, len(open_jobs)), replace=False)))
+        self.pools = Pools(block, pools)
+
+    def _pooled_views(self, rng: np.random.Generator, viewers: np.ndarray, counts: np.ndarray):
+        """The day's views, block by block from the block's open jobs (block_views)."""
+        by_block = np.argsort(self.pools.block[viewers], kind="stable")
+        blocks, starts = np.unique(self.pools.block[viewers][by_block], return_index=True)
+        views = []
+        for b, members in zip(blocks, np.split(by_block, starts[1:])):
+            pool = self.pools.jobs[b][self.open_jobs[self.pools.jobs[b]]]
+            views.append(block_views(rng, self.taste, self.j_vec, self.popularity, viewers[members], pool,
+                                     counts[members]))
+        return tuple(np.concatenate(v) for v in zip(*views))
 
     def _post(self, rng: np.random.Generator, m: int) -> None:
         jobs, j_vec, popularity = _jobs(rng, self.latent.world, m, first=len(self.items))

@@ -18,7 +18,7 @@ Everything is drawn from one numpy Generator, so a seed fixes the data set exact
 """
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import numpy as np
 import pandas as pd
@@ -74,6 +74,7 @@ SENIORITY = ["Junior", "", "Senior", "Lead"]
 EVENTS = ("view", "click", "apply")
 START = 1735689600  # 2025-01-01 UTC
 SPAN = 180 * 86400
+BLOCK = 1024  # members whose views are drawn together (from one pool of jobs, with `candidates`)
 
 
 class _World(NamedTuple):
@@ -99,6 +100,7 @@ class Latent(NamedTuple):
     popularity: np.ndarray
     cold_users: np.ndarray
     cold_items: np.ndarray
+    pools: Optional["Pools"] = None  # with `candidates`: the jobs each member's views come from
 
 
 def generate(**settings) -> RecData:
@@ -133,14 +135,14 @@ def network(
     items, j_vec, popularity = _jobs(rng, world, n_items)
     cold_users = rng.random(n_users) < cold_user_fraction
     cold_items = rng.random(n_items) < cold_item_fraction
-    pu, pi, ps = _views(rng, taste, j_vec, popularity, np.flatnonzero(~cold_users), np.flatnonzero(~cold_items),
-                        mean_interactions, candidates)
+    pu, pi, ps, pools = _views(rng, taste, j_vec, popularity, np.flatnonzero(~cold_users),
+                               np.flatnonzero(~cold_items), mean_interactions, candidates)
     user_ids, item_ids = users["user_id"].to_numpy(), items["item_id"].to_numpy()
     interactions = _funnel(rng, pu, pi, ps, user_ids, item_ids)
     social_df = pd.DataFrame({"src": user_ids[social[:, 0]], "dst": user_ids[social[:, 1]]})
     meta = {"cold_users": int(cold_users.sum()), "cold_items": int(cold_items.sum()), "seed": seed}
     return (RecData("synthetic", users, items, interactions, social_df, meta),
-            Latent(world, u_uni, u_company, taste, j_vec, popularity, cold_users, cold_items))
+            Latent(world, u_uni, u_company, taste, j_vec, popularity, cold_users, cold_items, pools))
 
 
 def _world(rng: np.random.Generator, n_universities: int, n_companies: int, latent_dim: int) -> _World:
@@ -230,31 +232,48 @@ def _jobs(rng: np.random.Generator, world: _World, n_items: int,
     return items, j_vec, popularity
 
 
+class Pools(NamedTuple):
+    """With `candidates`, the jobs each block of BLOCK members draws its views from: kept, so that a
+    later day's views come from the same jobs (and those posted since; recsys/data/next_day.py)."""
+    block: np.ndarray       # per member: its block, -1 for a member without one (cold)
+    jobs: list[np.ndarray]  # per block: its jobs
+
+
 def _views(rng: np.random.Generator, taste, j_vec, popularity, warm_users, warm_items,
            mean_interactions: float, candidates: int | None, counts: np.ndarray | None = None):
-    """Which warm member viewed which warm job: per member 5 + Poisson jobs by Gumbel-top-k over the appeal.
+    """Which warm member viewed which warm job: per member 5 + Poisson jobs by Gumbel-top-k over the appeal,
+    in blocks of BLOCK members, each from `candidates` random jobs (all of them without).
 
-    Returns parallel arrays of member index, job index and appeal, one entry per view.
+    Returns parallel arrays of member index, job index and appeal, one entry per view, and the Pools
+    drawn (None without `candidates`).
     """
     if counts is None:  # `counts`: each member's number of views, given (a later day's)
         counts = 5 + rng.poisson(max(mean_interactions - 5, 0.1), size=len(warm_users))
     counts = np.minimum(counts, len(warm_items))
-    scale = 1.5 / np.sqrt(taste.shape[1])
-    rows_u, rows_i, rows_s = [], [], []
-    for start in range(0, len(warm_users), 1024):  # chunks bound memory at 1024 x items
-        chunk = warm_users[start:start + 1024]
-        pool = warm_items
-        if candidates is not None and candidates < len(warm_items):
-            pool = np.sort(rng.choice(warm_items, size=candidates, replace=False))
-        appeal = scale * taste[chunk] @ j_vec[pool].T + popularity[pool]
-        need = np.minimum(counts[start:start + 1024], len(pool))
-        order = _gumbel_top_k(rng, appeal, need)
-        for row, (user, k) in enumerate(zip(chunk, need)):
-            picked = order[row, :k]
-            rows_u.append(np.full(k, user))
-            rows_i.append(pool[picked])
-            rows_s.append(appeal[row, picked])
-    return np.concatenate(rows_u), np.concatenate(rows_i), np.concatenate(rows_s)
+    pooled = candidates is not None and candidates < len(warm_items)
+    views, pools = [], []
+    for start in range(0, len(warm_users), BLOCK):  # blocks bound memory at BLOCK x items
+        pool = np.sort(rng.choice(warm_items, size=candidates, replace=False)) if pooled else warm_items
+        pools.append(pool)
+        views.append(block_views(rng, taste, j_vec, popularity, warm_users[start:start + BLOCK], pool,
+                                 counts[start:start + BLOCK]))
+    if not pooled:
+        return (*(np.concatenate(v) for v in zip(*views)), None)
+    block = np.full(len(taste), -1)
+    block[warm_users] = np.arange(len(warm_users)) // BLOCK
+    return (*(np.concatenate(v) for v in zip(*views)), Pools(block, pools))
+
+
+def block_views(rng: np.random.Generator, taste, j_vec, popularity, members: np.ndarray, pool: np.ndarray,
+                counts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`members`' views of jobs in `pool` (`counts` each, at most the pool) by Gumbel-top-k over the
+    appeal: member index, job index and appeal per view."""
+    appeal = 1.5 / np.sqrt(taste.shape[1]) * taste[members] @ j_vec[pool].T + popularity[pool]
+    need = np.minimum(counts, len(pool))
+    order = _gumbel_top_k(rng, appeal, need)
+    picked = [order[row, :k] for row, k in enumerate(need)]
+    return (np.repeat(members, need), np.concatenate([pool[p] for p in picked] or [np.zeros(0, int)]),
+            np.concatenate([appeal[row, p] for row, p in enumerate(picked)] or [np.zeros(0)]))
 
 
 def _gumbel_top_k(rng: np.random.Generator, appeal: np.ndarray, need: np.ndarray) -> np.ndarray:

@@ -42,7 +42,6 @@ import argparse
 import json
 import shutil
 import signal
-import sys
 import time
 from pathlib import Path
 
@@ -179,13 +178,15 @@ def run_row(row: str, stages: Stages, args) -> dict:
             shutil.copytree(first, folder)  # day 1's store as it was: its champion is day 1's model
         return run_stage(row, stage, folder / "store", days[2], args, extra)
 
-    scratch = stages.run(f"{row}/scratch", inputs, lambda: day2("scratch"))
+    generated = _generated(days[2])  # day 2 drawn under another rule (recsys.data.next_day.RULE): measured anew
+    inputs2 = {**inputs, **({"day2_data": generated} if generated else {})}
+    scratch = stages.run(f"{row}/scratch", inputs2, lambda: day2("scratch"))
     variant = "warm" + "".join(f"+{s}" for s in args.warm_set)
     def warm_day():
         out = day2("warm", tuple(args.warm_set))
         return {**out, "test_paired": _paired(row, days[2], args, scratch, out)}
 
-    warm = stages.run(f"{row}/{variant}", {**inputs, "warm_set": args.warm_set, "warm_recipe": _warm_recipe(row)},
+    warm = stages.run(f"{row}/{variant}", {**inputs2, "warm_set": args.warm_set, "warm_recipe": _warm_recipe(row)},
                       warm_day)
     return {"row": row, "dataset": ROWS[row][0], "family": ROWS[row][1], "members": warm["members"],
             "day1_test_recall@20": base["test_recall@20"], "day1_epochs": base["epochs_run"],
@@ -203,6 +204,13 @@ def run_row(row: str, stages: Stages, args) -> dict:
             "warm_start": warm["start_reason"], "warm_settings": args.warm_set,
             "peak_rss_mb": max(scratch["peak_rss_mb"], warm["peak_rss_mb"]),
             "scratch_curve": scratch["curve"], "warm_curve": warm["curve"]}
+
+
+def _generated(sets: list[str]) -> dict:
+    """How the network files `sets` read were generated (bench/synthetic.py's record), {} for other data."""
+    path = next((s.split("=", 1)[1] for s in sets if s.startswith("data.interactions=")), None)
+    record = Path(path).parent / "network.json" if path else None
+    return json.loads(record.read_text())["network"] if record is not None and record.is_file() else {}
 
 
 def _warm_recipe(row: str) -> dict:
@@ -305,7 +313,7 @@ def plot(rows: list[dict], path: Path) -> None:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m bench.warm_start", description=__doc__.splitlines()[0])
     p.add_argument("--rows", nargs="+", choices=list(ROWS), default=list(ROWS))
     p.add_argument("--epochs", type=int, default=200, help="train.epochs: the bound; early stopping ends a run")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="more settings for every run")
@@ -369,9 +377,3 @@ def _previous(name: str) -> list[dict]:
 
     return previous(name, "rows", [])
 
-
-if __name__ == "__main__":
-    if "--child" in sys.argv:
-        child_main(Path(sys.argv[sys.argv.index("--child") + 1]))
-    else:
-        sys.exit(main())
