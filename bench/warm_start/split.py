@@ -74,6 +74,8 @@ def split_row(row: str, work: Path, users: int | None) -> list[dict]:
         pairs = getattr(two, split)
         old = _pair_keys(two, pairs).isin(held).to_numpy()
         for origin, mask in zip(ORIGINS, (old, ~old)):
+            if not mask.any():  # Gowalla's day 1 holds out no validation pair of day 2's
+                continue
             recall = {}
             for stage in ("scratch", "warm"):
                 ranked, values = evaluate_per_user(*vectors[stage][split], pairs[mask], two.seen_before(split),
@@ -99,8 +101,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--work", type=Path, default=Path.home() / "graphrec-warm-start",
                    help="bench.warm_start's folder (its stores)")
     args = p.parse_args(argv)
-    rows = [r for row in args.rows for r in split_row(row, args.work, args.users)]
-    write_results("warm_split", {"rows": rows, "users": args.users, "command": command("warm_start.split", argv)},
+    write([r for row in args.rows for r in split_row(row, args.work, args.users)], args.users, argv)
+
+
+def write(rows: list[dict], users: int, argv: list[str] | None) -> None:
+    write_results("warm_split", {"rows": rows, "users": users, "command": command("warm_start.split", argv)},
                   [(r["row"], r["split"], r["origin"], f"{r['share']:.1%}", r["users"], r["scratch_recall@20"],
                     r["warm_recall@20"], r["z"]) for r in rows],
                   "Warm against scratch on day 2, by where the held-out pairs come from",
