@@ -7,6 +7,8 @@ prefix, each reading its share of a batch's members).
 The workers are real processes in a gloo group (torch.multiprocessing), ended when the test ends."""
 from __future__ import annotations
 
+import os
+import time
 from contextlib import nullcontext
 
 import numpy as np
@@ -98,6 +100,23 @@ def _train(rank: int, world: int, folder: str) -> None:
     if world > 1:  # ended before the interpreter: gloo's threads left to its exit can abort it (std::terminate)
         torch_dist.barrier()
         torch_dist.destroy_process_group()
+        os._exit(0)  # nor is the interpreter's teardown waited for: with gloo's threads it has hung once
+
+
+def _spawn(fn, args: tuple, nprocs: int, bound: float = 1800) -> None:
+    """`fn` in `nprocs` spawned workers, waited for up to `bound` seconds (a bound on a hang, not a
+    deadline on speed); every worker is ended when this returns or raises."""
+    context = mp.start_processes(fn, args=args, nprocs=nprocs, join=False, start_method="spawn")
+    started = time.monotonic()
+    try:
+        while not context.join(timeout=5):
+            if time.monotonic() - started > bound:
+                pytest.fail(f"the {nprocs} workers had not ended after {bound:.0f} s")
+    finally:
+        for process in context.processes:
+            if process.is_alive():
+                process.kill()
+                process.join(10)
 
 
 def _prefix():
@@ -140,7 +159,7 @@ def _rows():
 
 def test_two_workers_reach_one_workers_parameters(tmp_path):
     _train(0, 1, str(tmp_path))
-    mp.spawn(_train, args=(2, str(tmp_path)), nprocs=2, join=True)  # both ended when it returns
+    _spawn(_train, (2, str(tmp_path)), nprocs=2)
     for family in ("lightgcn", "gcn"):  # split by columns, from a checkpoint
         resumed = torch.load(tmp_path / f"{family}-resumed.pt")["state"]
         for name, value in torch.load(tmp_path / f"{family}-1.pt")["state"].items():

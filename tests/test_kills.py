@@ -115,7 +115,7 @@ def test_two_retrains_at_once_both_finish_and_current_serves_the_champion(store,
 
 def test_a_retrain_killed_while_training_goes_on_from_its_kept_epoch_when_run_again(store, tmp_path, processes):
     root = store
-    keep = [*CANNOT_WIN, "train.epochs=60", "train.patience=60", "train.checkpoint_seconds=0"]
+    keep = [*CANNOT_WIN, "train.epochs=60", "train.patience=60", "train.warm.patience=60", "train.checkpoint_seconds=0"]
     log = tmp_path / "retrain.log"
     proc = _start(processes, root, log, *keep)
     kept = wait_until(lambda: list((root / "checkpoints").glob("*/train.pt")) or proc.poll() is not None,

@@ -74,9 +74,9 @@ class _Grown:
         self.present = np.ones(len(self.users), dtype=bool)
         self.active = ~latent.cold_users  # members who interact
         self.open_jobs = ~latent.cold_items
-        self.pools = latent.pools and Pools(latent.pools.block.copy(), list(latent.pools.jobs))
+        self.pools = None if latent.pools is None else Pools(latent.pools.block.copy(), list(latent.pools.jobs))
         # the share of day 0's open jobs a pool holds: each job posted later joins a pool with it
-        self.share = latent.pools and len(latent.pools.jobs[0]) / int(self.open_jobs.sum())
+        self.share = 0.0 if latent.pools is None else len(latent.pools.jobs[0]) / int(self.open_jobs.sum())
 
     def one_day(self, rng: np.random.Generator, k: int, days: dict, settings: dict) -> None:
         n0, m0 = settings["n_users"], settings["n_items"]
@@ -95,8 +95,9 @@ class _Grown:
             pu, pi, ps, _ = _views(rng, self.taste, self.j_vec, self.popularity, viewers,
                                    np.flatnonzero(self.open_jobs), settings["mean_interactions"], None, counts)
         else:
-            self._grow_pools(rng, new, np.arange(posted, len(self.items)), settings["candidates"])
-            pu, pi, ps = self._pooled_views(rng, viewers, counts)
+            self.pools = self._grow_pools(rng, self.pools, new, np.arange(posted, len(self.items)),
+                                          settings["candidates"])
+            pu, pi, ps = self._pooled_views(rng, self.pools, viewers, counts)
         self.inter.append(_funnel(rng, pu, pi, ps, self.users["user_id"].to_numpy(), self.items["item_id"].to_numpy(),
                                   start=START + SPAN + (k - 1) * DAY, span=DAY))
         self.added = getattr(self, "added", 0) + len(new)
@@ -123,10 +124,11 @@ class _Grown:
         self.social.append(pd.DataFrame({"src": ids_text[edges[:, 0]], "dst": ids_text[edges[:, 1]]}))
         return ids
 
-    def _grow_pools(self, rng: np.random.Generator, members: np.ndarray, jobs: np.ndarray, candidates: int) -> None:
-        """Each block's pool gains each of the `jobs` just posted with day 0's share; new `members` form
-        blocks of their own, each with `candidates` random open jobs (as day 0 draws a pool)."""
-        block, pools = self.pools.block, self.pools.jobs
+    def _grow_pools(self, rng: np.random.Generator, grown: Pools, members: np.ndarray, jobs: np.ndarray,
+                    candidates: int) -> Pools:
+        """`grown`, each block's pool gaining each of the `jobs` just posted with day 0's share, and new
+        `members` in blocks of their own, each with `candidates` random open jobs (as day 0 draws a pool)."""
+        block, pools = grown.block, grown.jobs
         joins = rng.random((len(pools), len(jobs))) < self.share
         pools = [np.r_[pool, jobs[joined]] for pool, joined in zip(pools, joins)]
         open_jobs = np.flatnonzero(self.open_jobs)
@@ -134,15 +136,16 @@ class _Grown:
         for start in range(0, len(members), BLOCK):
             block[members[start:start + BLOCK]] = len(pools)
             pools.append(np.sort(rng.choice(open_jobs, size=min(candidates, len(open_jobs)), replace=False)))
-        self.pools = Pools(block, pools)
+        return Pools(block, pools)
 
-    def _pooled_views(self, rng: np.random.Generator, viewers: np.ndarray, counts: np.ndarray):
+    def _pooled_views(self, rng: np.random.Generator, pools: Pools, viewers: np.ndarray, counts: np.ndarray):
         """The day's views, block by block from the block's open jobs (block_views)."""
-        by_block = np.argsort(self.pools.block[viewers], kind="stable")
-        blocks, starts = np.unique(self.pools.block[viewers][by_block], return_index=True)
+        block_of: np.ndarray = pools.block[viewers]
+        by_block = np.argsort(block_of, kind="stable")
+        blocks, starts = np.unique(block_of[by_block], return_index=True)
         views = []
         for b, members in zip(blocks, np.split(by_block, starts[1:])):
-            pool = self.pools.jobs[b][self.open_jobs[self.pools.jobs[b]]]
+            pool = pools.jobs[b][self.open_jobs[pools.jobs[b]]]
             views.append(block_views(rng, self.taste, self.j_vec, self.popularity, viewers[members], pool,
                                      counts[members]))
         return tuple(np.concatenate(v) for v in zip(*views))
