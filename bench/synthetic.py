@@ -25,9 +25,7 @@ def network_files(size: int, work: Path, timeout: float = 4 * 3600, day: int = 0
 
     folder = work / (f"data-{size}" + (f"-day{day}" if day else ""))
     done = folder / "network.json"
-    from recsys.data.next_day import RULE
-
-    wanted = {**NETWORK, "n_users": size, **({"day": day, "rule": RULE} if day else {})}
+    wanted = _settings(size, day)
     if done.is_file():
         record = json.loads(done.read_text())
         if record.get("network") == wanted and all((folder / f"{n}.parquet").is_file() for n in FILES):
@@ -44,6 +42,13 @@ def network_files(size: int, work: Path, timeout: float = 4 * 3600, day: int = 0
     return {n: str(folder / f"{n}.parquet") for n in FILES}, record["counts"]
 
 
+def _settings(size: int, day: int) -> dict:
+    """What a generated network is kept under: its settings, and for a later day the rule that drew it."""
+    from recsys.data.next_day import RULE
+
+    return {**NETWORK, "n_users": size, **({"day": day, "rule": RULE} if day else {})}
+
+
 def write_network(size: int, folder: Path, day: int = 0) -> None:
     from recsys.data.loaders import save_files
     from recsys.data.next_day import generate_day
@@ -54,8 +59,7 @@ def write_network(size: int, folder: Path, day: int = 0) -> None:
     save_files(data, folder)
     counts = {"members": len(data.users), "jobs": len(data.items), "interactions": len(data.interactions),
               "friendships": 0 if data.social is None else len(data.social)}
-    wanted = {**NETWORK, "n_users": size, **({"day": day} if day else {})}
-    (folder / "network.json").write_text(json.dumps({"network": wanted, "counts": counts,
+    (folder / "network.json").write_text(json.dumps({"network": _settings(size, day), "counts": counts,
                                                      "seconds": round(time.perf_counter() - t0, 1)}))
 
 
