@@ -47,3 +47,20 @@ def test_the_summary_takes_the_worst_row():
     assert out["lightgcn_1m_warm_total_seconds"] == 900.0
     rows[0]["warm_seconds_to_scratch_best"] = None  # never reached: no ratio can be claimed
     assert summary(rows)["worst_warm_time_ratio"] is None
+
+
+def test_a_stage_goes_on_from_kept_state_only_when_its_inputs_left_it(tmp_path):
+    """An interrupted stage's folder (its store keeping the loop's state) is gone on from only when the
+    same stage inputs prepared it; a folder another recipe or day 2 left, whose store may hold that
+    run's champion, or one that says nothing of its inputs, starts afresh."""
+    from bench.warm_start import _interrupted, _mark
+
+    folder = tmp_path / "warm"
+    (folder / "store" / "checkpoints" / "run").mkdir(parents=True)
+    inputs = {"sets": [], "epochs": 200, "warm_recipe": {"warm_shrink": 0.1}}
+    assert not _interrupted(folder, inputs)  # no record of its inputs
+    _mark(folder, inputs)
+    assert not _interrupted(folder, inputs)  # nothing kept yet
+    (folder / "store" / "checkpoints" / "run" / "train.pt").write_bytes(b"kept")
+    assert _interrupted(folder, inputs)
+    assert not _interrupted(folder, {**inputs, "warm_recipe": {"warm_shrink": 0.3}})

@@ -164,30 +164,33 @@ def run_row(row: str, stages: Stages, args) -> dict:
     first = args.work / row / "day1"
 
     def day1():
-        if not _interrupted(first):
+        if not _interrupted(first, inputs):
             shutil.rmtree(first, ignore_errors=True)
             first.mkdir(parents=True)
+            _mark(first, inputs)
         return run_stage(row, "day1", first / "store", days[1], args)
 
     base = stages.run(f"{row}/day1", inputs, day1)
 
-    def day2(stage: str, extra: tuple[str, ...] = ()):
+    def day2(stage: str, stage_inputs: dict, extra: tuple[str, ...] = ()):
         folder = args.work / row / stage
-        if not _interrupted(folder):
+        if not _interrupted(folder, stage_inputs):
             shutil.rmtree(folder, ignore_errors=True)
             shutil.copytree(first, folder)  # day 1's store as it was: its champion is day 1's model
+            _mark(folder, stage_inputs)
         return run_stage(row, stage, folder / "store", days[2], args, extra)
 
     generated = _generated(days[2])  # day 2 drawn under another rule (recsys.data.next_day.RULE): measured anew
     inputs2 = {**inputs, **({"day2_data": generated} if generated else {})}
-    scratch = stages.run(f"{row}/scratch", inputs2, lambda: day2("scratch"))
+    scratch = stages.run(f"{row}/scratch", inputs2, lambda: day2("scratch", inputs2))
     variant = "warm" + "".join(f"+{s}" for s in args.warm_set)
+    warm_inputs = {**inputs2, "warm_set": args.warm_set, "warm_recipe": _warm_recipe(row)}
+
     def warm_day():
-        out = day2("warm", tuple(args.warm_set))
+        out = day2("warm", warm_inputs, tuple(args.warm_set))
         return {**out, "test_paired": _paired(row, days[2], args, scratch, out)}
 
-    warm = stages.run(f"{row}/{variant}", {**inputs2, "warm_set": args.warm_set, "warm_recipe": _warm_recipe(row)},
-                      warm_day)
+    warm = stages.run(f"{row}/{variant}", warm_inputs, warm_day)
     return {"row": row, "dataset": ROWS[row][0], "family": ROWS[row][1], "members": warm["members"],
             "day1_test_recall@20": base["test_recall@20"], "day1_epochs": base["epochs_run"],
             "scratch_seconds": scratch["loop_seconds"], "scratch_train_seconds": scratch["train_seconds"],
@@ -225,10 +228,18 @@ def _warm_recipe(row: str) -> dict:
             if k.startswith("warm.") and v is not None}
 
 
-def _interrupted(folder: Path) -> bool:
-    """Whether a run of this stage was stopped while training: its store then keeps the loop's state
-    (deploy/resume.py), and the stage, run again, goes on from there instead of starting afresh."""
-    found = any((folder / "store" / "checkpoints").glob("*/*.pt"))
+def _mark(folder: Path, inputs: dict) -> None:
+    (folder / "stage.json").write_text(json.dumps(inputs))
+
+
+def _interrupted(folder: Path, inputs: dict) -> bool:
+    """Whether a run of this stage, with these inputs, was stopped while training: its store then keeps
+    the loop's state (deploy/resume.py), and the stage, run again, goes on from there instead of
+    starting afresh. A folder left by other inputs (an earlier recipe or day 2, whose store may even
+    hold that run's champion) starts afresh."""
+    marked = folder / "stage.json"
+    found = (marked.is_file() and json.loads(marked.read_text()) == json.loads(json.dumps(inputs))
+             and any((folder / "store" / "checkpoints").glob("*/*.pt")))
     if found:
         print(f"[{folder}] goes on from the training state an interrupted run kept", flush=True)
     return found
