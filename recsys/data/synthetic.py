@@ -257,11 +257,12 @@ def _views(rng: np.random.Generator, taste, j_vec, popularity, warm_users, warm_
         pools.append(pool)
         views.append(block_views(rng, taste, j_vec, popularity, warm_users[start:start + BLOCK], pool,
                                  counts[start:start + BLOCK]))
+    pu, pi, ps = (np.concatenate(v) for v in zip(*views))
     if not pooled:
-        return (*(np.concatenate(v) for v in zip(*views)), None)
+        return pu, pi, ps, None
     block = np.full(len(taste), -1)
     block[warm_users] = np.arange(len(warm_users)) // BLOCK
-    return (*(np.concatenate(v) for v in zip(*views)), Pools(block, pools))
+    return pu, pi, ps, Pools(block, pools)
 
 
 def block_views(rng: np.random.Generator, taste, j_vec, popularity, members: np.ndarray, pool: np.ndarray,
