@@ -101,7 +101,9 @@ def retrain_here(spec_path: Path):
 
     spec = json.loads(spec_path.read_text())
     cfg = load_config(None, spec["overrides"])
+    start = time.perf_counter()
     with prefect_api(prepare_prefect(Path(spec["store"]))):
         out = retrain_flow(cfg, return_state=True).result()
+    out = {**out, "flow_seconds": time.perf_counter() - start}  # end to end, the Prefect API's start included
     configure(cfg.stores)
     return out, cfg, Path(spec["out"])

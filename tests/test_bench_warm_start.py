@@ -36,17 +36,33 @@ def test_the_gowalla_days_hold_out_of_validation_everything_yesterday_trained_on
 
 
 def test_the_summary_takes_the_worst_row():
-    from bench.warm_start import summary
+    from bench.warm_start.report import summary
 
     rows = [{"row": "a", "warm_seconds_to_scratch_best": 10.0, "scratch_seconds": 100.0,
              "warm_test_recall@20": 0.2, "scratch_test_recall@20": 0.2},
             {"row": "network1m-lightgcn", "warm_seconds_to_scratch_best": 30.0, "scratch_seconds": 100.0,
-             "warm_test_recall@20": 0.19, "scratch_test_recall@20": 0.2, "warm_train_seconds": 900.0}]
+             "warm_test_recall@20": 0.19, "scratch_test_recall@20": 0.2, "warm_train_seconds": 900.0,
+             "warm_flow_seconds": 1200.0}]
     out = summary(rows)
     assert out["worst_warm_time_ratio"] == 0.3 and out["worst_warm_quality_ratio"] == 0.95
-    assert out["lightgcn_1m_warm_total_seconds"] == 900.0
+    assert out["lightgcn_1m_warm_total_seconds"] == 1200.0  # end to end, not the train phase alone
     rows[0]["warm_seconds_to_scratch_best"] = None  # never reached: no ratio can be claimed
     assert summary(rows)["worst_warm_time_ratio"] is None
+
+
+def test_a_row_run_on_several_seeds_is_judged_on_their_means():
+    """Three seeds' (scratch, warm) test figures, worked by hand: means 0.40 and 0.39; per-seed
+    differences -0.03, 0.00, 0.00: their standard error sqrt(0.0003 / 3) = 0.01."""
+    from bench.warm_start.report import over_seeds, summary
+
+    runs = [({"test_recall@20": s}, {"test_recall@20": w}) for s, w in ((0.43, 0.40), (0.38, 0.38), (0.39, 0.39))]
+    seeds = over_seeds(runs)
+    assert [s["seed"] for s in seeds["seeds"]] == [0, 1, 2]
+    assert seeds["scratch_test_recall@20_mean"] == 0.4 and seeds["warm_test_recall@20_mean"] == 0.39
+    assert seeds["seeds_difference_se"] == 0.01
+    row = {"row": "embedded-lightgcn", "warm_seconds_to_scratch_best": 1.0, "scratch_seconds": 10.0,
+           "warm_test_recall@20": 0.40, "scratch_test_recall@20": 0.43, **seeds}  # seed 0's own: ratio 0.930
+    assert summary([row])["worst_warm_quality_ratio"] == 0.975  # 0.39 / 0.40
 
 
 def test_a_stage_goes_on_from_kept_state_only_when_its_inputs_left_it(tmp_path):

@@ -30,11 +30,15 @@ machine lost, --timeout) goes on from the loop state its store kept (train.check
 deploy/resume.py), its curve whole and its figures tagged `resumed`, so a 1M-member run to
 convergence can take several sittings.
 
+--seeds N runs day 2's scratch and warm runs again on train.seed 1 .. N-1 from the same day 1, for
+a row whose test users are too few (the embedded default) for one seed's figures to tell a small difference.
+
 Writes bench/results/warm_start.json (rows: dataset, family, members, scratch_seconds,
-warm_seconds_to_scratch_best, scratch_test_recall@20, warm_test_recall@20, peak_rss_mb, and the
-curves; worst_warm_time_ratio: warm_seconds_to_scratch_best / scratch_seconds, the worst row;
-worst_warm_quality_ratio: warm / scratch test recall@20, the worst row; the 1M row's figures),
-warm_start.md and warm_start_curves.png.
+warm_seconds_to_scratch_best, scratch_test_recall@20, warm_test_recall@20, peak_rss_mb, the warm
+retrain's flow seconds (end to end) and the curves, and with --seeds each seed's test figures and their
+means; worst_warm_time_ratio: warm_seconds_to_scratch_best / scratch_seconds, the worst row;
+worst_warm_quality_ratio: warm / scratch test recall@20 (the seeds' means where run), the worst row;
+the 1M row's figures), warm_start.md and warm_start_curves.png (bench/warm_start/report.py).
 """
 from __future__ import annotations
 
@@ -45,9 +49,10 @@ import signal
 import time
 from pathlib import Path
 
-from bench.common import SHARED_DATA, Stages, log_bench_run, paired_recall, peak_rss_mb, write_results
+from bench.common import SHARED_DATA, Stages, paired_recall, peak_rss_mb
 from bench.runner import interrupted, retrain_here, retrain_in_child
 from bench.synthetic import network_files
+from bench.warm_start.report import earlier, over_seeds, reached, write
 
 ROWS = {  # name: (data set, family, members of the synthetic network)
     "embedded-lightgcn": ("embedded", "lightgcn", None),
@@ -59,13 +64,7 @@ ROWS = {  # name: (data set, family, members of the synthetic network)
     "network1m-lightgcn": ("network", "lightgcn", 1_000_000),
 }
 NETWORK_SETS = ["graph.social_edges=true", "features.enabled=true", "features.text=false"]
-VARIANTS = ("Warm runs measured (row, --warm-set: best validation recall@20 against the scratch run's; the loop's "
-            "seconds until it first reached the scratch run's best, None: never; test recall@20 against the scratch "
-            "model's). The recipes' warm settings are chosen on day 2's validation split alone: the variant that "
-            "reaches the scratch run's best validation figure soonest on its family's rows. Variants with "
-            "train.refit=false, train.eval_every=1, train.patience=3 are diagnostics (no refit; validation every "
-            "epoch); train.warm_replay and train.warm_ramp were measured at earlier commits and removed. Test is "
-            "read once per run:")
+
 
 
 def gowalla_days(work: Path, source: Path | None = None) -> dict[int, dict]:
@@ -127,7 +126,7 @@ def run_stage(row: str, stage: str, store: Path, sets: list[str], args, extra: t
     """One retrain in a child process (a session of its own, bounded by --timeout): its figures."""
     return retrain_in_child("bench.warm_start", store, [
         f"model.family={ROWS[row][1]}", "train.progress=false", f"train.epochs={args.epochs}",
-        f"train.start={'champion' if stage == 'warm' else 'scratch'}", *sets, *args.set, *extra],
+        f"train.start={'champion' if stage.startswith('warm') else 'scratch'}", *sets, *args.set, *extra],
         args.work / "logs" / f"{row}-{stage}.log", args.timeout, f"{row} {stage}")
 
 
@@ -146,6 +145,7 @@ def child_main(spec_path: Path) -> None:
         "train_seconds": round(out["phase_seconds"]["train"], 1), "loop_seconds": round(max(elapsed.values()), 1),
         "epochs_run": int(run["metrics"].get("epochs_run", 0)), "best_epoch": int(run["metrics"].get("best_epoch", 0)),
         "test_recall@20": test.get("recall@20"), "test_ndcg@20": test.get("ndcg@20"),
+        "flow_seconds": round(out["flow_seconds"], 1),
         "members": int(params.get("data.users", 0)), "start": params.get("start"),
         "start_reason": params.get("start_reason"), "peak_rss_mb": round(peak_rss_mb()),
         "version": out["version"], "promoted": out["promoted"],
@@ -182,20 +182,28 @@ def run_row(row: str, stages: Stages, args) -> dict:
 
     generated = _generated(days[2])  # day 2 drawn under another rule (recsys.data.next_day.RULE): measured anew
     inputs2 = {**inputs, **({"day2_data": generated} if generated else {})}
-    scratch = stages.run(f"{row}/scratch", inputs2, lambda: day2("scratch", inputs2))
     variant = "warm" + "".join(f"+{s}" for s in args.warm_set)
     warm_inputs = {**inputs2, "warm_set": args.warm_set, "warm_recipe": _warm_recipe(row)}
 
-    def warm_day():
-        out = day2("warm", warm_inputs, tuple(args.warm_set))
-        return {**out, "test_paired": _paired(row, days[2], args, scratch, out)}
+    def seeded(seed: int):  # day 2's (scratch, warm) runs with train.seed `seed` (0: the configuration's)
+        tag, sets = (f"-seed{seed}", (f"train.seed={seed}",)) if seed else ("", ())
+        more = {"seed": seed} if seed else {}
+        scratch = stages.run(f"{row}/scratch{tag}", {**inputs2, **more},
+                             lambda: day2(f"scratch{tag}", {**inputs2, **more}, sets))
 
-    warm = stages.run(f"{row}/{variant}", warm_inputs, warm_day)
+        def warm_day():
+            out = day2(f"warm{tag}", {**warm_inputs, **more}, (*args.warm_set, *sets))
+            return {**out, "test_paired": _paired(row, days[2], args, scratch, out, tag)}
+
+        return scratch, stages.run(f"{row}/{variant}{tag}", {**warm_inputs, **more}, warm_day)
+
+    runs = [seeded(k) for k in range(max(1, args.seeds))]
+    (scratch, warm), seeds = runs[0], over_seeds(runs) if len(runs) > 1 else {}
     return {"row": row, "dataset": ROWS[row][0], "family": ROWS[row][1], "members": warm["members"],
             "day1_test_recall@20": base["test_recall@20"], "day1_epochs": base["epochs_run"],
             "scratch_seconds": scratch["loop_seconds"], "scratch_train_seconds": scratch["train_seconds"],
-            "warm_seconds_to_scratch_best": _reached(scratch, warm), "warm_loop_seconds": warm["loop_seconds"],
-            "warm_train_seconds": warm["train_seconds"],
+            "warm_seconds_to_scratch_best": reached(scratch, warm), "warm_loop_seconds": warm["loop_seconds"],
+            "warm_train_seconds": warm["train_seconds"], "warm_flow_seconds": warm.get("flow_seconds"),
             "scratch_best_valid_recall@20": scratch["best_valid_recall@20"],
             "warm_best_valid_recall@20": warm["best_valid_recall@20"],
             "warm_start_valid_recall@20": warm["curve"][0][1] if warm["curve"] else None,
@@ -206,7 +214,7 @@ def run_row(row: str, stages: Stages, args) -> dict:
             "scratch_epochs": scratch["epochs_run"], "warm_epochs": warm["epochs_run"],
             "warm_start": warm["start_reason"], "warm_settings": args.warm_set,
             "peak_rss_mb": max(scratch["peak_rss_mb"], warm["peak_rss_mb"]),
-            "scratch_curve": scratch["curve"], "warm_curve": warm["curve"]}
+            "scratch_curve": scratch["curve"], "warm_curve": warm["curve"], **seeds}
 
 
 def _generated(sets: list[str]) -> dict:
@@ -245,12 +253,12 @@ def _interrupted(folder: Path, inputs: dict) -> bool:
     return found
 
 
-def _paired(row: str, sets: list[str], args, scratch: dict, warm: dict) -> dict | None:
+def _paired(row: str, sets: list[str], args, scratch: dict, warm: dict, tag: str = "") -> dict | None:
     """The warm model's test recall@20 against the scratch model's, user by user (bench.common.paired_recall),
     on --paired-users test users, from the stores the day-2 runs left in --work; None when they no longer
     serve these runs' models (their figures on the runs' own test users differ from the runs')."""
     folder = args.work / row
-    stores = (folder / "scratch" / "store", folder / "warm" / "store")
+    stores = (folder / f"scratch{tag}" / "store", folder / f"warm{tag}" / "store")
     sets = [f"model.family={ROWS[row][1]}", *sets, *args.set]
     try:
         own = paired_recall(sets, *stores)
@@ -261,66 +269,6 @@ def _paired(row: str, sets: list[str], args, scratch: dict, warm: dict) -> dict 
     except (OSError, ValueError) as e:
         print(f"[{row}] no paired comparison: {e}", flush=True)
         return None
-
-
-def _reached(scratch: dict, warm: dict):
-    """The warm run's loop seconds until its validation recall@20 first reaches the scratch run's best."""
-    target = scratch["best_valid_recall@20"]
-    return next((s for s, r in warm["curve"] if target is not None and r >= target), None)
-
-
-def variants(stages: Stages, rows: list[dict]) -> list[dict]:
-    """Every warm run of these rows that the stage cache holds (the defaults' and --warm-set's), each
-    beside its row's scratch run: what chose the warm settings' defaults (on day 2's validation)."""
-    out = []
-    for row in (r["row"] for r in rows):
-        scratch = stages.done.get(f"{row}/scratch", {}).get("output")
-        for key, kept in stages.done.items():
-            if scratch and key.split("/")[0] == row and key.split("/")[1].startswith("warm"):
-                warm = kept["output"]
-                out.append({"row": row, "warm_settings": kept["inputs"].get("warm_set", []),
-                            "warm_recipe": kept["inputs"].get("warm_recipe"),  # None: measured before it was kept
-                            "warm_seconds_to_scratch_best": _reached(scratch, warm),
-                            "warm_start_valid_recall@20": warm["curve"][0][1] if warm["curve"] else None,
-                            "warm_best_valid_recall@20": warm["best_valid_recall@20"],
-                            "scratch_best_valid_recall@20": scratch["best_valid_recall@20"],
-                            "warm_test_recall@20": warm["test_recall@20"],
-                            "scratch_test_recall@20": scratch["test_recall@20"]})
-    return out
-
-
-def summary(rows: list[dict]) -> dict:
-    def ratio(a, b):
-        return None if a is None or not b else round(a / b, 3)
-
-    time_ratios = [ratio(r["warm_seconds_to_scratch_best"], r["scratch_seconds"]) for r in rows]
-    quality = [ratio(r["warm_test_recall@20"], r["scratch_test_recall@20"]) for r in rows]
-    one_m = next((r for r in rows if r["row"] == "network1m-lightgcn"), {})
-    return {"worst_warm_time_ratio": None if None in time_ratios or not rows else max(time_ratios),
-            "worst_warm_quality_ratio": min((q for q in quality if q is not None), default=None),
-            "lightgcn_1m_warm_total_seconds": one_m.get("warm_train_seconds"),
-            "lightgcn_1m_converged_test_recall@20": one_m.get("scratch_test_recall@20"),
-            "lightgcn_1m_warm_test_recall@20": one_m.get("warm_test_recall@20")}
-
-
-def plot(rows: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, max(1, len(rows)), figsize=(5 * max(1, len(rows)), 4), squeeze=False)
-    for ax, r in zip(axes[0], rows):
-        for name in ("scratch", "warm"):
-            points = r[f"{name}_curve"]
-            ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=name)
-        ax.set_title(r["row"])
-        ax.set_xlabel("training wall clock (s)")
-        ax.set_ylabel("validation recall@20")
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
 
 
 def main(argv=None) -> int:
@@ -338,53 +286,17 @@ def main(argv=None) -> int:
     p.add_argument("--name", default="warm_start")
     p.add_argument("--paired-users", type=int, default=100_000,
                    help="test users of the paired comparison (0: every one); each run's own figure uses eval.max_users")
+    p.add_argument("--seeds", type=int, default=1,
+                   help="day 2's scratch and warm runs on this many seeds (train.seed 0, 1, ...) from the same day 1; "
+                        "the quality ratio then compares the seeds' means")
     args = p.parse_args(argv)
     signal.signal(signal.SIGTERM, interrupted)
     stages = Stages("warm_start", args.resume)  # one cache for every --name: warm variants share day 1 and scratch
-    old = {r["row"]: r for r in _previous(args.name)}
+    old = {r["row"]: r for r in earlier(args.name)}
     for row in args.rows:
         t0 = time.perf_counter()
         old[row] = run_row(row, stages, args)
         print(f"[{row}] done in {time.perf_counter() - t0:.0f} s", flush=True)
     rows = [old[r] for r in ROWS if r in old]
-    from bench.common import RESULTS
-
-    png = RESULTS / f"{args.name}_curves.png"
-    plot(rows, png)
-    table = [(r["row"], r["scratch_seconds"], r["warm_seconds_to_scratch_best"], r["scratch_test_recall@20"],
-              r["warm_test_recall@20"], _lead(r.get("test_paired")), r["warm_start_valid_recall@20"],
-              r["scratch_best_valid_recall@20"], r["peak_rss_mb"]) for r in rows]
-    tried = variants(stages, rows)
-    write_results(args.name, {"rows": rows, **summary(rows), "settings": args.set, "warm_settings": args.warm_set,
-                              "epochs_bound": args.epochs, "warm_variants": tried},
-                  table, "Warm starts against scratch starts (day 2 of each row)",
-                  notes=__doc__.split("\n\n")[1].replace("\n", " ") + "\n\n" + VARIANTS + "\n\n"
-                  + "\n".join(f"- {v['row']}, {' '.join(v['warm_settings']) or 'the defaults'}{_recipe(v)}: "
-                               f"{v['warm_best_valid_recall@20']} vs {v['scratch_best_valid_recall@20']}, "
-                               f"{v['warm_seconds_to_scratch_best']} s, "
-                               f"{v['warm_test_recall@20']:.4f} vs {v['scratch_test_recall@20']:.4f}" for v in tried),
-                  header=("row", "scratch s (loop)", "warm s to scratch's best", "scratch test R@20",
-                          "warm test R@20", "warm - scratch, user by user (z)", "warm valid R@20 at start",
-                          "scratch best valid R@20", "peak RSS MB"))
-    log_bench_run(args.name, {"rows": " ".join(r["row"] for r in rows), "settings": " ".join(args.set),
-                              "warm_settings": " ".join(args.warm_set)}, [],
-                  {png: "plots", RESULTS / f"{args.name}.json": "results"})
+    write(args.name, rows, stages, args, notes=__doc__.split("\n\n")[1].replace("\n", " "))
     return 0
-
-
-def _recipe(variant: dict) -> str:
-    """The family's warm settings a variant ran on, as a parenthesis (empty where the cache did not keep them)."""
-    recipe = variant.get("warm_recipe")
-    return f" (recipe {' '.join(f'{k}={v}' for k, v in recipe.items())})" if recipe else ""
-
-
-def _lead(paired: dict | None) -> str:
-    """The paired test comparison as a cell: the mean per-user difference and its z (difference / standard error)."""
-    return "-" if not paired else f"{paired['second_minus_first']:+.4f} ({paired['z']}; {paired['users']} users)"
-
-
-def _previous(name: str) -> list[dict]:
-    from bench.common import previous
-
-    return previous(name, "rows", [])
-
