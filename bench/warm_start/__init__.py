@@ -66,7 +66,6 @@ ROWS = {  # name: (data set, family, members of the synthetic network)
 NETWORK_SETS = ["graph.social_edges=true", "features.enabled=true", "features.text=false"]
 
 
-
 def gowalla_days(work: Path, source: Path | None = None) -> dict[int, dict]:
     """Day 1 and day 2 of Gowalla (or the LightGCN-format folder `source`) as interaction files with
     their own split (see the module)."""

@@ -46,13 +46,14 @@ def variants(stages: Stages, rows: list[dict]) -> list[dict]:
     beside its row's scratch run: what chose the warm settings' defaults (on day 2's validation)."""
     out = []
     for row in (r["row"] for r in rows):
-        scratch = stages.done.get(f"{row}/scratch", {}).get("output")
         for key, kept in stages.done.items():
+            seed = kept["inputs"].get("seed", 0)  # beside the scratch run of its own seed
+            scratch = stages.done.get(f"{row}/scratch" + (f"-seed{seed}" if seed else ""), {}).get("output")
             if scratch and key.split("/")[0] == row and key.split("/")[1].startswith("warm"):
                 warm = kept["output"]
                 out.append({"row": row, "warm_settings": kept["inputs"].get("warm_set", []),
                             "warm_recipe": kept["inputs"].get("warm_recipe"),  # None: measured before it was kept
-                            "seed": kept["inputs"].get("seed", 0),
+                            "seed": seed,
                             "warm_seconds_to_scratch_best": reached(scratch, warm),
                             "warm_start_valid_recall@20": warm["curve"][0][1] if warm["curve"] else None,
                             "warm_best_valid_recall@20": warm["best_valid_recall@20"],
