@@ -9,7 +9,8 @@ import resource
 from datetime import datetime, timezone
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results"
 SHARED_DATA = Path(os.environ.get("GRAPHREC_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 
@@ -32,6 +33,21 @@ def command(bench: str, argv: list[str] | None) -> str:
     import sys
 
     return f"./dev.sh python -m bench.{bench} " + " ".join(sys.argv[1:] if argv is None else argv)
+
+
+def code_version() -> str:
+    """The commit the code ran at ("+changes" where recsys/, deploy/ or flows/ differ from it), or "-"
+    outside a git checkout."""
+    import subprocess
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=60).stdout.strip()
+
+    try:
+        head = git("rev-parse", "--short", "HEAD")
+        return (head + ("+changes" if git("status", "--porcelain", "--", "recsys", "deploy", "flows") else "")) or "-"
+    except (OSError, subprocess.SubprocessError):
+        return "-"
 
 
 def machine() -> dict:

@@ -95,12 +95,14 @@ def retrain_here(spec_path: Path):
     own; (its result, its configuration, where its figures go). MLflow then reads the run's store."""
     from deploy.tracking import configure
     from flows.cli import prepare_prefect
+    from flows.cli_read import uses_threads
     from flows.prefect_api import prefect_api
     from flows.retrain import retrain_flow
     from recsys.config import load_config
 
     spec = json.loads(spec_path.read_text())
     cfg = load_config(None, spec["overrides"])
+    uses_threads(cfg)  # compute.threads, adapt_threads and reuse_memory, as the command sets them
     start = time.perf_counter()
     with prefect_api(prepare_prefect(Path(spec["store"]))):
         out = retrain_flow(cfg, return_state=True).result()

@@ -13,9 +13,12 @@ MAX_K = 10_000  # recommend -k: beyond this a list is no recommendation, and fai
 
 
 def uses_threads(cfg) -> int:
-    """The command's thread count (compute.threads), set before torch loads (recsys/threads.py)."""
+    """The command's thread count (compute.threads), set before torch loads (recsys/threads.py), and
+    its training's use of freed memory (compute.reuse_memory, recsys/heap.py)."""
+    from recsys.heap import configure as reuse_memory
     from recsys.threads import configure
 
+    reuse_memory(cfg.compute.reuse_memory)
     return configure(cfg.compute.threads, adapt=cfg.compute.adapt_threads)
 
 

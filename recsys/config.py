@@ -84,7 +84,8 @@ else:
 
 GENERIC = {"epochs": 40, "lr": 0.005, "l2": 1e-4, "average": None, "negatives.kind": "uniform",
            "negatives.per_positive": 1, "warm.shrink": 0.3, "warm.perturb": 0.1,
-           "warm.lr": 1.0, "warm.lr_epochs": 0, "warm.patience": None}  # a family without a recipe
+           "warm.lr": 1.0, "warm.lr_epochs": 0, "warm.patience": None,
+           "warm.eval_every": 1}  # a family without a recipe
 
 
 class TrainConfig(Section):

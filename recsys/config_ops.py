@@ -159,6 +159,9 @@ class ComputeConfig(Section):
                             "affinity, capped by its cgroup's CPU quota). Workers it starts (Dask) share them")
     adapt_threads: bool = Field(True, description="while training, use fewer threads while other work holds the "
                                                   "cores (recsys/threads.py), and more again when it is gone")
+    reuse_memory: bool = Field(True, description="while training, keep the memory a step frees for the next step "
+                                                 "instead of handing it back to the kernel each time (glibc; a "
+                                                 "faster epoch for a higher peak RSS, recsys/heap.py)")
 
     @field_validator("threads")
     @classmethod

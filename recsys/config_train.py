@@ -73,7 +73,13 @@ class WarmConfig(Section):
                           "a scratch run's patience mostly trains past it); null: train.patience; auto: the "
                           "family's recipe, else null")
 
-    @field_validator("shrink", "perturb", "lr", "lr_epochs", "patience")
+    eval_every: Union[Literal["auto"], int, None] = Field(
+        AUTO, description="epochs between a warm start's validations (it peaks within a few epochs of the champion, "
+                          "which a sparser cadence steps past; patience counts validations, so it also sets how "
+                          "long a warm run goes on past its best); null: train.eval_every; auto: the family's "
+                          "recipe, else 1")
+
+    @field_validator("shrink", "perturb", "lr", "lr_epochs", "patience", "eval_every")
     @classmethod
     def _recipe_value(cls, value, info):
         allowed, what = {"shrink": (lambda v: 0 < v <= 1, "a number above 0, at most 1"),
@@ -81,5 +87,6 @@ class WarmConfig(Section):
                          "lr": (lambda v: v > 0, "a number above 0"),
                          "lr_epochs": (lambda v: v >= 0 and int(v) == v, "an integer of 0 or more"),
                          "patience": (lambda v: v >= 1 and int(v) == v, "null or a positive integer"),
+                         "eval_every": (lambda v: v >= 1 and int(v) == v, "null or a positive integer"),
                          }[info.field_name]
         return recipe_value(value, allowed, what)

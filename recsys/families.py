@@ -33,8 +33,8 @@ AUTO_STEPS = 64
 # (bench/results/transfer.md): the hardest of auto_candidates uniform candidates for 8 negatives per
 # positive, a 0.998 parameter average, early stopping within 100 epochs. A warm start shrinks the carried
 # values to 0.1 (the generic perturbation, recsys.config.GENERIC), takes 3 x the learning rate for its
-# first 3 epochs and stops after 2 evaluations without improvement, chosen on day 2's validation splits
-# in bench/results/warm_start.md.
+# first 3 epochs and stops after 2 validations without improvement, chosen on day 2's validation splits
+# in bench/results/warm_start.md; like every family's warm start, it validates after every epoch (GENERIC).
 LIGHTGCN_RECIPE = {"epochs": 100, "lr": 0.002, "l2": 1e-3, "average": 0.998, "negatives.kind": "model",
                    "negatives.per_positive": 8, "warm.shrink": 0.1, "warm.lr": 3.0, "warm.lr_epochs": 3,
                    "warm.patience": 2}

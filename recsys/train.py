@@ -5,8 +5,9 @@ negatives per positive and takes an Adam step on the family's `batch_loss`: the 
 (`train.loss`: BPR or sampled softmax, see recsys/models/base.py) plus L2 on the batch's layer-0
 embeddings as in LightGCN's eq. 15, divided by the batch size as the reference implementation does.
 The batch's edge ids are passed along so that sampling families can hide the edges being predicted.
-Every `eval_every` epochs the validation split is ranked in full; the best state by `monitor` is
-kept, and training stops after `patience` evaluations without improvement (EarlyStopping).
+Every `eval_every` epochs (a warm start: `warm.eval_every`) the validation split is ranked in full;
+the best state by `monitor` is kept, and training stops after `patience` evaluations without
+improvement (EarlyStopping).
 Callbacks (epoch start, step, epoch end with its figures) serve MLflow logging and Optuna pruning;
 a callback may raise StopTraining. `drive_epochs` runs the epochs of every loop: this one, the
 multi-task heads (recsys/multitask.py) and the LLM prefix (recsys/llm_fit.py).
@@ -27,13 +28,14 @@ from recsys.data.types import IndexedData
 from recsys.device import embed_on, to_device
 from recsys.dist import Part, Worker, active
 from recsys.graph.build import RecGraph
+from recsys.heap import release, reusing
 from recsys.metrics import evaluate, evaluate_per_user
 from recsys.models.base import RecModel
 from recsys.negatives import Sampler, ScoreView, build_sampler
 from recsys.recipe import resolve_for_model
 from recsys.threads import Governor
 from recsys.train_state import EarlyStopping, LoopCheckpoint, ParameterAverage, kept, loop_state, replay, restore_loop
-from recsys.warm import lr_boost, patience
+from recsys.warm import eval_every, lr_boost, patience
 
 
 class StopTraining(Exception):
@@ -330,9 +332,11 @@ def _fit(model, graph, data, cfg, eval_cfg, callbacks, sampler, log, device, sta
     leads = worker is None or worker.leads  # rank 0 validates and keeps the best state
     cfg, result = run.cfg, run.result
     epochs = cfg.epochs if stop_after is None else min(cfg.epochs, stop_after)
+    every = eval_every(model, cfg)  # a warm start's own cadence (train.warm.eval_every)
 
     def one_epoch(epoch: int) -> dict:
         logs = _epoch(run, epoch, callbacks)
+        release()  # what the epoch freed goes back (recsys/heap.py)
         run.join()
         if worker is not None:
             logs.update(worker.take_figures())
@@ -343,7 +347,7 @@ def _fit(model, graph, data, cfg, eval_cfg, callbacks, sampler, log, device, sta
         return logs
 
     def validate(epoch: int, logs: dict) -> bool:
-        due = epoch % cfg.eval_every == 0 or epoch == epochs
+        due = epoch % every == 0 or epoch == epochs
         stop = due and leads and _validate(run, epoch, eval_cfg, logs)
         if due and worker is not None:
             stop = worker.agree(stop)
@@ -357,8 +361,9 @@ def _fit(model, graph, data, cfg, eval_cfg, callbacks, sampler, log, device, sta
         _baseline(run, eval_cfg, callbacks, started)
     try:
         saving = [] if checkpoint is None else [_Saving(run, checkpoint, stage)]
-        drive_epochs(epochs, one_epoch, [*callbacks, *saving], result, validate if len(data.valid) else None,
-                     run.best, stage if cfg.progress else None, log, cfg.monitor, first)
+        with reusing():  # a step's freed blocks serve the next step's (recsys/heap.py)
+            drive_epochs(epochs, one_epoch, [*callbacks, *saving], result, validate if len(data.valid) else None,
+                         run.best, stage if cfg.progress else None, log, cfg.monitor, first)
     finally:
         if run.average:
             run.average.close()

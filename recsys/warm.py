@@ -139,6 +139,14 @@ def patience(model, cfg: TrainConfig) -> int:
     return int(cfg.warm.patience)
 
 
+def eval_every(model, cfg: TrainConfig) -> int:
+    """Epochs between validations: train.warm.eval_every for a warm start (where set), else
+    train.eval_every. `cfg` is resolved."""
+    if getattr(model, "warm_from", None) is None or cfg.warm.eval_every is None:
+        return int(cfg.eval_every)
+    return int(cfg.warm.eval_every)
+
+
 def load_stage(module: torch.nn.Module, stages: Optional[dict], name: str) -> bool:
     """Start a later training stage's `module` (an MMoE head, the LLM prefix) from the champion's,
     when the champion has one of the same names and shapes; whether it did (also kept on the

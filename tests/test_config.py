@@ -101,7 +101,7 @@ def test_auto_training_settings_come_from_the_familys_recipe():
     lightgcn = resolve(TrainConfig(), "lightgcn").recipe()
     assert lightgcn == {"epochs": 100, "lr": 0.002, "l2": 1e-3, "average": 0.998, "negatives.kind": "model",
                         "negatives.per_positive": 8, "warm.shrink": 0.1, "warm.perturb": 0.1, "warm.lr": 3.0,
-                        "warm.lr_epochs": 3, "warm.patience": 2}
+                        "warm.lr_epochs": 3, "warm.patience": 2, "warm.eval_every": 1}
     assert resolve(TrainConfig(), "sage").recipe() == GENERIC
     mine = load_config(None, ["train.lr=0.01", "train.average=null", "train.negatives.per_positive=2"]).train
     kept = resolve(mine, "lightgcn").recipe()

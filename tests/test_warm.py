@@ -193,3 +193,27 @@ def test_a_warm_start_waits_its_own_patience_and_a_scratch_start_train_patience(
             assert warm_start(model, state, "mf", data, cfg, "").mode == "champion"
         result = fit(model, pairs_graph(data), data, cfg, EvalConfig(ks=[20]))
         assert result.epochs_run == epochs, (warm, patience)
+
+
+def test_a_warm_start_validates_at_its_own_cadence_and_a_scratch_start_at_train_eval_every():
+    """train.warm.eval_every (auto: every epoch for a family without a recipe of its own) sets which
+    epochs a warm run ranks validation after; a scratch run keeps train.eval_every, and so does a
+    warm one with warm.eval_every null. The last epoch is always ranked."""
+    from recsys.fit import warm_start
+    from recsys.train import fit
+
+    rng = np.random.default_rng(0)
+    order = rng.permutation(600)
+    grid = np.stack(np.meshgrid(np.arange(30), np.arange(20)), -1).reshape(-1, 2)
+    data = _data([f"u{i}" for i in range(30)], [f"i{i}" for i in range(20)], grid[order[:300]], grid[order[300:360]])
+    state = WarmState("mf", {}, MF(30, 20, dim=8).state_dict(), data.user_ids, data.item_ids, "1")
+    base = dict(epochs=7, lr=0.01, l2=0.0, average=None, progress=False, max_steps_per_epoch=None, batch_size=100,
+                eval_every=3, patience=50)
+    for warm, every, validated in ((True, "auto", [0, 1, 2, 3, 4, 5, 6, 7]), (True, 2, [0, 2, 4, 6, 7]),
+                                   (True, None, [0, 3, 6, 7]), (False, "auto", [3, 6, 7])):
+        cfg = TrainConfig(**base, warm={"eval_every": every, "shrink": 1, "perturb": 0})
+        model = MF(30, 20, dim=8)
+        if warm:
+            assert warm_start(model, state, "mf", data, cfg, "").mode == "champion"
+        result = fit(model, pairs_graph(data), data, cfg, EvalConfig(ks=[20]))
+        assert [h["epoch"] for h in result.history if "valid_recall@20" in h] == validated, (warm, every)

@@ -49,7 +49,7 @@ import signal
 import time
 from pathlib import Path
 
-from bench.common import SHARED_DATA, Stages, paired_recall, peak_rss_mb
+from bench.common import SHARED_DATA, Stages, code_version, paired_recall, peak_rss_mb
 from bench.runner import interrupted, retrain_here, retrain_in_child
 from bench.synthetic import network_files
 from bench.warm_start.report import earlier, over_seeds, reached, write
@@ -148,7 +148,8 @@ def child_main(spec_path: Path) -> None:
         "members": int(params.get("data.users", 0)), "start": params.get("start"),
         "start_reason": params.get("start_reason"), "peak_rss_mb": round(peak_rss_mb()),
         "version": out["version"], "promoted": out["promoted"],
-        "resumed": run["tags"].get("graphrec.resumed")}))  # train_seconds is then the last process's alone
+        "resumed": run["tags"].get("graphrec.resumed"),  # train_seconds is then the last process's alone
+        "commit": code_version()}))
 
 
 def by_step(run_id: str, key: str) -> dict[int, float]:

@@ -59,7 +59,8 @@ def variants(stages: Stages, rows: list[dict]) -> list[dict]:
                             "warm_best_valid_recall@20": warm["best_valid_recall@20"],
                             "scratch_best_valid_recall@20": scratch["best_valid_recall@20"],
                             "warm_test_recall@20": warm["test_recall@20"],
-                            "scratch_test_recall@20": scratch["test_recall@20"]})
+                            "scratch_test_recall@20": scratch["test_recall@20"],
+                            "commits": [scratch.get("commit"), warm.get("commit")]})  # None: before kept
     return out
 
 
@@ -117,7 +118,8 @@ def write(name: str, rows: list[dict], stages: Stages, args, notes: str) -> None
                   + "\n".join(f"- {v['row']}, {' '.join(v['warm_settings']) or 'the defaults'}{_recipe(v)}: "
                                f"{v['warm_best_valid_recall@20']} vs {v['scratch_best_valid_recall@20']}, "
                                f"{v['warm_seconds_to_scratch_best']} s, "
-                               f"{v['warm_test_recall@20']:.4f} vs {v['scratch_test_recall@20']:.4f}" for v in tried),
+                               f"{v['warm_test_recall@20']:.4f} vs {v['scratch_test_recall@20']:.4f}{_commits(v)}"
+                               for v in tried),
                   header=HEADER)
     log_bench_run(name, {"rows": " ".join(r["row"] for r in rows), "settings": " ".join(args.set),
                          "warm_settings": " ".join(args.warm_set)}, [],
@@ -134,6 +136,13 @@ def _recipe(variant: dict) -> str:
     recipe = variant.get("warm_recipe")
     seed = f", train.seed={variant['seed']}" if variant.get("seed") else ""
     return f" (recipe {' '.join(f'{k}={v}' for k, v in recipe.items())}{seed})" if recipe else ""
+
+
+def _commits(variant: dict) -> str:
+    """Where the stages kept the code they ran at: scratch's and warm's (a time ratio compares like with like
+    only at one code)."""
+    scratch, warm = variant.get("commits") or (None, None)
+    return f" [scratch at {scratch or 'an earlier commit'}, warm at {warm}]" if warm else ""
 
 
 def _lead(paired: dict | None) -> str:
