@@ -39,7 +39,7 @@ def _malloc() -> Optional[ctypes.CDLL]:
     """The process's malloc functions where they are glibc's (musl's mallopt does nothing and says so)."""
     try:
         libc = ctypes.CDLL(None)
-    except OSError:
+    except (OSError, TypeError):  # TypeError: Windows, which has no process-wide handle
         return None
     return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
 
