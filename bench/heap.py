@@ -7,8 +7,8 @@ per positive, the parameter average) trains --epochs epochs, validation after th
 in two processes of its own, one after the other: compute.reuse_memory on, then off. Per process:
 each epoch's seconds, the loop's user and kernel CPU seconds and minor page faults, the RSS before
 the loop and the process's peak. Per size, on / off: the last epoch's seconds (the first one also
-grows the heap), the kernel seconds and the peak RSS; and how the off run's kernel share of CPU and
-the saving grow with the size.
+grows the heap), the kernel seconds and the peak RSS; and per mode, how the epoch's and the kernel's
+seconds grow against the training pairs between sizes.
 
     ./dev.sh python -m bench.heap                                  # 100k, 300k and 1M members
     ./dev.sh python -m bench.heap --members 100000 --epochs 2
@@ -24,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.common import command, write_results
+from bench.common import command, growth_ratio, write_results
 from bench.runner import worker_result
 from bench.synthetic import network_files
 
@@ -89,15 +89,22 @@ def measure(args) -> dict:
                        "off_kernel_share": round(off["kernel_seconds"] / (off["kernel_seconds"] + off["user_seconds"]),
                                                  3)})
     return {"rows": rows, "ratios": ratios, "epochs": args.epochs,
-            "growth": _growth(ratios), "command": command("heap", args.argv)}
+            "growth": _growth(rows), "command": command("heap", args.argv)}
 
 
-def _growth(ratios: list[dict]) -> list[dict]:
-    """Between consecutive sizes: how the off run's kernel share and the epoch ratio move."""
-    return [{"from": a["members"], "to": b["members"],
-             "off_kernel_share": [a["off_kernel_share"], b["off_kernel_share"]],
-             "epoch_seconds_ratio": [a["epoch_seconds_ratio"], b["epoch_seconds_ratio"]]}
-            for a, b in zip(ratios, ratios[1:])]
+def _growth(rows: list[dict]) -> list[dict]:
+    """Between consecutive sizes, each mode's cost ratio against the training pairs' (growth_ratio: 1.0
+    grows linearly): the last epoch's seconds, and the loop's kernel seconds."""
+    out = []
+    for mode in (True, False):
+        runs = [r for r in rows if r["reuse_memory"] == mode]
+        for a, b in zip(runs, runs[1:]):
+            out.append({"reuse_memory": mode, "from": a["members"], "to": b["members"], **{
+                f"{key}_growth": growth_ratio(a[key][-1] if key == "epoch_seconds" else a[key],
+                                              b[key][-1] if key == "epoch_seconds" else b[key],
+                                              a["train_pairs"], b["train_pairs"])
+                for key in ("epoch_seconds", "kernel_seconds")}})
+    return out
 
 
 def report(figures: dict) -> None:
@@ -115,7 +122,11 @@ def report(figures: dict) -> None:
     notes = ("Each size: LightGCN at its recipe, " f"{figures['epochs']} epochs" " in a process of its own with "
              "compute.reuse_memory off, then on (recsys/heap.py); figures off / on (on / off). Epoch: the last "
              "one's seconds. Kernel and user: CPU seconds of the training loop. Peak RSS: the process's. The "
-             "validation figure (after the last epoch) shows the two runs trained alike.\n\nCommand: `"
+             "validation figure (after the last epoch) shows the two runs trained alike.\n\nGrowth against the "
+             "training pairs (1.0: linear), epoch / kernel seconds: "
+             + "; ".join(f"{g['from']:,} -> {g['to']:,} {'on' if g['reuse_memory'] else 'off'} "
+                         f"{g['epoch_seconds_growth']} / {g['kernel_seconds_growth']}" for g in figures["growth"])
+             + "\n\nCommand: `"
              + figures["command"] + "`")
     write_results("heap", figures, table, "Keeping freed memory for the next training step",
                   notes, header=("members", "train pairs", "epoch s off / on", "kernel s off / on",

@@ -35,7 +35,7 @@ from recsys.negatives import Sampler, ScoreView, build_sampler
 from recsys.recipe import resolve_for_model
 from recsys.threads import Governor
 from recsys.train_state import EarlyStopping, LoopCheckpoint, ParameterAverage, kept, loop_state, replay, restore_loop
-from recsys.warm import eval_every, lr_boost, patience
+from recsys.warm import lr_boost, own_or_train
 
 
 class StopTraining(Exception):
@@ -211,7 +211,7 @@ def _start(model, graph, data, cfg, sampler, device, worker=None) -> _Run:
     result.recipe["negatives.candidates"] = getattr(sampler, "candidates", None)
     return _Run(cfg, model, graph, data, sampler, ScoreView(model, graph, cfg.negatives.refresh_every, part),
                 optimizer, schedule, ParameterAverage(model, optimizer, cfg.average, part) if cfg.average else None,
-                EarlyStopping(patience(model, cfg)), result, batch_size, device, Governor(),
+                EarlyStopping(own_or_train(model, cfg, "patience")), result, batch_size, device, Governor(),
                 np.random.default_rng(cfg.seed), worker, part,
                 model.batch_loss if worker is None else worker.wrap(model, part), boost)
 
@@ -332,7 +332,7 @@ def _fit(model, graph, data, cfg, eval_cfg, callbacks, sampler, log, device, sta
     leads = worker is None or worker.leads  # rank 0 validates and keeps the best state
     cfg, result = run.cfg, run.result
     epochs = cfg.epochs if stop_after is None else min(cfg.epochs, stop_after)
-    every = eval_every(model, cfg)  # a warm start's own cadence (train.warm.eval_every)
+    every = own_or_train(model, cfg, "eval_every")  # a warm start's own cadence (train.warm.eval_every)
 
     def one_epoch(epoch: int) -> dict:
         logs = _epoch(run, epoch, callbacks)

@@ -131,20 +131,12 @@ def lr_boost(model, cfg: TrainConfig) -> tuple[float, int]:
     return float(cfg.warm.lr), int(cfg.warm.lr_epochs)
 
 
-def patience(model, cfg: TrainConfig) -> int:
-    """Evaluations without improvement before the loop stops: train.warm.patience for a warm start
-    (where set), else train.patience. `cfg` is resolved."""
-    if getattr(model, "warm_from", None) is None or cfg.warm.patience is None:
-        return int(cfg.patience)
-    return int(cfg.warm.patience)
-
-
-def eval_every(model, cfg: TrainConfig) -> int:
-    """Epochs between validations: train.warm.eval_every for a warm start (where set), else
-    train.eval_every. `cfg` is resolved."""
-    if getattr(model, "warm_from", None) is None or cfg.warm.eval_every is None:
-        return int(cfg.eval_every)
-    return int(cfg.warm.eval_every)
+def own_or_train(model, cfg: TrainConfig, name: str) -> int:
+    """A loop setting that a warm start has its own of (`patience`: validations without improvement
+    before stopping; `eval_every`: epochs between validations): train.warm.<name> for a warm start
+    where set, else train.<name>. `cfg` is resolved."""
+    own = getattr(cfg.warm, name)
+    return int(getattr(cfg, name) if getattr(model, "warm_from", None) is None or own is None else own)
 
 
 def load_stage(module: torch.nn.Module, stages: Optional[dict], name: str) -> bool:
